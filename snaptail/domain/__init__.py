@@ -1,0 +1,49 @@
+"""The domain: the Agent aggregate, its events, values and bounded derived state.
+
+Nothing here knows how or where events are stored.
+"""
+
+from snaptail.domain.agent import Agent
+from snaptail.domain.errors import (
+    AgentLimitExceeded,
+    AgentNotFound,
+    ConcurrencyError,
+    EventTooLarge,
+    InvalidCommand,
+    InvalidEventPayload,
+    SnaptailError,
+)
+from snaptail.domain.recent import RecentEvents
+from snaptail.domain.state import AgentState, Usage
+from snaptail.domain.values import (
+    Approval,
+    InputItem,
+    OutputItem,
+    Participant,
+    TokenUsage,
+    ToolCall,
+    WindowItem,
+)
+from snaptail.domain.window import ConversationWindow
+
+__all__ = [
+    "Agent",
+    "AgentLimitExceeded",
+    "AgentNotFound",
+    "AgentState",
+    "Approval",
+    "ConcurrencyError",
+    "ConversationWindow",
+    "EventTooLarge",
+    "InputItem",
+    "InvalidCommand",
+    "InvalidEventPayload",
+    "OutputItem",
+    "Participant",
+    "RecentEvents",
+    "SnaptailError",
+    "TokenUsage",
+    "ToolCall",
+    "Usage",
+    "WindowItem",
+]

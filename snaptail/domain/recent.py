@@ -1,0 +1,51 @@
+"""The bounded cache of an agent's newest events."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+
+class RecentEvents(Sequence[Any]):
+    """The newest ``maxlen`` events of one agent, oldest first.
+
+    Filled by the load that builds the agent and kept current by every save; it never
+    holds more than ``maxlen`` events. Older events are read with ``store.history()``.
+    """
+
+    __slots__ = ("_events",)
+
+    def __init__(self, maxlen: int, events: Iterable[Any] = ()) -> None:
+        self._events: deque[Any] = deque(events, maxlen=max(0, maxlen))
+
+    @property
+    def maxlen(self) -> int:
+        return self._events.maxlen or 0
+
+    def extend(self, events: Iterable[Any]) -> None:
+        self._events.extend(events)
+
+    def resize(self, maxlen: int) -> None:
+        """Keep at most ``maxlen`` events from now on (the newest ones)."""
+        self._events = deque(self._events, maxlen=max(0, maxlen))
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._events)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return list(self._events)[index]
+        return self._events[index]
+
+    def __repr__(self) -> str:
+        return f"RecentEvents(maxlen={self.maxlen}, len={len(self)})"

@@ -1,0 +1,17 @@
+"""Snapshots: when to take them, how they are encoded, and when to trust them."""
+
+from snaptail.snapshots.codec import SnapshotDecodeError, checksum, decode_state, encode_state
+from snaptail.snapshots.fingerprint import state_fingerprint
+from snaptail.snapshots.policy import EveryNEvents, Never, SinceSnapshot, SnapshotPolicy
+
+__all__ = [
+    "EveryNEvents",
+    "Never",
+    "SinceSnapshot",
+    "SnapshotDecodeError",
+    "SnapshotPolicy",
+    "checksum",
+    "decode_state",
+    "encode_state",
+    "state_fingerprint",
+]
