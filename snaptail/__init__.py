@@ -1,0 +1,42 @@
+"""snaptail: event-sourced LLM agents that load from the latest snapshot plus a short tail."""
+
+from eventsourcing.domain import event
+
+from snaptail.domain import (
+    Agent,
+    AgentLimitExceeded,
+    AgentNotFound,
+    AgentState,
+    ConcurrencyError,
+    EventTooLarge,
+    InvalidCommand,
+    InvalidEventPayload,
+    Participant,
+    RecentEvents,
+    SnaptailError,
+    TokenUsage,
+)
+from snaptail.infrastructure.store import AgentStore
+from snaptail.snapshots import EveryNEvents, Never, SnapshotPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentLimitExceeded",
+    "AgentNotFound",
+    "AgentState",
+    "AgentStore",
+    "ConcurrencyError",
+    "EventTooLarge",
+    "EveryNEvents",
+    "InvalidCommand",
+    "InvalidEventPayload",
+    "Never",
+    "Participant",
+    "RecentEvents",
+    "SnapshotPolicy",
+    "SnaptailError",
+    "TokenUsage",
+    "event",
+]

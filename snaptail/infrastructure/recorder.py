@@ -1,0 +1,113 @@
+"""What snaptail needs from a database, beyond ``eventsourcing``'s application recorder."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+
+@dataclass(frozen=True)
+class StoredSnapshot:
+    """One snapshot row: an agent's encoded state at a version."""
+
+    originator_id: UUID
+    originator_version: int
+    topic: str
+    fingerprint: str
+    checksum: int
+    state: bytes
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """A snapshot row without its bytes (for listing)."""
+
+    originator_version: int
+    fingerprint: str
+    size: int
+
+
+@dataclass(frozen=True)
+class LoadRows:
+    """What one load reads: at most one snapshot row, then the events after it.
+
+    ``events`` starts after ``min(snapshot version, head - recent)``: events older
+    than the snapshot are read only to fill the recent-event cache, never replayed.
+    """
+
+    snapshot: StoredSnapshot | None
+    events: Sequence[StoredEvent]
+
+
+class AgentRecorder(ApplicationRecorder):
+    """An application recorder that also stores snapshots and answers agent queries.
+
+    Implemented for SQLite and PostgreSQL. Each method is one transaction.
+    """
+
+    @abstractmethod
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        """Insert events (and snapshots, pruning older ones of the same agents down
+        to ``keep_snapshots``) in one transaction. A version conflict raises
+        ``eventsourcing.persistence.IntegrityError`` and writes nothing."""
+
+    @abstractmethod
+    def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows:
+        """Read the newest snapshot at or before ``snapshot_lte`` (default ``lte``)
+        and the events after it (and enough before it to give ``recent`` events),
+        up to ``lte``, in one read transaction and two queries."""
+
+    @abstractmethod
+    def select_page(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lt: int | None = None,
+        desc: bool = False,
+        limit: int = 500,
+        topics: Sequence[str] = (),
+    ) -> Sequence[StoredEvent]:
+        """One page of an agent's events, strictly between ``gt`` and ``lt``."""
+
+    @abstractmethod
+    def max_version(self, originator_id: UUID) -> int | None:
+        """The agent's newest version (its event count), from the index."""
+
+    @abstractmethod
+    def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
+        """Store a snapshot on its own; returns False if one exists at that version."""
+
+    @abstractmethod
+    def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
+        """The agent's snapshots, newest first, without their bytes."""
+
+    @abstractmethod
+    def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int:
+        """Delete all but the newest ``keep`` snapshots, and any at ``versions``;
+        returns how many rows were deleted."""
+
+    @abstractmethod
+    def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
+        """Agent ids that have snapshots or events, in id order, paged."""

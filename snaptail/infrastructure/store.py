@@ -1,0 +1,363 @@
+"""``AgentStore``: saves agents, loads them from the latest snapshot plus a short tail."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.utils import resolve_topic
+
+from snaptail.domain.agent import MIB, Agent
+from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.domain.recent import RecentEvents
+from snaptail.domain.schema import event_name
+from snaptail.infrastructure.database import open_recorder, resolve_url
+from snaptail.infrastructure.mapper import MsgspecMapper
+from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.snapshots import (
+    EveryNEvents,
+    SinceSnapshot,
+    SnapshotDecodeError,
+    SnapshotPolicy,
+    checksum,
+    decode_state,
+    encode_state,
+    state_fingerprint,
+)
+
+logger = logging.getLogger("snaptail.store")
+
+TAgent = TypeVar("TAgent", bound=Agent)
+
+# Warn when one load reads more events than this, and each time an agent
+# accumulates this many more events since its last snapshot.
+WARN_EVENTS = 1000
+
+
+@dataclass
+class _Tracking:
+    """What the store remembers about a loaded agent (kept on the agent object)."""
+
+    snapshot_version: int
+    bytes_since: int
+
+
+def _tracking(agent: Agent) -> _Tracking:
+    track = agent.__dict__.get("_snaptail")
+    if track is None:
+        track = _Tracking(snapshot_version=0, bytes_since=0)
+        agent.__dict__["_snaptail"] = track
+    return cast(_Tracking, track)
+
+
+class AgentStore:
+    """Stores agents' events and snapshots; loads agents without reading their full log.
+
+    ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
+    ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
+    ``snapshot_every`` events a snapshot is written with the save that crosses it
+    (or pass a ``policy``); ``keep_snapshots`` newest snapshots are kept per agent;
+    ``recent_events`` bounds each loaded agent's cache of its newest events;
+    ``max_event_bytes`` bounds one encoded event.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        snapshot_every: int = 100,
+        recent_events: int = 100,
+        policy: SnapshotPolicy | None = None,
+        keep_snapshots: int = 2,
+        max_event_bytes: int = MIB,
+        **options: Any,
+    ) -> None:
+        if recent_events < 0:
+            raise ValueError(f"recent_events must be >= 0, got {recent_events}")
+        if keep_snapshots < 1:
+            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        self.url = resolve_url(url)
+        self.recorder: AgentRecorder = open_recorder(self.url, **options)
+        self.mapper = MsgspecMapper()
+        self.policy: SnapshotPolicy = policy or EveryNEvents(snapshot_every)
+        self.recent_events = recent_events
+        self.keep_snapshots = keep_snapshots
+        self.max_event_bytes = max_event_bytes
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        close = getattr(self.recorder, "close", None) or getattr(
+            getattr(self.recorder, "datastore", None), "close", None
+        )
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- saving ---------------------------------------------------------------------
+
+    def save(self, *agents: Agent) -> None:
+        """Store the agents' new events (and any snapshot due) in one transaction.
+
+        Only new events are written. On a version conflict nothing is written,
+        :class:`ConcurrencyError` is raised, and the agents keep their new events.
+        """
+        batches: list[tuple[Agent, list[Any], list[StoredEvent]]] = []
+        stored: list[StoredEvent] = []
+        snapshots: list[StoredSnapshot] = []
+        for agent in agents:
+            pending = list(agent.pending_events)
+            if not pending:
+                continue
+            encoded = [self._encode(agent, event) for event in pending]
+            batches.append((agent, pending, encoded))
+            stored.extend(encoded)
+            snapshot = self._due_snapshot(agent, encoded)
+            if snapshot is not None:
+                snapshots.append(snapshot)
+        if not stored:
+            return
+        try:
+            self.recorder.insert_events(
+                stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
+            )
+        except IntegrityError as exc:
+            agent, pending, _ = batches[0]
+            others = ", ".join(str(a.id) for a, _, _ in batches[1:])
+            raise ConcurrencyError(
+                agent.id,
+                pending[0].originator_version,
+                f"saved together with {others}" if others else "",
+            ) from exc
+        snapshotted = {s.originator_id: s.originator_version for s in snapshots}
+        for agent, pending, encoded in batches:
+            del agent.pending_events[: len(pending)]
+            self._after_save(agent, pending, encoded, snapshotted.get(agent.id))
+
+    def _encode(self, agent: Agent, event: Any) -> StoredEvent:
+        stored = self.mapper.to_stored_event(event)
+        if len(stored.state) > self.max_event_bytes:
+            fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
+            sizes = {k: len(self.mapper._encoder.encode(v)) for k, v in fields.items()}
+            raise EventTooLarge(
+                agent.id,
+                event_name(type(event)),
+                max(sizes, key=sizes.__getitem__),
+                len(stored.state),
+                self.max_event_bytes,
+            )
+        return stored
+
+    def _due_snapshot(self, agent: Agent, encoded: Sequence[StoredEvent]) -> StoredSnapshot | None:
+        track = _tracking(agent)
+        since = SinceSnapshot(
+            events=agent.version - track.snapshot_version,
+            bytes=track.bytes_since + sum(len(s.state) for s in encoded),
+        )
+        if not self.policy.should_snapshot(since):
+            return None
+        return self._take_snapshot(agent)
+
+    def _take_snapshot(self, agent: Agent) -> StoredSnapshot | None:
+        try:
+            data = encode_state(agent)
+        except (TypeError, ValueError) as exc:
+            logger.warning(
+                "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
+            )
+            return None
+        return StoredSnapshot(
+            originator_id=agent.id,
+            originator_version=agent.version,
+            topic=self.mapper.topic_of(type(agent)),
+            fingerprint=state_fingerprint(type(agent)),
+            checksum=checksum(data),
+            state=data,
+        )
+
+    def _after_save(
+        self,
+        agent: Agent,
+        events: list[Any],
+        encoded: list[StoredEvent],
+        snapshot_version: int | None,
+    ) -> None:
+        track = _tracking(agent)
+        before = agent.version - len(events) - track.snapshot_version
+        if snapshot_version is not None:
+            track.snapshot_version = snapshot_version
+            track.bytes_since = 0
+        else:
+            track.bytes_since += sum(len(s.state) for s in encoded)
+        since = agent.version - track.snapshot_version
+        if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS:
+            logger.warning(
+                "agent has many events since its last snapshot: agent=%s version=%s "
+                "snapshot_version=%s events_since_snapshot=%s",
+                agent.id,
+                agent.version,
+                track.snapshot_version,
+                since,
+            )
+        recent = agent.recent_events
+        if recent.maxlen != self.recent_events:
+            recent.resize(self.recent_events)
+        recent.extend(events)
+
+    def snapshot(self, agent_id: UUID) -> int:
+        """Take a snapshot of the agent's current state now; returns its version."""
+        agent = self.get(agent_id)
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            raise ValueError(f"agent {agent_id}: its state cannot be encoded")
+        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        return agent.version
+
+    # -- loading --------------------------------------------------------------------
+
+    def get(self, agent_id: UUID, version: int | None = None) -> Agent:
+        """Load an agent: latest valid snapshot (at or before ``version``) plus the
+        events after it. Never replays events older than the snapshot."""
+        if version is not None and version < 1:
+            raise ValueError(f"agent {agent_id}: version must be >= 1, got {version}")
+        started = time.perf_counter()
+        rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
+        agent: Agent | None = None
+        while rows.snapshot is not None:
+            agent = self._trusted(rows.snapshot)
+            if agent is not None:
+                break
+            rows = self.recorder.select_for_load(
+                agent_id,
+                lte=version,
+                recent=self.recent_events,
+                snapshot_lte=rows.snapshot.originator_version - 1,
+            )
+        to_event = self.mapper.to_domain_event
+        events = [to_event(s) for s in rows.events]
+        if agent is None and not events:
+            raise AgentNotFound(agent_id, version)
+        snapshot_version = agent.version if agent is not None else 0
+        tail = 0
+        tail_bytes = 0
+        for event, stored in zip(events, rows.events, strict=True):
+            if event.originator_version > snapshot_version:
+                agent = event.mutate(agent)
+                tail += 1
+                tail_bytes += len(stored.state)
+        assert agent is not None
+        agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes)
+        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, events)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        level = logging.WARNING if len(events) > WARN_EVENTS else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "agent loaded: agent=%s version=%s snapshot_version=%s tail=%s "
+                "events_read=%s bytes_read=%s ms=%.2f",
+                agent_id,
+                agent.version,
+                snapshot_version,
+                tail,
+                len(events),
+                sum(len(s.state) for s in rows.events)
+                + (len(rows.snapshot.state) if rows.snapshot else 0),
+                elapsed_ms,
+            )
+        return agent
+
+    def _trusted(self, snapshot: StoredSnapshot) -> Agent | None:
+        """Decode a snapshot, or return None (and warn) if it must not be trusted."""
+        reason = None
+        try:
+            agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
+        except Exception as exc:
+            agent_class, reason = None, f"agent type {snapshot.topic!r} not found: {exc}"
+        if agent_class is not None:
+            if snapshot.fingerprint != state_fingerprint(agent_class):
+                reason = "fingerprint does not match the running code"
+            elif checksum(snapshot.state) != snapshot.checksum:
+                reason = "checksum mismatch (corrupted bytes)"
+            else:
+                try:
+                    return decode_state(
+                        agent_class,
+                        snapshot.originator_id,
+                        snapshot.originator_version,
+                        snapshot.state,
+                    )
+                except SnapshotDecodeError as exc:
+                    reason = f"bytes do not decode: {exc}"
+        logger.warning(
+            "snapshot not trusted, falling back: agent=%s snapshot_version=%s reason=%s",
+            snapshot.originator_id,
+            snapshot.originator_version,
+            reason,
+        )
+        return None
+
+    # -- reading the log ------------------------------------------------------------
+
+    def history(
+        self,
+        agent_id: UUID,
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        page_size: int = 500,
+    ) -> Iterator[Any]:
+        """Yield the agent's events with ``after < version < before``, oldest first
+        (newest first if ``reverse``), optionally only of the given event ``types``.
+
+        Reads ``page_size`` events at a time; never holds the whole log.
+        """
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        topics = self._topics(types)
+        gt, lt = after, before
+        to_event = self.mapper.to_domain_event
+        while True:
+            page = self.recorder.select_page(
+                agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
+            )
+            for stored in page:
+                yield to_event(stored)
+            if len(page) < page_size:
+                return
+            if reverse:
+                lt = page[-1].originator_version
+            else:
+                gt = page[-1].originator_version
+
+    def latest(self, agent_id: UUID, *types: type[Any] | str) -> Any | None:
+        """The agent's newest event of one of ``types`` (any type if none given)."""
+        page = self.recorder.select_page(
+            agent_id, desc=True, limit=1, topics=self._topics(types or None)
+        )
+        return self.mapper.to_domain_event(page[0]) if page else None
+
+    def event_count(self, agent_id: UUID) -> int:
+        """How many events the agent has: its version, read from the index."""
+        return self.recorder.max_version(agent_id) or 0
+
+    def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
+        if not types:
+            return ()
+        return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)

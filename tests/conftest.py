@@ -1,0 +1,76 @@
+"""Fixtures shared by the suite: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests use ``$SNAPTAIL_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``), each in a fresh schema dropped
+afterwards. Without a reachable server they skip, naming the URL tried; with
+``SNAPTAIL_REQUIRE_POSTGRES=1`` (as in CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_URL = os.environ.get(
+    "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("SNAPTAIL_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _postgres_unavailable() -> str | None:
+    """None if the test server answers, else why not."""
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - the dev extra installs it
+        return f"psycopg is not installed ({exc})"
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {POSTGRES_URL} is unreachable: {exc}".strip()
+
+
+def require_postgres() -> None:
+    """Skip (or, in CI, fail) the calling test when PostgreSQL is unreachable."""
+    problem = _postgres_unavailable()
+    if problem is None:
+        return
+    if REQUIRE_POSTGRES:
+        pytest.fail(f"{problem} (SNAPTAIL_REQUIRE_POSTGRES=1)")
+    pytest.skip(problem)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose ``schema`` parameter names a fresh, empty schema."""
+    require_postgres()
+    import psycopg
+
+    schema = f"snaptail_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{sep}schema={schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file URL in the test's own temporary directory (WAL mode)."""
+    return f"sqlite:///{tmp_path / 'agents.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database URL, once per backend."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(request.getfixturevalue("sqlite_url"))
