@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -57,6 +58,18 @@ class Agent(Aggregate):
 
     # -- construction ---------------------------------------------------------------
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        annotations = inspect.get_annotations(cls)
+        if annotations:
+            raise TypeError(
+                f"{cls.__qualname__}: annotated class attributes {sorted(annotations)} are not"
+                " allowed on an agent type (eventsourcing would turn it into a dataclass and"
+                " change its constructor). Declare state fields on a dataclass subclass of"
+                " AgentState and set `State = ThatClass`; for type checkers, annotate inside"
+                " `if TYPE_CHECKING:`."
+            )
+        super().__init_subclass__(**kwargs)
+
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:
         self.state = self.new_state()
@@ -72,7 +85,7 @@ class Agent(Aggregate):
         return state
 
     @classmethod
-    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:  # noqa: A002
+    def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         agent_id = id if id is not None else uuid4()
         check_payload(agent_id, event_class, kwargs, cls.max_event_bytes)
         return super()._create(event_class, id=agent_id, **kwargs)
@@ -104,7 +117,7 @@ class Agent(Aggregate):
 
     @property
     def last_activity(self) -> datetime:
-        return cast(datetime, self.modified_on)
+        return self.modified_on
 
     @property
     def recent_events(self) -> RecentEvents:

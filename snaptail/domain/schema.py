@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from functools import cache
 from typing import Any
 
 # Fields every aggregate event carries, kept out of the encoded payload.
 ENVELOPE_FIELDS = frozenset({"originator_id", "originator_version"})
 
 
-@cache
+_fields_cache: dict[type[Any], dict[str, Any]] = {}
+
+
 def payload_fields(event_class: type[Any]) -> dict[str, Any]:
     """Return ``{field name: type}`` for the fields an event stores, in order.
 
     ``timestamp`` and (for created events) ``originator_topic`` are included;
     ``originator_id`` and ``originator_version`` are not: they are columns.
     """
+    cached = _fields_cache.get(event_class)
+    if cached is not None:
+        return cached
     try:
         hints = typing.get_type_hints(event_class)
     except (NameError, TypeError):
@@ -27,6 +31,7 @@ def payload_fields(event_class: type[Any]) -> dict[str, Any]:
         if f.name in ENVELOPE_FIELDS:
             continue
         fields[f.name] = hints.get(f.name, Any)
+    _fields_cache[event_class] = fields
     return fields
 
 

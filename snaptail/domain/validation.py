@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import cache
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -18,11 +17,17 @@ _MANAGED = frozenset({"timestamp", "originator_topic"})
 _FIELD_PATH = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
-@cache
+_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+
+
 def _decoder(event_class: type[Any]) -> msgspec.msgpack.Decoder[Any]:
+    decoder = _decoders.get(event_class)
+    if decoder is not None:
+        return decoder
     fields = {k: v for k, v in payload_fields(event_class).items() if k not in _MANAGED}
     shape = TypedDict(f"{event_class.__name__}Payload", fields, total=False)  # type: ignore[misc]
-    return msgspec.msgpack.Decoder(shape)
+    decoder = _decoders[event_class] = msgspec.msgpack.Decoder(shape)
+    return decoder
 
 
 def check_payload(

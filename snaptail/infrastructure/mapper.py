@@ -93,7 +93,8 @@ class MsgspecMapper(Mapper[Any]):
             fields: dict[str, Any] = dict(payload_fields(cls))
             fields["class_version"] = NotRequired[int]
             shape = TypedDict(f"{cls.__name__}Stored", fields)  # type: ignore[misc]
-            codec = _EventCodec(cls, getattr(cls, "class_version", 1), msgspec.msgpack.Decoder(shape))
+            decoder = msgspec.msgpack.Decoder(shape)
+            codec = _EventCodec(cls, getattr(cls, "class_version", 1), decoder)
             self._codecs[topic] = codec
         return codec
 
@@ -123,7 +124,7 @@ class MsgspecMapper(Mapper[Any]):
             raise MapperDeserialisationError(msg) from exc
         originator_id = stored_event.originator_id
         if not isinstance(originator_id, UUID):
-            originator_id = find_id_convertor(codec.cls, str)(originator_id)
+            originator_id = find_id_convertor(codec.cls, str)(originator_id)  # type: ignore[arg-type]
         state["originator_id"] = originator_id
         state["originator_version"] = stored_event.originator_version
         event = object.__new__(codec.cls)
@@ -136,7 +137,7 @@ class MsgspecMapper(Mapper[Any]):
             getattr(codec.cls, f"upcast_v{version}_v{version + 1}")(state)
             version += 1
         fields = payload_fields(codec.cls)
-        typed = TypedDict(f"{codec.cls.__name__}Upcast", dict(fields))  # type: ignore[misc]
+        typed = TypedDict(f"{codec.cls.__name__}Upcast", dict(fields))  # type: ignore[misc]  # noqa: UP013
         return cast(dict[str, Any], msgspec.convert(state, typed, strict=False))
 
 

@@ -312,6 +312,19 @@ class AgentStore:
         )
         return None
 
+    def replay(self, agent_id: UUID, version: int | None = None) -> Agent:
+        """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
+
+        For verification and tests; ``get()`` is the way to load an agent.
+        """
+        agent: Agent | None = None
+        before = None if version is None else version + 1
+        for event in self.history(agent_id, before=before):
+            agent = event.mutate(agent)
+        if agent is None:
+            raise AgentNotFound(agent_id, version)
+        return agent
+
     # -- reading the log ------------------------------------------------------------
 
     def history(

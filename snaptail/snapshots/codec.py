@@ -94,7 +94,11 @@ def _upcast(agent_class: type[Agent], data: bytes, current: int) -> dict[str, An
         return cast(
             dict[str, Any],
             msgspec.convert(
-                {"created_on": raw["created_on"], "modified_on": raw["modified_on"], "state": state},
+                {
+                    "created_on": raw["created_on"],
+                    "modified_on": raw["modified_on"],
+                    "state": state,
+                },
                 _body_type(agent_class),
                 strict=False,
             ),
