@@ -1,0 +1,506 @@
+"""The PostgreSQL recorder: ``eventsourcing.postgres`` plus snapshots and agent queries.
+
+Events live in ``eventsourcing``'s own table (its notification ids, table lock and
+LISTEN/NOTIFY subscriptions unchanged); snapshots live in ``snaptail_snapshots`` in
+the same schema. :func:`open_postgres` turns a ``postgresql://`` URL into a recorder
+with a connection pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.utils import retry
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composable, Identifier
+
+from snaptail.infrastructure.recorder import (
+    AgentRecorder,
+    LoadRows,
+    SnapshotInfo,
+    StoredSnapshot,
+)
+
+SNAPSHOTS_TABLE = "snaptail_snapshots"
+# Any version is below this; stands in for "no upper bound" in queries.
+NO_LIMIT = 2**62
+# Key of the advisory lock that serialises table creation by concurrent processes.
+CREATE_TABLES_LOCK = 0x736E6170  # "snap"
+
+
+class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
+    """Events in ``stored_events`` (as ``eventsourcing``), snapshots in their own table.
+
+    A save writes its events, its snapshot (if any) and the pruning of old snapshots
+    in one transaction. Saves without a snapshot take ``eventsourcing``'s own
+    (pipelined) insert path.
+    """
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        snapshots_table_name: str = SNAPSHOTS_TABLE,
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.check_identifier_length(snapshots_table_name)
+        self.snapshots_table_name = snapshots_table_name
+        schema = Identifier(datastore.schema)
+        ev = SQL("{}.{}").format(schema, Identifier(events_table_name))
+        sn = SQL("{}.{}").format(schema, Identifier(snapshots_table_name))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
+                "topic text NOT NULL, fingerprint text NOT NULL, checksum bigint NOT NULL, "
+                "state bytea NOT NULL, PRIMARY KEY (originator_id, originator_version))"
+            ).format(sn)
+        )
+        self._sql_insert_snapshot = SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
+            "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
+        ).format(sn)
+        self._sql_prune = SQL(
+            "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
+            "SELECT originator_version FROM {sn} WHERE originator_id = %s "
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s)"
+        ).format(sn=sn)
+        self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
+        self._sql_delete_snapshot_versions = SQL(
+            "DELETE FROM {} WHERE originator_id = %s AND originator_version = ANY(%s)"
+        ).format(sn)
+        self._sql_count_snapshots = SQL(
+            "SELECT COUNT(*) AS n FROM {} WHERE originator_id = %s"
+        ).format(sn)
+        self._sql_select_snapshot = SQL(
+            "SELECT originator_version, topic, fingerprint, checksum, state FROM {} "
+            "WHERE originator_id = %s AND originator_version <= %s "
+            "ORDER BY originator_version DESC LIMIT 1"
+        ).format(sn)
+        # LEAST ignores NULL: with no events at or below the bound the tail is empty.
+        self._sql_select_tail = SQL(
+            "SELECT originator_version, topic, state FROM {ev} "
+            "WHERE originator_id = %s AND originator_version <= %s "
+            "AND originator_version > LEAST(%s, (SELECT MAX(originator_version) FROM {ev} "
+            "WHERE originator_id = %s AND originator_version <= %s) - %s) "
+            "ORDER BY originator_version"
+        ).format(ev=ev)
+        self._sql_select_page = SQL(
+            "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
+        ).format(ev)
+        self._sql_max_version = SQL(
+            "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
+        ).format(ev)
+        self._sql_snapshot_infos = SQL(
+            "SELECT originator_version, fingerprint, octet_length(state) AS size FROM {} "
+            "WHERE originator_id = %s ORDER BY originator_version DESC"
+        ).format(sn)
+        # A skip scan over the primary key: one index probe per distinct agent.
+        self._sql_originator_ids = SQL(
+            "WITH RECURSIVE ids(id) AS ("
+            "SELECT MIN(originator_id) FROM {ev} WHERE originator_id {op} %s "
+            "UNION ALL "
+            "SELECT (SELECT MIN(originator_id) FROM {ev} WHERE originator_id > ids.id) "
+            "FROM ids WHERE ids.id IS NOT NULL) "
+            "SELECT id FROM ids WHERE id IS NOT NULL LIMIT %s"
+        )
+        self._events_table = ev
+
+    # -- tables ---------------------------------------------------------------------
+
+    def create_table(self) -> None:
+        """Create the tables, types and functions, one process at a time.
+
+        Concurrent ``CREATE ... IF NOT EXISTS`` can still collide in PostgreSQL's
+        catalogues, so creation holds an advisory lock on a connection of its own.
+        """
+        kwargs = dict(_connect_kwargs(self.datastore))
+        kwargs.pop("row_factory", None)
+        with psycopg.connect(autocommit=True, **kwargs) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.datastore.close()
+
+    # -- writing --------------------------------------------------------------------
+
+    def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+        **kwargs: Any,
+    ) -> Sequence[int] | None:
+        ids: Sequence[int] | None
+        if not snapshots:
+            ids = super().insert_events(stored_events, **kwargs)
+        else:
+            ids = self._insert_events_and_snapshots(stored_events, snapshots, keep_snapshots)
+        return ids
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_events_and_snapshots(
+        self,
+        stored_events: Sequence[StoredEvent],
+        snapshots: Sequence[StoredSnapshot],
+        keep_snapshots: int | None,
+    ) -> Sequence[int] | None:
+        with self.datastore.transaction(commit=True) as curs:
+            ids: Sequence[int] | None = []
+            if stored_events:
+                # Takes the table lock and notifies listeners, as eventsourcing does.
+                self._insert_stored_events(curs, stored_events)
+                ids = self._fetch_ids_after_insert_events(curs, stored_events)
+            for snapshot in snapshots:
+                self._write_snapshot(curs, snapshot, keep_snapshots)
+            return ids
+
+    def _write_snapshot(
+        self, curs: Cursor[DictRow], snapshot: StoredSnapshot, keep: int | None
+    ) -> None:
+        key = snapshot.originator_id
+        curs.execute(
+            self._sql_insert_snapshot,
+            (
+                key,
+                snapshot.originator_version,
+                snapshot.topic,
+                snapshot.fingerprint,
+                snapshot.checksum,
+                snapshot.state,
+            ),
+            prepare=True,
+        )
+        if keep is not None:
+            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1), prepare=True)
+
+    def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._write_snapshot(curs, snapshot, keep_snapshots)
+        except IntegrityError:
+            return False
+        return True
+
+    def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            before = _count(curs.execute(self._sql_count_snapshots, (originator_id,)))
+            if versions:
+                curs.execute(self._sql_delete_snapshot_versions, (originator_id, list(versions)))
+            if keep == 0:
+                curs.execute(self._sql_delete_all_snapshots, (originator_id,))
+            else:
+                curs.execute(self._sql_prune, (originator_id, originator_id, keep - 1))
+            return before - _count(curs.execute(self._sql_count_snapshots, (originator_id,)))
+
+    # -- reading --------------------------------------------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows:
+        upper = lte if lte is not None else NO_LIMIT
+        snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        # Read committed is enough: events are only ever appended, and the tail
+        # query computes its bounds within one statement.
+        with self.datastore.transaction(commit=False) as curs:
+            snapshot = None
+            if snap_upper > 0:
+                curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
+                row = curs.fetchone()
+                if row is not None:
+                    snapshot = StoredSnapshot(
+                        originator_id=originator_id,
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        fingerprint=row["fingerprint"],
+                        checksum=row["checksum"],
+                        state=bytes(row["state"]),
+                    )
+            after = snapshot.originator_version if snapshot else 0
+            curs.execute(
+                self._sql_select_tail,
+                (originator_id, upper, after, originator_id, upper, recent),
+                prepare=True,
+            )
+            events = self._rows_to_events(originator_id, curs.fetchall())
+        return LoadRows(snapshot=snapshot, events=events)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_page(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lt: int | None = None,
+        desc: bool = False,
+        limit: int = 500,
+        topics: Sequence[str] = (),
+    ) -> Sequence[StoredEvent]:
+        statement: Composable = self._sql_select_page
+        params: list[Any] = [originator_id]
+        if gt is not None:
+            statement += SQL(" AND originator_version > %s")
+            params.append(gt)
+        if lt is not None:
+            statement += SQL(" AND originator_version < %s")
+            params.append(lt)
+        if topics:
+            statement += SQL(" AND topic = ANY(%s)")
+            params.append(list(topics))
+        statement += SQL(" ORDER BY originator_version")
+        if desc:
+            statement += SQL(" DESC")
+        statement += SQL(" LIMIT %s")
+        params.append(limit)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, params, prepare=True)
+            return self._rows_to_events(originator_id, curs.fetchall())
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_version(self, originator_id: UUID) -> int | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(self._sql_max_version, (originator_id,), prepare=True).fetchone()
+        value = None if row is None else row["v"]
+        return None if value is None else int(value)
+
+    def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            rows = curs.execute(self._sql_snapshot_infos, (originator_id,)).fetchall()
+        return [
+            SnapshotInfo(row["originator_version"], row["fingerprint"], row["size"]) for row in rows
+        ]
+
+    def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
+        # ">=" the nil UUID includes every id; ">" a given id starts after it.
+        op = SQL(">") if after is not None else SQL(">=")
+        statement = self._sql_originator_ids.format(ev=self._events_table, op=op)
+        start = after if after is not None else UUID(int=0)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            rows = curs.execute(statement, (start, limit)).fetchall()
+        return [_as_uuid(row["id"]) for row in rows]
+
+    @staticmethod
+    def _rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
+        return [
+            StoredEvent(
+                originator_id=originator_id,
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in rows
+        ]
+
+
+def _count(curs: Cursor[DictRow]) -> int:
+    row = curs.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+    """The pool's keyword arguments for ``psycopg.connect`` (the live dict)."""
+    kwargs = datastore.pool.kwargs
+    assert isinstance(kwargs, dict)
+    return kwargs
+
+
+def _as_uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+# -- opening from a URL -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresOptions:
+    """Connection settings for :func:`open_postgres`, from a URL and keywords.
+
+    ``pool_size`` connections are kept open, up to ``max_overflow`` more are opened
+    under load; a caller waits at most ``pool_timeout`` seconds for a free one.
+    ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
+    wait for the events table's write lock (0: wait as long as it takes).
+    """
+
+    user: str
+    password: str
+    host: str
+    port: int
+    dbname: str
+    schema: str = "public"
+    pool_size: int = 2
+    max_overflow: int = 8
+    pool_timeout: float = 30.0
+    connect_timeout: int = 10
+    lock_timeout: int = 0
+    sslmode: str = ""
+
+
+# Options accepted in the query string or as keywords, and how each is converted.
+TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
+           "lock_timeout", "sslmode")  # fmt: skip
+
+
+def parse_postgres_url(url: str, **options: object) -> PostgresOptions:
+    """Read ``postgresql://user[:password]@host[:port]/dbname?option=value&...``.
+
+    Keyword ``options`` override the query string. Raises ``ValueError`` naming
+    the offending part or parameter.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgresql", "postgres"}:
+        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): {_redact(url)}")
+    dbname = unquote(parts.path.lstrip("/"))
+    if not dbname or "/" in dbname:
+        raise ValueError(
+            f"PostgreSQL URL needs one database name in its path, as in "
+            f"postgresql://user@host:5432/dbname: {_redact(url)}"
+        )
+    try:
+        port = parts.port or 5432
+    except ValueError as exc:
+        raise ValueError(f"PostgreSQL URL has a bad port: {_redact(url)}") from exc
+    raw: dict[str, object] = {}
+    for name, text in parse_qsl(parts.query, keep_blank_values=True):
+        if name in raw:
+            raise ValueError(f"PostgreSQL URL parameter {name!r} is given twice")
+        raw[name] = text
+    raw.update(options)
+    unknown = sorted(set(raw) - set(TUNABLE))
+    if unknown:
+        raise ValueError(
+            f"unknown PostgreSQL option {unknown[0]!r}; known options: {', '.join(TUNABLE)}"
+        )
+    values: dict[str, Any] = {
+        "user": unquote(parts.username or "postgres"),
+        "password": unquote(parts.password or ""),
+        "host": parts.hostname or "localhost",
+        "port": port,
+        "dbname": dbname,
+    }
+    for name, value in raw.items():
+        values[name] = _convert(name, value)
+    return PostgresOptions(**values)
+
+
+def _convert(name: str, value: object) -> object:
+    """One option's value, checked; ``ValueError`` names the parameter."""
+    if name in {"schema", "sslmode"}:
+        text = str(value).strip()
+        if name == "schema" and (not text or len(text) > 63):
+            raise ValueError(
+                f"PostgreSQL option 'schema' must be a name of 1-63 characters, got {value!r}"
+            )
+        return text
+    kind: type[int] | type[float] = float if name == "pool_timeout" else int
+    try:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise TypeError
+        number = kind(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"PostgreSQL option {name!r} must be {'a number' if kind is float else 'an integer'}, "
+            f"got {value!r}"
+        ) from None
+    minimum = {"pool_size": 1, "pool_timeout": 0.001, "connect_timeout": 1}.get(name, 0)
+    if number < minimum:
+        raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
+    return number
+
+
+def _redact(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
+    """Open a pooled recorder for ``url``, creating its schema's tables if missing.
+
+    The schema itself is created when it does not exist (and the user may).
+    """
+    settings = parse_postgres_url(url, **options)
+    datastore = PostgresDatastore(
+        dbname=settings.dbname,
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
+        lock_timeout=settings.lock_timeout,
+        schema=settings.schema,
+    )
+    extra: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
+    if settings.sslmode:
+        extra["sslmode"] = settings.sslmode
+    kwargs = _connect_kwargs(datastore)
+    kwargs.update(extra)
+    if not settings.password:
+        kwargs.pop("password", None)
+    try:
+        _ensure_schema(datastore)
+        recorder = PostgresAgentRecorder(datastore)
+        recorder.create_table()
+    except BaseException:
+        datastore.close()
+        raise
+    return recorder
+
+
+def _ensure_schema(datastore: PostgresDatastore) -> None:
+    with datastore.get_connection() as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (datastore.schema,)
+        ).fetchone()
+        if found is None:
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(datastore.schema)))
+
+
+def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
+    """The pool settings a recorder runs with (for tests and diagnostics)."""
+    pool = recorder.datastore.pool
+    return {
+        "schema": recorder.datastore.schema,
+        "pool_size": pool.min_size,
+        "max_overflow": pool.max_size - pool.min_size,
+        "pool_timeout": pool.timeout,
+        "connect_timeout": _connect_kwargs(recorder.datastore).get("connect_timeout"),
+        "lock_timeout": recorder.datastore.lock_timeout,
+    }
+
+
+__all__ = [
+    "PostgresAgentRecorder",
+    "PostgresOptions",
+    "open_postgres",
+    "parse_postgres_url",
+    "settings_of",
+]
