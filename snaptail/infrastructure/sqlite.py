@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    StoredEvent,
+    Subscription,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from snaptail.infrastructure.recorder import (
@@ -14,6 +19,11 @@ from snaptail.infrastructure.recorder import (
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+)
+from snaptail.infrastructure.subscription import (
+    DEFAULT_POLL_INTERVAL,
+    SQLiteSubscription,
+    commit_signal,
 )
 
 SNAPSHOTS_TABLE = "snaptail_snapshots"
@@ -38,6 +48,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
     ) -> None:
         self.snapshots_table_name = snapshots_table_name
         super().__init__(datastore, events_table_name)
+        self._commit_signal = commit_signal(datastore.pool.db_name)
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
@@ -83,7 +94,22 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             ids = self._insert_events(c, stored_events, **kwargs)
             for snapshot in snapshots:
                 self._write_snapshot(c, snapshot, keep_snapshots)
-            return ids
+        if stored_events:
+            self._commit_signal.notify()  # wake subscribers in this process
+        return ids
+
+    def subscribe(
+        self,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> Subscription[ApplicationRecorder]:
+        """Notifications after ``gt``, then new ones as they are committed (see
+        :class:`~snaptail.infrastructure.subscription.SQLiteSubscription`)."""
+        return SQLiteSubscription(
+            self, self.datastore.pool.db_name, gt, topics, poll_interval=poll_interval
+        )
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any
