@@ -40,12 +40,24 @@ TAgent = TypeVar("TAgent", bound=Agent)
 WARN_EVENTS = 1000
 
 
+@dataclass(frozen=True)
+class LoadStats:
+    """What one load of an agent read and cost."""
+
+    snapshot_version: int
+    tail: int
+    events_read: int
+    bytes_read: int
+    ms: float
+
+
 @dataclass
 class _Tracking:
     """What the store remembers about a loaded agent (kept on the agent object)."""
 
     snapshot_version: int
     bytes_since: int
+    last_load: LoadStats | None = None
 
 
 def _tracking(agent: Agent) -> _Tracking:
@@ -262,10 +274,17 @@ class AgentStore:
                 tail += 1
                 tail_bytes += len(stored.state)
         assert agent is not None
-        agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes)
         agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, events)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        level = logging.WARNING if len(events) > WARN_EVENTS else logging.DEBUG
+        stats = LoadStats(
+            snapshot_version=snapshot_version,
+            tail=tail,
+            events_read=len(events),
+            bytes_read=sum(len(s.state) for s in rows.events)
+            + (len(rows.snapshot.state) if rows.snapshot else 0),
+            ms=(time.perf_counter() - started) * 1000,
+        )
+        agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes, stats)
+        level = logging.WARNING if stats.events_read > WARN_EVENTS else logging.DEBUG
         if logger.isEnabledFor(level):
             logger.log(
                 level,
@@ -273,14 +292,18 @@ class AgentStore:
                 "events_read=%s bytes_read=%s ms=%.2f",
                 agent_id,
                 agent.version,
-                snapshot_version,
-                tail,
-                len(events),
-                sum(len(s.state) for s in rows.events)
-                + (len(rows.snapshot.state) if rows.snapshot else 0),
-                elapsed_ms,
+                stats.snapshot_version,
+                stats.tail,
+                stats.events_read,
+                stats.bytes_read,
+                stats.ms,
             )
         return agent
+
+    @staticmethod
+    def load_stats(agent: Agent) -> LoadStats | None:
+        """What the load that built ``agent`` read and cost (None if not loaded)."""
+        return _tracking(agent).last_load
 
     def _trusted(self, snapshot: StoredSnapshot) -> Agent | None:
         """Decode a snapshot, or return None (and warn) if it must not be trusted."""
