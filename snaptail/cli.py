@@ -26,6 +26,23 @@ def _root(
 
 
 @app.command()
+def demo(
+    db: str = typer.Option(None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL "
+                           "or sqlite:///snaptail.db)."),
+    seed: int = typer.Option(7, help="Seed of the simulated traffic."),
+    scale: float = typer.Option(1.0, help="Multiply every agent's event count by this."),
+) -> None:
+    """Simulate a few realistic agents, then show load time, events read and memory."""
+    from snaptail.demo import DEFAULT_AGENTS, demo_table, run_demo
+    from snaptail.infrastructure.store import AgentStore
+
+    agents = tuple((name, max(2, int(n * scale))) for name, n in DEFAULT_AGENTS)
+    with AgentStore(db) as store:
+        rows = run_demo(store, agents, seed=seed, console=console)
+        console.print(demo_table(rows, store.url))
+
+
+@app.command()
 def version() -> None:
     """Print snaptail's version."""
     from snaptail import __version__

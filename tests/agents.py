@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -19,10 +20,8 @@ def _tolerant(command: Command) -> Command:
     """Commands that are invalid in the current state are skipped, as a caller would."""
 
     def run(agent: Agent) -> None:
-        try:
+        with contextlib.suppress(InvalidCommand):
             command(agent)
-        except InvalidCommand:
-            pass
 
     return run
 
@@ -59,7 +58,7 @@ commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(lambda label: lambda a: a.remove_label(label), names),
     st.builds(lambda u: lambda a: a.join(Participant(user_id=u, display_name=u)), names),
     st.builds(lambda u: _tolerant(lambda a: a.leave(u)), names),
-    st.just(_tolerant(lambda a: a.start_llm_request() and None)),
+    st.just(_tolerant(lambda a: a.start_llm_request() and None)),  # type: ignore[arg-type]
     st.builds(lambda u: _tolerant(lambda a: _finish(a, u)), usages),
     st.builds(lambda c, t: _tolerant(lambda a: a.request_tool_call(c, t, {"q": c})), names, names),
     st.builds(

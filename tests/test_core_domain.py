@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_llm_request_lifecycle_and_usage() -> None:
     agent.finish_llm_request(request, TokenUsage(input_tokens=100, output_tokens=7))
     assert agent.status == "idle"
     assert agent.state.usage.input_tokens == 100 and agent.state.usage.output_tokens == 7
-    started = agent.pending_events[-2]
+    started: Any = agent.pending_events[-2]
     assert started.input_through_version == 2 and started.model == "m1"
     agent.pause("night")
     with pytest.raises(InvalidCommand, match="paused"):

@@ -21,7 +21,7 @@ from snaptail import Agent
 from snaptail.domain.schema import payload_fields
 from snaptail.infrastructure.mapper import MsgspecMapper
 
-text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
 json_like = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
@@ -48,7 +48,8 @@ def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
         return st.dictionaries(strategy_for(args[0]), strategy_for(args[1]), max_size=3)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         hints = typing.get_type_hints(tp)
-        return st.builds(tp, **{f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(tp)})
+        fields = {f.name: strategy_for(hints[f.name]) for f in dataclasses.fields(tp)}
+        return st.builds(tp, **fields)
     simple: dict[Any, st.SearchStrategy[Any]] = {
         type(None): st.none(),
         str: text,
@@ -77,7 +78,9 @@ def event_classes(agent_type: type[Agent]) -> list[type[Any]]:
 
 
 ALL_EVENTS = event_classes(Agent) + [
-    cls for cls in event_classes(ChatPlatformAgent) if cls.__qualname__.endswith(("Joined", "Mentioned"))
+    cls
+    for cls in event_classes(ChatPlatformAgent)
+    if cls.__qualname__.endswith(("ThreadJoined", "Mentioned"))
 ]
 
 
