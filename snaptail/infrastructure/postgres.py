@@ -107,9 +107,11 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         # A skip scan over the primary key: one index probe per distinct agent.
         self._sql_originator_ids = SQL(
             "WITH RECURSIVE ids(id) AS ("
-            "SELECT MIN(originator_id) FROM {ev} WHERE originator_id {op} %s "
+            "(SELECT originator_id FROM {ev} WHERE originator_id {op} %s "
+            "ORDER BY originator_id LIMIT 1) "
             "UNION ALL "
-            "SELECT (SELECT MIN(originator_id) FROM {ev} WHERE originator_id > ids.id) "
+            "SELECT (SELECT originator_id FROM {ev} WHERE originator_id > ids.id "
+            "ORDER BY originator_id LIMIT 1) "
             "FROM ids WHERE ids.id IS NOT NULL) "
             "SELECT id FROM ids WHERE id IS NOT NULL LIMIT %s"
         )
