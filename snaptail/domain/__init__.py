@@ -11,8 +11,10 @@ from snaptail.domain.errors import (
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
+    MemoryBudgetExceeded,
     SnaptailError,
 )
+from snaptail.domain.memory import MemoryUsage, format_bytes, parse_size
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState, Usage
 from snaptail.domain.values import (
@@ -38,6 +40,8 @@ __all__ = [
     "InputItem",
     "InvalidCommand",
     "InvalidEventPayload",
+    "MemoryBudgetExceeded",
+    "MemoryUsage",
     "OutputItem",
     "Participant",
     "RecentEvents",
@@ -46,4 +50,6 @@ __all__ = [
     "ToolCall",
     "Usage",
     "WindowItem",
+    "format_bytes",
+    "parse_size",
 ]

@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
+from snaptail.domain.memory import MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
@@ -40,8 +41,10 @@ class Agent(Aggregate):
     (the conversation window), ``idempotency_window`` (how many webhook keys are
     remembered for de-duplication), ``max_labels``, ``max_metadata_keys``,
     ``max_participants``, ``max_pending`` (bounds on those collections),
-    ``max_event_bytes`` (encoded payload limit per event) and ``snapshot_version``
-    (bump it to invalidate every stored snapshot of this type).
+    ``max_event_bytes`` (encoded payload limit per event), ``snapshot_version``
+    (bump it to invalidate every stored snapshot of this type) and ``memory_budget``
+    (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
+    wins over the store's ``memory_budget``; None: the store's).
     """
 
     State = AgentState
@@ -55,6 +58,7 @@ class Agent(Aggregate):
     tool_output_preview = 2048
     max_event_bytes = MIB
     snapshot_version = 1
+    memory_budget = cast("int | str | None", None)
 
     # -- construction ---------------------------------------------------------------
 
@@ -127,6 +131,41 @@ class Agent(Aggregate):
             recent = RecentEvents(0)
             self.__dict__["_recent_events"] = recent
         return cast(RecentEvents, recent)
+
+    # -- memory ---------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Bytes this loaded agent holds: derived state, the recent-event cache and
+        unsaved events, counted deeply (method and error: ``snaptail.domain.memory``)."""
+        return measure_agent(self).total
+
+    def memory_usage(self) -> MemoryUsage:
+        """:meth:`memory_bytes` with its breakdown: which part holds the bytes."""
+        return measure_agent(self)
+
+    def shed_memory(self, target_bytes: int) -> None:
+        """Make the derived state smaller, aiming at ``memory_bytes() <= target_bytes``.
+
+        Called by the store when the agent is over its memory budget, after the
+        recent-event cache was shrunk. Shed state only by recording events, so that
+        snapshot + tail == full replay still holds. The default halves the
+        conversation window (one ``WindowShrunk`` event each time) until the agent
+        fits or one item is left. Override it to shed your own state, and call
+        ``super().shed_memory(target_bytes)`` to shed the window too.
+        """
+        window = self.state.window
+        while self.memory_bytes() > target_bytes and len(window.items) > 1:
+            self.shrink_window(len(window.items) // 2)
+
+    def shrink_window(self, max_items: int) -> None:
+        """Keep at most ``max_items`` conversation items from now on (an event)."""
+        if max_items < 1:
+            raise InvalidCommand(self.id, f"max_items must be >= 1, got {max_items}")
+        self._window_shrunk(max_items=max_items)
+
+    @event("WindowShrunk")
+    def _window_shrunk(self, max_items: int) -> None:
+        self.state.window.shrink(max_items)
 
     # -- configuration --------------------------------------------------------------
 

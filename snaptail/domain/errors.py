@@ -65,3 +65,18 @@ class InvalidCommand(SnaptailError, ValueError):
     def __init__(self, agent_id: UUID, detail: str) -> None:
         self.agent_id = agent_id
         super().__init__(f"agent {agent_id}: {detail}")
+
+
+class MemoryBudgetExceeded(SnaptailError, MemoryError):
+    """A loaded agent holds more bytes than its memory budget, even after snaptail
+    shrank its recent-event cache, snapshotted it and asked it to shed state."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, size: int, budget: int, holders: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.size, self.budget, self.holders = size, budget, holders
+        super().__init__(
+            f"agent {agent_id} ({agent_type}) holds {size} bytes, over its memory budget"
+            f" of {budget} bytes after shedding; largest parts: {holders}"
+        )

@@ -15,11 +15,14 @@ from eventsourcing.utils import resolve_topic
 
 from snaptail.domain.agent import MIB, Agent
 from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.domain.memory import parse_size
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.schema import event_name
+from snaptail.infrastructure.budget import enforce_budget, observe_memory, resolve_budget
 from snaptail.infrastructure.database import open_recorder, resolve_url
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.telemetry import report_load
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
@@ -76,7 +79,10 @@ class AgentStore:
     ``snapshot_every`` events a snapshot is written with the save that crosses it
     (or pass a ``policy``); ``keep_snapshots`` newest snapshots are kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
-    ``max_event_bytes`` bounds one encoded event.
+    ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
+    ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
+    ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
+    Prometheus metrics (``snaptail.metrics``).
     """
 
     def __init__(
@@ -88,6 +94,9 @@ class AgentStore:
         policy: SnapshotPolicy | None = None,
         keep_snapshots: int = 2,
         max_event_bytes: int = MIB,
+        memory_budget: int | str | None = None,
+        slow_load_ms: float | None = None,
+        metrics: bool = False,
         **options: Any,
     ) -> None:
         if recent_events < 0:
@@ -101,6 +110,12 @@ class AgentStore:
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
+        self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
+        self.slow_load_ms = slow_load_ms
+        if metrics:
+            from snaptail import metrics as prometheus
+
+            prometheus.enable()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -161,6 +176,16 @@ class AgentStore:
         for agent, pending, encoded in batches:
             del agent.pending_events[: len(pending)]
             self._after_save(agent, pending, encoded, snapshotted.get(agent.id))
+        for agent, _, _ in batches:
+            self._check_memory(agent, can_shed=True, saving=True)
+
+    def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
+        """Keep the agent within its memory budget, if one applies (see budget.py)."""
+        budget = resolve_budget(type(agent), self.memory_budget)
+        if budget is not None:
+            enforce_budget(self, agent, budget, can_shed=can_shed, saving=saving)
+        elif not saving:
+            observe_memory(agent)
 
     def _encode(self, agent: Agent, event: Any) -> StoredEvent:
         stored = self.mapper.to_stored_event(event)
@@ -284,20 +309,8 @@ class AgentStore:
             ms=(time.perf_counter() - started) * 1000,
         )
         agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes, stats)
-        level = logging.WARNING if stats.events_read > WARN_EVENTS else logging.DEBUG
-        if logger.isEnabledFor(level):
-            logger.log(
-                level,
-                "agent loaded: agent=%s version=%s snapshot_version=%s tail=%s "
-                "events_read=%s bytes_read=%s ms=%.2f",
-                agent_id,
-                agent.version,
-                stats.snapshot_version,
-                stats.tail,
-                stats.events_read,
-                stats.bytes_read,
-                stats.ms,
-            )
+        report_load(agent, stats, self.slow_load_ms)
+        self._check_memory(agent, can_shed=version is None, saving=False)
         return agent
 
     @staticmethod

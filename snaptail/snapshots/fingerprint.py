@@ -44,7 +44,7 @@ def state_fingerprint(agent_class: type[Any]) -> str:
         if not name.startswith("_")
         and isinstance(getattr(agent_class, name, None), int | str | float)
         and not isinstance(getattr(agent_class, name, None), bool)
-        and name not in {"INITIAL_VERSION"}
+        and name not in {"INITIAL_VERSION", "memory_budget"}
     }
     parts = [
         f"{agent_class.__module__}.{agent_class.__qualname__}",

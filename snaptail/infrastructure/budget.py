@@ -1,0 +1,119 @@
+"""The memory budget: what the store does when a loaded agent holds too many bytes.
+
+Checked after every load and after every save, when a budget applies (the agent
+type's ``memory_budget`` wins over the store's). Over budget, in this order:
+
+1. shrink the agent's recent-event cache (halving it) until the agent fits;
+2. take a snapshot at the agent's version, so reloading it later is cheap;
+3. call ``agent.shed_memory(budget)``: the agent type compacts its derived state,
+   by recording events (the built-in one: ``WindowShrunk``), so that a replay of
+   the log gives the same, smaller state; after a save those events are saved at
+   once, after a load they are saved with the agent's next save;
+4. if it is still over: raise :class:`~snaptail.MemoryBudgetExceeded`, naming the
+   agent, its bytes, the budget and the parts holding the bytes.
+
+An agent is never left in memory over its budget without an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from snaptail import metrics
+from snaptail.domain.agent import Agent
+from snaptail.domain.errors import MemoryBudgetExceeded
+from snaptail.domain.memory import MemoryUsage, parse_size
+
+if TYPE_CHECKING:
+    from snaptail.infrastructure.store import AgentStore
+
+logger = logging.getLogger("snaptail.memory")
+
+_SHEDDING = "_snaptail_shedding"
+
+
+def resolve_budget(agent_type: type[Agent], store_budget: int | None) -> int | None:
+    """The budget in bytes that applies to agents of ``agent_type`` (None: none)."""
+    own = agent_type.memory_budget
+    return store_budget if own is None else parse_size(own)
+
+
+def enforce_budget(
+    store: AgentStore, agent: Agent, budget: int, *, can_shed: bool, saving: bool
+) -> MemoryUsage:
+    """Bring ``agent`` within ``budget`` bytes or raise; returns its final usage.
+
+    ``can_shed`` is False for a load at a past version (no snapshot, no events
+    recorded then); ``saving`` says the store saves shedding events right away.
+    """
+    usage = _measure(agent)
+    if usage.total <= budget or agent.__dict__.get(_SHEDDING):
+        return usage
+    agent_type = type(agent).__qualname__
+    start = usage.total
+    recent = agent.recent_events
+    while usage.total > budget and len(recent) > 0:
+        recent.resize(len(recent) // 2)
+        usage = _measure(agent)
+    if usage.total > budget and can_shed:
+        _snapshot_now(store, agent)
+        agent.__dict__[_SHEDDING] = True
+        try:
+            agent.shed_memory(budget)
+            if saving and agent.pending_events:
+                store.save(agent)
+        finally:
+            del agent.__dict__[_SHEDDING]
+        usage = _measure(agent)
+    if usage.total > budget:
+        logger.warning(
+            "memory budget exceeded: agent=%s type=%s bytes=%s budget=%s holders=%r",
+            agent.id,
+            agent_type,
+            usage.total,
+            budget,
+            usage.describe(),
+        )
+        raise MemoryBudgetExceeded(agent.id, agent_type, usage.total, budget, usage.describe())
+    logger.info(
+        "memory budget kept: agent=%s type=%s bytes_before=%s bytes=%s budget=%s "
+        "recent_events=%s window_items=%s",
+        agent.id,
+        agent_type,
+        start,
+        usage.total,
+        budget,
+        len(recent),
+        len(agent.state.window.items),
+    )
+    return usage
+
+
+def observe_memory(agent: Agent) -> None:
+    """Record the agent's memory in the metrics, if they are enabled (else free)."""
+    if metrics.active() is not None:
+        _measure(agent)
+
+
+def _measure(agent: Agent) -> MemoryUsage:
+    usage = agent.memory_usage()
+    active = metrics.active()
+    if active is not None:
+        active.observe_memory(type(agent).__qualname__, usage.total)
+    return usage
+
+
+def _snapshot_now(store: AgentStore, agent: Agent) -> None:
+    """Store a snapshot at the agent's version, unless it has one or unsaved events."""
+    from snaptail.infrastructure.store import _tracking
+
+    track = _tracking(agent)
+    if agent.pending_events or track.snapshot_version == agent.version:
+        return
+    snapshot = store._take_snapshot(agent)
+    if snapshot is None:
+        return
+    store.recorder.insert_snapshot(snapshot, keep_snapshots=store.keep_snapshots)
+    track.snapshot_version = agent.version
+    track.bytes_since = 0
