@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
+
+
+class Undecoded:
+    """An event read from the store but not decoded yet (decoded on first access)."""
+
+    __slots__ = ("decode", "raw")
+
+    def __init__(self, raw: Any, decode: Callable[[Any], Any]) -> None:
+        self.raw = raw
+        self.decode = decode
 
 
 class RecentEvents(Sequence[Any]):
@@ -12,6 +22,8 @@ class RecentEvents(Sequence[Any]):
 
     Filled by the load that builds the agent and kept current by every save; it never
     holds more than ``maxlen`` events. Older events are read with ``store.history()``.
+    Events the load read only for this cache (those before the snapshot) are decoded
+    when first accessed, so a load pays to decode only the tail it replays.
     """
 
     __slots__ = ("_events",)
@@ -30,11 +42,18 @@ class RecentEvents(Sequence[Any]):
         """Keep at most ``maxlen`` events from now on (the newest ones)."""
         self._events = deque(self._events, maxlen=max(0, maxlen))
 
+    def _decoded(self, index: int) -> Any:
+        item = self._events[index]
+        if type(item) is Undecoded:
+            item = self._events[index] = item.decode(item.raw)
+        return item
+
     def __len__(self) -> int:
         return len(self._events)
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._events)
+        for index in range(len(self._events)):
+            yield self._decoded(index)
 
     @overload
     def __getitem__(self, index: int) -> Any: ...
@@ -44,8 +63,8 @@ class RecentEvents(Sequence[Any]):
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
-            return list(self._events)[index]
-        return self._events[index]
+            return [self._decoded(i) for i in range(len(self._events))[index]]
+        return self._decoded(index)
 
     def __repr__(self) -> str:
         return f"RecentEvents(maxlen={self.maxlen}, len={len(self)})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -16,7 +16,8 @@ from eventsourcing.utils import resolve_topic
 from snaptail.domain.agent import MIB, Agent
 from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
 from snaptail.domain.memory import parse_size
-from snaptail.domain.recent import RecentEvents
+from snaptail.domain.recent import RecentEvents, Undecoded
+from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.infrastructure.budget import enforce_budget, observe_memory, resolve_budget
 from snaptail.infrastructure.database import open_recorder, resolve_url
@@ -77,7 +78,9 @@ class AgentStore:
     ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
     ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
     ``snapshot_every`` events a snapshot is written with the save that crosses it
-    (or pass a ``policy``); ``keep_snapshots`` newest snapshots are kept per agent;
+    (or pass a ``policy``, and ``policies={AgentType: policy}`` for agent types,
+    subclasses included, that need another); ``keep_snapshots`` newest snapshots are
+    kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
     ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
     ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
@@ -92,6 +95,7 @@ class AgentStore:
         snapshot_every: int = 100,
         recent_events: int = 100,
         policy: SnapshotPolicy | None = None,
+        policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
         keep_snapshots: int = 2,
         max_event_bytes: int = MIB,
         memory_budget: int | str | None = None,
@@ -107,6 +111,7 @@ class AgentStore:
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
         self.policy: SnapshotPolicy = policy or EveryNEvents(snapshot_every)
+        self.policies: dict[type[Agent], SnapshotPolicy] = dict(policies or {})
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
@@ -276,40 +281,52 @@ class AgentStore:
         started = time.perf_counter()
         rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
         agent: Agent | None = None
+        untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
         while rows.snapshot is not None:
-            agent = self._trusted(rows.snapshot)
+            agent, why = self._trusted(rows.snapshot)
             if agent is not None:
                 break
+            untrusted.append((rows.snapshot.originator_version, why))
             rows = self.recorder.select_for_load(
                 agent_id,
                 lte=version,
                 recent=self.recent_events,
                 snapshot_lte=rows.snapshot.originator_version - 1,
             )
-        to_event = self.mapper.to_domain_event
-        events = [to_event(s) for s in rows.events]
-        if agent is None and not events:
+        stored_events = rows.events
+        if agent is None and not stored_events:
             raise AgentNotFound(agent_id, version)
         snapshot_version = agent.version if agent is not None else 0
-        tail = 0
-        tail_bytes = 0
-        for event, stored in zip(events, rows.events, strict=True):
-            if event.originator_version > snapshot_version:
-                agent = event.mutate(agent)
-                tail += 1
-                tail_bytes += len(stored.state)
+        # Rows at or before the snapshot were read only to fill the recent cache:
+        # they are decoded when first accessed, not now.
+        replay_from = 0
+        while (
+            replay_from < len(stored_events)
+            and stored_events[replay_from].originator_version <= snapshot_version
+        ):
+            replay_from += 1
+        to_event = self.mapper.to_domain_event
+        tail_events = [to_event(s) for s in stored_events[replay_from:]]
+        agent = apply_events(agent, tail_events)
         assert agent is not None
-        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, events)
+        tail = len(tail_events)
+        tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
+        cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
+        cached.extend(tail_events)
+        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, cached)
         stats = LoadStats(
             snapshot_version=snapshot_version,
             tail=tail,
-            events_read=len(events),
-            bytes_read=sum(len(s.state) for s in rows.events)
+            events_read=len(stored_events),
+            bytes_read=tail_bytes
+            + sum(len(s.state) for s in stored_events[:replay_from])
             + (len(rows.snapshot.state) if rows.snapshot else 0),
             ms=(time.perf_counter() - started) * 1000,
         )
         agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes, stats)
         report_load(agent, stats, self.slow_load_ms)
+        if untrusted:
+            self._replace_untrusted(agent, untrusted)
         self._check_memory(agent, can_shed=version is None, saving=False)
         return agent
 
@@ -318,35 +335,51 @@ class AgentStore:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
         return _tracking(agent).last_load
 
-    def _trusted(self, snapshot: StoredSnapshot) -> Agent | None:
-        """Decode a snapshot, or return None (and warn) if it must not be trusted."""
-        reason = None
+    def _trusted(self, snapshot: StoredSnapshot) -> tuple[Agent | None, str]:
+        """Decode a snapshot, or return (None, why) if it must not be trusted."""
         try:
             agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
         except Exception as exc:
-            agent_class, reason = None, f"agent type {snapshot.topic!r} not found: {exc}"
-        if agent_class is not None:
-            if snapshot.fingerprint != state_fingerprint(agent_class):
-                reason = "fingerprint does not match the running code"
-            elif checksum(snapshot.state) != snapshot.checksum:
-                reason = "checksum mismatch (corrupted bytes)"
-            else:
-                try:
-                    return decode_state(
-                        agent_class,
-                        snapshot.originator_id,
-                        snapshot.originator_version,
-                        snapshot.state,
-                    )
-                except SnapshotDecodeError as exc:
-                    reason = f"bytes do not decode: {exc}"
+            return None, f"agent type {snapshot.topic!r} not found ({exc})"
+        if snapshot.fingerprint != state_fingerprint(agent_class):
+            return None, "fingerprint does not match the running code"
+        if checksum(snapshot.state) != snapshot.checksum:
+            return None, "checksum mismatch (corrupted bytes)"
+        try:
+            agent = decode_state(
+                agent_class, snapshot.originator_id, snapshot.originator_version, snapshot.state
+            )
+        except Exception as exc:  # a bad snapshot must never fail a load
+            return None, f"bytes do not decode ({exc})"
+        return agent, ""
+
+    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str]]) -> None:
+        """Delete the snapshots a load passed over, store a fresh one of the state it
+        built instead, and log ONE warning saying what happened (never raises)."""
+        track = _tracking(agent)
+        fresh = f"fresh snapshot written at version {agent.version}"
+        try:
+            self.recorder.delete_snapshots(
+                agent.id, keep=self.keep_snapshots, versions=[v for v, _ in untrusted]
+            )
+            snapshot = self._take_snapshot(agent)
+            if snapshot is None:
+                fresh = "no fresh snapshot (state does not encode)"
+            elif self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots):
+                track.snapshot_version = agent.version
+                track.bytes_since = 0
+        except Exception as exc:
+            fresh = f"fresh snapshot NOT written ({type(exc).__name__}: {exc})"
         logger.warning(
-            "snapshot not trusted, falling back: agent=%s snapshot_version=%s reason=%s",
-            snapshot.originator_id,
-            snapshot.originator_version,
-            reason,
+            "snapshot not trusted: agent=%s type=%s reasons=%s loaded_from=%s; %s",
+            agent.id,
+            type(agent).__qualname__,
+            "; ".join(f"version {v}: {why}" for v, why in untrusted),
+            f"snapshot at version {track.last_load.snapshot_version}"
+            if track.last_load and track.last_load.snapshot_version
+            else "full replay",
+            fresh,
         )
-        return None
 
     def replay(self, agent_id: UUID, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
@@ -355,8 +388,7 @@ class AgentStore:
         """
         agent: Agent | None = None
         before = None if version is None else version + 1
-        for event in self.history(agent_id, before=before):
-            agent = event.mutate(agent)
+        agent = apply_events(agent, self.history(agent_id, before=before))
         if agent is None:
             raise AgentNotFound(agent_id, version)
         return agent

@@ -1,0 +1,66 @@
+"""Applies stored events to an agent, fast: no per-event Protocol check, no re-inspection.
+
+``eventsourcing``'s default projector checks every event against a runtime Protocol and
+its ``@event`` events re-inspect the decorated method's signature on every apply. Here
+the method and its parameter names are looked up once per event class. Events whose
+class customises ``apply`` or ``mutate`` are applied the ordinary way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from eventsourcing.domain import (
+    CanMutateAggregate,
+    DecoratedFuncCaller,
+    OriginatorVersionError,
+    decorated_funcs,
+)
+
+# event class -> (decorated method, its parameter names) or None for the ordinary path
+_appliers: dict[type[Any], tuple[Callable[..., Any], tuple[str, ...]] | None] = {}
+
+
+def _applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
+    if event_class in _appliers:
+        return _appliers[event_class]
+    found = None
+    func = decorated_funcs.get(event_class)
+    if (
+        func is not None
+        and event_class.mutate is CanMutateAggregate.mutate
+        and event_class.apply is DecoratedFuncCaller.apply
+        and _plain_apply_after_caller(event_class)
+    ):
+        params = list(inspect.signature(func).parameters.values())[1:]
+        if all(p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in params):
+            found = (func, tuple(p.name for p in params))
+    _appliers[event_class] = found
+    return found
+
+
+def _plain_apply_after_caller(event_class: type[Any]) -> bool:
+    """True if no class after DecoratedFuncCaller in the MRO defines its own apply."""
+    mro = event_class.__mro__
+    after = mro[mro.index(DecoratedFuncCaller) + 1 :]
+    return all("apply" not in vars(k) or k is CanMutateAggregate for k in after)
+
+
+def apply_events(agent: Any, events: Iterable[Any]) -> Any:
+    """Apply ``events`` in order to ``agent`` (None before the created event)."""
+    for event in events:
+        applier = None if agent is None else _applier(type(event))
+        if applier is None:
+            agent = event.mutate(agent)
+            continue
+        version = event.originator_version
+        if version != agent._version + 1:
+            raise OriginatorVersionError(version, agent._version + 1)
+        func, names = applier
+        state = event.__dict__
+        func(agent, **{name: state[name] for name in names})
+        agent._version = version
+        agent._modified_on = state["timestamp"]
+    return agent
