@@ -18,7 +18,14 @@ from snaptail.domain import (
     TokenUsage,
 )
 from snaptail.infrastructure.store import AgentStore
-from snaptail.snapshots import EveryNEvents, Never, SnapshotPolicy
+from snaptail.snapshots import (
+    AnyOf,
+    EveryNBytes,
+    EveryNEvents,
+    LoadSlowerThan,
+    Never,
+    SnapshotPolicy,
+)
 
 __version__ = "0.1.0"
 
@@ -28,11 +35,14 @@ __all__ = [
     "AgentNotFound",
     "AgentState",
     "AgentStore",
+    "AnyOf",
     "ConcurrencyError",
     "EventTooLarge",
+    "EveryNBytes",
     "EveryNEvents",
     "InvalidCommand",
     "InvalidEventPayload",
+    "LoadSlowerThan",
     "MemoryBudgetExceeded",
     "Never",
     "Participant",

@@ -27,7 +27,6 @@ from snaptail.infrastructure.telemetry import report_load
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
-    SnapshotDecodeError,
     SnapshotPolicy,
     checksum,
     decode_state,
@@ -70,6 +69,18 @@ def _tracking(agent: Agent) -> _Tracking:
         track = _Tracking(snapshot_version=0, bytes_since=0)
         agent.__dict__["_snaptail"] = track
     return cast(_Tracking, track)
+
+
+def _tail_load_ms(track: _Tracking, events_since: int) -> float | None:
+    """What loading the agent from its last snapshot costs: the last load's measured
+    time, scaled up to the events appended since. None if not measured since the
+    last snapshot."""
+    last = track.last_load
+    if last is None or last.snapshot_version != track.snapshot_version:
+        return None
+    if last.tail and events_since > last.tail:
+        return last.ms * events_since / last.tail
+    return last.ms
 
 
 class AgentStore:
@@ -208,18 +219,30 @@ class AgentStore:
 
     def _due_snapshot(self, agent: Agent, encoded: Sequence[StoredEvent]) -> StoredSnapshot | None:
         track = _tracking(agent)
+        events_since = agent.version - track.snapshot_version
         since = SinceSnapshot(
-            events=agent.version - track.snapshot_version,
+            events=events_since,
             bytes=track.bytes_since + sum(len(s.state) for s in encoded),
+            load_ms=_tail_load_ms(track, events_since),
         )
-        if not self.policy.should_snapshot(since):
+        if not self.policy_for(type(agent)).should_snapshot(since):
             return None
         return self._take_snapshot(agent)
+
+    def policy_for(self, agent_type: type[Agent]) -> SnapshotPolicy:
+        """The snapshot policy for ``agent_type``: its entry in ``policies`` (or its
+        nearest base class's), else the store's ``policy``."""
+        if self.policies:
+            for cls in agent_type.__mro__:
+                policy = self.policies.get(cls)
+                if policy is not None:
+                    return policy
+        return self.policy
 
     def _take_snapshot(self, agent: Agent) -> StoredSnapshot | None:
         try:
             data = encode_state(agent)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # a snapshot must never fail a save
             logger.warning(
                 "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
             )

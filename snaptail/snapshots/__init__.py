@@ -2,10 +2,21 @@
 
 from snaptail.snapshots.codec import SnapshotDecodeError, checksum, decode_state, encode_state
 from snaptail.snapshots.fingerprint import state_fingerprint
-from snaptail.snapshots.policy import EveryNEvents, Never, SinceSnapshot, SnapshotPolicy
+from snaptail.snapshots.policy import (
+    AnyOf,
+    EveryNBytes,
+    EveryNEvents,
+    LoadSlowerThan,
+    Never,
+    SinceSnapshot,
+    SnapshotPolicy,
+)
 
 __all__ = [
+    "AnyOf",
+    "EveryNBytes",
     "EveryNEvents",
+    "LoadSlowerThan",
     "Never",
     "SinceSnapshot",
     "SnapshotDecodeError",
