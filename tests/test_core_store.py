@@ -170,13 +170,13 @@ def test_oversized_payload_is_refused_before_anything_is_stored(database_url: st
 def test_history_filters_and_bounds(store: AgentStore) -> None:
     agent = Agent(name="history")
     grow(store, agent, 20)
-    inputs = list(store.history(agent.id, types=[Agent.InputItemAdded], page_size=4))  # type: ignore[attr-defined]
+    inputs = list(store.history(agent.id, types=[Agent.InputItemAdded], page_size=4))
     assert [e.originator_version for e in inputs] == list(range(2, 42, 2))
     window = list(store.history(agent.id, after=5, before=9))
     assert [e.originator_version for e in window] == [6, 7, 8]
-    latest = store.latest(agent.id, Agent.InputItemAdded)  # type: ignore[attr-defined]
+    latest = store.latest(agent.id, Agent.InputItemAdded)
     assert latest is not None and latest.originator_version == 40
-    assert store.latest(agent.id, Agent.WebhookReceived) is None  # type: ignore[attr-defined]
+    assert store.latest(agent.id, Agent.WebhookReceived) is None
     assert store.event_count(agent.id) == 41
     assert store.event_count(uuid.uuid4()) == 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
@@ -46,6 +46,32 @@ class Agent(Aggregate):
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
     wins over the store's ``memory_budget``; None: the store's).
     """
+
+
+    if TYPE_CHECKING:
+        # The event classes @event defines below, declared for type checkers only (a
+        # class-level annotation at run time would make eventsourcing build a dataclass).
+        WindowShrunk: ClassVar[type[Any]]
+        SystemPromptSet: ClassVar[type[Any]]
+        ModelOptionsSet: ClassVar[type[Any]]
+        MetadataSet: ClassVar[type[Any]]
+        LabelSet: ClassVar[type[Any]]
+        ParticipantJoined: ClassVar[type[Any]]
+        ParticipantLeft: ClassVar[type[Any]]
+        InputItemAdded: ClassVar[type[Any]]
+        OutputItemAdded: ClassVar[type[Any]]
+        ContextCompacted: ClassVar[type[Any]]
+        LlmRequestStarted: ClassVar[type[Any]]
+        LlmRequestFinished: ClassVar[type[Any]]
+        LlmRequestCancelled: ClassVar[type[Any]]
+        ToolCallRequested: ClassVar[type[Any]]
+        ToolCallCompleted: ClassVar[type[Any]]
+        ToolApprovalRequested: ClassVar[type[Any]]
+        ToolApprovalDecided: ClassVar[type[Any]]
+        Paused: ClassVar[type[Any]]
+        Resumed: ClassVar[type[Any]]
+        ErrorRecorded: ClassVar[type[Any]]
+        WebhookReceived: ClassVar[type[Any]]
 
     State = AgentState
     window_items = 50
