@@ -50,6 +50,12 @@ def version() -> None:
     console.print(__version__)
 
 
+from snaptail.projections.cli import stats, worker_app  # noqa: E402
+
+app.add_typer(worker_app, name="worker")
+app.command("stats")(stats)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,20 @@
+"""Projection workers and read models (``snaptail worker run``, ``snaptail stats``)."""
+
+from snaptail.projections.agent_stats import AgentStats, AgentStatsRow, read_agent_stats
+from snaptail.projections.base import Projection, agent_type, decode, event_name
+from snaptail.projections.view import ViewCursor, ViewDatabase, open_view
+from snaptail.projections.worker import ProjectionWorker
+
+__all__ = [
+    "AgentStats",
+    "AgentStatsRow",
+    "Projection",
+    "ProjectionWorker",
+    "ViewCursor",
+    "ViewDatabase",
+    "agent_type",
+    "decode",
+    "event_name",
+    "open_view",
+    "read_agent_stats",
+]

@@ -1,0 +1,207 @@
+"""``snaptail worker run`` and ``snaptail stats`` (registered on the main Typer app)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
+err = Console(stderr=True)
+
+DB_HELP = "Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
+VIEW_HELP = "View database URL (default: the event database)."
+
+
+class EventsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} events/s", style="cyan")
+
+
+def load_projection(target: str) -> type[Any]:
+    """``module:Class`` or ``module.Class`` -> the projection class (cwd importable)."""
+    from snaptail.projections.base import Projection
+
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot load {target!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Projection)):
+        raise typer.BadParameter(f"{target!r} is not a snaptail Projection class")
+    return found
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        EventsPerSecond(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled,
+    )
+
+
+def _catch_up(worker: Any, stop: threading.Event, show: bool) -> tuple[int, float]:
+    """Catch up with a progress bar; returns (events applied, seconds)."""
+    start = worker.position
+    head = max(worker.head(), start)
+    started = time.perf_counter()
+    with _progress(show) as bar:
+        task = bar.add_task(f"{worker.name} catching up", total=head - start)
+
+        def advanced(_: int) -> None:
+            nonlocal head
+            if worker.position > head:
+                head = worker.head()
+                bar.update(task, total=head - start)
+            bar.update(task, completed=worker.position - start)
+
+        applied = worker.catch_up(stop, on_batch=advanced)
+    return applied, time.perf_counter() - started
+
+
+@worker_app.command("run")
+def run(
+    target: str = typer.Argument(
+        ..., help="MODULE:ProjectionClass, e.g. snaptail.projections:AgentStats"
+    ),
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+    view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
+    batch_size: int = typer.Option(1000, help="Events per view transaction."),
+    poll_interval: float = typer.Option(0.05, help="Seconds between polls for new events."),
+    catch_up_only: bool = typer.Option(False, "--catch-up-only", help="Exit once caught up."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Run a projection: catch up, then follow new events. SIGTERM/SIGINT finish the
+    batch in hand and exit 0; after SIGKILL a restart continues exactly where the
+    view's committed position says."""
+    from snaptail.projections.worker import ProjectionWorker
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: object) -> None:
+        if not stop.is_set():
+            err.print(f"{signal.Signals(signum).name}: finishing the batch in hand")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    projection = load_projection(target)
+    with ProjectionWorker(
+        projection, db, view_db, batch_size=batch_size, poll_interval=poll_interval
+    ) as worker:
+        err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
+        if not worker.acquire(stop, on_standby=err.print):
+            err.print("stopped while standby")
+            return
+        err.print(f"lock acquired: {worker.name} runs here")
+        applied, seconds = _catch_up(worker, stop, progress and err.is_terminal)
+        rate = applied / seconds if seconds > 0 else 0.0
+        err.print(
+            f"caught up: {applied} events in {seconds:.2f}s ({rate:,.0f} events/s), "
+            f"position {worker.position}"
+        )
+        if not catch_up_only and not stop.is_set():
+            err.print("following new events (SIGTERM or Ctrl-C to stop)")
+            worker.follow(stop)
+        err.print(f"stopped at position {worker.position}")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(n)
+
+
+def stats(
+    db: str = typer.Option(None, "--db", help=DB_HELP),
+    view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
+    top: int = typer.Option(20, "--top", help="How many agents to show (0: all)."),
+    sort: str = typer.Option("events", "--sort", help="events, bytes or tokens."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects."),
+    update: bool = typer.Option(
+        True, "--update/--no-update", help="Catch AgentStats up first (unless a worker runs it)."
+    ),
+) -> None:
+    """Per-agent events, bytes, tokens, tool calls, errors and snapshot version,
+    read from the AgentStats view; no agent is loaded."""
+    from snaptail.projections.agent_stats import SORTS, AgentStats, read_agent_stats
+    from snaptail.projections.worker import ProjectionWorker
+
+    if sort not in SORTS:
+        raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
+    if top < 0:
+        raise typer.BadParameter(f"--top must be >= 0, got {top}")
+    with ProjectionWorker(AgentStats, db, view_db) as worker:
+        if update:
+            if worker.lock.try_acquire():
+                _catch_up(worker, threading.Event(), err.is_terminal)
+                worker.lock.release()
+            else:
+                err.print("a worker is running AgentStats: showing its view as it is")
+        rows = read_agent_stats(
+            worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
+        )
+        position = worker.view.position(worker.name)
+    if as_json:
+        records = [{**row.__dict__, "tail": row.tail} for row in rows]
+        sys.stdout.write(msgspec.json.encode(records).decode() + "\n")
+        return
+    console = Console()
+    wide = console.width >= 120  # narrow terminals: the figures only
+    table = Table(title=f"AgentStats: top {len(rows)} by {sort}, position {position}")
+    for row in rows:
+        cells = {
+            "agent": row.agent_id[:8],
+            "type": row.agent_type.rpartition(":")[2],
+            "events": f"{row.events:,}",
+            "bytes": _size(row.bytes),
+            "tok in": f"{row.tokens_in:,}",
+            "tok out": f"{row.tokens_out:,}",
+            "tools": f"{row.tool_calls:,}",
+            "errs": f"{row.errors:,}",
+            "snap": str(row.snapshot_version),
+            "tail": str(row.tail),
+            "last event": row.last_event_type,
+            "last at (UTC)": (row.last_event_at or "")[:19].replace("T", " "),
+        }
+        if not wide:
+            for column in ("type", "last event", "last at (UTC)"):
+                del cells[column]
+        if not table.columns:
+            for header in cells:
+                justify = "left" if header in {"agent", "type", "last event"} else "right"
+                table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_row(*cells.values())
+    console.print(table)
