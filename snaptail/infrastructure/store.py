@@ -33,6 +33,7 @@ from snaptail.snapshots import (
     encode_state,
     state_fingerprint,
 )
+from snaptail.snapshots.codec import upcastable
 
 logger = logging.getLogger("snaptail.store")
 
@@ -364,10 +365,12 @@ class AgentStore:
             agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
         except Exception as exc:
             return None, f"agent type {snapshot.topic!r} not found ({exc})"
-        if snapshot.fingerprint != state_fingerprint(agent_class):
-            return None, "fingerprint does not match the running code"
         if checksum(snapshot.state) != snapshot.checksum:
             return None, "checksum mismatch (corrupted bytes)"
+        if snapshot.fingerprint != state_fingerprint(agent_class) and not upcastable(
+            agent_class, snapshot.state
+        ):
+            return None, "fingerprint does not match the running code"
         try:
             agent = decode_state(
                 agent_class, snapshot.originator_id, snapshot.originator_version, snapshot.state
@@ -391,6 +394,8 @@ class AgentStore:
             elif self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots):
                 track.snapshot_version = agent.version
                 track.bytes_since = 0
+            else:
+                fresh = f"fresh snapshot NOT written (one exists at version {agent.version})"
         except Exception as exc:
             fresh = f"fresh snapshot NOT written ({type(exc).__name__}: {exc})"
         logger.warning(

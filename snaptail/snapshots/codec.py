@@ -83,6 +83,21 @@ def decode_state(agent_class: type[Agent], agent_id: UUID, version: int, data: b
     return agent
 
 
+def upcastable(agent_class: type[Agent], data: bytes) -> bool:
+    """True if ``data`` is a snapshot written by an older ``class_version`` of
+    ``agent_class`` and the class declares every ``upcast_vX_vY`` from it to now: a
+    deliberate migration, so the snapshot's older fingerprint is expected."""
+    current = getattr(agent_class, "class_version", 1)
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return False
+    stored = raw.get("class_version", 1) if isinstance(raw, dict) else None
+    if not isinstance(stored, int) or stored >= current:
+        return False
+    return all(hasattr(agent_class, f"upcast_v{v}_v{v + 1}") for v in range(stored, current))
+
+
 def _upcast(agent_class: type[Agent], data: bytes, current: int) -> dict[str, Any]:
     try:
         raw = cast(dict[str, Any], msgspec.msgpack.decode(data))

@@ -1,0 +1,335 @@
+"""Snapshots on both backends: policies, on-demand snapshots, saves that never fail
+because of a snapshot, untrusted snapshots (one warning, fallback, fresh snapshot)."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from examples.chat_agent import ChatPlatformAgent
+from snaptail import (
+    Agent,
+    AgentState,
+    AgentStore,
+    AnyOf,
+    EveryNBytes,
+    EveryNEvents,
+    LoadSlowerThan,
+    Never,
+    event,
+)
+from snaptail.snapshots import SinceSnapshot
+from tests.snapshot_sql import set_snapshot_column, snapshot_row, snapshot_versions
+
+# -- policies, on their own -----------------------------------------------------------
+
+
+def test_policies_decide_from_what_accumulated() -> None:
+    assert EveryNEvents(3).should_snapshot(SinceSnapshot(events=3, bytes=0))
+    assert not EveryNEvents(3).should_snapshot(SinceSnapshot(events=2, bytes=10**9))
+    assert EveryNBytes(100).should_snapshot(SinceSnapshot(events=1, bytes=100))
+    assert not EveryNBytes(100).should_snapshot(SinceSnapshot(events=10**6, bytes=99))
+    slow = LoadSlowerThan(ms=5)
+    assert slow.should_snapshot(SinceSnapshot(events=1, bytes=1, load_ms=5.1))
+    assert not slow.should_snapshot(SinceSnapshot(events=1, bytes=1, load_ms=4.9))
+    assert not slow.should_snapshot(SinceSnapshot(events=10**6, bytes=10**9, load_ms=None))
+    assert not Never().should_snapshot(SinceSnapshot(events=10**6, bytes=10**9, load_ms=1e9))
+
+
+def test_policies_combine_as_any_of() -> None:
+    either = EveryNEvents(100) | EveryNBytes(1000) | LoadSlowerThan(50)
+    assert isinstance(either, AnyOf) and len(either.policies) == 3  # flattened
+    assert either.should_snapshot(SinceSnapshot(events=100, bytes=0))
+    assert either.should_snapshot(SinceSnapshot(events=1, bytes=1000))
+    assert either.should_snapshot(SinceSnapshot(events=1, bytes=1, load_ms=51))
+    assert not either.should_snapshot(SinceSnapshot(events=99, bytes=999, load_ms=49))
+
+    class OnTheHour:  # any object with should_snapshot is a policy
+        def should_snapshot(self, since: SinceSnapshot) -> bool:
+            return since.events == 60
+
+    mixed = Never() | OnTheHour()
+    assert mixed.should_snapshot(SinceSnapshot(events=60, bytes=0))
+    with pytest.raises(TypeError):
+        AnyOf(object())  # type: ignore[arg-type]
+    for bad in (lambda: EveryNEvents(0), lambda: EveryNBytes(0), lambda: LoadSlowerThan(0)):
+        with pytest.raises(ValueError):
+            bad()
+
+
+# -- policies, through the store ------------------------------------------------------
+
+
+def _versions(store: AgentStore, agent: Agent) -> list[int]:
+    return sorted(i.originator_version for i in store.recorder.select_snapshot_infos(agent.id))
+
+
+def test_every_n_bytes_snapshots_at_the_save_crossing_the_bytes(database_url: str) -> None:
+    with AgentStore(database_url, policy=EveryNBytes(3000), keep_snapshots=10) as store:
+        agent = Agent(name="bytes")
+        store.save(agent)
+        for _ in range(5):
+            agent.add_input("user", "x" * 1000)  # about 1 KB each
+            store.save(agent)
+        # versions 2, 3, 4 carry ~3 KB: the save of version 4 crosses 3000 bytes.
+        assert _versions(store, agent) == [4]
+        small = Agent(name="small")
+        for _ in range(50):
+            small.add_label("a")
+            small.set_metadata("k", "v")
+        store.save(small)
+        assert _versions(store, small) == []
+
+
+def test_load_slower_than_uses_the_time_the_store_measured(database_url: str) -> None:
+    # Deterministic without asserting any timing: every measured load takes more
+    # than 1 ns, and none takes a day.
+    with AgentStore(database_url, policy=LoadSlowerThan(ms=1e-6)) as store:
+        agent = Agent(name="slow")
+        agent.add_input("user", "hi")
+        store.save(agent)
+        assert _versions(store, agent) == [], "never loaded: nothing measured"
+        loaded = store.get(agent.id)
+        stats = store.load_stats(loaded)
+        assert stats is not None and stats.ms > 0
+        loaded.add_input("user", "again")
+        store.save(loaded)
+        assert _versions(store, agent) == [3], "measured load cost over the limit"
+        loaded.add_input("user", "and again")
+        store.save(loaded)
+        assert _versions(store, agent) == [3], "the measurement was of the old tail"
+    with AgentStore(database_url, policy=LoadSlowerThan(ms=86_400_000)) as store:
+        loaded = store.get(agent.id)
+        loaded.add_input("user", "fast")
+        store.save(loaded)
+        assert _versions(store, agent) == [3]
+
+
+def test_policies_per_agent_type(database_url: str) -> None:
+    policies = {ChatPlatformAgent: Never() | EveryNEvents(50)}
+    with AgentStore(database_url, policy=EveryNEvents(5), policies=policies) as store:
+        assert store.policy_for(Agent) == EveryNEvents(5)
+        assert store.policy_for(ChatPlatformAgent) is policies[ChatPlatformAgent]
+
+        class QuietChat(ChatPlatformAgent):  # subclasses inherit their base's entry
+            pass
+
+        assert store.policy_for(QuietChat) is policies[ChatPlatformAgent]
+        plain, chat = Agent(name="plain"), ChatPlatformAgent(name="chat")
+        for agent in (plain, chat):
+            for i in range(9):
+                agent.add_input("user", str(i))
+            store.save(agent)
+        assert _versions(store, plain) == [10]
+        assert _versions(store, chat) == []
+
+
+def test_snapshot_on_demand(database_url: str) -> None:
+    with AgentStore(database_url, policy=Never(), keep_snapshots=2) as store:
+        agent = Agent(name="manual")
+        for i in range(7):
+            agent.add_input("user", str(i))
+        store.save(agent)
+        assert _versions(store, agent) == []
+        assert store.snapshot(agent.id) == 8
+        assert _versions(store, agent) == [8]
+        agent.add_label("x")
+        store.save(agent)
+        assert store.snapshot(agent.id) == 9
+        loaded = store.get(agent.id)
+        stats = store.load_stats(loaded)
+        assert stats is not None and (stats.snapshot_version, stats.tail) == (9, 0)
+        assert loaded.state == store.replay(agent.id).state
+
+
+# -- a snapshot never fails a save, never sees later changes --------------------------
+
+
+@dataclass
+class HoldsAnything(AgentState):
+    thing: Any = None
+
+
+class UnencodableAgent(Agent):
+    """Records a harmless event whose effect cannot be snapshotted."""
+
+    State = HoldsAnything
+
+    @event("ThingHeld")
+    def hold_a_thing(self) -> None:
+        self.state.thing = object()  # msgspec cannot encode this
+
+
+def test_snapshot_that_cannot_be_encoded_never_fails_the_save(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AgentStore(database_url, snapshot_every=2) as store:
+        agent = UnencodableAgent(name="odd")
+        agent.hold_a_thing()
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            store.save(agent)
+        assert store.event_count(agent.id) == 2, "the events were saved"
+        assert _versions(store, agent) == []
+        skipped = [r for r in caplog.records if "snapshot skipped" in r.getMessage()]
+        assert len(skipped) == 1 and str(agent.id) in skipped[0].getMessage()
+        assert isinstance(store.get(agent.id).state.thing, object)  # rebuilt from events
+        with pytest.raises(ValueError, match="cannot be encoded"):
+            store.snapshot(agent.id)
+
+
+def test_snapshot_is_the_state_at_the_moment_it_was_taken(database_url: str) -> None:
+    with AgentStore(database_url, snapshot_every=3) as store:
+        agent = Agent(name="moment")
+        agent.set_metadata("k", "before")
+        agent.add_label("kept")
+        store.save(agent)
+        assert _versions(store, agent) == [3]
+        # Mutate the live agent's state directly (no event): the snapshot must not change.
+        agent.state.metadata["k"] = "after"
+        agent.state.labels.append("leaked")
+        agent.state.window.items.clear()
+        loaded = store.get(agent.id)
+        stats = store.load_stats(loaded)
+        assert stats is not None and stats.snapshot_version == 3
+        assert loaded.state.metadata == {"k": "before"}
+        assert loaded.state.labels == ["kept"]
+        assert loaded.state == store.replay(agent.id).state
+
+
+# -- untrusted snapshots: fall back, warn once, replace ----------------------------
+
+
+def _grow(store: AgentStore, agent: Agent, saves: int, per_save: int) -> None:
+    for s in range(saves):
+        for i in range(per_save):
+            agent.add_input("user", f"{s}.{i}")
+        store.save(agent)
+
+
+def _untrusted_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "snapshot not trusted" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("fingerprint", "0" * 32, "fingerprint does not match"),
+        ("checksum", 12345, "checksum mismatch"),
+        ("state", b"\xc1 not msgpack", "checksum mismatch"),
+        ("topic", "nowhere.module:Gone", "not found"),
+    ],
+)
+def test_bad_newest_snapshot_falls_back_to_the_previous_one(
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    column: str,
+    value: Any,
+    reason: str,
+) -> None:
+    with AgentStore(database_url, snapshot_every=5, keep_snapshots=3) as store:
+        agent = Agent(name="fallback")
+        _grow(store, agent, saves=3, per_save=5)  # snapshots at 6, 11, 16
+        assert snapshot_versions(database_url, agent.id) == [6, 11, 16]
+        set_snapshot_column(database_url, agent.id, 16, column, value)
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            loaded = store.get(agent.id)
+        assert loaded.state == store.replay(agent.id).state
+        assert loaded.version == 16
+        stats = store.load_stats(loaded)
+        assert stats is not None and stats.snapshot_version == 11
+        (warning,) = _untrusted_warnings(caplog)
+        assert str(agent.id) in warning and reason in warning
+        assert "version 16" in warning and "snapshot at version 11" in warning
+        # A fresh, valid snapshot replaced the bad one.
+        assert snapshot_versions(database_url, agent.id) == [6, 11, 16]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            again = store.get(agent.id)
+        assert _untrusted_warnings(caplog) == []
+        stats = store.load_stats(again)
+        assert stats is not None and stats.snapshot_version == 16
+        assert again.state == loaded.state
+
+
+def test_decode_failure_with_a_valid_checksum_is_not_trusted(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AgentStore(database_url, snapshot_every=4) as store:
+        agent = Agent(name="undecodable")
+        _grow(store, agent, saves=1, per_save=4)
+        garbage = b"\x93\x01\x02\x03"  # valid msgpack, wrong shape
+        set_snapshot_column(database_url, agent.id, 5, "state", garbage)
+        set_snapshot_column(database_url, agent.id, 5, "checksum", zlib.crc32(garbage))
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            loaded = store.get(agent.id)
+        (warning,) = _untrusted_warnings(caplog)
+        assert "do not decode" in warning and "full replay" in warning
+        assert loaded.state == store.replay(agent.id).state
+        _, checksum, state = snapshot_row(database_url, agent.id, 5)
+        assert state != garbage and checksum == zlib.crc32(state)
+
+
+def test_every_snapshot_bad_means_full_replay_and_exactly_one_warning(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AgentStore(database_url, snapshot_every=3, keep_snapshots=3) as store:
+        agent = Agent(name="all-bad")
+        _grow(store, agent, saves=3, per_save=3)  # snapshots at 4, 7, 10
+        for version in (4, 7, 10):
+            set_snapshot_column(database_url, agent.id, version, "checksum", 1)
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            loaded = store.get(agent.id)
+        (warning,) = _untrusted_warnings(caplog)
+        assert all(f"version {v}" in warning for v in (4, 7, 10))
+        assert "full replay" in warning
+        assert loaded.state == store.replay(agent.id).state
+        stats = store.load_stats(loaded)
+        assert stats is not None and stats.snapshot_version == 0
+        assert snapshot_versions(database_url, agent.id) == [10]
+        # The fresh snapshot counts as the agent's last one for the next save.
+        loaded.add_label("next")
+        store.save(loaded)
+        assert snapshot_versions(database_url, agent.id) == [10]
+
+
+def test_time_travel_past_a_bad_snapshot(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with AgentStore(database_url, snapshot_every=3, keep_snapshots=5) as store:
+        agent = Agent(name="travel")
+        _grow(store, agent, saves=4, per_save=3)  # snapshots at 4, 7, 10, 13
+        set_snapshot_column(database_url, agent.id, 7, "fingerprint", "stale")
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            then = store.get(agent.id, version=8)
+        assert len(_untrusted_warnings(caplog)) == 1
+        assert then.version == 8
+        assert then.state == store.replay(agent.id, version=8).state
+
+
+def test_failing_fresh_snapshot_write_never_fails_the_load(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.snapshot_sql import execute
+
+    with AgentStore(sqlite_url, snapshot_every=3) as store:
+        agent = Agent(name="read-only snapshots")
+        _grow(store, agent, saves=1, per_save=3)
+        set_snapshot_column(sqlite_url, agent.id, 4, "checksum", 7)
+        execute(
+            sqlite_url,
+            "CREATE TRIGGER refuse BEFORE INSERT ON snaptail_snapshots "
+            "BEGIN INSERT INTO no_such_table VALUES (1); END",
+        )
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            loaded = store.get(agent.id)
+        (warning,) = _untrusted_warnings(caplog)
+        assert "NOT written (OperationalError" in warning
+        assert loaded.state == store.replay(agent.id).state
