@@ -31,9 +31,9 @@ def execute(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
     parts = urlsplit(url)
     schema = parse_qs(parts.query).get("schema", ["public"])[0]
     plain = urlunsplit(parts._replace(query=""))
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f"SET search_path TO {schema}")
-        cur = conn.execute(sql.replace("?", "%s").encode(), params)  # type: ignore[call-overload]
+    with psycopg.connect(plain, autocommit=True) as pg:
+        pg.execute(f"SET search_path TO {schema}")
+        cur = pg.execute(sql.replace("?", "%s").encode(), params)
         return list(cur.fetchall()) if cur.description else []
 
 

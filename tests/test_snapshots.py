@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,6 +20,7 @@ from snaptail import (
     EveryNEvents,
     LoadSlowerThan,
     Never,
+    SnapshotPolicy,
     event,
 )
 from snaptail.snapshots import SinceSnapshot
@@ -110,7 +111,7 @@ def test_load_slower_than_uses_the_time_the_store_measured(database_url: str) ->
 
 
 def test_policies_per_agent_type(database_url: str) -> None:
-    policies = {ChatPlatformAgent: Never() | EveryNEvents(50)}
+    policies: dict[type[Agent], SnapshotPolicy] = {ChatPlatformAgent: Never() | EveryNEvents(50)}
     with AgentStore(database_url, policy=EveryNEvents(5), policies=policies) as store:
         assert store.policy_for(Agent) == EveryNEvents(5)
         assert store.policy_for(ChatPlatformAgent) is policies[ChatPlatformAgent]
@@ -158,6 +159,8 @@ class UnencodableAgent(Agent):
     """Records a harmless event whose effect cannot be snapshotted."""
 
     State = HoldsAnything
+    if TYPE_CHECKING:
+        state: HoldsAnything
 
     @event("ThingHeld")
     def hold_a_thing(self) -> None:
@@ -176,7 +179,8 @@ def test_snapshot_that_cannot_be_encoded_never_fails_the_save(
         assert _versions(store, agent) == []
         skipped = [r for r in caplog.records if "snapshot skipped" in r.getMessage()]
         assert len(skipped) == 1 and str(agent.id) in skipped[0].getMessage()
-        assert isinstance(store.get(agent.id).state.thing, object)  # rebuilt from events
+        loaded = store.get(agent.id)  # rebuilt from the events
+        assert isinstance(loaded, UnencodableAgent) and type(loaded.state.thing) is object
         with pytest.raises(ValueError, match="cannot be encoded"):
             store.snapshot(agent.id)
 
