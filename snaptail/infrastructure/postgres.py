@@ -226,8 +226,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         upper = lte if lte is not None else NO_LIMIT
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
         # Read committed is enough: events are only ever appended, and the tail
-        # query computes its bounds within one statement.
-        with self.datastore.transaction(commit=False) as curs:
+        # query computes its bounds within one statement. Binary results: bytea
+        # arrives as bytes, not hex text (half the transfer and decoding). The
+        # transaction commits: a rollback would drop the prepared statements.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True) as curs,
+        ):
             snapshot = None
             if snap_upper > 0:
                 curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
@@ -277,7 +283,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
             curs.execute(statement, params, prepare=True)
             return self._rows_to_events(originator_id, curs.fetchall())
 
