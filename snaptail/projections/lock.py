@@ -10,6 +10,7 @@ standby worker takes over. The position check in the view transaction
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -75,7 +76,11 @@ class ProjectionLock:
             os.close(self._fd)
             self._fd = None
         if self._conn is not None:
-            self._conn.close()  # ends the session: the advisory lock goes with it
+            # Unlock first: closing alone frees the lock only when the server notices.
+            with contextlib.suppress(Exception):
+                if self.held:
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            self._conn.close()
             self._conn = None
         self.held = False
 

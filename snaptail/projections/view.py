@@ -139,7 +139,9 @@ class SQLiteView(ViewDatabase):
     def __init__(self, url: str, path: str) -> None:
         self.url = url
         self.path = path
-        self._conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, timeout=30, check_same_thread=False
+        )
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
 

@@ -1,0 +1,111 @@
+"""Shared by the projection tests: seeded traffic and AgentStats' ground truth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from examples.chat_agent import ChatPlatformAgent
+from snaptail import Agent, AgentStore
+from snaptail.projections import AgentStats, open_view, read_agent_stats
+from snaptail.workload import Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("events", "bytes", "last_version", "tokens_in", "tokens_out", "tool_calls", "errors")
+
+
+def seed(store: AgentStore, agents: int, events: int, seed: int = 1) -> list[UUID]:
+    """``agents`` agents (every other one a user-defined ChatPlatformAgent) with
+    about ``events`` events each, saved 50 at a time."""
+    ids = []
+    for i in range(agents):
+        agent: Agent = ChatPlatformAgent(f"chat-{i}") if i % 2 else Agent(f"agent-{i}")
+        Workload(seed=seed * 1000 + i).drive(agent, events=events, save=store.save, batch=50)
+        ids.append(agent.id)
+    return ids
+
+
+def more(store: AgentStore, agent_id: UUID, events: int, seed: int) -> None:
+    """Add ``events`` events to an existing agent (new commands on a loaded agent)."""
+    agent = store.get(agent_id)
+    for i in range(events // 2):
+        agent.add_input("user", f"more {seed} {i}")
+        agent.record_error(f"error {i}") if i % 5 == 0 else agent.add_output(
+            "assistant_message", f"reply {i}"
+        )
+    store.save(agent)
+
+
+def expected(store: AgentStore, ids: list[UUID]) -> dict[str, dict[str, int]]:
+    """Each agent's figures computed the slow, independent way: a full replay (its
+    own usage counters) and a page-by-page read of its stored events."""
+    truth = {}
+    for agent_id in ids:
+        agent = store.replay(agent_id)
+        size, gt = 0, 0
+        while page := store.recorder.select_page(agent_id, gt=gt, limit=500):
+            size += sum(len(s.state) for s in page)
+            gt = page[-1].originator_version
+        usage = agent.state.usage
+        truth[str(agent_id)] = {
+            "events": agent.version,
+            "bytes": size,
+            "last_version": agent.version,
+            "tokens_in": usage.input_tokens,
+            "tokens_out": usage.output_tokens,
+            "tool_calls": usage.tool_calls,
+            "errors": usage.errors + usage.tool_errors,
+        }
+    return truth
+
+
+def actual(view_url: str) -> dict[str, dict[str, int]]:
+    """The AgentStats view, as the same kind of dict."""
+    view = open_view(view_url)
+    try:
+        rows = read_agent_stats(view, top=None)
+    finally:
+        view.close()
+    return {row.agent_id: {f: getattr(row, f) for f in FIGURES} for row in rows}
+
+
+def view_position(view_url: str, name: str = AgentStats.name) -> tuple[int, int]:
+    """(position, events processed) of a projection, read from its view."""
+    view = open_view(view_url)
+    try:
+        view.setup()
+        return view.position(name), view.processed(name)
+    finally:
+        view.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``condition`` until true; fail after ``timeout`` seconds (not a timing check:
+    the bound only keeps a broken worker from hanging the suite)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.01)
+
+
+def start_worker(
+    db: str, log: Path, *args: str, target: str = "snaptail.projections:AgentStats"
+) -> subprocess.Popen[Any]:
+    """``snaptail worker run`` as a real process, its stderr in ``log``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "snaptail.cli", "worker", "run", target, "--db", db]
+    with log.open("ab") as err:
+        return subprocess.Popen(
+            [*command, "--no-progress", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
