@@ -55,6 +55,10 @@ from snaptail.projections.cli import stats, worker_app  # noqa: E402
 app.add_typer(worker_app, name="worker")
 app.command("stats")(stats)
 
+from snaptail.bench.cli import bench_app  # noqa: E402
+
+app.add_typer(bench_app, name="bench")
+
 
 def main() -> None:
     app()

@@ -1,0 +1,182 @@
+"""``snaptail bench``: the benchmark commands (a Typer sub-app of ``snaptail``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sqlite3
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from snaptail.bench.intervals import (
+    DEFAULT_INTERVALS,
+    QUICK_LENGTHS,
+    IntervalsConfig,
+    interval_label,
+    run_intervals,
+)
+from snaptail.bench.intervals import DEFAULT_LENGTHS as INTERVAL_LENGTHS
+from snaptail.bench.report import (
+    intervals_table,
+    plot_intervals,
+    plot_scale,
+    recommendation_text,
+    scale_tables,
+    targets_table,
+)
+from snaptail.bench.run import BenchRun
+from snaptail.bench.scale import DEFAULT_LENGTHS as SCALE_LENGTHS
+from snaptail.bench.scale import QUICK_LENGTHS as SCALE_QUICK_LENGTHS
+from snaptail.bench.scale import ScaleConfig, run_scale, targets
+
+bench_app = typer.Typer(
+    help="Benchmarks: snapshot intervals, and load time/memory against log length.",
+    no_args_is_help=True,
+)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part.replace("_", "").replace(",", "")) for part in text.split() if part]
+
+
+def _lengths(text: str | None, default: tuple[int, ...]) -> list[int]:
+    if text is None:
+        return list(default)
+    lengths = _ints(text.replace(",", " "))
+    if not lengths or min(lengths) < 1:
+        raise typer.BadParameter("give positive event counts, e.g. 1000,10000")
+    return lengths
+
+
+def _intervals(text: str | None) -> list[int | None]:
+    if text is None:
+        return list(DEFAULT_INTERVALS)
+    out: list[int | None] = []
+    for part in text.replace(",", " ").split():
+        if part.lower() in ("none", "0", "off"):
+            out.append(None)
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise typer.BadParameter(f"not an interval: {part!r} (a positive integer or none)")
+    return out
+
+
+def _console(json_lines: bool) -> Console:
+    return Console(stderr=True) if json_lines else Console()
+
+
+def machine() -> str:
+    """One line describing where the benchmark ran."""
+    return (
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite "
+        f"{sqlite3.sqlite_version}, {platform.system()} {platform.machine()}"
+    )
+
+
+EVENTS_HELP = "Log lengths, comma-separated (default: {default})."
+
+
+@bench_app.command()
+def intervals(
+    events: str | None = typer.Option(
+        None, "--events", help=EVENTS_HELP.format(default="1000,10000,100000")
+    ),
+    interval_list: str | None = typer.Option(
+        None, "--intervals", help="Snapshot intervals (default: none,10,50,100,250,1000)."
+    ),
+    target_ms: float = typer.Option(5.0, "--target-ms", help="Load-time target to recommend for."),
+    batch: int = typer.Option(100, "--batch", min=1, help="Events per save."),
+    seed: int = typer.Option(42, "--seed", help="Workload seed."),
+    quick: bool = typer.Option(False, "--quick", help="Short logs (1000, 5000): about a minute."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot to this file."),  # noqa: B008
+    data_dir: Path | None = typer.Option(  # noqa: B008
+        None, "--data-dir", help="Keep the scratch databases here (default: a temp dir)."
+    ),
+) -> None:
+    """What each snapshot interval costs (appends, storage) and buys (load time, memory)."""
+    lengths = _lengths(events, QUICK_LENGTHS if quick else INTERVAL_LENGTHS)
+    config = IntervalsConfig(
+        intervals=_intervals(interval_list),
+        lengths=lengths,
+        batch=batch,
+        seed=seed,
+        target_ms=target_ms,
+        load_budget_s=0.3 if quick else 1.5,
+    )
+    console = _console(json_lines)
+    console.print(
+        f"[bold]snaptail bench intervals[/]: intervals "
+        f"{', '.join(interval_label(i) for i in config.intervals)}; logs of "
+        f"{', '.join(f'{n:,}' for n in sorted(lengths))} events; {batch} events per save; "
+        f"{machine()}"
+    )
+    _quiet_store_logs()
+    with BenchRun(console, json_lines=json_lines, data_dir=data_dir) as run:
+        run_intervals(config, run)
+    console.print(intervals_table(run.records))
+    recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
+    if recommendation is not None:
+        console.print(recommendation_text(recommendation))
+    else:
+        console.print("No recommendation: measure 'none' at two lengths and one interval.")
+    if plot is not None:
+        plot_intervals(run.records, plot)
+        console.print(f"plot written to {plot}")
+
+
+@bench_app.command()
+def scale(
+    events: str | None = typer.Option(
+        None, "--events", help=EVENTS_HELP.format(default="1000,10000,100000,1000000")
+    ),
+    interval: int = typer.Option(100, "--interval", min=1, help="Snapshot interval."),
+    batch: int = typer.Option(100, "--batch", min=1, help="Events per save."),
+    seed: int = typer.Option(42, "--seed", help="Workload seed."),
+    limit_s: float = typer.Option(
+        60.0, "--limit-s", help="Stop a system after one load takes longer than this."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Short logs (1000, 10000): about a minute."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a PNG plot to this file."),  # noqa: B008
+    data_dir: Path | None = typer.Option(  # noqa: B008
+        None, "--data-dir", help="Keep the scratch databases here (default: a temp dir)."
+    ),
+) -> None:
+    """Load time and memory against log length: snaptail beside stock eventsourcing,
+    a full replay, the load-everything design and the sqlite3+msgspec floor."""
+    lengths = _lengths(events, SCALE_QUICK_LENGTHS if quick else SCALE_LENGTHS)
+    config = ScaleConfig(
+        lengths=lengths,
+        interval=interval,
+        batch=batch,
+        seed=seed,
+        limit_s=limit_s,
+        load_budget_s=0.3 if quick else 1.5,
+        positions=5 if quick else 10,
+    )
+    console = _console(json_lines)
+    console.print(
+        f"[bold]snaptail bench scale[/]: logs of {', '.join(f'{n:,}' for n in sorted(lengths))}"
+        f" events; snapshot every {interval}; {batch} events per save; {machine()}"
+    )
+    _quiet_store_logs()
+    with BenchRun(console, json_lines=json_lines, data_dir=data_dir) as run:
+        run_scale(config, run)
+        for record in targets(run.records):
+            run.emit(record)
+    for table in scale_tables(run.records):
+        console.print(table)
+    console.print(targets_table([r for r in run.records if r["kind"] == "target"]))
+    if plot is not None:
+        plot_scale(run.records, plot)
+        console.print(f"plot written to {plot}")
+
+
+def _quiet_store_logs() -> None:
+    # Full replays are what this benchmark measures: their warnings are expected.
+    logging.getLogger("snaptail").setLevel(logging.ERROR)

@@ -1,0 +1,176 @@
+"""``snaptail bench intervals``: what a snapshot interval costs (appends, storage) and
+buys (load time, memory), over log lengths; then an interval recommended for a target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from snaptail.bench.measure import deep_size, peak_memory, time_once, time_runs
+from snaptail.bench.run import BenchRun, Record, TimedWriter, file_bytes
+from snaptail.bench.systems import SnaptailSystem
+from snaptail.snapshots import encode_state
+
+DEFAULT_INTERVALS: tuple[int | None, ...] = (None, 10, 50, 100, 250, 1000)
+DEFAULT_LENGTHS = (1_000, 10_000, 100_000)
+QUICK_LENGTHS = (1_000, 5_000)
+# Candidate intervals for the recommendation, largest first.
+NICE_INTERVALS = (10_000, 5_000, 2_000, 1_000, 500, 250, 200, 100, 50, 25, 20, 10, 5, 2, 1)
+
+
+@dataclass(frozen=True)
+class IntervalsConfig:
+    intervals: Sequence[int | None] = DEFAULT_INTERVALS
+    lengths: Sequence[int] = DEFAULT_LENGTHS
+    batch: int = 100
+    seed: int = 42
+    target_ms: float = 5.0
+    load_budget_s: float = 1.5
+
+
+def interval_label(interval: int | None) -> str:
+    return "none" if interval is None else str(interval)
+
+
+def run_intervals(config: IntervalsConfig, run: BenchRun) -> list[Record]:
+    """Measure every interval at every log length; returns the records (one per
+    measurement) followed by one recommendation record."""
+    lengths = sorted(set(config.lengths))
+    measurements: list[Record] = []
+    for interval in config.intervals:
+        measurements.extend(_sweep_one(interval, lengths, config, run))
+    recommendation = recommend(measurements, config.target_ms, config.batch)
+    if recommendation is not None:
+        run.emit(recommendation)
+    return measurements
+
+
+def _sweep_one(
+    interval: int | None, lengths: list[int], config: IntervalsConfig, run: BenchRun
+) -> list[Record]:
+    label = interval_label(interval)
+    path = run.fresh_db(f"intervals-{label}")
+    system = SnaptailSystem(path, interval)
+    writer = TimedWriter(system.save, config.seed, config.batch)
+    snapshots = {"written": 0, "newest": 0}
+
+    def count_snapshot(_: Any) -> None:
+        newest = system.newest_snapshot(writer.agent.id)
+        if newest != snapshots["newest"]:
+            snapshots["written"] += 1
+            snapshots["newest"] = newest
+
+    records: list[Record] = []
+    try:
+        with run.task(f"interval {label}: writing", total=lengths[-1]) as task:
+            for length in lengths:
+                run.progress.update(task, description=f"interval {label}: writing {length:,}")
+                written, seconds = writer.write_to(
+                    length,
+                    on_progress=lambda n: run.progress.advance(task, n),
+                    after_save=count_snapshot,
+                )
+                run.progress.update(task, description=f"interval {label}: loading {length:,}")
+                agent_id = writer.agent.id
+
+                def load(agent_id: UUID = agent_id) -> Any:
+                    return system.load(agent_id)
+
+                first = time_once(load)
+                timing = time_runs(
+                    load, budget_s=max(config.load_budget_s - first / 1000, 0), first_ms=first
+                )
+                peak, agent = peak_memory(load)
+                record = run.emit(
+                    {
+                        "bench": "intervals",
+                        "kind": "measurement",
+                        "system": "snaptail",
+                        "interval": interval,
+                        "events": length,
+                        "batch": config.batch,
+                        "append_events": written,
+                        "append_events_per_s": written / seconds if seconds > 0 else None,
+                        "load_ms_p50": timing.p50_ms,
+                        "load_ms_p95": timing.p95_ms,
+                        "load_runs": timing.runs,
+                        "load_peak_bytes": peak,
+                        "resident_bytes": deep_size(agent),
+                        "snapshot_bytes": len(encode_state(agent)),
+                        "storage_bytes": file_bytes(path),
+                        "snapshots_written": snapshots["written"],
+                        "snapshots_kept": system.snapshots_kept(agent_id),
+                        "snapshot_version": snapshots["newest"],
+                    }
+                )
+                del agent
+                records.append(record)
+    finally:
+        system.close()
+    return records
+
+
+def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> Record | None:
+    """Choose the largest interval whose worst-case load stays within ``target_ms``,
+    from measured costs.
+
+    * fold cost per event: the slope of load time against log length with no snapshots;
+    * base cost: the load time with the smallest interval at the longest log (snapshot
+      decode, queries, recent-event cache);
+    * worst-case load for interval ``n``: base + fold x (n - 1) (the longest tail);
+    * snapshot write cost: extra save time per event with interval ``n`` over none,
+      times ``n`` (averaged over the intervals measured).
+    """
+    longest = max((r["events"] for r in measurements), default=0)
+    at_longest = [r for r in measurements if r["events"] == longest]
+    unsnapshotted = sorted(
+        (r for r in measurements if r["interval"] is None), key=lambda r: r["events"]
+    )
+    snapshotted = [r for r in at_longest if r["interval"] is not None]
+    if len(unsnapshotted) < 2 or not snapshotted:
+        return None
+    first, last = unsnapshotted[0], unsnapshotted[-1]
+    fold_ms = max(
+        (last["load_ms_p50"] - first["load_ms_p50"]) / (last["events"] - first["events"]), 1e-6
+    )
+    smallest = min(snapshotted, key=lambda r: r["interval"])
+    base_ms = smallest["load_ms_p50"]
+    none_rate = next((r["append_events_per_s"] for r in at_longest if r["interval"] is None), None)
+    write_costs = []
+    if none_rate:
+        for r in snapshotted:
+            rate = r["append_events_per_s"]
+            if rate:
+                extra_per_event_ms = (1 / rate - 1 / none_rate) * 1000
+                write_costs.append(extra_per_event_ms * max(r["interval"], batch))
+    snapshot_write_ms = sorted(write_costs)[len(write_costs) // 2] if write_costs else None
+    chosen = None
+    for n in NICE_INTERVALS:
+        if base_ms + fold_ms * (n - 1) <= target_ms:
+            chosen = n
+            break
+    reachable = chosen is not None
+    if chosen is None:
+        chosen = NICE_INTERVALS[-1]
+    per_event_save_ms = 1000 / none_rate if none_rate else None
+    overhead = (
+        (snapshot_write_ms / chosen) / per_event_save_ms
+        if snapshot_write_ms is not None and per_event_save_ms
+        else None
+    )
+    return {
+        "bench": "intervals",
+        "kind": "recommendation",
+        "target_ms": target_ms,
+        "recommended_interval": chosen,
+        "target_reachable": reachable,
+        "predicted_worst_load_ms": base_ms + fold_ms * (chosen - 1),
+        "fold_ms_per_event": fold_ms,
+        "base_load_ms": base_ms,
+        "snapshot_write_ms": snapshot_write_ms,
+        "append_overhead": overhead,
+        "events": longest,
+    }

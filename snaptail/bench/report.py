@@ -1,0 +1,205 @@
+"""Rich tables and matplotlib plots of benchmark records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from snaptail.bench.run import Record
+
+MIB = 1024 * 1024
+
+
+def _ms(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
+
+
+def _mib(value: Any) -> str:
+    return "-" if value is None else f"{value / MIB:,.2f}"
+
+
+def _rate(value: Any) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def intervals_table(records: Sequence[Record]) -> Table:
+    table = Table(title="snaptail bench intervals", title_justify="left")
+    for column in (
+        "interval",
+        "events",
+        "append ev/s",
+        "load p50 ms",
+        "load p95 ms",
+        "load peak MiB",
+        "agent MiB",
+        "snapshot KiB",
+        "storage MiB",
+        "snapshots written/kept",
+    ):
+        table.add_column(column, justify="right")
+    for r in records:
+        if r["kind"] != "measurement":
+            continue
+        table.add_row(
+            "none" if r["interval"] is None else str(r["interval"]),
+            f"{r['events']:,}",
+            _rate(r["append_events_per_s"]),
+            _ms(r["load_ms_p50"]),
+            _ms(r["load_ms_p95"]),
+            _mib(r["load_peak_bytes"]),
+            _mib(r["resident_bytes"]),
+            f"{r['snapshot_bytes'] / 1024:,.1f}",
+            _mib(r["storage_bytes"]),
+            f"{r['snapshots_written']:,}/{r['snapshots_kept']}",
+        )
+    return table
+
+
+def recommendation_text(record: Record) -> str:
+    interval = record["recommended_interval"]
+    lines = [
+        f"Recommended snapshot interval for a {record['target_ms']:g} ms load target: "
+        f"every {interval} events",
+        f"  predicted worst-case load {record['predicted_worst_load_ms']:.2f} ms = base "
+        f"{record['base_load_ms']:.2f} ms + {interval - 1} tail events x "
+        f"{record['fold_ms_per_event'] * 1000:.1f} us (fold cost per event, measured)",
+    ]
+    if record["snapshot_write_ms"] is not None:
+        overhead = record["append_overhead"]
+        lines.append(
+            f"  a snapshot write costs about {record['snapshot_write_ms']:.2f} ms"
+            + (f": +{overhead:.0%} on append time at this interval" if overhead else "")
+        )
+    if not record["target_reachable"]:
+        lines.append("  the target is below the base load cost: no interval meets it")
+    return "\n".join(lines)
+
+
+def scale_tables(records: Sequence[Record]) -> list[Table]:
+    loads = Table(title="snaptail bench scale: loads", title_justify="left")
+    for column in ("events", "system", "load p50 ms", "load p95 ms", "peak MiB", "held MiB"):
+        loads.add_column(column, justify="left" if column == "system" else "right")
+    for r in sorted(
+        (r for r in records if r["kind"] == "load"), key=lambda r: (r["events"], r["label"])
+    ):
+        if r["stopped"] and r["load_ms_p50"] is None:
+            loads.add_row(f"{r['events']:,}", r["label"], "not run", "", "", "")
+            continue
+        loads.add_row(
+            f"{r['events']:,}",
+            r["label"],
+            _ms(r["load_ms_p50"]),
+            _ms(r["load_ms_p95"]),
+            _mib(r["load_peak_bytes"]),
+            _mib(r["resident_bytes"]),
+        )
+    appends = Table(title="snaptail bench scale: appends", title_justify="left")
+    for column in ("events", "system", "batch", "append ev/s", "storage MiB"):
+        appends.add_column(column, justify="left" if column == "system" else "right")
+    for r in records:
+        if r["kind"] == "append":
+            appends.add_row(
+                f"{r['events']:,}",
+                r["system"],
+                str(r["batch"]),
+                _rate(r["append_events_per_s"]),
+                _mib(r["storage_bytes"]),
+            )
+    return [loads, appends]
+
+
+def targets_table(records: Sequence[Record]) -> Table:
+    table = Table(title="targets (ratios in this run)", title_justify="left")
+    for column in ("target", "measured", "limit", "met"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in records:
+        measured = "-" if r["measured"] is None else f"{r['measured']:.2f}"
+        met = "?" if r["met"] is None else "[green]met[/]" if r["met"] else "[red]missed[/]"
+        table.add_row(r["target"], measured, f"{r['comparison']} {r['limit']:g}", met)
+    return table
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_intervals(records: Sequence[Record], path: Path) -> None:
+    """Append throughput and load time (p50) against the snapshot interval, one line
+    per log length."""
+    plt = _pyplot()
+    rows = [r for r in records if r["kind"] == "measurement"]
+    intervals: list[int | None] = []
+    for r in rows:
+        if r["interval"] not in intervals:
+            intervals.append(r["interval"])
+    labels = ["none" if i is None else str(i) for i in intervals]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for length in sorted({r["events"] for r in rows}):
+        by = {r["interval"]: r for r in rows if r["events"] == length}
+        xs = [labels[k] for k, i in enumerate(intervals) if i in by]
+        left.plot(
+            xs,
+            [by[i]["append_events_per_s"] or 0 for i in intervals if i in by],
+            marker="o",
+            label=f"{length:,} events",
+        )
+        right.plot(
+            xs,
+            [by[i]["load_ms_p50"] for i in intervals if i in by],
+            marker="o",
+            label=f"{length:,} events",
+        )
+    left.set(title="append throughput", xlabel="snapshot interval", ylabel="events/s")
+    right.set(title="load time (p50)", xlabel="snapshot interval", ylabel="ms", yscale="log")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_scale(records: Sequence[Record], path: Path) -> None:
+    """Load time and peak memory against log length, log-log, one line per system."""
+    plt = _pyplot()
+    rows = [r for r in records if r["kind"] == "load" and r["load_ms_p50"] is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for system in dict.fromkeys(r["system"] for r in rows):
+        mine = sorted((r for r in rows if r["system"] == system), key=lambda r: r["events"])
+        label = mine[0]["label"]
+        left.plot(
+            [r["events"] for r in mine], [r["load_ms_p50"] for r in mine], marker="o", label=label
+        )
+        with_memory = [r for r in mine if r["load_peak_bytes"]]
+        right.plot(
+            [r["events"] for r in with_memory],
+            [r["load_peak_bytes"] / MIB for r in with_memory],
+            marker="o",
+            label=label,
+        )
+    left.set(
+        title="load time (p50)", xlabel="events in the log", ylabel="ms", xscale="log", yscale="log"
+    )
+    right.set(
+        title="peak memory while loading",
+        xlabel="events in the log",
+        ylabel="MiB",
+        xscale="log",
+        yscale="log",
+    )
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
