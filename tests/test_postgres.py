@@ -243,6 +243,17 @@ def test_conflicting_save_writes_neither_events_nor_snapshot(
     assert [i.originator_version for i in recorder.select_snapshot_infos(agent_id)] == [3]
 
 
+def test_snapshot_conflict_rolls_back_the_events(recorder: PostgresAgentRecorder) -> None:
+    agent_id = uuid.uuid4()
+    recorder.insert_events([_event(agent_id, 1)])
+    assert recorder.insert_snapshot(_snapshot(agent_id, 2), keep_snapshots=None)
+    with pytest.raises(IntegrityError):
+        recorder.insert_events([_event(agent_id, 2)], snapshots=[_snapshot(agent_id, 2)])
+    assert recorder.max_version(agent_id) == 1
+    recorder.insert_events([_event(agent_id, 2)])
+    assert recorder.max_version(agent_id) == 2
+
+
 def test_saves_with_snapshots_notify_subscribers(recorder: PostgresAgentRecorder) -> None:
     agent_id = uuid.uuid4()
     with recorder.subscribe(gt=None) as subscription:
