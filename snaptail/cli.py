@@ -59,6 +59,10 @@ from snaptail.bench.cli import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 
+from snaptail.snapshot_commands import snapshots_app  # noqa: E402
+
+app.add_typer(snapshots_app, name="snapshots")
+
 
 def main() -> None:
     app()
