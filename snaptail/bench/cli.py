@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from snaptail.bench.intervals import (
+    DEFAULT_BATCH,
     DEFAULT_INTERVALS,
     QUICK_LENGTHS,
     IntervalsConfig,
@@ -89,7 +90,9 @@ def intervals(
         None, "--intervals", help="Snapshot intervals (default: none,10,50,100,250,1000)."
     ),
     target_ms: float = typer.Option(5.0, "--target-ms", help="Load-time target to recommend for."),
-    batch: int = typer.Option(100, "--batch", min=1, help="Events per save."),
+    batch: int = typer.Option(
+        DEFAULT_BATCH, "--batch", min=1, help="Events per save (10: about one turn)."
+    ),
     seed: int = typer.Option(42, "--seed", help="Workload seed."),
     quick: bool = typer.Option(False, "--quick", help="Short logs (1000, 5000): about a minute."),
     json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
@@ -106,7 +109,8 @@ def intervals(
         batch=batch,
         seed=seed,
         target_ms=target_ms,
-        load_budget_s=0.3 if quick else 1.5,
+        positions=5 if quick else 10,
+        repeats=3 if quick else 5,
     )
     console = _console(json_lines)
     console.print(

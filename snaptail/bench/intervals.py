@@ -4,17 +4,21 @@ buys (load time, memory), over log lengths; then an interval recommended for a t
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from snaptail.bench.measure import deep_size, peak_memory, time_once, time_runs
-from snaptail.bench.run import BenchRun, Record, TimedWriter, file_bytes
+from snaptail.bench.run import BenchRun, Record, TimedWriter, file_bytes, sample_cycle
 from snaptail.bench.systems import SnaptailSystem
-from snaptail.snapshots import encode_state
+from snaptail.domain.agent import Agent
+from snaptail.infrastructure.recorder import StoredSnapshot
+from snaptail.snapshots import checksum, encode_state
 
 DEFAULT_INTERVALS: tuple[int | None, ...] = (None, 10, 50, 100, 250, 1000)
+DEFAULT_BATCH = 10  # about one chat turn per save
 DEFAULT_LENGTHS = (1_000, 10_000, 100_000)
 QUICK_LENGTHS = (1_000, 5_000)
 # Candidate intervals for the recommendation, largest first.
@@ -25,10 +29,11 @@ NICE_INTERVALS = (10_000, 5_000, 2_000, 1_000, 500, 250, 200, 100, 50, 25, 20, 1
 class IntervalsConfig:
     intervals: Sequence[int | None] = DEFAULT_INTERVALS
     lengths: Sequence[int] = DEFAULT_LENGTHS
-    batch: int = 100
+    batch: int = DEFAULT_BATCH
     seed: int = 42
     target_ms: float = 5.0
-    load_budget_s: float = 1.5
+    positions: int = 10  # heads per snapshot cycle at which loads are timed
+    repeats: int = 5  # timed loads at each head (median kept)
 
 
 def interval_label(interval: int | None) -> str:
@@ -79,11 +84,18 @@ def _sweep_one(
                 def load(agent_id: UUID = agent_id) -> Any:
                     return system.load(agent_id)
 
-                first = time_once(load)
-                timing = time_runs(
-                    load, budget_s=max(config.load_budget_s - first / 1000, 0), first_ms=first
+                cycle = sample_cycle(
+                    [writer],
+                    {"snaptail": load},
+                    cycle=interval or 1,
+                    positions=config.positions if interval else 1,
+                    repeats=config.repeats if interval else 3,
+                    after_save=count_snapshot,
                 )
-                peak, agent = peak_memory(load)
+                agent = load()
+                write_ms = (
+                    snapshot_write_ms(system, agent) if interval and length == lengths[-1] else None
+                )
                 record = run.emit(
                     {
                         "bench": "intervals",
@@ -94,12 +106,15 @@ def _sweep_one(
                         "batch": config.batch,
                         "append_events": written,
                         "append_events_per_s": written / seconds if seconds > 0 else None,
-                        "load_ms_p50": timing.p50_ms,
-                        "load_ms_p95": timing.p95_ms,
-                        "load_runs": timing.runs,
-                        "load_peak_bytes": peak,
-                        "resident_bytes": deep_size(agent),
+                        "load_ms_p50": cycle.p50("snaptail"),
+                        "load_ms_p95": cycle.p95("snaptail"),
+                        "load_runs": cycle.positions * cycle.repeats,
+                        "heads": cycle.positions,
+                        "load_peak_bytes": cycle.peak_median("snaptail"),
+                        "load_peak_bytes_max": cycle.peak_max("snaptail"),
+                        "resident_bytes": cycle.resident_bytes["snaptail"],
                         "snapshot_bytes": len(encode_state(agent)),
+                        "snapshot_write_ms": write_ms,
                         "storage_bytes": file_bytes(path),
                         "snapshots_written": snapshots["written"],
                         "snapshots_kept": system.snapshots_kept(agent_id),
@@ -121,8 +136,8 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
     * base cost: the load time with the smallest interval at the longest log (snapshot
       decode, queries, recent-event cache);
     * worst-case load for interval ``n``: base + fold x (n - 1) (the longest tail);
-    * snapshot write cost: extra save time per event with interval ``n`` over none,
-      times ``n`` (averaged over the intervals measured).
+    * snapshot write cost: encoding the state plus inserting the row in a transaction
+      of its own (measured at the longest log; the median over the intervals).
     """
     longest = max((r["events"] for r in measurements), default=0)
     at_longest = [r for r in measurements if r["events"] == longest]
@@ -139,14 +154,10 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
     smallest = min(snapshotted, key=lambda r: r["interval"])
     base_ms = smallest["load_ms_p50"]
     none_rate = next((r["append_events_per_s"] for r in at_longest if r["interval"] is None), None)
-    write_costs = []
-    if none_rate:
-        for r in snapshotted:
-            rate = r["append_events_per_s"]
-            if rate:
-                extra_per_event_ms = (1 / rate - 1 / none_rate) * 1000
-                write_costs.append(extra_per_event_ms * max(r["interval"], batch))
-    snapshot_write_ms = sorted(write_costs)[len(write_costs) // 2] if write_costs else None
+    write_costs = sorted(
+        r["snapshot_write_ms"] for r in snapshotted if r.get("snapshot_write_ms") is not None
+    )
+    snapshot_write_ms = write_costs[len(write_costs) // 2] if write_costs else None
     chosen = None
     for n in NICE_INTERVALS:
         if base_ms + fold_ms * (n - 1) <= target_ms:
@@ -174,3 +185,28 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
         "append_overhead": overhead,
         "events": longest,
     }
+
+
+def snapshot_write_ms(system: SnaptailSystem, agent: Agent, runs: int = 15) -> float:
+    """Median milliseconds to encode ``agent``'s state and insert it as a snapshot in a
+    transaction of its own (an upper bound: a save writes it with its events).
+    Rows go to a scratch agent id of the same database."""
+    scratch = uuid4()
+    samples = []
+    for version in range(1, runs + 1):
+        started = time.perf_counter()
+        data = encode_state(agent)
+        system.store.recorder.insert_snapshot(
+            StoredSnapshot(
+                originator_id=scratch,
+                originator_version=version,
+                topic="bench:scratch",
+                fingerprint="",
+                checksum=checksum(data),
+                state=data,
+            ),
+            keep_snapshots=1,
+        )
+        samples.append((time.perf_counter() - started) * 1000)
+    system.store.recorder.delete_snapshots(scratch, keep=0)
+    return statistics.median(samples)

@@ -32,14 +32,14 @@ def intervals_table(records: Sequence[Record]) -> Table:
     for column in (
         "interval",
         "events",
-        "append ev/s",
-        "load p50 ms",
-        "load p95 ms",
-        "load peak MiB",
-        "agent MiB",
-        "snapshot KiB",
-        "storage MiB",
-        "snapshots written/kept",
+        "append/s",
+        "p50 ms",
+        "p95 ms",
+        "peak MiB",
+        "held MiB",
+        "snap KiB",
+        "disk MiB",
+        "snaps",
     ):
         table.add_column(column, justify="right")
     for r in records:
@@ -82,7 +82,7 @@ def recommendation_text(record: Record) -> str:
 
 def scale_tables(records: Sequence[Record]) -> list[Table]:
     loads = Table(title="snaptail bench scale: loads", title_justify="left")
-    for column in ("events", "system", "load p50 ms", "load p95 ms", "peak MiB", "held MiB"):
+    for column in ("events", "system", "p50 ms", "p95 ms", "peak MiB", "held MiB"):
         loads.add_column(column, justify="left" if column == "system" else "right")
     for r in sorted(
         (r for r in records if r["kind"] == "load"), key=lambda r: (r["events"], r["label"])
@@ -99,7 +99,7 @@ def scale_tables(records: Sequence[Record]) -> list[Table]:
             _mib(r["resident_bytes"]),
         )
     appends = Table(title="snaptail bench scale: appends", title_justify="left")
-    for column in ("events", "system", "batch", "append ev/s", "storage MiB"):
+    for column in ("events", "system", "batch", "append/s", "disk MiB"):
         appends.add_column(column, justify="left" if column == "system" else "right")
     for r in records:
         if r["kind"] == "append":

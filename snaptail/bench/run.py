@@ -165,6 +165,7 @@ class CycleResult:
 
     per_position_ms: dict[str, list[float]] = field(default_factory=dict)
     peaks: dict[str, list[int]] = field(default_factory=dict)
+    single_p95_ms: dict[str, float] = field(default_factory=dict)
     resident_bytes: dict[str, int] = field(default_factory=dict)
     positions: int = 0
     repeats: int = 0
@@ -173,6 +174,8 @@ class CycleResult:
         return statistics.median(self.per_position_ms[name])
 
     def p95(self, name: str) -> float:
+        if self.positions == 1:  # one head: the spread of its runs
+            return self.single_p95_ms[name]
         return percentile(self.per_position_ms[name], 0.95)
 
     def peak_median(self, name: str) -> int:
@@ -204,6 +207,7 @@ def sample_cycle(
         for name, load in loaders.items():
             timing = time_runs(load, budget_s=0, min_runs=repeats, max_runs=repeats)
             result.per_position_ms.setdefault(name, []).append(timing.p50_ms)
+            result.single_p95_ms[name] = timing.p95_ms
             peak, loaded = peak_memory(load)
             result.peaks.setdefault(name, []).append(peak)
             if position == positions - 1:
