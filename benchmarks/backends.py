@@ -134,9 +134,9 @@ class LoadFigures:
     version: int
 
 
-def load_latency(url: str, events: int, loads: int) -> LoadFigures:
-    """p50/p95 of ``store.get`` for an agent with snapshots every 100 events and a
-    tail of ``TAIL`` events after the last one."""
+def build_loaded_agent(url: str, events: int) -> uuid.UUID:
+    """An agent with snapshots every 100 events, then an explicit one, then a tail of
+    ``TAIL`` events after it."""
     workload = Workload(seed=2)
     agent = Agent(name="bench")
     with AgentStore(url, snapshot_every=100) as store:
@@ -145,24 +145,34 @@ def load_latency(url: str, events: int, loads: int) -> LoadFigures:
     with AgentStore(url, policy=Never()) as store:
         agent = store.get(agent.id)
         workload.drive(agent, TAIL, save=store.save, batch=7)
-    with AgentStore(url) as store:
-        store.get(agent.id)  # warm caches and prepared statements
-        times = []
+    return agent.id
+
+
+def load_latency(urls: tuple[str, str], events: int, loads: int) -> list[LoadFigures]:
+    """p50/p95 of ``store.get`` of the same agent on each backend, loads alternating."""
+    agent_ids = [build_loaded_agent(url, events) for url in urls]
+    with AgentStore(urls[0]) as first, AgentStore(urls[1]) as second:
+        stores = (first, second)
+        times: tuple[list[float], list[float]] = ([], [])
+        for store, agent_id in zip(stores, agent_ids, strict=True):
+            store.get(agent_id)  # warm caches and prepared statements
         for _ in range(loads):
-            started = time.perf_counter()
-            loaded = store.get(agent.id)
-            times.append((time.perf_counter() - started) * 1000)
-        snapshot = store.recorder.select_snapshot_infos(agent.id)
-        return LoadFigures(
-            p50_ms=percentile(times, 0.5),
-            p95_ms=percentile(times, 0.95),
-            snapshot_version=snapshot[0].originator_version if snapshot else 0,
-            version=loaded.version,
-        )
-
-
-def median_of(repeats: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(repeats))
+            for store, agent_id, samples in zip(stores, agent_ids, times, strict=True):
+                started = time.perf_counter()
+                loaded = store.get(agent_id)
+                samples.append((time.perf_counter() - started) * 1000)
+        figures = []
+        for store, agent_id, samples in zip(stores, agent_ids, times, strict=True):
+            snapshot = store.recorder.select_snapshot_infos(agent_id)
+            figures.append(
+                LoadFigures(
+                    p50_ms=percentile(samples, 0.5),
+                    p95_ms=percentile(samples, 0.95),
+                    snapshot_version=snapshot[0].originator_version if snapshot else 0,
+                    version=loaded.version,
+                )
+            )
+        return figures
 
 
 @dataclass(frozen=True)
@@ -178,12 +188,18 @@ class Row:
 
 
 def run(sizes: Sizes, postgres_url: str, console: Console) -> list[Row]:
+    """Every measurement on both backends; repeats alternate between them, so that
+    changes in the machine's load fall on both alike."""
+
     def both(measure: Callable[[str], float]) -> tuple[float, float]:
-        with sqlite_database() as url:
-            on_sqlite = median_of(sizes.repeats, lambda: measure(url))
-        with postgres_database(postgres_url) as url:
-            on_postgres = median_of(sizes.repeats, lambda: measure(url))
-        return on_sqlite, on_postgres
+        on_sqlite: list[float] = []
+        on_postgres: list[float] = []
+        for _ in range(sizes.repeats):
+            with sqlite_database() as url:
+                on_sqlite.append(measure(url))
+            with postgres_database(postgres_url) as url:
+                on_postgres.append(measure(url))
+        return statistics.median(on_sqlite), statistics.median(on_postgres)
 
     rows: list[Row] = []
     with console.status("append, 1 event per save"):
@@ -195,11 +211,12 @@ def run(sizes: Sizes, postgres_url: str, console: Console) -> list[Row]:
     with console.status("append, realistic traffic"):
         s, p = both(lambda url: append_realistic(url, sizes.realistic_events))
     rows.append(Row("append, realistic traffic (~100/save)", "events/s", s, p))
-    with console.status("load latency"):
-        with sqlite_database() as url:
-            ls = load_latency(url, sizes.load_events, sizes.loads)
-        with postgres_database(postgres_url) as url:
-            lp = load_latency(url, sizes.load_events, sizes.loads)
+    with (
+        console.status("load latency"),
+        sqlite_database() as sqlite_url,
+        postgres_database(postgres_url) as pg_url,
+    ):
+        ls, lp = load_latency((sqlite_url, pg_url), sizes.load_events, sizes.loads)
     tail = f"v{ls.version}, snapshot v{ls.snapshot_version}"
     rows.append(Row(f"load p50 ({tail})", "ms", ls.p50_ms, lp.p50_ms))
     rows.append(Row(f"load p95 ({tail})", "ms", ls.p95_ms, lp.p95_ms))
@@ -241,7 +258,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     console = Console()
+    load_before = os.getloadavg()[0]
     rows = run(sizes, args.postgres_url, console)
+    console.print(
+        f"machine load average (1 min): {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
+    )
     console.print(table(rows, f"SQLite beside PostgreSQL ({'quick' if args.quick else 'full'})"))
     if args.markdown:
         console.print(markdown(rows), markup=False, highlight=False, soft_wrap=True)

@@ -207,6 +207,13 @@ def test_pool_options_are_honoured(postgres_url: str) -> None:
         recorder.close()
 
 
+def test_store_keyword_options_reach_the_pool(postgres_url: str) -> None:
+    with AgentStore(f"{postgres_url}&pool_size=1", pool_size=3, max_overflow=0) as store:
+        assert isinstance(store.recorder, PostgresAgentRecorder)
+        settings = settings_of(store.recorder)
+        assert (settings["pool_size"], settings["max_overflow"]) == (3, 0)
+
+
 def test_connect_timeout_reaches_the_connection(postgres_url: str) -> None:
     recorder = open_postgres(postgres_url, connect_timeout=7)
     try:
