@@ -98,6 +98,7 @@ def test_query_string_options_and_keyword_overrides() -> None:
         ("postgresql://u@h/d?max_overflow=-1", {}, "max_overflow"),
         ("postgresql://u@h/d?pool_timeout=soon", {}, "pool_timeout"),
         ("postgresql://u@h/d?pool_timeout=0", {}, "pool_timeout"),
+        ("postgresql://u@h/d?pool_timeout=nan", {}, "pool_timeout"),
         ("postgresql://u@h/d?connect_timeout=1.5", {}, "connect_timeout"),
         ("postgresql://u@h/d?lock_timeout=", {}, "lock_timeout"),
         ("postgresql://u@h/d?pool_sise=3", {}, "pool_sise"),
@@ -159,21 +160,27 @@ def test_missing_schema_is_created() -> None:
         _drop_schema(schema)
 
 
-def test_concurrent_opens_of_a_new_schema_do_not_collide(postgres_url: str) -> None:
+def test_concurrent_opens_of_a_new_schema_do_not_collide() -> None:
+    require_postgres()
+    schema = f"snaptail_new_{uuid.uuid4().hex[:10]}"
     errors: list[BaseException] = []
 
     def open_once() -> None:
         try:
-            open_postgres(postgres_url).close()
+            open_postgres(_server_url(schema)).close()
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=open_once) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert {"stored_events", "snaptail_snapshots"} <= _tables_in(schema)
+    finally:
+        _drop_schema(schema)
 
 
 def test_pool_options_are_honoured(postgres_url: str) -> None:

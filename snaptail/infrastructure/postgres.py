@@ -8,6 +8,7 @@ with a connection pool.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,16 +121,24 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     # -- tables ---------------------------------------------------------------------
 
     def create_table(self) -> None:
-        """Create the tables, types and functions, one process at a time.
+        """Create the schema (if missing), tables, types and functions, one process
+        at a time.
 
         Concurrent ``CREATE ... IF NOT EXISTS`` can still collide in PostgreSQL's
         catalogues, so creation holds an advisory lock on a connection of its own.
         """
         kwargs = dict(_connect_kwargs(self.datastore))
         kwargs.pop("row_factory", None)
+        schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
             try:
+                # Checked first: CREATE SCHEMA needs a privilege even if it exists.
+                found = conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+                ).fetchone()
+                if found is None:
+                    conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
                 super().create_table()
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
@@ -384,7 +393,7 @@ class PostgresOptions:
     sslmode: str = ""
 
 
-# Options accepted in the query string or as keywords, and how each is converted.
+# Options accepted in the query string or as keywords.
 TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
            "lock_timeout", "sslmode")  # fmt: skip
 
@@ -451,7 +460,7 @@ def _convert(name: str, value: object) -> object:
             f"got {value!r}"
         ) from None
     minimum = {"pool_size": 1, "pool_timeout": 0.001, "connect_timeout": 1}.get(name, 0)
-    if number < minimum:
+    if not math.isfinite(number) or number < minimum:
         raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
     return number
 
@@ -491,22 +500,12 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     if not settings.password:
         kwargs.pop("password", None)
     try:
-        _ensure_schema(datastore)
         recorder = PostgresAgentRecorder(datastore)
         recorder.create_table()
     except BaseException:
         datastore.close()
         raise
     return recorder
-
-
-def _ensure_schema(datastore: PostgresDatastore) -> None:
-    with datastore.get_connection() as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (datastore.schema,)
-        ).fetchone()
-        if found is None:
-            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(datastore.schema)))
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
