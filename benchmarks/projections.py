@@ -134,24 +134,26 @@ def measure_lag(url: str, saves: int, mode: str, poll_interval: float) -> list[f
                 )
                 thread = threading.Thread(target=worker.run, args=(stop,))
                 thread.start()
-            head = store.recorder.max_notification_id() or 0
-            _wait_position(view, head, timeout=120)  # the worker has caught up
-            agent = Agent("lag")
-            store.save(agent)
-            for i in range(saves):
-                time.sleep(rng.uniform(0.002, 0.02))
-                agent.add_input("user", f"message {i}")
+            try:
+                head = store.recorder.max_notification_id() or 0
+                _wait_position(view, head, timeout=120)  # the worker has caught up
+                agent = Agent("lag")
                 store.save(agent)
-                saved = time.perf_counter()
-                target = store.recorder.max_notification_id() or 0
-                _wait_position(view, target, timeout=10)
-                lags.append((time.perf_counter() - saved) * 1000)
+                for i in range(saves):
+                    time.sleep(rng.uniform(0.002, 0.02))
+                    agent.add_input("user", f"message {i}")
+                    store.save(agent)
+                    saved = time.perf_counter()
+                    target = store.recorder.max_notification_id() or 0
+                    _wait_position(view, target, timeout=10)
+                    lags.append((time.perf_counter() - saved) * 1000)
+            finally:  # stop the worker thread before its recorder closes
+                stop.set()
+                if thread is not None:
+                    thread.join()
+                if worker is not None:
+                    worker.close()
     finally:
-        stop.set()
-        if thread is not None:
-            thread.join()
-        if worker is not None:
-            worker.close()
         if process is not None:
             process.terminate()
             process.wait(timeout=60)

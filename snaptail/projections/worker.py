@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
@@ -85,6 +86,36 @@ def _waiter_for(recorder: AgentRecorder, url: str) -> _Waiter:
     return _Waiter()
 
 
+class _SQLiteReader:
+    """Reads a batch of notifications from SQLite, converting each agent id string to
+    a UUID once (``eventsourcing``'s reader builds a new UUID per row: a quarter of
+    a catch-up's time)."""
+
+    def __init__(self, recorder: SQLiteAgentRecorder) -> None:
+        self._recorder = recorder
+        self._statement = (
+            f"SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        self._ids: dict[str, UUID] = {}
+
+    def __call__(self, after: int, limit: int) -> list[Notification]:
+        ids = self._ids
+        if len(ids) > 100_000:
+            ids.clear()
+        with self._recorder.datastore.transaction(commit=False) as c:
+            c.execute(self._statement, (after, limit))
+            rows = c.fetchall()
+        batch = []
+        for row in rows:
+            key = row[1]
+            agent_id = ids.get(key)
+            if agent_id is None:
+                agent_id = ids[key] = UUID(key)
+            batch.append(Notification(agent_id, row[2], row[3], row[4], row[0]))
+        return batch
+
+
 class ProjectionWorker:
     """Runs one projection from the event database ``db`` into ``view_db``.
 
@@ -119,6 +150,18 @@ class ProjectionWorker:
         self.lock = ProjectionLock(self.view, self.name)
         self.position = self.view.position(self.name)
         self._waiter = _waiter_for(self.recorder, self.db_url)
+        self._read: Callable[[int, int], list[Notification]] = (
+            _SQLiteReader(self.recorder)
+            if isinstance(self.recorder, SQLiteAgentRecorder)
+            else self._select_notifications
+        )
+
+    def _select_notifications(self, after: int, limit: int) -> list[Notification]:
+        return list(
+            self.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            )
+        )
 
     # -- one batch --------------------------------------------------------------------
 
@@ -128,11 +171,7 @@ class ProjectionWorker:
 
     def step(self) -> int:
         """Apply the next batch; returns how many events it held (0: none new)."""
-        batch: list[Notification] = list(
-            self.recorder.select_notifications(
-                start=self.position, limit=self.batch_size, inclusive_of_start=False
-            )
-        )
+        batch = self._read(self.position, self.batch_size)
         if not batch:
             return 0
         try:
