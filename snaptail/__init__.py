@@ -17,6 +17,7 @@ from snaptail.domain import (
     SnaptailError,
     TokenUsage,
 )
+from snaptail.infrastructure.cache import AgentCache
 from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     AnyOf,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
     "AgentState",
