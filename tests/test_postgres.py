@@ -185,14 +185,14 @@ def test_concurrent_opens_of_a_new_schema_do_not_collide() -> None:
 
 def test_pool_options_are_honoured(postgres_url: str) -> None:
     recorder = open_postgres(
-        postgres_url, pool_size=3, max_overflow=1, pool_timeout=0.5, lock_timeout=4
+        postgres_url, pool_size=3, max_overflow=1, pool_timeout=0.05, lock_timeout=4
     )
     try:
         assert settings_of(recorder) == {
             "schema": postgres_url.rsplit("schema=", 1)[1],
             "pool_size": 3,
             "max_overflow": 1,
-            "pool_timeout": 0.5,
+            "pool_timeout": 0.05,
             "connect_timeout": 10,
             "lock_timeout": 4,
         }
@@ -201,7 +201,8 @@ def test_pool_options_are_honoured(postgres_url: str) -> None:
         stats = pool.get_stats()
         assert (stats["pool_min"], stats["pool_max"]) == (3, 4)
         assert stats["pool_size"] >= 3
-        # With all 3 + 1 connections taken, the next caller gives up after pool_timeout.
+        # With all 3 + 1 connections taken, the next caller gives up after pool_timeout
+        # (retried, as eventsourcing does).
         held = [pool.getconn() for _ in range(4)]
         try:
             with pytest.raises(OperationalError, match="couldn't get a connection"):

@@ -217,6 +217,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         if keep is not None:
             curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1), prepare=True)
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
             with self.datastore.transaction(commit=True) as curs:
@@ -225,6 +226,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             return False
         return True
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def delete_snapshots(
         self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
     ) -> int:
@@ -320,6 +322,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             rows = curs.execute(self._sql_snapshot_infos, (originator_id,)).fetchall()
@@ -327,6 +330,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             SnapshotInfo(row["originator_version"], row["fingerprint"], row["size"]) for row in rows
         ]
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
         # ">=" the nil UUID includes every id; ">" a given id starts after it.
         op = SQL(">") if after is not None else SQL(">=")
