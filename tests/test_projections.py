@@ -16,6 +16,7 @@ from examples.tool_latency import ToolLatency
 from snaptail import Agent, AgentStore
 from snaptail.cli import app
 from snaptail.projections import AgentStats, ProjectionWorker, open_view
+from tests.conftest import POSTGRES_URL
 from tests.projection_support import actual, expected, more, seed, view_position, wait_until
 
 
@@ -150,3 +151,18 @@ def test_stats_command_prints_json_from_the_view(store: AgentStore) -> None:
     top = runner.invoke(app, ["stats", "--db", store.url, "--top", "1", "--sort", "tokens"])
     assert top.exit_code == 0, top.output
     assert "AgentStats" in top.stdout
+
+
+def test_view_in_a_new_postgres_schema(store: AgentStore, postgres_url: str) -> None:
+    ids = seed(store, agents=2, events=60)
+    """The events on either backend, the view in a PostgreSQL schema created for it."""
+    import psycopg
+
+    view_url = postgres_url.replace("schema=", "schema=v")  # a schema that does not exist
+    try:
+        with ProjectionWorker(AgentStats, store.url, view_url) as worker:
+            worker.catch_up()
+        assert actual(view_url) == expected(store, ids)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {view_url.rpartition('schema=')[2]} CASCADE")

@@ -178,10 +178,19 @@ class PostgresView(ViewDatabase):
 
     def __init__(self, url: str) -> None:
         import psycopg
+        from psycopg.sql import SQL, Identifier
 
         self.url = url
         self._conn = psycopg.connect(**postgres_connect_args(url))
         self.schema = postgres_schema(url)
+        with self._conn.transaction():
+            found = self._conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchone()
+            if found is None:  # a view database of its own, new
+                self._conn.execute(
+                    SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.schema))
+                )
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
