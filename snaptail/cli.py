@@ -63,6 +63,10 @@ from snaptail.snapshot_commands import snapshots_app  # noqa: E402
 
 app.add_typer(snapshots_app, name="snapshots")
 
+from snaptail.inspection import inspect_command  # noqa: E402
+
+app.command("inspect")(inspect_command)
+
 
 def main() -> None:
     app()
