@@ -166,3 +166,14 @@ def test_view_in_a_new_postgres_schema(store: AgentStore, postgres_url: str) -> 
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {view_url.rpartition('schema=')[2]} CASCADE")
+
+
+def test_stats_leaves_the_view_to_a_running_worker(store: AgentStore) -> None:
+    seed(store, agents=2, events=30)
+    with ProjectionWorker(AgentStats, store.url) as running:
+        assert running.lock.try_acquire()
+        result = CliRunner().invoke(app, ["stats", "--db", store.url, "--json"])
+        assert result.exit_code == 0, result.output
+        assert "a worker is running AgentStats" in result.stderr
+        assert msgspec.json.decode(result.stdout) == []  # not updated behind its back
+        assert view_position(store.url) == (0, 0)

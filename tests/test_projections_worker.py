@@ -102,8 +102,8 @@ def test_two_workers_never_process_an_event_twice(store: AgentStore, tmp_path: P
         wait_until(lambda: view_position(store.url)[0] == head)
         assert view_position(store.url) == (head, head)
 
-        # The active worker stops; the standby takes over and follows new events.
-        assert stop(workers[active]) == 0
+        # The active worker stops (Ctrl-C); the standby takes over and follows new events.
+        assert stop(workers[active], signal.SIGINT) == 0
         more(store, ids[0], 20, seed=5)
         head = store.recorder.max_notification_id()
         wait_until(lambda: view_position(store.url)[0] == head)
