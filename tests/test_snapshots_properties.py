@@ -21,7 +21,7 @@ from snaptail import (
 from tests.agents import Command, commands
 
 SETTINGS = settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -42,7 +42,7 @@ policies: st.SearchStrategy[SnapshotPolicy] = st.lists(
 steps = st.lists(
     st.tuples(commands, st.sampled_from(["none", "none", "save", "reload", "snapshot"])),
     min_size=1,
-    max_size=40,
+    max_size=30,
 )
 
 
