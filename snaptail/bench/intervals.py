@@ -130,29 +130,40 @@ def _sweep_one(
 
 def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> Record | None:
     """Choose the largest interval whose worst-case load stays within ``target_ms``,
-    from measured costs.
+    from measured costs at the longest log.
 
-    * fold cost per event: the slope of load time against log length with no snapshots;
-    * base cost: the load time with the smallest interval at the longest log (snapshot
-      decode, queries, recent-event cache);
+    * fold cost per tail event and base cost: a least-squares line through the load
+      p50 of each snapshot interval against its median tail (``(n - 1) / 2`` events,
+      0 when every save snapshots); the intercept is the base cost (queries, snapshot
+      decode, recent-event cache). With fewer than two intervals, the slope of the
+      full-replay loads (no snapshots) against log length is used instead;
     * worst-case load for interval ``n``: base + fold x (n - 1) (the longest tail);
     * snapshot write cost: encoding the state plus inserting the row in a transaction
-      of its own (measured at the longest log; the median over the intervals).
+      of its own (the median over the intervals).
     """
     longest = max((r["events"] for r in measurements), default=0)
     at_longest = [r for r in measurements if r["events"] == longest]
+    snapshotted = [r for r in at_longest if r["interval"] is not None]
     unsnapshotted = sorted(
         (r for r in measurements if r["interval"] is None), key=lambda r: r["events"]
     )
-    snapshotted = [r for r in at_longest if r["interval"] is not None]
-    if len(unsnapshotted) < 2 or not snapshotted:
+    points = [
+        ((r["interval"] - 1) / 2 if r["interval"] > batch else 0.0, r["load_ms_p50"])
+        for r in snapshotted
+    ]
+    fit = _line(points)
+    if fit is not None:
+        base_ms, fold_ms = fit
+        source = "tails"
+    elif len(unsnapshotted) >= 2 and snapshotted:
+        first, last = unsnapshotted[0], unsnapshotted[-1]
+        fold_ms = (last["load_ms_p50"] - first["load_ms_p50"]) / (last["events"] - first["events"])
+        base_ms = min(r["load_ms_p50"] for r in snapshotted)
+        source = "full replays"
+    else:
         return None
-    first, last = unsnapshotted[0], unsnapshotted[-1]
-    fold_ms = max(
-        (last["load_ms_p50"] - first["load_ms_p50"]) / (last["events"] - first["events"]), 1e-6
-    )
-    smallest = min(snapshotted, key=lambda r: r["interval"])
-    base_ms = smallest["load_ms_p50"]
+    fold_ms = max(fold_ms, 1e-6)
+    base_ms = max(base_ms, min(r["load_ms_p50"] for r in snapshotted) / 2)
     none_rate = next((r["append_events_per_s"] for r in at_longest if r["interval"] is None), None)
     write_costs = sorted(
         r["snapshot_write_ms"] for r in snapshotted if r.get("snapshot_write_ms") is not None
@@ -180,6 +191,7 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
         "target_reachable": reachable,
         "predicted_worst_load_ms": base_ms + fold_ms * (chosen - 1),
         "fold_ms_per_event": fold_ms,
+        "fold_measured_from": source,
         "base_load_ms": base_ms,
         "snapshot_write_ms": snapshot_write_ms,
         "append_overhead": overhead,
@@ -210,3 +222,15 @@ def snapshot_write_ms(system: SnaptailSystem, agent: Agent, runs: int = 15) -> f
         samples.append((time.perf_counter() - started) * 1000)
     system.store.recorder.delete_snapshots(scratch, keep=0)
     return statistics.median(samples)
+
+
+def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares ``(intercept, slope)`` through ``points``; None if x never varies."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+    return mean_y - slope * mean_x, slope

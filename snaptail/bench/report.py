@@ -67,7 +67,8 @@ def recommendation_text(record: Record) -> str:
         f"every {interval} events",
         f"  predicted worst-case load {record['predicted_worst_load_ms']:.2f} ms = base "
         f"{record['base_load_ms']:.2f} ms + {interval - 1} tail events x "
-        f"{record['fold_ms_per_event'] * 1000:.1f} us (fold cost per event, measured)",
+        f"{record['fold_ms_per_event'] * 1000:.1f} us (fold cost per event, measured from "
+        f"{record.get('fold_measured_from', 'tails')})",
     ]
     if record["snapshot_write_ms"] is not None:
         overhead = record["append_overhead"]
