@@ -182,6 +182,9 @@ class Row:
     sqlite: float
     postgres: float
 
+    def figures(self) -> tuple[str, str]:
+        return _figure(self.sqlite, self.unit), _figure(self.postgres, self.unit)
+
     @property
     def ratio(self) -> float:
         return self.postgres / self.sqlite if self.sqlite else float("nan")
@@ -223,8 +226,8 @@ def run(sizes: Sizes, postgres_url: str, console: Console) -> list[Row]:
     return rows
 
 
-def _figure(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+def _figure(value: float, unit: str) -> str:
+    return f"{value:,.0f}" if value >= 100 or unit == "events/s" else f"{value:.2f}"
 
 
 def table(rows: list[Row], title: str) -> Table:
@@ -232,8 +235,7 @@ def table(rows: list[Row], title: str) -> Table:
     for column in ("measure", "unit", "SQLite", "PostgreSQL", "PostgreSQL / SQLite"):
         out.add_column(column, justify="left" if column == "measure" else "right")
     for row in rows:
-        out.add_row(row.what, row.unit, _figure(row.sqlite), _figure(row.postgres),
-                    f"{row.ratio:.2f}")  # fmt: skip
+        out.add_row(row.what, row.unit, *row.figures(), f"{row.ratio:.2f}")
     return out
 
 
@@ -243,10 +245,7 @@ def markdown(rows: list[Row]) -> str:
         "| --- | --- | ---: | ---: | ---: |",
     ]
     for row in rows:
-        lines.append(
-            f"| {row.what} | {row.unit} | {_figure(row.sqlite)} | {_figure(row.postgres)} "
-            f"| {row.ratio:.2f} |"
-        )
+        lines.append(f"| {row.what} | {row.unit} | {' | '.join(row.figures())} | {row.ratio:.2f} |")
     return "\n".join(lines)
 
 
