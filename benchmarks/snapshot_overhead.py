@@ -10,7 +10,8 @@ events or none. snaptail encodes the in-memory agent with msgspec inside the sav
 transaction (``EveryNEvents(100)`` vs ``Never()``); stock ``eventsourcing`` uses its
 ``snapshotting_intervals`` (re-reads the aggregate and writes the snapshot after the
 save). Every configuration is measured in turns, ``--reps`` times, in one process;
-the table gives medians and each system's snapshot/no-snapshot throughput ratio.
+the table gives median rates and each system's snapshot/no-snapshot throughput
+ratio (the median of the ratios of runs made back to back, in alternating order).
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ class Config:
         return StockSystem(path, interval)
 
 
-def append_rate(config: Config, events: int, folder: Path) -> float:
+@dataclass(frozen=True)
+class Rate:
+    wall: float  # events per second of elapsed time
+    cpu: float  # events per second of this process's CPU time (no fsync, no neighbours)
+
+
+def append_rate(config: Config, events: int, folder: Path) -> Rate:
     """Events per second appending ``events`` messages to one new agent."""
     path = folder / f"{config.system}-{int(config.snapshots)}-{config.per_save}.db"
     system = config.open(path)
@@ -65,38 +72,45 @@ def append_rate(config: Config, events: int, folder: Path) -> float:
         agent = Agent(name="bench")
         system.save(agent)
         text = "Could you check the status of order 1234 and tell me when it ships?"
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for i in range(events):
             agent.add_input("user", text, author="U042")
             if (i + 1) % config.per_save == 0:
                 system.save(agent)
         system.save(agent)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
     finally:
         system.close()
         for leftover in folder.glob(f"{path.name}*"):
             leftover.unlink()
-    return events / seconds
+    return Rate(events / seconds, events / cpu_seconds)
 
 
 def run(
-    reps: int, events_by_batch: dict[int, int], log: Callable[[str], None]
-) -> dict[Config, list[float]]:
+    reps: int,
+    events_by_batch: dict[int, int],
+    log: Callable[[str], None],
+    root: Path | None = None,
+) -> dict[Config, list[Rate]]:
     configs = [
         Config(system, snapshots, per_save)
         for per_save in events_by_batch
         for system in ("snaptail", "eventsourcing")
         for snapshots in (False, True)
     ]
-    rates: dict[Config, list[float]] = {c: [] for c in configs}
-    with tempfile.TemporaryDirectory(prefix="snaptail-overhead-") as tmp:
+    rates: dict[Config, list[Rate]] = {c: [] for c in configs}
+    pairs = [configs[i : i + 2] for i in range(0, len(configs), 2)]  # (without, with)
+    with tempfile.TemporaryDirectory(prefix="snaptail-overhead-", dir=root) as tmp:
         folder = Path(tmp)
         for rep in range(reps):
-            # Rotate the order so no configuration always runs first or last.
-            shift = rep % len(configs)
-            for config in configs[shift:] + configs[:shift]:
-                rate = append_rate(config, events_by_batch[config.per_save], folder)
-                rates[config].append(rate)
+            # Each pair runs back to back (so a ratio compares like with like), the
+            # pairs in a rotating order, and within a pair who goes first alternates.
+            shift = rep % len(pairs)
+            for pair in pairs[shift:] + pairs[:shift]:
+                for config in pair if rep % 2 == 0 else pair[::-1]:
+                    rate = append_rate(config, events_by_batch[config.per_save], folder)
+                    rates[config].append(rate)
             log(f"repetition {rep + 1}/{reps} done")
     return rates
 
@@ -105,46 +119,64 @@ def run(
 class Row:
     system: str
     per_save: int
-    without: float
-    with_snapshots: float
+    without: float  # median events/s
+    with_snapshots: float  # median events/s
+    ratio: float  # median over repetitions of (with / without), measured back to back
+    low: float  # the lowest and highest of those ratios
+    high: float
+    cpu_ratio: float  # the same median ratio, of CPU-time rates
 
-    @property
-    def ratio(self) -> float:
-        return self.with_snapshots / self.without
 
-
-def summarise(rates: dict[Config, list[float]]) -> list[Row]:
+def summarise(rates: dict[Config, list[Rate]]) -> list[Row]:
     rows = []
     for per_save in sorted({c.per_save for c in rates}):
         for system in ("snaptail", "eventsourcing"):
+            without = rates[Config(system, False, per_save)]
+            with_snapshots = rates[Config(system, True, per_save)]
+            pairs = list(zip(with_snapshots, without, strict=True))
+            ratios = [w.wall / wo.wall for w, wo in pairs]
             rows.append(
                 Row(
                     system,
                     per_save,
-                    statistics.median(rates[Config(system, False, per_save)]),
-                    statistics.median(rates[Config(system, True, per_save)]),
+                    statistics.median(r.wall for r in without),
+                    statistics.median(r.wall for r in with_snapshots),
+                    statistics.median(ratios),
+                    min(ratios),
+                    max(ratios),
+                    statistics.median(w.cpu / wo.cpu for w, wo in pairs),
                 )
             )
     return rows
 
 
-def markdown(rows: list[Row], command: str, reps: int, events: dict[int, int]) -> str:
+def setup(reps: int, events: dict[int, int]) -> str:
+    return (
+        f"{reps} interleaved repetitions per configuration; rates are medians, a ratio is "
+        "the median over repetitions of (with / without snapshots) for two runs made back "
+        "to back, and the range of those ratios is shown; the CPU ratio is the same "
+        "median for rates per second of this process's CPU time, which fsync waits and "
+        "other processes on this shared machine disturb much less; "
+        f"{platform.python_implementation()} {platform.python_version()}, SQLite in WAL "
+        "mode, one agent of snaptail's `Agent` class for both systems; "
+        f"{', '.join(f'{n:,} events at {b} per save' for b, n in events.items())}."
+    )
+
+
+def markdown(rows: list[Row], where: str) -> list[str]:
     lines = [
-        SECTION,
-        "",
-        f"Command: `{command}` ({reps} interleaved repetitions per configuration, "
-        f"medians; {platform.python_implementation()} {platform.python_version()}, "
-        "SQLite file in WAL mode, one agent of snaptail's `Agent` class for both "
-        f"systems; {', '.join(f'{n:,} events at {b} per save' for b, n in events.items())}).",
+        f"### {where}",
         "",
         "| system | events per save | no snapshots (events/s) "
-        f"| snapshot every {INTERVAL} (events/s) | ratio | change |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| snapshot every {INTERVAL} (events/s) | ratio | change | ratios seen "
+        "| ratio of CPU time |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r.system} | {r.per_save} | {r.without:,.0f} | {r.with_snapshots:,.0f} "
-            f"| {r.ratio:.2f} | {(r.ratio - 1) * 100:+.0f}% |"
+            f"| {r.ratio:.2f} | {(r.ratio - 1) * 100:+.0f}% | {r.low:.2f}-{r.high:.2f} "
+            f"| {r.cpu_ratio:.2f} |"
         )
     lines.append("")
     snaptail_rows = [r for r in rows if r.system == "snaptail"]
@@ -159,15 +191,17 @@ def markdown(rows: list[Row], command: str, reps: int, events: dict[int, int]) -
             else f"**Missed**: {worst.ratio:.2f} at {worst.per_save} events per save."
         )
     )
-    lines.append("")
-    lines.append(
+    return lines
+
+
+def explanation() -> list[str]:
+    return [
         "Why snaptail pays little: the snapshot is the in-memory agent encoded with msgspec "
         "(a few KB for a bounded state) and written in the same transaction as the events, "
         "with the pruning of older snapshots; nothing is re-read. Stock `eventsourcing` "
         "re-reads the aggregate from the store (snapshot + events, JSON-decoded) and writes "
-        "the snapshot in a second transaction after the save, and never prunes."
-    )
-    return "\n".join(lines) + "\n"
+        "the snapshot in a second transaction after the save, and never prunes.",
+    ]
 
 
 def update_results(section: str, path: Path = RESULTS) -> None:
@@ -183,34 +217,48 @@ def update_results(section: str, path: Path = RESULTS) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="small and fast (smoke test)")
     parser.add_argument("--update-results", action="store_true", help="rewrite RESULTS.md")
+    parser.add_argument(
+        "--dir",
+        action="append",
+        type=Path,
+        help="where the SQLite files go (repeatable; default: the system temp dir). "
+        "/dev/shm takes fsync out, leaving the CPU cost of snapshotting.",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("snaptail").setLevel(logging.ERROR)  # "many events" warnings of Never()
     console = Console()
-    events = {1: 300, 100: 2000} if args.quick else {1: 2000, 100: 20000}
+    events = {1: 300, 100: 2000} if args.quick else {1: 1000, 100: 10000}
     reps = 2 if args.quick else args.reps
-    rates = run(reps, events, console.log)
-    rows = summarise(rates)
-    table = Table(title=f"append throughput, snapshots every {INTERVAL} vs none (medians)")
-    for column in ("system", "per save", "no snapshots ev/s", "snapshots ev/s", "ratio"):
-        table.add_column(column, justify="right")
-    for r in rows:
-        table.add_row(
-            r.system, str(r.per_save), f"{r.without:,.0f}", f"{r.with_snapshots:,.0f}",
-            f"{r.ratio:.2f}",
-        )
-    console.print(table)
     command = "python -m benchmarks.snapshot_overhead" + (" --quick" if args.quick else "")
-    if not args.quick and args.reps != 5:
+    if not args.quick and args.reps != 9:
         command += f" --reps {args.reps}"
-    section = markdown(rows, command, reps, events)
+    section = [SECTION, ""]
+    for root in args.dir or [None]:
+        where = f"SQLite files in {root or tempfile.gettempdir()}"
+        if root is not None:
+            command += f" --dir {root}"
+        rows = summarise(run(reps, events, console.log, root))
+        table = Table(title=f"append throughput, snapshots every {INTERVAL} vs none ({where})")
+        for column in ("system", "per save", "no snapshots ev/s", "snapshots ev/s", "ratio",
+                       "CPU ratio"):
+            table.add_column(column, justify="right")
+        for r in rows:
+            table.add_row(
+                r.system, str(r.per_save), f"{r.without:,.0f}", f"{r.with_snapshots:,.0f}",
+                f"{r.ratio:.2f} ({r.low:.2f}-{r.high:.2f})", f"{r.cpu_ratio:.2f}",
+            )
+        console.print(table)
+        section += [*markdown(rows, where), ""]
+    section[2:2] = [f"Command: `{command}` ({setup(reps, events)})", ""]
+    text = "\n".join(section + explanation()) + "\n"
     if args.update_results:
-        update_results(section)
+        update_results(text)
         console.print(f"wrote the section {SECTION!r} of {RESULTS}")
     else:
-        console.print(section)
+        console.print(text)
 
 
 if __name__ == "__main__":
