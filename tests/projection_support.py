@@ -13,7 +13,7 @@ from uuid import UUID
 
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import Agent, AgentStore
-from snaptail.projections import AgentStats, open_view, read_agent_stats
+from snaptail.projections import AgentStats, ViewDatabase, open_view, read_agent_stats
 from snaptail.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,14 +75,22 @@ def actual(view_url: str) -> dict[str, dict[str, int]]:
     return {row.agent_id: {f: getattr(row, f) for f in FIGURES} for row in rows}
 
 
+_views: dict[str, ViewDatabase] = {}
+
+
 def view_position(view_url: str, name: str = AgentStats.name) -> tuple[int, int]:
-    """(position, events processed) of a projection, read from its view."""
-    view = open_view(view_url)
-    try:
+    """(position, events processed) of a projection, read from its view (on one
+    connection per view, kept open for polling until :func:`close_views`)."""
+    view = _views.get(view_url)
+    if view is None:
+        view = _views[view_url] = open_view(view_url)
         view.setup()
-        return view.position(name), view.processed(name)
-    finally:
-        view.close()
+    return view.position(name), view.processed(name)
+
+
+def close_views() -> None:
+    while _views:
+        _views.popitem()[1].close()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:

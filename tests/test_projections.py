@@ -17,13 +17,22 @@ from snaptail import Agent, AgentStore
 from snaptail.cli import app
 from snaptail.projections import AgentStats, ProjectionWorker, open_view
 from tests.conftest import POSTGRES_URL
-from tests.projection_support import actual, expected, more, seed, view_position, wait_until
+from tests.projection_support import (
+    actual,
+    close_views,
+    expected,
+    more,
+    seed,
+    view_position,
+    wait_until,
+)
 
 
 @pytest.fixture
 def store(database_url: str) -> Iterator[AgentStore]:
     with AgentStore(database_url, snapshot_every=100) as s:
         yield s
+    close_views()
 
 
 def test_agent_stats_match_a_full_replay_of_every_agent(store: AgentStore) -> None:

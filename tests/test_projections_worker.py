@@ -15,6 +15,7 @@ import pytest
 from snaptail import AgentStore
 from tests.projection_support import (
     actual,
+    close_views,
     expected,
     more,
     seed,
@@ -28,6 +29,7 @@ from tests.projection_support import (
 def store(database_url: str) -> Iterator[AgentStore]:
     with AgentStore(database_url, snapshot_every=100) as s:
         yield s
+    close_views()
 
 
 def stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> int:
