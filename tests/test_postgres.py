@@ -335,10 +335,10 @@ def test_postgres_answers_exactly_as_sqlite(
     assert sorted(ids) == expected[-5]
 
 
-def test_sqlite_path_untouched(tmp_path: Path) -> None:
-    """A SQLite URL never imports the PostgreSQL recorder's options."""
+def test_open_recorder_checks_options_before_connecting(tmp_path: Path) -> None:
+    """A bad PostgreSQL option fails before any connection; SQLite URLs are unaffected."""
     with pytest.raises(ValueError, match="unknown PostgreSQL option"):
-        open_recorder("postgresql://u@127.0.0.1/d?nonsense=1")
+        open_recorder("postgresql://u@192.0.2.1/d?nonsense=1")
     assert open_recorder(f"sqlite:///{tmp_path / 'x.db'}").max_version(uuid.uuid4()) is None
 
 
