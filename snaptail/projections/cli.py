@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -180,7 +181,12 @@ def stats(
         return
     console = Console()
     wide = console.width >= 120  # narrow terminals: the figures only
-    table = Table(title=f"AgentStats: top {len(rows)} by {sort}, position {position}")
+    table = Table(
+        title=f"AgentStats: top {len(rows)} by {sort}, position {position}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for row in rows:
         cells = {
             "agent": row.agent_id[:8],
