@@ -6,6 +6,8 @@ import logging
 from uuid import UUID
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import Agent, AgentStore, MemoryBudgetExceeded, Never, event
@@ -167,3 +169,29 @@ def test_without_a_budget_nothing_is_shed(database_url: str) -> None:
         assert shrunk(store, agent.id) == 0
         assert agent.memory_bytes() > 200 * KIB
         assert store.get(agent.id).memory_bytes() > 200 * KIB
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(min_value=200, max_value=6_000), min_size=10, max_size=80),
+    per_save=st.integers(min_value=1, max_value=20),
+    budget_kib=st.integers(min_value=24, max_value=120),
+    snapshot_every=st.integers(min_value=2, max_value=50),
+)
+def test_a_budgeted_agent_always_fits_and_always_equals_its_replay(
+    sizes: list[int], per_save: int, budget_kib: int, snapshot_every: int
+) -> None:
+    budget = budget_kib * KIB
+    with AgentStore(
+        ":memory:", memory_budget=budget, snapshot_every=snapshot_every, recent_events=30
+    ) as store:
+        agent = Agent("property")
+        for n, size in enumerate(sizes, start=1):
+            agent.add_input("user", f"{n} " + "q" * size)
+            if n % per_save == 0 or n == len(sizes):
+                store.save(agent)
+                assert agent.memory_bytes() <= budget
+        loaded = store.get(agent.id)
+        assert loaded.memory_bytes() <= budget
+        store.save(loaded)  # any shedding the load recorded
+        assert loaded.state == store.replay(agent.id).state == store.get(agent.id).state
