@@ -137,24 +137,30 @@ def deep_sizeof(obj: Any, seen: set[int] | None = None) -> int:
     """
     seen = set() if seen is None else seen
     skip = _SINGLETONS
+    kinds = _kinds
     total = 0
     stack = [obj]
     pop, push, extend, getsizeof = stack.pop, stack.append, stack.extend, sys.getsizeof
+    add = seen.add
     while stack:
         item = pop()
         key = id(item)
         if key in seen or key in skip:
             continue
-        code, slots = _kind(type(item))
-        if code == _SKIP:
-            continue
-        if code == _LEAF:
-            if not (type(item) is str and len(item) < 2 and (not item or item < "\u0100")):
-                seen.add(key)
+        cls = type(item)
+        if cls is str:  # the commonest object: no kind lookup
+            if len(item) > 1 or (item and item >= "\u0100"):
+                add(key)
                 total += getsizeof(item)
             continue
-        seen.add(key)
+        kind = kinds.get(cls) or _kind(cls)
+        code = kind[0]
+        if code == _SKIP:
+            continue
+        add(key)
         total += getsizeof(item)
+        if code == _LEAF:
+            continue
         if code == _ITEMS:
             extend(item)
         elif code == _MAPPING:
@@ -163,10 +169,10 @@ def deep_sizeof(obj: Any, seen: set[int] | None = None) -> int:
         else:
             instance_dict = getattr(item, "__dict__", None)
             if type(instance_dict) is dict and id(instance_dict) not in seen:
-                seen.add(id(instance_dict))
+                add(id(instance_dict))
                 total += getsizeof(instance_dict)
                 extend(instance_dict.values())
-            for name in slots:
+            for name in kind[1]:
                 value = getattr(item, name, _MISSING)
                 if value is not _MISSING:
                     push(value)
