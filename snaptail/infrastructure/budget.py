@@ -13,6 +13,11 @@ type's ``memory_budget`` wins over the store's). Over budget, in this order:
    agent, its bytes, the budget and the parts holding the bytes.
 
 An agent is never left in memory over its budget without an error.
+
+Cost: each check measures the agent (``Agent.memory_usage``), which walks its objects
+and takes about as long as loading it (1-2 ms for a 220 KB agent with 100 recent
+events on a 2-core machine). Without a budget (and with metrics off) nothing is
+measured.
 """
 
 from __future__ import annotations
