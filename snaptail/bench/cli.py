@@ -109,7 +109,7 @@ def intervals(
         batch=batch,
         seed=seed,
         target_ms=target_ms,
-        positions=5 if quick else 10,
+        positions=5 if quick else 20,
         repeats=3 if quick else 5,
     )
     console = _console(json_lines)
@@ -161,7 +161,7 @@ def scale(
         seed=seed,
         limit_s=limit_s,
         load_budget_s=0.3 if quick else 1.5,
-        positions=5 if quick else 10,
+        positions=5 if quick else 20,
     )
     console = _console(json_lines)
     console.print(

@@ -32,7 +32,7 @@ class IntervalsConfig:
     batch: int = DEFAULT_BATCH
     seed: int = 42
     target_ms: float = 5.0
-    positions: int = 10  # heads per snapshot cycle at which loads are timed
+    positions: int = 20  # heads per snapshot cycle at which loads are timed
     repeats: int = 5  # timed loads at each head (median kept)
 
 

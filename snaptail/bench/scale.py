@@ -53,7 +53,7 @@ class ScaleConfig:
     limit_s: float = 60.0  # a system whose one load passes this is not run further
     memory_limit_s: float = 30.0  # above this, one load is not re-run under tracemalloc
     load_budget_s: float = 1.5
-    positions: int = 10  # heads per snapshot cycle at which snapshot loads are timed
+    positions: int = 20  # heads per snapshot cycle at which snapshot loads are timed
 
 
 def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
