@@ -201,6 +201,13 @@ def explanation() -> list[str]:
         "with the pruning of older snapshots; nothing is re-read. Stock `eventsourcing` "
         "re-reads the aggregate from the store (snapshot + events, JSON-decoded) and writes "
         "the snapshot in a second transaction after the save, and never prunes.",
+        "",
+        "Reading the figures: on this shared machine one configuration's throughput varies "
+        "by 2x or more between runs (the 'ratios seen' column), mostly in fsync latency. "
+        "The two median columns come from different runs and can disagree with the paired "
+        "ratio; trust the paired ratio, and the CPU-time ratio, which these disturbances "
+        "barely touch. With files on /dev/shm (no fsync) what is left is the CPU cost of "
+        "snapshotting itself.",
     ]
 
 
