@@ -35,7 +35,6 @@ from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import Never, decode_state, encode_state, state_fingerprint
 
 A = TypeVar("A", bound=Agent)
-Command = Callable[[A], Any]
 
 # After each command: do nothing, save, or save and take a snapshot.
 ACTIONS = ("none", "none", "save", "snapshot")
