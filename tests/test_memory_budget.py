@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from examples.chat_agent import ChatPlatformAgent
-from snaptail import Agent, AgentStore, MemoryBudgetExceeded, Never, event
+from snaptail import Agent, AgentCache, AgentStore, MemoryBudgetExceeded, Never, event
 
 KIB = 1024
 
@@ -195,3 +195,10 @@ def test_a_budgeted_agent_always_fits_and_always_equals_its_replay(
         assert loaded.memory_bytes() <= budget
         store.save(loaded)  # any shedding the load recorded
         assert loaded.state == store.replay(agent.id).state == store.get(agent.id).state
+
+
+def test_a_malformed_budget_is_refused_when_the_store_or_cache_is_made() -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        AgentStore(":memory:", memory_budget="a lot")
+    with AgentStore(":memory:") as store, pytest.raises(ValueError, match="not a size"):
+        AgentCache(store, max_bytes="64 parsecs")

@@ -119,6 +119,7 @@ class AgentStore:
             raise ValueError(f"recent_events must be >= 0, got {recent_events}")
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.url = resolve_url(url)
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
@@ -127,7 +128,6 @@ class AgentStore:
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
-        self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.slow_load_ms = slow_load_ms
         if metrics:
             from snaptail import metrics as prometheus
