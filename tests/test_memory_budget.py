@@ -202,3 +202,14 @@ def test_a_malformed_budget_is_refused_when_the_store_or_cache_is_made() -> None
         AgentStore(":memory:", memory_budget="a lot")
     with AgentStore(":memory:") as store, pytest.raises(ValueError, match="not a size"):
         AgentCache(store, max_bytes="64 parsecs")
+
+
+def test_snapshot_now_first_saves_what_a_load_shed(database_url: str) -> None:
+    with AgentStore(database_url, policy=Never()) as unbounded:
+        agent = Agent("snapshotted")
+        chatty(agent, 60)
+        unbounded.save(agent)
+    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+        version = store.snapshot(agent.id)
+        assert version == store.event_count(agent.id) > 61  # never past the stored log
+        assert store.get(agent.id).state == store.replay(agent.id).state

@@ -289,6 +289,8 @@ class AgentStore:
     def snapshot(self, agent_id: UUID) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
         agent = self.get(agent_id)
+        if agent.pending_events:  # recorded by the load to keep its memory budget
+            self.save(agent)
         snapshot = self._take_snapshot(agent)
         if snapshot is None:
             raise ValueError(f"agent {agent_id}: its state cannot be encoded")
