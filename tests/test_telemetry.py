@@ -144,3 +144,18 @@ def test_with_metrics_off_and_no_budget_a_load_never_measures_memory(
     with AgentStore(database_url) as store:
         agent = grown(store, 5)
         assert store.get(agent.id).version == 5
+
+
+def test_a_budget_check_records_one_memory_sample_per_load(database_url: str) -> None:
+    registry = CollectorRegistry()
+    metrics.enable(registry)
+    with AgentStore(database_url, policy=Never(), recent_events=100) as unbounded:
+        agent = Agent("shrunk-on-load")
+        for i in range(60):
+            agent.set_metadata("status", f"{i} " + "s" * 1_000)
+        unbounded.save(agent)
+    with AgentStore(database_url, policy=Never(), memory_budget="40KiB") as store:
+        loaded = store.get(agent.id)  # over budget until its recent cache is halved
+        assert len(loaded.recent_events) < 60
+    assert sample(registry, "snaptail_agent_memory_bytes_count") == 1
+    assert sample(registry, "snaptail_agent_memory_bytes_sum") <= 40 * 1024

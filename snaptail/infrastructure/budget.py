@@ -52,16 +52,18 @@ def enforce_budget(
     ``can_shed`` is False for a load at a past version (no snapshot, no events
     recorded then); ``saving`` says the store saves shedding events right away.
     """
-    usage = _measure(agent)
+    usage = agent.memory_usage()
     if usage.total <= budget or agent.__dict__.get(_SHEDDING):
+        _observe(agent, usage)
         return usage
     agent_type = type(agent).__qualname__
     start = usage.total
     recent = agent.recent_events
     while usage.total > budget and len(recent) > 0:
         recent.resize(len(recent) // 2)
-        usage = _measure(agent)
-    if usage.total > budget and can_shed:
+        usage = agent.memory_usage()
+    shed = usage.total > budget and can_shed
+    if shed:
         _snapshot_now(store, agent)
         agent.__dict__[_SHEDDING] = True
         try:
@@ -70,7 +72,8 @@ def enforce_budget(
                 store.save(agent)
         finally:
             del agent.__dict__[_SHEDDING]
-        usage = _measure(agent)
+        usage = agent.memory_usage()
+    _observe(agent, usage)
     if usage.total > budget:
         logger.warning(
             "memory budget exceeded: agent=%s type=%s bytes=%s budget=%s holders=%r",
@@ -81,9 +84,10 @@ def enforce_budget(
             usage.describe(),
         )
         raise MemoryBudgetExceeded(agent.id, agent_type, usage.total, budget, usage.describe())
-    logger.info(
+    logger.log(
+        logging.INFO if shed else logging.DEBUG,
         "memory budget kept: agent=%s type=%s bytes_before=%s bytes=%s budget=%s "
-        "recent_events=%s window_items=%s",
+        "recent_events=%s window_items=%s shed=%s",
         agent.id,
         agent_type,
         start,
@@ -91,6 +95,7 @@ def enforce_budget(
         budget,
         len(recent),
         len(agent.state.window.items),
+        shed,
     )
     return usage
 
@@ -98,15 +103,13 @@ def enforce_budget(
 def observe_memory(agent: Agent) -> None:
     """Record the agent's memory in the metrics, if they are enabled (else free)."""
     if metrics.active() is not None:
-        _measure(agent)
+        _observe(agent, agent.memory_usage())
 
 
-def _measure(agent: Agent) -> MemoryUsage:
-    usage = agent.memory_usage()
+def _observe(agent: Agent, usage: MemoryUsage) -> None:
     active = metrics.active()
     if active is not None:
         active.observe_memory(type(agent).__qualname__, usage.total)
-    return usage
 
 
 def _snapshot_now(store: AgentStore, agent: Agent) -> None:
