@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, Histogram
 
 _EVENT_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000)
 _LOAD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -62,6 +62,9 @@ class SnaptailMetrics:
             registry=registry,
         )
 
+    def collectors(self) -> tuple[Histogram, ...]:
+        return (self.load_seconds, self.load_events, self.snapshot_age, self.memory)
+
     def observe_load(self, agent_type: str, seconds: float, events_read: int, tail: int) -> None:
         self.load_seconds.labels(agent_type).observe(seconds)
         self.load_events.labels(agent_type).observe(events_read)
@@ -98,8 +101,7 @@ def disable() -> None:
     global _active
     if _active is None:
         return
-    for collector in (_active.load_seconds, _active.load_events, _active.snapshot_age,
-                      _active.memory):
+    for collector in _active.collectors():
         _active.registry.unregister(collector)
     _active = None
 
