@@ -18,6 +18,10 @@ against ``tracemalloc`` (``tests/test_memory.py``): within 2% for an agent loade
 the store, within 20% for one built by commands in the same process; the documented
 (and tested) tolerance is 30%.
 
+Everything else reachable is counted as the agent's: a state field that refers to a
+large object shared with the rest of the process (a config, a client) makes the agent
+look that much bigger. Keep derived state to plain data.
+
 Bytes shared by two parts (a message's text is both in the conversation window and
 in the recent event that added it) are counted once, in the first part walked:
 derived state first (field by field, in declaration order), then the recent-event
