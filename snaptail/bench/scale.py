@@ -53,6 +53,7 @@ class ScaleConfig:
     limit_s: float = 60.0  # a system whose one load passes this is not run further
     memory_limit_s: float = 30.0  # above this, one load is not re-run under tracemalloc
     load_budget_s: float = 1.5
+    chunk: int = 5_000  # systems take turns writing this many events
     positions: int = 20  # heads per snapshot cycle at which snapshot loads are timed
 
 
@@ -74,12 +75,9 @@ def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
     records: list[Record] = []
     try:
         for length in lengths:
-            for name, writer in writers.items():
-                with run.task(f"{name}: writing to {length:,} events", total=length) as task:
-                    run.progress.update(task, completed=writer.events - 1)
-                    written, seconds = writer.write_to(
-                        length, on_progress=partial(run.progress.advance, task)
-                    )
+            written_by, seconds_by = _write_interleaved(writers, length, config.chunk, run)
+            for name in writers:
+                written, seconds = written_by[name], seconds_by[name]
                 records.append(
                     run.emit(
                         {
@@ -130,6 +128,27 @@ def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
         ours_no_recent.close()
         stock.close()
     return records
+
+
+def _write_interleaved(
+    writers: dict[str, TimedWriter], length: int, chunk: int, run: BenchRun
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Bring every writer to ``length`` events, taking turns ``chunk`` events at a time,
+    so that all systems write under the same conditions (a shared, noisy machine)."""
+    written = dict.fromkeys(writers, 0)
+    seconds = dict.fromkeys(writers, 0.0)
+    start = min(w.events - 1 for w in writers.values())
+    total = max(length - start, 0) * len(writers)
+    with run.task(f"writing to {length:,} events", total=total) as task:
+        step = start
+        while step < length:
+            step = min(step + chunk, length)
+            for name, writer in writers.items():
+                run.progress.update(task, description=f"writing to {length:,} events: {name}")
+                n, s = writer.write_to(step, on_progress=partial(run.progress.advance, task))
+                written[name] += n
+                seconds[name] += s
+    return written, seconds
 
 
 def _bind(load: Callable[[UUID], Any], agent_id: UUID) -> Callable[[], Any]:
