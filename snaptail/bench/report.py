@@ -126,7 +126,10 @@ def targets_table(records: Sequence[Record]) -> Table:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'snaptail[plot]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
