@@ -10,7 +10,8 @@ TRUNCATION_MARK = " [...truncated; full text in history()]"
 
 
 def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
+    # ASCII text (the common case) has as many bytes as characters: no encoding needed.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 @dataclass
