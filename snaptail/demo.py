@@ -93,7 +93,7 @@ def run_demo(
 
 def demo_table(rows: list[DemoRow], url: str) -> Table:
     table = Table(title=f"snaptail demo: {url}")
-    for header in ("agent", "events", "snapshot", "read", "load ms", "replay ms", "bytes"):
+    for header in ("agent", "events", "snap", "read", "load ms", "replay ms", "KiB"):
         table.add_column(header, justify="left" if header == "agent" else "right", no_wrap=True)
     for row in rows:
         table.add_row(
@@ -103,11 +103,11 @@ def demo_table(rows: list[DemoRow], url: str) -> Table:
             f"{row.events_read:,}",
             f"{row.load_ms:.1f}",
             f"{row.replay_ms:.1f}",
-            f"{row.memory_bytes:,}",
+            f"{row.memory_bytes / 1024:,.0f}",
         )
     table.caption = (
-        "snapshot: version of the snapshot loaded; read: events read by the load (the tail "
+        "snap: version of the snapshot loaded; read: events read by the load (the tail "
         "after the snapshot, plus older ones only to fill the 100-event recent cache); "
-        "replay ms: loading the whole log instead; bytes: resident bytes of the loaded agent"
+        "replay ms: loading the whole log instead; KiB: memory held by the loaded agent"
     )
     return table
