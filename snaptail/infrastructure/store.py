@@ -162,7 +162,7 @@ class AgentStore:
         Only new events are written. On a version conflict nothing is written,
         :class:`ConcurrencyError` is raised, and the agents keep their new events.
         """
-        batches: list[tuple[Agent, list[Any], list[StoredEvent]]] = []
+        batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
         snapshots: list[StoredSnapshot] = []
         for agent in agents:
@@ -170,9 +170,10 @@ class AgentStore:
             if not pending:
                 continue
             encoded = [self._encode(agent, event) for event in pending]
-            batches.append((agent, pending, encoded))
+            new_bytes = sum(len(s.state) for s in encoded)
+            batches.append((agent, pending, new_bytes))
             stored.extend(encoded)
-            snapshot = self._due_snapshot(agent, encoded)
+            snapshot = self._due_snapshot(agent, new_bytes)
             if snapshot is not None:
                 snapshots.append(snapshot)
         if not stored:
@@ -190,9 +191,9 @@ class AgentStore:
                 f"saved together with {others}" if others else "",
             ) from exc
         snapshotted = {s.originator_id: s.originator_version for s in snapshots}
-        for agent, pending, encoded in batches:
+        for agent, pending, new_bytes in batches:
             del agent.pending_events[: len(pending)]
-            self._after_save(agent, pending, encoded, snapshotted.get(agent.id))
+            self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
         for agent, _, _ in batches:
             self._check_memory(agent, can_shed=True, saving=True)
 
@@ -218,12 +219,12 @@ class AgentStore:
             )
         return stored
 
-    def _due_snapshot(self, agent: Agent, encoded: Sequence[StoredEvent]) -> StoredSnapshot | None:
+    def _due_snapshot(self, agent: Agent, new_bytes: int) -> StoredSnapshot | None:
         track = _tracking(agent)
         events_since = agent.version - track.snapshot_version
         since = SinceSnapshot(
             events=events_since,
-            bytes=track.bytes_since + sum(len(s.state) for s in encoded),
+            bytes=track.bytes_since + new_bytes,
             load_ms=_tail_load_ms(track, events_since),
         )
         if not self.policy_for(type(agent)).should_snapshot(since):
@@ -261,7 +262,7 @@ class AgentStore:
         self,
         agent: Agent,
         events: list[Any],
-        encoded: list[StoredEvent],
+        new_bytes: int,
         snapshot_version: int | None,
     ) -> None:
         track = _tracking(agent)
@@ -270,7 +271,7 @@ class AgentStore:
             track.snapshot_version = snapshot_version
             track.bytes_since = 0
         else:
-            track.bytes_since += sum(len(s.state) for s in encoded)
+            track.bytes_since += new_bytes
         since = agent.version - track.snapshot_version
         if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS:
             logger.warning(
