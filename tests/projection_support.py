@@ -79,13 +79,14 @@ _views: dict[str, ViewDatabase] = {}
 
 
 def view_position(view_url: str, name: str = AgentStats.name) -> tuple[int, int]:
-    """(position, events processed) of a projection, read from its view (on one
-    connection per view, kept open for polling until :func:`close_views`)."""
+    """(notification id of the position, events processed) of a projection, read
+    from its view (on one connection per view, kept open for polling until
+    :func:`close_views`)."""
     view = _views.get(view_url)
     if view is None:
         view = _views[view_url] = open_view(view_url)
         view.setup()
-    return view.position(name), view.processed(name)
+    return view.position(name).notification_id, view.processed(name)
 
 
 def close_views() -> None:

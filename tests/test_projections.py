@@ -107,7 +107,7 @@ def test_position_fence_stops_a_stale_worker_double_counting(store: AgentStore) 
     ):
         assert a.step() == 50
         assert b.step() == 0  # its batch was rolled back; it moved to a's position
-        assert b.position == a.position == 50
+        assert b.position.notification_id == a.position.notification_id == 50
         b.catch_up()
         a.catch_up()  # conflicts once, then finds nothing left
         head = a.head()

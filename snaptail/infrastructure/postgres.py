@@ -1,33 +1,67 @@
 """The PostgreSQL recorder: ``eventsourcing.postgres`` plus snapshots and agent queries.
 
-Events live in ``eventsourcing``'s own table (its notification ids, table lock and
-LISTEN/NOTIFY subscriptions unchanged); snapshots live in ``snaptail_snapshots`` in
-the same schema. :func:`open_postgres` turns a ``postgresql://`` URL into a recorder
-with a connection pool.
+Events live in ``eventsourcing``'s table layout plus one column, ``transaction_id``
+(the writing transaction's ``pg_current_xact_id()``); snapshots live in
+``snaptail_snapshots`` in the same schema. Saves take no table lock: writers of
+different agents run concurrently, and two writers of one agent at one version
+still collide on the primary key (one gets ``IntegrityError``).
+
+Notification ids come from a sequence, so they no longer follow commit order. Gap-free
+readers (:meth:`PostgresAgentRecorder.select_after`, :meth:`~PostgresAgentRecorder.subscribe`,
+projection workers) read in (transaction id, notification id) order and only rows of
+transactions older than the oldest one still running (``pg_snapshot_xmin``): once a
+position is passed, no transaction can still commit rows behind it.
+
+:func:`open_postgres` turns a ``postgresql://`` URL into a recorder with a connection
+pool.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    InterfaceError,
+    Notification,
+    OperationalError,
+    StoredEvent,
+    Subscription,
+)
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.rows import DictRow, tuple_row
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
+from snaptail.domain.errors import SnaptailError
 from snaptail.infrastructure.recorder import (
+    START,
     AgentRecorder,
     LoadRows,
+    Partition,
+    Position,
+    PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
+)
+from snaptail.infrastructure.subscription import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_POLL_INTERVAL,
+    CommitSignal,
+    PagedSubscription,
 )
 
 SNAPSHOTS_TABLE = "snaptail_snapshots"
@@ -35,6 +69,29 @@ SNAPSHOTS_TABLE = "snaptail_snapshots"
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
 CREATE_TABLES_LOCK = 0x736E6170  # "snap"
+TRANSACTION_COLUMN = "transaction_id"
+
+
+class SchemaOutdated(SnaptailError, RuntimeError):
+    """The events table was created by a snaptail that serialised saves with a table
+    lock; it needs a one-time upgrade (``snaptail migrate``) before this version
+    writes to it."""
+
+    def __init__(self, schema: str, table: str) -> None:
+        self.schema, self.table = schema, table
+        super().__init__(
+            f"PostgreSQL table {schema}.{table} has no {TRANSACTION_COLUMN} column (it was "
+            f"created by an older snaptail): run `snaptail migrate --db URL` once, after "
+            f"stopping older writers and workers (README: Upgrading a PostgreSQL database)"
+        )
+
+
+def partition_sql(column: str = "originator_id") -> str:
+    """SQL for :func:`~snaptail.infrastructure.recorder.partition_key` of a uuid column."""
+    return (
+        f"(('x' || substr({column}::text, 3, 6))::bit(24)::int "
+        f"# ('x' || right({column}::text, 6))::bit(24)::int)"
+    )
 
 
 class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
@@ -55,9 +112,38 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         self.check_identifier_length(snapshots_table_name)
         self.snapshots_table_name = snapshots_table_name
+        # Called inside each save's transaction, after its rows are written and
+        # before it commits (tests use it to hold transactions open).
+        self.in_transaction_hook: Callable[[], None] | None = None
         schema = Identifier(datastore.schema)
         ev = SQL("{}.{}").format(schema, Identifier(events_table_name))
         sn = SQL("{}.{}").format(schema, Identifier(snapshots_table_name))
+        # eventsourcing's events table, plus the writing transaction's id.
+        index = self.create_table_statement_index
+        create_events = self.sql_create_statements[index].as_string()
+        assert "notification_id bigserial, " in create_events, create_events
+        self.sql_create_statements[index] = Composed(
+            [
+                SQL(  # type: ignore[misc]  # not a literal, but built from one
+                    create_events.replace(
+                        "notification_id bigserial, ",
+                        "notification_id bigserial, "
+                        f"{TRANSACTION_COLUMN} xid8 NOT NULL DEFAULT pg_current_xact_id(), ",
+                    )
+                )
+            ]
+        )
+        self.sql_create_statements.append(self.transaction_index_statement())
+        self._sql_select_after = (
+            f"SELECT notification_id, {TRANSACTION_COLUMN}::text::bigint, originator_id, "
+            "originator_version, topic, state FROM {ev} "
+            f"WHERE ({TRANSACTION_COLUMN}, notification_id) > (%s::text::xid8, %s::bigint) "
+            f"AND {TRANSACTION_COLUMN} < pg_snapshot_xmin(pg_current_snapshot())"
+        )
+        self._sql_position_of = SQL(
+            f"SELECT {TRANSACTION_COLUMN}::text::bigint FROM {{}} "
+            "WHERE notification_id <= %s ORDER BY notification_id DESC LIMIT 1"
+        ).format(ev)
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
@@ -120,6 +206,34 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     # -- tables ---------------------------------------------------------------------
 
+    def transaction_index_statement(self, *, concurrently: bool = False) -> Composed:
+        """The index gap-free readers scan: (transaction id, notification id)."""
+        return SQL(
+            "CREATE INDEX {how} IF NOT EXISTS {index} ON {schema}.{table} "
+            "({column}, notification_id)"
+        ).format(
+            how=SQL("CONCURRENTLY") if concurrently else SQL(""),
+            index=Identifier(self.transaction_index_name),
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+            column=Identifier(TRANSACTION_COLUMN),
+        )
+
+    @property
+    def transaction_index_name(self) -> str:
+        return f"{self.events_table_name}_transaction_idx"
+
+    def has_transaction_column(self, conn: psycopg.Connection[Any]) -> bool | None:
+        """True/False: whether the events table has ``transaction_id``; None: no table."""
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s",
+            (self.datastore.schema, self.events_table_name),
+        ).fetchall()
+        if not rows:
+            return None
+        return any(row[0] == TRANSACTION_COLUMN for row in rows)
+
     def create_table(self) -> None:
         """Create the schema (if missing), tables, types and functions, one process
         at a time.
@@ -139,6 +253,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 ).fetchone()
                 if found is None:
                     conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
+                if self.has_transaction_column(conn) is False:
+                    raise SchemaOutdated(schema, self.events_table_name)
                 super().create_table()
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
@@ -157,12 +273,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         keep_snapshots: int | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        ids: Sequence[int] | None
-        if not snapshots:
-            ids = super().insert_events(stored_events, **kwargs)
-        else:
-            ids = self._insert_events_and_snapshots(stored_events, snapshots, keep_snapshots)
+        ids: Sequence[int] | None = self._insert_events_and_snapshots(
+            stored_events, snapshots, keep_snapshots
+        )
         return ids
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """Insert and notify listeners; unlike ``eventsourcing``, take no table lock
+        (readers order rows by transaction id instead, see the module docstring)."""
+        if self.datastore.lock_timeout:
+            # Bounds the wait for a concurrent writer of the same agent and version.
+            curs.execute(self.lock_table_statements[0], prepare=True)
+        self._notify_channel(curs)
+        PostgresAggregateRecorder._insert_stored_events(self, curs, stored_events, **kwargs)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_events_and_snapshots(
@@ -185,13 +310,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             ):
                 try:
                     if stored_events:
-                        # Takes the table lock and notifies listeners.
                         self._insert_stored_events(events_curs, stored_events)
                     for snapshot in snapshots:
                         self._write_snapshot(snapshots_curs, snapshot, keep_snapshots)
                     pipeline.sync()
                     if stored_events:
                         ids = self._fetch_ids_after_insert_events(events_curs, stored_events)
+                    if self.in_transaction_hook is not None:
+                        self.in_transaction_hook()
                 except Exception as exc:
                     error = exc
             if error is not None:
@@ -340,6 +466,69 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             rows = curs.execute(statement, (start, limit)).fetchall()
         return [_as_uuid(row["id"]) for row in rows]
 
+    # -- gap-free reading -----------------------------------------------------------
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_after(
+        self,
+        position: Position,
+        limit: int,
+        *,
+        topics: Sequence[str] = (),
+        partition: Partition | None = None,
+    ) -> list[PositionedNotification]:
+        """Up to ``limit`` events after ``position`` in (transaction id, notification id)
+        order, from transactions that ended before the oldest one still running.
+
+        What this returns never changes: no transaction can commit rows behind the
+        last position returned. A transaction that stays open holds readers back (not
+        only writers of snaptail: any transaction in the cluster that has an id).
+        """
+        statement = self._sql_select_after
+        params: list[Any] = [position.transaction_id, position.notification_id]
+        if topics:
+            statement += " AND topic = ANY(%s)"
+            params.append(list(topics))
+        if partition is not None and partition.count > 1:
+            statement += f" AND {partition_sql()} %% %s = %s"
+            params += [partition.count, partition.index]
+        statement += f" ORDER BY {TRANSACTION_COLUMN}, notification_id LIMIT %s"
+        params.append(limit)
+        query = SQL(statement).format(ev=self._events_table)  # type: ignore[arg-type]
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(query, params, prepare=True)
+            rows = curs.fetchall()
+        return [
+            PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1])
+            for row in rows
+        ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def position_of(self, notification_id: int | None) -> Position:
+        """The position just after notification ``notification_id`` (or the nearest
+        lower id present): where a reader that has seen it continues."""
+        if not notification_id:
+            return START
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            row = curs.execute(self._sql_position_of, (notification_id,)).fetchone()
+        if row is None:
+            return START
+        return Position(int(next(iter(row.values()))), notification_id)
+
+    def subscribe(
+        self,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> Subscription[ApplicationRecorder]:
+        """Notifications after notification ``gt`` in gap-free order (see
+        :class:`PostgresSubscription`)."""
+        return PostgresSubscription(self, gt, topics, poll_interval=poll_interval)
+
     @staticmethod
     def _rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
         return [
@@ -351,6 +540,64 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             )
             for row in rows
         ]
+
+
+class PostgresSubscription(PagedSubscription):
+    """Yields notifications after notification ``gt`` in (transaction id, notification id)
+    order (:meth:`PostgresAgentRecorder.select_after`), then waits for more.
+
+    A thread LISTENs on the recorder's channel (on a connection of its own) and wakes
+    the reader at each NOTIFY; without notifications it polls every
+    ``poll_interval`` seconds, which also covers the moment when a long transaction
+    that held readers back ends. Notification ids may come out of numeric order;
+    positions (:attr:`PositionedNotification.position`) never decrease.
+    """
+
+    def __init__(
+        self,
+        recorder: PostgresAgentRecorder,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        super().__init__(
+            recorder, gt, topics, CommitSignal(), poll_interval=poll_interval, page_size=page_size
+        )
+        self._pg = recorder
+        self._position = recorder.position_of(gt)
+        kwargs = dict(_connect_kwargs(recorder.datastore))
+        kwargs.pop("row_factory", None)
+        self._listener = psycopg.connect(autocommit=True, **kwargs)
+        self._listener.execute(SQL("LISTEN {}").format(Identifier(recorder.channel_name)))
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        try:
+            while not self._has_been_stopped:
+                for _ in self._listener.notifies(timeout=0.1, stop_after=1):
+                    self._signal.notify()
+        except psycopg.Error:
+            pass  # the reader keeps polling
+        finally:
+            self._listener.close()
+
+    def _read_page(self) -> Sequence[Notification]:
+        page: list[PositionedNotification] = self._pg.select_after(
+            self._position, self._page_size, topics=self._topics
+        )
+        if page:
+            self._position = page[-1].position
+            self._last_notification_id = page[-1].id
+        return page
+
+    def __exit__(self, *args: object, **kwargs: Any) -> None:
+        try:
+            super().__exit__(*args, **kwargs)
+        finally:
+            self._thread.join()
 
 
 def _count(curs: Cursor[DictRow]) -> int:
@@ -380,7 +627,8 @@ class PostgresOptions:
     ``pool_size`` connections are kept open, up to ``max_overflow`` more are opened
     under load; a caller waits at most ``pool_timeout`` seconds for a free one.
     ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
-    wait for the events table's write lock (0: wait as long as it takes).
+    wait for a row lock, such as a concurrent save of the same agent at the same
+    version (0: wait as long as it takes).
     """
 
     user: str
@@ -528,6 +776,8 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
 __all__ = [
     "PostgresAgentRecorder",
     "PostgresOptions",
+    "PostgresSubscription",
+    "SchemaOutdated",
     "open_postgres",
     "parse_postgres_url",
     "settings_of",

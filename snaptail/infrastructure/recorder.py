@@ -5,10 +5,70 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
+
+
+class Position(NamedTuple):
+    """Where a reader of the event log stands: (transaction id, notification id).
+
+    Events are read in this order. On PostgreSQL ``transaction_id`` is the writing
+    transaction's id (rows written before the upgrade to concurrent appends have 0);
+    on SQLite it is always 0 and the notification id (the rowid) alone orders them.
+    Tuples compare element by element, so positions compare as they are read.
+    """
+
+    transaction_id: int
+    notification_id: int
+
+
+START = Position(0, 0)
+
+
+@dataclass(frozen=True)
+class PositionedNotification(Notification):
+    """A notification that also carries the id of the transaction that wrote it."""
+
+    transaction_id: int = 0
+
+    @property
+    def position(self) -> Position:
+        return Position(self.transaction_id, self.id)
+
+
+# The bits of an agent id a partition is computed from: 24 bits from the front
+# XOR 24 bits from the end, so UUIDs that share either end (version 1 ids of one
+# host share their last bytes, version 7 ids of one moment their first) still spread.
+_LOW24 = 0xFFFFFF
+
+
+def partition_key(agent_id: UUID) -> int:
+    """A stable 24-bit number for an agent id (the same in Python and in SQL)."""
+    value = agent_id.int
+    return ((value >> 96) & _LOW24) ^ (value & _LOW24)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Slice ``index`` of ``count``: the agents whose :func:`partition_key` modulo
+    ``count`` is ``index``. Every event of one agent falls in the same slice."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(
+                f"partition {self.index} of {self.count}: need 0 <= index < count"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, agent_id: UUID) -> bool:
+        return partition_key(agent_id) % self.count == self.index
 
 
 @dataclass(frozen=True)

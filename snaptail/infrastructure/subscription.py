@@ -66,19 +66,19 @@ def commit_signal(db_name: str) -> CommitSignal:
         return signal
 
 
-class SQLiteSubscription(Subscription[ApplicationRecorder]):
-    """Yields notifications with ids greater than ``gt``, then blocks for new ones.
+class PagedSubscription(Subscription[ApplicationRecorder]):
+    """Yields notifications page by page (:meth:`_read_page`), and when a read finds
+    nothing, waits on a :class:`CommitSignal` for at most ``poll_interval`` seconds.
 
-    Reads ``page_size`` notifications per query. Stops (``StopIteration``) once
-    :meth:`stop` is called, from any thread.
+    Stops (``StopIteration``) once :meth:`stop` is called, from any thread.
     """
 
     def __init__(
         self,
         recorder: ApplicationRecorder,
-        db_name: str,
-        gt: int | None = None,
-        topics: Sequence[str] = (),
+        gt: int | None,
+        topics: Sequence[str],
+        signal: CommitSignal,
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -88,11 +88,15 @@ class SQLiteSubscription(Subscription[ApplicationRecorder]):
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         super().__init__(recorder=recorder, gt=gt, topics=topics)
-        self._signal = commit_signal(db_name)
+        self._signal = signal
         self._poll_interval = poll_interval
         self._page_size = page_size
         self._page: Sequence[Notification] = ()
         self._index = 0
+
+    def _read_page(self) -> Sequence[Notification]:
+        """The next page after the last one read (empty: nothing new yet)."""
+        raise NotImplementedError
 
     def stop(self) -> None:
         super().stop()
@@ -105,15 +109,46 @@ class SQLiteSubscription(Subscription[ApplicationRecorder]):
                 self._index += 1
                 return notification
             seen = self._signal.generation
-            page = self._recorder.select_notifications(
-                start=self._last_notification_id or 0,
-                limit=self._page_size,
-                topics=self._topics,
-                inclusive_of_start=False,
-            )
+            page = self._read_page()
             if page:
                 self._page, self._index = page, 0
-                self._last_notification_id = page[-1].id
                 continue
             self._signal.wait(seen, self._poll_interval)
         raise StopIteration
+
+
+class SQLiteSubscription(PagedSubscription):
+    """Yields notifications with ids greater than ``gt``, then blocks for new ones.
+
+    Reads ``page_size`` notifications per query; woken by writers in this process.
+    """
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        db_name: str,
+        gt: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
+        super().__init__(
+            recorder,
+            gt,
+            topics,
+            commit_signal(db_name),
+            poll_interval=poll_interval,
+            page_size=page_size,
+        )
+
+    def _read_page(self) -> Sequence[Notification]:
+        page = self._recorder.select_notifications(
+            start=self._last_notification_id or 0,
+            limit=self._page_size,
+            topics=self._topics,
+            inclusive_of_start=False,
+        )
+        if page:
+            self._last_notification_id = page[-1].id
+        return page

@@ -71,19 +71,22 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _catch_up(worker: Any, stop: threading.Event, show: bool) -> tuple[int, float]:
-    """Catch up with a progress bar; returns (events applied, seconds)."""
-    start = worker.position
-    head = max(worker.head(), start)
+    """Catch up with a progress bar; returns (events applied, seconds).
+
+    The bar's total is an estimate: events stored minus events already processed."""
+    done = worker.view.processed(worker.name)
     started = time.perf_counter()
     with _progress(show) as bar:
-        task = bar.add_task(f"{worker.name} catching up", total=head - start)
+        task = bar.add_task(f"{worker.name} catching up", total=max(worker.head() - done, 0))
+        completed = 0
 
-        def advanced(_: int) -> None:
-            nonlocal head
-            if worker.position > head:
-                head = worker.head()
-                bar.update(task, total=head - start)
-            bar.update(task, completed=worker.position - start)
+        def advanced(applied: int) -> None:
+            nonlocal completed
+            completed += applied
+            total = bar.tasks[task].total or 0
+            if completed > total:
+                bar.update(task, total=max(worker.head() - done, completed))
+            bar.update(task, completed=completed)
 
         applied = worker.catch_up(stop, on_batch=advanced)
     return applied, time.perf_counter() - started

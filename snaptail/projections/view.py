@@ -2,7 +2,8 @@
 
 A :class:`ViewDatabase` hands out write transactions (:meth:`ViewDatabase.transaction`)
 whose cursor takes ``?`` placeholders on both backends, and keeps each projection's
-position (the last notification id it processed) in ``snaptail_projection_tracking``,
+position (the transaction id and notification id of the last event it processed, see
+:class:`~snaptail.infrastructure.recorder.Position`) in ``snaptail_projection_tracking``,
 written in the same transaction as the view update: exactly-once effects.
 """
 
@@ -15,12 +16,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from snaptail.infrastructure.database import resolve_url, sqlite_path
+from snaptail.infrastructure.recorder import START, Position
 
 TRACKING_TABLE = "snaptail_projection_tracking"
 _TRACKING_DDL = (
     f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
     "projection TEXT PRIMARY KEY, notification_id BIGINT NOT NULL, "
-    "processed BIGINT NOT NULL)"
+    "processed BIGINT NOT NULL, transaction_id BIGINT NOT NULL DEFAULT 0)"
+)
+# Tracking tables made before positions had a transaction id: their positions are
+# notification ids of rows that the event database's upgrade gives transaction id 0.
+_TRACKING_UPGRADE = (
+    f"ALTER TABLE {TRACKING_TABLE} ADD COLUMN transaction_id BIGINT NOT NULL DEFAULT 0"
 )
 
 
@@ -86,18 +93,36 @@ class ViewDatabase(ABC):
         EXISTS`` statements), in one transaction."""
         with self.transaction() as cur:
             cur.execute(_TRACKING_DDL)
+            if "transaction_id" not in self._columns(cur, TRACKING_TABLE):
+                cur.execute(_TRACKING_UPGRADE)
             for statement in statements:
                 cur.execute(statement)
 
-    def position(self, projection: str) -> int:
-        """The last notification id the projection processed (0: none yet)."""
+    @abstractmethod
+    def _columns(self, cur: ViewCursor, table: str) -> set[str]:
+        """The column names of ``table``."""
+
+    def position(self, projection: str) -> Position:
+        """Where the projection stands: its last event's position (START: none yet)."""
         with self.reading() as cur:
             cur.execute(
-                f"SELECT notification_id FROM {TRACKING_TABLE} WHERE projection=?",
+                f"SELECT transaction_id, notification_id FROM {TRACKING_TABLE} "
+                "WHERE projection=?",
                 (projection,),
             )
             row = cur.fetchone()
-        return 0 if row is None else int(row[0])
+        return START if row is None else Position(int(row[0]), int(row[1]))
+
+    def positions(self, prefix: str) -> dict[str, Position]:
+        """Every tracked projection whose name starts with ``prefix``."""
+        with self.reading() as cur:
+            cur.execute(
+                f"SELECT projection, transaction_id, notification_id FROM {TRACKING_TABLE} "
+                "WHERE substr(projection, 1, ?) = ?",
+                (len(prefix), prefix),
+            )
+            rows = cur.fetchall()
+        return {str(row[0]): Position(int(row[1]), int(row[2])) for row in rows}
 
     def processed(self, projection: str) -> int:
         """How many events the projection has processed in all."""
@@ -109,22 +134,26 @@ class ViewDatabase(ABC):
         return 0 if row is None else int(row[0])
 
     @staticmethod
-    def advance(cur: ViewCursor, projection: str, expected: int, to: int, count: int) -> None:
+    def advance(
+        cur: ViewCursor, projection: str, expected: Position, to: Position, count: int
+    ) -> None:
         """Move the position from ``expected`` to ``to`` inside the view transaction.
 
         Raises :class:`PositionConflict` (so the transaction rolls back) if the
         stored position is not ``expected``: another worker got there first.
         """
-        if expected == 0:
+        if expected == START:
             cur.execute(
-                f"INSERT INTO {TRACKING_TABLE} (projection, notification_id, processed) "
-                "VALUES (?, 0, 0) ON CONFLICT (projection) DO NOTHING",
+                f"INSERT INTO {TRACKING_TABLE} "
+                "(projection, notification_id, processed, transaction_id) "
+                "VALUES (?, 0, 0, 0) ON CONFLICT (projection) DO NOTHING",
                 (projection,),
             )
         cur.execute(
-            f"UPDATE {TRACKING_TABLE} SET notification_id=?, processed=processed+? "
-            "WHERE projection=? AND notification_id=?",
-            (to, count, projection, expected),
+            f"UPDATE {TRACKING_TABLE} SET transaction_id=?, notification_id=?, "
+            "processed=processed+? WHERE projection=? AND transaction_id=? "
+            "AND notification_id=?",
+            (*to, count, projection, *expected),
         )
         if cur.rowcount != 1:
             raise PositionConflict(
@@ -158,6 +187,10 @@ class SQLiteView(ViewDatabase):
             self._conn.commit()
         finally:
             cursor.close()
+
+    def _columns(self, cur: ViewCursor, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {str(row[1]) for row in cur.fetchall()}
 
     @contextmanager
     def reading(self) -> Iterator[ViewCursor]:
@@ -201,6 +234,14 @@ class PostgresView(ViewDatabase):
     def reading(self) -> Iterator[ViewCursor]:
         with self._conn.transaction(), self._conn.cursor() as cursor:
             yield ViewCursor(cursor, self.dialect)
+
+    def _columns(self, cur: ViewCursor, table: str) -> set[str]:
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?",
+            (self.schema, table),
+        )
+        return {str(row[0]) for row in cur.fetchall()}
 
     def close(self) -> None:
         self._conn.close()

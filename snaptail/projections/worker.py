@@ -2,8 +2,13 @@
 
 Each batch (``batch_size`` notifications read with one query) is applied in ONE
 view transaction that also moves the projection's position to the batch's last
-notification id. A crash at any moment leaves the view at a batch boundary, and
-a restart continues from there: effects happen exactly once.
+event. A crash at any moment leaves the view at a batch boundary, and a restart
+continues from there: effects happen exactly once.
+
+Events are read in position order (:class:`~snaptail.infrastructure.recorder.Position`):
+on SQLite by rowid (writers are serialised, so rowids commit in order); on PostgreSQL
+by (transaction id, notification id), only from transactions older than the oldest
+one still running, so a transaction that commits late is never passed over.
 
 New events are noticed by polling ``max(notification id)`` every
 ``poll_interval`` seconds; on SQLite a writer in the same process wakes the worker
@@ -19,10 +24,12 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
-
 from snaptail.infrastructure.database import open_recorder, resolve_url
-from snaptail.infrastructure.recorder import AgentRecorder
+from snaptail.infrastructure.recorder import (
+    AgentRecorder,
+    Position,
+    PositionedNotification,
+)
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
 from snaptail.infrastructure.subscription import CommitSignal, commit_signal
 from snaptail.projections.base import Projection
@@ -99,12 +106,12 @@ class _SQLiteReader:
         )
         self._ids: dict[str, UUID] = {}
 
-    def __call__(self, after: int, limit: int) -> list[Notification]:
+    def __call__(self, after: Position, limit: int) -> list[PositionedNotification]:
         ids = self._ids
         if len(ids) > 100_000:
             ids.clear()
         with self._recorder.datastore.transaction(commit=False) as c:
-            c.execute(self._statement, (after, limit))
+            c.execute(self._statement, (after.notification_id, limit))
             rows = c.fetchall()
         batch = []
         for row in rows:
@@ -112,7 +119,7 @@ class _SQLiteReader:
             agent_id = ids.get(key)
             if agent_id is None:
                 agent_id = ids[key] = UUID(key)
-            batch.append(Notification(agent_id, row[2], row[3], row[4], row[0]))
+            batch.append(PositionedNotification(agent_id, row[2], row[3], row[4], row[0]))
         return batch
 
 
@@ -150,18 +157,13 @@ class ProjectionWorker:
         self.lock = ProjectionLock(self.view, self.name)
         self.position = self.view.position(self.name)
         self._waiter = _waiter_for(self.recorder, self.db_url)
-        self._read: Callable[[int, int], list[Notification]] = (
-            _SQLiteReader(self.recorder)
-            if isinstance(self.recorder, SQLiteAgentRecorder)
-            else self._select_notifications
-        )
-
-    def _select_notifications(self, after: int, limit: int) -> list[Notification]:
-        return list(
-            self.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            )
-        )
+        self._read: Callable[[Position, int], list[PositionedNotification]]
+        if isinstance(self.recorder, SQLiteAgentRecorder):
+            self._read = _SQLiteReader(self.recorder)
+        elif hasattr(self.recorder, "select_after"):  # PostgreSQL (psycopg is optional)
+            self._read = self.recorder.select_after
+        else:
+            raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
 
     # -- one batch --------------------------------------------------------------------
 
@@ -174,15 +176,16 @@ class ProjectionWorker:
         batch = self._read(self.position, self.batch_size)
         if not batch:
             return 0
+        end = batch[-1].position
         try:
             with self.view.transaction() as cur:
                 self.projection.process(cur, batch)
-                ViewDatabase.advance(cur, self.name, self.position, batch[-1].id, len(batch))
+                ViewDatabase.advance(cur, self.name, self.position, end, len(batch))
         except PositionConflict as exc:
             logger.warning("%s; continuing from the stored position", exc)
             self.position = self.view.position(self.name)
             return 0
-        self.position = batch[-1].id
+        self.position = end
         return len(batch)
 
     # -- running ------------------------------------------------------------------------
@@ -196,9 +199,10 @@ class ProjectionWorker:
         number of events applied."""
         total = 0
         while stop is None or not stop.is_set():
+            before = self.position
             applied = self.step()
-            if applied == 0 and self.position >= self.head():
-                break
+            if applied == 0 and self.position == before:
+                break  # nothing new (a position conflict moves the position: go on)
             total += applied
             if on_batch is not None and applied:
                 on_batch(applied)
