@@ -43,6 +43,29 @@ def demo(
 
 
 @app.command()
+def migrate(
+    db: str = typer.Option(None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL "
+                           "or sqlite:///snaptail.db)."),
+) -> None:
+    """Upgrade a database made by an older snaptail to this version (safe to repeat).
+
+    PostgreSQL: adds the transaction id that lets saves run without a table lock.
+    Stop older writers and workers first. SQLite needs nothing."""
+    from snaptail.infrastructure.database import resolve_url, sqlite_path
+
+    url = resolve_url(db)
+    if sqlite_path(url) is not None:
+        console.print("SQLite: nothing to upgrade")
+        return
+    from snaptail.infrastructure.postgres import migrate_postgres
+
+    steps = migrate_postgres(url)
+    for step in steps:
+        console.print(step)
+    console.print("up to date" if not steps else "upgraded")
+
+
+@app.command()
 def version() -> None:
     """Print snaptail's version."""
     from snaptail import __version__

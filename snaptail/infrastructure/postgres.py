@@ -259,6 +259,65 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
 
+    def upgrade(self) -> list[str]:
+        """Bring an events table created by an older snaptail (saves serialised by a
+        table lock, no ``transaction_id``) to this version; returns the steps taken.
+
+        Safe to repeat and to interrupt. Existing rows get transaction id 0: they were
+        committed in notification id order (the table lock saw to that), so positions
+        (0, n) keep their meaning, including projection positions stored as n. Adding
+        the column is a catalogue change (no rewrite); the index is built
+        ``CONCURRENTLY``, so writers are held only for the ``ALTER TABLE``. Stop
+        older writers and workers first: they assume the table lock.
+        """
+        steps: list[str] = []
+        kwargs = dict(_connect_kwargs(self.datastore))
+        kwargs.pop("row_factory", None)
+        table = SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        column = Identifier(TRANSACTION_COLUMN)
+        with psycopg.connect(autocommit=True, **kwargs) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
+            try:
+                if self.has_transaction_column(conn) is None:
+                    return steps  # no events table: create_table makes a new one
+                if not self.has_transaction_column(conn):
+                    with conn.transaction():
+                        conn.execute(
+                            SQL(
+                                "ALTER TABLE {} ADD COLUMN {} xid8 NOT NULL DEFAULT '0'"
+                            ).format(table, column)
+                        )
+                        conn.execute(
+                            SQL(
+                                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT pg_current_xact_id()"
+                            ).format(table, column)
+                        )
+                    steps.append(
+                        f"added {TRANSACTION_COLUMN} to {self.datastore.schema}."
+                        f"{self.events_table_name} (existing rows: 0)"
+                    )
+                valid = conn.execute(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s",
+                    (self.datastore.schema, self.transaction_index_name),
+                ).fetchone()
+                if valid is not None and not valid[0]:  # an interrupted earlier build
+                    conn.execute(
+                        SQL("DROP INDEX CONCURRENTLY {}.{}").format(
+                            Identifier(self.datastore.schema),
+                            Identifier(self.transaction_index_name),
+                        )
+                    )
+                if valid is None or not valid[0]:
+                    conn.execute(self.transaction_index_statement(concurrently=True))
+                    steps.append(f"built index {self.transaction_index_name}")
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+        return steps
+
     def close(self) -> None:
         """Close the connection pool."""
         self.datastore.close()
@@ -729,8 +788,32 @@ def _redact(url: str) -> str:
 def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     """Open a pooled recorder for ``url``, creating its schema's tables if missing.
 
-    The schema itself is created when it does not exist (and the user may).
+    The schema itself is created when it does not exist (and the user may). Raises
+    :class:`SchemaOutdated` for an events table that needs :func:`migrate_postgres`.
     """
+    recorder = _new_recorder(url, options)
+    try:
+        recorder.create_table()
+    except BaseException:
+        recorder.close()
+        raise
+    return recorder
+
+
+def migrate_postgres(url: str, **options: object) -> list[str]:
+    """Upgrade the schema ``url`` names to this version's tables, once; returns what
+    it did (nothing when the schema is up to date or new). See
+    :meth:`PostgresAgentRecorder.upgrade`."""
+    recorder = _new_recorder(url, options)
+    try:
+        steps = recorder.upgrade()
+        recorder.create_table()
+    finally:
+        recorder.close()
+    return steps
+
+
+def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecorder:
     settings = parse_postgres_url(url, **options)
     datastore = PostgresDatastore(
         dbname=settings.dbname,
@@ -752,12 +835,10 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     if not settings.password:
         kwargs.pop("password", None)
     try:
-        recorder = PostgresAgentRecorder(datastore)
-        recorder.create_table()
+        return PostgresAgentRecorder(datastore)
     except BaseException:
         datastore.close()
         raise
-    return recorder
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
@@ -778,6 +859,7 @@ __all__ = [
     "PostgresOptions",
     "PostgresSubscription",
     "SchemaOutdated",
+    "migrate_postgres",
     "open_postgres",
     "parse_postgres_url",
     "settings_of",
