@@ -26,9 +26,10 @@ from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
-from snaptail.infrastructure.urls import open_recorder, resolve_url
+from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
