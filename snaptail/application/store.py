@@ -20,8 +20,8 @@ from snaptail.application.loading import (
     tracking,
 )
 from snaptail.application.telemetry import WARN_EVENTS, report_load
-from snaptail.domain.agent import MIB, Agent
-from snaptail.domain.memory import parse_size
+from snaptail.domain.agent import Agent
+from snaptail.domain.memory import MIB, parse_size
 from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name

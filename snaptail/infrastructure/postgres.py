@@ -21,6 +21,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
@@ -30,7 +31,6 @@ from snaptail.infrastructure.recorder import (
 )
 from snaptail.infrastructure.urls import parse_postgres_url
 
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 # Any version is below this; stands in for "no upper bound" in queries.
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.

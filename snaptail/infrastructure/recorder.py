@@ -10,6 +10,9 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 
+# The table snaptail adds beside eventsourcing's ``stored_events``, on every backend.
+SNAPSHOTS_TABLE = "snaptail_snapshots"
+
 
 @dataclass(frozen=True)
 class StoredSnapshot:

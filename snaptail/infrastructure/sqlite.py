@@ -15,6 +15,7 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
@@ -27,8 +28,6 @@ from snaptail.infrastructure.subscription import (
     SQLiteSubscription,
     commit_signal,
 )
-
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 def _key(originator_id: UUID | str) -> str:

@@ -24,7 +24,11 @@ from eventsourcing.persistence import Notification
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
-from snaptail.infrastructure.subscription import CommitSignal, commit_signal
+from snaptail.infrastructure.subscription import (
+    DEFAULT_POLL_INTERVAL,
+    CommitSignal,
+    commit_signal,
+)
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.projections.base import Projection
 from snaptail.projections.lock import ProjectionLock
@@ -33,7 +37,6 @@ from snaptail.projections.view import PositionConflict, ViewDatabase, open_view
 logger = logging.getLogger("snaptail.projections")
 
 DEFAULT_BATCH_SIZE = 1000
-DEFAULT_POLL_INTERVAL = 0.05
 
 
 class _Waiter:
