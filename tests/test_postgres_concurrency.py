@@ -20,14 +20,11 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from typer.testing import CliRunner
 
 from snaptail import Agent, AgentStore
+from snaptail.errors import SchemaOutdated
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.postgres import (
-    PostgresAgentRecorder,
-    SchemaOutdated,
-    open_postgres,
-    parse_postgres_url,
-)
+from snaptail.infrastructure.postgres import PostgresAgentRecorder, open_postgres
 from snaptail.infrastructure.recorder import START, Partition, Position, partition_key
+from snaptail.infrastructure.urls import parse_postgres_url, postgres_connect_args
 from snaptail.projections import AgentStats, open_view
 from snaptail.projections.worker import ProjectionWorker
 from tests.projection_support import actual, expected, wait_until
@@ -241,21 +238,16 @@ def _old_schema(url: str) -> PostgresApplicationRecorder:
     from eventsourcing.postgres import PostgresDatastore
 
     s = parse_postgres_url(url)
+    info = s.conninfo
     datastore = PostgresDatastore(
-        dbname=s.dbname, host=s.host, port=s.port, user=s.user, password=s.password,
-        schema=s.schema,
+        dbname=info["dbname"], host=info.get("host", ""), port=info.get("port", ""),
+        user=info.get("user", ""), password=info.get("password", ""), schema=s.schema,
     )  # fmt: skip
     old = PostgresApplicationRecorder(datastore)
     old.create_table()
-    with psycopg.connect(**_plain(url), autocommit=True) as conn:
+    with psycopg.connect(**postgres_connect_args(url), autocommit=True) as conn:
         conn.execute(OLD_SNAPSHOTS.format(schema=s.schema))
     return old
-
-
-def _plain(url: str) -> dict[str, Any]:
-    from snaptail.projections.view import postgres_connect_args
-
-    return postgres_connect_args(url)
 
 
 def test_migrate_upgrades_a_database_made_by_the_previous_version(postgres_url: str) -> None:
@@ -271,7 +263,7 @@ def test_migrate_upgrades_a_database_made_by_the_previous_version(postgres_url: 
         old.insert_events([mapper.to_stored_event(e) for e in agent.collect_events()])
         agents.append(agent.id)
     old.datastore.close()
-    with psycopg.connect(**_plain(postgres_url), autocommit=True) as conn:
+    with psycopg.connect(**postgres_connect_args(postgres_url), autocommit=True) as conn:
         conn.execute(OLD_TRACKING)  # a worker of the previous version had run to id 6
         conn.execute("INSERT INTO snaptail_projection_tracking VALUES ('Other', 6, 6)")
 

@@ -13,17 +13,14 @@ transactions older than the oldest one still running (``pg_snapshot_xmin``): onc
 position is passed, no transaction can still commit rows behind it.
 
 :func:`open_postgres` turns a ``postgresql://`` URL into a recorder with a connection
-pool.
+pool (URLs are read by :mod:`snaptail.infrastructure.urls`).
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import UUID
 
 import psycopg
@@ -46,8 +43,9 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
 
-from snaptail.domain.errors import SnaptailError
+from snaptail.errors import SchemaOutdated
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     START,
     AgentRecorder,
     LoadRows,
@@ -56,6 +54,8 @@ from snaptail.infrastructure.recorder import (
     PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_PAGE_SIZE,
@@ -63,27 +63,13 @@ from snaptail.infrastructure.subscription import (
     CommitSignal,
     PagedSubscription,
 )
+from snaptail.infrastructure.urls import parse_postgres_url
 
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 # Any version is below this; stands in for "no upper bound" in queries.
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
 CREATE_TABLES_LOCK = 0x736E6170  # "snap"
 TRANSACTION_COLUMN = "transaction_id"
-
-
-class SchemaOutdated(SnaptailError, RuntimeError):
-    """The events table was created by a snaptail that serialised saves with a table
-    lock; it needs a one-time upgrade (``snaptail migrate``) before this version
-    writes to it."""
-
-    def __init__(self, schema: str, table: str) -> None:
-        self.schema, self.table = schema, table
-        super().__init__(
-            f"PostgreSQL table {schema}.{table} has no {TRANSACTION_COLUMN} column (it was "
-            f"created by an older snaptail): run `snaptail migrate --db URL` once, after "
-            f"stopping older writers and workers (README: Upgrading a PostgreSQL database)"
-        )
 
 
 def partition_sql(column: str = "originator_id") -> str:
@@ -445,28 +431,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.cursor(binary=True) as curs,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
             snapshot = None
             if snap_upper > 0:
                 curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
                 row = curs.fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row["originator_version"],
-                        topic=row["topic"],
-                        fingerprint=row["fingerprint"],
-                        checksum=row["checksum"],
-                        state=bytes(row["state"]),
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             curs.execute(
                 self._sql_select_tail,
                 (originator_id, upper, after, originator_id, upper, recent),
                 prepare=True,
             )
-            events = self._rows_to_events(originator_id, curs.fetchall())
+            events = stored_events(originator_id, curs.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -496,9 +475,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
             curs.execute(statement, params, prepare=True)
-            return self._rows_to_events(originator_id, curs.fetchall())
+            return stored_events(originator_id, curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
@@ -588,17 +570,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         :class:`PostgresSubscription`)."""
         return PostgresSubscription(self, gt, topics, poll_interval=poll_interval)
 
-    @staticmethod
-    def _rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
-        return [
-            StoredEvent(
-                originator_id=originator_id,
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-        ]
 
 
 class PostgresSubscription(PagedSubscription):
@@ -679,112 +650,6 @@ def _as_uuid(value: UUID | str) -> UUID:
 # -- opening from a URL -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    """Connection settings for :func:`open_postgres`, from a URL and keywords.
-
-    ``pool_size`` connections are kept open, up to ``max_overflow`` more are opened
-    under load; a caller waits at most ``pool_timeout`` seconds for a free one.
-    ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
-    wait for a row lock, such as a concurrent save of the same agent at the same
-    version (0: wait as long as it takes).
-    """
-
-    user: str
-    password: str
-    host: str
-    port: int
-    dbname: str
-    schema: str = "public"
-    pool_size: int = 2
-    max_overflow: int = 8
-    pool_timeout: float = 30.0
-    connect_timeout: int = 10
-    lock_timeout: int = 0
-    sslmode: str = ""
-
-
-# Options accepted in the query string or as keywords.
-TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
-           "lock_timeout", "sslmode")  # fmt: skip
-
-
-def parse_postgres_url(url: str, **options: object) -> PostgresOptions:
-    """Read ``postgresql://user[:password]@host[:port]/dbname?option=value&...``.
-
-    Keyword ``options`` override the query string. Raises ``ValueError`` naming
-    the offending part or parameter.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): {_redact(url)}")
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname or "/" in dbname:
-        raise ValueError(
-            f"PostgreSQL URL needs one database name in its path, as in "
-            f"postgresql://user@host:5432/dbname: {_redact(url)}"
-        )
-    try:
-        port = parts.port or 5432
-    except ValueError as exc:
-        raise ValueError(f"PostgreSQL URL has a bad port: {_redact(url)}") from exc
-    raw: dict[str, object] = {}
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        if name in raw:
-            raise ValueError(f"PostgreSQL URL parameter {name!r} is given twice")
-        raw[name] = text
-    raw.update(options)
-    unknown = sorted(set(raw) - set(TUNABLE))
-    if unknown:
-        raise ValueError(
-            f"unknown PostgreSQL option {unknown[0]!r}; known options: {', '.join(TUNABLE)}"
-        )
-    values: dict[str, Any] = {
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password or ""),
-        "host": parts.hostname or "localhost",
-        "port": port,
-        "dbname": dbname,
-    }
-    for name, value in raw.items():
-        values[name] = _convert(name, value)
-    return PostgresOptions(**values)
-
-
-def _convert(name: str, value: object) -> object:
-    """One option's value, checked; ``ValueError`` names the parameter."""
-    if name in {"schema", "sslmode"}:
-        text = str(value).strip()
-        if name == "schema" and (not text or len(text) > 63):
-            raise ValueError(
-                f"PostgreSQL option 'schema' must be a name of 1-63 characters, got {value!r}"
-            )
-        return text
-    kind: type[int] | type[float] = float if name == "pool_timeout" else int
-    try:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError
-        number = kind(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"PostgreSQL option {name!r} must be {'a number' if kind is float else 'an integer'}, "
-            f"got {value!r}"
-        ) from None
-    minimum = {"pool_size": 1, "pool_timeout": 0.001, "connect_timeout": 1}.get(name, 0)
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     """Open a pooled recorder for ``url``, creating its schema's tables if missing.
 
@@ -815,25 +680,26 @@ def migrate_postgres(url: str, **options: object) -> list[str]:
 
 def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecorder:
     settings = parse_postgres_url(url, **options)
+    conninfo = settings.conninfo
     datastore = PostgresDatastore(
-        dbname=settings.dbname,
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=settings.password,
+        dbname=conninfo["dbname"],
+        host=conninfo.get("host", ""),
+        port=conninfo.get("port", ""),
+        user=conninfo.get("user", ""),
+        password=conninfo.get("password", ""),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
     )
-    extra: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
-    if settings.sslmode:
-        extra["sslmode"] = settings.sslmode
+    # The pool connects with exactly the URL's parameters: what it leaves out, libpq
+    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
     kwargs = _connect_kwargs(datastore)
-    kwargs.update(extra)
-    if not settings.password:
-        kwargs.pop("password", None)
+    for name in ("host", "port", "user", "password"):
+        kwargs.pop(name, None)
+    kwargs.update(conninfo)
+    kwargs["connect_timeout"] = settings.connect_timeout
     try:
         return PostgresAgentRecorder(datastore)
     except BaseException:
@@ -856,11 +722,9 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
 
 __all__ = [
     "PostgresAgentRecorder",
-    "PostgresOptions",
     "PostgresSubscription",
     "SchemaOutdated",
     "migrate_postgres",
     "open_postgres",
-    "parse_postgres_url",
     "settings_of",
 ]

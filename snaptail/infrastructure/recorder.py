@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -70,6 +70,9 @@ class Partition:
     def owns(self, agent_id: UUID) -> bool:
         return partition_key(agent_id) % self.count == self.index
 
+# The table snaptail adds beside eventsourcing's ``stored_events``, on every backend.
+SNAPSHOTS_TABLE = "snaptail_snapshots"
+
 
 @dataclass(frozen=True)
 class StoredSnapshot:
@@ -81,6 +84,22 @@ class StoredSnapshot:
     fingerprint: str
     checksum: int
     state: bytes
+
+
+def snapshot_from_row(originator_id: UUID, row: Sequence[Any]) -> StoredSnapshot:
+    """A snapshot row ``(originator_version, topic, fingerprint, checksum, state)``."""
+    version, topic, fingerprint, check, state = row
+    return StoredSnapshot(originator_id, version, topic, fingerprint, check, bytes(state))
+
+
+def stored_events(originator_id: UUID, rows: Iterable[Sequence[Any]]) -> list[StoredEvent]:
+    """One agent's event rows ``(originator_version, topic, state)`` as stored events."""
+    return [
+        StoredEvent(
+            originator_id=originator_id, originator_version=version, topic=topic, state=state
+        )
+        for version, topic, state in rows
+    ]
 
 
 @dataclass(frozen=True)

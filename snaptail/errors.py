@@ -80,3 +80,17 @@ class MemoryBudgetExceeded(SnaptailError, MemoryError):
             f"agent {agent_id} ({agent_type}) holds {size} bytes, over its memory budget"
             f" of {budget} bytes after shedding; largest parts: {holders}"
         )
+
+
+class SchemaOutdated(SnaptailError, RuntimeError):
+    """The events table was created by a snaptail that serialised saves with a table
+    lock; it needs a one-time upgrade (``snaptail migrate``) before this version
+    writes to it."""
+
+    def __init__(self, schema: str, table: str) -> None:
+        self.schema, self.table = schema, table
+        super().__init__(
+            f"PostgreSQL table {schema}.{table} has no transaction_id column (it was "
+            f"created by an older snaptail): run `snaptail migrate --db URL` once, after "
+            f"stopping older writers and workers (README: Upgrading a PostgreSQL database)"
+        )
