@@ -176,7 +176,7 @@ class AgentStore:
         stored = self.mapper.to_stored_event(event)
         if len(stored.state) > self.max_event_bytes:
             fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
-            sizes = {k: len(self.mapper._encoder.encode(v)) for k, v in fields.items()}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
             raise EventTooLarge(
                 agent.id,
                 event_name(type(event)),
