@@ -12,17 +12,10 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
-from snaptail.application.loading import (
-    TRACKING_ATTRIBUTE,
-    LoadStats,
-    Tracking,
-    tail_load_ms,
-    tracking,
-)
+from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
 from snaptail.application.telemetry import WARN_EVENTS, report_load
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB, parse_size
-from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.errors import AgentNotFound, ConcurrencyError, EventTooLarge
@@ -176,7 +169,7 @@ class AgentStore:
         stored = self.mapper.to_stored_event(event)
         if len(stored.state) > self.max_event_bytes:
             fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
-            sizes = {k: len(self.mapper._encoder.encode(v)) for k, v in fields.items()}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
             raise EventTooLarge(
                 agent.id,
                 event_name(type(event)),
@@ -302,34 +295,16 @@ class AgentStore:
         stored_events = rows.events
         if agent is None and not stored_events:
             raise AgentNotFound(agent_id, version)
-        snapshot_version = agent.version if agent is not None else 0
-        # Rows at or before the snapshot were read only to fill the recent cache:
-        # they are decoded when first accessed, not now.
-        replay_from = 0
-        while (
-            replay_from < len(stored_events)
-            and stored_events[replay_from].originator_version <= snapshot_version
-        ):
-            replay_from += 1
-        to_event = self.mapper.to_domain_event
-        tail_events = [to_event(s) for s in stored_events[replay_from:]]
-        agent = apply_events(agent, tail_events)
-        assert agent is not None
-        tail = len(tail_events)
-        tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
-        cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
-        cached.extend(tail_events)
-        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, cached)
-        stats = LoadStats(
-            snapshot_version=snapshot_version,
-            tail=tail,
-            events_read=len(stored_events),
-            bytes_read=tail_bytes
-            + sum(len(s.state) for s in stored_events[:replay_from])
-            + (len(rows.snapshot.state) if rows.snapshot else 0),
-            ms=(time.perf_counter() - started) * 1000,
+        agent = build_agent(
+            agent,
+            len(rows.snapshot.state) if rows.snapshot else 0,
+            stored_events,
+            self.mapper.to_domain_event,
+            self.recent_events,
+            started,
         )
-        agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
+        stats = tracking(agent).last_load
+        assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
             self._replace_untrusted(agent, untrusted)
