@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # log lines stay whole (grep-able)
 
 DB_HELP = "Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
 VIEW_HELP = "View database URL (default: the event database)."
