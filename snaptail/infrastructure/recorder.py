@@ -23,6 +23,11 @@ class Position(NamedTuple):
     transaction_id: int
     notification_id: int
 
+    def __str__(self) -> str:
+        if self.transaction_id == 0:
+            return str(self.notification_id)
+        return f"{self.notification_id} (transaction {self.transaction_id})"
+
 
 START = Position(0, 0)
 
