@@ -6,8 +6,10 @@ import logging
 import os
 import pkgutil
 import signal
+import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import msgspec
@@ -149,15 +151,47 @@ def run(
         help="Record an event the projection raises on as a dead letter and go on "
         "(default: stop, exit 3).",
     ),
+    partitions: int = typer.Option(
+        1,
+        "--partitions",
+        min=1,
+        help="Split the agents into N slices (by a hash of the agent id), each with its "
+        "own position and lock. Without --partition: run N worker processes, one per "
+        "slice.",
+    ),
+    partition: int = typer.Option(
+        None, "--partition", min=0, help="Run only slice K of --partitions N (0-based)."
+    ),
 ) -> None:
     """Run a projection: catch up, then follow new events. SIGTERM/SIGINT finish the
     batch in hand and exit 0; after SIGKILL a restart continues exactly where the
     view's committed position says. A lost connection is re-opened with backoff
     (exit 4 after --give-up-after seconds); a projection that raises on an event
-    stops the worker with exit 3 after committing every event before it."""
+    stops the worker with exit 3 after committing every event before it.
+
+    With --partitions N, each slice is run by whichever worker holds its lock; a
+    worker whose slice is taken stands by and takes over, from the slice's stored
+    position, when the holder stops or dies."""
     from snaptail.errors import ProjectionFailed, WorkerGaveUp
+    from snaptail.infrastructure.recorder import Partition
     from snaptail.projections.worker import ProjectionWorker
 
+    if partition is not None and partition >= partitions:
+        raise typer.BadParameter(f"--partition must be below --partitions ({partitions})")
+    projection = load_projection(target)
+    if partitions > 1 and not projection.partitionable:
+        raise typer.BadParameter(
+            f"{target} is not partitionable (it does not set partitionable = True)"
+        )
+    if partitions > 1 and partition is None:
+        options = [target, "--batch-size", str(batch_size), "--poll-interval",
+                   str(poll_interval), "--give-up-after", str(give_up_after), "--no-progress",
+                   "--partitions", str(partitions)]  # fmt: skip
+        options += ["--db", db] if db else []
+        options += ["--view-db", view_db] if view_db else []
+        options += ["--catch-up-only"] if catch_up_only else []
+        options += ["--skip-failed"] if skip_failed else []
+        raise typer.Exit(_supervise([[*options, "--partition", str(k)] for k in range(partitions)]))
     stop = threading.Event()
 
     def request_stop(signum: int, _: object) -> None:
@@ -167,7 +201,6 @@ def run(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    projection = load_projection(target)
     _log_to_stderr()
     with ProjectionWorker(
         projection,
@@ -177,6 +210,7 @@ def run(
         poll_interval=poll_interval,
         give_up_after=give_up_after,
         skip_failed=skip_failed,
+        partition=None if partition is None else Partition(partition, partitions),
     ) as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
         bar: _Bar | None = None
@@ -215,6 +249,36 @@ def run(
         err.print(f"stopped at position {worker.position}")
 
 
+def _supervise(runs: list[list[str]]) -> int:
+    """Run ``snaptail worker run`` once per argument list, as child processes sharing
+    this one's stderr. SIGTERM/SIGINT are passed on; when a child fails, the others
+    are stopped. Returns the first non-zero exit status (0 if none)."""
+    command = [sys.executable, "-m", "snaptail.cli", "worker", "run"]
+    children = [subprocess.Popen([*command, *args]) for args in runs]
+
+    def forward(signum: int, _: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    running = list(children)
+    while running:
+        for child in list(running):
+            code = child.poll()
+            if code is None:
+                continue
+            running.remove(child)
+            if code != 0 and status == 0:
+                status = code
+                err.print(f"a partition worker exited with status {code}: stopping the others")
+                forward(signal.SIGTERM, None)
+        time.sleep(0.05)
+    return status
+
+
 def stats(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
@@ -235,30 +299,43 @@ def stats(
     if top < 0:
         raise typer.BadParameter(f"--top must be >= 0, got {top}")
     from snaptail.errors import ProjectionBusy, ProjectionFailed
+    from snaptail.infrastructure.recorder import Partition
+    from snaptail.projections.view import open_view
+    from snaptail.projections.worker import stored_partitions
 
-    with ProjectionWorker(AgentStats, db, view_db) as worker:
-        if update:
-            bar = _Bar(worker, err.is_terminal)
-            try:
-                worker.catch_up(on_batch=bar.advanced)
-            except ProjectionBusy:
-                err.print("a worker is running AgentStats: showing its view as it is")
-            except ProjectionFailed as exc:
-                raise _failed(exc, worker) from None
-            finally:
-                bar.stop()
-        for letter in worker.view.dead_letters(worker.name):
-            err.print(
-                f"dead letter: AgentStats skipped notification {letter.notification_id} "
-                f"(agent {letter.agent_id}, version {letter.version}, event "
-                f"{letter.event_type}) at {letter.skipped_at}: {letter.error}",
-                markup=False,
-                highlight=False,
-            )
-        rows = read_agent_stats(
-            worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
-        )
-        position = worker.view.position(worker.name)
+    view = open_view(view_db or db)
+    try:
+        view.setup()
+        count = stored_partitions(view, AgentStats.name) or 1
+    finally:
+        view.close()
+    for k in range(count):  # each slice of a partitioned AgentStats in turn
+        part = Partition(k, count) if count > 1 else None
+        with ProjectionWorker(AgentStats, db, view_db, partition=part) as worker:
+            if update:
+                bar = _Bar(worker, err.is_terminal)
+                try:
+                    worker.catch_up(on_batch=bar.advanced)
+                except ProjectionBusy:
+                    err.print(f"a worker is running {worker.name}: showing its view as it is")
+                except ProjectionFailed as exc:
+                    raise _failed(exc, worker) from None
+                finally:
+                    bar.stop()
+            for letter in worker.view.dead_letters(worker.name):
+                err.print(
+                    f"dead letter: {worker.name} skipped notification {letter.notification_id} "
+                    f"(agent {letter.agent_id}, version {letter.version}, event "
+                    f"{letter.event_type}) at {letter.skipped_at}: {letter.error}",
+                    markup=False,
+                    highlight=False,
+                )
+            if k == count - 1:
+                rows = read_agent_stats(
+                    worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
+                )
+                where = worker.view.position(worker.name)
+    position = f"{count} partitions" if count > 1 else f"position {where}"
     if as_json:
         records = [{**row.__dict__, "tail": row.tail} for row in rows]
         sys.stdout.write(msgspec.json.encode(records).decode() + "\n")
@@ -266,7 +343,7 @@ def stats(
     console = Console()
     wide = console.width >= 120  # narrow terminals: the figures only
     table = Table(
-        title=f"AgentStats: top {len(rows)} by {sort}, position {position}",
+        title=f"AgentStats: top {len(rows)} by {sort}, {position}",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,

@@ -1,6 +1,7 @@
 """Projection workers and read models (``snaptail worker run``, ``snaptail stats``)."""
 
 from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.infrastructure.recorder import Partition, Position
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow, read_agent_stats
 from snaptail.projections.base import Projection, agent_type, decode, event_name
 from snaptail.projections.view import DeadLetter, ViewCursor, ViewDatabase, open_view
@@ -10,6 +11,8 @@ __all__ = [
     "AgentStats",
     "AgentStatsRow",
     "DeadLetter",
+    "Partition",
+    "Position",
     "Projection",
     "ProjectionBusy",
     "ProjectionFailed",

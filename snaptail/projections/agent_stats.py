@@ -78,6 +78,7 @@ class AgentStats(Projection):
     """The fleet's read model: which agents have the most events, bytes, tokens."""
 
     name = "AgentStats"
+    partitionable = True  # one row per agent, built from that agent's events alone
     tables = (
         f"CREATE TABLE IF NOT EXISTS {STATS_TABLE} ("
         "agent_id TEXT PRIMARY KEY, agent_type TEXT NOT NULL, events BIGINT NOT NULL, "

@@ -27,12 +27,18 @@ class Projection:
 
     ``name`` (default: the class name) keys the projection's position and lock;
     ``tables`` are ``CREATE TABLE IF NOT EXISTS`` statements run when a worker
-    starts. Everything written through ``view`` commits in one transaction
-    together with the new position: an event's effects happen exactly once.
+    starts; ``partitionable`` says whether it can be split by agent
+    (``snaptail worker run --partitions N``). Everything written through ``view``
+    commits in one transaction together with the new position: an event's effects
+    happen exactly once.
     """
 
     name: ClassVar[str] = ""
     tables: ClassVar[Sequence[str]] = ()
+    # True if the projection may run as several workers, each given the events of
+    # a slice of the agents (a Partition): its effects for one agent must depend on
+    # that agent's events only, and slices must not write the same rows.
+    partitionable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

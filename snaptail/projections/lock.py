@@ -42,7 +42,8 @@ class ProjectionLock:
         self.where = ""
         self.key = 0
         if isinstance(view, SQLiteView) and view.path != ":memory:":
-            self.where = f"{view.path}.{projection}.lock"
+            # ("/" of a partition's name, "AgentStats[0/2]", is not for file names)
+            self.where = f"{view.path}.{projection.replace('/', '_')}.lock"
         elif isinstance(view, PostgresView):
             self.key = advisory_key(view.schema, projection)
             self.where = f"pg_advisory_lock({self.key})"

@@ -28,6 +28,7 @@ before the failing one and raise :class:`ProjectionFailed` naming it (or, with
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import sys
@@ -43,6 +44,7 @@ from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
+    Partition,
     Position,
     PositionedNotification,
 )
@@ -55,7 +57,13 @@ from snaptail.infrastructure.subscription import (
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.projections.base import Projection, event_name
 from snaptail.projections.lock import ProjectionLock
-from snaptail.projections.view import PositionConflict, ViewDatabase, dead_letter, open_view
+from snaptail.projections.view import (
+    TRACKING_TABLE,
+    PositionConflict,
+    ViewDatabase,
+    dead_letter,
+    open_view,
+)
 
 logger = logging.getLogger("snaptail.projections")
 
@@ -163,8 +171,11 @@ class _SQLiteReader:
     a UUID once (``eventsourcing``'s reader builds a new UUID per row: a quarter of
     a catch-up's time)."""
 
-    def __init__(self, recorder: SQLiteAgentRecorder) -> None:
+    def __init__(
+        self, recorder: SQLiteAgentRecorder, partition: Partition | None = None
+    ) -> None:
         self._recorder = recorder
+        self._partition = partition
         self._statement = (
             f"SELECT rowid, originator_id, originator_version, topic, state "
             f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
@@ -172,20 +183,65 @@ class _SQLiteReader:
         self._ids: dict[str, UUID] = {}
 
     def __call__(self, after: Position, limit: int) -> list[PositionedNotification]:
+        """The next ``limit`` events after ``after`` (of the partition's agents only:
+        pages are read until one holds some, or the log ends)."""
         ids = self._ids
         if len(ids) > 100_000:
             ids.clear()
-        with self._recorder.datastore.transaction(commit=False) as c:
-            c.execute(self._statement, (after.notification_id, limit))
-            rows = c.fetchall()
-        batch = []
-        for row in rows:
-            key = row[1]
-            agent_id = ids.get(key)
-            if agent_id is None:
-                agent_id = ids[key] = UUID(key)
-            batch.append(PositionedNotification(agent_id, row[2], row[3], row[4], row[0]))
-        return batch
+        start = after.notification_id
+        while True:
+            with self._recorder.datastore.transaction(commit=False) as c:
+                c.execute(self._statement, (start, limit))
+                rows = c.fetchall()
+            batch = []
+            for row in rows:
+                key = row[1]
+                agent_id = ids.get(key)
+                if agent_id is None:
+                    agent_id = ids[key] = UUID(key)
+                if self._partition is None or self._partition.owns(agent_id):
+                    batch.append(PositionedNotification(agent_id, row[2], row[3], row[4], row[0]))
+            if batch or not rows:
+                return batch
+            start = rows[-1][0]
+
+
+def partitioned_name(projection: str, partition: Partition | None) -> str:
+    """The name a partition's position, lock and dead letters are kept under:
+    ``"AgentStats[0/2]"`` (the projection's own name when unpartitioned)."""
+    return projection if partition is None else f"{projection}[{partition}]"
+
+
+def stored_partitions(view: ViewDatabase, projection: str) -> int | None:
+    """How many slices the view's positions for ``projection`` were made with (1:
+    unpartitioned; None: the projection has not run yet)."""
+    found: int | None = None
+    for name, position in view.positions(projection).items():
+        if position.notification_id == 0:
+            continue
+        if name == projection:
+            found = 1
+        elif name.startswith(f"{projection}[") and name.endswith("]"):
+            found = int(name[len(projection) + 1 : -1].partition("/")[2])
+    return found
+
+
+def check_partitioning(view: ViewDatabase, projection: str, partition: Partition | None) -> None:
+    """Refuse to run a projection split differently from the positions its view
+    keeps: each split's positions are only valid for that split.
+
+    Raises ``ValueError`` naming the stored split and what to do.
+    """
+    stored = stored_partitions(view, projection)
+    wanted = 1 if partition is None else partition.count
+    if stored is not None and stored != wanted:
+        have = "unpartitioned" if stored == 1 else f"with --partitions {stored}"
+        raise ValueError(
+            f"projection {projection!r} was built {have}; "
+            f"{partitioned_name(projection, partition)} cannot continue from those "
+            "positions. Run it as it was built, or rebuild the view (delete its tables "
+            f"and its rows in {TRACKING_TABLE})"
+        )
 
 
 class ProjectionWorker:
@@ -207,6 +263,7 @@ class ProjectionWorker:
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
         skip_failed: bool = False,
         recorder: AgentRecorder | None = None,
+        partition: Partition | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -215,7 +272,16 @@ class ProjectionWorker:
         if not give_up_after > 0:
             raise ValueError(f"give_up_after must be > 0 seconds, got {give_up_after}")
         self.projection = projection() if isinstance(projection, type) else projection
-        self.name = self.projection.name
+        if partition is not None and partition.count == 1:
+            partition = None
+        if partition is not None and not self.projection.partitionable:
+            raise ValueError(
+                f"projection {self.projection.name!r} is not partitionable (its class "
+                "does not set partitionable = True): run it without --partitions"
+            )
+        self.partition = partition
+        # Position, lock and dead letters are kept per partition.
+        self.name = partitioned_name(self.projection.name, partition)
         self.db_url = resolve_url(db)
         self.view_url = resolve_url(view_db) if view_db else self.db_url
         self.batch_size = batch_size
@@ -226,14 +292,15 @@ class ProjectionWorker:
         self.recorder: AgentRecorder = recorder or open_recorder(self.db_url)
         self.view: ViewDatabase = open_view(self.view_url)
         self.view.setup(self.projection.tables)
+        check_partitioning(self.view, self.projection.name, partition)
         self.lock = ProjectionLock(self.view, self.name)
         self.position = self.view.position(self.name)
         self._waiter = _waiter_for(self.recorder, self.db_url)
         self._read: Callable[[Position, int], list[PositionedNotification]]
         if isinstance(self.recorder, SQLiteAgentRecorder):
-            self._read = _SQLiteReader(self.recorder)
+            self._read = _SQLiteReader(self.recorder, partition)
         elif hasattr(self.recorder, "select_after"):  # PostgreSQL (psycopg is optional)
-            self._read = self.recorder.select_after
+            self._read = functools.partial(self.recorder.select_after, partition=partition)
         else:
             raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
 
