@@ -300,3 +300,19 @@ def test_migrate_upgrades_a_database_made_by_the_previous_version(postgres_url: 
 
             wait_until(caught_up, BOUND)
         assert actual(postgres_url) == expected(store, [*agents, new.id])
+
+
+def test_gap_free_reads_follow_the_index_without_sorting(
+    recorder: PostgresAgentRecorder,
+) -> None:
+    """Each batch must be an index range scan: a sort would read every row after the
+    position for every batch (a catch-up quadratic in the backlog)."""
+    for _ in range(50):
+        recorder.insert_events(_events(uuid.uuid4(), 1))
+    recorder.select_after(START, 10)
+    (query,) = recorder._select_after_queries.values()
+    with recorder.datastore.get_connection() as conn:
+        conn.execute("ANALYZE stored_events")
+        plan = conn.execute(b"EXPLAIN " + query, ["0", 0, 10]).fetchall()
+    text = "\n".join(str(next(iter(row.values()))) for row in plan)
+    assert "Sort" not in text and "transaction_idx" in text, text

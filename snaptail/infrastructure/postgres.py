@@ -119,8 +119,10 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             ]
         )
         self.sql_create_statements.append(self.transaction_index_statement())
+        # The alias matters: unaliased, the cast output would be named transaction_id
+        # and ORDER BY would sort by it instead of following the index.
         self._sql_select_after = (
-            f"SELECT notification_id, {TRANSACTION_COLUMN}::text::bigint, originator_id, "
+            f"SELECT notification_id, {TRANSACTION_COLUMN}::text::bigint AS txid, originator_id, "
             "originator_version, topic, state FROM {ev} "
             f"WHERE ({TRANSACTION_COLUMN}, notification_id) > (%s::text::xid8, %s::bigint) "
             f"AND {TRANSACTION_COLUMN} < pg_snapshot_xmin(pg_current_snapshot())"
