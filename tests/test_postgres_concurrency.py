@@ -206,6 +206,8 @@ def test_partitions_split_agents_as_partition_key_says(
     ids = [uuid.uuid4() for _ in range(30)] + [uuid.uuid1() for _ in range(30)]
     for agent_id in ids:
         recorder.insert_events(_events(agent_id, 1, 1))
+    # (other sessions on the server may hold readers back for a moment)
+    wait_until(lambda: len(recorder.select_after(START, 100)) == len(ids), BOUND)
     for count in (2, 3):
         slices = [
             {n.originator_id for n in recorder.select_after(START, 100, partition=p)}

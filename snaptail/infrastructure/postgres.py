@@ -135,6 +135,10 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "RETURNING notification_id"
         ).format(ev, Identifier(datastore.originator_id_type)).as_bytes(None)
         self._select_after_queries: dict[str, bytes] = {}
+        self._sql_index_order = (
+            "SELECT set_config('enable_bitmapscan', 'off', true), "
+            "set_config('enable_sort', 'off', true)"
+        )
         self._sql_position_of = SQL(
             f"SELECT {TRANSACTION_COLUMN}::text::bigint FROM {{}} "
             "WHERE notification_id <= %s ORDER BY notification_id DESC LIMIT 1"
@@ -293,25 +297,58 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                         f"added {TRANSACTION_COLUMN} to {self.datastore.schema}."
                         f"{self.events_table_name} (existing rows: 0)"
                     )
-                valid = conn.execute(
-                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = %s AND c.relname = %s",
-                    (self.datastore.schema, self.transaction_index_name),
-                ).fetchone()
-                if valid is not None and not valid[0]:  # an interrupted earlier build
-                    conn.execute(
-                        SQL("DROP INDEX CONCURRENTLY {}.{}").format(
-                            Identifier(self.datastore.schema),
-                            Identifier(self.transaction_index_name),
-                        )
-                    )
-                if valid is None or not valid[0]:
-                    conn.execute(self.transaction_index_statement(concurrently=True))
+                statement = self.transaction_index_statement(concurrently=True)
+                if self._build_index(conn, self.transaction_index_name, statement):
                     steps.append(f"built index {self.transaction_index_name}")
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
         return steps
+
+    def ensure_partition_index(self, count: int) -> bool:
+        """Build (once, ``CONCURRENTLY``) the index that lets the workers of a
+        projection split ``count`` ways read only their own slice's rows: on
+        (partition key modulo ``count``, transaction id, notification id). Returns
+        True if it was built now. Writers then maintain one more index."""
+        kwargs = dict(_connect_kwargs(self.datastore))
+        kwargs.pop("row_factory", None)
+        name = f"{self.events_table_name}_part{count}_idx"
+        statement = SQL(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.{} "
+            f"(({partition_sql()} % {int(count)}), {TRANSACTION_COLUMN}, notification_id)"
+        ).format(
+            Identifier(name), Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        with psycopg.connect(autocommit=True, **kwargs) as conn:
+            # Try-lock and wait outside any transaction: a CREATE INDEX CONCURRENTLY
+            # waits for every open transaction, a blocked pg_advisory_lock included.
+            while not conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (CREATE_TABLES_LOCK,)
+            ).fetchone()[0]:  # type: ignore[index]
+                threading.Event().wait(0.1)
+            try:
+                return self._build_index(conn, name, statement)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+
+    def _build_index(self, conn: psycopg.Connection[Any], name: str, statement: Composed) -> bool:
+        """Build index ``name`` unless a valid one exists (an invalid one, left by an
+        interrupted ``CONCURRENTLY`` build, is dropped first). True if built."""
+        valid = conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (self.datastore.schema, name),
+        ).fetchone()
+        if valid is not None and valid[0]:
+            return False
+        if valid is not None:
+            conn.execute(
+                SQL("DROP INDEX CONCURRENTLY {}.{}").format(
+                    Identifier(self.datastore.schema), Identifier(name)
+                )
+            )
+        conn.execute(statement)
+        return True
 
     def close(self) -> None:
         """Close the connection pool (and the notifier's connection)."""
@@ -587,18 +624,26 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += " AND topic = ANY(%s)"
             params.append(list(topics))
         if partition is not None and partition.count > 1:
-            statement += f" AND {partition_sql()} %% %s = %s"
-            params += [partition.count, partition.index]
+            # The count is part of the text, as in the partition index it matches.
+            statement += f" AND {partition_sql()} %% {int(partition.count)} = %s"
+            params.append(partition.index)
         statement += f" ORDER BY {TRANSACTION_COLUMN}, notification_id LIMIT %s"
         params.append(limit)
         query = self._select_after_queries.get(statement)
         if query is None:
             composed = SQL(statement).format(ev=self._events_table)  # type: ignore[arg-type]
             query = self._select_after_queries[statement] = composed.as_bytes(None)
+        # The rows come in index order and the scan stops at the limit. With
+        # estimates that guess few rows (new tables, the partition condition) the
+        # planner would rather collect every row after the position and sort them,
+        # batch after batch: ruled out for this transaction.
         with (
             self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
+            curs.execute(self._sql_index_order, prepare=True)
             curs.execute(query, params, prepare=True)
             rows = curs.fetchall()
         return [

@@ -300,6 +300,8 @@ class ProjectionWorker:
         if isinstance(self.recorder, SQLiteAgentRecorder):
             self._read = _SQLiteReader(self.recorder, partition)
         elif hasattr(self.recorder, "select_after"):  # PostgreSQL (psycopg is optional)
+            if partition is not None:  # read only this slice's rows, from an index
+                self.recorder.ensure_partition_index(partition.count)  # type: ignore[attr-defined]
             self._read = functools.partial(self.recorder.select_after, partition=partition)
         else:
             raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
