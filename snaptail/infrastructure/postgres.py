@@ -68,6 +68,10 @@ logger = logging.getLogger("snaptail.postgres")
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
 CREATE_TABLES_LOCK = 0x736E6170  # "snap"
+# Key of the advisory lock that serialises index builds (CONCURRENTLY). Not the one
+# above: such a build waits for every older transaction, and one blocked on the lock
+# its builder holds would never end.
+INDEX_BUILD_LOCK = 0x736E6171
 TRANSACTION_COLUMN = "transaction_id"
 
 
@@ -297,11 +301,11 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                         f"added {TRANSACTION_COLUMN} to {self.datastore.schema}."
                         f"{self.events_table_name} (existing rows: 0)"
                     )
-                statement = self.transaction_index_statement(concurrently=True)
-                if self._build_index(conn, self.transaction_index_name, statement):
-                    steps.append(f"built index {self.transaction_index_name}")
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+            statement = self.transaction_index_statement(concurrently=True)
+            if self._build_index(conn, self.transaction_index_name, statement):
+                steps.append(f"built index {self.transaction_index_name}")
         return steps
 
     def ensure_partition_index(self, count: int) -> bool:
@@ -319,20 +323,28 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             Identifier(name), Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
         with psycopg.connect(autocommit=True, **kwargs) as conn:
-            # Try-lock and wait outside any transaction: a CREATE INDEX CONCURRENTLY
-            # waits for every open transaction, a blocked pg_advisory_lock included.
-            while not conn.execute(
-                "SELECT pg_try_advisory_lock(%s)", (CREATE_TABLES_LOCK,)
-            ).fetchone()[0]:  # type: ignore[index]
-                threading.Event().wait(0.1)
-            try:
-                return self._build_index(conn, name, statement)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (CREATE_TABLES_LOCK,))
+            return self._build_index(conn, name, statement)
 
     def _build_index(self, conn: psycopg.Connection[Any], name: str, statement: Composed) -> bool:
         """Build index ``name`` unless a valid one exists (an invalid one, left by an
-        interrupted ``CONCURRENTLY`` build, is dropped first). True if built."""
+        interrupted ``CONCURRENTLY`` build, is dropped first). True if built.
+
+        One process at a time: the others try the lock and wait outside any
+        transaction (a ``CREATE INDEX CONCURRENTLY`` waits for every older
+        transaction, and one blocked on a lock its builder holds would never end).
+        """
+        while not conn.execute(
+            "SELECT pg_try_advisory_lock(%s)", (INDEX_BUILD_LOCK,)
+        ).fetchone()[0]:  # type: ignore[index]
+            threading.Event().wait(0.1)
+        try:
+            return self._build_index_locked(conn, name, statement)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_BUILD_LOCK,))
+
+    def _build_index_locked(
+        self, conn: psycopg.Connection[Any], name: str, statement: Composed
+    ) -> bool:
         valid = conn.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
