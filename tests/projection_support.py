@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -187,3 +187,27 @@ def add_undecodable_usage(store: AgentStore, agent_id: UUID) -> tuple[int, int]:
         start=before, limit=1, inclusive_of_start=False
     )[0]
     return notification.id, version
+
+
+class Applied(Projection):
+    """Records which worker process applied each event (exactly once: a primary key)."""
+
+    tables = (
+        "CREATE TABLE IF NOT EXISTS applied_by "
+        "(notification_id BIGINT PRIMARY KEY, pid BIGINT NOT NULL)",
+    )
+
+    def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
+        pid = os.getpid()
+        view.executemany("INSERT INTO applied_by VALUES (?, ?)", [(n.id, pid) for n in batch])
+
+
+def applied_by(view_url: str) -> dict[int, int]:
+    """notification id -> pid of the worker that applied it."""
+    view = open_view(view_url)
+    try:
+        with view.reading() as cur:
+            cur.execute("SELECT notification_id, pid FROM applied_by")
+            return dict(cur.fetchall())
+    finally:
+        view.close()

@@ -23,6 +23,7 @@ before the failing one and raise :class:`ProjectionFailed` naming it (or, with
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import sys
@@ -74,6 +75,25 @@ def _is_connection_error(exc: BaseException) -> bool:
     if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return True
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
+    """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
+    each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return {"pool_timeout": min(MAX_RETRY, give_up_after)}
+    return {}
+
+
+def _without_retries(method: Callable[..., T]) -> Callable[..., T]:
+    """``eventsourcing``'s PostgreSQL reads retry a lost connection ten times with
+    their own waits (minutes, with a pool that cannot connect); the worker retries,
+    logs and gives up itself, so it calls the undecorated method when there is one."""
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    owner = getattr(method, "__self__", None)
+    if inner is None or owner is None:
+        return method
+    return functools.partial(inner, owner)
 
 
 class _Waiter:
@@ -210,7 +230,9 @@ class ProjectionWorker:
         self.give_up_after = give_up_after
         self.skip_failed = skip_failed
         self._own_recorder = recorder is None
-        self.recorder: AgentRecorder = recorder or open_recorder(self.db_url)
+        self.recorder: AgentRecorder = recorder or open_recorder(
+            self.db_url, **_pool_options(self.db_url, give_up_after)
+        )
         self.view: ViewDatabase = open_view(self.view_url)
         self.view.setup(self.projection.tables)
         self.lock = ProjectionLock(self.view, self.name)
@@ -223,11 +245,8 @@ class ProjectionWorker:
         )
 
     def _select_notifications(self, after: int, limit: int) -> list[Notification]:
-        return list(
-            self.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            )
-        )
+        select = _without_retries(self.recorder.select_notifications)
+        return list(select(start=after, limit=limit, inclusive_of_start=False))
 
     # -- connections -----------------------------------------------------------------
 
@@ -278,7 +297,6 @@ class ProjectionWorker:
                     f"not restore it within {self.give_up_after:g}s ({attempt} attempts); "
                     f"last error: {type(error).__name__}: {error}"
                 )
-                logger.error("giving up: %s", message)
                 raise WorkerGaveUp(message) from error
             attempt += 1
             wait = min(delay, remaining)
@@ -289,12 +307,14 @@ class ProjectionWorker:
             try:
                 relocked = self._reconnect()
             except Exception as exc:
-                if not (_is_connection_error(exc) or self.view.broken):
+                if not isinstance(exc, _ConnectionLost) and not (
+                    _is_connection_error(exc) or self.view.broken
+                ):
                     raise
-                error = exc
+                error = exc.cause if isinstance(exc, _ConnectionLost) else exc
                 logger.warning(
                     "projection %r: reconnect attempt %d failed: %s: %s",
-                    self.name, attempt, type(exc).__name__, exc,
+                    self.name, attempt, type(error).__name__, error,
                 )  # fmt: skip
                 continue
             logger.warning("projection %r: reconnected (attempt %d)", self.name, attempt)
@@ -329,7 +349,7 @@ class ProjectionWorker:
 
     def head(self) -> int:
         """The newest notification id in the event database (0 if none)."""
-        return self._events(self.recorder.max_notification_id) or 0
+        return self._events(_without_retries(self.recorder.max_notification_id)) or 0
 
     def step(self) -> int:
         """Apply the next batch (the caller holds the lock, as :meth:`catch_up` and
@@ -394,7 +414,6 @@ class ProjectionWorker:
             self.name, n.id, n.originator_id, n.originator_version, event_name(n.topic), exc
         )
         if not self.skip_failed:
-            logger.error("%s; the view is committed up to notification %d", failure, self.position)
             raise failure from exc
         self._commit([n], skipped=failure.error)
         logger.warning("skipped: %s; recorded as a dead letter", failure)
