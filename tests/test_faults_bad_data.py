@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import pytest
-
-# Removed test by test as each fault is fixed (issue 11).
-pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 from typer.testing import CliRunner
 
 from snaptail import Agent, AgentState, AgentStore, EveryNEvents, Never, event
 from snaptail.cli import app
 from tests.snapshot_sql import execute, set_snapshot_column, snapshot_row
+
+# Removed as the faults are fixed (issue 11).
+pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 
 runner = CliRunner(env={"COLUMNS": "250"})
 
@@ -65,6 +65,7 @@ def _names_gap(message: str, agent: Agent, version: int) -> None:
 def test_a_deleted_tail_row_names_agent_and_missing_version(
     database_url: str, snapshot_every: int | None
 ) -> None:
+
     agent = written(database_url, snapshot_every=snapshot_every)
     delete_event(database_url, agent.id, 8)  # newest snapshot (if any) is at 6 or 9 -> use 6
     if snapshot_every is not None:

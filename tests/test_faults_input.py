@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
-
-# Removed test by test as each fault is fixed (issue 11).
-pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 
 from snaptail import (
     Agent,
@@ -25,13 +23,17 @@ from snaptail import (
 )
 from tests.conftest import POSTGRES_URL, require_postgres
 
+# Removed as the faults are fixed (issue 11).
+pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
+
 # -- AgentStore's keyword arguments ---------------------------------------------------
 
 
 @pytest.mark.parametrize("option", ["snapshot_evry", "pool_sizes", "lock_timout"])
 def test_an_unknown_keyword_is_refused_on_every_backend(database_url: str, option: str) -> None:
     with pytest.raises((TypeError, ValueError), match=option):
-        AgentStore(database_url, **{option: 10})
+        options: dict[str, Any] = {option: 10}
+        AgentStore(database_url, **options)
 
 
 def test_a_postgres_only_option_is_refused_on_sqlite(sqlite_url: str) -> None:
@@ -83,7 +85,7 @@ def test_pghost_and_pguser_are_used_when_the_url_omits_them(
 ) -> None:
     require_postgres()
     monkeypatch.setenv("PGHOST", "no-such-host.invalid")
-    with pytest.raises(Exception, match="no-such-host.invalid"):
+    with pytest.raises(Exception, match=r"no-such-host\.invalid"):
         AgentStore("postgresql:///test?connect_timeout=2&pool_timeout=2")
     monkeypatch.delenv("PGHOST")
     monkeypatch.setenv("PGUSER", "no_such_role_snaptail")
@@ -157,9 +159,7 @@ def test_a_malformed_id_is_not_a_driver_error(database_url: str, bad: Any) -> No
 
 
 @pytest.mark.parametrize("version", [2**63, 2.5, True, "3"])
-def test_a_version_out_of_range_or_not_an_int_is_refused(
-    database_url: str, version: Any
-) -> None:
+def test_a_version_out_of_range_or_not_an_int_is_refused(database_url: str, version: Any) -> None:
     with AgentStore(database_url) as store:
         agent = Agent("versions")
         store.save(agent)
@@ -232,7 +232,7 @@ def test_nan_and_infinities_are_refused_anywhere_in_a_payload(value: Any) -> Non
 
 def test_wrong_types_name_agent_event_and_field() -> None:
     agent, request = _in_flight()
-    cases = [
+    cases: list[tuple[Callable[[], object], str, str]] = [
         (lambda: agent.join("u1"), "ParticipantJoined", "participant"),  # type: ignore[arg-type]
         (lambda: agent.set_model_options("m", [1, 2]), "ModelOptionsSet", "options"),  # type: ignore[arg-type]
         (lambda: agent.request_tool_call("c1", "t", None), "ToolCallRequested", "arguments"),  # type: ignore[arg-type]

@@ -13,9 +13,6 @@ from typing import Any
 
 import pytest
 
-# Removed test by test as each fault is fixed (issue 11).
-pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
-
 from snaptail import (
     Agent,
     AgentCache,
@@ -25,6 +22,9 @@ from snaptail import (
     Never,
     SnaptailError,
 )
+
+# Removed as the faults are fixed (issue 11).
+pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 
 KIB = 1024
 
@@ -85,9 +85,7 @@ def test_a_conflict_saving_window_shrunk_after_commit_is_not_raised(
             store.save(agent)  # committed: must not raise
         stored = store.history(agent.id, after=head)
         assert [type(e).__name__ for e in stored][:1] == ["InputItemAdded"]
-        assert sum(
-            1 for e in store.history(agent.id) if type(e).__name__ == "InputItemAdded"
-        ) == 41
+        assert sum(1 for e in store.history(agent.id) if type(e).__name__ == "InputItemAdded") == 41
         assert any(str(agent.id) in r.getMessage() for r in caplog.records)
         # The shedding events were not stored; the agent is stale: its next save
         # is a true conflict.
@@ -158,6 +156,7 @@ def test_a_retry_that_meets_another_writers_rows_is_still_a_conflict(
 def test_a_multi_agent_conflict_names_the_conflicting_agent_and_versions(
     database_url: str,
 ) -> None:
+
     with AgentStore(database_url) as store:
         a, b = Agent("a"), Agent("b")
         store.save(a, b)
