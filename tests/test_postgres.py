@@ -19,7 +19,6 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.tests import persistence
 
 from snaptail import Agent, AgentStore
-from snaptail.infrastructure.database import open_recorder
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     open_postgres,
@@ -27,6 +26,7 @@ from snaptail.infrastructure.postgres import (
     settings_of,
 )
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.urls import open_recorder
 from tests.conftest import POSTGRES_URL, require_postgres
 
 pytestmark = pytest.mark.postgres

@@ -25,6 +25,7 @@ import msgspec
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState, Usage
 from snaptail.domain.values import (
@@ -38,7 +39,6 @@ from snaptail.domain.values import (
 )
 from snaptail.domain.window import ConversationWindow
 from snaptail.infrastructure.sqlite import SNAPSHOTS_TABLE
-from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import EveryNEvents, Never
 
 EVENTS_TABLE = "stored_events"

@@ -10,7 +10,6 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
 from snaptail.domain.memory import MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState
@@ -25,6 +24,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
+from snaptail.errors import AgentLimitExceeded, InvalidCommand
 
 MIB = 1024 * 1024
 

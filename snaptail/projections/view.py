@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from snaptail.infrastructure.database import resolve_url, sqlite_path
+from snaptail.infrastructure.urls import resolve_url, sqlite_path
 
 TRACKING_TABLE = "snaptail_projection_tracking"
 _TRACKING_DDL = (

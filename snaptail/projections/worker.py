@@ -21,10 +21,10 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from snaptail.infrastructure.database import open_recorder, resolve_url
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
 from snaptail.infrastructure.subscription import CommitSignal, commit_signal
+from snaptail.infrastructure.urls import open_recorder, resolve_url
 from snaptail.projections.base import Projection
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import PositionConflict, ViewDatabase, open_view
