@@ -12,6 +12,7 @@ from snaptail.errors import (
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
+    LockTimeout,
     MemoryBudgetExceeded,
     SnaptailError,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
+    "LockTimeout",
     "MemoryBudgetExceeded",
     "Never",
     "Participant",

@@ -24,7 +24,7 @@ from snaptail import (
 )
 
 # Removed as the faults are fixed (issue 11).
-pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
+
 
 KIB = 1024
 

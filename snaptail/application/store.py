@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
@@ -120,7 +120,10 @@ class AgentStore:
         """Store the agents' new events (and any snapshot due) in one transaction.
 
         Only new events are written. On a version conflict nothing is written,
-        :class:`ConcurrencyError` is raised, and the agents keep their new events.
+        :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
+        the agents keep their new events. Once the transaction has committed, this
+        never raises: later work (the memory budget) that fails is logged and left
+        for the next save or load.
         """
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
@@ -143,19 +146,72 @@ class AgentStore:
                 stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
             )
         except IntegrityError as exc:
-            agent, pending, _ = batches[0]
-            others = ", ".join(str(a.id) for a, _, _ in batches[1:])
-            raise ConcurrencyError(
-                agent.id,
-                pending[0].originator_version,
-                f"saved together with {others}" if others else "",
-            ) from exc
+            # A retried insert (after a lost connection) may meet the rows its own
+            # first attempt committed: then the save is done, not a conflict.
+            if not self._already_stored(stored):
+                raise self._conflict(batches) from exc
+            logger.info(
+                "save already committed (a retried insert met its own rows): agents=%s",
+                ",".join(str(a.id) for a, _, _ in batches),
+            )
+        # Committed: from here on nothing may raise, or a caller would apply the
+        # command again.
         snapshotted = {s.originator_id: s.originator_version for s in snapshots}
         for agent, pending, new_bytes in batches:
             del agent.pending_events[: len(pending)]
             self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
         for agent, _, _ in batches:
-            self._check_memory(agent, can_shed=True, saving=True)
+            try:
+                self._check_memory(agent, can_shed=True, saving=True)
+            except Exception as exc:
+                logger.warning(
+                    "saved, but keeping the memory budget failed (left for the next save or"
+                    " load): agent=%s version=%s pending=%s error=%s: %s",
+                    agent.id,
+                    agent.version,
+                    len(agent.pending_events),
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _already_stored(self, stored: Sequence[StoredEvent]) -> bool:
+        """True if the store holds exactly ``stored`` (same versions, types, bytes)."""
+        by_agent: dict[UUID, list[StoredEvent]] = {}
+        for event in stored:
+            by_agent.setdefault(UUID(str(event.originator_id)), []).append(event)
+        for agent_id, events in by_agent.items():
+            found = self.recorder.select_page(
+                agent_id,
+                gt=events[0].originator_version - 1,
+                lt=events[-1].originator_version + 1,
+                limit=len(events) + 1,
+            )
+            if [(e.originator_version, e.topic, bytes(e.state)) for e in found] != [
+                (e.originator_version, e.topic, bytes(e.state)) for e in events
+            ]:
+                return False
+        return True
+
+    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> ConcurrencyError:
+        """The error for a save that met another writer's rows: names the agent whose
+        stored version is not the one this writer had (the first agent if none)."""
+        index, found = 0, None
+        for i, (agent, pending, _) in enumerate(batches):
+            try:
+                stored = self.recorder.max_version(agent.id) or 0
+            except Exception:  # the error is about the conflict, not this read
+                continue
+            if stored != pending[0].originator_version - 1:
+                index, found = i, stored
+                break
+        agent, pending, _ = batches[index]
+        others = ", ".join(str(a.id) for a, _, _ in batches if a is not agent)
+        return ConcurrencyError(
+            agent.id,
+            pending[0].originator_version,
+            f"saved together with {others}" if others else "",
+            stored_version=found,
+        )
 
     def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
         """Keep the agent within its memory budget, if one applies (see budget.py)."""
@@ -264,6 +320,38 @@ class AgentStore:
         self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
         track.snapshot_version = agent.version
         track.bytes_since = 0
+
+    def update(
+        self, agent_id: UUID, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load the agent, apply ``command(agent)`` and save it; on a
+        :class:`ConcurrencyError` reload it and apply ``command`` again, up to
+        ``retries`` more times (then the error is raised). Returns the saved agent.
+
+        ``command`` must only record events on the agent it is given: it runs once
+        per attempt, and only the attempt that saved is stored.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        attempt = 0
+        while True:
+            agent = self.get(agent_id)
+            command(agent)
+            try:
+                self.save(agent)
+            except ConcurrencyError as error:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                logger.info(
+                    "update conflicted, applying the command again: agent=%s attempt=%s "
+                    "stored_version=%s",
+                    agent_id,
+                    attempt,
+                    error.stored_version,
+                )
+                continue
+            return agent
 
     def snapshot(self, agent_id: UUID) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
