@@ -81,7 +81,9 @@ def check_agent_type(
     snapshots_are_exact()
 
 
-def check_history(store: AgentStore, agent: A, steps: list[tuple[Callable[[A], Any], str]]) -> None:
+def check_history(
+    store: AgentStore, agent: A, steps: list[tuple[Callable[[A], Any], str]]
+) -> None:
     """Run ``steps`` on ``agent`` (saving and snapshotting where they say), checking
     the codec after every command, then every version against a full replay."""
     store.save(agent)
@@ -169,7 +171,9 @@ def _store(url: str | None) -> Iterator[AgentStore]:
 def _differing_fields(a: Any, b: Any) -> list[str]:
     if not dataclasses.is_dataclass(a) or type(a) is not type(b):
         return ["<the whole state>"]
-    return [f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return [
+        f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)
+    ]
 
 
 def _stand_in(agent_type: type[Agent], state: type[Any], **overrides: Any) -> Any:

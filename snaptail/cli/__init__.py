@@ -30,11 +30,8 @@ def _root(
 
 @app.command()
 def demo(
-    db: str = typer.Option(
-        None,
-        "--db",
-        help="Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db).",
-    ),
+    db: str = typer.Option(None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL "
+                           "or sqlite:///snaptail.db)."),
     seed: int = typer.Option(7, help="Seed of the simulated traffic."),
     scale: float = typer.Option(1.0, help="Multiply every agent's event count by this."),
 ) -> None:

@@ -82,7 +82,9 @@ def _run(console: Console, json_lines: bool, data_dir: Path | None) -> BenchRun:
         console=console,
         transient=True,
     )
-    return BenchRun(progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir)
+    return BenchRun(
+        progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir
+    )
 
 
 def machine() -> str:

@@ -54,9 +54,7 @@ def render(inspection: Inspection, console: Console) -> None:
     events.add_column("size", justify="right")
     for row in inspection.last_events:
         events.add_row(
-            str(row.version),
-            row.type,
-            row.time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(row.version), row.type, row.time.strftime("%Y-%m-%d %H:%M:%S"),
             format_bytes(row.size),
         )
     console.print(events)
@@ -69,9 +67,7 @@ def render(inspection: Inspection, console: Console) -> None:
 def inspect_command(
     agent_id: str = typer.Argument(..., help="The agent's id (a UUID)."),
     db: str | None = typer.Option(
-        None,
-        "--db",
-        help="Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db).",
+        None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
     ),
     budget: str | None = typer.Option(
         None, "--budget", help="Memory budget to check against, e.g. 2MiB (default: the type's)."

@@ -172,10 +172,7 @@ def stats(
             else:
                 err.print("a worker is running AgentStats: showing its view as it is")
         rows = read_agent_stats(
-            worker.view,
-            sort=sort,
-            top=top or None,
-            recorder=worker.recorder,  # type: ignore[arg-type]
+            worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
         )
         position = worker.view.position(worker.name)
     if as_json:

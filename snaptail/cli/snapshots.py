@@ -37,12 +37,8 @@ def _progress(label: str, total: int) -> Iterator[Callable[[UUID], None]]:
 @snapshots_app.command()
 def prune(
     db: str = typer.Option(None, "--db", help=DB_HELP),
-    keep: int = typer.Option(
-        None,
-        "--keep",
-        min=1,
-        help="Snapshots kept per agent (default: the store's keep_snapshots, 2).",
-    ),
+    keep: int = typer.Option(None, "--keep", min=1, help="Snapshots kept per agent "
+                             "(default: the store's keep_snapshots, 2)."),
 ) -> None:
     """Delete all but the newest K snapshots of every agent."""
     from snaptail.application.maintenance import count_agents, prune_snapshots
@@ -96,8 +92,7 @@ def verify(
                         table.add_row(
                             str(verdict.agent_id),
                             verdict.agent_type,
-                            "-"
-                            if verdict.snapshot_version is None
+                            "-" if verdict.snapshot_version is None
                             else str(verdict.snapshot_version),
                             f"[red]{verdict.status}[/]" if verdict.failed else verdict.status,
                             ", ".join(verdict.fields) or verdict.detail,

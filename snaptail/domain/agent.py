@@ -47,6 +47,7 @@ class Agent(Aggregate):
     wins over the store's ``memory_budget``; None: the store's).
     """
 
+
     if TYPE_CHECKING:
         # The event classes @event defines below, declared for type checkers only (a
         # class-level annotation at run time would make eventsourcing build a dataclass).

@@ -193,7 +193,8 @@ def read_agent_stats(
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
     statement = (
-        f"SELECT {', '.join(COLUMNS)} FROM {STATS_TABLE} ORDER BY {SORTS[sort]} DESC, agent_id"
+        f"SELECT {', '.join(COLUMNS)} FROM {STATS_TABLE} "
+        f"ORDER BY {SORTS[sort]} DESC, agent_id"
     )
     params: tuple[Any, ...] = ()
     if top is not None:

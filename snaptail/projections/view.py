@@ -102,7 +102,9 @@ class ViewDatabase(ABC):
     def processed(self, projection: str) -> int:
         """How many events the projection has processed in all."""
         with self.reading() as cur:
-            cur.execute(f"SELECT processed FROM {TRACKING_TABLE} WHERE projection=?", (projection,))
+            cur.execute(
+                f"SELECT processed FROM {TRACKING_TABLE} WHERE projection=?", (projection,)
+            )
             row = cur.fetchone()
         return 0 if row is None else int(row[0])
 

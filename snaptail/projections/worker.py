@@ -158,7 +158,9 @@ class ProjectionWorker:
 
     def _select_notifications(self, after: int, limit: int) -> list[Notification]:
         return list(
-            self.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+            self.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            )
         )
 
     # -- one batch --------------------------------------------------------------------
@@ -202,7 +204,9 @@ class ProjectionWorker:
                 on_batch(applied)
         return total
 
-    def follow(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
+    def follow(
+        self, stop: threading.Event, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         """Apply new events as they are recorded, until ``stop`` is set. The batch in
         hand is always finished (committed) before returning."""
         while not stop.is_set():
