@@ -84,6 +84,24 @@ class LockTimeout(SnaptailError, TimeoutError):
         )
 
 
+class DamagedLog(SnaptailError, LookupError):
+    """An agent's stored log has lost an event: ``version`` is missing between
+    stored events (deleted or never restored from a backup)."""
+
+    def __init__(self, agent_id: UUID, version: int, detail: str = "") -> None:
+        self.agent_id, self.version = agent_id, version
+        before = (
+            f"; until then get({agent_id}, version={version - 1}) loads the state before it"
+            if version > 1
+            else ""
+        )
+        super().__init__(
+            f"agent {agent_id}: event version {version} is missing from the stored log"
+            f"{' (' + detail + ')' if detail else ''}; the log is damaged: restore the"
+            f" missing row from a backup{before}"
+        )
+
+
 class AgentLimitExceeded(SnaptailError, ValueError):
     """A command would grow a bounded part of the agent's state past its limit."""
 

@@ -19,7 +19,7 @@ from snaptail.cli import app
 from tests.snapshot_sql import execute, set_snapshot_column, snapshot_row
 
 # Removed as the faults are fixed (issue 11).
-pytestmark = pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
+
 
 runner = CliRunner(env={"COLUMNS": "250"})
 
@@ -140,6 +140,7 @@ class ScoredAgent(Agent):
         self.state.score = float(text)  # type: ignore[attr-defined]
 
 
+@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_verify_reports_every_broken_agent_and_exits_1(database_url: str) -> None:
     with AgentStore(database_url, snapshot_every=3, keep_snapshots=10) as store:
         agents = []
@@ -167,6 +168,7 @@ def test_verify_reports_every_broken_agent_and_exits_1(database_url: str) -> Non
     assert str(healthy.id) not in result.output
 
 
+@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_verify_compares_nan_as_equal_to_nan(database_url: str) -> None:
     with AgentStore(database_url, snapshot_every=2) as store:
         agent = ScoredAgent("nan")
@@ -181,6 +183,7 @@ def test_verify_compares_nan_as_equal_to_nan(database_url: str) -> None:
 # -- snaptail inspect -----------------------------------------------------------------
 
 
+@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_inspect_an_unloadable_agent_prints_what_it_can_and_why(database_url: str) -> None:
     agent = written(database_url, events=12, snapshot_every=5)
     delete_event(database_url, agent.id, 12)
@@ -202,6 +205,7 @@ def test_inspect_an_unloadable_agent_prints_what_it_can_and_why(database_url: st
     assert "10" in result.output  # how far the log goes
 
 
+@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_inspect_never_says_healthy_when_a_snapshot_was_distrusted(database_url: str) -> None:
     agent = written(database_url, events=30, snapshot_every=10)
     _, _, state = snapshot_row(database_url, agent.id, 30)

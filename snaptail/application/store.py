@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from snaptail.domain.memory import parse_size
 from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
-from snaptail.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
 from snaptail.infrastructure.urls import open_recorder, resolve_url
@@ -398,10 +399,13 @@ class AgentStore:
             and stored_events[replay_from].originator_version <= snapshot_version
         ):
             replay_from += 1
+        _require_consecutive(agent_id, stored_events, replay_from, snapshot_version)
         to_event = self.mapper.to_domain_event
         tail_events = [to_event(s) for s in stored_events[replay_from:]]
         agent = apply_events(agent, tail_events)
         assert agent is not None
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
         tail = len(tail_events)
         tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
         cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
@@ -468,7 +472,16 @@ class AgentStore:
         agent = apply_events(agent, self.history(agent_id, before=before))
         if agent is None:
             raise AgentNotFound(agent_id, version)
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
         return agent
+
+    def _require_head(self, agent_id: UUID, reached: int) -> None:
+        """A load asked for a version past ``reached``: raise if the log goes further
+        (the event after ``reached`` is missing)."""
+        head = self.recorder.max_version(agent_id) or 0
+        if head > reached:
+            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
 
     # -- reading the log ------------------------------------------------------------
 
@@ -491,13 +504,23 @@ class AgentStore:
         topics = self._topics(types)
         gt, lt = after, before
         to_event = self.mapper.to_domain_event
+        # Without a type filter the versions are consecutive: a gap is a lost event.
+        step = 0 if topics else -1 if reverse else 1
+        expected = None if reverse else (after or 0) + 1
         while True:
             page = self.recorder.select_page(
                 agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
             )
             for stored in page:
+                found = stored.originator_version
+                if step and expected is not None and found != expected:
+                    raise DamagedLog(agent_id, expected, f"the next stored event is {found}")
+                expected = found + step
                 yield to_event(stored)
             if len(page) < page_size:
+                lowest = (after or 0) + 1
+                if step < 0 and expected is not None and expected >= lowest:
+                    raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
                 return
             if reverse:
                 lt = page[-1].originator_version
@@ -519,3 +542,20 @@ class AgentStore:
         if not types:
             return ()
         return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
+
+
+def _require_consecutive(
+    agent_id: UUID, rows: Sequence[StoredEvent], replay_from: int, snapshot_version: int
+) -> None:
+    """Raise :class:`DamagedLog` if the rows a load read skip a version, or if its
+    replay does not start right after the snapshot (at 1 without one)."""
+    if replay_from < len(rows) and rows[replay_from].originator_version != snapshot_version + 1:
+        found = rows[replay_from].originator_version
+        raise DamagedLog(agent_id, snapshot_version + 1, f"the next stored event is {found}")
+    for before, after in itertools.pairwise(rows):
+        if after.originator_version != before.originator_version + 1:
+            raise DamagedLog(
+                agent_id,
+                before.originator_version + 1,
+                f"the next stored event is {after.originator_version}",
+            )
