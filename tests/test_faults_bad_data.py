@@ -140,7 +140,6 @@ class ScoredAgent(Agent):
         self.state.score = float(text)  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_verify_reports_every_broken_agent_and_exits_1(database_url: str) -> None:
     with AgentStore(database_url, snapshot_every=3, keep_snapshots=10) as store:
         agents = []
@@ -168,7 +167,6 @@ def test_verify_reports_every_broken_agent_and_exits_1(database_url: str) -> Non
     assert str(healthy.id) not in result.output
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_verify_compares_nan_as_equal_to_nan(database_url: str) -> None:
     with AgentStore(database_url, snapshot_every=2) as store:
         agent = ScoredAgent("nan")
