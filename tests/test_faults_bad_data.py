@@ -181,7 +181,6 @@ def test_verify_compares_nan_as_equal_to_nan(database_url: str) -> None:
 # -- snaptail inspect -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_inspect_an_unloadable_agent_prints_what_it_can_and_why(database_url: str) -> None:
     agent = written(database_url, events=12, snapshot_every=5)
     delete_event(database_url, agent.id, 12)
@@ -203,7 +202,6 @@ def test_inspect_an_unloadable_agent_prints_what_it_can_and_why(database_url: st
     assert "10" in result.output  # how far the log goes
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_inspect_never_says_healthy_when_a_snapshot_was_distrusted(database_url: str) -> None:
     agent = written(database_url, events=30, snapshot_every=10)
     _, _, state = snapshot_row(database_url, agent.id, 30)

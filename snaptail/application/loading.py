@@ -17,6 +17,8 @@ class LoadStats:
     events_read: int
     bytes_read: int
     ms: float
+    # (version, why) of each newer snapshot the load did not trust and passed over
+    untrusted: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass

@@ -419,6 +419,7 @@ class AgentStore:
             + sum(len(s.state) for s in stored_events[:replay_from])
             + (len(rows.snapshot.state) if rows.snapshot else 0),
             ms=(time.perf_counter() - started) * 1000,
+            untrusted=tuple(untrusted),
         )
         agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
         report_load(agent, stats, self.slow_load_ms)
