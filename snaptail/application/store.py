@@ -21,15 +21,16 @@ from snaptail.application.loading import (
     tracking,
 )
 from snaptail.application.telemetry import WARN_EVENTS, report_load
-from snaptail.domain.agent import MIB, Agent
-from snaptail.domain.memory import parse_size
+from snaptail.domain.agent import Agent
+from snaptail.domain.memory import MIB, parse_size
 from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
-from snaptail.infrastructure.urls import open_recorder, resolve_url
+from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,

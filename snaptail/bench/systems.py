@@ -38,7 +38,7 @@ from snaptail.domain.values import (
     WindowItem,
 )
 from snaptail.domain.window import ConversationWindow
-from snaptail.infrastructure.sqlite import SNAPSHOTS_TABLE
+from snaptail.infrastructure.recorder import SNAPSHOTS_TABLE
 from snaptail.snapshots import EveryNEvents, Never
 
 EVENTS_TABLE = "stored_events"

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.memory import MemoryUsage, measure_agent
+from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
@@ -25,8 +25,6 @@ from snaptail.domain.values import (
     ToolCall,
 )
 from snaptail.errors import AgentLimitExceeded, InvalidCommand
-
-MIB = 1024 * 1024
 
 
 class Agent(Aggregate):
