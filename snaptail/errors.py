@@ -102,6 +102,14 @@ class DamagedLog(SnaptailError, LookupError):
         )
 
 
+class DatabaseUnreachable(SnaptailError, ConnectionError):
+    """The database server could not be reached (or refused the connection)."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"cannot connect to {where}: {cause}")
+
+
 class AgentLimitExceeded(SnaptailError, ValueError):
     """A command would grow a bounded part of the agent's state past its limit."""
 

@@ -51,8 +51,8 @@ class AgentStore:
 
     ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
     ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
-    ``snapshot_every`` events a snapshot is written with the save that crosses it
-    (or pass a ``policy``, and ``policies={AgentType: policy}`` for agent types,
+    ``snapshot_every`` events (default 100) a snapshot is written with the save that
+    crosses it (or pass a ``policy`` instead, and ``policies={AgentType: policy}`` for agent types,
     subclasses included, that need another); ``keep_snapshots`` newest snapshots are
     kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
@@ -66,7 +66,7 @@ class AgentStore:
         self,
         url: str | None = None,
         *,
-        snapshot_every: int = 100,
+        snapshot_every: int | None = None,
         recent_events: int = 100,
         policy: SnapshotPolicy | None = None,
         policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
@@ -79,13 +79,20 @@ class AgentStore:
     ) -> None:
         if recent_events < 0:
             raise ValueError(f"recent_events must be >= 0, got {recent_events}")
+        if snapshot_every is not None and policy is not None:
+            raise ValueError(
+                f"give snapshot_every ({snapshot_every}) or policy ({policy!r}), not both:"
+                f" snapshot_every=N is policy=EveryNEvents(N)"
+            )
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
         self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.url = resolve_url(url)
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
-        self.policy: SnapshotPolicy = policy or EveryNEvents(snapshot_every)
+        self.policy: SnapshotPolicy = policy or EveryNEvents(
+            100 if snapshot_every is None else snapshot_every
+        )
         self.policies: dict[type[Agent], SnapshotPolicy] = dict(policies or {})
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
@@ -324,7 +331,7 @@ class AgentStore:
         track.bytes_since = 0
 
     def update(
-        self, agent_id: UUID, command: Callable[[Agent], object], *, retries: int = 3
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
     ) -> Agent:
         """Load the agent, apply ``command(agent)`` and save it; on a
         :class:`ConcurrencyError` reload it and apply ``command`` again, up to
@@ -355,7 +362,7 @@ class AgentStore:
                 continue
             return agent
 
-    def snapshot(self, agent_id: UUID) -> int:
+    def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
         agent = self.get(agent_id)
         if agent.pending_events:  # recorded by the load to keep its memory budget
@@ -368,11 +375,13 @@ class AgentStore:
 
     # -- loading --------------------------------------------------------------------
 
-    def get(self, agent_id: UUID, version: int | None = None) -> Agent:
+    def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
-        events after it. Never replays events older than the snapshot."""
-        if version is not None and version < 1:
-            raise ValueError(f"agent {agent_id}: version must be >= 1, got {version}")
+        events after it. Never replays events older than the snapshot.
+
+        ``agent_id`` is a UUID or its string form (on every backend)."""
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
         started = time.perf_counter()
         rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
         agent: Agent | None = None
@@ -464,11 +473,13 @@ class AgentStore:
             fresh,
         )
 
-    def replay(self, agent_id: UUID, version: int | None = None) -> Agent:
+    def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
 
         For verification and tests; ``get()`` is the way to load an agent.
         """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
         agent: Agent | None = None
         before = None if version is None else version + 1
         agent = apply_events(agent, self.history(agent_id, before=before))
@@ -489,7 +500,7 @@ class AgentStore:
 
     def history(
         self,
-        agent_id: UUID,
+        agent_id: UUID | str,
         after: int | None = None,
         before: int | None = None,
         reverse: bool = False,
@@ -501,6 +512,9 @@ class AgentStore:
 
         Reads ``page_size`` events at a time; never holds the whole log.
         """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "after", after, 0)
+        _check_version(agent_id, "before", before, 1)
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         topics = self._topics(types)
@@ -529,16 +543,16 @@ class AgentStore:
             else:
                 gt = page[-1].originator_version
 
-    def latest(self, agent_id: UUID, *types: type[Any] | str) -> Any | None:
+    def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
         page = self.recorder.select_page(
-            agent_id, desc=True, limit=1, topics=self._topics(types or None)
+            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
         )
         return self.mapper.to_domain_event(page[0]) if page else None
 
-    def event_count(self, agent_id: UUID) -> int:
+    def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
-        return self.recorder.max_version(agent_id) or 0
+        return self.recorder.max_version(as_agent_id(agent_id)) or 0
 
     def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
         if not types:
@@ -561,3 +575,31 @@ def _require_consecutive(
                 before.originator_version + 1,
                 f"the next stored event is {after.originator_version}",
             )
+
+
+# The largest version a database column (a signed 64-bit integer) holds.
+MAX_VERSION = 2**63 - 1
+
+
+def as_agent_id(value: object) -> UUID:
+    """An agent id from a UUID or its string form; anything else is refused by name."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError(f"not an agent id (a UUID): {value!r}") from None
+    raise TypeError(
+        f"an agent id is a UUID or its string form, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> None:
+    """``value`` is None or an int (not a bool) from ``lowest`` to :data:`MAX_VERSION`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_VERSION:
+        raise ValueError(
+            f"agent {agent_id}: {name} must be an int from {lowest} to 2**63-1, got {value!r}"
+        )
