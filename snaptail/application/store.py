@@ -601,5 +601,5 @@ def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> Non
         return
     if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_VERSION:
         raise ValueError(
-            f"agent {agent_id}: {name} must be an int from {lowest} to 2**63-1, got {value!r}"
+            f"agent {agent_id}: {name} must be >= {lowest} (an int up to 2**63-1), got {value!r}"
         )
