@@ -15,6 +15,7 @@ from eventsourcing.utils import resolve_topic
 
 from snaptail.domain.agent import MIB, Agent
 from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.domain.guard import refuse_if_broken
 from snaptail.domain.memory import parse_size
 from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
@@ -161,7 +162,11 @@ class AgentStore:
 
         Only new events are written. On a version conflict nothing is written,
         :class:`ConcurrencyError` is raised, and the agents keep their new events.
+        An agent whose handler raised (:class:`~snaptail.AgentBroken`) is refused
+        before anything is written.
         """
+        for agent in agents:
+            refuse_if_broken(agent)
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
         snapshots: list[StoredSnapshot] = []
