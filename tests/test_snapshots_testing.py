@@ -67,7 +67,7 @@ class ListInTupleField(Agent):
 def test_state_that_does_not_survive_the_codec_is_caught() -> None:
     agent = ListInTupleField(name="x")
     agent.tag("a")
-    with pytest.raises(AssertionError, match=r"snapshot codec(.|\n)*state.tags: snapshot gives tuple"):
+    with pytest.raises(AssertionError, match=r"codec(.|\n)*state.tags: snapshot gives tuple"):
         check_codec(agent)
 
 
