@@ -90,11 +90,9 @@ class Agent(Aggregate):
     snapshot_version = 1
     # Settings read by event handlers (they shape derived state); the max_* limits and
     # max_event_bytes are checked by commands only and are not listed.
-    snapshot_settings = (
-        "window_items",
-        "window_bytes",
-        "idempotency_window",
-        "tool_output_preview",
+    snapshot_settings = cast(
+        "tuple[str, ...]",
+        ("window_items", "window_bytes", "idempotency_window", "tool_output_preview"),
     )
     memory_budget = cast("int | str | None", None)
 
