@@ -41,6 +41,7 @@ from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     EveryNBytes,
     EveryNEvents,
+    LoadSlowerThan,
     Never,
     SnapshotPolicy,
     decode_state,
@@ -76,13 +77,15 @@ CHECK_VERSIONS = 30
 _single_policies: st.SearchStrategy[SnapshotPolicy] = st.one_of(
     st.builds(EveryNEvents, st.integers(1, 12)),
     st.builds(EveryNBytes, st.integers(1, 3000)),
+    # Either always or never over the limit, so the checks hold without timing.
+    st.builds(LoadSlowerThan, st.sampled_from([1e-9, 1e9])),
     st.just(Never()),
 )
 policies: st.SearchStrategy[SnapshotPolicy] = st.lists(
     _single_policies, min_size=1, max_size=3
 ).map(lambda ps: ps[0] if len(ps) == 1 else reduce(or_, ps))
 """Random snapshot policies (any of one to three ``EveryNEvents``/``EveryNBytes``/
-``Never``): where the real save path takes its snapshots."""
+``LoadSlowerThan``/``Never``): where the real save path takes its snapshots."""
 
 
 def check_agent_type(
