@@ -17,6 +17,7 @@ from snaptail.domain import (
     SnaptailError,
     TokenUsage,
 )
+from snaptail.domain.errors import AgentBroken, UndeclaredState
 from snaptail.infrastructure.cache import AgentCache
 from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentBroken",
     "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
@@ -52,5 +54,6 @@ __all__ = [
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
+    "UndeclaredState",
     "event",
 ]
