@@ -2,24 +2,21 @@
 
 from eventsourcing.domain import event
 
-from snaptail.domain import (
-    Agent,
+from snaptail.application.cache import AgentCache
+from snaptail.application.store import AgentStore
+from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.errors import (
+    AgentBroken,
     AgentLimitExceeded,
     AgentNotFound,
-    AgentState,
     ConcurrencyError,
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
     MemoryBudgetExceeded,
-    Participant,
-    RecentEvents,
     SnaptailError,
-    TokenUsage,
+    UndeclaredState,
 )
-from snaptail.domain.errors import AgentBroken, UndeclaredState
-from snaptail.infrastructure.cache import AgentCache
-from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     AnyOf,
     EveryNBytes,

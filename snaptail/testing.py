@@ -33,11 +33,11 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.compare import agent_differences, describe
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
 from snaptail.domain.schema import snapshot_settings
-from snaptail.infrastructure.store import AgentStore
+from snaptail.errors import AgentLimitExceeded, InvalidCommand
 from snaptail.snapshots import (
     EveryNBytes,
     EveryNEvents,

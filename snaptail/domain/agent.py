@@ -10,9 +10,8 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
 from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
-from snaptail.domain.memory import MemoryUsage, measure_agent
+from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.schema import snapshot_settings
 from snaptail.domain.state import AgentState
@@ -27,8 +26,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
-
-MIB = 1024 * 1024
+from snaptail.errors import AgentLimitExceeded, InvalidCommand
 
 
 class Agent(Aggregate):

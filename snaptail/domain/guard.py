@@ -23,7 +23,7 @@ from typing import Any
 
 from eventsourcing.domain import decorated_funcs
 
-from snaptail.domain.errors import AgentBroken, UndeclaredState
+from snaptail.errors import AgentBroken, UndeclaredState
 
 BROKEN = "_snaptail_broken"
 

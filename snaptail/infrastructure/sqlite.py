@@ -15,18 +15,19 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
     SQLiteSubscription,
     commit_signal,
 )
-
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -194,25 +195,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 c.execute(self._select_snapshot, (key, snap_upper))
                 row = c.fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row[0],
-                        topic=row[1],
-                        fingerprint=row[2],
-                        checksum=row[3],
-                        state=row[4],
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            events = stored_events(originator_id, c.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
 
     def select_page(
@@ -243,15 +229,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         params.append(limit)
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
-            return [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            return stored_events(originator_id, c.fetchall())
 
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.transaction(commit=False) as c:
