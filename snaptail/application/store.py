@@ -39,7 +39,7 @@ from snaptail.snapshots import (
     encode_state,
     state_fingerprint,
 )
-from snaptail.snapshots.trust import trust_snapshot
+from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
 
 logger = logging.getLogger("snaptail.store")
 
@@ -292,17 +292,25 @@ class AgentStore:
         started = time.perf_counter()
         rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
         agent: Agent | None = None
-        untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
-        while rows.snapshot is not None:
-            agent, why = trust_snapshot(rows.snapshot)
+        untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
+        candidate = rows.snapshot
+        while candidate is not None:
+            judgement = judge_snapshot(candidate)
+            agent = judgement.agent
             if agent is not None:
                 break
-            untrusted.append((rows.snapshot.originator_version, why))
+            untrusted.append((candidate.originator_version, judgement.why, judgement.kind))
+            candidate = self.recorder.select_snapshot(
+                agent_id, lte=candidate.originator_version - 1
+            )
+        if untrusted:
+            # Read the events after the snapshot found (or all of them) once; a row at
+            # or before the version of ``agent`` is only used for the recent cache.
             rows = self.recorder.select_for_load(
                 agent_id,
                 lte=version,
                 recent=self.recent_events,
-                snapshot_lte=rows.snapshot.originator_version - 1,
+                snapshot_lte=agent.version if agent is not None else 0,
             )
         stored_events = rows.events
         if agent is None and not stored_events:
@@ -346,15 +354,40 @@ class AgentStore:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
         return tracking(agent).last_load
 
-    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str]]) -> None:
-        """Delete the snapshots a load passed over, store a fresh one of the state it
-        built instead, and log ONE warning saying what happened (never raises)."""
+    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str, str]]) -> None:
+        """After a load passed over snapshots: delete the corrupt ones, and if any was
+        corrupt or stale, store a fresh snapshot of the state the load built (replacing
+        a stale one at that very version); log ONE warning. Snapshots written by newer
+        code are left alone and only logged at INFO (expected during a rolling deploy).
+        Never raises."""
         track = tracking(agent)
-        fresh = f"fresh snapshot written at version {agent.version}"
-        try:
-            self.recorder.delete_snapshots(
-                agent.id, keep=self.keep_snapshots, versions=[v for v, _ in untrusted]
+        kinds = {kind for _, _, kind in untrusted}
+        loaded_from = (
+            f"snapshot at version {track.last_load.snapshot_version}"
+            if track.last_load and track.last_load.snapshot_version
+            else "full replay"
+        )
+        reasons = "; ".join(f"version {v}: {why}" for v, why, _ in untrusted)
+        if kinds <= {NEWER}:
+            logger.info(
+                "snapshot of newer code left in place: agent=%s type=%s reasons=%s loaded_from=%s",
+                agent.id,
+                type(agent).__qualname__,
+                reasons,
+                loaded_from,
             )
+            return
+        fresh = f"fresh snapshot written at version {agent.version}"
+        replaced = [
+            v
+            for v, _, kind in untrusted
+            if kind == CORRUPT or (kind == STALE and v == agent.version)
+        ]
+        try:
+            if replaced:
+                self.recorder.delete_snapshots(
+                    agent.id, keep=self.keep_snapshots, versions=replaced
+                )
             snapshot = self._take_snapshot(agent)
             if snapshot is None:
                 fresh = "no fresh snapshot (state does not encode)"
@@ -369,10 +402,8 @@ class AgentStore:
             "snapshot not trusted: agent=%s type=%s reasons=%s loaded_from=%s; %s",
             agent.id,
             type(agent).__qualname__,
-            "; ".join(f"version {v}: {why}" for v, why in untrusted),
-            f"snapshot at version {track.last_load.snapshot_version}"
-            if track.last_load and track.last_load.snapshot_version
-            else "full replay",
+            reasons,
+            loaded_from,
             fresh,
         )
 

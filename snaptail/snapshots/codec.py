@@ -45,6 +45,7 @@ def _body_type(agent_class: type[Agent]) -> Any:
             "created_on": datetime,
             "modified_on": datetime,
             "class_version": NotRequired[int],
+            "snapshot_version": NotRequired[int],
             "code": NotRequired[str],
             "state": agent_class.State,
         },
@@ -82,6 +83,9 @@ def encode_state(agent: Agent) -> bytes:
     class_version = getattr(type(agent), "class_version", 1)
     if class_version > 1:
         body["class_version"] = class_version
+    snapshot_version = getattr(type(agent), "snapshot_version", 1)
+    if snapshot_version != 1:
+        body["snapshot_version"] = snapshot_version
     return _encoder.encode(body)
 
 
@@ -121,14 +125,19 @@ def decode_snapshot(
     return DecodedSnapshot(agent, stored, body.get("code"))
 
 
-def stored_class_version(data: bytes) -> int | None:
-    """The ``class_version`` a snapshot was written by (None if unreadable)."""
+def stored_generation(data: bytes) -> tuple[int, int] | None:
+    """``(class_version, snapshot_version)`` of the code that wrote a snapshot (None
+    if the bytes do not say)."""
     try:
         raw = msgspec.msgpack.decode(data)
     except msgspec.DecodeError:
         return None
-    stored = raw.get("class_version", 1) if isinstance(raw, dict) else None
-    return stored if isinstance(stored, int) else None
+    if not isinstance(raw, dict):
+        return None
+    stored = raw.get("class_version", 1), raw.get("snapshot_version", 1)
+    if not all(isinstance(v, int) for v in stored):
+        return None
+    return cast(tuple[int, int], stored)
 
 
 def upcastable(agent_class: type[Agent], data: bytes) -> bool:
@@ -136,9 +145,12 @@ def upcastable(agent_class: type[Agent], data: bytes) -> bool:
     ``agent_class`` and the class declares every ``upcast_vX_vY`` from it to now: a
     deliberate migration, so the snapshot's older fingerprint is expected."""
     current = getattr(agent_class, "class_version", 1)
-    stored = stored_class_version(data)
-    if stored is None or stored >= current:
+    written_by = stored_generation(data)
+    if written_by is None or written_by[0] >= current:
         return False
+    if written_by[1] != getattr(agent_class, "snapshot_version", 1):
+        return False  # snapshot_version bumped: not a migration, a deliberate invalidation
+    stored = written_by[0]
     return all(hasattr(agent_class, f"upcast_v{v}_v{v + 1}") for v in range(stored, current))
 
 
