@@ -6,6 +6,8 @@ carries, a handler that raises half-way, and ``check_agent_type`` missing both.
 
 from __future__ import annotations
 
+import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -226,3 +228,44 @@ def test_decimal_usage_still_accepted() -> None:
     request = agent.start_llm_request()
     agent.finish_llm_request(request, TokenUsage(input_tokens=3, cost_usd=Decimal("0.25")))
     assert agent.state.usage.cost_usd == Decimal("0.25")
+
+
+# -- handler code changed, nothing else: snapshots used, one warning per type -------
+
+
+class Poked(Agent):
+    @event("Poked")
+    def poke(self, text: str) -> None:
+        self.state.last_error = text
+
+
+def test_changed_handler_code_warns_once_per_type(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One backend only: the warning is once per type per process."""
+    database_url = sqlite_url
+    import msgspec
+
+    from tests.snapshot_sql import set_snapshot_column, snapshot_row
+
+    with AgentStore(database_url, snapshot_every=1) as store:
+        agents = [Poked(name=f"p{n}") for n in range(3)]
+        for agent in agents:
+            agent.poke("x")
+            store.save(agent)
+            # As if written by other handler code with the same schema and versions.
+            _, _, state = snapshot_row(database_url, agent.id, 2)
+            body = msgspec.msgpack.decode(state)
+            assert isinstance(body["code"], str)
+            body["code"] = "0" * 16
+            state = msgspec.msgpack.encode(body)
+            set_snapshot_column(database_url, agent.id, 2, "state", state)
+            set_snapshot_column(database_url, agent.id, 2, "checksum", zlib.crc32(state))
+        with caplog.at_level(logging.WARNING, logger="snaptail"):
+            for agent in agents:
+                loaded = store.get(agent.id)
+                stats = store.load_stats(loaded)
+                assert stats is not None and stats.snapshot_version == 2, "still used"
+                assert loaded.state == store.replay(agent.id).state
+    (warning,) = [r.getMessage() for r in caplog.records if "handler code" in r.getMessage()]
+    assert "type=Poked" in warning and "snaptail snapshots verify --sample N" in warning

@@ -7,12 +7,13 @@ time; ``on_agent`` is called after each agent (for a progress bar).
 
 from __future__ import annotations
 
-import dataclasses
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
 from snaptail.application.store import AgentStore
+from snaptail.domain.compare import agent_differences, describe
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.snapshots.trust import trust_snapshot
 
@@ -65,8 +66,9 @@ def prune_snapshots(
 class Verdict:
     """The newest snapshot of one agent, compared with a rebuild from its log.
 
-    ``status`` is ``ok``, ``mismatch`` (decoded, but some fields differ from the
-    rebuild: ``fields`` names them), ``untrusted`` (a load would not use it:
+    ``status`` is ``ok``, ``mismatch`` (decoded, but some attributes differ from the
+    rebuild, in value or type: ``fields`` names them, ``detail`` gives both values),
+    ``untrusted`` (a load would not use it:
     ``detail`` says why) or ``none`` (the agent has no snapshot).
     """
 
@@ -95,19 +97,30 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
     if decoded is None:
         return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
     replayed = store.replay(agent_id, version=version)
-    fields = tuple(
-        f.name
-        for f in dataclasses.fields(replayed.state)
-        if getattr(decoded.state, f.name, None) != getattr(replayed.state, f.name)
-    )
-    if type(decoded.state) is not type(replayed.state):
-        fields = ("<state type>", *fields)
-    for attribute in ("created_on", "modified_on"):
-        if getattr(decoded, attribute) != getattr(replayed, attribute):
-            fields = (*fields, attribute)
-    if fields:
-        return Verdict(agent_id, agent_type, version, "mismatch", fields)
+    differences = agent_differences(decoded, replayed)
+    if differences:
+        fields = tuple(d.path.lstrip("_") for d in differences)
+        return Verdict(
+            agent_id, agent_type, version, "mismatch", fields, detail=describe(differences)
+        )
     return Verdict(agent_id, agent_type, version, "ok")
+
+
+def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:
+    """``n`` agent ids drawn uniformly at random from the whole database (reservoir
+    sampling over the id pages: holds ``n`` ids, reads each id once)."""
+    if n < 1:
+        raise ValueError(f"sample size must be >= 1, got {n}")
+    rnd = random.Random(seed)
+    chosen: list[UUID] = []
+    for seen, agent_id in enumerate(agent_ids(recorder)):
+        if seen < n:
+            chosen.append(agent_id)
+        else:
+            slot = rnd.randrange(seen + 1)
+            if slot < n:
+                chosen[slot] = agent_id
+    return sorted(chosen)
 
 
 def verify_snapshots(
