@@ -108,7 +108,8 @@ def check_agent_type(
     skipped, as a caller would. ``new_agent`` makes the agent each example starts
     from (default ``agent_type(name="check")``). ``store_url`` runs the checks on
     that database (default: a fresh SQLite file per example). ``max_examples`` and
-    ``max_commands`` bound the work. Half the examples run with ``tiny_limits``
+    ``max_commands`` bound the work (half the sequences have at least
+    ``max_commands // 2`` commands). Half the examples run with ``tiny_limits``
     (class attributes set on ``agent_type`` for that example and restored after; add
     your own type's limits to drive it past them). ``hypothesis_settings`` (a
     ``hypothesis.settings``) is the parent of the settings used, which add
@@ -116,8 +117,12 @@ def check_agent_type(
     """
     check_fingerprint(agent_type)
     make: Callable[[], A] = new_agent or (lambda: agent_type(name="check"))
-    steps = st.lists(
-        st.tuples(commands, st.sampled_from(ACTIONS)), min_size=1, max_size=max_commands
+    step = st.tuples(commands, st.sampled_from(ACTIONS))
+    # Half the sequences are long (hypothesis's lists are short unless told otherwise):
+    # long runs are where bounds are reached and snapshot != replay bugs live.
+    steps = st.one_of(
+        st.lists(step, min_size=1, max_size=max_commands),
+        st.lists(step, min_size=max(1, max_commands // 2), max_size=max_commands),
     )
 
     @settings(

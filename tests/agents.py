@@ -8,6 +8,7 @@ import contextlib
 import os
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TypeVar
 
 from hypothesis import event
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from snaptail import Agent, AgentLimitExceeded, InvalidCommand, Participant, Tok
 from snaptail.testing import TINY_LIMITS
 
 Command = Callable[[Agent], None]
+T = TypeVar("T")
 
 CI = os.environ.get("HYPOTHESIS_PROFILE") == "ci"
 CI_EXAMPLES = 300
@@ -30,6 +32,17 @@ def examples(local: int) -> int:
 def commands_up_to(local: int) -> int:
     """Longest command sequence: ``local`` here, 200 under the ci profile."""
     return max(local, CI_COMMANDS) if CI else local
+
+
+def sequences(elements: st.SearchStrategy[T], local: int) -> st.SearchStrategy[list[T]]:
+    """Lists of 1 to :func:`commands_up_to(local)` elements; under the ci profile half
+    of them are long (at least half the maximum), which hypothesis would rarely draw
+    on its own, so that every bound of the state is reached."""
+    longest = commands_up_to(local)
+    short = st.lists(elements, min_size=1, max_size=local)
+    if not CI:
+        return short
+    return st.one_of(short, st.lists(elements, min_size=longest // 2, max_size=longest))
 
 
 class TinyAgent(Agent):
@@ -68,6 +81,7 @@ def note_bounds(agent: Agent) -> None:
     for bound, full in reached.items():
         if full:
             event(f"{kind.__name__} bound reached: {bound}")
+
 
 texts = st.text(max_size=60)
 names = st.text(alphabet="abcdefghij", min_size=1, max_size=4)
@@ -114,9 +128,7 @@ commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(lambda k, v: _tolerant(lambda a: a.set_metadata(k, v)), names, texts),
     st.builds(lambda label: _tolerant(lambda a: a.add_label(label)), names),
     st.builds(lambda label: lambda a: a.remove_label(label), names),
-    st.builds(
-        lambda u: _tolerant(lambda a: a.join(Participant(user_id=u, display_name=u))), names
-    ),
+    st.builds(lambda u: _tolerant(lambda a: a.join(Participant(user_id=u, display_name=u))), names),
     st.builds(lambda u: _tolerant(lambda a: a.leave(u)), names),
     st.just(_tolerant(lambda a: a.start_llm_request() and None)),  # type: ignore[arg-type]
     st.builds(lambda u: _tolerant(lambda a: _finish(a, u)), usages),
@@ -136,9 +148,7 @@ commands: st.SearchStrategy[Command] = st.one_of(
         st.binary(max_size=64),
         st.one_of(st.none(), names),
     ),
-    st.builds(
-        lambda s: _tolerant(lambda a: a.compact_context(s, max(1, a.version - 2))), texts
-    ),
+    st.builds(lambda s: _tolerant(lambda a: a.compact_context(s, max(1, a.version - 2))), texts),
     st.builds(lambda n: lambda a: a.shrink_window(n), st.integers(1, 4)),
     st.builds(lambda target: lambda a: a.shed_memory(target), st.integers(0, 30_000)),
 )

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from snaptail import Agent, AgentStore, Never
 from snaptail.testing import CHECK_VERSIONS, assert_same
-from tests.agents import Command, agent_types, commands, commands_up_to, examples, note_bounds
+from tests.agents import Command, agent_types, commands, examples, note_bounds, sequences
 
 SETTINGS = settings(
     max_examples=examples(30),
@@ -17,11 +17,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-steps = st.lists(
-    st.tuples(commands, st.sampled_from(["none", "none", "save", "snapshot"])),
-    min_size=1,
-    max_size=commands_up_to(40),
-)
+steps = sequences(st.tuples(commands, st.sampled_from(["none", "none", "save", "snapshot"])), 40)
 
 
 @SETTINGS
@@ -107,7 +103,7 @@ def test_history_pages_yield_exactly_the_log(
 @SETTINGS
 @given(
     agent_type=agent_types,
-    steps=st.lists(commands, min_size=1, max_size=commands_up_to(60)),
+    steps=sequences(commands, 60),
     recent=st.integers(0, 20),
 )
 def test_recent_cache_always_equals_newest_events(

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from snaptail import Agent, AgentStore, SnapshotPolicy
 from snaptail.testing import assert_same, policies
-from tests.agents import Command, agent_types, commands, commands_up_to, examples, note_bounds
+from tests.agents import Command, agent_types, commands, examples, note_bounds, sequences
 
 SETTINGS = settings(
     max_examples=examples(20),
@@ -18,10 +18,8 @@ SETTINGS = settings(
 
 # After each command: nothing, save, save and reload (measures the load), or save
 # and take a snapshot on demand.
-steps = st.lists(
-    st.tuples(commands, st.sampled_from(["none", "none", "save", "reload", "snapshot"])),
-    min_size=1,
-    max_size=commands_up_to(30),
+steps = sequences(
+    st.tuples(commands, st.sampled_from(["none", "none", "save", "reload", "snapshot"])), 30
 )
 
 
