@@ -9,24 +9,32 @@ from uuid import UUID
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    OperationalError,
     StoredEvent,
     Subscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
+from snaptail.errors import LockTimeout
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
     SQLiteSubscription,
     commit_signal,
 )
-
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -52,10 +60,14 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._prune = (
             f"DELETE FROM {sn} WHERE originator_id=? AND originator_version < ("
             f"SELECT originator_version FROM {sn} WHERE originator_id=? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?) "
+            f"AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id=? GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         )
         self._select_snapshot = (
             f"SELECT originator_version, topic, fingerprint, checksum, state FROM {sn} "
@@ -90,10 +102,17 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         keep_snapshots: int | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as c:
-            ids = self._insert_events(c, stored_events, **kwargs)
-            for snapshot in snapshots:
-                self._write_snapshot(c, snapshot, keep_snapshots)
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                ids = self._insert_events(c, stored_events, **kwargs)
+                for snapshot in snapshots:
+                    self._write_snapshot(c, snapshot, keep_snapshots)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+            raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:
             self._commit_signal.notify()  # wake subscribers in this process
         return ids
@@ -129,9 +148,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         last = int(c.fetchone()[0])
         return list(range(last - len(stored_events) + 1, last + 1))
 
-    def _write_snapshot(
-        self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None
-    ) -> None:
+    def _write_snapshot(self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None) -> None:
         key = _key(snapshot.originator_id)
         c.execute(
             self._insert_snapshot,
@@ -145,7 +162,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             ),
         )
         if keep is not None:
-            c.execute(self._prune, (key, key, max(keep, 1) - 1))
+            c.execute(self._prune, (key, key, max(keep, 1) - 1, key))
 
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
@@ -171,7 +188,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             if keep == 0:
                 c.execute(f"DELETE FROM {sn} WHERE originator_id=?", (key,))
             else:
-                c.execute(self._prune, (key, key, keep - 1))
+                c.execute(self._prune, (key, key, keep - 1, key))
             c.execute(f"SELECT COUNT(*) FROM {sn} WHERE originator_id=?", (key,))
             return before - int(c.fetchone()[0])
 
@@ -194,26 +211,19 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 c.execute(self._select_snapshot, (key, snap_upper))
                 row = c.fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row[0],
-                        topic=row[1],
-                        fingerprint=row[2],
-                        checksum=row[3],
-                        state=row[4],
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            events = stored_events(originator_id, c.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
+
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._select_snapshot, (_key(originator_id), lte))
+            row = c.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     def select_page(
         self,
@@ -243,15 +253,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         params.append(limit)
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
-            return [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            return stored_events(originator_id, c.fetchall())
 
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.transaction(commit=False) as c:
@@ -284,3 +286,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             return [UUID(row[0]) for row in c.fetchall()]
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)

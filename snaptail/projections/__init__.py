@@ -1,6 +1,6 @@
 """Projection workers and read models (``snaptail worker run``, ``snaptail stats``)."""
 
-from snaptail.domain.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow, read_agent_stats
 from snaptail.projections.base import Projection, agent_type, decode, event_name
 from snaptail.projections.view import DeadLetter, ViewCursor, ViewDatabase, open_view

@@ -35,11 +35,16 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 
-from snaptail.domain.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
-from snaptail.infrastructure.database import open_recorder, resolve_url
+from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
-from snaptail.infrastructure.subscription import CommitSignal, commit_signal
+from snaptail.infrastructure.subscription import (
+    DEFAULT_POLL_INTERVAL,
+    CommitSignal,
+    commit_signal,
+)
+from snaptail.infrastructure.urls import is_postgres_url, resolve_url
 from snaptail.projections.base import Projection, event_name
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import PositionConflict, ViewDatabase, dead_letter, open_view
@@ -47,7 +52,6 @@ from snaptail.projections.view import PositionConflict, ViewDatabase, dead_lette
 logger = logging.getLogger("snaptail.projections")
 
 DEFAULT_BATCH_SIZE = 1000
-DEFAULT_POLL_INTERVAL = 0.05
 DEFAULT_GIVE_UP_AFTER = 60.0
 FIRST_RETRY = 0.1  # seconds before the first reconnect attempt; doubles up to MAX_RETRY
 MAX_RETRY = 5.0
@@ -80,7 +84,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
     """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
     each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         return {"pool_timeout": min(MAX_RETRY, give_up_after)}
     return {}
 
@@ -134,7 +138,7 @@ class _PostgresWaiter(_Waiter):
         import psycopg
         from psycopg.sql import SQL, Identifier
 
-        from snaptail.projections.view import postgres_connect_args
+        from snaptail.infrastructure.urls import postgres_connect_args
 
         conn = psycopg.connect(**postgres_connect_args(self._url), autocommit=True)
         conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
@@ -160,7 +164,7 @@ def _waiter_for(recorder: AgentRecorder, url: str) -> _Waiter:
     if isinstance(recorder, SQLiteAgentRecorder):
         return _SQLiteWaiter(commit_signal(recorder.datastore.pool.db_name))
     channel = getattr(recorder, "channel_name", None)
-    if channel and url.startswith(("postgresql://", "postgres://")):
+    if channel and is_postgres_url(url):
         return _PostgresWaiter(url, channel)
     return _Waiter()
 
