@@ -184,8 +184,13 @@ def test_agent_stats_counts_an_undecodable_event_as_a_failure(store: AgentStore)
     assert records[str(ids[0])]["events"] == version - 1  # the bad event is not counted
 
 
-def test_dead_letters_are_kept_per_projection(store: AgentStore) -> None:
-    ids = seed(store, agents=1, events=20)
+def test_dead_letters_are_kept_per_projection_and_inspect_shows_them(
+    store: AgentStore,
+) -> None:
+    ids = seed(store, agents=2, events=20)
+    healthy = CliRunner().invoke(app, ["inspect", str(ids[0]), "--db", store.url])
+    assert healthy.exit_code == 0 and "healthy" in healthy.stdout, healthy.output
+
     poisoned = add_poison(store, ids[0])
     with ProjectionWorker(Boom, store.url, skip_failed=True) as worker:
         worker.catch_up()
@@ -195,3 +200,12 @@ def test_dead_letters_are_kept_per_projection(store: AgentStore) -> None:
         assert view.dead_letters("AgentStats") == []
     finally:
         view.close()
+
+    shown = CliRunner().invoke(
+        app, ["inspect", str(ids[0]), "--db", store.url], env={"COLUMNS": "250"}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"projection 'Boom' skipped notification {poisoned}" in shown.stdout
+    assert "healthy" not in shown.stdout
+    other = CliRunner().invoke(app, ["inspect", str(ids[1]), "--db", store.url])
+    assert "healthy" in other.stdout and "skipped" not in other.stdout

@@ -153,7 +153,7 @@ def run(
     view's committed position says. A lost connection is re-opened with backoff
     (exit 4 after --give-up-after seconds); a projection that raises on an event
     stops the worker with exit 3 after committing every event before it."""
-    from snaptail.errors import ProjectionFailed, WorkerGaveUp
+    from snaptail.errors import DatabaseUnreachable, ProjectionFailed, WorkerGaveUp
     from snaptail.projections.worker import ProjectionWorker
 
     stop = threading.Event()
@@ -167,15 +167,20 @@ def run(
     signal.signal(signal.SIGINT, request_stop)
     projection = load_projection(target)
     _log_to_stderr()
-    with ProjectionWorker(
-        projection,
-        db,
-        view_db,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        give_up_after=give_up_after,
-        skip_failed=skip_failed,
-    ) as worker:
+    try:
+        started = ProjectionWorker(
+            projection,
+            db,
+            view_db,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            give_up_after=give_up_after,
+            skip_failed=skip_failed,
+        )
+    except DatabaseUnreachable as exc:
+        err.print(f"worker not started: {exc}", markup=False, highlight=False)
+        raise typer.Exit(4) from None
+    with started as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
         bar: _Bar | None = None
         caught_up = threading.Event()
@@ -232,7 +237,7 @@ def stats(
         raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
     if top < 0:
         raise typer.BadParameter(f"--top must be >= 0, got {top}")
-    from snaptail.errors import ProjectionBusy, ProjectionFailed
+    from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
 
     with ProjectionWorker(AgentStats, db, view_db) as worker:
         if update:
@@ -241,7 +246,7 @@ def stats(
                 worker.catch_up(on_batch=bar.advanced)
             except ProjectionBusy:
                 err.print("a worker is running AgentStats: showing its view as it is")
-            except ProjectionFailed as exc:
+            except (ProjectionFailed, WorkerGaveUp) as exc:
                 raise _failed(exc, worker) from None
             finally:
                 bar.stop()
