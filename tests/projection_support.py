@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -211,3 +212,21 @@ def applied_by(view_url: str) -> dict[int, int]:
             return dict(cur.fetchall())
     finally:
         view.close()
+
+
+def stop_worker(process: subprocess.Popen[Any], how: signal.Signals = signal.SIGTERM) -> int:
+    """Signal a worker process (if still running) and wait for its exit status."""
+    if process.poll() is None:
+        process.send_signal(how)
+    return process.wait(timeout=60)
+
+
+def wait_caught_up(
+    store: AgentStore, worker: subprocess.Popen[Any], log: Path, name: str = AgentStats.name
+) -> int:
+    """Wait until the worker process has applied every stored event (failing at once,
+    with its log, if it exits instead); the head it reached."""
+    head = store.recorder.max_notification_id() or 0
+    wait_until(lambda: view_position(store.url, name)[0] == head or worker.poll() is not None)
+    assert worker.poll() is None, log.read_text()
+    return head

@@ -28,8 +28,10 @@ from tests.projection_support import (
     seed,
     start_worker,
     view_position,
+    wait_caught_up,
     wait_until,
 )
+from tests.projection_support import stop_worker as stop
 
 APPLIED = "tests.projection_support:Applied"
 
@@ -58,12 +60,6 @@ def lock_holders(schema: str, projection: str) -> list[int]:
     return [int(str(row[0])) for row in rows]
 
 
-def stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(how)
-    return process.wait(timeout=60)
-
-
 def schema_of(url: str) -> str:
     return url.rpartition("schema=")[2]
 
@@ -77,8 +73,7 @@ def test_a_worker_that_loses_its_lock_stands_by_while_another_runs(
     a = start_worker(url, logs[0], "--batch-size", "7", target=APPLIED)
     b: subprocess.Popen[bytes] | None = None
     try:
-        head = store.recorder.max_notification_id()
-        wait_until(lambda: view_position(url, "Applied")[0] == head)
+        wait_caught_up(store, a, logs[0], "Applied")
         [holder] = lock_holders(schema_of(url), "Applied")
 
         # Freeze A, end its lock's session on the server, and let B take the lock.
@@ -150,9 +145,7 @@ def test_lost_connections_are_restored_with_backoff_and_the_worker_catches_up(
     log = tmp_path / "worker.log"
     worker = start_worker(as_role(store.url, role), log, "--give-up-after", "120")
     try:
-        head = store.recorder.max_notification_id()
-        wait_until(lambda: view_position(store.url)[0] == head or worker.poll() is not None)
-        assert worker.poll() is None, log.read_text()
+        wait_caught_up(store, worker, log)
         backends = admin("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
         assert int(str(backends[0][0])) >= 3  # events pool, view (and lock), LISTEN
 
@@ -161,9 +154,7 @@ def test_lost_connections_are_restored_with_backoff_and_the_worker_catches_up(
         more(store, ids[0], 30, seed=1)  # saved while the worker cannot connect
         admin(f"ALTER ROLE {role} LOGIN")
         more(store, ids[1], 30, seed=2)
-        head = store.recorder.max_notification_id()
-        wait_until(lambda: view_position(store.url)[0] == head or worker.poll() is not None)
-        assert worker.poll() is None, log.read_text()
+        head = wait_caught_up(store, worker, log)
     finally:
         status = stop(worker)
     text = log.read_text()
@@ -180,9 +171,7 @@ def test_a_worker_gives_up_after_the_configured_time_and_exits_non_zero(
     log = tmp_path / "worker.log"
     worker = start_worker(as_role(store.url, role), log, "--give-up-after", "2")
     try:
-        head = store.recorder.max_notification_id()
-        wait_until(lambda: view_position(store.url)[0] == head or worker.poll() is not None)
-        assert worker.poll() is None, log.read_text()
+        wait_caught_up(store, worker, log)
         cut_off(role)
         status = worker.wait(timeout=120)
     finally:
