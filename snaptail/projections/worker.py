@@ -288,6 +288,7 @@ class ProjectionWorker:
         ``give_up_after`` seconds pass (:class:`WorkerGaveUp`)."""
         deadline = time.monotonic() + self.give_up_after
         delay, attempt, error = FIRST_RETRY, 0, lost.cause
+        relock = self.lock.held
         logger.warning(
             "projection %r lost its %s connection (%s: %s); reconnecting, giving up "
             "after %gs", self.name, lost.link, type(error).__name__, error,
@@ -309,7 +310,7 @@ class ProjectionWorker:
                 raise _Stopped
             delay = min(delay * 2, MAX_RETRY)
             try:
-                relocked = self._reconnect()
+                locked = self._reconnect(relock)
             except Exception as exc:
                 if not isinstance(exc, _ConnectionLost) and not (
                     _is_connection_error(exc) or self.view.broken
@@ -322,32 +323,31 @@ class ProjectionWorker:
                 )  # fmt: skip
                 continue
             logger.warning("projection %r: reconnected (attempt %d)", self.name, attempt)
-            if relocked is False:
+            if not locked:
                 raise ProjectionBusy(
                     f"projection {self.name!r}: lost its lock with its view connection "
                     f"and another worker holds it now ({self.lock.where})"
                 )
             return
 
-    def _reconnect(self) -> bool | None:
-        """Replace broken connections and check each answers. Returns whether the lock
-        was taken again (None: it was not lost)."""
-        relocked: bool | None = None
+    def _reconnect(self, relock: bool) -> bool:
+        """Replace broken connections and check each answers; take the lock again if
+        ``relock`` and it went with the view's connection. False if another worker
+        holds it now."""
         if self.view.broken:
             self.view.reconnect()
-            if self.lock.held:
-                self.lock.lost()
-                relocked = False
+            self.lock.lost()
         with self.view.reading() as cur:
             cur.execute("SELECT 1")
         if self._waiter.broken:
             self._waiter.reconnect()
         self.head()
-        if relocked is False and self.lock.try_acquire():
+        if relock and not self.lock.held:
+            if not self.lock.try_acquire():
+                return False
             logger.warning("projection %r: lock taken again", self.name)
             self.position = self.view.position(self.name)
-            relocked = True
-        return relocked
+        return True
 
     # -- one batch --------------------------------------------------------------------
 
@@ -385,10 +385,9 @@ class ProjectionWorker:
         """One view transaction: check the lock, apply ``batch`` (or record its one
         event as a dead letter, ``skipped`` being the error) and move the position."""
         last = batch[-1]
-        with_view = self.view
 
         def commit() -> None:
-            with with_view.transaction() as cur:
+            with self.view.transaction() as cur:
                 self.lock.check(cur)
                 if skipped is None:
                     self.projection.process(cur, batch)
