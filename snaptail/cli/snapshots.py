@@ -66,7 +66,8 @@ def verify(
 ) -> None:
     """Rebuild agents from their log and compare with their newest snapshot.
 
-    Exits with 1 if any snapshot differs from the rebuild or would not be trusted.
+    Exits with 1 if any snapshot differs from the rebuild or would not be trusted, or
+    any agent's log cannot be read or replayed (each such agent is listed).
     """
     from snaptail.application.maintenance import (
         count_agents,
@@ -89,7 +90,7 @@ def verify(
         if sample is not None:
             ids = sample_agent_ids(store.recorder, sample)
         total = len(ids) if ids is not None else count_agents(store.recorder)
-        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "none": 0}
+        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
@@ -113,10 +114,11 @@ def verify(
             raise typer.Exit(2) from None
     if table.row_count:
         console.print(table)
-    failed = counts["mismatch"] + counts["untrusted"]
+    failed = counts["mismatch"] + counts["untrusted"] + counts["error"]
     console.print(
         f"{sum(counts.values())} agent(s): {counts['ok']} ok, {counts['mismatch']} mismatch, "
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
+        + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
     )
     if failed:
         raise typer.Exit(1)
