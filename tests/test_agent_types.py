@@ -269,3 +269,23 @@ def test_changed_handler_code_warns_once_per_type(
                 assert loaded.state == store.replay(agent.id).state
     (warning,) = [r.getMessage() for r in caplog.records if "handler code" in r.getMessage()]
     assert "type=Poked" in warning and "snaptail snapshots verify --sample N" in warning
+
+
+def test_agent_cache_reloads_a_broken_agent(sqlite_url: str) -> None:
+    from snaptail import AgentCache
+
+    with AgentStore(sqlite_url) as store:
+        agent = RaisesHalfWay(name="cached")
+        agent.score(5)
+        store.save(agent)
+        cache = AgentCache(store, max_bytes="1MiB")
+        cached = cache.get(agent.id)
+        assert isinstance(cached, RaisesHalfWay)
+        with pytest.raises(ValueError):
+            cached.score(500)
+        fresh = cache.get(agent.id)
+        assert fresh is not cached and isinstance(fresh, RaisesHalfWay)
+        assert fresh.state.total == 5
+        fresh.score(1)
+        cache.save(fresh)
+        assert store.get(agent.id).state.total == 6  # type: ignore[attr-defined]

@@ -35,6 +35,11 @@ def handler_name(agent: Any, event: Any) -> str:
     return f"{type(agent).__qualname__}.{name}"
 
 
+def is_broken(agent: Any) -> bool:
+    """True if a handler of this agent object raised (it must be loaded again)."""
+    return BROKEN in agent.__dict__
+
+
 def refuse_if_broken(agent: Any) -> None:
     """Raise :class:`AgentBroken` if a handler of this agent object raised earlier."""
     broken = agent.__dict__.get(BROKEN)
