@@ -72,6 +72,21 @@ CREATED_KEYS = frozenset(
 )
 
 
+def is_bookkeeping(name: str) -> bool:
+    """True for attributes snaptail keeps on an agent that are not derived from its
+    log: unsaved events, the recent-event cache and ``_snaptail*`` tracking."""
+    return name in {"_pending_events", "_recent_events"} or name.startswith("_snaptail")
+
+
+def attributes_outside_state(agent: Any) -> list[str]:
+    """Attributes of ``agent`` that neither eventsourcing, ``state`` nor snaptail's
+    bookkeeping account for: a snapshot would not carry them (a log written before
+    handlers were checked can put them there on replay)."""
+    return [
+        name for name in agent.__dict__ if name not in CREATED_KEYS and not is_bookkeeping(name)
+    ]
+
+
 def check_created(agent: Any, event: Any) -> None:
     """:func:`check_shape` for a new agent (its created event's handler)."""
     extra = next((name for name in agent.__dict__ if name not in CREATED_KEYS), None)
