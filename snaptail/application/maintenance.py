@@ -88,10 +88,10 @@ class Verdict:
 
 
 def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
-    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version,
-    then replay the events after it as a load would. A log that cannot be read or
-    replayed gives status ``error`` (``detail`` says why); an unknown id raises
-    :class:`~snaptail.AgentNotFound`."""
+    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version
+    (every attribute, NaN-safe), then replay the events after it as a load would. A log
+    that cannot be read or replayed gives status ``error`` (``detail`` says why); an
+    unknown id raises :class:`~snaptail.AgentNotFound`."""
     agent_type = "?"
     version: int | None = None
     try:
@@ -119,7 +119,6 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
         why = f"{type(exc).__name__}: {exc}"
         return Verdict(agent_id, agent_type, version, "error", detail=why)
     return Verdict(agent_id, agent_type, version, "ok")
-
 
 
 def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:

@@ -123,11 +123,10 @@ class AgentStore:
 
         Only new events are written. On a version conflict nothing is written,
         :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
-        the agents keep their new events. Once the transaction has committed, this
-        never raises: later work (the memory budget) that fails is logged and left
-        for the next save or load.
-        An agent whose handler raised (:class:`~snaptail.AgentBroken`) is refused
-        before anything is written.
+        the agents keep their new events. An agent whose handler raised
+        (:class:`~snaptail.AgentBroken`) is refused before anything is written. Once
+        the transaction has committed, this never raises: later work (the memory
+        budget) that fails is logged and left for the next save or load.
         """
         for agent in agents:
             refuse_if_broken(agent)
