@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -13,17 +12,10 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
-from snaptail.application.loading import (
-    TRACKING_ATTRIBUTE,
-    LoadStats,
-    Tracking,
-    tail_load_ms,
-    tracking,
-)
+from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
 from snaptail.application.telemetry import WARN_EVENTS, report_load
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB, parse_size
-from snaptail.domain.recent import RecentEvents, Undecoded
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
@@ -240,7 +232,7 @@ class AgentStore:
         stored = self.mapper.to_stored_event(event)
         if len(stored.state) > self.max_event_bytes:
             fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
-            sizes = {k: len(self.mapper._encoder.encode(v)) for k, v in fields.items()}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
             raise EventTooLarge(
                 agent.id,
                 event_name(type(event)),
@@ -400,38 +392,19 @@ class AgentStore:
         stored_events = rows.events
         if agent is None and not stored_events:
             raise AgentNotFound(agent_id, version)
-        snapshot_version = agent.version if agent is not None else 0
-        # Rows at or before the snapshot were read only to fill the recent cache:
-        # they are decoded when first accessed, not now.
-        replay_from = 0
-        while (
-            replay_from < len(stored_events)
-            and stored_events[replay_from].originator_version <= snapshot_version
-        ):
-            replay_from += 1
-        _require_consecutive(agent_id, stored_events, replay_from, snapshot_version)
-        to_event = self.mapper.to_domain_event
-        tail_events = [to_event(s) for s in stored_events[replay_from:]]
-        agent = apply_events(agent, tail_events)
-        assert agent is not None
-        if version is not None and agent.version < version:
-            self._require_head(agent_id, agent.version)
-        tail = len(tail_events)
-        tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
-        cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
-        cached.extend(tail_events)
-        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, cached)
-        stats = LoadStats(
-            snapshot_version=snapshot_version,
-            tail=tail,
-            events_read=len(stored_events),
-            bytes_read=tail_bytes
-            + sum(len(s.state) for s in stored_events[:replay_from])
-            + (len(rows.snapshot.state) if rows.snapshot else 0),
-            ms=(time.perf_counter() - started) * 1000,
+        agent = build_agent(
+            agent,
+            len(rows.snapshot.state) if rows.snapshot else 0,
+            stored_events,
+            self.mapper.to_domain_event,
+            self.recent_events,
+            started,
             untrusted=tuple(untrusted),
         )
-        agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
+        stats = tracking(agent).last_load
+        assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
             self._replace_untrusted(agent, untrusted)
@@ -558,23 +531,6 @@ class AgentStore:
         if not types:
             return ()
         return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
-
-
-def _require_consecutive(
-    agent_id: UUID, rows: Sequence[StoredEvent], replay_from: int, snapshot_version: int
-) -> None:
-    """Raise :class:`DamagedLog` if the rows a load read skip a version, or if its
-    replay does not start right after the snapshot (at 1 without one)."""
-    if replay_from < len(rows) and rows[replay_from].originator_version != snapshot_version + 1:
-        found = rows[replay_from].originator_version
-        raise DamagedLog(agent_id, snapshot_version + 1, f"the next stored event is {found}")
-    for before, after in itertools.pairwise(rows):
-        if after.originator_version != before.originator_version + 1:
-            raise DamagedLog(
-                agent_id,
-                before.originator_version + 1,
-                f"the next stored event is {after.originator_version}",
-            )
 
 
 # The largest version a database column (a signed 64-bit integer) holds.

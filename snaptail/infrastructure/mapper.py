@@ -73,6 +73,10 @@ class MsgspecMapper(Mapper[Any]):
             state["class_version"] = class_version
         return self._encoder.encode(state)
 
+    def encoded_size(self, value: Any) -> int:
+        """Bytes ``value`` takes encoded as one field of an event (uncompressed)."""
+        return len(self._encoder.encode(value))
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         data = self.encode_payload(domain_event)
         if self.compressor:
