@@ -65,13 +65,13 @@ def tail_load_ms(track: Tracking, events_since: int) -> float | None:
 
 
 def build_agent(
+    agent_id: UUID,
     snapshot_agent: Agent | None,
     snapshot_bytes: int,
     stored_events: Sequence[StoredEvent],
     to_event: Callable[[StoredEvent], Any],
     recent_events: int,
     started: float,
-    *,
     untrusted: tuple[tuple[int, str], ...] = (),
 ) -> Agent:
     """The agent decoded from its snapshot (None: no trusted one) with the events after
@@ -88,7 +88,7 @@ def build_agent(
         and stored_events[replay_from].originator_version <= snapshot_version
     ):
         replay_from += 1
-    require_consecutive(stored_events, replay_from, snapshot_version)
+    require_consecutive(agent_id, stored_events, replay_from, snapshot_version)
     tail_events = [to_event(s) for s in stored_events[replay_from:]]
     agent = cast(Agent | None, apply_events(snapshot_agent, tail_events))
     assert agent is not None
@@ -111,14 +111,10 @@ def build_agent(
 
 
 def require_consecutive(
-    rows: Sequence[StoredEvent], replay_from: int, snapshot_version: int
+    agent_id: UUID, rows: Sequence[StoredEvent], replay_from: int, snapshot_version: int
 ) -> None:
-    """Raise :class:`~snaptail.errors.DamagedLog` if the rows a load read skip a
-    version, or if its replay does not start right after the snapshot (at 1 without
-    one)."""
-    if not rows:
-        return
-    agent_id = UUID(str(rows[0].originator_id))
+    """Raise :class:`DamagedLog` if the rows a load read skip a version, or if its
+    replay does not start right after the snapshot (at 1 without one)."""
     if replay_from < len(rows) and rows[replay_from].originator_version != snapshot_version + 1:
         found = rows[replay_from].originator_version
         raise DamagedLog(agent_id, snapshot_version + 1, f"the next stored event is {found}")

@@ -393,13 +393,14 @@ class AgentStore:
         if agent is None and not stored_events:
             raise AgentNotFound(agent_id, version)
         agent = build_agent(
+            agent_id,
             agent,
             len(rows.snapshot.state) if rows.snapshot else 0,
             stored_events,
             self.mapper.to_domain_event,
             self.recent_events,
             started,
-            untrusted=tuple(untrusted),
+            tuple(untrusted),
         )
         if version is not None and agent.version < version:
             self._require_head(agent_id, agent.version)
