@@ -484,7 +484,9 @@ class AgentStore:
         """Yield the agent's events with ``after < version < before``, oldest first
         (newest first if ``reverse``), optionally only of the given event ``types``.
 
-        Reads ``page_size`` events at a time; never holds the whole log.
+        Reads ``page_size`` events at a time; never holds the whole log. Without
+        ``types``, a version missing from the stored log raises
+        :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
         agent_id = as_agent_id(agent_id)
         _check_version(agent_id, "after", after, 0)
