@@ -13,6 +13,9 @@ from snaptail.domain.memory import format_bytes, parse_size
 from snaptail.errors import AgentNotFound
 from snaptail.snapshots import EveryNEvents
 
+# Rows of the summary that only a loaded agent has.
+_NEEDS_LOAD = frozenset({"loaded from snapshot", "tail length", "load time", "memory"})
+
 
 def render(inspection: Inspection, console: Console) -> None:
     """Print an inspection as Rich tables, warnings last."""
@@ -34,7 +37,7 @@ def render(inspection: Inspection, console: Console) -> None:
         ("event bytes", format_bytes(inspection.event_bytes)),
         ("memory", f"{format_bytes(inspection.memory.total)} (budget {budget})"),
     ):
-        if inspection.error and what in {"loaded from snapshot", "tail length", "load time"}:
+        if inspection.error and what in _NEEDS_LOAD:
             value = "does not load"
         summary.add_row(what, value)
     console.print(summary)
