@@ -8,11 +8,12 @@ from typing import Any, overload
 
 
 class Undecoded:
-    """An event read from the store but not decoded yet (decoded on first access)."""
+    """An event read from the store but not decoded yet: ``decode(*raw)`` on first
+    access (``raw`` is the stored row, a tuple)."""
 
     __slots__ = ("decode", "raw")
 
-    def __init__(self, raw: Any, decode: Callable[[Any], Any]) -> None:
+    def __init__(self, raw: tuple[Any, ...], decode: Callable[..., Any]) -> None:
         self.raw = raw
         self.decode = decode
 
@@ -45,7 +46,7 @@ class RecentEvents(Sequence[Any]):
     def _decoded(self, index: int) -> Any:
         item = self._events[index]
         if type(item) is Undecoded:
-            item = self._events[index] = item.decode(item.raw)
+            item = self._events[index] = item.decode(*item.raw)
         return item
 
     def __len__(self) -> int:

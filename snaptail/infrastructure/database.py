@@ -6,10 +6,8 @@ import os
 import uuid
 from urllib.parse import urlsplit
 
-from eventsourcing.sqlite import SQLiteDatastore
-
 from snaptail.infrastructure.recorder import AgentRecorder
-from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
+from snaptail.infrastructure.sqlite import SnaptailSQLiteDatastore, SQLiteAgentRecorder
 
 DEFAULT_URL = "sqlite:///snaptail.db"
 URL_ENV = "SNAPTAIL_DATABASE_URL"
@@ -43,7 +41,7 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
         if path == ":memory:":
             path = f"file:snaptail-{uuid.uuid4().hex}?mode=memory&cache=shared"
         lock_timeout = options.pop("lock_timeout", 30)
-        datastore = SQLiteDatastore(path, lock_timeout=int(str(lock_timeout)))
+        datastore = SnaptailSQLiteDatastore(path, lock_timeout=int(str(lock_timeout)))
         recorder: AgentRecorder = SQLiteAgentRecorder(datastore)
         recorder.create_table()  # type: ignore[attr-defined]
         return recorder

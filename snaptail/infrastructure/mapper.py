@@ -99,8 +99,18 @@ class MsgspecMapper(Mapper[Any]):
         return codec
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        codec = self._codec(stored_event.topic)
-        data = stored_event.state
+        return self.decode_event(
+            stored_event.originator_id,
+            stored_event.originator_version,
+            stored_event.topic,
+            stored_event.state,
+        )
+
+    def decode_event(
+        self, originator_id: Any, originator_version: int, topic: str, data: bytes
+    ) -> Any:
+        """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
+        codec = self._codecs.get(topic) or self._codec(topic)
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -117,16 +127,14 @@ class MsgspecMapper(Mapper[Any]):
                 state = self._upcast(codec, state)
         except (msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
             msg = (
-                f"cannot decode stored event {stored_event.topic!r} of agent"
-                f" {stored_event.originator_id} at version"
-                f" {stored_event.originator_version}: {exc}"
+                f"cannot decode stored event {topic!r} of agent"
+                f" {originator_id} at version {originator_version}: {exc}"
             )
             raise MapperDeserialisationError(msg) from exc
-        originator_id = stored_event.originator_id
         if not isinstance(originator_id, UUID):
             originator_id = find_id_convertor(codec.cls, str)(originator_id)  # type: ignore[arg-type]
         state["originator_id"] = originator_id
-        state["originator_version"] = stored_event.originator_version
+        state["originator_version"] = originator_version
         event = object.__new__(codec.cls)
         object.__setattr__(event, "__dict__", state)
         return event

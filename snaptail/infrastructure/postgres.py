@@ -281,7 +281,10 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 (originator_id, upper, after, originator_id, upper, recent),
                 prepare=True,
             )
-            events = self._rows_to_events(originator_id, curs.fetchall())
+            events = [
+                (row["originator_version"], row["topic"], bytes(row["state"]))
+                for row in curs.fetchall()
+            ]
         return LoadRows(snapshot=snapshot, events=events)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+from eventsourcing import persistence
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     StoredEvent,
     Subscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
@@ -27,6 +37,68 @@ from snaptail.infrastructure.subscription import (
 )
 
 SNAPSHOTS_TABLE = "snaptail_snapshots"
+
+# Prepared statements each connection keeps (``sqlite3``'s default). eventsourcing's
+# pool opens its connections with ``cached_statements=True``, which is 1: every
+# statement of a save or a load was parsed and planned again each time.
+STATEMENT_CACHE = 128
+# Idle read connections kept for loads (more are opened under concurrency, then closed).
+IDLE_READERS = 4
+
+
+def _connect(db_name: str, lock_timeout: int | None) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            db_name,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,  # autocommit: transactions are begun explicitly
+            cached_statements=STATEMENT_CACHE,
+            timeout=lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+        )
+    except (sqlite3.Error, TypeError) as exc:
+        raise persistence.InterfaceError(exc) from exc
+
+
+class StatementCachingPool(SQLiteConnectionPool):
+    """``eventsourcing``'s SQLite pool, with connections that cache their statements."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = _connect(self.db_name, self.lock_timeout)
+        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            connection.execute("PRAGMA journal_mode=WAL")  # kept by the file once set
+            self.is_journal_mode_wal = True
+        connection.row_factory = sqlite3.Row  # eventsourcing's queries read rows by name
+        return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
+
+
+class SnaptailSQLiteDatastore(SQLiteDatastore):
+    """A :class:`SQLiteDatastore` whose pool is a :class:`StatementCachingPool`."""
+
+    def __init__(self, db_name: str, *, lock_timeout: int | None = None) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout)
+        self.pool = StatementCachingPool(db_name=db_name, lock_timeout=lock_timeout)
+
+
+_ERRORS: tuple[tuple[type[sqlite3.Error], type[persistence.PersistenceError]], ...] = (
+    (sqlite3.IntegrityError, persistence.IntegrityError),
+    (sqlite3.OperationalError, persistence.OperationalError),
+    (sqlite3.InterfaceError, persistence.InterfaceError),
+    (sqlite3.DataError, persistence.DataError),
+    (sqlite3.InternalError, persistence.InternalError),
+    (sqlite3.ProgrammingError, persistence.ProgrammingError),
+    (sqlite3.NotSupportedError, persistence.NotSupportedError),
+    (sqlite3.DatabaseError, persistence.DatabaseError),
+    (sqlite3.Error, persistence.PersistenceError),
+)
+
+
+def _persistence_error(exc: sqlite3.Error) -> persistence.PersistenceError:
+    """The ``eventsourcing`` error its own SQLite recorder raises for ``exc``."""
+    for raw, translated in _ERRORS:
+        if isinstance(exc, raw):
+            return translated(exc)
+    return persistence.PersistenceError(exc)  # pragma: no cover (sqlite3.Error matches)
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -49,6 +121,13 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         self.snapshots_table_name = snapshots_table_name
         super().__init__(datastore, events_table_name)
         self._commit_signal = commit_signal(datastore.pool.db_name)
+        # Loads read through their own connections (plain tuples, cached statements,
+        # no pool bookkeeping); an in-memory database is read through the pool, whose
+        # readers and writer exclude each other as its shared cache requires.
+        self._readers: list[sqlite3.Connection] | None = (
+            None if datastore.pool.is_sqlite_memory_mode else []
+        )
+        self._closed = False
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
@@ -79,6 +158,47 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
         )
         return statements
+
+    def close(self) -> None:
+        """Close the read connections and the datastore's pool."""
+        self._closed = True
+        while self._readers:
+            self._readers.pop().close()
+        self.datastore.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Cursor]:
+        """One read transaction on a plain connection: rows are tuples."""
+        readers = self._readers
+        if readers is None:
+            with self.datastore.transaction(commit=False) as cursor:
+                sqlite_cursor = cursor.sqlite_cursor
+                sqlite_cursor.row_factory = None
+                yield sqlite_cursor
+            return
+        if self._closed:
+            raise persistence.ConnectionPoolClosedError("the SQLite recorder is closed")
+        try:
+            connection = readers.pop()  # atomic: no lock needed
+        except IndexError:
+            pool = self.datastore.pool
+            connection = _connect(pool.db_name, pool.lock_timeout)
+        try:
+            try:
+                connection.execute("BEGIN")
+                try:
+                    yield connection.cursor()
+                finally:
+                    connection.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise _persistence_error(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if self._closed or len(readers) >= IDLE_READERS:
+            connection.close()
+        else:
+            readers.append(connection)
 
     # -- writing --------------------------------------------------------------------
 
@@ -129,9 +249,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         last = int(c.fetchone()[0])
         return list(range(last - len(stored_events) + 1, last + 1))
 
-    def _write_snapshot(
-        self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None
-    ) -> None:
+    def _write_snapshot(self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None) -> None:
         key = _key(snapshot.originator_id)
         c.execute(
             self._insert_snapshot,
@@ -188,31 +306,16 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         upper = lte if lte is not None else 2**62
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
-        with self.datastore.transaction(commit=False) as c:
+        with self._read() as c:
             snapshot = None
             if snap_upper > 0:
-                c.execute(self._select_snapshot, (key, snap_upper))
-                row = c.fetchone()
+                row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row[0],
-                        topic=row[1],
-                        fingerprint=row[2],
-                        checksum=row[3],
-                        state=row[4],
-                    )
+                    snapshot = StoredSnapshot(originator_id, *row)
             after = snapshot.originator_version if snapshot else 0
-            c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            events = c.execute(
+                self._select_tail, (key, upper, after, key, upper, recent)
+            ).fetchall()
         return LoadRows(snapshot=snapshot, events=events)
 
     def select_page(
@@ -241,26 +344,17 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             params.extend(topics)
         statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
         params.append(limit)
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, params)
-            return [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+        with self._read() as c:
+            rows = c.execute(statement, params).fetchall()
+        return [StoredEvent(originator_id, version, topic, state) for version, topic, state in rows]
 
     def max_version(self, originator_id: UUID) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
+        with self._read() as c:
+            value = c.execute(
                 f"SELECT MAX(originator_version) FROM {self.events_table_name} "
                 "WHERE originator_id=?",
                 (_key(originator_id),),
-            )
-            value = c.fetchone()[0]
+            ).fetchone()[0]
         return None if value is None else int(value)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 from uuid import UUID
@@ -320,33 +321,36 @@ class AgentStore:
                 recent=self.recent_events,
                 snapshot_lte=rows.snapshot.originator_version - 1,
             )
-        stored_events = rows.events
-        if agent is None and not stored_events:
+        event_rows = rows.events  # (version, topic, state) tuples
+        if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
         snapshot_version = agent.version if agent is not None else 0
         # Rows at or before the snapshot were read only to fill the recent cache:
         # they are decoded when first accessed, not now.
         replay_from = 0
-        while (
-            replay_from < len(stored_events)
-            and stored_events[replay_from].originator_version <= snapshot_version
-        ):
+        while replay_from < len(event_rows) and event_rows[replay_from][0] <= snapshot_version:
             replay_from += 1
-        to_event = self.mapper.to_domain_event
-        tail_events = [to_event(s) for s in stored_events[replay_from:]]
+        decode = self.mapper.decode_event
+        tail_rows = event_rows[replay_from:]
+        tail_events = [decode(agent_id, v, topic, data) for v, topic, data in tail_rows]
         agent = apply_events(agent, tail_events)
         assert agent is not None
         tail = len(tail_events)
-        tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
-        cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
+        tail_bytes = sum(len(row[2]) for row in tail_rows)
+        skipped_bytes = 0
+        cached: list[Any] = []
+        if replay_from:
+            decode_row = partial(decode, agent_id)
+            cached = [Undecoded(row, decode_row) for row in event_rows[:replay_from]]
+            skipped_bytes = sum(len(row[2]) for row in event_rows[:replay_from])
         cached.extend(tail_events)
         agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, cached)
         stats = LoadStats(
             snapshot_version=snapshot_version,
             tail=tail,
-            events_read=len(stored_events),
+            events_read=len(event_rows),
             bytes_read=tail_bytes
-            + sum(len(s.state) for s in stored_events[:replay_from])
+            + skipped_bytes
             + (len(rows.snapshot.state) if rows.snapshot else 0),
             ms=(time.perf_counter() - started) * 1000,
         )
