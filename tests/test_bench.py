@@ -212,6 +212,7 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
         "stock-full",
         "load-everything",
         "floor",
+        "floor-no-recent",
     }
     assert len(loads) == 2 * len(systems)
     for r in loads:
@@ -219,6 +220,8 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
         _positive(r, "load_ms_p50", "load_ms_p95", "load_peak_bytes", "resident_bytes")
     appends = [r for r in records if r["kind"] == "append"]
     assert sorted((r["system"], r["events"]) for r in appends) == [
+        ("floor", 150),
+        ("floor", 300),
         ("snaptail", 150),
         ("snaptail", 300),
         ("stock", 150),
@@ -226,8 +229,12 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
     ]
     for r in appends:
         _positive(r, "append_events_per_s", "storage_bytes")
+    tiny = [r for r in records if r["kind"] == "tiny-load"]
+    assert sorted(r["system"] for r in tiny) == ["floor-no-recent", "snaptail-no-recent"]
+    for r in tiny:
+        _positive(r, "load_ms_p50", "load_ms_p95", "load_runs")
     targets = [r for r in records if r["kind"] == "target"]
-    assert len(targets) == 5
+    assert len(targets) == 8
     assert all(isinstance(t["met"], bool) and t["measured"] > 0 for t in targets)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
