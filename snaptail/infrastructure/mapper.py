@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
 from uuid import UUID
 
 import msgspec
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
     Cipher,
     Compressor,
@@ -18,7 +20,9 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
+from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
+from snaptail.infrastructure.recorder import EventRow
 
 
 class NoTranscoder(Transcoder):
@@ -36,6 +40,16 @@ class _EventCodec:
     cls: type[Any]
     class_version: int
     decoder: msgspec.msgpack.Decoder[Any]
+
+
+@dataclass(frozen=True)
+class _DirectApply:
+    """How rows of one event class are applied without building the event: the
+    payload decoded straight into the decorated method's keyword arguments."""
+
+    decoder: msgspec.msgpack.Decoder[Any]
+    method: Callable[..., Any]
+    names: tuple[str, ...] | None  # None: the payload, less its timestamp, IS the kwargs
 
 
 class MsgspecMapper(Mapper[Any]):
@@ -58,6 +72,7 @@ class MsgspecMapper(Mapper[Any]):
         self._encoder = msgspec.msgpack.Encoder()
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
+        self._direct: dict[str, _DirectApply | None] = {}
 
     def topic_of(self, event_class: type[Any]) -> str:
         topic = self._topics.get(event_class)
@@ -138,6 +153,55 @@ class MsgspecMapper(Mapper[Any]):
         event = object.__new__(codec.cls)
         object.__setattr__(event, "__dict__", state)
         return event
+
+    def replay_rows(self, agent: Any, originator_id: Any, rows: Sequence[EventRow]) -> Any:
+        """Apply stored ``rows`` (oldest first) to ``agent`` (None before its created
+        event): the same as ``apply_events(agent, [decode_event(...) for each row])``.
+
+        Rows of events applied by their decorated method are decoded straight into its
+        arguments, with no event object; any other row (the created event, an event
+        class with its own ``apply``/``mutate`` or ``class_version``, a row that does
+        not decode) takes that ordinary path, which upcasts or raises as it does.
+        """
+        plain = not (self.cipher or self.compressor)
+        direct = self._direct
+        for row in rows:
+            version, topic, data = row
+            try:
+                how = direct[topic]
+            except KeyError:
+                how = self._direct_apply(topic)
+            if how is not None and agent is not None and plain:
+                try:
+                    payload = how.decoder.decode(data)
+                except msgspec.MsgspecError:
+                    payload = None  # decode_event below raises, naming the event
+                if payload is not None and "class_version" not in payload:
+                    expected = agent._version + 1
+                    if version != expected:
+                        raise OriginatorVersionError(version, expected)
+                    timestamp = payload.pop("timestamp")
+                    if how.names is None:
+                        how.method(agent, **payload)
+                    else:
+                        how.method(agent, **{name: payload[name] for name in how.names})
+                    agent._version = version
+                    agent._modified_on = timestamp
+                    continue
+            agent = apply_events(agent, (self.decode_event(originator_id, *row),))
+        return agent
+
+    def _direct_apply(self, topic: str) -> _DirectApply | None:
+        codec = self._codecs.get(topic) or self._codec(topic)
+        fields = payload_fields(codec.cls)
+        found = applier(codec.cls) if codec.class_version == 1 else None
+        how = None
+        if found is not None and "timestamp" in fields:
+            method, names = found
+            exact = set(fields) - {"timestamp"} == set(names)
+            how = _DirectApply(codec.decoder, method, None if exact else names)
+        self._direct[topic] = how
+        return how
 
     def _upcast(self, codec: _EventCodec, state: dict[str, Any]) -> dict[str, Any]:
         version = state.pop("class_version", 1)

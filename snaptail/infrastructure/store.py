@@ -17,7 +17,7 @@ from eventsourcing.utils import resolve_topic
 from snaptail.domain.agent import MIB, Agent
 from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
 from snaptail.domain.memory import parse_size
-from snaptail.domain.recent import RecentEvents, Undecoded
+from snaptail.domain.recent import RecentEvents
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
 from snaptail.infrastructure.budget import enforce_budget, observe_memory, resolve_budget
@@ -325,32 +325,24 @@ class AgentStore:
         if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
         snapshot_version = agent.version if agent is not None else 0
-        # Rows at or before the snapshot were read only to fill the recent cache:
-        # they are decoded when first accessed, not now.
+        # Rows at or before the snapshot were read only to fill the recent cache.
         replay_from = 0
         while replay_from < len(event_rows) and event_rows[replay_from][0] <= snapshot_version:
             replay_from += 1
-        decode = self.mapper.decode_event
         tail_rows = event_rows[replay_from:]
-        tail_events = [decode(agent_id, v, topic, data) for v, topic, data in tail_rows]
-        agent = apply_events(agent, tail_events)
+        agent = self.mapper.replay_rows(agent, agent_id, tail_rows)
         assert agent is not None
-        tail = len(tail_events)
-        tail_bytes = sum(len(row[2]) for row in tail_rows)
-        skipped_bytes = 0
-        cached: list[Any] = []
-        if replay_from:
-            decode_row = partial(decode, agent_id)
-            cached = [Undecoded(row, decode_row) for row in event_rows[:replay_from]]
-            skipped_bytes = sum(len(row[2]) for row in event_rows[:replay_from])
-        cached.extend(tail_events)
-        agent.__dict__["_recent_events"] = RecentEvents(self.recent_events, cached)
+        tail_bytes = sum([len(row[2]) for row in tail_rows])
+        # The cache keeps the rows as read; each is decoded when first accessed.
+        agent.__dict__["_recent_events"] = RecentEvents(
+            self.recent_events, event_rows, partial(self.mapper.decode_event, agent_id)
+        )
         stats = LoadStats(
             snapshot_version=snapshot_version,
-            tail=tail,
+            tail=len(tail_rows),
             events_read=len(event_rows),
-            bytes_read=tail_bytes
-            + skipped_bytes
+            bytes_read=sum([len(row[2]) for row in event_rows[:replay_from]])
+            + tail_bytes
             + (len(rows.snapshot.state) if rows.snapshot else 0),
             ms=(time.perf_counter() - started) * 1000,
         )
