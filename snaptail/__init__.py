@@ -2,23 +2,19 @@
 
 from eventsourcing.domain import event
 
-from snaptail.domain import (
-    Agent,
+from snaptail.application.cache import AgentCache
+from snaptail.application.store import AgentStore
+from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.errors import (
     AgentLimitExceeded,
     AgentNotFound,
-    AgentState,
     ConcurrencyError,
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
     MemoryBudgetExceeded,
-    Participant,
-    RecentEvents,
     SnaptailError,
-    TokenUsage,
 )
-from snaptail.infrastructure.cache import AgentCache
-from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     AnyOf,
     EveryNBytes,

@@ -11,7 +11,7 @@ import pytest
 from eventsourcing.persistence import ConnectionPoolClosedError, OperationalError
 
 from snaptail import Agent, AgentStore
-from snaptail.infrastructure.sqlite import SNAPSHOTS_TABLE
+from snaptail.infrastructure.recorder import SNAPSHOTS_TABLE
 
 
 def test_loads_in_threads_while_saving_are_each_a_replay(tmp_path: Path) -> None:

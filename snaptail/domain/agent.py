@@ -10,8 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
-from snaptail.domain.memory import MemoryUsage, measure_agent
+from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
@@ -25,8 +24,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
-
-MIB = 1024 * 1024
+from snaptail.errors import AgentLimitExceeded, InvalidCommand
 
 
 class Agent(Aggregate):

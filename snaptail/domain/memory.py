@@ -45,6 +45,8 @@ from types import (
 )
 from typing import Any
 
+MIB = 1024 * 1024
+
 _NOT_OWNED = (type, ModuleType, FunctionType, BuiltinFunctionType, MethodType, CodeType, FrameType)
 _SHARED: tuple[object, ...] = (None, True, False, Ellipsis, NotImplemented, (), b"", frozenset())
 _SINGLETONS = {id(o) for o in _SHARED}

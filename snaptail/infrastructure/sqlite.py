@@ -25,18 +25,19 @@ from eventsourcing.sqlite import (
 )
 
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
     SQLiteSubscription,
     commit_signal,
 )
-
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 # Prepared statements each connection keeps (``sqlite3``'s default). eventsourcing's
 # pool opens its connections with ``cached_statements=True``, which is 1: every
@@ -311,7 +312,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             if snap_upper > 0:
                 row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(originator_id, *row)
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             events = c.execute(
                 self._select_tail, (key, upper, after, key, upper, recent)
@@ -346,7 +347,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         params.append(limit)
         with self._read() as c:
             rows = c.execute(statement, params).fetchall()
-        return [StoredEvent(originator_id, version, topic, state) for version, topic, state in rows]
+        return stored_events(originator_id, rows)
 
     def max_version(self, originator_id: UUID) -> int | None:
         with self._read() as c:

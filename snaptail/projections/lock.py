@@ -16,12 +16,8 @@ import hashlib
 import os
 from typing import Any
 
-from snaptail.projections.view import (
-    PostgresView,
-    SQLiteView,
-    ViewDatabase,
-    postgres_connect_args,
-)
+from snaptail.infrastructure.urls import postgres_connect_args
+from snaptail.projections.view import PostgresView, SQLiteView, ViewDatabase
 
 
 class ProjectionLock:

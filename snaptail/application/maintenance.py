@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
+from snaptail.application.store import AgentStore
 from snaptail.infrastructure.recorder import AgentRecorder
-from snaptail.infrastructure.store import AgentStore
+from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
 
@@ -90,7 +91,7 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
         return Verdict(agent_id, type(replayed).__qualname__, None, "none")
     version = snapshot.originator_version
     agent_type = snapshot.topic.rpartition(":")[2] or snapshot.topic
-    decoded, why = store._trusted(snapshot)
+    decoded, why = trust_snapshot(snapshot)
     if decoded is None:
         return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
     replayed = store.replay(agent_id, version=version)

@@ -5,84 +5,45 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.utils import resolve_topic
 
-from snaptail.domain.agent import MIB, Agent
-from snaptail.domain.errors import AgentNotFound, ConcurrencyError, EventTooLarge
-from snaptail.domain.memory import parse_size
+from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
+from snaptail.application.loading import (
+    TRACKING_ATTRIBUTE,
+    LoadStats,
+    Tracking,
+    tail_load_ms,
+    tracking,
+)
+from snaptail.application.telemetry import WARN_EVENTS, report_load
+from snaptail.domain.agent import Agent
+from snaptail.domain.memory import MIB, parse_size
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
-from snaptail.infrastructure.budget import enforce_budget, observe_memory, resolve_budget
-from snaptail.infrastructure.database import open_recorder, resolve_url
+from snaptail.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
-from snaptail.infrastructure.telemetry import report_load
+from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
     SnapshotPolicy,
     checksum,
-    decode_state,
     encode_state,
     state_fingerprint,
 )
-from snaptail.snapshots.codec import upcastable
+from snaptail.snapshots.trust import trust_snapshot
 
 logger = logging.getLogger("snaptail.store")
 
 TAgent = TypeVar("TAgent", bound=Agent)
-
-# Warn when one load reads more events than this, and each time an agent
-# accumulates this many more events since its last snapshot.
-WARN_EVENTS = 1000
-
-
-@dataclass(frozen=True)
-class LoadStats:
-    """What one load of an agent read and cost."""
-
-    snapshot_version: int
-    tail: int
-    events_read: int
-    bytes_read: int
-    ms: float
-
-
-@dataclass
-class _Tracking:
-    """What the store remembers about a loaded agent (kept on the agent object)."""
-
-    snapshot_version: int
-    bytes_since: int
-    last_load: LoadStats | None = None
-
-
-def _tracking(agent: Agent) -> _Tracking:
-    track = agent.__dict__.get("_snaptail")
-    if track is None:
-        track = _Tracking(snapshot_version=0, bytes_since=0)
-        agent.__dict__["_snaptail"] = track
-    return cast(_Tracking, track)
-
-
-def _tail_load_ms(track: _Tracking, events_since: int) -> float | None:
-    """What loading the agent from its last snapshot costs: the last load's measured
-    time, scaled up to the events appended since. None if not measured since the
-    last snapshot."""
-    last = track.last_load
-    if last is None or last.snapshot_version != track.snapshot_version:
-        return None
-    if last.tail and events_since > last.tail:
-        return last.ms * events_since / last.tail
-    return last.ms
 
 
 class AgentStore:
@@ -131,7 +92,7 @@ class AgentStore:
         self.max_event_bytes = max_event_bytes
         self.slow_load_ms = slow_load_ms
         if metrics:
-            from snaptail import metrics as prometheus
+            from snaptail.application import metrics as prometheus
 
             prometheus.enable()
 
@@ -202,7 +163,13 @@ class AgentStore:
         """Keep the agent within its memory budget, if one applies (see budget.py)."""
         budget = resolve_budget(type(agent), self.memory_budget)
         if budget is not None:
-            enforce_budget(self, agent, budget, can_shed=can_shed, saving=saving)
+            enforce_budget(
+                agent,
+                budget,
+                can_shed=can_shed,
+                save=self.save if saving else None,
+                snapshot=self._snapshot_now,
+            )
         elif not saving:
             observe_memory(agent)
 
@@ -221,12 +188,12 @@ class AgentStore:
         return stored
 
     def _due_snapshot(self, agent: Agent, new_bytes: int) -> StoredSnapshot | None:
-        track = _tracking(agent)
+        track = tracking(agent)
         events_since = agent.version - track.snapshot_version
         since = SinceSnapshot(
             events=events_since,
             bytes=track.bytes_since + new_bytes,
-            load_ms=_tail_load_ms(track, events_since),
+            load_ms=tail_load_ms(track, events_since),
         )
         if not self.policy_for(type(agent)).should_snapshot(since):
             return None
@@ -266,7 +233,7 @@ class AgentStore:
         new_bytes: int,
         snapshot_version: int | None,
     ) -> None:
-        track = _tracking(agent)
+        track = tracking(agent)
         before = agent.version - len(events) - track.snapshot_version
         if snapshot_version is not None:
             track.snapshot_version = snapshot_version
@@ -287,6 +254,18 @@ class AgentStore:
         if recent.maxlen != self.recent_events:
             recent.resize(self.recent_events)
         recent.extend(events)
+
+    def _snapshot_now(self, agent: Agent) -> None:
+        """Store a snapshot at the agent's version, unless it has one or unsaved events."""
+        track = tracking(agent)
+        if agent.pending_events or track.snapshot_version == agent.version:
+            return
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            return
+        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        track.snapshot_version = agent.version
+        track.bytes_since = 0
 
     def snapshot(self, agent_id: UUID) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
@@ -311,7 +290,7 @@ class AgentStore:
         agent: Agent | None = None
         untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
         while rows.snapshot is not None:
-            agent, why = self._trusted(rows.snapshot)
+            agent, why = trust_snapshot(rows.snapshot)
             if agent is not None:
                 break
             untrusted.append((rows.snapshot.originator_version, why))
@@ -346,7 +325,7 @@ class AgentStore:
             + (len(rows.snapshot.state) if rows.snapshot else 0),
             ms=(time.perf_counter() - started) * 1000,
         )
-        agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes, stats)
+        agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
             self._replace_untrusted(agent, untrusted)
@@ -356,32 +335,12 @@ class AgentStore:
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
-        return _tracking(agent).last_load
-
-    def _trusted(self, snapshot: StoredSnapshot) -> tuple[Agent | None, str]:
-        """Decode a snapshot, or return (None, why) if it must not be trusted."""
-        try:
-            agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
-        except Exception as exc:
-            return None, f"agent type {snapshot.topic!r} not found ({exc})"
-        if checksum(snapshot.state) != snapshot.checksum:
-            return None, "checksum mismatch (corrupted bytes)"
-        if snapshot.fingerprint != state_fingerprint(agent_class) and not upcastable(
-            agent_class, snapshot.state
-        ):
-            return None, "fingerprint does not match the running code"
-        try:
-            agent = decode_state(
-                agent_class, snapshot.originator_id, snapshot.originator_version, snapshot.state
-            )
-        except Exception as exc:  # a bad snapshot must never fail a load
-            return None, f"bytes do not decode ({exc})"
-        return agent, ""
+        return tracking(agent).last_load
 
     def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str]]) -> None:
         """Delete the snapshots a load passed over, store a fresh one of the state it
         built instead, and log ONE warning saying what happened (never raises)."""
-        track = _tracking(agent)
+        track = tracking(agent)
         fresh = f"fresh snapshot written at version {agent.version}"
         try:
             self.recorder.delete_snapshots(

@@ -1,4 +1,5 @@
-"""``snaptail inspect AGENT_ID``: one agent's log, snapshots, load cost and memory."""
+"""One agent's log, snapshots, load cost and memory, as plain values (``snaptail inspect``
+prints them)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-import typer
-from rich.console import Console
-from rich.table import Table
-
+from snaptail.application.budget import resolve_budget
+from snaptail.application.loading import tracking
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import AgentNotFound
-from snaptail.domain.memory import MemoryUsage, format_bytes, parse_size
+from snaptail.domain.memory import MemoryUsage, format_bytes
 from snaptail.domain.schema import event_name
-from snaptail.infrastructure.budget import resolve_budget
-from snaptail.infrastructure.store import AgentStore, _tracking
-from snaptail.snapshots import EveryNEvents, SinceSnapshot, state_fingerprint
+from snaptail.snapshots import SinceSnapshot, state_fingerprint
 
 
 class InspectionStore(AgentStore):
@@ -138,7 +135,7 @@ def _warnings(
         )
     elif snapshots and loaded_from == 0:
         found.append("no valid snapshot: none of the stored snapshots could be used")
-    since = SinceSnapshot(events=tail, bytes=_tracking(agent).bytes_since)
+    since = SinceSnapshot(events=tail, bytes=tracking(agent).bytes_since)
     if store.policy.should_snapshot(since):
         found.append(
             f"tail past its policy: {tail} events since the last snapshot"
@@ -151,85 +148,3 @@ def _warnings(
             f" {format_bytes(budget)}; largest parts: {memory.describe()}"
         )
     return found
-
-
-def render(inspection: Inspection, console: Console) -> None:
-    """Print an inspection as Rich tables, warnings last."""
-    summary = Table(title=f"agent {inspection.agent_id}", show_header=False)
-    summary.add_column("what", style="bold")
-    summary.add_column("value")
-    snapshots = ", ".join(
-        f"{s.version}{'' if s.valid else ' (invalid)'} ({format_bytes(s.size)})"
-        for s in inspection.snapshots
-    )
-    budget = "none" if inspection.budget is None else format_bytes(inspection.budget)
-    for what, value in (
-        ("type", inspection.agent_type),
-        ("version", str(inspection.version)),
-        ("snapshot versions", snapshots or "none"),
-        ("loaded from snapshot", str(inspection.loaded_from or "none")),
-        ("tail length", f"{inspection.tail} events"),
-        ("load time", f"{inspection.load_ms:.1f} ms"),
-        ("event bytes", format_bytes(inspection.event_bytes)),
-        ("memory", f"{format_bytes(inspection.memory.total)} (budget {budget})"),
-    ):
-        summary.add_row(what, value)
-    console.print(summary)
-
-    parts = Table(title="memory of the loaded agent")
-    parts.add_column("part")
-    parts.add_column("bytes", justify="right")
-    parts.add_column("share", justify="right")
-    total = max(1, inspection.memory.total)
-    for name, size in inspection.memory.parts.items():
-        if size:
-            parts.add_row(name, format_bytes(size), f"{100 * size / total:.0f}%")
-    console.print(parts)
-
-    events = Table(title=f"last {len(inspection.last_events)} events, newest first")
-    events.add_column("version", justify="right")
-    events.add_column("type")
-    events.add_column("time (UTC)")
-    events.add_column("size", justify="right")
-    for row in inspection.last_events:
-        events.add_row(
-            str(row.version), row.type, row.time.strftime("%Y-%m-%d %H:%M:%S"),
-            format_bytes(row.size),
-        )
-    console.print(events)
-    for warning in inspection.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    if not inspection.warnings:
-        console.print("[green]healthy[/]")
-
-
-def inspect_command(
-    agent_id: str = typer.Argument(..., help="The agent's id (a UUID)."),
-    db: str | None = typer.Option(
-        None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
-    ),
-    budget: str | None = typer.Option(
-        None, "--budget", help="Memory budget to check against, e.g. 2MiB (default: the type's)."
-    ),
-    snapshot_every: int = typer.Option(
-        100, "--snapshot-every", help="The snapshot interval the agent is written with."
-    ),
-    last: int = typer.Option(20, "--last", help="How many of the newest events to list."),
-) -> None:
-    """Show an agent's version, snapshots, tail, event bytes, memory and newest events,
-    with a warning where it is unhealthy."""
-    console = Console()
-    try:
-        uuid = UUID(agent_id)
-    except ValueError:
-        console.print(f"[red]not an agent id (a UUID): {agent_id!r}[/]")
-        raise typer.Exit(2) from None
-    with InspectionStore(db, policy=EveryNEvents(snapshot_every)) as store:
-        try:
-            inspection = inspect_agent(
-                store, uuid, last=last, budget=None if budget is None else parse_size(budget)
-            )
-        except AgentNotFound as exc:
-            console.print(f"[red]{exc}[/] in {store.url}")
-            raise typer.Exit(1) from None
-        render(inspection, console)

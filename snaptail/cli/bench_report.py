@@ -9,8 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from snaptail.bench.run import Record
-
-MIB = 1024 * 1024
+from snaptail.domain.memory import MIB
 
 
 def _ms(value: Any) -> str:

@@ -1,4 +1,4 @@
-"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.infrastructure.maintenance``."""
+"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.application.maintenance``."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def prune(
                              "(default: the store's keep_snapshots, 2)."),
 ) -> None:
     """Delete all but the newest K snapshots of every agent."""
-    from snaptail.infrastructure.maintenance import count_agents, prune_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import count_agents, prune_snapshots
+    from snaptail.application.store import AgentStore
 
     console = Console()
     with AgentStore(db) as store:
@@ -65,9 +65,9 @@ def verify(
 
     Exits with 1 if any snapshot differs from the rebuild or would not be trusted.
     """
-    from snaptail.domain.errors import AgentNotFound
-    from snaptail.infrastructure.maintenance import count_agents, verify_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import count_agents, verify_snapshots
+    from snaptail.application.store import AgentStore
+    from snaptail.errors import AgentNotFound
 
     console = Console()
     ids: list[UUID] | None = None

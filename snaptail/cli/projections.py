@@ -26,6 +26,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from snaptail.domain.memory import format_bytes
+
 worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
 err = Console(stderr=True)
 
@@ -136,15 +138,6 @@ def run(
         err.print(f"stopped at position {worker.position}")
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
-
-
 def stats(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
@@ -192,7 +185,7 @@ def stats(
             "agent": row.agent_id[:8],
             "type": row.agent_type.rpartition(":")[2],
             "events": f"{row.events:,}",
-            "bytes": _size(row.bytes),
+            "bytes": format_bytes(row.bytes),
             "tok in": f"{row.tokens_in:,}",
             "tok out": f"{row.tokens_out:,}",
             "tools": f"{row.tool_calls:,}",

@@ -1,31 +1,12 @@
-"""Opens the recorder a database URL names."""
+"""Opens the recorder a database URL names: SQLite, or PostgreSQL (imported only then)."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from urllib.parse import urlsplit
 
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SnaptailSQLiteDatastore, SQLiteAgentRecorder
-
-DEFAULT_URL = "sqlite:///snaptail.db"
-URL_ENV = "SNAPTAIL_DATABASE_URL"
-
-
-def resolve_url(url: str | None) -> str:
-    """``url``, else ``$SNAPTAIL_DATABASE_URL``, else ``sqlite:///snaptail.db``."""
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file (or ``:memory:``) a SQLite URL names; None for other URLs."""
-    if url == ":memory:":
-        return url
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        return path[1:] if path.startswith("/") else path
-    return None
+from snaptail.infrastructure.urls import is_postgres_url, sqlite_path
 
 
 def open_recorder(url: str, **options: object) -> AgentRecorder:
@@ -45,8 +26,7 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
         recorder: AgentRecorder = SQLiteAgentRecorder(datastore)
         recorder.create_table()  # type: ignore[attr-defined]
         return recorder
-    scheme = urlsplit(url).scheme
-    if scheme in {"postgresql", "postgres"}:
+    if is_postgres_url(url):
         from snaptail.infrastructure.postgres import open_postgres
 
         return open_postgres(url, **options)

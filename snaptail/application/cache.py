@@ -6,9 +6,9 @@ import logging
 from collections import OrderedDict
 from uuid import UUID
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import parse_size
-from snaptail.infrastructure.store import AgentStore
 
 logger = logging.getLogger("snaptail.cache")
 

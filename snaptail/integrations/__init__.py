@@ -1,0 +1,1 @@
+"""Adapters between snaptail and other agent frameworks (one module per framework)."""
