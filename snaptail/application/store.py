@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from functools import partial
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
@@ -13,20 +12,13 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
-from snaptail.application.loading import (
-    TRACKING_ATTRIBUTE,
-    LoadStats,
-    Tracking,
-    tail_load_ms,
-    tracking,
-)
+from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
 from snaptail.application.telemetry import WARN_EVENTS, report_load
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB, parse_size
-from snaptail.domain.recent import RecentEvents
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
-from snaptail.errors import AgentNotFound, ConcurrencyError, EventTooLarge
+from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
@@ -51,8 +43,8 @@ class AgentStore:
 
     ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
     ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
-    ``snapshot_every`` events a snapshot is written with the save that crosses it
-    (or pass a ``policy``, and ``policies={AgentType: policy}`` for agent types,
+    ``snapshot_every`` events (default 100) a snapshot is written with the save that
+    crosses it (or pass a ``policy`` instead, and ``policies={AgentType: policy}`` for agent types,
     subclasses included, that need another); ``keep_snapshots`` newest snapshots are
     kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
@@ -66,7 +58,7 @@ class AgentStore:
         self,
         url: str | None = None,
         *,
-        snapshot_every: int = 100,
+        snapshot_every: int | None = None,
         recent_events: int = 100,
         policy: SnapshotPolicy | None = None,
         policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
@@ -79,13 +71,20 @@ class AgentStore:
     ) -> None:
         if recent_events < 0:
             raise ValueError(f"recent_events must be >= 0, got {recent_events}")
+        if snapshot_every is not None and policy is not None:
+            raise ValueError(
+                f"give snapshot_every ({snapshot_every}) or policy ({policy!r}), not both:"
+                f" snapshot_every=N is policy=EveryNEvents(N)"
+            )
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
         self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.url = resolve_url(url)
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
-        self.policy: SnapshotPolicy = policy or EveryNEvents(snapshot_every)
+        self.policy: SnapshotPolicy = policy or EveryNEvents(
+            100 if snapshot_every is None else snapshot_every
+        )
         self.policies: dict[type[Agent], SnapshotPolicy] = dict(policies or {})
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
@@ -122,7 +121,10 @@ class AgentStore:
         """Store the agents' new events (and any snapshot due) in one transaction.
 
         Only new events are written. On a version conflict nothing is written,
-        :class:`ConcurrencyError` is raised, and the agents keep their new events.
+        :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
+        the agents keep their new events. Once the transaction has committed, this
+        never raises: later work (the memory budget) that fails is logged and left
+        for the next save or load.
         """
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
@@ -145,19 +147,72 @@ class AgentStore:
                 stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
             )
         except IntegrityError as exc:
-            agent, pending, _ = batches[0]
-            others = ", ".join(str(a.id) for a, _, _ in batches[1:])
-            raise ConcurrencyError(
-                agent.id,
-                pending[0].originator_version,
-                f"saved together with {others}" if others else "",
-            ) from exc
+            # A retried insert (after a lost connection) may meet the rows its own
+            # first attempt committed: then the save is done, not a conflict.
+            if not self._already_stored(stored):
+                raise self._conflict(batches) from exc
+            logger.info(
+                "save already committed (a retried insert met its own rows): agents=%s",
+                ",".join(str(a.id) for a, _, _ in batches),
+            )
+        # Committed: from here on nothing may raise, or a caller would apply the
+        # command again.
         snapshotted = {s.originator_id: s.originator_version for s in snapshots}
         for agent, pending, new_bytes in batches:
             del agent.pending_events[: len(pending)]
             self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
         for agent, _, _ in batches:
-            self._check_memory(agent, can_shed=True, saving=True)
+            try:
+                self._check_memory(agent, can_shed=True, saving=True)
+            except Exception as exc:
+                logger.warning(
+                    "saved, but keeping the memory budget failed (left for the next save or"
+                    " load): agent=%s version=%s pending=%s error=%s: %s",
+                    agent.id,
+                    agent.version,
+                    len(agent.pending_events),
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _already_stored(self, stored: Sequence[StoredEvent]) -> bool:
+        """True if the store holds exactly ``stored`` (same versions, types, bytes)."""
+        by_agent: dict[UUID, list[StoredEvent]] = {}
+        for event in stored:
+            by_agent.setdefault(UUID(str(event.originator_id)), []).append(event)
+        for agent_id, events in by_agent.items():
+            found = self.recorder.select_page(
+                agent_id,
+                gt=events[0].originator_version - 1,
+                lt=events[-1].originator_version + 1,
+                limit=len(events) + 1,
+            )
+            if [(e.originator_version, e.topic, bytes(e.state)) for e in found] != [
+                (e.originator_version, e.topic, bytes(e.state)) for e in events
+            ]:
+                return False
+        return True
+
+    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> ConcurrencyError:
+        """The error for a save that met another writer's rows: names the agent whose
+        stored version is not the one this writer had (the first agent if none)."""
+        index, found = 0, None
+        for i, (agent, pending, _) in enumerate(batches):
+            try:
+                stored = self.recorder.max_version(agent.id) or 0
+            except Exception:  # the error is about the conflict, not this read
+                continue
+            if stored != pending[0].originator_version - 1:
+                index, found = i, stored
+                break
+        agent, pending, _ = batches[index]
+        others = ", ".join(str(a.id) for a, _, _ in batches if a is not agent)
+        return ConcurrencyError(
+            agent.id,
+            pending[0].originator_version,
+            f"saved together with {others}" if others else "",
+            stored_version=found,
+        )
 
     def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
         """Keep the agent within its memory budget, if one applies (see budget.py)."""
@@ -177,7 +232,7 @@ class AgentStore:
         stored = self.mapper.to_stored_event(event)
         if len(stored.state) > self.max_event_bytes:
             fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
-            sizes = {k: len(self.mapper._encoder.encode(v)) for k, v in fields.items()}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
             raise EventTooLarge(
                 agent.id,
                 event_name(type(event)),
@@ -267,7 +322,39 @@ class AgentStore:
         track.snapshot_version = agent.version
         track.bytes_since = 0
 
-    def snapshot(self, agent_id: UUID) -> int:
+    def update(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load the agent, apply ``command(agent)`` and save it; on a
+        :class:`ConcurrencyError` reload it and apply ``command`` again, up to
+        ``retries`` more times (then the error is raised). Returns the saved agent.
+
+        ``command`` must only record events on the agent it is given: it runs once
+        per attempt, and only the attempt that saved is stored.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        attempt = 0
+        while True:
+            agent = self.get(agent_id)
+            command(agent)
+            try:
+                self.save(agent)
+            except ConcurrencyError as error:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                logger.info(
+                    "update conflicted, applying the command again: agent=%s attempt=%s "
+                    "stored_version=%s",
+                    agent_id,
+                    attempt,
+                    error.stored_version,
+                )
+                continue
+            return agent
+
+    def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
         agent = self.get(agent_id)
         if agent.pending_events:  # recorded by the load to keep its memory budget
@@ -280,11 +367,13 @@ class AgentStore:
 
     # -- loading --------------------------------------------------------------------
 
-    def get(self, agent_id: UUID, version: int | None = None) -> Agent:
+    def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
-        events after it. Never replays events older than the snapshot."""
-        if version is not None and version < 1:
-            raise ValueError(f"agent {agent_id}: version must be >= 1, got {version}")
+        events after it. Never replays events older than the snapshot.
+
+        ``agent_id`` is a UUID or its string form (on every backend)."""
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
         started = time.perf_counter()
         rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
         agent: Agent | None = None
@@ -303,29 +392,20 @@ class AgentStore:
         event_rows = rows.events  # (version, topic, state) tuples
         if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
-        snapshot_version = agent.version if agent is not None else 0
-        # Rows at or before the snapshot were read only to fill the recent cache.
-        replay_from = 0
-        while replay_from < len(event_rows) and event_rows[replay_from][0] <= snapshot_version:
-            replay_from += 1
-        tail_rows = event_rows[replay_from:]
-        agent = self.mapper.replay_rows(agent, agent_id, tail_rows)
-        assert agent is not None
-        tail_bytes = sum([len(row[2]) for row in tail_rows])
-        # The cache keeps the rows as read; each is decoded when first accessed.
-        agent.__dict__["_recent_events"] = RecentEvents(
-            self.recent_events, event_rows, partial(self.mapper.decode_event, agent_id)
+        agent = build_agent(
+            agent_id,
+            agent,
+            len(rows.snapshot.state) if rows.snapshot else 0,
+            event_rows,
+            self.mapper,
+            self.recent_events,
+            started,
+            tuple(untrusted),
         )
-        stats = LoadStats(
-            snapshot_version=snapshot_version,
-            tail=len(tail_rows),
-            events_read=len(event_rows),
-            bytes_read=sum([len(row[2]) for row in event_rows[:replay_from]])
-            + tail_bytes
-            + (len(rows.snapshot.state) if rows.snapshot else 0),
-            ms=(time.perf_counter() - started) * 1000,
-        )
-        agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
+        stats = tracking(agent).last_load
+        assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
             self._replace_untrusted(agent, untrusted)
@@ -367,23 +447,34 @@ class AgentStore:
             fresh,
         )
 
-    def replay(self, agent_id: UUID, version: int | None = None) -> Agent:
+    def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
 
         For verification and tests; ``get()`` is the way to load an agent.
         """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
         agent: Agent | None = None
         before = None if version is None else version + 1
         agent = apply_events(agent, self.history(agent_id, before=before))
         if agent is None:
             raise AgentNotFound(agent_id, version)
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
         return agent
+
+    def _require_head(self, agent_id: UUID, reached: int) -> None:
+        """A load asked for a version past ``reached``: raise if the log goes further
+        (the event after ``reached`` is missing)."""
+        head = self.recorder.max_version(agent_id) or 0
+        if head > reached:
+            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
 
     # -- reading the log ------------------------------------------------------------
 
     def history(
         self,
-        agent_id: UUID,
+        agent_id: UUID | str,
         after: int | None = None,
         before: int | None = None,
         reverse: bool = False,
@@ -395,36 +486,77 @@ class AgentStore:
 
         Reads ``page_size`` events at a time; never holds the whole log.
         """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "after", after, 0)
+        _check_version(agent_id, "before", before, 1)
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         topics = self._topics(types)
         gt, lt = after, before
         to_event = self.mapper.to_domain_event
+        # Without a type filter the versions are consecutive: a gap is a lost event.
+        step = 0 if topics else -1 if reverse else 1
+        expected = None if reverse else (after or 0) + 1
         while True:
             page = self.recorder.select_page(
                 agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
             )
             for stored in page:
+                found = stored.originator_version
+                if step and expected is not None and found != expected:
+                    raise DamagedLog(agent_id, expected, f"the next stored event is {found}")
+                expected = found + step
                 yield to_event(stored)
             if len(page) < page_size:
+                lowest = (after or 0) + 1
+                if step < 0 and expected is not None and expected >= lowest:
+                    raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
                 return
             if reverse:
                 lt = page[-1].originator_version
             else:
                 gt = page[-1].originator_version
 
-    def latest(self, agent_id: UUID, *types: type[Any] | str) -> Any | None:
+    def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
         page = self.recorder.select_page(
-            agent_id, desc=True, limit=1, topics=self._topics(types or None)
+            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
         )
         return self.mapper.to_domain_event(page[0]) if page else None
 
-    def event_count(self, agent_id: UUID) -> int:
+    def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
-        return self.recorder.max_version(agent_id) or 0
+        return self.recorder.max_version(as_agent_id(agent_id)) or 0
 
     def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
         if not types:
             return ()
         return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
+
+
+# The largest version a database column (a signed 64-bit integer) holds.
+MAX_VERSION = 2**63 - 1
+
+
+def as_agent_id(value: object) -> UUID:
+    """An agent id from a UUID or its string form; anything else is refused by name."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError(f"not an agent id (a UUID): {value!r}") from None
+    raise TypeError(
+        f"an agent id is a UUID or its string form, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> None:
+    """``value`` is None or an int (not a bool) from ``lowest`` to :data:`MAX_VERSION`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_VERSION:
+        raise ValueError(
+            f"agent {agent_id}: {name} must be >= {lowest} (an int up to 2**63-1), got {value!r}"
+        )

@@ -34,8 +34,14 @@ def render(inspection: Inspection, console: Console) -> None:
         ("event bytes", format_bytes(inspection.event_bytes)),
         ("memory", f"{format_bytes(inspection.memory.total)} (budget {budget})"),
     ):
+        if inspection.error and what in {"loaded from snapshot", "tail length", "load time"}:
+            value = "does not load"
         summary.add_row(what, value)
     console.print(summary)
+    if inspection.error:
+        _render_events(inspection, console)
+        console.print(f"[bold red]error:[/] does not load: {inspection.error}", soft_wrap=True)
+        return
 
     parts = Table(title="memory of the loaded agent")
     parts.add_column("part")
@@ -47,6 +53,14 @@ def render(inspection: Inspection, console: Console) -> None:
             parts.add_row(name, format_bytes(size), f"{100 * size / total:.0f}%")
     console.print(parts)
 
+    _render_events(inspection, console)
+    for warning in inspection.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", soft_wrap=True)
+    if not inspection.warnings:
+        console.print("[green]healthy[/]")
+
+
+def _render_events(inspection: Inspection, console: Console) -> None:
     events = Table(title=f"last {len(inspection.last_events)} events, newest first")
     events.add_column("version", justify="right")
     events.add_column("type")
@@ -54,14 +68,12 @@ def render(inspection: Inspection, console: Console) -> None:
     events.add_column("size", justify="right")
     for row in inspection.last_events:
         events.add_row(
-            str(row.version), row.type, row.time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(row.version),
+            row.type,
+            "?" if row.time is None else row.time.strftime("%Y-%m-%d %H:%M:%S"),
             format_bytes(row.size),
         )
     console.print(events)
-    for warning in inspection.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    if not inspection.warnings:
-        console.print("[green]healthy[/]")
 
 
 def inspect_command(
@@ -94,3 +106,5 @@ def inspect_command(
             console.print(f"[red]{exc}[/] in {store.url}")
             raise typer.Exit(1) from None
         render(inspection, console)
+        if inspection.error:
+            raise typer.Exit(1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 import signal
 import sys
 import threading
@@ -44,15 +44,12 @@ def load_projection(target: str) -> type[Any]:
     """``module:Class`` or ``module.Class`` -> the projection class (cwd importable)."""
     from snaptail.projections.base import Projection
 
-    module_name, sep, attr = target.partition(":")
-    if not sep:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
-        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        found = getattr(importlib.import_module(module_name), attr)
+        found = pkgutil.resolve_name(target)
+    except ValueError:
+        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass") from None
     except (ImportError, AttributeError) as exc:
         raise typer.BadParameter(f"cannot load {target!r}: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, Projection)):

@@ -156,6 +156,10 @@ class Agent(Aggregate):
             self.__dict__["_recent_events"] = recent
         return cast(RecentEvents, recent)
 
+    @recent_events.setter
+    def recent_events(self, recent: RecentEvents) -> None:
+        self.__dict__["_recent_events"] = recent
+
     # -- memory ---------------------------------------------------------------------
 
     def memory_bytes(self) -> int:

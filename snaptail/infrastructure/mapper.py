@@ -88,6 +88,10 @@ class MsgspecMapper(Mapper[Any]):
             state["class_version"] = class_version
         return self._encoder.encode(state)
 
+    def encoded_size(self, value: Any) -> int:
+        """Bytes ``value`` takes encoded as one field of an event (uncompressed)."""
+        return len(self._encoder.encode(value))
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         data = self.encode_payload(domain_event)
         if self.compressor:
@@ -125,7 +129,15 @@ class MsgspecMapper(Mapper[Any]):
         self, originator_id: Any, originator_version: int, topic: str, data: bytes
     ) -> Any:
         """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
-        codec = self._codecs.get(topic) or self._codec(topic)
+        try:
+            codec = self._codecs.get(topic) or self._codec(topic)
+        except Exception as exc:  # a damaged or retired topic: name the event
+            msg = (
+                f"cannot decode stored event of agent {originator_id} at"
+                f" version {originator_version}: its type"
+                f" {topic!r} cannot be imported ({type(exc).__name__}: {exc})"
+            )
+            raise MapperDeserialisationError(msg) from exc
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -192,7 +204,10 @@ class MsgspecMapper(Mapper[Any]):
         return agent
 
     def _direct_apply(self, topic: str) -> _DirectApply | None:
-        codec = self._codecs.get(topic) or self._codec(topic)
+        try:
+            codec = self._codecs.get(topic) or self._codec(topic)
+        except Exception:  # not importable: decode_event raises, naming the event
+            return None
         fields = payload_fields(codec.cls)
         found = applier(codec.cls) if codec.class_version == 1 else None
         how = None

@@ -20,6 +20,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
+from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     AgentRecorder,
@@ -30,7 +31,7 @@ from snaptail.infrastructure.recorder import (
     snapshot_from_row,
     stored_events,
 )
-from snaptail.infrastructure.urls import parse_postgres_url
+from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
 
 # Any version is below this; stands in for "no upper bound" in queries.
 NO_LIMIT = 2**62
@@ -365,6 +366,7 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     """
     settings = parse_postgres_url(url, **options)
     conninfo = settings.conninfo
+    _probe(settings)
     datastore = PostgresDatastore(
         dbname=conninfo["dbname"],
         host=conninfo.get("host", ""),
@@ -391,6 +393,17 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
         datastore.close()
         raise
     return recorder
+
+
+def _probe(settings: PostgresOptions) -> None:
+    """Connect once, within ``connect_timeout``: a server that cannot be reached is a
+    :class:`~snaptail.errors.DatabaseUnreachable` naming it and the cause, not a pool
+    timing out ``pool_timeout`` seconds later."""
+    try:
+        psycopg.connect(**settings.connect_args()).close()
+    except psycopg.OperationalError as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseUnreachable(describe_server(settings.conninfo), cause) from None
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:

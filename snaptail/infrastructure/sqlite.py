@@ -12,6 +12,7 @@ from eventsourcing import persistence
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    OperationalError,
     StoredEvent,
     Subscription,
 )
@@ -24,6 +25,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
+from snaptail.errors import LockTimeout
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     AgentRecorder,
@@ -211,10 +213,17 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         keep_snapshots: int | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as c:
-            ids = self._insert_events(c, stored_events, **kwargs)
-            for snapshot in snapshots:
-                self._write_snapshot(c, snapshot, keep_snapshots)
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                ids = self._insert_events(c, stored_events, **kwargs)
+                for snapshot in snapshots:
+                    self._write_snapshot(c, snapshot, keep_snapshots)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+            raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:
             self._commit_signal.notify()  # wake subscribers in this process
         return ids
@@ -379,3 +388,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             return [UUID(row[0]) for row in c.fetchall()]
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
