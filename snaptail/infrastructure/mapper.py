@@ -42,14 +42,11 @@ class _EventCodec:
     decoder: msgspec.msgpack.Decoder[Any]
 
 
-@dataclass(frozen=True)
-class _DirectApply:
-    """How rows of one event class are applied without building the event: the
-    payload decoded straight into the decorated method's keyword arguments."""
-
-    decoder: msgspec.msgpack.Decoder[Any]
-    method: Callable[..., Any]
-    names: tuple[str, ...] | None  # None: the payload, less its timestamp, IS the kwargs
+# How rows of one event class are applied without building the event: the payload
+# decoded straight into the decorated method's keyword arguments. (decode, method,
+# parameter names; None: the payload, less its timestamp, IS the keyword arguments.)
+_DirectApply = tuple[Callable[[bytes], Any], Callable[..., Any], tuple[str, ...] | None]
+_UNSEEN: Any = object()
 
 
 class MsgspecMapper(Mapper[Any]):
@@ -175,28 +172,28 @@ class MsgspecMapper(Mapper[Any]):
         class with its own ``apply``/``mutate`` or ``class_version``, a row that does
         not decode) takes that ordinary path, which upcasts or raises as it does.
         """
-        plain = not (self.cipher or self.compressor)
+        if self.cipher or self.compressor:
+            return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
         direct = self._direct
         for row in rows:
             version, topic, data = row
-            try:
-                how = direct[topic]
-            except KeyError:
+            how = direct.get(topic, _UNSEEN)
+            if how is _UNSEEN:
                 how = self._direct_apply(topic)
-            if how is not None and agent is not None and plain:
+            if how is not None and agent is not None:
+                decode, method, names = how
                 try:
-                    payload = how.decoder.decode(data)
+                    payload = decode(data)
                 except msgspec.MsgspecError:
                     payload = None  # decode_event below raises, naming the event
                 if payload is not None and "class_version" not in payload:
-                    expected = agent._version + 1
-                    if version != expected:
-                        raise OriginatorVersionError(version, expected)
+                    if version != agent._version + 1:
+                        raise OriginatorVersionError(version, agent._version + 1)
                     timestamp = payload.pop("timestamp")
-                    if how.names is None:
-                        how.method(agent, **payload)
+                    if names is None:
+                        method(agent, **payload)
                     else:
-                        how.method(agent, **{name: payload[name] for name in how.names})
+                        method(agent, **{name: payload[name] for name in names})
                     agent._version = version
                     agent._modified_on = timestamp
                     continue
@@ -214,7 +211,7 @@ class MsgspecMapper(Mapper[Any]):
         if found is not None and "timestamp" in fields:
             method, names = found
             exact = set(fields) - {"timestamp"} == set(names)
-            how = _DirectApply(codec.decoder, method, None if exact else names)
+            how = (codec.decoder.decode, method, None if exact else names)
         self._direct[topic] = how
         return how
 
