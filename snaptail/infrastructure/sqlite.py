@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing import persistence
@@ -47,6 +46,15 @@ from snaptail.infrastructure.subscription import (
 STATEMENT_CACHE = 128
 # Idle read connections kept for loads (more are opened under concurrency, then closed).
 IDLE_READERS = 4
+
+
+T = TypeVar("T")
+
+
+class _Executes(Protocol):
+    """A connection or cursor: what a read query runs its statements on."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> sqlite3.Cursor: ...
 
 
 def _connect(db_name: str, lock_timeout: int | None) -> sqlite3.Connection:
@@ -169,16 +177,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             self._readers.pop().close()
         self.datastore.close()
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Cursor]:
-        """One read transaction on a plain connection: rows are tuples."""
+    def _read(self, query: Callable[[_Executes], T]) -> T:
+        """Run ``query`` in one read transaction on a plain connection (rows are
+        tuples). No context manager: loads are short, and this is their overhead."""
         readers = self._readers
         if readers is None:
             with self.datastore.transaction(commit=False) as cursor:
                 sqlite_cursor = cursor.sqlite_cursor
                 sqlite_cursor.row_factory = None
-                yield sqlite_cursor
-            return
+                return query(sqlite_cursor)
         if self._closed:
             raise persistence.ConnectionPoolClosedError("the SQLite recorder is closed")
         try:
@@ -187,14 +194,14 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             pool = self.datastore.pool
             connection = _connect(pool.db_name, pool.lock_timeout)
         try:
+            connection.execute("BEGIN")
             try:
-                connection.execute("BEGIN")
-                try:
-                    yield connection.cursor()
-                finally:
-                    connection.execute("ROLLBACK")
-            except sqlite3.Error as exc:
-                raise _persistence_error(exc) from exc
+                result = query(connection)
+            finally:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise _persistence_error(exc) from exc
         except BaseException:
             connection.close()
             raise
@@ -202,6 +209,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             connection.close()
         else:
             readers.append(connection)
+        return result
 
     # -- writing --------------------------------------------------------------------
 
@@ -316,17 +324,18 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         upper = lte if lte is not None else 2**62
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
-        with self._read() as c:
+
+        def query(c: _Executes) -> LoadRows:
             snapshot = None
             if snap_upper > 0:
                 row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
-            events = c.execute(
-                self._select_tail, (key, upper, after, key, upper, recent)
-            ).fetchall()
-        return LoadRows(snapshot=snapshot, events=events)
+            events = c.execute(self._select_tail, (key, upper, after, key, upper, recent))
+            return LoadRows(snapshot=snapshot, events=events.fetchall())
+
+        return self._read(query)
 
     def select_page(
         self,
@@ -354,17 +363,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             params.extend(topics)
         statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
         params.append(limit)
-        with self._read() as c:
-            rows = c.execute(statement, params).fetchall()
+        rows = self._read(lambda c: c.execute(statement, params).fetchall())
         return stored_events(originator_id, rows)
 
     def max_version(self, originator_id: UUID) -> int | None:
-        with self._read() as c:
-            value = c.execute(
-                f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                "WHERE originator_id=?",
-                (_key(originator_id),),
-            ).fetchone()[0]
+        statement = (
+            f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
+        )
+        key = _key(originator_id)
+        value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
