@@ -299,9 +299,10 @@ class FloorWriter:
     encoded with msgspec, as snaptail stores it) and, every ``interval`` events, a
     snapshot row of its state, keeping the newest two, in one transaction on a plain
     ``sqlite3`` connection (same schema and pragmas as snaptail's). No mapper, no
-    checks, no checksum or fingerprint, no bookkeeping on the agent."""
+    checks, no checksum or fingerprint, no bookkeeping on the agent. With ``interval``
+    None it writes the event rows only."""
 
-    def __init__(self, path: Path, interval: int) -> None:
+    def __init__(self, path: Path, interval: int | None) -> None:
         AgentStore(f"sqlite:///{path}").close()  # the same tables, WAL mode
         self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.interval = interval
@@ -333,7 +334,7 @@ class FloorWriter:
         c.execute("BEGIN")
         c.executemany(self._events, rows)
         last = self._snapshot_at.get(agent.id, 0)
-        if agent.version - last >= self.interval:
+        if self.interval is not None and agent.version - last >= self.interval:
             body = {
                 "created_on": agent.created_on,
                 "modified_on": agent.modified_on,
