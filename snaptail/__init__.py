@@ -6,6 +6,7 @@ from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
 from snaptail.errors import (
+    AgentBroken,
     AgentLimitExceeded,
     AgentNotFound,
     ConcurrencyError,
@@ -17,6 +18,7 @@ from snaptail.errors import (
     LockTimeout,
     MemoryBudgetExceeded,
     SnaptailError,
+    UndeclaredState,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentBroken",
     "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
@@ -54,5 +57,6 @@ __all__ = [
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
+    "UndeclaredState",
     "event",
 ]
