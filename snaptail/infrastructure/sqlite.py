@@ -344,9 +344,8 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(self._select_snapshot, (_key(originator_id), lte))
-            row = c.fetchone()
+        key = _key(originator_id)
+        row = self._read(lambda c: c.execute(self._select_snapshot, (key, lte)).fetchone())
         return None if row is None else snapshot_from_row(originator_id, row)
 
     def select_page(
