@@ -90,8 +90,10 @@ def build_agent(
     assert agent is not None
     tail_bytes = sum([len(row[2]) for row in tail])
     # The cache keeps the rows as read; each is decoded when first accessed.
-    agent.recent_events = RecentEvents(
-        recent_events, rows, partial(mapper.decode_event, agent_id)
+    agent.recent_events = (
+        RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
+        if recent_events
+        else RecentEvents(0)
     )
     stats = LoadStats(
         snapshot_version=snapshot_version,

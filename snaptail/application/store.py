@@ -412,7 +412,7 @@ class AgentStore:
             self.mapper,
             self.recent_events,
             started,
-            tuple((v, why) for v, why, _ in untrusted),
+            tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
         )
         if version is not None and agent.version < version:
             self._require_head(agent_id, agent.version)
