@@ -401,18 +401,18 @@ class AgentStore:
                 recent=self.recent_events,
                 snapshot_lte=agent.version if agent is not None else 0,
             )
-        stored_events = rows.events
-        if agent is None and not stored_events:
+        event_rows = rows.events  # (version, topic, state) tuples
+        if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
         agent = build_agent(
             agent_id,
             agent,
             len(rows.snapshot.state) if rows.snapshot else 0,
-            stored_events,
-            self.mapper.to_domain_event,
+            event_rows,
+            self.mapper,
             self.recent_events,
             started,
-            tuple((v, why) for v, why, _ in untrusted),
+            tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
         )
         if version is not None and agent.version < version:
             self._require_head(agent_id, agent.version)
