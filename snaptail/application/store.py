@@ -401,18 +401,18 @@ class AgentStore:
                 recent=self.recent_events,
                 snapshot_lte=agent.version if agent is not None else 0,
             )
-        stored_events = rows.events
-        if agent is None and not stored_events:
+        event_rows = rows.events  # (version, topic, state) tuples
+        if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
         agent = build_agent(
             agent_id,
             agent,
             len(rows.snapshot.state) if rows.snapshot else 0,
-            stored_events,
-            self.mapper.to_domain_event,
+            event_rows,
+            self.mapper,
             self.recent_events,
             started,
-            tuple((v, why) for v, why, _ in untrusted),
+            tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
         )
         if version is not None and agent.version < version:
             self._require_head(agent_id, agent.version)
@@ -498,11 +498,11 @@ class AgentStore:
             self._require_head(agent_id, agent.version)
         return agent
 
-    def _require_head(self, agent_id: UUID, reached: int) -> None:
-        """A load asked for a version past ``reached``: raise if the log goes further
-        (the event after ``reached`` is missing)."""
+    def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> None:
+        """A read asked for versions past ``reached`` (up to ``below``, exclusive):
+        raise if the log goes further (the event after ``reached`` is missing)."""
         head = self.recorder.max_version(agent_id) or 0
-        if head > reached:
+        if head > reached and (below is None or reached + 1 < below):
             raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
 
     # -- reading the log ------------------------------------------------------------
@@ -519,7 +519,9 @@ class AgentStore:
         """Yield the agent's events with ``after < version < before``, oldest first
         (newest first if ``reverse``), optionally only of the given event ``types``.
 
-        Reads ``page_size`` events at a time; never holds the whole log.
+        Reads ``page_size`` events at a time; never holds the whole log. Without
+        ``types``, a version missing from the stored log raises
+        :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
         agent_id = as_agent_id(agent_id)
         _check_version(agent_id, "after", after, 0)
@@ -530,6 +532,7 @@ class AgentStore:
         gt, lt = after, before
         to_event = self.mapper.to_domain_event
         # Without a type filter the versions are consecutive: a gap is a lost event.
+        # At the ``before`` end, the head (one index read) tells a gap from the end.
         step = 0 if topics else -1 if reverse else 1
         expected = None if reverse else (after or 0) + 1
         while True:
@@ -538,14 +541,17 @@ class AgentStore:
             )
             for stored in page:
                 found = stored.originator_version
+                if step < 0 and expected is None and before is not None and found < before - 1:
+                    self._require_head(agent_id, found, below=before)
                 if step and expected is not None and found != expected:
                     raise DamagedLog(agent_id, expected, f"the next stored event is {found}")
                 expected = found + step
                 yield to_event(stored)
             if len(page) < page_size:
-                lowest = (after or 0) + 1
-                if step < 0 and expected is not None and expected >= lowest:
+                if step < 0 and expected is not None and expected >= (after or 0) + 1:
                     raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
+                if step > 0 and before is not None and expected is not None and expected < before:
+                    self._require_head(agent_id, expected - 1, below=before)
                 return
             if reverse:
                 lt = page[-1].originator_version

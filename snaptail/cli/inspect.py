@@ -16,6 +16,9 @@ from snaptail.errors import AgentNotFound
 from snaptail.projections import DeadLetter, read_dead_letters
 from snaptail.snapshots import EveryNEvents
 
+# Rows of the summary that only a loaded agent has.
+_NEEDS_LOAD = frozenset({"loaded from snapshot", "tail length", "load time", "memory"})
+
 
 def render(
     inspection: Inspection, console: Console, dead_letters: Sequence[DeadLetter] = ()
@@ -40,7 +43,7 @@ def render(
         ("event bytes", format_bytes(inspection.event_bytes)),
         ("memory", f"{format_bytes(inspection.memory.total)} (budget {budget})"),
     ):
-        if inspection.error and what in {"loaded from snapshot", "tail length", "load time"}:
+        if inspection.error and what in _NEEDS_LOAD:
             value = "does not load"
         summary.add_row(what, value)
     console.print(summary)

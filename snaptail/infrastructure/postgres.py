@@ -24,6 +24,7 @@ from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     AgentRecorder,
+    EventRow,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
@@ -280,7 +281,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 (originator_id, upper, after, originator_id, upper, recent),
                 prepare=True,
             )
-            events = stored_events(originator_id, curs.fetchall())
+            events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
