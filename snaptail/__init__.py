@@ -2,6 +2,7 @@
 
 from eventsourcing.domain import event
 
+from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain import (
     Agent,
     AgentLimitExceeded,
@@ -38,6 +39,7 @@ __all__ = [
     "AgentState",
     "AgentStore",
     "AnyOf",
+    "AsyncAgentStore",
     "ConcurrencyError",
     "EventTooLarge",
     "EveryNBytes",

@@ -76,7 +76,5 @@ commands: st.SearchStrategy[Command] = st.one_of(
         st.binary(max_size=64),
         st.one_of(st.none(), names),
     ),
-    st.builds(
-        lambda s: _tolerant(lambda a: a.compact_context(s, max(1, a.version - 2))), texts
-    ),
+    st.builds(lambda s: _tolerant(lambda a: a.compact_context(s, max(1, a.version - 2))), texts),
 )

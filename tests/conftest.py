@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from snaptail import AgentStore
 
 POSTGRES_URL = os.environ.get(
     "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -74,3 +76,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return str(request.getfixturevalue("sqlite_url"))
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_store(request: pytest.FixtureRequest) -> Callable[..., AgentStore]:
+    """Opens a store: ``AgentStore``, or ``AsyncAgentStore`` behind a blocking facade
+    (``tests.async_bridge``), so one storage test checks both."""
+    if request.param == "sync":
+        return AgentStore
+    from tests.async_bridge import BlockingAsyncStore
+
+    return BlockingAsyncStore  # type: ignore[return-value]

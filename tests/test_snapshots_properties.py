@@ -33,9 +33,9 @@ single_policies: st.SearchStrategy[SnapshotPolicy] = st.one_of(
     st.builds(LoadSlowerThan, st.sampled_from([1e-9, 1e9])),
     st.just(Never()),
 )
-policies: st.SearchStrategy[SnapshotPolicy] = st.lists(
-    single_policies, min_size=1, max_size=3
-).map(lambda ps: ps[0] if len(ps) == 1 else reduce(or_, ps))
+policies: st.SearchStrategy[SnapshotPolicy] = st.lists(single_policies, min_size=1, max_size=3).map(
+    lambda ps: ps[0] if len(ps) == 1 else reduce(or_, ps)
+)
 
 # After each command: nothing, save, save and reload (measures the load), or save
 # and take a snapshot on demand.

@@ -21,7 +21,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
@@ -127,7 +127,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         Concurrent ``CREATE ... IF NOT EXISTS`` can still collide in PostgreSQL's
         catalogues, so creation holds an advisory lock on a connection of its own.
         """
-        kwargs = dict(_connect_kwargs(self.datastore))
+        kwargs = dict(connect_kwargs(self.datastore))
         kwargs.pop("row_factory", None)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
@@ -201,21 +201,31 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     def _write_snapshot(
         self, curs: Cursor[DictRow], snapshot: StoredSnapshot, keep: int | None
     ) -> None:
+        for statement, params in self.snapshot_writes(snapshot, keep):
+            curs.execute(statement, params, prepare=True)
+
+    def snapshot_writes(
+        self, snapshot: StoredSnapshot, keep: int | None
+    ) -> list[tuple[Composed, tuple[Any, ...]]]:
+        """The statements that store a snapshot and prune older ones of its agent
+        down to ``keep`` (shared by the async recorder)."""
         key = snapshot.originator_id
-        curs.execute(
-            self._sql_insert_snapshot,
+        writes: list[tuple[Composed, tuple[Any, ...]]] = [
             (
-                key,
-                snapshot.originator_version,
-                snapshot.topic,
-                snapshot.fingerprint,
-                snapshot.checksum,
-                snapshot.state,
-            ),
-            prepare=True,
-        )
+                self._sql_insert_snapshot,
+                (
+                    key,
+                    snapshot.originator_version,
+                    snapshot.topic,
+                    snapshot.fingerprint,
+                    snapshot.checksum,
+                    snapshot.state,
+                ),
+            )
+        ]
         if keep is not None:
-            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1), prepare=True)
+            writes.append((self._sql_prune, (key, key, max(keep, 1) - 1)))
+        return writes
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
@@ -251,8 +261,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        upper = lte if lte is not None else NO_LIMIT
-        snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        upper, snap_upper = load_bounds(lte, snapshot_lte)
         # Read committed is enough: events are only ever appended, and the tail
         # query computes its bounds within one statement. Binary results: bytea
         # arrives as bytes, not hex text (half the transfer and decoding). The
@@ -265,24 +274,36 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             snapshot = None
             if snap_upper > 0:
                 curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
-                row = curs.fetchone()
-                if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row["originator_version"],
-                        topic=row["topic"],
-                        fingerprint=row["fingerprint"],
-                        checksum=row["checksum"],
-                        state=bytes(row["state"]),
-                    )
-            after = snapshot.originator_version if snapshot else 0
+                snapshot = self.row_to_snapshot(originator_id, curs.fetchone())
             curs.execute(
                 self._sql_select_tail,
-                (originator_id, upper, after, originator_id, upper, recent),
+                self.tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = self._rows_to_events(originator_id, curs.fetchall())
+            events = self.rows_to_events(originator_id, curs.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
+
+    @staticmethod
+    def row_to_snapshot(originator_id: UUID, row: DictRow | None) -> StoredSnapshot | None:
+        """A snapshot row as read by the load query (None: no row)."""
+        if row is None:
+            return None
+        return StoredSnapshot(
+            originator_id=originator_id,
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            fingerprint=row["fingerprint"],
+            checksum=row["checksum"],
+            state=bytes(row["state"]),
+        )
+
+    @staticmethod
+    def tail_params(
+        originator_id: UUID, upper: int, snapshot: StoredSnapshot | None, recent: int
+    ) -> tuple[Any, ...]:
+        """The parameters of the load's tail query."""
+        after = snapshot.originator_version if snapshot else 0
+        return (originator_id, upper, after, originator_id, upper, recent)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
@@ -295,7 +316,22 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         limit: int = 500,
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
-        statement: Composable = self._sql_select_page
+        statement, params = self.page_query(originator_id, gt, lt, desc, limit, topics)
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+            curs.execute(statement, params, prepare=True)
+            return self.rows_to_events(originator_id, curs.fetchall())
+
+    def page_query(
+        self,
+        originator_id: UUID,
+        gt: int | None,
+        lt: int | None,
+        desc: bool,
+        limit: int,
+        topics: Sequence[str],
+    ) -> tuple[Composed, list[Any]]:
+        """The statement and parameters of :meth:`select_page`."""
+        statement: Composed = self._sql_select_page
         params: list[Any] = [originator_id]
         if gt is not None:
             statement += SQL(" AND originator_version > %s")
@@ -311,9 +347,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
-            curs.execute(statement, params, prepare=True)
-            return self._rows_to_events(originator_id, curs.fetchall())
+        return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
@@ -341,7 +375,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         return [_as_uuid(row["id"]) for row in rows]
 
     @staticmethod
-    def _rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
+    def rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
         return [
             StoredEvent(
                 originator_id=originator_id,
@@ -353,13 +387,19 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ]
 
 
+def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
+    """The upper version bounds of a load's events and of its snapshot."""
+    upper = lte if lte is not None else NO_LIMIT
+    return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
+
+
 def _count(curs: Cursor[DictRow]) -> int:
     row = curs.fetchone()
     assert row is not None
     return int(row["n"])
 
 
-def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+def connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     """The pool's keyword arguments for ``psycopg.connect`` (the live dict)."""
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict)
@@ -499,7 +539,7 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     extra: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
     if settings.sslmode:
         extra["sslmode"] = settings.sslmode
-    kwargs = _connect_kwargs(datastore)
+    kwargs = connect_kwargs(datastore)
     kwargs.update(extra)
     if not settings.password:
         kwargs.pop("password", None)
@@ -520,7 +560,7 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
         "pool_size": pool.min_size,
         "max_overflow": pool.max_size - pool.min_size,
         "pool_timeout": pool.timeout,
-        "connect_timeout": _connect_kwargs(recorder.datastore).get("connect_timeout"),
+        "connect_timeout": connect_kwargs(recorder.datastore).get("connect_timeout"),
         "lock_timeout": recorder.datastore.lock_timeout,
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -22,7 +22,7 @@ from snaptail.domain.schema import event_name
 from snaptail.infrastructure.budget import enforce_budget, observe_memory, resolve_budget
 from snaptail.infrastructure.database import open_recorder, resolve_url
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
 from snaptail.infrastructure.telemetry import report_load
 from snaptail.snapshots import (
     EveryNEvents,
@@ -53,6 +53,16 @@ class LoadStats:
     events_read: int
     bytes_read: int
     ms: float
+
+
+@dataclass
+class SavePlan:
+    """What one save writes: per agent its new events and their bytes, then the
+    encoded events and snapshots (built before any I/O)."""
+
+    batches: list[tuple[Agent, list[Any], int]]
+    stored: list[StoredEvent]
+    snapshots: list[StoredSnapshot]
 
 
 @dataclass
@@ -162,40 +172,53 @@ class AgentStore:
         Only new events are written. On a version conflict nothing is written,
         :class:`ConcurrencyError` is raised, and the agents keep their new events.
         """
-        batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
-        stored: list[StoredEvent] = []
-        snapshots: list[StoredSnapshot] = []
+        plan = self._plan_save(agents)
+        if plan is None:
+            return
+        try:
+            self.recorder.insert_events(
+                plan.stored, snapshots=plan.snapshots, keep_snapshots=self.keep_snapshots
+            )
+        except IntegrityError as exc:
+            raise self._conflict(plan) from exc
+        self._saved(plan)
+        for agent, _, _ in plan.batches:
+            self._check_memory(agent, can_shed=True, saving=True)
+
+    def _plan_save(self, agents: Sequence[Agent]) -> SavePlan | None:
+        """Encode the agents' new events and any snapshot due (no I/O); None if
+        there is nothing to write."""
+        plan = SavePlan([], [], [])
         for agent in agents:
             pending = list(agent.pending_events)
             if not pending:
                 continue
             encoded = [self._encode(agent, event) for event in pending]
             new_bytes = sum(len(s.state) for s in encoded)
-            batches.append((agent, pending, new_bytes))
-            stored.extend(encoded)
+            plan.batches.append((agent, pending, new_bytes))
+            plan.stored.extend(encoded)
             snapshot = self._due_snapshot(agent, new_bytes)
             if snapshot is not None:
-                snapshots.append(snapshot)
-        if not stored:
-            return
-        try:
-            self.recorder.insert_events(
-                stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
-            )
-        except IntegrityError as exc:
-            agent, pending, _ = batches[0]
-            others = ", ".join(str(a.id) for a, _, _ in batches[1:])
-            raise ConcurrencyError(
-                agent.id,
-                pending[0].originator_version,
-                f"saved together with {others}" if others else "",
-            ) from exc
-        snapshotted = {s.originator_id: s.originator_version for s in snapshots}
-        for agent, pending, new_bytes in batches:
+                plan.snapshots.append(snapshot)
+        return plan if plan.stored else None
+
+    @staticmethod
+    def _conflict(plan: SavePlan) -> ConcurrencyError:
+        """The error for a save whose events conflicted with stored ones."""
+        agent, pending, _ = plan.batches[0]
+        others = ", ".join(str(a.id) for a, _, _ in plan.batches[1:])
+        return ConcurrencyError(
+            agent.id,
+            pending[0].originator_version,
+            f"saved together with {others}" if others else "",
+        )
+
+    def _saved(self, plan: SavePlan) -> None:
+        """Update the agents after their events were committed (no I/O)."""
+        snapshotted = {s.originator_id: s.originator_version for s in plan.snapshots}
+        for agent, pending, new_bytes in plan.batches:
             del agent.pending_events[: len(pending)]
             self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
-        for agent, _, _ in batches:
-            self._check_memory(agent, can_shed=True, saving=True)
 
     def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
         """Keep the agent within its memory budget, if one applies (see budget.py)."""
@@ -303,10 +326,31 @@ class AgentStore:
     def get(self, agent_id: UUID, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
+        steps = self._load_steps(agent_id, version)
+        request = next(steps)
+        while True:
+            try:
+                request = steps.send(self.recorder.select_for_load(agent_id, **request))
+            except StopIteration as done:
+                loaded: tuple[Agent, list[tuple[int, str]]] = done.value
+                break
+        agent, untrusted = loaded
+        if untrusted:
+            self._replace_untrusted(agent, untrusted)
+        self._check_memory(agent, can_shed=version is None, saving=False)
+        return agent
+
+    def _load_steps(
+        self, agent_id: UUID, version: int | None
+    ) -> Generator[dict[str, Any], LoadRows, tuple[Agent, list[tuple[int, str]]]]:
+        """The logic of a load, without its I/O: yields the keyword arguments of each
+        ``select_for_load`` it needs, is sent the rows, and returns the agent and the
+        snapshots it passed over as untrusted ((version, why) pairs). The sync and the
+        async store drive it."""
         if version is not None and version < 1:
             raise ValueError(f"agent {agent_id}: version must be >= 1, got {version}")
         started = time.perf_counter()
-        rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
+        rows = yield {"lte": version, "recent": self.recent_events}
         agent: Agent | None = None
         untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
         while rows.snapshot is not None:
@@ -314,12 +358,11 @@ class AgentStore:
             if agent is not None:
                 break
             untrusted.append((rows.snapshot.originator_version, why))
-            rows = self.recorder.select_for_load(
-                agent_id,
-                lte=version,
-                recent=self.recent_events,
-                snapshot_lte=rows.snapshot.originator_version - 1,
-            )
+            rows = yield {
+                "lte": version,
+                "recent": self.recent_events,
+                "snapshot_lte": rows.snapshot.originator_version - 1,
+            }
         stored_events = rows.events
         if agent is None and not stored_events:
             raise AgentNotFound(agent_id, version)
@@ -352,10 +395,7 @@ class AgentStore:
         )
         agent.__dict__["_snaptail"] = _Tracking(snapshot_version, tail_bytes, stats)
         report_load(agent, stats, self.slow_load_ms)
-        if untrusted:
-            self._replace_untrusted(agent, untrusted)
-        self._check_memory(agent, can_shed=version is None, saving=False)
-        return agent
+        return agent, untrusted
 
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
@@ -440,17 +480,34 @@ class AgentStore:
 
         Reads ``page_size`` events at a time; never holds the whole log.
         """
+        requests = self._page_requests(after, before, reverse, types, page_size)
+        request = next(requests)
+        to_event = self.mapper.to_domain_event
+        while True:
+            page = self.recorder.select_page(agent_id, **request)
+            for stored in page:
+                yield to_event(stored)
+            try:
+                request = requests.send(page)
+            except StopIteration:
+                return
+
+    def _page_requests(
+        self,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        types: Iterable[type[Any] | str] | None,
+        page_size: int,
+    ) -> Generator[dict[str, Any], Sequence[StoredEvent], None]:
+        """The paging of :meth:`history` without its I/O: yields the keyword arguments
+        of each ``select_page``, is sent the page read, stops after the last page."""
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         topics = self._topics(types)
         gt, lt = after, before
-        to_event = self.mapper.to_domain_event
         while True:
-            page = self.recorder.select_page(
-                agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
-            )
-            for stored in page:
-                yield to_event(stored)
+            page = yield {"gt": gt, "lt": lt, "desc": reverse, "limit": page_size, "topics": topics}
             if len(page) < page_size:
                 return
             if reverse:

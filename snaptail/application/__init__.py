@@ -1,0 +1,1 @@
+"""The application layer: the stores agents are saved to and loaded from."""

@@ -1,0 +1,153 @@
+"""The recorder calls ``AsyncAgentStore`` awaits, and the SQLite one: a dedicated thread.
+
+SQLite has no async driver worth the name, and its connections want one thread each:
+``ThreadedRecorder`` runs every call of the sync recorder on one thread of its own
+(so one connection), and the event loop only awaits the result. PostgreSQL has a
+native implementation (``snaptail.infrastructure.postgres_async``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
+
+T = TypeVar("T")
+
+
+class AsyncRecorder(Protocol):
+    """The async twin of the :class:`AgentRecorder` calls a load, a save and the log
+    readers make; ``run_sync`` runs anything else (rare paths) off the event loop."""
+
+    @property
+    def sync(self) -> AgentRecorder:
+        """The sync recorder this one awaits the twin of."""
+        ...
+
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+    ) -> Sequence[int] | None: ...
+
+    async def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows: ...
+
+    async def select_page(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lt: int | None = None,
+        desc: bool = False,
+        limit: int = 500,
+        topics: Sequence[str] = (),
+    ) -> Sequence[StoredEvent]: ...
+
+    async def max_version(self, originator_id: UUID) -> int | None: ...
+
+    async def insert_snapshot(
+        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
+    ) -> bool: ...
+
+    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class SQLiteThread:
+    """One dedicated thread for all of a store's SQLite work."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snaptail-sqlite")
+
+    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class ThreadedRecorder:
+    """An :class:`AsyncRecorder` that runs a sync recorder on a :class:`SQLiteThread`."""
+
+    def __init__(self, sync: AgentRecorder, thread: SQLiteThread) -> None:
+        self.sync = sync
+        self.thread = thread
+
+    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.thread.run(func, *args, **kwargs)
+
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+    ) -> Sequence[int] | None:
+        return await self.thread.run(
+            self.sync.insert_events,
+            stored_events,
+            snapshots=snapshots,
+            keep_snapshots=keep_snapshots,
+        )
+
+    async def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows:
+        return await self.thread.run(
+            self.sync.select_for_load,
+            originator_id,
+            lte=lte,
+            recent=recent,
+            snapshot_lte=snapshot_lte,
+        )
+
+    async def select_page(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lt: int | None = None,
+        desc: bool = False,
+        limit: int = 500,
+        topics: Sequence[str] = (),
+    ) -> Sequence[StoredEvent]:
+        return await self.thread.run(
+            self.sync.select_page, originator_id, gt=gt, lt=lt, desc=desc, limit=limit,
+            topics=topics,
+        )  # fmt: skip
+
+    async def max_version(self, originator_id: UUID) -> int | None:
+        return await self.thread.run(self.sync.max_version, originator_id)
+
+    async def insert_snapshot(
+        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
+    ) -> bool:
+        return await self.thread.run(
+            self.sync.insert_snapshot, snapshot, keep_snapshots=keep_snapshots
+        )
+
+    async def close(self) -> None:
+        """Nothing of its own: the store closes the sync recorder on the thread."""
