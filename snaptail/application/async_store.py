@@ -1,11 +1,11 @@
 """``AsyncAgentStore``: the ``AgentStore`` API with ``await``, never blocking the event loop.
 
 The logic is the sync store's own (the same load steps, save plan, snapshot policy,
-trust decisions and errors); only the I/O differs. SQLite work runs on one dedicated
-thread per store (one connection, as SQLite wants); PostgreSQL runs natively on
-psycopg's async connection pool. Rare paths (replacing untrusted snapshots, shedding
-memory over a budget, ``snapshot()`` of an agent a budgeted load shed) run the sync
-store off the loop, on that thread or a worker thread.
+trust decisions and errors); only the I/O differs. SQLite work runs on threads of the
+store's own, each using its own connection as SQLite wants (one writer, a few
+readers); PostgreSQL runs natively on psycopg's async connection pool. Rare paths
+(replacing untrusted snapshots, shedding memory over a budget) run the sync store off
+the loop, on the SQLite writer thread or a worker thread.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from snaptail.domain.agent import Agent
 from snaptail.domain.errors import AgentNotFound
 from snaptail.domain.replay import apply_events
-from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThread, ThreadedRecorder
+from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
 from snaptail.infrastructure.budget import observe_memory, resolve_budget
 from snaptail.infrastructure.database import resolve_url, sqlite_path
 from snaptail.infrastructure.store import AgentStore, LoadStats
@@ -39,6 +39,10 @@ async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledEr
     return cancelled
 
 
+# Reader threads (beside the one writer) of a store on a SQLite file.
+SQLITE_READERS = 3
+
+
 class AsyncAgentStore:
     """:class:`~snaptail.AgentStore` for asyncio: same arguments, same methods awaited,
     same semantics and errors; :meth:`history` is an async iterator.
@@ -52,7 +56,7 @@ class AsyncAgentStore:
         self._settings = settings
         self._store: AgentStore | None = None
         self._recorder: AsyncRecorder | None = None
-        self._thread: SQLiteThread | None = None
+        self._threads: SQLiteThreads | None = None
         self._opening = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -66,15 +70,17 @@ class AsyncAgentStore:
         return self
 
     async def _open(self) -> None:
-        if sqlite_path(self.url) is not None:
-            thread = SQLiteThread()
+        path = sqlite_path(self.url)
+        if path is not None:
+            # An in-memory database is one connection's: everything on the writer.
+            threads = SQLiteThreads(readers=0 if path == ":memory:" else SQLITE_READERS)
             try:
-                store = await thread.run(AgentStore, self.url, **self._settings)
+                store = await threads.write(AgentStore, self.url, **self._settings)
             except BaseException:
-                thread.shutdown()
+                threads.shutdown()
                 raise
-            self._thread = thread
-            self._store, self._recorder = store, ThreadedRecorder(store.recorder, thread)
+            self._threads = threads
+            self._store, self._recorder = store, ThreadedRecorder(store.recorder, threads)
             return
         store = await asyncio.to_thread(AgentStore, self.url, **self._settings)
         try:
@@ -90,13 +96,13 @@ class AsyncAgentStore:
 
     async def close(self) -> None:
         """Close the connections (and the SQLite thread)."""
-        recorder, store, thread = self._recorder, self._store, self._thread
-        self._recorder = self._store = self._thread = None
+        recorder, store, threads = self._recorder, self._store, self._threads
+        self._recorder = self._store = self._threads = None
         if recorder is None or store is None:
             return
-        if thread is not None:
-            await thread.run(store.close)
-            thread.shutdown()
+        if threads is not None:
+            await threads.write(store.close)
+            threads.shutdown()
         else:
             await recorder.close()
 
