@@ -3,23 +3,22 @@
 from eventsourcing.domain import event
 
 from snaptail.application.async_store import AsyncAgentStore
-from snaptail.domain import (
-    Agent,
+from snaptail.application.cache import AgentCache
+from snaptail.application.store import AgentStore
+from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.errors import (
     AgentLimitExceeded,
     AgentNotFound,
-    AgentState,
     ConcurrencyError,
+    DamagedLog,
+    DatabaseUnreachable,
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
+    LockTimeout,
     MemoryBudgetExceeded,
-    Participant,
-    RecentEvents,
     SnaptailError,
-    TokenUsage,
 )
-from snaptail.infrastructure.cache import AgentCache
-from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     AnyOf,
     EveryNBytes,
@@ -41,12 +40,15 @@ __all__ = [
     "AnyOf",
     "AsyncAgentStore",
     "ConcurrencyError",
+    "DamagedLog",
+    "DatabaseUnreachable",
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
+    "LockTimeout",
     "MemoryBudgetExceeded",
     "Never",
     "Participant",

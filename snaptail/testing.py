@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import InvalidCommand
-from snaptail.infrastructure.store import AgentStore
+from snaptail.errors import InvalidCommand
 from snaptail.snapshots import Never, decode_state, encode_state, state_fingerprint
 
 A = TypeVar("A", bound=Agent)

@@ -186,3 +186,28 @@ def test_stats_leaves_the_view_to_a_running_worker(store: AgentStore) -> None:
         assert "a worker is running AgentStats" in result.stderr
         assert msgspec.json.decode(result.stdout) == []  # not updated behind its back
         assert view_position(store.url) == (0, 0)
+
+
+def test_worker_targets_resolve_like_entry_points() -> None:
+    """``MODULE:Class``, ``MODULE.Class`` and ``MODULE:Outer.Inner`` name a projection;
+    anything else is refused with the target in the message."""
+    import typer
+
+    from snaptail.cli.projections import load_projection
+
+    assert load_projection("snaptail.projections:AgentStats") is AgentStats
+    assert load_projection("snaptail.projections.AgentStats") is AgentStats
+    assert load_projection("tests.test_projections:Holder.Nested") is Holder.Nested
+    for bad, says in [
+        ("no_such_module_xyz:Thing", "cannot load"),
+        ("snaptail.projections:Nope", "cannot load"),
+        ("snaptail.projections:ViewCursor", "not a snaptail Projection"),
+        ("not a target", "expected MODULE:ProjectionClass"),
+    ]:
+        with pytest.raises(typer.BadParameter, match=says):
+            load_projection(bad)
+
+
+class Holder:
+    class Nested(AgentStats):
+        name = "nested_agent_stats"

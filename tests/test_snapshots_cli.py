@@ -81,7 +81,7 @@ def test_verify_refuses_bad_and_unknown_agent_ids(database_url: str) -> None:
 
 
 def test_maintenance_pages_through_every_agent(database_url: str) -> None:
-    from snaptail.infrastructure.maintenance import agent_ids, prune_snapshots
+    from snaptail.application.maintenance import agent_ids, prune_snapshots
 
     ids = _agents(database_url, count=5)
     with AgentStore(database_url) as store:

@@ -1,1 +1,2 @@
-"""The application layer: the stores agents are saved to and loaded from."""
+"""The application service: ``AgentStore`` (save, load from snapshot + tail), its memory
+budget, ``AgentCache``, telemetry and metrics, maintenance and inspection (plain values)."""

@@ -11,20 +11,24 @@ the loop, on the SQLite writer thread or a worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
-
+from snaptail.application.loading import LoadStats
+from snaptail.application.store import (
+    AgentStore,
+    Blocking,
+    Steps,
+    T,
+    _check_version,
+    as_agent_id,
+)
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import AgentNotFound
 from snaptail.domain.replay import apply_events
 from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
-from snaptail.infrastructure.budget import observe_memory, resolve_budget
-from snaptail.infrastructure.database import resolve_url, sqlite_path
-from snaptail.infrastructure.store import AgentStore, LoadStats
+from snaptail.infrastructure.urls import resolve_url, sqlite_path
 
 
 async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
@@ -130,96 +134,96 @@ class AsyncAgentStore:
             raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
         return self._store
 
+    # -- driving the sync store's logic --------------------------------------------
+
+    async def _run(self, steps: Steps[T]) -> T:
+        """Drive ``steps`` (see ``snaptail.application.store.Call``): recorder calls
+        awaited on the async recorder, blocking ones run off the loop. A call that
+        commits is awaited to its end even if the caller is cancelled meanwhile, and
+        the steps after it (the store's bookkeeping) run before the cancellation is
+        let through."""
+        _, recorder = await self._parts()
+        result: Any = None
+        error: Exception | None = None
+        cancelled: asyncio.CancelledError | None = None
+        while True:
+            try:
+                request = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as done:
+                if cancelled is not None:
+                    raise cancelled from None
+                return cast(T, done.value)
+            result, error = None, None
+            try:
+                if isinstance(request, Blocking):
+                    result = await recorder.run_sync(request)
+                elif request.write:
+                    call = asyncio.ensure_future(
+                        getattr(recorder, request.method)(*request.args, **request.kwargs)
+                    )
+                    cancelled = await outlast_cancellation(call) or cancelled
+                    result = call.result()
+                else:
+                    method = getattr(recorder, request.method)
+                    result = await method(*request.args, **request.kwargs)
+            except Exception as exc:
+                error = exc
+
     # -- saving ---------------------------------------------------------------------
 
     async def save(self, *agents: Agent) -> None:
         """Store the agents' new events (and any snapshot due) in one transaction.
 
-        On a version conflict nothing is written, :class:`~snaptail.ConcurrencyError`
-        is raised, and the agents keep their new events. A save cancelled while its
-        transaction runs finishes it (and its bookkeeping) before the cancellation.
+        As :meth:`AgentStore.save`: on a version conflict nothing is written and
+        :class:`~snaptail.ConcurrencyError` is raised; once committed it never raises.
+        A save cancelled while its transaction runs finishes it (and its bookkeeping)
+        before the cancellation goes through.
         """
-        store, recorder = await self._parts()
-        plan = store._plan_save(agents)
-        if plan is None:
-            return
-        write = asyncio.ensure_future(
-            recorder.insert_events(
-                plan.stored, snapshots=plan.snapshots, keep_snapshots=store.keep_snapshots
-            )
-        )
-        cancelled = await outlast_cancellation(write)
-        try:
-            write.result()
-        except IntegrityError as exc:
-            raise store._conflict(plan) from exc
-        store._saved(plan)
-        if cancelled is not None:
-            raise cancelled
-        for agent, _, _ in plan.batches:
-            await self._check_memory(agent, can_shed=True, saving=True)
+        store, _ = await self._parts()
+        await self._run(store._save_steps(agents))
 
-    async def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
-        store, recorder = await self._parts()
-        if resolve_budget(type(agent), store.memory_budget) is None:
-            if not saving:
-                observe_memory(agent)
-            return
-        await recorder.run_sync(store._check_memory, agent, can_shed=can_shed, saving=saving)
+    async def update(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load, apply ``command(agent)``, save; on a conflict reload and apply it again
+        (up to ``retries`` more times), as :meth:`AgentStore.update`."""
+        store, _ = await self._parts()
+        return await self._run(store._update_steps(agent_id, command, retries))
 
-    async def snapshot(self, agent_id: UUID) -> int:
+    async def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
-        store, recorder = await self._parts()
-        agent = await self.get(agent_id)
-        if agent.pending_events:  # recorded by the load to keep its memory budget
-            await self.save(agent)
-        snapshot = store._take_snapshot(agent)
-        if snapshot is None:
-            raise ValueError(f"agent {agent_id}: its state cannot be encoded")
-        await recorder.insert_snapshot(snapshot, keep_snapshots=store.keep_snapshots)
-        return agent.version
+        store, _ = await self._parts()
+        return await self._run(store._snapshot_steps(agent_id))
 
     # -- loading --------------------------------------------------------------------
 
-    async def get(self, agent_id: UUID, version: int | None = None) -> Agent:
+    async def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
-        store, recorder = await self._parts()
-        steps = store._load_steps(agent_id, version)
-        request = next(steps)
-        while True:
-            rows = await recorder.select_for_load(agent_id, **request)
-            try:
-                request = steps.send(rows)
-            except StopIteration as done:
-                loaded: tuple[Agent, list[tuple[int, str]]] = done.value
-                break
-        agent, untrusted = loaded
-        if untrusted:
-            await recorder.run_sync(store._replace_untrusted, agent, untrusted)
-        await self._check_memory(agent, can_shed=version is None, saving=False)
-        return agent
+        store, _ = await self._parts()
+        return await self._run(store._get_steps(agent_id, version))
 
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
         return AgentStore.load_stats(agent)
 
-    async def replay(self, agent_id: UUID, version: int | None = None) -> Agent:
+    async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (page by page)."""
-        agent: Agent | None = None
+        store, _ = await self._parts()
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
         before = None if version is None else version + 1
+        agent: Agent | None = None
         async for page in self._pages(agent_id, None, before, False, None, 500):
             agent = apply_events(agent, page)
-        if agent is None:
-            raise AgentNotFound(agent_id, version)
-        return agent
+        return await self._run(store._replayed(agent_id, version, agent))
 
     # -- reading the log ------------------------------------------------------------
 
     async def history(
         self,
-        agent_id: UUID,
+        agent_id: UUID | str,
         after: int | None = None,
         before: int | None = None,
         reverse: bool = False,
@@ -234,7 +238,7 @@ class AsyncAgentStore:
 
     async def _pages(
         self,
-        agent_id: UUID,
+        agent_id: UUID | str,
         after: int | None,
         before: int | None,
         reverse: bool,
@@ -242,26 +246,29 @@ class AsyncAgentStore:
         page_size: int,
     ) -> AsyncIterator[list[Any]]:
         store, recorder = await self._parts()
-        requests = store._page_requests(after, before, reverse, types, page_size)
-        request = next(requests)
+        walk = store._walk(agent_id, after, before, reverse, types, page_size)
         to_event = store.mapper.to_domain_event
-        while True:
-            page = await recorder.select_page(agent_id, **request)
-            yield [to_event(stored) for stored in page]
+        while (request := walk.next_request()) is not None:
+            page = await recorder.select_page(walk.agent_id, **request)
+            events = []
             try:
-                request = requests.send(page)
-            except StopIteration:
-                return
+                for stored in walk.accept(page):
+                    events.append(to_event(stored))
+            except Exception:
+                if events:  # what precedes a gap is given before the error
+                    yield events
+                raise
+            yield events
 
-    async def latest(self, agent_id: UUID, *types: type[Any] | str) -> Any | None:
+    async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
         store, recorder = await self._parts()
         page = await recorder.select_page(
-            agent_id, desc=True, limit=1, topics=store._topics(types or None)
+            as_agent_id(agent_id), desc=True, limit=1, topics=store._topics(types or None)
         )
         return store.mapper.to_domain_event(page[0]) if page else None
 
-    async def event_count(self, agent_id: UUID) -> int:
+    async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
         _, recorder = await self._parts()
-        return await recorder.max_version(agent_id) or 0
+        return await recorder.max_version(as_agent_id(agent_id)) or 0

@@ -25,6 +25,7 @@ import msgspec
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState, Usage
 from snaptail.domain.values import (
@@ -37,8 +38,7 @@ from snaptail.domain.values import (
     WindowItem,
 )
 from snaptail.domain.window import ConversationWindow
-from snaptail.infrastructure.sqlite import SNAPSHOTS_TABLE
-from snaptail.infrastructure.store import AgentStore
+from snaptail.infrastructure.recorder import SNAPSHOTS_TABLE
 from snaptail.snapshots import EveryNEvents, Never
 
 EVENTS_TABLE = "stored_events"

@@ -10,8 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
-from snaptail.domain.memory import MemoryUsage, measure_agent
+from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
@@ -25,8 +24,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
-
-MIB = 1024 * 1024
+from snaptail.errors import AgentLimitExceeded, InvalidCommand
 
 
 class Agent(Aggregate):
@@ -157,6 +155,10 @@ class Agent(Aggregate):
             recent = RecentEvents(0)
             self.__dict__["_recent_events"] = recent
         return cast(RecentEvents, recent)
+
+    @recent_events.setter
+    def recent_events(self, recent: RecentEvents) -> None:
+        self.__dict__["_recent_events"] = recent
 
     # -- memory ---------------------------------------------------------------------
 

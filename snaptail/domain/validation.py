@@ -8,8 +8,8 @@ from uuid import UUID
 
 import msgspec
 
-from snaptail.domain.errors import EventTooLarge, InvalidEventPayload
 from snaptail.domain.schema import event_name, payload_fields
+from snaptail.errors import EventTooLarge, InvalidEventPayload
 
 _encoder = msgspec.msgpack.Encoder()
 # Set by the aggregate itself, not by the command's caller.

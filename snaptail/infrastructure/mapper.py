@@ -73,6 +73,10 @@ class MsgspecMapper(Mapper[Any]):
             state["class_version"] = class_version
         return self._encoder.encode(state)
 
+    def encoded_size(self, value: Any) -> int:
+        """Bytes ``value`` takes encoded as one field of an event (uncompressed)."""
+        return len(self._encoder.encode(value))
+
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         data = self.encode_payload(domain_event)
         if self.compressor:
@@ -99,7 +103,15 @@ class MsgspecMapper(Mapper[Any]):
         return codec
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        codec = self._codec(stored_event.topic)
+        try:
+            codec = self._codec(stored_event.topic)
+        except Exception as exc:  # a damaged or retired topic: name the event
+            msg = (
+                f"cannot decode stored event of agent {stored_event.originator_id} at"
+                f" version {stored_event.originator_version}: its type"
+                f" {stored_event.topic!r} cannot be imported ({type(exc).__name__}: {exc})"
+            )
+            raise MapperDeserialisationError(msg) from exc
         data = stored_event.state
         try:
             if self.cipher:

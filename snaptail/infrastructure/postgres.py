@@ -2,17 +2,14 @@
 
 Events live in ``eventsourcing``'s own table (its notification ids, table lock and
 LISTEN/NOTIFY subscriptions unchanged); snapshots live in ``snaptail_snapshots`` in
-the same schema. :func:`open_postgres` turns a ``postgresql://`` URL into a recorder
-with a connection pool.
+the same schema. :func:`open_postgres` turns a ``postgresql://`` URL (read by
+:mod:`snaptail.infrastructure.urls`) into a recorder with a connection pool.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import UUID
 
 import psycopg
@@ -20,17 +17,21 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
+from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
+from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
 
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 # Any version is below this; stands in for "no upper bound" in queries.
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
@@ -127,7 +128,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         Concurrent ``CREATE ... IF NOT EXISTS`` can still collide in PostgreSQL's
         catalogues, so creation holds an advisory lock on a connection of its own.
         """
-        kwargs = dict(connect_kwargs(self.datastore))
+        kwargs = dict(_connect_kwargs(self.datastore))
         kwargs.pop("row_factory", None)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
@@ -208,7 +209,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self, snapshot: StoredSnapshot, keep: int | None
     ) -> list[tuple[Composed, tuple[Any, ...]]]:
         """The statements that store a snapshot and prune older ones of its agent
-        down to ``keep`` (shared by the async recorder)."""
+        down to ``keep`` (run by this recorder and by the async one)."""
         key = snapshot.originator_id
         writes: list[tuple[Composed, tuple[Any, ...]]] = [
             (
@@ -269,41 +270,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.cursor(binary=True) as curs,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
             snapshot = None
             if snap_upper > 0:
                 curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
-                snapshot = self.row_to_snapshot(originator_id, curs.fetchone())
+                row = curs.fetchone()
+                if row is not None:
+                    snapshot = snapshot_from_row(originator_id, row)
             curs.execute(
                 self._sql_select_tail,
-                self.tail_params(originator_id, upper, snapshot, recent),
+                tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = self.rows_to_events(originator_id, curs.fetchall())
+            events = stored_events(originator_id, curs.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
-
-    @staticmethod
-    def row_to_snapshot(originator_id: UUID, row: DictRow | None) -> StoredSnapshot | None:
-        """A snapshot row as read by the load query (None: no row)."""
-        if row is None:
-            return None
-        return StoredSnapshot(
-            originator_id=originator_id,
-            originator_version=row["originator_version"],
-            topic=row["topic"],
-            fingerprint=row["fingerprint"],
-            checksum=row["checksum"],
-            state=bytes(row["state"]),
-        )
-
-    @staticmethod
-    def tail_params(
-        originator_id: UUID, upper: int, snapshot: StoredSnapshot | None, recent: int
-    ) -> tuple[Any, ...]:
-        """The parameters of the load's tail query."""
-        after = snapshot.originator_version if snapshot else 0
-        return (originator_id, upper, after, originator_id, upper, recent)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
@@ -317,9 +298,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
         statement, params = self.page_query(originator_id, gt, lt, desc, limit, topics)
-        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
             curs.execute(statement, params, prepare=True)
-            return self.rows_to_events(originator_id, curs.fetchall())
+            return stored_events(originator_id, curs.fetchall())
 
     def page_query(
         self,
@@ -374,23 +358,20 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             rows = curs.execute(statement, (start, limit)).fetchall()
         return [_as_uuid(row["id"]) for row in rows]
 
-    @staticmethod
-    def rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
-        return [
-            StoredEvent(
-                originator_id=originator_id,
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-        ]
-
 
 def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
     """The upper version bounds of a load's events and of its snapshot."""
     upper = lte if lte is not None else NO_LIMIT
     return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
+
+
+def tail_params(
+    originator_id: UUID, upper: int, snapshot: StoredSnapshot | None, recent: int
+) -> tuple[Any, ...]:
+    """The parameters of the load's tail query (events after the snapshot, and
+    enough before it to give ``recent`` events)."""
+    after = snapshot.originator_version if snapshot else 0
+    return (originator_id, upper, after, originator_id, upper, recent)
 
 
 def _count(curs: Cursor[DictRow]) -> int:
@@ -399,7 +380,7 @@ def _count(curs: Cursor[DictRow]) -> int:
     return int(row["n"])
 
 
-def connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     """The pool's keyword arguments for ``psycopg.connect`` (the live dict)."""
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict)
@@ -413,136 +394,33 @@ def _as_uuid(value: UUID | str) -> UUID:
 # -- opening from a URL -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    """Connection settings for :func:`open_postgres`, from a URL and keywords.
-
-    ``pool_size`` connections are kept open, up to ``max_overflow`` more are opened
-    under load; a caller waits at most ``pool_timeout`` seconds for a free one.
-    ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
-    wait for the events table's write lock (0: wait as long as it takes).
-    """
-
-    user: str
-    password: str
-    host: str
-    port: int
-    dbname: str
-    schema: str = "public"
-    pool_size: int = 2
-    max_overflow: int = 8
-    pool_timeout: float = 30.0
-    connect_timeout: int = 10
-    lock_timeout: int = 0
-    sslmode: str = ""
-
-
-# Options accepted in the query string or as keywords.
-TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
-           "lock_timeout", "sslmode")  # fmt: skip
-
-
-def parse_postgres_url(url: str, **options: object) -> PostgresOptions:
-    """Read ``postgresql://user[:password]@host[:port]/dbname?option=value&...``.
-
-    Keyword ``options`` override the query string. Raises ``ValueError`` naming
-    the offending part or parameter.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): {_redact(url)}")
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname or "/" in dbname:
-        raise ValueError(
-            f"PostgreSQL URL needs one database name in its path, as in "
-            f"postgresql://user@host:5432/dbname: {_redact(url)}"
-        )
-    try:
-        port = parts.port or 5432
-    except ValueError as exc:
-        raise ValueError(f"PostgreSQL URL has a bad port: {_redact(url)}") from exc
-    raw: dict[str, object] = {}
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        if name in raw:
-            raise ValueError(f"PostgreSQL URL parameter {name!r} is given twice")
-        raw[name] = text
-    raw.update(options)
-    unknown = sorted(set(raw) - set(TUNABLE))
-    if unknown:
-        raise ValueError(
-            f"unknown PostgreSQL option {unknown[0]!r}; known options: {', '.join(TUNABLE)}"
-        )
-    values: dict[str, Any] = {
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password or ""),
-        "host": parts.hostname or "localhost",
-        "port": port,
-        "dbname": dbname,
-    }
-    for name, value in raw.items():
-        values[name] = _convert(name, value)
-    return PostgresOptions(**values)
-
-
-def _convert(name: str, value: object) -> object:
-    """One option's value, checked; ``ValueError`` names the parameter."""
-    if name in {"schema", "sslmode"}:
-        text = str(value).strip()
-        if name == "schema" and (not text or len(text) > 63):
-            raise ValueError(
-                f"PostgreSQL option 'schema' must be a name of 1-63 characters, got {value!r}"
-            )
-        return text
-    kind: type[int] | type[float] = float if name == "pool_timeout" else int
-    try:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError
-        number = kind(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"PostgreSQL option {name!r} must be {'a number' if kind is float else 'an integer'}, "
-            f"got {value!r}"
-        ) from None
-    minimum = {"pool_size": 1, "pool_timeout": 0.001, "connect_timeout": 1}.get(name, 0)
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     """Open a pooled recorder for ``url``, creating its schema's tables if missing.
 
     The schema itself is created when it does not exist (and the user may).
     """
     settings = parse_postgres_url(url, **options)
+    conninfo = settings.conninfo
+    _probe(settings)
     datastore = PostgresDatastore(
-        dbname=settings.dbname,
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=settings.password,
+        dbname=conninfo["dbname"],
+        host=conninfo.get("host", ""),
+        port=conninfo.get("port", ""),
+        user=conninfo.get("user", ""),
+        password=conninfo.get("password", ""),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
     )
-    extra: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
-    if settings.sslmode:
-        extra["sslmode"] = settings.sslmode
-    kwargs = connect_kwargs(datastore)
-    kwargs.update(extra)
-    if not settings.password:
-        kwargs.pop("password", None)
+    # The pool connects with exactly the URL's parameters: what it leaves out, libpq
+    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
+    kwargs = _connect_kwargs(datastore)
+    for name in ("host", "port", "user", "password"):
+        kwargs.pop(name, None)
+    kwargs.update(conninfo)
+    kwargs["connect_timeout"] = settings.connect_timeout
     try:
         recorder = PostgresAgentRecorder(datastore)
         recorder.create_table()
@@ -550,6 +428,17 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
         datastore.close()
         raise
     return recorder
+
+
+def _probe(settings: PostgresOptions) -> None:
+    """Connect once, within ``connect_timeout``: a server that cannot be reached is a
+    :class:`~snaptail.errors.DatabaseUnreachable` naming it and the cause, not a pool
+    timing out ``pool_timeout`` seconds later."""
+    try:
+        psycopg.connect(**settings.connect_args()).close()
+    except psycopg.OperationalError as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseUnreachable(describe_server(settings.conninfo), cause) from None
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
@@ -560,15 +449,9 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
         "pool_size": pool.min_size,
         "max_overflow": pool.max_size - pool.min_size,
         "pool_timeout": pool.timeout,
-        "connect_timeout": connect_kwargs(recorder.datastore).get("connect_timeout"),
+        "connect_timeout": _connect_kwargs(recorder.datastore).get("connect_timeout"),
         "lock_timeout": recorder.datastore.lock_timeout,
     }
 
 
-__all__ = [
-    "PostgresAgentRecorder",
-    "PostgresOptions",
-    "open_postgres",
-    "parse_postgres_url",
-    "settings_of",
-]
+__all__ = ["PostgresAgentRecorder", "open_postgres", "settings_of"]

@@ -30,13 +30,23 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from psycopg import AsyncConnection
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 from psycopg.types.composite import register_composite
 from psycopg_pool import AsyncConnectionPool
 
-from snaptail.infrastructure.postgres import PostgresAgentRecorder, connect_kwargs, load_bounds
-from snaptail.infrastructure.recorder import LoadRows, StoredSnapshot
+from snaptail.infrastructure.postgres import (
+    PostgresAgentRecorder,
+    _connect_kwargs,
+    load_bounds,
+    tail_params,
+)
+from snaptail.infrastructure.recorder import (
+    LoadRows,
+    StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -97,7 +107,7 @@ class AsyncPostgresRecorder:
                 register_composite(info, conn)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            kwargs=dict(connect_kwargs(sync.datastore)),
+            kwargs=dict(_connect_kwargs(sync.datastore)),
             connection_class=AsyncConnection[DictRow],
             min_size=sync_pool.min_size,
             max_size=sync_pool.max_size,
@@ -199,20 +209,22 @@ class AsyncPostgresRecorder:
         async with (
             self._connection() as conn,
             conn.transaction(),
-            conn.cursor(binary=True) as curs,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
             snapshot = None
             if snap_upper > 0:
                 await curs.execute(
                     sync._sql_select_snapshot, (originator_id, snap_upper), prepare=True
                 )
-                snapshot = sync.row_to_snapshot(originator_id, await curs.fetchone())
+                row = await curs.fetchone()
+                if row is not None:
+                    snapshot = snapshot_from_row(originator_id, row)
             await curs.execute(
                 sync._sql_select_tail,
-                sync.tail_params(originator_id, upper, snapshot, recent),
+                tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = sync.rows_to_events(originator_id, await curs.fetchall())
+            events = stored_events(originator_id, await curs.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
 
     @_retry
@@ -227,9 +239,12 @@ class AsyncPostgresRecorder:
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
         statement, params = self.sync.page_query(originator_id, gt, lt, desc, limit, topics)
-        async with self._connection() as conn, conn.cursor(binary=True) as curs:
+        async with (
+            self._connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
             await curs.execute(statement, params, prepare=True)
-            return self.sync.rows_to_events(originator_id, await curs.fetchall())
+            return stored_events(originator_id, await curs.fetchall())
 
     @_retry
     async def max_version(self, originator_id: UUID) -> int | None:

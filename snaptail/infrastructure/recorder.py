@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+# The table snaptail adds beside eventsourcing's ``stored_events``, on every backend.
+SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,22 @@ class StoredSnapshot:
     fingerprint: str
     checksum: int
     state: bytes
+
+
+def snapshot_from_row(originator_id: UUID, row: Sequence[Any]) -> StoredSnapshot:
+    """A snapshot row ``(originator_version, topic, fingerprint, checksum, state)``."""
+    version, topic, fingerprint, check, state = row
+    return StoredSnapshot(originator_id, version, topic, fingerprint, check, bytes(state))
+
+
+def stored_events(originator_id: UUID, rows: Iterable[Sequence[Any]]) -> list[StoredEvent]:
+    """One agent's event rows ``(originator_version, topic, state)`` as stored events."""
+    return [
+        StoredEvent(
+            originator_id=originator_id, originator_version=version, topic=topic, state=state
+        )
+        for version, topic, state in rows
+    ]
 
 
 @dataclass(frozen=True)

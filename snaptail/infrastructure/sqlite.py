@@ -9,24 +9,32 @@ from uuid import UUID
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    OperationalError,
     StoredEvent,
     Subscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
+from snaptail.errors import LockTimeout
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
     SQLiteSubscription,
     commit_signal,
 )
-
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -90,10 +98,17 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         keep_snapshots: int | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as c:
-            ids = self._insert_events(c, stored_events, **kwargs)
-            for snapshot in snapshots:
-                self._write_snapshot(c, snapshot, keep_snapshots)
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                ids = self._insert_events(c, stored_events, **kwargs)
+                for snapshot in snapshots:
+                    self._write_snapshot(c, snapshot, keep_snapshots)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+            raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:
             self._commit_signal.notify()  # wake subscribers in this process
         return ids
@@ -129,9 +144,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         last = int(c.fetchone()[0])
         return list(range(last - len(stored_events) + 1, last + 1))
 
-    def _write_snapshot(
-        self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None
-    ) -> None:
+    def _write_snapshot(self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None) -> None:
         key = _key(snapshot.originator_id)
         c.execute(
             self._insert_snapshot,
@@ -194,25 +207,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 c.execute(self._select_snapshot, (key, snap_upper))
                 row = c.fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row[0],
-                        topic=row[1],
-                        fingerprint=row[2],
-                        checksum=row[3],
-                        state=row[4],
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            events = stored_events(originator_id, c.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
 
     def select_page(
@@ -243,15 +241,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         params.append(limit)
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
-            return [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+            return stored_events(originator_id, c.fetchall())
 
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.transaction(commit=False) as c:
@@ -284,3 +274,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             return [UUID(row[0]) for row in c.fetchall()]
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)

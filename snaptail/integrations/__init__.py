@@ -1,4 +1,1 @@
-"""Adapters that make snaptail the persistence layer of agent frameworks.
-
-Each module imports its framework only when used; ``import snaptail`` loads none.
-"""
+"""Adapters between snaptail and other agent frameworks (one module per framework)."""

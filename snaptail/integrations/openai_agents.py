@@ -30,8 +30,8 @@ from eventsourcing.domain import event
 
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import AgentNotFound, ConcurrencyError
 from snaptail.domain.state import AgentState
+from snaptail.errors import AgentNotFound, ConcurrencyError
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem

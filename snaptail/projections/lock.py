@@ -6,22 +6,20 @@ exclusive ``flock`` on ``<view file>.<projection>.lock``. Both are released by t
 operating system or the server when the process dies, even by SIGKILL, so a
 standby worker takes over. The position check in the view transaction
 (:meth:`~snaptail.projections.view.ViewDatabase.advance`) is a second fence.
+
+Platform limit: the SQLite view's lock is ``fcntl.flock``, POSIX only (Linux, macOS);
+on Windows keep views in PostgreSQL (``--view-db postgresql://...``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from typing import Any
 
-from snaptail.projections.view import (
-    PostgresView,
-    SQLiteView,
-    ViewDatabase,
-    postgres_connect_args,
-)
+from snaptail.infrastructure.urls import postgres_connect_args
+from snaptail.projections.view import PostgresView, SQLiteView, ViewDatabase
 
 
 class ProjectionLock:
@@ -53,6 +51,13 @@ class ProjectionLock:
         return self.held
 
     def _try_file(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # Windows: see the module's docstring
+            raise RuntimeError(
+                f"projection {self.projection!r}: a SQLite view needs POSIX file locks "
+                "(fcntl); on Windows use a PostgreSQL view database (--view-db postgresql://...)"
+            ) from None
         fd = os.open(self.where, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -72,6 +77,8 @@ class ProjectionLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            import fcntl  # held: imported by _try_file
+
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

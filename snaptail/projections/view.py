@@ -14,7 +14,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from snaptail.infrastructure.database import resolve_url, sqlite_path
+from snaptail.infrastructure.urls import (
+    is_postgres_url,
+    parse_postgres_url,
+    resolve_url,
+    sqlite_path,
+)
 
 TRACKING_TABLE = "snaptail_projection_tracking"
 _TRACKING_DDL = (
@@ -180,9 +185,10 @@ class PostgresView(ViewDatabase):
         import psycopg
         from psycopg.sql import SQL, Identifier
 
+        settings = parse_postgres_url(url)
         self.url = url
-        self._conn = psycopg.connect(**postgres_connect_args(url))
-        self.schema = postgres_schema(url)
+        self._conn = psycopg.connect(**settings.connect_args())
+        self.schema = settings.schema
         with self._conn.transaction():
             found = self._conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
@@ -206,32 +212,6 @@ class PostgresView(ViewDatabase):
         self._conn.close()
 
 
-def postgres_schema(url: str) -> str:
-    from snaptail.infrastructure.postgres import parse_postgres_url
-
-    return parse_postgres_url(url).schema
-
-
-def postgres_connect_args(url: str) -> dict[str, Any]:
-    """``psycopg.connect`` keywords for a snaptail PostgreSQL URL (schema as search path)."""
-    from snaptail.infrastructure.postgres import parse_postgres_url
-
-    s = parse_postgres_url(url)
-    args: dict[str, Any] = {
-        "host": s.host,
-        "port": s.port,
-        "user": s.user,
-        "dbname": s.dbname,
-        "connect_timeout": s.connect_timeout,
-        "options": f"-c search_path={s.schema}",
-    }
-    if s.password:
-        args["password"] = s.password
-    if s.sslmode:
-        args["sslmode"] = s.sslmode
-    return args
-
-
 def open_view(url: str | None = None) -> ViewDatabase:
     """Open the view database ``url`` names (same forms as the event database)."""
     url = resolve_url(url)
@@ -240,6 +220,6 @@ def open_view(url: str | None = None) -> ViewDatabase:
         if not path:
             raise ValueError(f"no file in SQLite URL {url!r}: use sqlite:///file.db")
         return SQLiteView(url, path)
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         return PostgresView(url)
     raise ValueError(f"unsupported view database URL {url!r}")

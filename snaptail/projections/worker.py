@@ -21,10 +21,15 @@ from uuid import UUID
 
 from eventsourcing.persistence import Notification
 
-from snaptail.infrastructure.database import open_recorder, resolve_url
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
-from snaptail.infrastructure.subscription import CommitSignal, commit_signal
+from snaptail.infrastructure.subscription import (
+    DEFAULT_POLL_INTERVAL,
+    CommitSignal,
+    commit_signal,
+)
+from snaptail.infrastructure.urls import resolve_url
 from snaptail.projections.base import Projection
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import PositionConflict, ViewDatabase, open_view
@@ -32,7 +37,6 @@ from snaptail.projections.view import PositionConflict, ViewDatabase, open_view
 logger = logging.getLogger("snaptail.projections")
 
 DEFAULT_BATCH_SIZE = 1000
-DEFAULT_POLL_INTERVAL = 0.05
 
 
 class _Waiter:
@@ -64,7 +68,7 @@ class _PostgresWaiter(_Waiter):
         import psycopg
         from psycopg.sql import SQL, Identifier
 
-        from snaptail.projections.view import postgres_connect_args
+        from snaptail.infrastructure.urls import postgres_connect_args
 
         self._conn = psycopg.connect(**postgres_connect_args(url), autocommit=True)
         self._conn.execute(SQL("LISTEN {}").format(Identifier(channel)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 import signal
 import sys
 import threading
@@ -26,6 +26,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from snaptail.domain.memory import format_bytes
+
 worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
 err = Console(stderr=True)
 
@@ -42,15 +44,12 @@ def load_projection(target: str) -> type[Any]:
     """``module:Class`` or ``module.Class`` -> the projection class (cwd importable)."""
     from snaptail.projections.base import Projection
 
-    module_name, sep, attr = target.partition(":")
-    if not sep:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
-        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        found = getattr(importlib.import_module(module_name), attr)
+        found = pkgutil.resolve_name(target)
+    except ValueError:
+        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass") from None
     except (ImportError, AttributeError) as exc:
         raise typer.BadParameter(f"cannot load {target!r}: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, Projection)):
@@ -136,15 +135,6 @@ def run(
         err.print(f"stopped at position {worker.position}")
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
-
-
 def stats(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
@@ -192,7 +182,7 @@ def stats(
             "agent": row.agent_id[:8],
             "type": row.agent_type.rpartition(":")[2],
             "events": f"{row.events:,}",
-            "bytes": _size(row.bytes),
+            "bytes": format_bytes(row.bytes),
             "tok in": f"{row.tokens_in:,}",
             "tok out": f"{row.tokens_out:,}",
             "tools": f"{row.tool_calls:,}",

@@ -12,8 +12,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
+import msgspec
+
+from snaptail.application.store import AgentStore
+from snaptail.domain.agent import Agent
+from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound
 from snaptail.infrastructure.recorder import AgentRecorder
-from snaptail.infrastructure.store import AgentStore
+from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
 
@@ -66,7 +72,8 @@ class Verdict:
 
     ``status`` is ``ok``, ``mismatch`` (decoded, but some fields differ from the
     rebuild: ``fields`` names them), ``untrusted`` (a load would not use it:
-    ``detail`` says why) or ``none`` (the agent has no snapshot).
+    ``detail`` says why), ``error`` (its log cannot be read or replayed: ``detail``
+    says why) or ``none`` (the agent has no snapshot).
     """
 
     agent_id: UUID
@@ -78,35 +85,65 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return self.status in {"mismatch", "untrusted"}
+        return self.status in {"mismatch", "untrusted", "error"}
 
 
 def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
-    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version."""
-    rows = store.recorder.select_for_load(agent_id, recent=0)
-    snapshot = rows.snapshot
-    if snapshot is None:
-        replayed = store.replay(agent_id)  # raises AgentNotFound for an unknown id
-        return Verdict(agent_id, type(replayed).__qualname__, None, "none")
-    version = snapshot.originator_version
-    agent_type = snapshot.topic.rpartition(":")[2] or snapshot.topic
-    decoded, why = store._trusted(snapshot)
-    if decoded is None:
-        return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
-    replayed = store.replay(agent_id, version=version)
+    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version,
+    then replay the events after it as a load would. A log that cannot be read or
+    replayed gives status ``error`` (``detail`` says why); an unknown id raises
+    :class:`~snaptail.AgentNotFound`."""
+    agent_type = "?"
+    version: int | None = None
+    try:
+        rows = store.recorder.select_for_load(agent_id, recent=0)
+        snapshot = rows.snapshot
+        if snapshot is None:
+            replayed = store.replay(agent_id)  # raises AgentNotFound for an unknown id
+            return Verdict(agent_id, type(replayed).__qualname__, None, "none")
+        version = snapshot.originator_version
+        agent_type = snapshot.topic.rpartition(":")[2] or snapshot.topic
+        decoded, why = trust_snapshot(snapshot)
+        if decoded is None:
+            return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
+        replayed = store.replay(agent_id, version=version)
+        fields = _differing_fields(decoded, replayed)
+        if fields:
+            return Verdict(agent_id, agent_type, version, "mismatch", fields)
+        apply_events(replayed, store.history(agent_id, after=version))  # the tail a load reads
+    except AgentNotFound:
+        raise
+    except Exception as exc:  # every other failure is this agent's verdict
+        why = f"{type(exc).__name__}: {exc}"
+        return Verdict(agent_id, agent_type, version, "error", detail=why)
+    return Verdict(agent_id, agent_type, version, "ok")
+
+
+def _differing_fields(decoded: Agent, replayed: Agent) -> tuple[str, ...]:
     fields = tuple(
         f.name
         for f in dataclasses.fields(replayed.state)
-        if getattr(decoded.state, f.name, None) != getattr(replayed.state, f.name)
+        if not _same(getattr(decoded.state, f.name, None), getattr(replayed.state, f.name))
     )
     if type(decoded.state) is not type(replayed.state):
         fields = ("<state type>", *fields)
     for attribute in ("created_on", "modified_on"):
         if getattr(decoded, attribute) != getattr(replayed, attribute):
             fields = (*fields, attribute)
-    if fields:
-        return Verdict(agent_id, agent_type, version, "mismatch", fields)
-    return Verdict(agent_id, agent_type, version, "ok")
+    return fields
+
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, or encoding to the same bytes (so NaN equals NaN, at any depth)."""
+    if a == b:
+        return True
+    try:
+        return _encoder.encode(a) == _encoder.encode(b)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def verify_snapshots(

@@ -1,4 +1,4 @@
-"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.infrastructure.maintenance``."""
+"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.application.maintenance``."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def prune(
                              "(default: the store's keep_snapshots, 2)."),
 ) -> None:
     """Delete all but the newest K snapshots of every agent."""
-    from snaptail.infrastructure.maintenance import count_agents, prune_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import count_agents, prune_snapshots
+    from snaptail.application.store import AgentStore
 
     console = Console()
     with AgentStore(db) as store:
@@ -63,11 +63,12 @@ def verify(
 ) -> None:
     """Rebuild agents from their log and compare with their newest snapshot.
 
-    Exits with 1 if any snapshot differs from the rebuild or would not be trusted.
+    Exits with 1 if any snapshot differs from the rebuild or would not be trusted, or
+    any agent's log cannot be read or replayed (each such agent is listed).
     """
-    from snaptail.domain.errors import AgentNotFound
-    from snaptail.infrastructure.maintenance import count_agents, verify_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import count_agents, verify_snapshots
+    from snaptail.application.store import AgentStore
+    from snaptail.errors import AgentNotFound
 
     console = Console()
     ids: list[UUID] | None = None
@@ -78,7 +79,7 @@ def verify(
             raise typer.BadParameter(f"not an agent id: {agent!r}", param_hint="--agent") from None
     with AgentStore(db) as store:
         total = len(ids) if ids is not None else count_agents(store.recorder)
-        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "none": 0}
+        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
@@ -102,10 +103,11 @@ def verify(
             raise typer.Exit(2) from None
     if table.row_count:
         console.print(table)
-    failed = counts["mismatch"] + counts["untrusted"]
+    failed = counts["mismatch"] + counts["untrusted"] + counts["error"]
     console.print(
         f"{sum(counts.values())} agent(s): {counts['ok']} ok, {counts['mismatch']} mismatch, "
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
+        + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
     )
     if failed:
         raise typer.Exit(1)

@@ -6,9 +6,10 @@ import logging
 from collections import OrderedDict
 from uuid import UUID
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import parse_size
-from snaptail.infrastructure.store import AgentStore
+from snaptail.errors import ConcurrencyError
 
 logger = logging.getLogger("snaptail.cache")
 
@@ -69,8 +70,15 @@ class AgentCache:
             self.evictions += 1
 
     def save(self, *agents: Agent) -> None:
-        """Save the agents (one transaction, as ``store.save``) and re-measure them."""
-        self.store.save(*agents)
+        """Save the agents (one transaction, as ``store.save``) and re-measure them.
+
+        On a :class:`ConcurrencyError` the agent that conflicted is evicted, so the
+        next ``get`` loads the stored version."""
+        try:
+            self.store.save(*agents)
+        except ConcurrencyError as error:
+            self.evict(error.agent_id)
+            raise
         for agent in agents:
             self.put(agent)
 

@@ -1,0 +1,696 @@
+"""``AgentStore``: saves agents, loads them from the latest snapshot plus a short tail."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
+from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
+from snaptail.application.telemetry import WARN_EVENTS, report_load
+from snaptail.domain.agent import Agent
+from snaptail.domain.memory import MIB, parse_size
+from snaptail.domain.replay import apply_events
+from snaptail.domain.schema import event_name
+from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
+from snaptail.infrastructure.backends import open_recorder
+from snaptail.infrastructure.mapper import MsgspecMapper
+from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.urls import resolve_url
+from snaptail.snapshots import (
+    EveryNEvents,
+    SinceSnapshot,
+    SnapshotPolicy,
+    checksum,
+    encode_state,
+    state_fingerprint,
+)
+from snaptail.snapshots.trust import trust_snapshot
+
+logger = logging.getLogger("snaptail.store")
+
+TAgent = TypeVar("TAgent", bound=Agent)
+T = TypeVar("T")
+
+
+class AgentStore:
+    """Stores agents' events and snapshots; loads agents without reading their full log.
+
+    ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
+    ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
+    ``snapshot_every`` events (default 100) a snapshot is written with the save that
+    crosses it (or pass a ``policy`` instead, and ``policies={AgentType: policy}`` for agent types,
+    subclasses included, that need another); ``keep_snapshots`` newest snapshots are
+    kept per agent;
+    ``recent_events`` bounds each loaded agent's cache of its newest events;
+    ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
+    ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
+    ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
+    Prometheus metrics (``snaptail.metrics``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        snapshot_every: int | None = None,
+        recent_events: int = 100,
+        policy: SnapshotPolicy | None = None,
+        policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
+        keep_snapshots: int = 2,
+        max_event_bytes: int = MIB,
+        memory_budget: int | str | None = None,
+        slow_load_ms: float | None = None,
+        metrics: bool = False,
+        **options: Any,
+    ) -> None:
+        if recent_events < 0:
+            raise ValueError(f"recent_events must be >= 0, got {recent_events}")
+        if snapshot_every is not None and policy is not None:
+            raise ValueError(
+                f"give snapshot_every ({snapshot_every}) or policy ({policy!r}), not both:"
+                f" snapshot_every=N is policy=EveryNEvents(N)"
+            )
+        if keep_snapshots < 1:
+            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
+        self.url = resolve_url(url)
+        self.recorder: AgentRecorder = open_recorder(self.url, **options)
+        self.mapper = MsgspecMapper()
+        self.policy: SnapshotPolicy = policy or EveryNEvents(
+            100 if snapshot_every is None else snapshot_every
+        )
+        self.policies: dict[type[Agent], SnapshotPolicy] = dict(policies or {})
+        self.recent_events = recent_events
+        self.keep_snapshots = keep_snapshots
+        self.max_event_bytes = max_event_bytes
+        self.slow_load_ms = slow_load_ms
+        if metrics:
+            from snaptail.application import metrics as prometheus
+
+            prometheus.enable()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        close = getattr(self.recorder, "close", None) or getattr(
+            getattr(self.recorder, "datastore", None), "close", None
+        )
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- saving ---------------------------------------------------------------------
+
+    def save(self, *agents: Agent) -> None:
+        """Store the agents' new events (and any snapshot due) in one transaction.
+
+        Only new events are written. On a version conflict nothing is written,
+        :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
+        the agents keep their new events. Once the transaction has committed, this
+        never raises: later work (the memory budget) that fails is logged and left
+        for the next save or load.
+        """
+        run_steps(self._save_steps(agents), self.recorder)
+
+    def _save_steps(self, agents: Sequence[Agent]) -> Steps[None]:
+        """The logic of :meth:`save` (its I/O yielded; see :class:`Call`)."""
+        batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
+        stored: list[StoredEvent] = []
+        snapshots: list[StoredSnapshot] = []
+        for agent in agents:
+            pending = list(agent.pending_events)
+            if not pending:
+                continue
+            encoded = [self._encode(agent, event) for event in pending]
+            new_bytes = sum(len(s.state) for s in encoded)
+            batches.append((agent, pending, new_bytes))
+            stored.extend(encoded)
+            snapshot = self._due_snapshot(agent, new_bytes)
+            if snapshot is not None:
+                snapshots.append(snapshot)
+        if not stored:
+            return
+        try:
+            yield Call(
+                "insert_events",
+                (stored,),
+                {"snapshots": snapshots, "keep_snapshots": self.keep_snapshots},
+                write=True,
+            )
+        except IntegrityError as exc:
+            # A retried insert (after a lost connection) may meet the rows its own
+            # first attempt committed: then the save is done, not a conflict.
+            if not (yield from self._already_stored(stored)):
+                raise (yield from self._conflict(batches)) from exc
+            logger.info(
+                "save already committed (a retried insert met its own rows): agents=%s",
+                ",".join(str(a.id) for a, _, _ in batches),
+            )
+        # Committed: from here on nothing may raise, or a caller would apply the
+        # command again.
+        snapshotted = {s.originator_id: s.originator_version for s in snapshots}
+        for agent, pending, new_bytes in batches:
+            del agent.pending_events[: len(pending)]
+            self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
+        for agent, _, _ in batches:
+            try:
+                yield from self._memory_steps(agent, can_shed=True, saving=True)
+            except Exception as exc:
+                logger.warning(
+                    "saved, but keeping the memory budget failed (left for the next save or"
+                    " load): agent=%s version=%s pending=%s error=%s: %s",
+                    agent.id,
+                    agent.version,
+                    len(agent.pending_events),
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _already_stored(self, stored: Sequence[StoredEvent]) -> Steps[bool]:
+        """True if the store holds exactly ``stored`` (same versions, types, bytes)."""
+        by_agent: dict[UUID, list[StoredEvent]] = {}
+        for event in stored:
+            by_agent.setdefault(UUID(str(event.originator_id)), []).append(event)
+        for agent_id, events in by_agent.items():
+            found = yield Call(
+                "select_page",
+                (agent_id,),
+                {
+                    "gt": events[0].originator_version - 1,
+                    "lt": events[-1].originator_version + 1,
+                    "limit": len(events) + 1,
+                },
+            )
+            if [(e.originator_version, e.topic, bytes(e.state)) for e in found] != [
+                (e.originator_version, e.topic, bytes(e.state)) for e in events
+            ]:
+                return False
+        return True
+
+    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> Steps[ConcurrencyError]:
+        """The error for a save that met another writer's rows: names the agent whose
+        stored version is not the one this writer had (the first agent if none)."""
+        index, found = 0, None
+        for i, (agent, pending, _) in enumerate(batches):
+            try:
+                stored = (yield Call("max_version", (agent.id,))) or 0
+            except Exception:  # the error is about the conflict, not this read
+                continue
+            if stored != pending[0].originator_version - 1:
+                index, found = i, stored
+                break
+        agent, pending, _ = batches[index]
+        others = ", ".join(str(a.id) for a, _, _ in batches if a is not agent)
+        return ConcurrencyError(
+            agent.id,
+            pending[0].originator_version,
+            f"saved together with {others}" if others else "",
+            stored_version=found,
+        )
+
+    def _memory_steps(self, agent: Agent, *, can_shed: bool, saving: bool) -> Steps[None]:
+        """:meth:`_check_memory`, as a blocking call only when a budget applies (it may
+        snapshot and save); without one it is a measurement at most, done here."""
+        if resolve_budget(type(agent), self.memory_budget) is None:
+            self._check_memory(agent, can_shed=can_shed, saving=saving)
+        else:
+            yield Blocking(self._check_memory, agent, can_shed=can_shed, saving=saving)
+
+    def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
+        """Keep the agent within its memory budget, if one applies (see budget.py)."""
+        budget = resolve_budget(type(agent), self.memory_budget)
+        if budget is not None:
+            enforce_budget(
+                agent,
+                budget,
+                can_shed=can_shed,
+                save=self.save if saving else None,
+                snapshot=self._snapshot_now,
+            )
+        elif not saving:
+            observe_memory(agent)
+
+    def _encode(self, agent: Agent, event: Any) -> StoredEvent:
+        stored = self.mapper.to_stored_event(event)
+        if len(stored.state) > self.max_event_bytes:
+            fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
+            raise EventTooLarge(
+                agent.id,
+                event_name(type(event)),
+                max(sizes, key=sizes.__getitem__),
+                len(stored.state),
+                self.max_event_bytes,
+            )
+        return stored
+
+    def _due_snapshot(self, agent: Agent, new_bytes: int) -> StoredSnapshot | None:
+        track = tracking(agent)
+        events_since = agent.version - track.snapshot_version
+        since = SinceSnapshot(
+            events=events_since,
+            bytes=track.bytes_since + new_bytes,
+            load_ms=tail_load_ms(track, events_since),
+        )
+        if not self.policy_for(type(agent)).should_snapshot(since):
+            return None
+        return self._take_snapshot(agent)
+
+    def policy_for(self, agent_type: type[Agent]) -> SnapshotPolicy:
+        """The snapshot policy for ``agent_type``: its entry in ``policies`` (or its
+        nearest base class's), else the store's ``policy``."""
+        if self.policies:
+            for cls in agent_type.__mro__:
+                policy = self.policies.get(cls)
+                if policy is not None:
+                    return policy
+        return self.policy
+
+    def _take_snapshot(self, agent: Agent) -> StoredSnapshot | None:
+        try:
+            data = encode_state(agent)
+        except Exception as exc:  # a snapshot must never fail a save
+            logger.warning(
+                "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
+            )
+            return None
+        return StoredSnapshot(
+            originator_id=agent.id,
+            originator_version=agent.version,
+            topic=self.mapper.topic_of(type(agent)),
+            fingerprint=state_fingerprint(type(agent)),
+            checksum=checksum(data),
+            state=data,
+        )
+
+    def _after_save(
+        self,
+        agent: Agent,
+        events: list[Any],
+        new_bytes: int,
+        snapshot_version: int | None,
+    ) -> None:
+        track = tracking(agent)
+        before = agent.version - len(events) - track.snapshot_version
+        if snapshot_version is not None:
+            track.snapshot_version = snapshot_version
+            track.bytes_since = 0
+        else:
+            track.bytes_since += new_bytes
+        since = agent.version - track.snapshot_version
+        if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS:
+            logger.warning(
+                "agent has many events since its last snapshot: agent=%s version=%s "
+                "snapshot_version=%s events_since_snapshot=%s",
+                agent.id,
+                agent.version,
+                track.snapshot_version,
+                since,
+            )
+        recent = agent.recent_events
+        if recent.maxlen != self.recent_events:
+            recent.resize(self.recent_events)
+        recent.extend(events)
+
+    def _snapshot_now(self, agent: Agent) -> None:
+        """Store a snapshot at the agent's version, unless it has one or unsaved events."""
+        track = tracking(agent)
+        if agent.pending_events or track.snapshot_version == agent.version:
+            return
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            return
+        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        track.snapshot_version = agent.version
+        track.bytes_since = 0
+
+    def update(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load the agent, apply ``command(agent)`` and save it; on a
+        :class:`ConcurrencyError` reload it and apply ``command`` again, up to
+        ``retries`` more times (then the error is raised). Returns the saved agent.
+
+        ``command`` must only record events on the agent it is given: it runs once
+        per attempt, and only the attempt that saved is stored.
+        """
+        return run_steps(self._update_steps(agent_id, command, retries), self.recorder)
+
+    def _update_steps(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], retries: int
+    ) -> Steps[Agent]:
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        attempt = 0
+        while True:
+            agent = yield from self._get_steps(agent_id, None)
+            command(agent)
+            try:
+                yield from self._save_steps([agent])
+            except ConcurrencyError as error:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                logger.info(
+                    "update conflicted, applying the command again: agent=%s attempt=%s "
+                    "stored_version=%s",
+                    agent_id,
+                    attempt,
+                    error.stored_version,
+                )
+                continue
+            return agent
+
+    def snapshot(self, agent_id: UUID | str) -> int:
+        """Take a snapshot of the agent's current state now; returns its version."""
+        return run_steps(self._snapshot_steps(agent_id), self.recorder)
+
+    def _snapshot_steps(self, agent_id: UUID | str) -> Steps[int]:
+        agent = yield from self._get_steps(agent_id, None)
+        if agent.pending_events:  # recorded by the load to keep its memory budget
+            yield from self._save_steps([agent])
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            raise ValueError(f"agent {agent_id}: its state cannot be encoded")
+        yield Call(
+            "insert_snapshot", (snapshot,), {"keep_snapshots": self.keep_snapshots}, write=True
+        )
+        return agent.version
+
+    # -- loading --------------------------------------------------------------------
+
+    def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Load an agent: latest valid snapshot (at or before ``version``) plus the
+        events after it. Never replays events older than the snapshot.
+
+        ``agent_id`` is a UUID or its string form (on every backend)."""
+        return run_steps(self._get_steps(agent_id, version), self.recorder)
+
+    def _get_steps(self, agent_id: UUID | str, version: int | None) -> Steps[Agent]:
+        """The logic of :meth:`get` (its I/O yielded; see :class:`Call`)."""
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
+        started = time.perf_counter()
+        rows = yield Call(
+            "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
+        )
+        agent: Agent | None = None
+        untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
+        while rows.snapshot is not None:
+            agent, why = trust_snapshot(rows.snapshot)
+            if agent is not None:
+                break
+            untrusted.append((rows.snapshot.originator_version, why))
+            rows = yield Call(
+                "select_for_load",
+                (agent_id,),
+                {
+                    "lte": version,
+                    "recent": self.recent_events,
+                    "snapshot_lte": rows.snapshot.originator_version - 1,
+                },
+            )
+        stored_events = rows.events
+        if agent is None and not stored_events:
+            raise AgentNotFound(agent_id, version)
+        agent = build_agent(
+            agent_id,
+            agent,
+            len(rows.snapshot.state) if rows.snapshot else 0,
+            stored_events,
+            self.mapper.to_domain_event,
+            self.recent_events,
+            started,
+            tuple(untrusted),
+        )
+        if version is not None and agent.version < version:
+            yield from self._require_head(agent_id, agent.version)
+        stats = tracking(agent).last_load
+        assert stats is not None
+        report_load(agent, stats, self.slow_load_ms)
+        if untrusted:
+            yield Blocking(self._replace_untrusted, agent, untrusted)
+        yield from self._memory_steps(agent, can_shed=version is None, saving=False)
+        return agent
+
+    @staticmethod
+    def load_stats(agent: Agent) -> LoadStats | None:
+        """What the load that built ``agent`` read and cost (None if not loaded)."""
+        return tracking(agent).last_load
+
+    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str]]) -> None:
+        """Delete the snapshots a load passed over, store a fresh one of the state it
+        built instead, and log ONE warning saying what happened (never raises)."""
+        track = tracking(agent)
+        fresh = f"fresh snapshot written at version {agent.version}"
+        try:
+            self.recorder.delete_snapshots(
+                agent.id, keep=self.keep_snapshots, versions=[v for v, _ in untrusted]
+            )
+            snapshot = self._take_snapshot(agent)
+            if snapshot is None:
+                fresh = "no fresh snapshot (state does not encode)"
+            elif self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots):
+                track.snapshot_version = agent.version
+                track.bytes_since = 0
+            else:
+                fresh = f"fresh snapshot NOT written (one exists at version {agent.version})"
+        except Exception as exc:
+            fresh = f"fresh snapshot NOT written ({type(exc).__name__}: {exc})"
+        logger.warning(
+            "snapshot not trusted: agent=%s type=%s reasons=%s loaded_from=%s; %s",
+            agent.id,
+            type(agent).__qualname__,
+            "; ".join(f"version {v}: {why}" for v, why in untrusted),
+            f"snapshot at version {track.last_load.snapshot_version}"
+            if track.last_load and track.last_load.snapshot_version
+            else "full replay",
+            fresh,
+        )
+
+    def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
+
+        For verification and tests; ``get()`` is the way to load an agent.
+        """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
+        agent: Agent | None = None
+        before = None if version is None else version + 1
+        agent = apply_events(agent, self.history(agent_id, before=before))
+        return run_steps(self._replayed(agent_id, version, agent), self.recorder)
+
+    def _replayed(self, agent_id: UUID, version: int | None, agent: Agent | None) -> Steps[Agent]:
+        """The end of a replay: the agent it built, or the error why there is none."""
+        if agent is None:
+            raise AgentNotFound(agent_id, version)
+        if version is not None and agent.version < version:
+            yield from self._require_head(agent_id, agent.version)
+        return agent
+
+    def _require_head(self, agent_id: UUID, reached: int) -> Steps[None]:
+        """A load asked for a version past ``reached``: raise if the log goes further
+        (the event after ``reached`` is missing)."""
+        head = (yield Call("max_version", (agent_id,))) or 0
+        if head > reached:
+            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+
+    # -- reading the log ------------------------------------------------------------
+
+    def history(
+        self,
+        agent_id: UUID | str,
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        page_size: int = 500,
+    ) -> Iterator[Any]:
+        """Yield the agent's events with ``after < version < before``, oldest first
+        (newest first if ``reverse``), optionally only of the given event ``types``.
+
+        Reads ``page_size`` events at a time; never holds the whole log.
+        """
+        walk = self._walk(agent_id, after, before, reverse, types, page_size)
+        to_event = self.mapper.to_domain_event
+        while (request := walk.next_request()) is not None:
+            page = self.recorder.select_page(walk.agent_id, **request)
+            for stored in walk.accept(page):
+                yield to_event(stored)
+
+    def _walk(
+        self,
+        agent_id: UUID | str,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        types: Iterable[type[Any] | str] | None,
+        page_size: int,
+    ) -> PageWalk:
+        """The paging of :meth:`history`, its arguments checked."""
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "after", after, 0)
+        _check_version(agent_id, "before", before, 1)
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        return PageWalk(agent_id, after, before, reverse, self._topics(types), page_size)
+
+    def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
+        """The agent's newest event of one of ``types`` (any type if none given)."""
+        page = self.recorder.select_page(
+            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
+        )
+        return self.mapper.to_domain_event(page[0]) if page else None
+
+    def event_count(self, agent_id: UUID | str) -> int:
+        """How many events the agent has: its version, read from the index."""
+        return self.recorder.max_version(as_agent_id(agent_id)) or 0
+
+    def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
+        if not types:
+            return ()
+        return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
+
+
+# The largest version a database column (a signed 64-bit integer) holds.
+MAX_VERSION = 2**63 - 1
+
+
+def as_agent_id(value: object) -> UUID:
+    """An agent id from a UUID or its string form; anything else is refused by name."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError(f"not an agent id (a UUID): {value!r}") from None
+    raise TypeError(
+        f"an agent id is a UUID or its string form, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> None:
+    """``value`` is None or an int (not a bool) from ``lowest`` to :data:`MAX_VERSION`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_VERSION:
+        raise ValueError(
+            f"agent {agent_id}: {name} must be >= {lowest} (an int up to 2**63-1), got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorder call the store's logic needs: ``method(*args, **kwargs)`` on the
+    sync recorder (``AgentStore``) or awaited on the async one (``AsyncAgentStore``).
+    ``write`` marks a call that commits (the async store never abandons it halfway)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    write: bool = False
+
+
+class Blocking:
+    """A call of the sync store's own code that does its own I/O (rare paths: replacing
+    untrusted snapshots, shedding memory); the async store runs it off the loop."""
+
+    __slots__ = ("args", "func", "kwargs")
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def __call__(self) -> Any:
+        return self.func(*self.args, **self.kwargs)
+
+
+# The logic of a store operation: yields the I/O it needs, is sent each result (or
+# has the error thrown in), returns the operation's result. Written once, driven by
+# run_steps (sync) and by AsyncAgentStore.
+Steps = Generator[Call | Blocking, Any, T]
+
+
+def run_steps(steps: Steps[T], recorder: AgentRecorder) -> T:
+    """Drive ``steps`` with blocking calls on ``recorder``."""
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            request = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return cast(T, done.value)
+        result, error = None, None
+        try:
+            if isinstance(request, Blocking):
+                result = request()
+            else:
+                result = getattr(recorder, request.method)(*request.args, **request.kwargs)
+        except Exception as exc:
+            error = exc
+
+
+class PageWalk:
+    """The paging of ``history()``: the bounds of each page to read, and the check that
+    no event is missing (versions are consecutive when no type filter applies)."""
+
+    def __init__(
+        self,
+        agent_id: UUID,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        topics: tuple[str, ...],
+        page_size: int,
+    ) -> None:
+        self.agent_id = agent_id
+        self.after, self.reverse, self.topics, self.page_size = after, reverse, topics, page_size
+        self.gt, self.lt = after, before
+        self.step = 0 if topics else -1 if reverse else 1
+        self.expected: int | None = None if reverse else (after or 0) + 1
+        self.done = False
+
+    def next_request(self) -> dict[str, Any] | None:
+        """The keyword arguments of the next ``select_page`` (None: no more pages)."""
+        if self.done:
+            return None
+        return {"gt": self.gt, "lt": self.lt, "desc": self.reverse,
+                "limit": self.page_size, "topics": self.topics}  # fmt: skip
+
+    def accept(self, page: Sequence[StoredEvent]) -> Iterator[StoredEvent]:
+        """The page's events, in order; raises :class:`DamagedLog` at a gap."""
+        for stored in page:
+            found = stored.originator_version
+            if self.step and self.expected is not None and found != self.expected:
+                raise DamagedLog(self.agent_id, self.expected, f"the next stored event is {found}")
+            self.expected = found + self.step
+            yield stored
+        if len(page) < self.page_size:
+            self.done = True
+            lowest = (self.after or 0) + 1
+            if self.step < 0 and self.expected is not None and self.expected >= lowest:
+                raise DamagedLog(
+                    self.agent_id, self.expected, f"the log stops at {self.expected + 1}"
+                )
+        elif self.reverse:
+            self.lt = page[-1].originator_version
+        else:
+            self.gt = page[-1].originator_version
