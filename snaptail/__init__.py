@@ -7,6 +7,7 @@ from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
 from snaptail.errors import (
+    AgentBroken,
     AgentLimitExceeded,
     AgentNotFound,
     ConcurrencyError,
@@ -18,6 +19,7 @@ from snaptail.errors import (
     LockTimeout,
     MemoryBudgetExceeded,
     SnaptailError,
+    UndeclaredState,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentBroken",
     "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
@@ -56,5 +59,6 @@ __all__ = [
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
+    "UndeclaredState",
     "event",
 ]

@@ -139,3 +139,40 @@ class MemoryBudgetExceeded(SnaptailError, MemoryError):
             f"agent {agent_id} ({agent_type}) holds {size} bytes, over its memory budget"
             f" of {budget} bytes after shedding; largest parts: {holders}"
         )
+
+
+class UndeclaredState(SnaptailError, TypeError):
+    """An event handler kept state where snapshots do not carry it: an attribute on the
+    agent, or an attribute on its state that is not a declared dataclass field."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, handler: str, attribute: str, detail: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.handler, self.attribute = handler, attribute
+        super().__init__(
+            f"agent {agent_id}: {agent_type} handler {handler} {detail}. Snapshots carry"
+            f" only `state`, an instance of {agent_type}.State, with its declared fields:"
+            " kept anywhere else, a loaded agent would silently differ from its log."
+            f" Declare {attribute!r} as a field with a default on a dataclass subclass of"
+            f" AgentState, set `State = ThatClass` on {agent_type}, and assign"
+            f" `self.state.{attribute}` in the handler. Nothing was recorded; reload this"
+            " agent."
+        )
+
+
+class AgentBroken(SnaptailError, RuntimeError):
+    """An event handler raised while applying a new event: the agent object in memory
+    may hold changes its log does not have, so it refuses commands and saves."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, version: int, handler: str, cause: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.version, self.handler = version, handler
+        super().__init__(
+            f"agent {agent_id} ({agent_type}) at version {version}: handler {handler} raised"
+            f" ({cause}), possibly after changing state; its event was not recorded, so"
+            " this object may not match its log: it refuses commands and saves. Reload it"
+            " (store.get)"
+        )

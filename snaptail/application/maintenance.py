@@ -7,15 +7,13 @@ time; ``on_agent`` is called after each agent (for a progress bar).
 
 from __future__ import annotations
 
-import dataclasses
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from uuid import UUID
 
-import msgspec
-
 from snaptail.application.store import AgentStore
-from snaptail.domain.agent import Agent
+from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentNotFound
 from snaptail.infrastructure.recorder import AgentRecorder
@@ -70,10 +68,11 @@ def prune_snapshots(
 class Verdict:
     """The newest snapshot of one agent, compared with a rebuild from its log.
 
-    ``status`` is ``ok``, ``mismatch`` (decoded, but some fields differ from the
-    rebuild: ``fields`` names them), ``untrusted`` (a load would not use it:
-    ``detail`` says why), ``error`` (its log cannot be read or replayed: ``detail``
-    says why) or ``none`` (the agent has no snapshot).
+    ``status`` is ``ok``, ``mismatch`` (decoded, but some attributes differ from the
+    rebuild, in value or type: ``fields`` names them, ``detail`` gives both values),
+    ``untrusted`` (a load would not use it: ``detail`` says why), ``error`` (its log
+    cannot be read or replayed: ``detail`` says why) or ``none`` (the agent has no
+    snapshot).
     """
 
     agent_id: UUID
@@ -89,10 +88,10 @@ class Verdict:
 
 
 def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
-    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version,
-    then replay the events after it as a load would. A log that cannot be read or
-    replayed gives status ``error`` (``detail`` says why); an unknown id raises
-    :class:`~snaptail.AgentNotFound`."""
+    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version
+    (every attribute, NaN-safe), then replay the events after it as a load would. A log
+    that cannot be read or replayed gives status ``error`` (``detail`` says why); an
+    unknown id raises :class:`~snaptail.AgentNotFound`."""
     agent_type = "?"
     version: int | None = None
     try:
@@ -107,9 +106,12 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
         if decoded is None:
             return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
         replayed = store.replay(agent_id, version=version)
-        fields = _differing_fields(decoded, replayed)
-        if fields:
-            return Verdict(agent_id, agent_type, version, "mismatch", fields)
+        differences = agent_differences(decoded, replayed)
+        if differences:
+            fields = tuple(d.path.lstrip("_") for d in differences)
+            return Verdict(
+                agent_id, agent_type, version, "mismatch", fields, detail=describe(differences)
+            )
         apply_events(replayed, store.history(agent_id, after=version))  # the tail a load reads
     except AgentNotFound:
         raise
@@ -119,31 +121,21 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
     return Verdict(agent_id, agent_type, version, "ok")
 
 
-def _differing_fields(decoded: Agent, replayed: Agent) -> tuple[str, ...]:
-    fields = tuple(
-        f.name
-        for f in dataclasses.fields(replayed.state)
-        if not _same(getattr(decoded.state, f.name, None), getattr(replayed.state, f.name))
-    )
-    if type(decoded.state) is not type(replayed.state):
-        fields = ("<state type>", *fields)
-    for attribute in ("created_on", "modified_on"):
-        if getattr(decoded, attribute) != getattr(replayed, attribute):
-            fields = (*fields, attribute)
-    return fields
-
-
-_encoder = msgspec.msgpack.Encoder()
-
-
-def _same(a: object, b: object) -> bool:
-    """Equal, or encoding to the same bytes (so NaN equals NaN, at any depth)."""
-    if a == b:
-        return True
-    try:
-        return _encoder.encode(a) == _encoder.encode(b)
-    except (TypeError, ValueError, OverflowError):
-        return False
+def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:
+    """``n`` agent ids drawn uniformly at random from the whole database (reservoir
+    sampling over the id pages: holds ``n`` ids, reads each id once)."""
+    if n < 1:
+        raise ValueError(f"sample size must be >= 1, got {n}")
+    rnd = random.Random(seed)
+    chosen: list[UUID] = []
+    for seen, agent_id in enumerate(agent_ids(recorder)):
+        if seen < n:
+            chosen.append(agent_id)
+        else:
+            slot = rnd.randrange(seen + 1)
+            if slot < n:
+                chosen[slot] = agent_id
+    return sorted(chosen)
 
 
 def verify_snapshots(

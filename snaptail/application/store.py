@@ -16,6 +16,7 @@ from snaptail.application.budget import enforce_budget, observe_memory, resolve_
 from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
 from snaptail.application.telemetry import WARN_EVENTS, report_load
 from snaptail.domain.agent import Agent
+from snaptail.domain.guard import refuse_if_broken
 from snaptail.domain.memory import MIB, parse_size
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
@@ -32,7 +33,7 @@ from snaptail.snapshots import (
     encode_state,
     state_fingerprint,
 )
-from snaptail.snapshots.trust import trust_snapshot
+from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
 
 logger = logging.getLogger("snaptail.store")
 
@@ -124,14 +125,17 @@ class AgentStore:
 
         Only new events are written. On a version conflict nothing is written,
         :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
-        the agents keep their new events. Once the transaction has committed, this
-        never raises: later work (the memory budget) that fails is logged and left
-        for the next save or load.
+        the agents keep their new events. An agent whose handler raised
+        (:class:`~snaptail.AgentBroken`) is refused before anything is written. Once
+        the transaction has committed, this never raises: later work (the memory
+        budget) that fails is logged and left for the next save or load.
         """
         run_steps(self._save_steps(agents), self.recorder)
 
     def _save_steps(self, agents: Sequence[Agent]) -> Steps[None]:
         """The logic of :meth:`save` (its I/O yielded; see :class:`Call`)."""
+        for agent in agents:
+            refuse_if_broken(agent)
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
         snapshots: list[StoredSnapshot] = []
@@ -413,19 +417,27 @@ class AgentStore:
             "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
         )
         agent: Agent | None = None
-        untrusted: list[tuple[int, str]] = []  # (version, why) of snapshots passed over
-        while rows.snapshot is not None:
-            agent, why = trust_snapshot(rows.snapshot)
+        untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
+        candidate = rows.snapshot
+        while candidate is not None:
+            judgement = judge_snapshot(candidate)
+            agent = judgement.agent
             if agent is not None:
                 break
-            untrusted.append((rows.snapshot.originator_version, why))
+            untrusted.append((candidate.originator_version, judgement.why, judgement.kind))
+            candidate = yield Call(
+                "select_snapshot", (agent_id,), {"lte": candidate.originator_version - 1}
+            )
+        if untrusted:
+            # Read the events after the snapshot found (or all of them) once; a row at
+            # or before the version of ``agent`` is only used for the recent cache.
             rows = yield Call(
                 "select_for_load",
                 (agent_id,),
                 {
                     "lte": version,
                     "recent": self.recent_events,
-                    "snapshot_lte": rows.snapshot.originator_version - 1,
+                    "snapshot_lte": agent.version if agent is not None else 0,
                 },
             )
         stored_events = rows.events
@@ -439,7 +451,7 @@ class AgentStore:
             self.mapper.to_domain_event,
             self.recent_events,
             started,
-            tuple(untrusted),
+            tuple((v, why) for v, why, _ in untrusted),
         )
         if version is not None and agent.version < version:
             yield from self._require_head(agent_id, agent.version)
@@ -456,15 +468,40 @@ class AgentStore:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
         return tracking(agent).last_load
 
-    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str]]) -> None:
-        """Delete the snapshots a load passed over, store a fresh one of the state it
-        built instead, and log ONE warning saying what happened (never raises)."""
+    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str, str]]) -> None:
+        """After a load passed over snapshots: delete the corrupt ones, and if any was
+        corrupt or stale, store a fresh snapshot of the state the load built (replacing
+        a stale one at that very version); log ONE warning. Snapshots written by newer
+        code are left alone and only logged at INFO (expected during a rolling deploy).
+        Never raises."""
         track = tracking(agent)
-        fresh = f"fresh snapshot written at version {agent.version}"
-        try:
-            self.recorder.delete_snapshots(
-                agent.id, keep=self.keep_snapshots, versions=[v for v, _ in untrusted]
+        kinds = {kind for _, _, kind in untrusted}
+        loaded_from = (
+            f"snapshot at version {track.last_load.snapshot_version}"
+            if track.last_load and track.last_load.snapshot_version
+            else "full replay"
+        )
+        reasons = "; ".join(f"version {v}: {why}" for v, why, _ in untrusted)
+        if kinds <= {NEWER}:
+            logger.info(
+                "snapshot of newer code left in place: agent=%s type=%s reasons=%s loaded_from=%s",
+                agent.id,
+                type(agent).__qualname__,
+                reasons,
+                loaded_from,
             )
+            return
+        fresh = f"fresh snapshot written at version {agent.version}"
+        replaced = [
+            v
+            for v, _, kind in untrusted
+            if kind == CORRUPT or (kind == STALE and v == agent.version)
+        ]
+        try:
+            if replaced:
+                self.recorder.delete_snapshots(
+                    agent.id, keep=self.keep_snapshots, versions=replaced
+                )
             snapshot = self._take_snapshot(agent)
             if snapshot is None:
                 fresh = "no fresh snapshot (state does not encode)"
@@ -479,10 +516,8 @@ class AgentStore:
             "snapshot not trusted: agent=%s type=%s reasons=%s loaded_from=%s; %s",
             agent.id,
             type(agent).__qualname__,
-            "; ".join(f"version {v}: {why}" for v, why in untrusted),
-            f"snapshot at version {track.last_load.snapshot_version}"
-            if track.last_load and track.last_load.snapshot_version
-            else "full replay",
+            reasons,
+            loaded_from,
             fresh,
         )
 

@@ -10,8 +10,10 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
+from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
 from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
+from snaptail.domain.schema import snapshot_settings
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
 from snaptail.domain.values import (
@@ -40,7 +42,9 @@ class Agent(Aggregate):
     remembered for de-duplication), ``max_labels``, ``max_metadata_keys``,
     ``max_participants``, ``max_pending`` (bounds on those collections),
     ``max_event_bytes`` (encoded payload limit per event), ``snapshot_version``
-    (bump it to invalidate every stored snapshot of this type) and ``memory_budget``
+    (bump it to invalidate every stored snapshot of this type), ``snapshot_settings``
+    (the names of the class attributes that shape derived state: part of the snapshot
+    fingerprint, see ``snaptail.snapshots.fingerprint``) and ``memory_budget``
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
     wins over the store's ``memory_budget``; None: the store's).
     """
@@ -82,6 +86,12 @@ class Agent(Aggregate):
     tool_output_preview = 2048
     max_event_bytes = MIB
     snapshot_version = 1
+    # Settings read by event handlers (they shape derived state); the max_* limits and
+    # max_event_bytes are checked by commands only and are not listed.
+    snapshot_settings = cast(
+        "tuple[str, ...]",
+        ("window_items", "window_bytes", "idempotency_window", "tool_output_preview"),
+    )
     memory_budget = cast("int | str | None", None)
 
     # -- construction ---------------------------------------------------------------
@@ -97,6 +107,7 @@ class Agent(Aggregate):
                 " `if TYPE_CHECKING:`."
             )
         super().__init_subclass__(**kwargs)
+        snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
 
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:
@@ -116,11 +127,25 @@ class Agent(Aggregate):
     def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         agent_id = id if id is not None else uuid4()
         check_payload(agent_id, event_class, kwargs, cls.max_event_bytes)
-        return super()._create(event_class, id=agent_id, **kwargs)
+        agent = super()._create(event_class, id=agent_id, **kwargs)
+        check_created(agent, agent.pending_events[0])
+        return agent
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        """Record a new event: refuse if this object is broken, check the payload,
+        apply the event (a handler that raises breaks the object, see
+        ``snaptail.domain.guard``), then add it to the pending events."""
+        refuse_if_broken(self)
         check_payload(self.id, event_class, kwargs, type(self).max_event_bytes)
-        super().trigger_event(event_class, **kwargs)
+        kwargs.update(originator_id=self.id, originator_version=self.version + 1)
+        if kwargs.get("timestamp") is None:
+            kwargs["timestamp"] = event_class.create_timestamp()
+        try:
+            new_event = event_class(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"cannot construct event {event_class.__qualname__}: {exc}") from None
+        apply_new_event(self, new_event)
+        self._pending_events.append(new_event)
 
     # -- read-only views ------------------------------------------------------------
 

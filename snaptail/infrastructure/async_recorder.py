@@ -48,6 +48,10 @@ class AsyncRecorder(Protocol):
         snapshot_lte: int | None = None,
     ) -> LoadRows: ...
 
+    async def select_snapshot(
+        self, originator_id: UUID, *, lte: int
+    ) -> StoredSnapshot | None: ...
+
     async def select_page(
         self,
         originator_id: UUID,
@@ -139,6 +143,9 @@ class ThreadedRecorder:
             recent=recent,
             snapshot_lte=snapshot_lte,
         )
+
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        return await self.threads.read(self.sync.select_snapshot, originator_id, lte=lte)
 
     async def select_page(
         self,

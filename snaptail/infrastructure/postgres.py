@@ -71,10 +71,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(sn)
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._sql_prune = SQL(
             "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
             "SELECT originator_version FROM {sn} WHERE originator_id = %s "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s) "
+            "AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id = %s GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         ).format(sn=sn)
         self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
         self._sql_delete_snapshot_versions = SQL(
@@ -225,7 +229,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             )
         ]
         if keep is not None:
-            writes.append((self._sql_prune, (key, key, max(keep, 1) - 1)))
+            writes.append((self._sql_prune, (key, key, max(keep, 1) - 1, key)))
         return writes
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -248,7 +252,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             if keep == 0:
                 curs.execute(self._sql_delete_all_snapshots, (originator_id,))
             else:
-                curs.execute(self._sql_prune, (originator_id, originator_id, keep - 1))
+                key = originator_id
+                curs.execute(self._sql_prune, (key, key, keep - 1, key))
             return before - _count(curs.execute(self._sql_count_snapshots, (originator_id,)))
 
     # -- reading --------------------------------------------------------------------
@@ -285,6 +290,19 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             )
             events = stored_events(originator_id, curs.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._sql_select_snapshot, (originator_id, lte), prepare=True)
+            row = curs.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(

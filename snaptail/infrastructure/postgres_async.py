@@ -228,6 +228,19 @@ class AsyncPostgresRecorder:
         return LoadRows(snapshot=snapshot, events=events)
 
     @_retry
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        async with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            await curs.execute(self.sync._sql_select_snapshot, (originator_id, lte), prepare=True)
+            row = await curs.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
+
+    @_retry
     async def select_page(
         self,
         originator_id: UUID,

@@ -60,10 +60,14 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._prune = (
             f"DELETE FROM {sn} WHERE originator_id=? AND originator_version < ("
             f"SELECT originator_version FROM {sn} WHERE originator_id=? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?) "
+            f"AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id=? GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         )
         self._select_snapshot = (
             f"SELECT originator_version, topic, fingerprint, checksum, state FROM {sn} "
@@ -158,7 +162,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             ),
         )
         if keep is not None:
-            c.execute(self._prune, (key, key, max(keep, 1) - 1))
+            c.execute(self._prune, (key, key, max(keep, 1) - 1, key))
 
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
@@ -184,7 +188,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             if keep == 0:
                 c.execute(f"DELETE FROM {sn} WHERE originator_id=?", (key,))
             else:
-                c.execute(self._prune, (key, key, keep - 1))
+                c.execute(self._prune, (key, key, keep - 1, key))
             c.execute(f"SELECT COUNT(*) FROM {sn} WHERE originator_id=?", (key,))
             return before - int(c.fetchone()[0])
 
@@ -212,6 +216,14 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             c.execute(self._select_tail, (key, upper, after, key, upper, recent))
             events = stored_events(originator_id, c.fetchall())
         return LoadRows(snapshot=snapshot, events=events)
+
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(self._select_snapshot, (_key(originator_id), lte))
+            row = c.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     def select_page(
         self,
