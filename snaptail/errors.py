@@ -176,3 +176,37 @@ class AgentBroken(SnaptailError, RuntimeError):
             " this object may not match its log: it refuses commands and saves. Reload it"
             " (store.get)"
         )
+
+
+class ProjectionFailed(SnaptailError):
+    """A projection raised on an event. The view is committed up to the event before
+    it; a restart stops at the same event (``--skip-failed`` records it as a dead
+    letter and goes on)."""
+
+    def __init__(
+        self,
+        projection: str,
+        notification_id: int,
+        agent_id: UUID | str,
+        version: int,
+        event_type: str,
+        cause: BaseException,
+    ) -> None:
+        self.projection, self.notification_id = projection, notification_id
+        self.agent_id, self.version, self.event_type = agent_id, version, event_type
+        self.cause = cause
+        self.error = f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"projection {projection!r} failed on notification {notification_id} "
+            f"(agent {agent_id}, version {version}, event {event_type}): {self.error}"
+        )
+
+
+class ProjectionBusy(SnaptailError):
+    """Another worker holds the projection's lock (or took it over after this one
+    lost its connection)."""
+
+
+class WorkerGaveUp(SnaptailError):
+    """A projection worker could not restore a lost database connection within its
+    ``give_up_after`` seconds."""

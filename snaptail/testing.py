@@ -2,18 +2,25 @@
 
 :func:`check_agent_type` is what snaptail's own tests run on the built-in
 :class:`~snaptail.Agent`. Give it your agent type and a hypothesis strategy of
-commands (functions that take an agent and call its command methods); it proves, for
-every sequence hypothesis tries, that
+commands (functions that take an agent and call its command methods); it saves
+through the real ``AgentStore.save`` under random snapshot policies, reloads,
+snapshots and sheds memory at random points, half the time with tiny limits
+(:data:`TINY_LIMITS`), and proves, for every sequence hypothesis tries, that
 
-* loading from a snapshot plus the tail equals a full replay, at every version and
-  from every snapshot point;
-* the state survives the snapshot codec exactly (same values, same types, same bytes
+* the whole agent (every attribute, declared or not, type for type) loaded from a
+  snapshot plus the tail equals a full replay, at each snapshot point, the head and
+  a sample of versions (every version of short logs);
+* the agent survives the snapshot codec exactly (same values, same types, same bytes
   when encoded again);
 * the state fingerprint changes when any field of the state (or of a dataclass
-  directly inside it) is added, removed or retyped, and when ``snapshot_version`` is
-  bumped, so stale snapshots of your type are never trusted.
+  directly inside it) is added, removed or retyped, when ``snapshot_version`` is
+  bumped and when a snapshot setting changes, and does not change with
+  ``max_event_bytes``, so stale snapshots of your type are never trusted and
+  command-only limits never force replays.
 
-Call it from a plain test function, not from inside another ``@given`` test.
+Failures read as ``Type at version V: ... differs from the replay:`` followed by one
+line per attribute with its snapshot value and its replay value. Call it from a plain
+test function, not from inside another ``@given`` test.
 """
 
 from __future__ import annotations

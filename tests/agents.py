@@ -14,6 +14,7 @@ from hypothesis import event
 from hypothesis import strategies as st
 
 from snaptail import Agent, AgentLimitExceeded, InvalidCommand, Participant, TokenUsage
+from snaptail.domain.window import TRUNCATION_MARK
 from snaptail.testing import TINY_LIMITS
 
 Command = Callable[[Agent], None]
@@ -69,7 +70,10 @@ def note_bounds(agent: Agent) -> None:
     reached = {
         "window items": len(window.items) >= window.max_items,
         "window items shed": window.max_items < kind.window_items,
-        "window bytes": window.text_bytes + 16 > window.max_bytes,
+        "window bytes (truncated or trimmed by bytes)": any(
+            item.text.endswith(TRUNCATION_MARK) for item in window.items
+        )
+        or (window.dropped > 0 and len(window.items) < window.max_items),
         "window dropped": window.dropped > 0,
         "idempotency window": len(s.idempotency_keys) >= kind.idempotency_window,
         "labels": len(s.labels) >= kind.max_labels,
@@ -83,7 +87,8 @@ def note_bounds(agent: Agent) -> None:
             event(f"{kind.__name__} bound reached: {bound}")
 
 
-texts = st.text(max_size=60)
+# Mostly short texts, some longer than a tiny window's byte budget (truncated).
+texts = st.one_of(st.text(max_size=60), st.text(min_size=61, max_size=120))
 names = st.text(alphabet="abcdefghij", min_size=1, max_size=4)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from snaptail import AgentStore
+
 # Hypothesis profiles: ``dev`` (the default, small) and ``ci`` (selected by
 # HYPOTHESIS_PROFILE=ci in .ci/run): at least 300 examples per property and command
 # sequences of up to 200 (see tests/agents.py, ``examples`` and ``commands_up_to``).
@@ -30,8 +32,6 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-from snaptail import AgentStore
 
 POSTGRES_URL = os.environ.get(
     "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

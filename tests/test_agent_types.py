@@ -11,6 +11,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -269,3 +270,99 @@ def test_changed_handler_code_warns_once_per_type(
                 assert loaded.state == store.replay(agent.id).state
     (warning,) = [r.getMessage() for r in caplog.records if "handler code" in r.getMessage()]
     assert "type=Poked" in warning and "snaptail snapshots verify --sample N" in warning
+
+
+def test_agent_cache_reloads_a_broken_agent(sqlite_url: str) -> None:
+    from snaptail import AgentCache
+
+    with AgentStore(sqlite_url) as store:
+        agent = RaisesHalfWay(name="cached")
+        agent.score(5)
+        store.save(agent)
+        cache = AgentCache(store, max_bytes="1MiB")
+        cached = cache.get(agent.id)
+        assert isinstance(cached, RaisesHalfWay)
+        with pytest.raises(ValueError):
+            cached.score(500)
+        fresh = cache.get(agent.id)
+        assert fresh is not cached and isinstance(fresh, RaisesHalfWay)
+        assert fresh.state.total == 5
+        fresh.score(1)
+        cache.save(fresh)
+        assert store.get(agent.id).state.total == 6  # type: ignore[attr-defined]
+
+
+def test_attribute_state_from_an_older_log_is_never_snapshotted(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log written before handlers were checked replays into an attribute outside the
+    state: such an agent is never snapshotted (loads replay), so it never diverges."""
+    with AgentStore(database_url, snapshot_every=1) as store:
+        ticket = Ticket(name="legacy")
+        for version in (2, 3):  # what the unchecked trigger_event of old code did
+            noted = Ticket.TicketNoted(  # type: ignore[attr-defined]
+                originator_id=ticket.id,
+                originator_version=version,
+                timestamp=ticket.modified_on,
+                text="x",
+                weight=2,
+            )
+            noted.mutate(ticket)
+            ticket.pending_events.append(noted)
+        with caplog.at_level(logging.WARNING, logger="snaptail"):
+            store.save(ticket)
+        assert store.recorder.select_snapshot_infos(ticket.id) == []
+        assert any("'notes_total'" in r.getMessage() for r in caplog.records)
+        loaded = store.get(ticket.id)
+        assert loaded.notes_total == 4  # type: ignore[attr-defined]
+
+
+# -- what the fingerprint covers: declared settings of any type, nothing else ---------
+
+
+class Mode(Enum):
+    FAST = 1
+    CAREFUL = 2
+
+
+def _kind(**overrides: object) -> type:
+    """A stand-in agent type (a plain class with the attributes the fingerprint reads)."""
+    namespace: dict[str, object] = {
+        "State": AgentState,
+        "snapshot_settings": ("flag", "mode", "tags", "window_items"),
+        "flag": False,
+        "mode": Mode.FAST,
+        "tags": ("a",),
+        "window_items": 50,
+        "max_event_bytes": 1024,
+        "max_labels": 256,
+        "__module__": __name__,
+        "__qualname__": "Kind",
+        **overrides,
+    }
+    return type("Kind", (), namespace)
+
+
+def test_fingerprint_covers_declared_settings_of_any_type_and_nothing_else() -> None:
+    from snaptail.snapshots import state_fingerprint
+
+    base = state_fingerprint(_kind())
+    assert state_fingerprint(_kind()) == base
+    for changed in (
+        {"flag": True},
+        {"mode": Mode.CAREFUL},
+        {"tags": ("a", "b")},
+        {"window_items": 51},
+        {"snapshot_version": 2},
+        {"class_version": 2},
+    ):
+        assert state_fingerprint(_kind(**changed)) != base, changed
+    for command_only in ({"max_event_bytes": 4096}, {"max_labels": 1}, {"memory_budget": 5}):
+        assert state_fingerprint(_kind(**command_only)) == base, command_only
+
+
+def test_snapshot_settings_must_name_class_attributes() -> None:
+    with pytest.raises(TypeError, match="max_tickets"):
+
+        class Misspelt(Agent):  # refused when defined
+            snapshot_settings = ("max_tickets",)

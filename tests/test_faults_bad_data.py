@@ -89,7 +89,15 @@ def test_history_does_not_skip_a_gap(database_url: str) -> None:
     agent = written(database_url)
     delete_event(database_url, agent.id, 4)
     with AgentStore(database_url) as store:
-        for kwargs in ({}, {"page_size": 2}, {"reverse": True}, {"after": 2}):
+        for kwargs in (
+            {},
+            {"page_size": 2},
+            {"reverse": True},
+            {"after": 2},
+            {"before": 5},  # the gap is the last version asked for
+            {"before": 5, "reverse": True},  # ...or the first, newest first
+            {"after": 3, "before": 5},  # ...or the only one
+        ):
             seen: list[int] = []
             with pytest.raises(Exception) as caught:
                 for e in store.history(agent.id, **kwargs):  # type: ignore[arg-type]

@@ -202,7 +202,6 @@ def _named(error: BaseException, agent: Agent, event: str, field: str) -> None:
         (TokenUsage(cached_tokens=-1), "cached_tokens"),
     ],
 )
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_bad_token_usage_is_refused(usage: TokenUsage, field: str) -> None:
     agent, request = _in_flight()
     with pytest.raises((InvalidEventPayload, InvalidCommand)) as caught:
@@ -211,7 +210,6 @@ def test_bad_token_usage_is_refused(usage: TokenUsage, field: str) -> None:
     assert agent.state.llm_request == request  # nothing was recorded
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_a_negative_duration_is_refused() -> None:
     agent = Agent("durations")
     agent.request_tool_call("c1", "search", {})
@@ -221,7 +219,6 @@ def test_a_negative_duration_is_refused() -> None:
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, Decimal("NaN")])
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_nan_and_infinities_are_refused_anywhere_in_a_payload(value: Any) -> None:
     agent = Agent("floats")
     with pytest.raises(InvalidEventPayload) as caught:
@@ -233,7 +230,6 @@ def test_nan_and_infinities_are_refused_anywhere_in_a_payload(value: Any) -> Non
     assert agent.version == 1
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_wrong_types_name_agent_event_and_field() -> None:
     agent, request = _in_flight()
     cases: list[tuple[Callable[[], object], str, str]] = [
@@ -253,7 +249,6 @@ def test_wrong_types_name_agent_event_and_field() -> None:
     assert agent.version == 2
 
 
-@pytest.mark.xfail(reason="issue 11: not fixed yet")  # FAULTS-XFAIL
 def test_a_payload_nested_1000_deep_is_refused_by_name() -> None:
     agent = Agent("deep")
     nested: dict[str, Any] = {}

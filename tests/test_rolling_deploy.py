@@ -94,14 +94,15 @@ def counting(*args, **kwargs):
     return rows
 
 store.recorder.select_for_load = counting
-inner_snapshot = store.recorder.select_snapshot
+inner_snapshot = getattr(store.recorder, "select_snapshot", None)
 
 def counting_snapshot(*args, **kwargs):
     snapshot = inner_snapshot(*args, **kwargs)
     rows_read.append(snapshot is not None)
     return snapshot
 
-store.recorder.select_snapshot = counting_snapshot
+if inner_snapshot is not None:
+    store.recorder.select_snapshot = counting_snapshot
 
 def record(agent, n):
     for i in range(n):

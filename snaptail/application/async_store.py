@@ -20,6 +20,7 @@ from snaptail.application.loading import LoadStats
 from snaptail.application.store import (
     AgentStore,
     Blocking,
+    Call,
     Steps,
     T,
     _check_version,
@@ -250,10 +251,20 @@ class AsyncAgentStore:
         to_event = store.mapper.to_domain_event
         while (request := walk.next_request()) is not None:
             page = await recorder.select_page(walk.agent_id, **request)
-            events = []
+            events: list[Any] = []
+            checks = walk.accept(page)
+            reply: Any = None
             try:
-                for stored in walk.accept(page):
-                    events.append(to_event(stored))
+                while True:
+                    try:
+                        item = checks.send(reply)
+                    except StopIteration:
+                        break
+                    reply = None
+                    if isinstance(item, Call):
+                        reply = await getattr(recorder, item.method)(*item.args, **item.kwargs)
+                    else:
+                        events.append(to_event(item))
             except Exception:
                 if events:  # what precedes a gap is given before the error
                     yield events

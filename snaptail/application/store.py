@@ -440,18 +440,18 @@ class AgentStore:
                     "snapshot_lte": agent.version if agent is not None else 0,
                 },
             )
-        stored_events = rows.events
-        if agent is None and not stored_events:
+        event_rows = rows.events  # (version, topic, state) tuples
+        if agent is None and not event_rows:
             raise AgentNotFound(agent_id, version)
         agent = build_agent(
             agent_id,
             agent,
             len(rows.snapshot.state) if rows.snapshot else 0,
-            stored_events,
-            self.mapper.to_domain_event,
+            event_rows,
+            self.mapper,
             self.recent_events,
             started,
-            tuple((v, why) for v, why, _ in untrusted),
+            tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
         )
         if version is not None and agent.version < version:
             yield from self._require_head(agent_id, agent.version)
@@ -541,12 +541,10 @@ class AgentStore:
             yield from self._require_head(agent_id, agent.version)
         return agent
 
-    def _require_head(self, agent_id: UUID, reached: int) -> Steps[None]:
-        """A load asked for a version past ``reached``: raise if the log goes further
-        (the event after ``reached`` is missing)."""
-        head = (yield Call("max_version", (agent_id,))) or 0
-        if head > reached:
-            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+    def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> Steps[None]:
+        """A read asked for versions past ``reached`` (up to ``below``, exclusive):
+        raise if the log goes further (the event after ``reached`` is missing)."""
+        yield from require_head(agent_id, reached, below)
 
     # -- reading the log ------------------------------------------------------------
 
@@ -562,14 +560,26 @@ class AgentStore:
         """Yield the agent's events with ``after < version < before``, oldest first
         (newest first if ``reverse``), optionally only of the given event ``types``.
 
-        Reads ``page_size`` events at a time; never holds the whole log.
+        Reads ``page_size`` events at a time; never holds the whole log. Without
+        ``types``, a version missing from the stored log raises
+        :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
         walk = self._walk(agent_id, after, before, reverse, types, page_size)
         to_event = self.mapper.to_domain_event
         while (request := walk.next_request()) is not None:
             page = self.recorder.select_page(walk.agent_id, **request)
-            for stored in walk.accept(page):
-                yield to_event(stored)
+            checks = walk.accept(page)
+            reply: Any = None
+            while True:
+                try:
+                    item = checks.send(reply)
+                except StopIteration:
+                    break
+                reply = None
+                if isinstance(item, Call):
+                    reply = getattr(self.recorder, item.method)(*item.args, **item.kwargs)
+                else:
+                    yield to_event(item)
 
     def _walk(
         self,
@@ -683,9 +693,19 @@ def run_steps(steps: Steps[T], recorder: AgentRecorder) -> T:
             error = exc
 
 
+def require_head(agent_id: UUID, reached: int, below: int | None = None) -> Steps[None]:
+    """A read asked for versions past ``reached`` (up to ``below``, exclusive): raise
+    :class:`DamagedLog` if the log goes further (the event after ``reached`` is missing)."""
+    head = (yield Call("max_version", (agent_id,))) or 0
+    if head > reached and (below is None or reached + 1 < below):
+        raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+
+
 class PageWalk:
-    """The paging of ``history()``: the bounds of each page to read, and the check that
-    no event is missing (versions are consecutive when no type filter applies)."""
+    """The paging of ``history()``: the bounds of each page to read, and the checks
+    that no event is missing. Without a type filter the versions are consecutive, so
+    a gap is a lost event; at the ``before`` end, the head (one index read) tells a
+    gap from the end of the log."""
 
     def __init__(
         self,
@@ -697,7 +717,8 @@ class PageWalk:
         page_size: int,
     ) -> None:
         self.agent_id = agent_id
-        self.after, self.reverse, self.topics, self.page_size = after, reverse, topics, page_size
+        self.after, self.before, self.reverse = after, before, reverse
+        self.topics, self.page_size = topics, page_size
         self.gt, self.lt = after, before
         self.step = 0 if topics else -1 if reverse else 1
         self.expected: int | None = None if reverse else (after or 0) + 1
@@ -710,21 +731,25 @@ class PageWalk:
         return {"gt": self.gt, "lt": self.lt, "desc": self.reverse,
                 "limit": self.page_size, "topics": self.topics}  # fmt: skip
 
-    def accept(self, page: Sequence[StoredEvent]) -> Iterator[StoredEvent]:
-        """The page's events, in order; raises :class:`DamagedLog` at a gap."""
+    def accept(self, page: Sequence[StoredEvent]) -> Generator[Any, Any, None]:
+        """The page's events in order, with the :class:`Call` of a head check where
+        one is needed (send its result back); raises :class:`DamagedLog` at a gap."""
+        step, before, agent_id = self.step, self.before, self.agent_id
         for stored in page:
             found = stored.originator_version
-            if self.step and self.expected is not None and found != self.expected:
-                raise DamagedLog(self.agent_id, self.expected, f"the next stored event is {found}")
-            self.expected = found + self.step
+            if step < 0 and self.expected is None and before is not None and found < before - 1:
+                yield from require_head(agent_id, found, below=before)
+            if step and self.expected is not None and found != self.expected:
+                raise DamagedLog(agent_id, self.expected, f"the next stored event is {found}")
+            self.expected = found + step
             yield stored
         if len(page) < self.page_size:
             self.done = True
-            lowest = (self.after or 0) + 1
-            if self.step < 0 and self.expected is not None and self.expected >= lowest:
-                raise DamagedLog(
-                    self.agent_id, self.expected, f"the log stops at {self.expected + 1}"
-                )
+            expected = self.expected
+            if step < 0 and expected is not None and expected >= (self.after or 0) + 1:
+                raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
+            if step > 0 and before is not None and expected is not None and expected < before:
+                yield from require_head(agent_id, expected - 1, below=before)
         elif self.reverse:
             self.lt = page[-1].originator_version
         else:

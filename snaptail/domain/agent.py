@@ -26,7 +26,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
-from snaptail.errors import AgentLimitExceeded, InvalidCommand
+from snaptail.errors import AgentLimitExceeded, InvalidCommand, InvalidEventPayload
 
 
 class Agent(Aggregate):
@@ -230,6 +230,8 @@ class Agent(Aggregate):
         self.state.system_prompt = prompt
 
     def set_model_options(self, model: str, options: Mapping[str, Any] | None = None) -> None:
+        if options is not None:
+            self._require_type("ModelOptionsSet", "options", options, Mapping, "a mapping")
         self._model_options_set(model=model, options=dict(options or {}))
 
     @event("ModelOptionsSet")
@@ -271,6 +273,9 @@ class Agent(Aggregate):
     # -- participants ---------------------------------------------------------------
 
     def join(self, participant: Participant) -> None:
+        self._require_type(
+            "ParticipantJoined", "participant", participant, Participant, "a Participant"
+        )
         people = self.state.participants
         if participant.user_id not in people and len(people) >= type(self).max_participants:
             raise AgentLimitExceeded(self.id, "participants", type(self).max_participants)
@@ -360,6 +365,9 @@ class Agent(Aggregate):
         self, request_id: UUID, usage: TokenUsage, stop_reason: str = "stop"
     ) -> None:
         self._require_request(request_id)
+        self._require_type("LlmRequestFinished", "usage", usage, TokenUsage, "a TokenUsage")
+        for name in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd"):
+            self._require_not_negative("LlmRequestFinished", f"usage.{name}", getattr(usage, name))
         self._llm_request_finished(request_id=request_id, usage=usage, stop_reason=stop_reason)
 
     @event("LlmRequestFinished")
@@ -380,6 +388,23 @@ class Agent(Aggregate):
         self.state.usage.llm_cancelled += 1
         self.state.llm_request = None
 
+    def _require_type(
+        self, event: str, field: str, value: object, kind: type[Any], what: str
+    ) -> None:
+        """A command's argument that is converted or read before its event is checked."""
+        if not isinstance(value, kind):
+            raise InvalidEventPayload(
+                self.id, event, field, f"must be {what}, got {type(value).__name__} {value!r:.60}"
+            )
+
+    def _require_not_negative(self, event: str, field: str, value: Any) -> None:
+        try:
+            negative = value < 0
+        except (TypeError, ArithmeticError):  # not a number, or NaN: refused by check_payload
+            return
+        if negative:
+            raise InvalidEventPayload(self.id, event, field, f"must be >= 0, got {value!r}")
+
     def _require_request(self, request_id: UUID) -> None:
         if self.state.llm_request != request_id:
             raise InvalidCommand(self.id, f"LLM request {request_id} is not in flight")
@@ -392,6 +417,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"tool call {call_id!r} is already pending")
         if len(pending) >= type(self).max_pending:
             raise AgentLimitExceeded(self.id, "pending tool calls", type(self).max_pending)
+        self._require_type("ToolCallRequested", "arguments", arguments, Mapping, "a mapping")
         self._tool_call_requested(call_id=call_id, tool=tool, arguments=dict(arguments))
 
     @event("ToolCallRequested")
@@ -412,6 +438,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"tool call {call_id!r} is not pending")
         if (output is None) == (error is None):
             raise InvalidCommand(self.id, "give exactly one of output and error")
+        self._require_not_negative("ToolCallCompleted", "duration_ms", duration_ms)
         self._tool_call_completed(
             call_id=call_id, output=output, error=error, duration_ms=duration_ms
         )
@@ -435,6 +462,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"approval {key!r} is already pending")
         if len(pending) >= type(self).max_pending:
             raise AgentLimitExceeded(self.id, "pending approvals", type(self).max_pending)
+        self._require_type("ToolApprovalRequested", "arguments", arguments, Mapping, "a mapping")
         self._approval_requested(key=key, tool=tool, arguments=dict(arguments))
 
     @event("ToolApprovalRequested")

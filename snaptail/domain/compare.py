@@ -14,10 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-# Attributes of a loaded agent that are not derived from its log.
-BOOKKEEPING = frozenset(
-    {"_pending_events", "_recent_events", "_snaptail", "_snaptail_broken", "_snaptail_shedding"}
-)
+from snaptail.domain.guard import is_bookkeeping
+
 _MISSING = object()
 
 
@@ -54,7 +52,7 @@ def describe(differences: list[Difference], this: str = "snapshot", other: str =
 
 
 def _attributes(agent: Any) -> dict[str, Any]:
-    return {k: v for k, v in vars(agent).items() if k not in BOOKKEEPING}
+    return {k: v for k, v in vars(agent).items() if not is_bookkeeping(k)}
 
 
 def _walk(a: Any, b: Any, path: str, found: list[Difference], limit: int) -> None:

@@ -6,12 +6,17 @@ Two ways a live agent can drift from its log without anyone noticing:
   agent, or an undeclared attribute on its state dataclass): a load from a snapshot
   would silently lack it. :func:`check_shape` refuses that at the first command,
   before the event is recorded;
-* an event handler raises after changing state: the event is not recorded but the
-  change stays. :func:`apply_new_event` marks such an agent broken; a broken agent
-  refuses further commands and saves (:func:`refuse_if_broken`).
+* an event handler raises, possibly after changing state: the event is not recorded
+  but any change stays. snaptail cannot cheaply tell whether anything changed, so
+  :func:`apply_new_event` marks the agent object broken on any exception from a
+  handler; a broken agent refuses further commands and saves
+  (:func:`refuse_if_broken`) until it is loaded again. (Validate in the command
+  method, before the event, so that handlers never raise.)
 
-The checks cost a few ``len()`` calls per command; replays are not checked (the
-snapshot encoder checks the whole state, :func:`undeclared_attributes`).
+The checks cost a few ``len()`` calls per command. Replays are not checked: the
+snapshot encoder refuses an agent with attributes outside its state or undeclared
+attributes anywhere inside it (:func:`attributes_outside_state`,
+:func:`undeclared_attributes`), so such state is never snapshotted.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ def handler_name(agent: Any, event: Any) -> str:
     func = decorated_funcs.get(type(event))
     name = func.__name__ if func is not None else type(event).__name__
     return f"{type(agent).__qualname__}.{name}"
+
+
+def is_broken(agent: Any) -> bool:
+    """True if a handler of this agent object raised (it must be loaded again)."""
+    return BROKEN in agent.__dict__
 
 
 def refuse_if_broken(agent: Any) -> None:
@@ -67,6 +77,21 @@ CREATED_KEYS = frozenset(
 )
 
 
+def is_bookkeeping(name: str) -> bool:
+    """True for attributes snaptail keeps on an agent that are not derived from its
+    log: unsaved events, the recent-event cache and ``_snaptail*`` tracking."""
+    return name in {"_pending_events", "_recent_events"} or name.startswith("_snaptail")
+
+
+def attributes_outside_state(agent: Any) -> list[str]:
+    """Attributes of ``agent`` that neither eventsourcing, ``state`` nor snaptail's
+    bookkeeping account for: a snapshot would not carry them (a log written before
+    handlers were checked can put them there on replay)."""
+    return [
+        name for name in agent.__dict__ if name not in CREATED_KEYS and not is_bookkeeping(name)
+    ]
+
+
 def check_created(agent: Any, event: Any) -> None:
     """:func:`check_shape` for a new agent (its created event's handler)."""
     extra = next((name for name in agent.__dict__ if name not in CREATED_KEYS), None)
@@ -81,8 +106,9 @@ def check_shape(agent: Any, event: Any, keys_before: int) -> None:
     of ``state``, undeclared attributes on it and on the dataclasses in its fields)."""
     attributes = agent.__dict__
     if len(attributes) > keys_before:
-        name = list(attributes)[keys_before]
-        _refuse(agent, event, name, f"set the attribute {name!r} on the agent")
+        for name in list(attributes)[keys_before:]:
+            if not is_bookkeeping(name):
+                _refuse(agent, event, name, f"set the attribute {name!r} on the agent")
     state = attributes.get("state")
     declared = type(agent).State
     if type(state) is not declared:

@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 
+from snaptail.domain.payload_values import check_values
 from snaptail.domain.schema import event_name, payload_fields
 from snaptail.errors import EventTooLarge, InvalidEventPayload
 
@@ -41,6 +42,7 @@ def check_payload(
     """
     name = event_name(event_class)
     payload = {k: v for k, v in kwargs.items() if k not in _MANAGED}
+    check_values(agent_id, name, payload)  # NaN, infinities, nesting
     try:
         data = _encoder.encode(payload)
     except (TypeError, ValueError, OverflowError) as exc:

@@ -48,9 +48,7 @@ class AsyncRecorder(Protocol):
         snapshot_lte: int | None = None,
     ) -> LoadRows: ...
 
-    async def select_snapshot(
-        self, originator_id: UUID, *, lte: int
-    ) -> StoredSnapshot | None: ...
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None: ...
 
     async def select_page(
         self,

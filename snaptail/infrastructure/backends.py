@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from eventsourcing.sqlite import SQLiteDatastore
-
 from snaptail.infrastructure.recorder import AgentRecorder
-from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
+from snaptail.infrastructure.sqlite import SnaptailSQLiteDatastore, SQLiteAgentRecorder
 from snaptail.infrastructure.urls import (
     SQLITE_OPTIONS,
     TUNABLE,
@@ -36,7 +34,7 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
         if path == ":memory:":
             path = f"file:snaptail-{uuid.uuid4().hex}?mode=memory&cache=shared"
         lock_timeout = _lock_timeout(options.get("lock_timeout", params.get("lock_timeout", 30)))
-        datastore = SQLiteDatastore(path, lock_timeout=lock_timeout)
+        datastore = SnaptailSQLiteDatastore(path, lock_timeout=lock_timeout)
         recorder: AgentRecorder = SQLiteAgentRecorder(datastore)
         recorder.create_table()  # type: ignore[attr-defined]
         return recorder

@@ -24,6 +24,7 @@ from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     AgentRecorder,
+    EventRow,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
@@ -288,7 +289,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = stored_events(originator_id, curs.fetchall())
+            events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

@@ -42,6 +42,7 @@ from snaptail.infrastructure.postgres import (
     tail_params,
 )
 from snaptail.infrastructure.recorder import (
+    EventRow,
     LoadRows,
     StoredSnapshot,
     snapshot_from_row,
@@ -224,7 +225,7 @@ class AsyncPostgresRecorder:
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = stored_events(originator_id, await curs.fetchall())
+            events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
     @_retry

@@ -51,6 +51,11 @@ class SnapshotInfo:
     size: int
 
 
+# One event row as a load reads it: (originator_version, topic, state). Plain tuples,
+# as the database driver returns them: a load builds no object per row.
+EventRow = tuple[int, str, bytes]
+
+
 @dataclass(frozen=True)
 class LoadRows:
     """What one load reads: at most one snapshot row, then the events after it.
@@ -60,7 +65,7 @@ class LoadRows:
     """
 
     snapshot: StoredSnapshot | None
-    events: Sequence[StoredEvent]
+    events: Sequence[EventRow]
 
 
 class AgentRecorder(ApplicationRecorder):

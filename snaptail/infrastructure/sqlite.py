@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from eventsourcing import persistence
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
@@ -16,6 +18,8 @@ from eventsourcing.persistence import (
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
     SQLiteCursor,
     SQLiteDatastore,
 )
@@ -35,6 +39,77 @@ from snaptail.infrastructure.subscription import (
     SQLiteSubscription,
     commit_signal,
 )
+
+# Prepared statements each connection keeps (``sqlite3``'s default). eventsourcing's
+# pool opens its connections with ``cached_statements=True``, which is 1: every
+# statement of a save or a load was parsed and planned again each time.
+STATEMENT_CACHE = 128
+# Idle read connections kept for loads (more are opened under concurrency, then closed).
+IDLE_READERS = 4
+
+
+T = TypeVar("T")
+
+
+class _Executes(Protocol):
+    """A connection or cursor: what a read query runs its statements on."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> sqlite3.Cursor: ...
+
+
+def _connect(db_name: str, lock_timeout: int | None) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            db_name,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,  # autocommit: transactions are begun explicitly
+            cached_statements=STATEMENT_CACHE,
+            timeout=lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+        )
+    except (sqlite3.Error, TypeError) as exc:
+        raise persistence.InterfaceError(exc) from exc
+
+
+class StatementCachingPool(SQLiteConnectionPool):
+    """``eventsourcing``'s SQLite pool, with connections that cache their statements."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = _connect(self.db_name, self.lock_timeout)
+        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            connection.execute("PRAGMA journal_mode=WAL")  # kept by the file once set
+            self.is_journal_mode_wal = True
+        connection.row_factory = sqlite3.Row  # eventsourcing's queries read rows by name
+        return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
+
+
+class SnaptailSQLiteDatastore(SQLiteDatastore):
+    """A :class:`SQLiteDatastore` whose pool is a :class:`StatementCachingPool`."""
+
+    def __init__(self, db_name: str, *, lock_timeout: int | None = None) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout)
+        self.pool = StatementCachingPool(db_name=db_name, lock_timeout=lock_timeout)
+
+
+_ERRORS: tuple[tuple[type[sqlite3.Error], type[persistence.PersistenceError]], ...] = (
+    (sqlite3.IntegrityError, persistence.IntegrityError),
+    (sqlite3.OperationalError, persistence.OperationalError),
+    (sqlite3.InterfaceError, persistence.InterfaceError),
+    (sqlite3.DataError, persistence.DataError),
+    (sqlite3.InternalError, persistence.InternalError),
+    (sqlite3.ProgrammingError, persistence.ProgrammingError),
+    (sqlite3.NotSupportedError, persistence.NotSupportedError),
+    (sqlite3.DatabaseError, persistence.DatabaseError),
+    (sqlite3.Error, persistence.PersistenceError),
+)
+
+
+def _persistence_error(exc: sqlite3.Error) -> persistence.PersistenceError:
+    """The ``eventsourcing`` error its own SQLite recorder raises for ``exc``."""
+    for raw, translated in _ERRORS:
+        if isinstance(exc, raw):
+            return translated(exc)
+    return persistence.PersistenceError(exc)  # pragma: no cover (sqlite3.Error matches)
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -57,6 +132,13 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         self.snapshots_table_name = snapshots_table_name
         super().__init__(datastore, events_table_name)
         self._commit_signal = commit_signal(datastore.pool.db_name)
+        # Loads read through their own connections (plain tuples, cached statements,
+        # no pool bookkeeping); an in-memory database is read through the pool, whose
+        # readers and writer exclude each other as its shared cache requires.
+        self._readers: list[sqlite3.Connection] | None = (
+            None if datastore.pool.is_sqlite_memory_mode else []
+        )
+        self._closed = False
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
@@ -91,6 +173,47 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
         )
         return statements
+
+    def close(self) -> None:
+        """Close the read connections and the datastore's pool."""
+        self._closed = True
+        while self._readers:
+            self._readers.pop().close()
+        self.datastore.close()
+
+    def _read(self, query: Callable[[_Executes], T]) -> T:
+        """Run ``query`` in one read transaction on a plain connection (rows are
+        tuples). No context manager: loads are short, and this is their overhead."""
+        readers = self._readers
+        if readers is None:
+            with self.datastore.transaction(commit=False) as cursor:
+                sqlite_cursor = cursor.sqlite_cursor
+                sqlite_cursor.row_factory = None
+                return query(sqlite_cursor)
+        if self._closed:
+            raise persistence.ConnectionPoolClosedError("the SQLite recorder is closed")
+        try:
+            connection = readers.pop()  # atomic: no lock needed
+        except IndexError:
+            pool = self.datastore.pool
+            connection = _connect(pool.db_name, pool.lock_timeout)
+        try:
+            connection.execute("BEGIN")
+            try:
+                result = query(connection)
+            finally:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise _persistence_error(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if self._closed or len(readers) >= IDLE_READERS:
+            connection.close()
+        else:
+            readers.append(connection)
+        return result
 
     # -- writing --------------------------------------------------------------------
 
@@ -205,24 +328,24 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         upper = lte if lte is not None else 2**62
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
-        with self.datastore.transaction(commit=False) as c:
+
+        def query(c: _Executes) -> LoadRows:
             snapshot = None
             if snap_upper > 0:
-                c.execute(self._select_snapshot, (key, snap_upper))
-                row = c.fetchone()
+                row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
-            c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = stored_events(originator_id, c.fetchall())
-        return LoadRows(snapshot=snapshot, events=events)
+            events = c.execute(self._select_tail, (key, upper, after, key, upper, recent))
+            return LoadRows(snapshot=snapshot, events=events.fetchall())
+
+        return self._read(query)
 
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(self._select_snapshot, (_key(originator_id), lte))
-            row = c.fetchone()
+        key = _key(originator_id)
+        row = self._read(lambda c: c.execute(self._select_snapshot, (key, lte)).fetchone())
         return None if row is None else snapshot_from_row(originator_id, row)
 
     def select_page(
@@ -251,18 +374,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             params.extend(topics)
         statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
         params.append(limit)
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, params)
-            return stored_events(originator_id, c.fetchall())
+        rows = self._read(lambda c: c.execute(statement, params).fetchall())
+        return stored_events(originator_id, rows)
 
     def max_version(self, originator_id: UUID) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                "WHERE originator_id=?",
-                (_key(originator_id),),
-            )
-            value = c.fetchone()[0]
+        statement = (
+            f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
+        )
+        key = _key(originator_id)
+        value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:

@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 
 from snaptail.domain.agent import Agent
-from snaptail.domain.guard import undeclared_attributes
+from snaptail.domain.guard import attributes_outside_state, undeclared_attributes
 from snaptail.snapshots.fingerprint import handler_code
 
 _encoder = msgspec.msgpack.Encoder()
@@ -65,14 +65,22 @@ def checksum(data: bytes) -> int:
 def encode_state(agent: Agent) -> bytes:
     """Encode ``agent``'s state now, so later mutation of the agent cannot leak in.
 
-    Raises ``SnapshotEncodeError`` if the state holds anything the snapshot would not
-    carry: an attribute that is not a declared dataclass field, anywhere inside it.
+    Raises ``SnapshotEncodeError`` if the agent holds state the snapshot would not
+    carry: an attribute on the agent outside ``state``, or one that is not a declared
+    dataclass field anywhere inside the state.
     """
+    outside = attributes_outside_state(agent)
     undeclared = next(undeclared_attributes(agent.state), None)
-    if undeclared is not None:
+    what = (
+        f"the attribute {outside[0]!r} is on the agent, outside its state"
+        if outside
+        else f"{undeclared} is not a declared dataclass field"
+        if undeclared is not None
+        else None
+    )
+    if what is not None:
         raise SnapshotEncodeError(
-            f"agent {agent.id} ({type(agent).__qualname__}): {undeclared} is not a declared"
-            " dataclass field; a snapshot would drop it"
+            f"agent {agent.id} ({type(agent).__qualname__}): {what}; a snapshot would drop it"
         )
     body: dict[str, Any] = {
         "created_on": agent.created_on,
