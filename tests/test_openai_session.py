@@ -195,6 +195,23 @@ def test_get_items_with_a_limit_reads_only_the_newest_page(database_url: str) ->
     asyncio.run(main())
 
 
+def test_a_reverse_read_sizes_its_page_by_the_items_per_event(database_url: str) -> None:
+    """Events of 100 items: the newest 5 items take one event, so one is read."""
+
+    async def main() -> None:
+        async with AsyncAgentStore(database_url, recent_events=0) as store:
+            session = SnaptailSession("batches", store)
+            for start in range(0, 1000, 100):
+                await session.add_items([message(i) for i in range(start, start + 100)])
+            pages = count_pages(store)
+            fresh = SnaptailSession("batches", store)
+            assert await fresh.get_items(5) == [message(i) for i in range(995, 1000)]
+            assert await fresh.get_items(150) == [message(i) for i in range(850, 1000)]
+            assert pages == [1, 2]
+
+    asyncio.run(main())
+
+
 def count_pages(store: AsyncAgentStore) -> list[int]:
     """The sizes of the log pages the store reads from now on."""
     recorder: Any = store._recorder

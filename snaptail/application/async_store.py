@@ -11,7 +11,7 @@ the loop, on the SQLite writer thread or a worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, cast
 from uuid import UUID
@@ -230,7 +230,7 @@ class AsyncAgentStore:
         reverse: bool = False,
         types: Iterable[type[Any] | str] | None = None,
         page_size: int = 500,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The agent's events with ``after < version < before``, oldest first (newest
         first if ``reverse``), optionally only of ``types``; ``page_size`` at a time."""
         async for page in self._pages(agent_id, after, before, reverse, types, page_size):
@@ -245,7 +245,7 @@ class AsyncAgentStore:
         reverse: bool,
         types: Iterable[type[Any] | str] | None,
         page_size: int,
-    ) -> AsyncIterator[list[Any]]:
+    ) -> AsyncGenerator[list[Any], None]:
         store, recorder = await self._parts()
         walk = store._walk(agent_id, after, before, reverse, types, page_size)
         to_event = store.mapper.to_domain_event

@@ -3,9 +3,10 @@
 A session is one aggregate (:class:`ItemLog`, id derived from the session id). Every
 ``add_items`` call is an ``ItemsAdded`` event, ``pop_item`` an ``ItemPopped`` event and
 ``clear_session`` a ``Cleared`` event, so the full transcript stays in the log for
-audit while the live view changes. The aggregate's state is four integers: live items
+audit while the live view changes. The aggregate's state is six integers: live items
 have the positions ``start <= p < end`` (a pop gives its position back to the next
-add), and ``cleared_at`` is the version of the newest clear. Nothing else is held:
+add), ``cleared_at`` is the version of the newest clear, and two counters give the
+mean items per event. Nothing else is held:
 
 * ``get_items(limit=k)`` reads the newest k live items: the newest write of each of the
   positions ``end-k .. end-1``, found in the loaded agent's recent-event cache or
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 from uuid import UUID, uuid5
@@ -46,6 +48,8 @@ MAX_ATTEMPTS = 50
 # Items encoded into one event at most (one add_items call may make several events,
 # all saved in one transaction).
 EVENT_ITEMS_BYTES = 256 * 1024
+# Events per page when get_items() reads every live item.
+READ_ALL_PAGE = 50
 
 
 def session_agent_id(session_id: str) -> UUID:
@@ -60,6 +64,8 @@ class ItemLogState(AgentState):
     start: int = 0
     end: int = 0
     cleared_at: int = 0  # version of the newest Cleared event (0: never cleared)
+    adds: int = 0  # ItemsAdded events so far
+    added: int = 0  # items they held (the mean sizes a reverse read's page)
 
 
 class ItemLog(Agent):
@@ -88,7 +94,10 @@ class ItemLog(Agent):
 
     @event("ItemsAdded")
     def _items_added(self, first: int, items: list[dict[str, Any]]) -> None:
-        self.items_state.end = first + len(items)
+        state = self.items_state
+        state.end = first + len(items)
+        state.adds += 1
+        state.added += len(items)
 
     def pop(self) -> int | None:
         """Remove the newest live item; returns its position (None if none is live)."""
@@ -263,18 +272,30 @@ class SnaptailSession:
             self._take(stored, first, state.end, found)
             if len(found) == wanted or stored.originator_version <= state.cleared_at:
                 break
-        if len(found) < wanted:
-            async for stored in self.store.history(
-                self.agent_id,
-                after=state.cleared_at,
-                before=oldest_cached if oldest_cached is not None else log.version + 1,
-                reverse=True,
-                types=[ItemLog.ItemsAdded],
-                page_size=max(1, min(wanted, 500)),
-            ):
-                self._take(stored, first, state.end, found)
-                if len(found) == wanted:
-                    break
+        before = oldest_cached if oldest_cached is not None else log.version + 1
+        while len(found) < wanted and before > state.cleared_at + 1:
+            # As many events as the items still needed fill, at the mean event size.
+            needed = wanted - len(found)
+            page_size = max(1, min(500, -(-needed * state.adds // max(state.added, 1))))
+            read = 0
+            async with aclosing(
+                self.store.history(
+                    self.agent_id,
+                    after=state.cleared_at,
+                    before=before,
+                    reverse=True,
+                    types=[ItemLog.ItemsAdded],
+                    page_size=page_size,
+                )
+            ) as events:
+                async for stored in events:
+                    self._take(stored, first, state.end, found)
+                    before = stored.originator_version
+                    read += 1
+                    if read == page_size or len(found) == wanted:
+                        break
+            if read < page_size:
+                break  # the log after the clear has no more items
         if len(found) < wanted:
             missing = sorted(set(range(first, state.end)) - set(found))
             raise RuntimeError(
@@ -310,6 +331,7 @@ class SnaptailSession:
             after=state.cleared_at,
             before=log.version + 1,
             types=[ItemLog.ItemsAdded],
+            page_size=READ_ALL_PAGE,
         ):
             for offset, item in enumerate(stored.items):
                 live[stored.first + offset] = item
