@@ -20,7 +20,15 @@ from snaptail.bench.cells import mib_cell, ms_cell, rate_cell
 
 Record = dict[str, Any]
 
-SYSTEM_ORDER = ("snaptail", "snaptail-no-recent", "stock", "stock-full", "load-everything", "floor")
+SYSTEM_ORDER = (
+    "snaptail",
+    "snaptail-no-recent",
+    "stock",
+    "stock-full",
+    "load-everything",
+    "floor",
+    "floor-no-recent",
+)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -82,6 +90,19 @@ def scale_markdown(records: list[Record]) -> str:
             )
         header = ["log length", "system", "events/save", "events written", "events/s", "disk MiB"]
         parts.append(_table(header, rows))
+    tiny = [r for r in records if r.get("kind") == "tiny-load"]
+    if tiny:
+        parts += ["", "**An agent with a tiny state** (5 short events, snapshot at 3)", ""]
+        rows = [
+            [
+                r["label"],
+                f"{r['load_ms_p50']:.4f}",
+                f"{r['load_ms_p95']:.4f}",
+                f"{r['load_runs']:,}",
+            ]
+            for r in tiny
+        ]
+        parts.append(_table(["system", "p50 ms", "p95 ms", "loads"], rows))
     return "\n".join(parts)
 
 

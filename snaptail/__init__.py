@@ -2,18 +2,24 @@
 
 from eventsourcing.domain import event
 
+from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
 from snaptail.errors import (
+    AgentBroken,
     AgentLimitExceeded,
     AgentNotFound,
     ConcurrencyError,
+    DamagedLog,
+    DatabaseUnreachable,
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
+    LockTimeout,
     MemoryBudgetExceeded,
     SnaptailError,
+    UndeclaredState,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -28,19 +34,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentBroken",
     "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
     "AgentState",
     "AgentStore",
     "AnyOf",
+    "AsyncAgentStore",
     "ConcurrencyError",
+    "DamagedLog",
+    "DatabaseUnreachable",
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
+    "LockTimeout",
     "MemoryBudgetExceeded",
     "Never",
     "Participant",
@@ -48,5 +59,6 @@ __all__ = [
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
+    "UndeclaredState",
     "event",
 ]

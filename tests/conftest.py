@@ -4,16 +4,34 @@ PostgreSQL tests use ``$SNAPTAIL_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), each in a fresh schema dropped
 afterwards. Without a reachable server they skip, naming the URL tried; with
 ``SNAPTAIL_REQUIRE_POSTGRES=1`` (as in CI) they fail instead.
+
+Hypothesis runs the ``dev`` profile here and ``ci`` with ``HYPOTHESIS_PROFILE=ci``.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from snaptail import AgentStore
+
+# Hypothesis profiles: ``dev`` (the default, small) and ``ci`` (selected by
+# HYPOTHESIS_PROFILE=ci in .ci/run): at least 300 examples per property and command
+# sequences of up to 200 (see tests/agents.py, ``examples`` and ``commands_up_to``).
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 POSTGRES_URL = os.environ.get(
     "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -74,3 +92,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return str(request.getfixturevalue("sqlite_url"))
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_store(request: pytest.FixtureRequest) -> Callable[..., AgentStore]:
+    """Opens a store: ``AgentStore``, or ``AsyncAgentStore`` behind a blocking facade
+    (``tests.async_bridge``), so one storage test checks both."""
+    if request.param == "sync":
+        return AgentStore
+    from tests.async_bridge import BlockingAsyncStore
+
+    return BlockingAsyncStore  # type: ignore[return-value]

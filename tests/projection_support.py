@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -188,3 +189,45 @@ def add_undecodable_usage(store: AgentStore, agent_id: UUID) -> tuple[int, int]:
         start=before, limit=1, inclusive_of_start=False
     )[0]
     return notification.id, version
+
+
+class Applied(Projection):
+    """Records which worker process applied each event (exactly once: a primary key)."""
+
+    tables = (
+        "CREATE TABLE IF NOT EXISTS applied_by "
+        "(notification_id BIGINT PRIMARY KEY, pid BIGINT NOT NULL)",
+    )
+
+    def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
+        pid = os.getpid()
+        view.executemany("INSERT INTO applied_by VALUES (?, ?)", [(n.id, pid) for n in batch])
+
+
+def applied_by(view_url: str) -> dict[int, int]:
+    """notification id -> pid of the worker that applied it."""
+    view = open_view(view_url)
+    try:
+        with view.reading() as cur:
+            cur.execute("SELECT notification_id, pid FROM applied_by")
+            return dict(cur.fetchall())
+    finally:
+        view.close()
+
+
+def stop_worker(process: subprocess.Popen[Any], how: signal.Signals = signal.SIGTERM) -> int:
+    """Signal a worker process (if still running) and wait for its exit status."""
+    if process.poll() is None:
+        process.send_signal(how)
+    return process.wait(timeout=60)
+
+
+def wait_caught_up(
+    store: AgentStore, worker: subprocess.Popen[Any], log: Path, name: str = AgentStats.name
+) -> int:
+    """Wait until the worker process has applied every stored event (failing at once,
+    with its log, if it exits instead); the head it reached."""
+    head = store.recorder.max_notification_id() or 0
+    wait_until(lambda: view_position(store.url, name)[0] == head or worker.poll() is not None)
+    assert worker.poll() is None, log.read_text()
+    return head

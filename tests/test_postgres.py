@@ -371,7 +371,7 @@ def _exercise(recorder: AgentRecorder, ids: list[uuid.UUID]) -> list[object]:
                 agent_id, lte=lte, recent=recent, snapshot_lte=snapshot_lte
             )
             snapshot = rows.snapshot.originator_version if rows.snapshot else None
-            answers.append((snapshot, [(e.originator_version, e.state) for e in rows.events]))
+            answers.append((snapshot, [(e[0], e[2]) for e in rows.events]))
         for page in [
             {},
             {"gt": 2, "lt": 7, "limit": 3},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -33,8 +34,11 @@ from tests.projection_support import (
     close_views,
     expected,
     seed,
+    start_worker,
     view_position,
 )
+
+BOOM = "tests.projection_support:Boom"
 
 
 @pytest.fixture
@@ -104,7 +108,7 @@ def test_catch_up_takes_the_lock_a_running_worker_holds(store: AgentStore) -> No
 
 
 def test_a_failing_projection_stops_at_the_event_and_keeps_everything_before(
-    store: AgentStore,
+    store: AgentStore, tmp_path: Path
 ) -> None:
     ids = seed(store, agents=4, events=300)  # about 1,200 events before the poison
     poisoned = add_poison(store, ids[2])
@@ -135,6 +139,13 @@ def test_a_failing_projection_stops_at_the_event_and_keeps_everything_before(
         assert position == poisoned - 1 and processed == len(boom_seen(store.url))
     assert messages[0] == messages[1]
 
+    log = tmp_path / "worker.log"  # the command: exit status 3, the message, no traceback
+    process = start_worker(store.url, log, "--catch-up-only", target=BOOM)
+    assert process.wait(timeout=120) == 3, log.read_text()
+    text = log.read_text()
+    assert messages[0] in text and f"committed up to notification {poisoned - 1}" in text
+    assert "--skip-failed" in text and "Traceback" not in text
+
 
 def test_skip_failed_records_a_dead_letter_and_goes_on(store: AgentStore) -> None:
     ids = seed(store, agents=2, events=100)
@@ -154,7 +165,9 @@ def test_skip_failed_records_a_dead_letter_and_goes_on(store: AgentStore) -> Non
     assert view_position(store.url, "Boom") == (head, len(seen))
 
 
-def test_agent_stats_counts_an_undecodable_event_as_a_failure(store: AgentStore) -> None:
+def test_agent_stats_counts_an_undecodable_event_as_a_failure(
+    store: AgentStore, tmp_path: Path
+) -> None:
     ids = seed(store, agents=2, events=40)
     bad, version = add_undecodable_usage(store, ids[0])
     runner = CliRunner()
@@ -170,11 +183,9 @@ def test_agent_stats_counts_an_undecodable_event_as_a_failure(store: AgentStore)
     assert f"notification {bad}" in result.stderr and "LlmRequestFinished" in result.stderr
     assert "Traceback" not in result.output
 
-    result = runner.invoke(
-        app, ["worker", "run", "snaptail.projections:AgentStats", "--db", store.url,
-              "--catch-up-only", "--skip-failed", "--no-progress"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
+    log = tmp_path / "worker.log"
+    process = start_worker(store.url, log, "--catch-up-only", "--skip-failed")
+    assert process.wait(timeout=120) == 0, log.read_text()
     result = runner.invoke(app, ["stats", "--db", store.url, "--json"])
     assert result.exit_code == 0, result.output
     assert f"skipped notification {bad} (agent {ids[0]}, version {version}" in result.stderr
@@ -184,8 +195,13 @@ def test_agent_stats_counts_an_undecodable_event_as_a_failure(store: AgentStore)
     assert records[str(ids[0])]["events"] == version - 1  # the bad event is not counted
 
 
-def test_dead_letters_are_kept_per_projection(store: AgentStore) -> None:
-    ids = seed(store, agents=1, events=20)
+def test_dead_letters_are_kept_per_projection_and_inspect_shows_them(
+    store: AgentStore,
+) -> None:
+    ids = seed(store, agents=2, events=20)
+    healthy = CliRunner().invoke(app, ["inspect", str(ids[0]), "--db", store.url])
+    assert healthy.exit_code == 0 and "healthy" in healthy.stdout, healthy.output
+
     poisoned = add_poison(store, ids[0])
     with ProjectionWorker(Boom, store.url, skip_failed=True) as worker:
         worker.catch_up()
@@ -195,3 +211,12 @@ def test_dead_letters_are_kept_per_projection(store: AgentStore) -> None:
         assert view.dead_letters("AgentStats") == []
     finally:
         view.close()
+
+    shown = CliRunner().invoke(
+        app, ["inspect", str(ids[0]), "--db", store.url], env={"COLUMNS": "250"}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"projection 'Boom' skipped notification {poisoned}" in shown.stdout
+    assert "healthy" not in shown.stdout
+    other = CliRunner().invoke(app, ["inspect", str(ids[1]), "--db", store.url])
+    assert "healthy" in other.stdout and "skipped" not in other.stdout

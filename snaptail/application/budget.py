@@ -12,7 +12,9 @@ type's ``memory_budget`` wins over the store's). Over budget, in this order:
 4. if it is still over: raise :class:`~snaptail.MemoryBudgetExceeded`, naming the
    agent, its bytes, the budget and the parts holding the bytes.
 
-An agent is never left in memory over its budget without an error.
+An agent is never left in memory over its budget without an error: a load raises it;
+a save, whose transaction has committed by then, logs it (``AgentStore.save`` never
+raises after its commit) and the agent's next load raises it.
 
 Cost: each check measures the agent (``Agent.memory_usage``), which walks its objects
 and takes about as long as loading it (1-2 ms for a 220 KB agent with 100 recent

@@ -3,16 +3,19 @@ the recent-event cache), what the load cost, and what the store remembers about 
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
-
-from eventsourcing.persistence import StoredEvent
+from functools import partial
+from typing import cast
+from uuid import UUID
 
 from snaptail.domain.agent import Agent
-from snaptail.domain.recent import RecentEvents, Undecoded
-from snaptail.domain.replay import apply_events
+from snaptail.domain.recent import RecentEvents
+from snaptail.errors import DamagedLog
+from snaptail.infrastructure.mapper import MsgspecMapper
+from snaptail.infrastructure.recorder import EventRow
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class LoadStats:
     events_read: int
     bytes_read: int
     ms: float
+    # (version, why) of each newer snapshot the load did not trust and passed over
+    untrusted: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
@@ -60,42 +65,60 @@ def tail_load_ms(track: Tracking, events_since: int) -> float | None:
 
 
 def build_agent(
+    agent_id: UUID,
     snapshot_agent: Agent | None,
     snapshot_bytes: int,
-    stored_events: Sequence[StoredEvent],
-    to_event: Callable[[StoredEvent], Any],
+    rows: Sequence[EventRow],
+    mapper: MsgspecMapper,
     recent_events: int,
     started: float,
+    untrusted: tuple[tuple[int, str], ...] = (),
 ) -> Agent:
-    """The agent decoded from its snapshot (None: no trusted one) with the events after
-    it applied; ``stored_events`` may start earlier, to fill the recent-event cache of
+    """The agent decoded from its snapshot (None: no trusted one) with the event rows
+    after it applied; ``rows`` may start earlier, to fill the recent-event cache of
     ``recent_events`` events. Records the load's stats (``started``: its
-    ``time.perf_counter()``) in the agent's tracking. ``stored_events`` is not empty
-    when ``snapshot_agent`` is None."""
+    ``time.perf_counter()``) in the agent's tracking. ``rows`` is not empty when
+    ``snapshot_agent`` is None."""
     snapshot_version = snapshot_agent.version if snapshot_agent is not None else 0
-    # Rows at or before the snapshot were read only to fill the recent cache:
-    # they are decoded when first accessed, not now.
+    # Rows at or before the snapshot were read only to fill the recent cache.
     replay_from = 0
-    while (
-        replay_from < len(stored_events)
-        and stored_events[replay_from].originator_version <= snapshot_version
-    ):
+    while replay_from < len(rows) and rows[replay_from][0] <= snapshot_version:
         replay_from += 1
-    tail_events = [to_event(s) for s in stored_events[replay_from:]]
-    agent = cast(Agent | None, apply_events(snapshot_agent, tail_events))
+    require_consecutive(agent_id, rows, replay_from, snapshot_version)
+    tail = rows[replay_from:]
+    agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
     assert agent is not None
-    tail_bytes = sum(len(s.state) for s in stored_events[replay_from:])
-    cached: list[Any] = [Undecoded(s, to_event) for s in stored_events[:replay_from]]
-    cached.extend(tail_events)
-    agent.recent_events = RecentEvents(recent_events, cached)
+    tail_bytes = sum([len(row[2]) for row in tail])
+    # The cache keeps the rows as read; each is decoded when first accessed.
+    agent.recent_events = (
+        RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
+        if recent_events
+        else RecentEvents(0)
+    )
     stats = LoadStats(
         snapshot_version=snapshot_version,
-        tail=len(tail_events),
-        events_read=len(stored_events),
-        bytes_read=tail_bytes
-        + sum(len(s.state) for s in stored_events[:replay_from])
-        + snapshot_bytes,
+        tail=len(tail),
+        events_read=len(rows),
+        bytes_read=tail_bytes + sum([len(row[2]) for row in rows[:replay_from]]) + snapshot_bytes,
         ms=(time.perf_counter() - started) * 1000,
+        untrusted=untrusted,
     )
     agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
     return agent
+
+
+def require_consecutive(
+    agent_id: UUID, rows: Sequence[EventRow], replay_from: int, snapshot_version: int
+) -> None:
+    """Raise :class:`DamagedLog` if the rows a load read skip a version, or if its
+    replay does not start right after the snapshot (at 1 without one)."""
+    if replay_from < len(rows) and rows[replay_from][0] != snapshot_version + 1:
+        found = rows[replay_from][0]
+        raise DamagedLog(agent_id, snapshot_version + 1, f"the next stored event is {found}")
+    # Rows come in version order, each version once (the primary key): they are
+    # consecutive exactly when the last is as far from the first as their count says.
+    if not rows or rows[-1][0] - rows[0][0] == len(rows) - 1:
+        return
+    for before, after in itertools.pairwise(rows):
+        if after[0] != before[0] + 1:
+            raise DamagedLog(agent_id, before[0] + 1, f"the next stored event is {after[0]}")

@@ -97,7 +97,19 @@ def scale_tables(records: Sequence[Record]) -> list[Table]:
                 rate_cell(r["append_events_per_s"]),
                 mib_cell(r["storage_bytes"]),
             )
-    return [loads, appends]
+    tiny = Table(title="snaptail bench scale: an agent with a tiny state", title_justify="left")
+    for column in ("events", "system", "p50 ms", "p95 ms", "loads"):
+        tiny.add_column(column, justify="left" if column == "system" else "right")
+    for r in records:
+        if r["kind"] == "tiny-load":
+            tiny.add_row(
+                f"{r['events']:,}",
+                r["label"],
+                f"{r['load_ms_p50']:.4f}",
+                f"{r['load_ms_p95']:.4f}",
+                f"{r['load_runs']:,}",
+            )
+    return [loads, appends, tiny] if tiny.row_count else [loads, appends]
 
 
 def targets_table(records: Sequence[Record]) -> Table:

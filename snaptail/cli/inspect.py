@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from snaptail.application.inspection import Inspection, InspectionStore, inspect_agent
 from snaptail.domain.memory import format_bytes, parse_size
 from snaptail.errors import AgentNotFound
+from snaptail.projections import DeadLetter, read_dead_letters
 from snaptail.snapshots import EveryNEvents
 
+# Rows of the summary that only a loaded agent has.
+_NEEDS_LOAD = frozenset({"loaded from snapshot", "tail length", "load time", "memory"})
 
-def render(inspection: Inspection, console: Console) -> None:
-    """Print an inspection as Rich tables, warnings last."""
+
+def render(
+    inspection: Inspection, console: Console, dead_letters: Sequence[DeadLetter] = ()
+) -> None:
+    """Print an inspection as Rich tables, warnings last (with the events of this
+    agent that projection workers skipped: their read models miss them)."""
     summary = Table(title=f"agent {inspection.agent_id}", show_header=False)
     summary.add_column("what", style="bold")
     summary.add_column("value")
@@ -34,8 +43,14 @@ def render(inspection: Inspection, console: Console) -> None:
         ("event bytes", format_bytes(inspection.event_bytes)),
         ("memory", f"{format_bytes(inspection.memory.total)} (budget {budget})"),
     ):
+        if inspection.error and what in _NEEDS_LOAD:
+            value = "does not load"
         summary.add_row(what, value)
     console.print(summary)
+    if inspection.error:
+        _render_events(inspection, console)
+        console.print(f"[bold red]error:[/] does not load: {inspection.error}", soft_wrap=True)
+        return
 
     parts = Table(title="memory of the loaded agent")
     parts.add_column("part")
@@ -47,6 +62,19 @@ def render(inspection: Inspection, console: Console) -> None:
             parts.add_row(name, format_bytes(size), f"{100 * size / total:.0f}%")
     console.print(parts)
 
+    _render_events(inspection, console)
+    skipped = [
+        f"projection {d.projection!r} skipped notification {d.notification_id} (version "
+        f"{d.version}, event {d.event_type}) at {d.skipped_at}: {d.error}"
+        for d in dead_letters
+    ]
+    for warning in [*inspection.warnings, *skipped]:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if not inspection.warnings and not skipped:
+        console.print("[green]healthy[/]")
+
+
+def _render_events(inspection: Inspection, console: Console) -> None:
     events = Table(title=f"last {len(inspection.last_events)} events, newest first")
     events.add_column("version", justify="right")
     events.add_column("type")
@@ -54,14 +82,12 @@ def render(inspection: Inspection, console: Console) -> None:
     events.add_column("size", justify="right")
     for row in inspection.last_events:
         events.add_row(
-            str(row.version), row.type, row.time.strftime("%Y-%m-%d %H:%M:%S"),
+            str(row.version),
+            row.type,
+            "?" if row.time is None else row.time.strftime("%Y-%m-%d %H:%M:%S"),
             format_bytes(row.size),
         )
     console.print(events)
-    for warning in inspection.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    if not inspection.warnings:
-        console.print("[green]healthy[/]")
 
 
 def inspect_command(
@@ -76,6 +102,10 @@ def inspect_command(
         100, "--snapshot-every", help="The snapshot interval the agent is written with."
     ),
     last: int = typer.Option(20, "--last", help="How many of the newest events to list."),
+    view_db: str | None = typer.Option(
+        None, "--view-db", help="Where projection views live, for their dead letters "
+        "(default: the event database)."
+    ),
 ) -> None:
     """Show an agent's version, snapshots, tail, event bytes, memory and newest events,
     with a warning where it is unhealthy."""
@@ -93,4 +123,6 @@ def inspect_command(
         except AgentNotFound as exc:
             console.print(f"[red]{exc}[/] in {store.url}")
             raise typer.Exit(1) from None
-        render(inspection, console)
+        render(inspection, console, read_dead_letters(view_db or store.url, agent_id=str(uuid)))
+        if inspection.error:
+            raise typer.Exit(1)

@@ -118,7 +118,7 @@ def _failed(exc: Exception, worker: Any) -> typer.Exit:
 
     if isinstance(exc, ProjectionFailed):
         err.print(
-            f"{exc}\nthe view is committed up to position {worker.position}; a restart "
+            f"{exc}\nthe view is committed up to notification {worker.position}; a restart "
             "stops at the same event. Fix the projection, or run with --skip-failed to "
             "record the event as a dead letter and go on.",
             markup=False,
@@ -143,6 +143,7 @@ def run(
     give_up_after: float = typer.Option(
         60.0,
         "--give-up-after",
+        min=0.1,
         help="Seconds to keep reconnecting after a lost connection before exiting 4.",
     ),
     skip_failed: bool = typer.Option(
@@ -172,7 +173,7 @@ def run(
     With --partitions N, each slice is run by whichever worker holds its lock; a
     worker whose slice is taken stands by and takes over, from the slice's stored
     position, when the holder stops or dies."""
-    from snaptail.errors import ProjectionFailed, WorkerGaveUp
+    from snaptail.errors import DatabaseUnreachable, ProjectionFailed, WorkerGaveUp
     from snaptail.infrastructure.recorder import Partition
     from snaptail.projections.worker import ProjectionWorker
 
@@ -202,16 +203,21 @@ def run(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     _log_to_stderr()
-    with ProjectionWorker(
-        projection,
-        db,
-        view_db,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        give_up_after=give_up_after,
-        skip_failed=skip_failed,
-        partition=None if partition is None else Partition(partition, partitions),
-    ) as worker:
+    try:
+        started = ProjectionWorker(
+            projection,
+            db,
+            view_db,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            give_up_after=give_up_after,
+            skip_failed=skip_failed,
+            partition=None if partition is None else Partition(partition, partitions),
+        )
+    except DatabaseUnreachable as exc:
+        err.print(f"worker not started: {exc}", markup=False, highlight=False)
+        raise typer.Exit(4) from None
+    with started as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
         bar: _Bar | None = None
         caught_up = threading.Event()
@@ -298,7 +304,7 @@ def stats(
         raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
     if top < 0:
         raise typer.BadParameter(f"--top must be >= 0, got {top}")
-    from snaptail.errors import ProjectionBusy, ProjectionFailed
+    from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
     from snaptail.infrastructure.recorder import Partition
     from snaptail.projections.view import open_view
     from snaptail.projections.worker import stored_partitions
@@ -318,7 +324,7 @@ def stats(
                     worker.catch_up(on_batch=bar.advanced)
                 except ProjectionBusy:
                     err.print(f"a worker is running {worker.name}: showing its view as it is")
-                except ProjectionFailed as exc:
+                except (ProjectionFailed, WorkerGaveUp) as exc:
                     raise _failed(exc, worker) from None
                 finally:
                     bar.stop()

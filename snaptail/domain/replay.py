@@ -8,6 +8,7 @@ class customises ``apply`` or ``mutate`` are applied the ordinary way.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,7 +24,12 @@ from eventsourcing.domain import (
 _appliers: dict[type[Any], tuple[Callable[..., Any], tuple[str, ...]] | None] = {}
 
 
-def _applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
+def applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
+    """``(method, parameter names)`` to apply events of ``event_class`` directly:
+    ``method(agent, **{name: payload[name]})``, then set the agent's version and
+    ``modified_on`` (the event's timestamp). The names are the method's parameters
+    that the event carries (possibly ``timestamp``); the others have defaults. None:
+    apply them with ``event.mutate``."""
     if event_class in _appliers:
         return _appliers[event_class]
     found = None
@@ -35,8 +41,15 @@ def _applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...
         and _plain_apply_after_caller(event_class)
     ):
         params = list(inspect.signature(func).parameters.values())[1:]
-        if all(p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in params):
-            found = (func, tuple(p.name for p in params))
+        # As eventsourcing's apply: the handler gets the event attributes it names; a
+        # parameter the event does not carry takes its default.
+        carried = {f.name for f in dataclasses.fields(event_class)}
+        if all(
+            (p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY)
+            and (p.name in carried or p.default is not p.empty)
+            for p in params
+        ):
+            found = (func, tuple(p.name for p in params if p.name in carried))
     _appliers[event_class] = found
     return found
 
@@ -51,14 +64,14 @@ def _plain_apply_after_caller(event_class: type[Any]) -> bool:
 def apply_events(agent: Any, events: Iterable[Any]) -> Any:
     """Apply ``events`` in order to ``agent`` (None before the created event)."""
     for event in events:
-        applier = None if agent is None else _applier(type(event))
-        if applier is None:
+        applier_ = None if agent is None else applier(type(event))
+        if applier_ is None:
             agent = event.mutate(agent)
             continue
         version = event.originator_version
         if version != agent._version + 1:
             raise OriginatorVersionError(version, agent._version + 1)
-        func, names = applier
+        func, names = applier_
         state = event.__dict__
         func(agent, **{name: state[name] for name in names})
         agent._version = version

@@ -38,13 +38,14 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
-from snaptail.errors import SchemaOutdated
+from snaptail.errors import DatabaseUnreachable, SchemaOutdated
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     START,
     AgentRecorder,
+    EventRow,
     LoadRows,
     Partition,
     Position,
@@ -60,7 +61,7 @@ from snaptail.infrastructure.subscription import (
     CommitSignal,
     PagedSubscription,
 )
-from snaptail.infrastructure.urls import parse_postgres_url
+from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
 
 logger = logging.getLogger("snaptail.postgres")
 
@@ -159,10 +160,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(sn)
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._sql_prune = SQL(
             "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
             "SELECT originator_version FROM {sn} WHERE originator_id = %s "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s) "
+            "AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id = %s GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         ).format(sn=sn)
         self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
         self._sql_delete_snapshot_versions = SQL(
@@ -477,21 +482,31 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     def _write_snapshot(
         self, curs: Cursor[DictRow], snapshot: StoredSnapshot, keep: int | None
     ) -> None:
+        for statement, params in self.snapshot_writes(snapshot, keep):
+            curs.execute(statement, params, prepare=True)
+
+    def snapshot_writes(
+        self, snapshot: StoredSnapshot, keep: int | None
+    ) -> list[tuple[Composed, tuple[Any, ...]]]:
+        """The statements that store a snapshot and prune older ones of its agent
+        down to ``keep`` (run by this recorder and by the async one)."""
         key = snapshot.originator_id
-        curs.execute(
-            self._sql_insert_snapshot,
+        writes: list[tuple[Composed, tuple[Any, ...]]] = [
             (
-                key,
-                snapshot.originator_version,
-                snapshot.topic,
-                snapshot.fingerprint,
-                snapshot.checksum,
-                snapshot.state,
-            ),
-            prepare=True,
-        )
+                self._sql_insert_snapshot,
+                (
+                    key,
+                    snapshot.originator_version,
+                    snapshot.topic,
+                    snapshot.fingerprint,
+                    snapshot.checksum,
+                    snapshot.state,
+                ),
+            )
+        ]
         if keep is not None:
-            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1), prepare=True)
+            writes.append((self._sql_prune, (key, key, max(keep, 1) - 1, key)))
+        return writes
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
@@ -513,7 +528,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             if keep == 0:
                 curs.execute(self._sql_delete_all_snapshots, (originator_id,))
             else:
-                curs.execute(self._sql_prune, (originator_id, originator_id, keep - 1))
+                key = originator_id
+                curs.execute(self._sql_prune, (key, key, keep - 1, key))
             return before - _count(curs.execute(self._sql_count_snapshots, (originator_id,)))
 
     # -- reading --------------------------------------------------------------------
@@ -527,8 +543,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        upper = lte if lte is not None else NO_LIMIT
-        snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        upper, snap_upper = load_bounds(lte, snapshot_lte)
         # Read committed is enough: events are only ever appended, and the tail
         # query computes its bounds within one statement. Binary results: bytea
         # arrives as bytes, not hex text (half the transfer and decoding). The
@@ -544,14 +559,26 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 row = curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
-            after = snapshot.originator_version if snapshot else 0
             curs.execute(
                 self._sql_select_tail,
-                (originator_id, upper, after, originator_id, upper, recent),
+                tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
-            events = stored_events(originator_id, curs.fetchall())
+            events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._sql_select_snapshot, (originator_id, lte), prepare=True)
+            row = curs.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
@@ -564,7 +591,25 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         limit: int = 500,
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
-        statement: Composable = self._sql_select_page
+        statement, params = self.page_query(originator_id, gt, lt, desc, limit, topics)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(statement, params, prepare=True)
+            return stored_events(originator_id, curs.fetchall())
+
+    def page_query(
+        self,
+        originator_id: UUID,
+        gt: int | None,
+        lt: int | None,
+        desc: bool,
+        limit: int,
+        topics: Sequence[str],
+    ) -> tuple[Composed, list[Any]]:
+        """The statement and parameters of :meth:`select_page`."""
+        statement: Composed = self._sql_select_page
         params: list[Any] = [originator_id]
         if gt is not None:
             statement += SQL(" AND originator_version > %s")
@@ -580,12 +625,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(binary=True, row_factory=tuple_row) as curs,
-        ):
-            curs.execute(statement, params, prepare=True)
-            return stored_events(originator_id, curs.fetchall())
+        return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
@@ -795,6 +835,21 @@ class PostgresSubscription(PagedSubscription):
             self._thread.join()
 
 
+def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
+    """The upper version bounds of a load's events and of its snapshot."""
+    upper = lte if lte is not None else NO_LIMIT
+    return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
+
+
+def tail_params(
+    originator_id: UUID, upper: int, snapshot: StoredSnapshot | None, recent: int
+) -> tuple[Any, ...]:
+    """The parameters of the load's tail query (events after the snapshot, and
+    enough before it to give ``recent`` events)."""
+    after = snapshot.originator_version if snapshot else 0
+    return (originator_id, upper, after, originator_id, upper, recent)
+
+
 def _count(curs: Cursor[DictRow]) -> int:
     row = curs.fetchone()
     assert row is not None
@@ -846,6 +901,7 @@ def migrate_postgres(url: str, **options: object) -> list[str]:
 def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecorder:
     settings = parse_postgres_url(url, **options)
     conninfo = settings.conninfo
+    _probe(settings)
     datastore = PostgresDatastore(
         dbname=conninfo["dbname"],
         host=conninfo.get("host", ""),
@@ -870,6 +926,17 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
     except BaseException:
         datastore.close()
         raise
+
+
+def _probe(settings: PostgresOptions) -> None:
+    """Connect once, within ``connect_timeout``: a server that cannot be reached is a
+    :class:`~snaptail.errors.DatabaseUnreachable` naming it and the cause, not a pool
+    timing out ``pool_timeout`` seconds later."""
+    try:
+        psycopg.connect(**settings.connect_args()).close()
+    except psycopg.OperationalError as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseUnreachable(describe_server(settings.conninfo), cause) from None
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:

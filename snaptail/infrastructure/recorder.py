@@ -116,6 +116,11 @@ class SnapshotInfo:
     size: int
 
 
+# One event row as a load reads it: (originator_version, topic, state). Plain tuples,
+# as the database driver returns them: a load builds no object per row.
+EventRow = tuple[int, str, bytes]
+
+
 @dataclass(frozen=True)
 class LoadRows:
     """What one load reads: at most one snapshot row, then the events after it.
@@ -125,7 +130,7 @@ class LoadRows:
     """
 
     snapshot: StoredSnapshot | None
-    events: Sequence[StoredEvent]
+    events: Sequence[EventRow]
 
 
 class AgentRecorder(ApplicationRecorder):
@@ -144,7 +149,8 @@ class AgentRecorder(ApplicationRecorder):
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Insert events (and snapshots, pruning older ones of the same agents down
-        to ``keep_snapshots``) in one transaction. A version conflict raises
+        to ``keep_snapshots`` plus the newest of each of the last two fingerprints)
+        in one transaction. A version conflict raises
         ``eventsourcing.persistence.IntegrityError`` and writes nothing."""
 
     @abstractmethod
@@ -159,6 +165,11 @@ class AgentRecorder(ApplicationRecorder):
         """Read the newest snapshot at or before ``snapshot_lte`` (default ``lte``)
         and the events after it (and enough before it to give ``recent`` events),
         up to ``lte``, in one read transaction and two queries."""
+
+    @abstractmethod
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        """The newest snapshot at or before ``lte``, without any events (a load that
+        passed over a snapshot looks for an older one this way)."""
 
     @abstractmethod
     def select_page(
@@ -189,8 +200,9 @@ class AgentRecorder(ApplicationRecorder):
     def delete_snapshots(
         self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
     ) -> int:
-        """Delete all but the newest ``keep`` snapshots, and any at ``versions``;
-        returns how many rows were deleted."""
+        """Delete the snapshots at ``versions``, then all but the newest ``keep`` and
+        the newest of each of the last two fingerprints; returns how many rows were
+        deleted."""
 
     @abstractmethod
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:

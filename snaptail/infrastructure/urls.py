@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,6 +22,8 @@ from urllib.parse import parse_qsl, urlsplit
 DEFAULT_URL = "sqlite:///snaptail.db"
 URL_ENV = "SNAPTAIL_DATABASE_URL"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+# A schema name PostgreSQL reads the same quoted or not.
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def resolve_url(url: str | None) -> str:
@@ -28,14 +31,40 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get(URL_ENV) or DEFAULT_URL
 
 
+# Parameters a SQLite URL may carry (``sqlite:///file.db?lock_timeout=5``).
+SQLITE_OPTIONS = ("lock_timeout",)
+
+
 def sqlite_path(url: str) -> str | None:
     """The file (or ``:memory:``) a SQLite URL names; None for other URLs."""
+    parsed = parse_sqlite_url(url)
+    return None if parsed is None else parsed[0]
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]] | None:
+    """``(file, parameters)`` of a SQLite URL (``sqlite:///relative.db``,
+    ``sqlite:////absolute.db``, ``:memory:``); None for other URLs. A host part or a
+    parameter other than :data:`SQLITE_OPTIONS` is a ``ValueError``, never part of
+    the file name."""
     if url == ":memory:":
-        return url
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
-        return path[1:] if path.startswith("/") else path
-    return None
+        return url, {}
+    if not url.startswith("sqlite:"):
+        return None
+    parts = urlsplit(url)
+    if not url.startswith("sqlite://") or parts.netloc:
+        raise ValueError(
+            f"SQLite URL {url!r} does not name a file the way snaptail reads it: use"
+            " sqlite:///relative/path.db (three slashes) or sqlite:////absolute/path.db"
+        )
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in SQLITE_OPTIONS:
+            raise ValueError(
+                f"unknown SQLite URL parameter {name!r} in {url!r}; SQLite URLs take only"
+                f" {', '.join(SQLITE_OPTIONS)} (read-only and other modes are not supported)"
+            )
+        params[name] = value
+    return (parts.path[1:] if parts.path.startswith("/") else parts.path), params
 
 
 def is_postgres_url(url: str) -> bool:
@@ -137,9 +166,11 @@ def _convert(name: str, value: object) -> object:
     """One snaptail option's value, checked; ``ValueError`` names the parameter."""
     if name == "schema":
         text = str(value).strip()
-        if not text or len(text) > 63:
+        if not _PLAIN_NAME.fullmatch(text) or len(text) > 63:
             raise ValueError(
-                f"PostgreSQL option 'schema' must be a name of 1-63 characters, got {value!r}"
+                f"PostgreSQL option 'schema' must be a plain name of 1-63 lower-case letters,"
+                f" digits and underscores, not starting with a digit, got {value!r}"
+                " (the events table's SQL uses it unquoted)"
             )
         return text
     kind: type[int] | type[float] = float if name == "pool_timeout" else int
@@ -156,6 +187,16 @@ def _convert(name: str, value: object) -> object:
     if not math.isfinite(number) or number < minimum:
         raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
     return number
+
+
+def describe_server(conninfo: Mapping[str, str]) -> str:
+    """ "PostgreSQL at host H, port P, database D (user U)": what libpq will use,
+    from the URL, else ``PGHOST``/``PGPORT``/``PGUSER``, else its defaults."""
+    host = conninfo.get("host") or os.environ.get("PGHOST") or "the default Unix socket"
+    port = conninfo.get("port") or os.environ.get("PGPORT") or "5432"
+    user = conninfo.get("user") or os.environ.get("PGUSER") or "the login user"
+    dbname = conninfo.get("dbname")
+    return f"PostgreSQL at host {host}, port {port}, database {dbname} (user {user})"
 
 
 def redact(url: str) -> str:

@@ -4,7 +4,13 @@ from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
 from snaptail.infrastructure.recorder import Partition, Position
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow, read_agent_stats
 from snaptail.projections.base import Projection, agent_type, decode, event_name
-from snaptail.projections.view import DeadLetter, ViewCursor, ViewDatabase, open_view
+from snaptail.projections.view import (
+    DeadLetter,
+    ViewCursor,
+    ViewDatabase,
+    open_view,
+    read_dead_letters,
+)
 from snaptail.projections.worker import ProjectionWorker
 
 __all__ = [
@@ -25,4 +31,5 @@ __all__ = [
     "event_name",
     "open_view",
     "read_agent_stats",
+    "read_dead_letters",
 ]

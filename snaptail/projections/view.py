@@ -29,7 +29,6 @@ from snaptail.infrastructure.recorder import START, Position
 from snaptail.infrastructure.urls import (
     is_postgres_url,
     parse_postgres_url,
-    postgres_connect_args,
     resolve_url,
     sqlite_path,
 )
@@ -225,6 +224,17 @@ class ViewDatabase(ABC):
                 "(is another worker running it?)"
             )
 
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (in the view's schema, on PostgreSQL)."""
+        with self.reading() as cur:
+            if self.dialect == "sqlite":
+                cur.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,))
+            else:
+                cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = ? "
+                            "AND schemaname = current_schema()", (name,))  # fmt: skip
+            row = cur.fetchone()
+        return bool(row and row[0])
+
     @staticmethod
     def record_dead_letter(cur: ViewCursor, projection: str, letter: DeadLetter) -> None:
         """Keep a skipped event's coordinates and error (in the view transaction that
@@ -257,6 +267,20 @@ class ViewDatabase(ABC):
                 params,
             )
             return [DeadLetter(*row) for row in cur.fetchall()]
+
+
+def read_dead_letters(
+    url: str | None, *, projection: str | None = None, agent_id: str | None = None
+) -> list[DeadLetter]:
+    """The dead letters kept in the view database ``url`` (none if no worker has run
+    there), without creating any table."""
+    view = open_view(url)
+    try:
+        if not view.has_table(DEAD_LETTERS_TABLE):
+            return []
+        return view.dead_letters(projection, agent_id)
+    finally:
+        view.close()
 
 
 def dead_letter(
@@ -351,7 +375,7 @@ class PostgresView(ViewDatabase):
         import psycopg
 
         self._conn.close()
-        self._conn = psycopg.connect(**postgres_connect_args(self.url))
+        self._conn = psycopg.connect(**parse_postgres_url(self.url).connect_args())
 
     def _serialise_setup(self, cur: ViewCursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (VIEW_SETUP_LOCK,))

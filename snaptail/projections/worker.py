@@ -54,7 +54,7 @@ from snaptail.infrastructure.subscription import (
     CommitSignal,
     commit_signal,
 )
-from snaptail.infrastructure.urls import resolve_url
+from snaptail.infrastructure.urls import is_postgres_url, resolve_url
 from snaptail.projections.base import Projection, event_name
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import (
@@ -95,6 +95,25 @@ def _is_connection_error(exc: BaseException) -> bool:
     if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return True
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
+    """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
+    each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
+    if is_postgres_url(url):
+        return {"pool_timeout": min(MAX_RETRY, give_up_after)}
+    return {}
+
+
+def _without_retries(method: Callable[..., T]) -> Callable[..., T]:
+    """``eventsourcing``'s PostgreSQL reads retry a lost connection ten times with
+    their own waits (minutes, with a pool that cannot connect); the worker retries,
+    logs and gives up itself, so it calls the undecorated method when there is one."""
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    owner = getattr(method, "__self__", None)
+    if inner is None or owner is None:
+        return method
+    return functools.partial(inner, owner)
 
 
 class _Waiter:
@@ -161,7 +180,7 @@ def _waiter_for(recorder: AgentRecorder, url: str) -> _Waiter:
     if isinstance(recorder, SQLiteAgentRecorder):
         return _SQLiteWaiter(commit_signal(recorder.datastore.pool.db_name))
     channel = getattr(recorder, "channel_name", None)
-    if channel and url.startswith(("postgresql://", "postgres://")):
+    if channel and is_postgres_url(url):
         return _PostgresWaiter(url, channel)
     return _Waiter()
 
@@ -289,7 +308,9 @@ class ProjectionWorker:
         self.give_up_after = give_up_after
         self.skip_failed = skip_failed
         self._own_recorder = recorder is None
-        self.recorder: AgentRecorder = recorder or open_recorder(self.db_url)
+        self.recorder: AgentRecorder = recorder or open_recorder(
+            self.db_url, **_pool_options(self.db_url, give_up_after)
+        )
         self.view: ViewDatabase = open_view(self.view_url)
         self.view.setup(self.projection.tables)
         check_partitioning(self.view, self.projection.name, partition)
@@ -302,7 +323,9 @@ class ProjectionWorker:
         elif hasattr(self.recorder, "select_after"):  # PostgreSQL (psycopg is optional)
             if partition is not None:  # read only this slice's rows, from an index
                 self.recorder.ensure_partition_index(partition.count)  # type: ignore[attr-defined]
-            self._read = functools.partial(self.recorder.select_after, partition=partition)
+            self._read = functools.partial(
+                _without_retries(self.recorder.select_after), partition=partition
+            )
         else:
             raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
 
@@ -342,6 +365,7 @@ class ProjectionWorker:
         ``give_up_after`` seconds pass (:class:`WorkerGaveUp`)."""
         deadline = time.monotonic() + self.give_up_after
         delay, attempt, error = FIRST_RETRY, 0, lost.cause
+        relock = self.lock.held
         logger.warning(
             "projection %r lost its %s connection (%s: %s); reconnecting, giving up "
             "after %gs", self.name, lost.link, type(error).__name__, error,
@@ -355,7 +379,6 @@ class ProjectionWorker:
                     f"not restore it within {self.give_up_after:g}s ({attempt} attempts); "
                     f"last error: {type(error).__name__}: {error}"
                 )
-                logger.error("giving up: %s", message)
                 raise WorkerGaveUp(message) from error
             attempt += 1
             wait = min(delay, remaining)
@@ -364,49 +387,50 @@ class ProjectionWorker:
                 raise _Stopped
             delay = min(delay * 2, MAX_RETRY)
             try:
-                relocked = self._reconnect()
+                locked = self._reconnect(relock)
             except Exception as exc:
-                if not (_is_connection_error(exc) or self.view.broken):
+                if not isinstance(exc, _ConnectionLost) and not (
+                    _is_connection_error(exc) or self.view.broken
+                ):
                     raise
-                error = exc
+                error = exc.cause if isinstance(exc, _ConnectionLost) else exc
                 logger.warning(
                     "projection %r: reconnect attempt %d failed: %s: %s",
-                    self.name, attempt, type(exc).__name__, exc,
+                    self.name, attempt, type(error).__name__, error,
                 )  # fmt: skip
                 continue
             logger.warning("projection %r: reconnected (attempt %d)", self.name, attempt)
-            if relocked is False:
+            if not locked:
                 raise ProjectionBusy(
                     f"projection {self.name!r}: lost its lock with its view connection "
                     f"and another worker holds it now ({self.lock.where})"
                 )
             return
 
-    def _reconnect(self) -> bool | None:
-        """Replace broken connections and check each answers. Returns whether the lock
-        was taken again (None: it was not lost)."""
-        relocked: bool | None = None
+    def _reconnect(self, relock: bool) -> bool:
+        """Replace broken connections and check each answers; take the lock again if
+        ``relock`` and it went with the view's connection. False if another worker
+        holds it now."""
         if self.view.broken:
             self.view.reconnect()
-            if self.lock.held:
-                self.lock.lost()
-                relocked = False
+            self.lock.lost()
         with self.view.reading() as cur:
             cur.execute("SELECT 1")
         if self._waiter.broken:
             self._waiter.reconnect()
         self.head()
-        if relocked is False and self.lock.try_acquire():
+        if relock and not self.lock.held:
+            if not self.lock.try_acquire():
+                return False
             logger.warning("projection %r: lock taken again", self.name)
             self.position = self.view.position(self.name)
-            relocked = True
-        return relocked
+        return True
 
     # -- one batch --------------------------------------------------------------------
 
     def head(self) -> int:
         """The newest notification id in the event database (0 if none)."""
-        return self._events(self.recorder.max_notification_id) or 0
+        return self._events(_without_retries(self.recorder.max_notification_id)) or 0
 
     def step(self) -> int:
         """Apply the next batch (the caller holds the lock, as :meth:`catch_up` and
@@ -438,10 +462,9 @@ class ProjectionWorker:
         """One view transaction: check the lock, apply ``batch`` (or record its one
         event as a dead letter, ``skipped`` being the error) and move the position."""
         last = batch[-1]
-        with_view = self.view
 
         def commit() -> None:
-            with with_view.transaction() as cur:
+            with self.view.transaction() as cur:
                 self.lock.check(cur)
                 if skipped is None:
                     self.projection.process(cur, batch)
@@ -471,7 +494,6 @@ class ProjectionWorker:
             self.name, n.id, n.originator_id, n.originator_version, event_name(n.topic), exc
         )
         if not self.skip_failed:
-            logger.error("%s; the view is committed up to position %s", failure, self.position)
             raise failure from exc
         self._commit([n], skipped=failure.error)
         logger.warning("skipped: %s; recorded as a dead letter", failure)
