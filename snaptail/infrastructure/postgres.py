@@ -73,6 +73,8 @@ CREATE_TABLES_LOCK = 0x736E6170  # "snap"
 # above: such a build waits for every older transaction, and one blocked on the lock
 # its builder holds would never end.
 INDEX_BUILD_LOCK = 0x736E6171
+# Saves committed within this many seconds share one NOTIFY (see _Notifier).
+NOTIFY_INTERVAL = 0.01
 TRANSACTION_COLUMN = "transaction_id"
 
 
@@ -248,11 +250,18 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
         Concurrent ``CREATE ... IF NOT EXISTS`` can still collide in PostgreSQL's
         catalogues, so creation holds an advisory lock on a connection of its own.
+        When everything exists (its last object, the transaction index, is created
+        in the same transaction as the tables) nothing is locked or run: a
+        ``CREATE INDEX IF NOT EXISTS`` locks the table even when the index exists,
+        and would deadlock with a partition index being built ``CONCURRENTLY``.
         """
         kwargs = dict(_connect_kwargs(self.datastore))
         kwargs.pop("row_factory", None)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
+            if self._index_exists(conn, self.transaction_index_name):
+                self.datastore.register_type_adapters()
+                return
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
             try:
                 # Checked first: CREATE SCHEMA needs a privilege even if it exists.
@@ -347,16 +356,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (INDEX_BUILD_LOCK,))
 
-    def _build_index_locked(
-        self, conn: psycopg.Connection[Any], name: str, statement: Composed
-    ) -> bool:
-        valid = conn.execute(
+    def _index_exists(self, conn: psycopg.Connection[Any], name: str) -> bool | None:
+        """True: a valid index ``name``; False: an invalid one; None: none."""
+        row = conn.execute(
             "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s",
             (self.datastore.schema, name),
         ).fetchone()
-        if valid is not None and valid[0]:
+        return None if row is None else bool(row[0])
+
+    def _build_index_locked(
+        self, conn: psycopg.Connection[Any], name: str, statement: Composed
+    ) -> bool:
+        valid = self._index_exists(conn, name)
+        if valid:
             return False
         if valid is not None:
             conn.execute(
@@ -735,15 +749,17 @@ class _Notifier:
     ends, WAL flush included: inside the saves it would serialise every commit in
     the cluster again (measured here: 8 writers at about the rate of 1). Sent on its
     own, a NOTIFY writes no WAL and holds that lock for a moment; sent from this
-    thread, saves do not wait for it, and saves that commit while one is on its way
-    share the next. Listeners also poll, so a NOTIFY lost with a connection only
-    delays them. It never fails a save.
+    thread, saves do not wait for it, and the saves of each ``NOTIFY_INTERVAL``
+    share one (a NOTIFY is a transaction of the server's too: one per save would
+    double the server's transactions). Listeners also poll, so a NOTIFY lost with a
+    connection only delays them. It never fails a save.
     """
 
     def __init__(self, connect_kwargs: Mapping[str, Any], statement: Composed) -> None:
         self._kwargs = dict(connect_kwargs)
         self._statement = statement
         self._wanted = threading.Event()
+        self._stopping = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="snaptail-notify", daemon=True)
         self._thread.start()
@@ -753,6 +769,7 @@ class _Notifier:
 
     def close(self) -> None:
         self._closed = True
+        self._stopping.set()
         self._wanted.set()
         self._thread.join(timeout=5)
 
@@ -767,6 +784,7 @@ class _Notifier:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(autocommit=True, **self._kwargs)
                 conn.execute(self._statement)
+                self._stopping.wait(NOTIFY_INTERVAL)  # later saves share the next one
             except psycopg.Error as exc:
                 logger.warning("NOTIFY after a committed save failed: %s", exc)
                 if conn is not None:
