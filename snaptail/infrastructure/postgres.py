@@ -73,6 +73,8 @@ CREATE_TABLES_LOCK = 0x736E6170  # "snap"
 # above: such a build waits for every older transaction, and one blocked on the lock
 # its builder holds would never end.
 INDEX_BUILD_LOCK = 0x736E6171
+# Saves of up to this many events insert VALUES rows; larger ones, arrays.
+SMALL_INSERT = 8
 # Saves committed within this many seconds share one NOTIFY (see _Notifier).
 NOTIFY_INTERVAL = 0.01
 TRANSACTION_COLUMN = "transaction_id"
@@ -141,6 +143,16 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
             "RETURNING notification_id"
         ).format(ev, Identifier(datastore.originator_id_type)).as_bytes(None)
+        row = SQL("(%b::{}, %b::bigint, %b::text, %b::bytea)").format(
+            Identifier(datastore.originator_id_type)
+        )
+        self._sql_insert_values = [
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES {} "
+                "RETURNING notification_id"
+            ).format(ev, SQL(", ").join([row] * n)).as_bytes(None)
+            for n in range(1, SMALL_INSERT + 1)
+        ]
         self._select_after_queries: dict[str, bytes] = {}
         self._sql_index_order = (
             "SELECT set_config('enable_bitmapscan', 'off', true), "
@@ -413,17 +425,23 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         if self.datastore.lock_timeout:
             # Bounds the wait for a concurrent writer of the same agent and version.
             curs.execute(self.lock_table_statements[0], prepare=True)
-        # Four arrays in binary form: no composite type to format, no bytea escaping.
-        curs.execute(
-            self._sql_insert_events,
-            (
+        # Binary parameters (no bytea escaping, no composite type to format): a few
+        # rows as VALUES (scalars dump fastest), more as four arrays.
+        n = len(stored_events)
+        if n <= SMALL_INSERT:
+            statement = self._sql_insert_values[n - 1]
+            params: list[Any] = []
+            for e in stored_events:
+                params += (e.originator_id, e.originator_version, e.topic, e.state)
+        else:
+            statement = self._sql_insert_events
+            params = [
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
-            ),
-            prepare=True,
-        )
+            ]
+        curs.execute(statement, params, prepare=True)
 
     def _notify_after_commit(self) -> None:
         """Wake listeners once the save has committed (see :class:`_Notifier`)."""
