@@ -245,7 +245,9 @@ def check_codec(agent: Agent) -> None:
     try:
         data = encode_state(agent)
     except SnapshotEncodeError as exc:
-        raise AssertionError(f"{name} at version {agent.version}: {exc}") from None
+        raise AssertionError(
+            f"{name} at version {agent.version}: the snapshot codec refuses it: {exc}"
+        ) from None
     back = decode_state(type(agent), agent.id, agent.version, data)
     assert_same(back, agent, agent.version, "the snapshot codec's copy", "live agent")
     assert encode_state(back) == data, "encoding the decoded state gave other bytes"
