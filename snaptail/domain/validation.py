@@ -69,7 +69,8 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
     """Why ``sent`` is not exactly what the store gives back (``back``, the same value
     encoded and decoded with its declared type), or None if it is: same types all the
     way down (a float is not a Decimal, a dict is not a TokenUsage, a tuple in an
-    ``Any`` field comes back as a list, a datetime comes back in UTC), so a handler
+    ``Any`` field comes back as a list, a datetime comes back in UTC, an int in a
+    ``set[float]`` or as a key of a ``dict[float, ...]`` comes back a float), so a handler
     sees on replay what it saw live.
     """
     if type(sent) is not type(back):
@@ -84,8 +85,17 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
             " UTC, e.g. `.astimezone(datetime.UTC)`"
         )
     if isinstance(sent, dict):
+        keys = dict(zip(sent, back, strict=False))  # same order: the encoded map's
         for key, value in sent.items():
-            problem = inexact(value, back.get(key), f"{path}[{key!r}]")
+            problem = inexact(key, keys.get(key), f"{path} key {key!r}") or inexact(
+                value, back.get(key), f"{path}[{key!r}]"
+            )
+            if problem is not None:
+                return problem
+    elif isinstance(sent, set | frozenset):
+        items = {item: item for item in back}  # equal items (2 == 2.0): compare types
+        for item in sent:
+            problem = inexact(item, items.get(item), f"{path} item {item!r}")
             if problem is not None:
                 return problem
     elif isinstance(sent, list | tuple):
