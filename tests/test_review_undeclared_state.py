@@ -38,7 +38,7 @@ class Nested(Agent):
     @event("Extra")
     def extra(self, on_inner: bool) -> None:
         target = self.state.inner if on_inner else self.state
-        target.extra = 1  # type: ignore[attr-defined]
+        target.extra = 1  # type: ignore[union-attr]
 
 
 class Creates(Agent):
