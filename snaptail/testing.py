@@ -168,7 +168,6 @@ def limited(agent_type: type[Agent], limits: Mapping[str, object]) -> Iterator[N
     try:
         for name in applied:
             setattr(agent_type, name, limits[name])
-        state_fingerprint.cache_clear()
         yield
     finally:
         for name in applied:
@@ -176,7 +175,6 @@ def limited(agent_type: type[Agent], limits: Mapping[str, object]) -> Iterator[N
                 delattr(agent_type, name)
             else:
                 setattr(agent_type, name, saved[name])
-        state_fingerprint.cache_clear()
 
 
 _ABSENT = object()
