@@ -1,0 +1,1 @@
+"""Adapters that put snaptail under agent frameworks (each needs its extra installed)."""

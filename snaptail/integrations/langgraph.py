@@ -1,0 +1,892 @@
+"""``SnaptailSaver``: a LangGraph checkpointer on a snaptail :class:`~snaptail.AgentStore`.
+
+A thread is one aggregate (:mod:`snaptail.integrations.langgraph_thread`), a checkpoint
+one event, a task's pending writes one event. A message-list channel (``messages``
+with ``add_messages``) is stored as a delta: only messages that are new or changed since
+the parent checkpoint, each body once per thread (a message already stored in the
+parent's pending writes is referred to, not copied). Loading the newest checkpoint is
+the store's snapshot + short tail plus the bodies of the messages the graph holds;
+``list()`` pages lazily, newest first.
+
+Deletes and prunes are events: what they remove disappears from every read, and the
+thread's log keeps the audit trail.
+
+Install with ``pip install 'snaptail[langgraph]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
+
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from snaptail import AgentCache, AgentNotFound, AgentStore, ConcurrencyError
+from snaptail.domain.replay import apply_events
+from snaptail.integrations.langgraph_thread import (
+    EMPTY,
+    MESSAGES,
+    THREAD_MAX_EVENT_BYTES,
+    VALUE,
+    Channel,
+    Head,
+    MsgRef,
+    RunIndex,
+    ThreadAgent,
+    WriteRow,
+    digest,
+    merge_writes,
+    ns_key,
+    run_uuid,
+    thread_uuid,
+)
+
+T = TypeVar("T")
+Body = tuple[str, bytes]
+RETRIES = 8
+PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
+
+__all__ = ["SnaptailSaver"]
+
+
+def _is_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(m, BaseMessage) for m in value)
+    )
+
+
+class _Bodies:
+    """Message bodies by (thread aggregate, event version), least recently used first,
+    bounded in total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[UUID, int], list[Body]] = OrderedDict()
+
+    def get(self, key: tuple[UUID, int]) -> list[Body] | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[UUID, int], bodies: list[Body]) -> None:
+        size = sum(len(b[1]) for b in bodies)
+        if not bodies or size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = bodies
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= sum(len(b[1]) for b in dropped)
+
+
+@dataclass
+class _View:
+    """Private decoded copies of a namespace head's message lists (never handed out),
+    to find what changed in the next checkpoint without re-serializing the list."""
+
+    version: int
+    lists: dict[str, list[BaseMessage]] = field(default_factory=dict)
+
+
+class SnaptailSaver(BaseCheckpointSaver[int]):
+    """A LangGraph checkpointer that stores threads in snaptail.
+
+    ``store`` is an :class:`~snaptail.AgentStore` or a database URL (``sqlite:///FILE``,
+    ``postgresql://...``; the saver then owns and closes the store). ``cache_bytes``
+    bounds the loaded threads kept in memory and ``body_cache_bytes`` the message
+    bodies kept decoded-ready; ``max_views`` bounds the threads whose message lists
+    are kept to compute deltas quickly.
+    """
+
+    def __init__(
+        self,
+        store: AgentStore | str | None = None,
+        *,
+        serde: SerializerProtocol | None = None,
+        cache_bytes: int | str = "64MiB",
+        body_cache_bytes: int = 64 * 1024 * 1024,
+        max_views: int = 64,
+    ) -> None:
+        super().__init__(serde=serde)
+        if isinstance(store, AgentStore):
+            self.store, self._owns_store = store, False
+        else:
+            self.store = AgentStore(store, max_event_bytes=THREAD_MAX_EVENT_BYTES)
+            self._owns_store = True
+        self._threads = AgentCache(self.store, cache_bytes)
+        self._bodies = _Bodies(body_cache_bytes)
+        self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
+        self._max_views = max_views
+        self._lock = threading.RLock()
+        self._created_topic = self.store.mapper.topic_of(cast(Any, ThreadAgent).Created)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- threads --------------------------------------------------------------------
+
+    def _thread(self, thread_id: str, *, create: bool) -> ThreadAgent | None:
+        try:
+            agent = self._threads.get(thread_uuid(thread_id))
+        except AgentNotFound:
+            return ThreadAgent.start(thread_id) if create else None
+        if not isinstance(agent, ThreadAgent):
+            raise TypeError(
+                f"agent {agent.id} is a {type(agent).__qualname__}, not a LangGraph thread"
+                f" (thread_id {thread_id!r})"
+            )
+        return agent
+
+    def _run_index(self, run_id: str) -> RunIndex | None:
+        try:
+            found = self.store.get(run_uuid(run_id))
+        except AgentNotFound:
+            return None
+        return found if isinstance(found, RunIndex) else None
+
+    def _write(self, thread_id: str, command: Callable[[ThreadAgent], list[Any] | None]) -> None:
+        """Apply ``command`` to the thread and save (with any other agents it returns),
+        reloading and applying it again if another writer saved the thread first."""
+        with self._lock:
+            for attempt in range(RETRIES):
+                agent = self._thread(thread_id, create=True)
+                assert agent is not None
+                before = agent.version
+                try:
+                    others = command(agent)
+                    if agent.version == before:
+                        return
+                    self._threads.save(agent, *(others or []))
+                except ConcurrencyError:
+                    self._threads.evict(agent.id)
+                    if attempt == RETRIES - 1:
+                        raise
+                    continue
+                except BaseException:
+                    self._threads.evict(agent.id)
+                    raise
+                return
+
+    # -- bodies ---------------------------------------------------------------------
+
+    def _body(self, message: BaseMessage) -> Body:
+        bare = message.model_copy(update={"id": None}) if message.id is not None else message
+        return self.serde.dumps_typed(bare)
+
+    def _message(self, body: Body, message_id: str | None) -> BaseMessage:
+        message = cast(BaseMessage, self.serde.loads_typed(body))
+        if message_id is not None:
+            message.id = message_id
+        return message
+
+    def _load_bodies(self, agent_id: UUID, refs: Sequence[MsgRef]) -> dict[int, list[Body]]:
+        """The bodies of the events ``refs`` point into, by version (cache, then reads
+        of the needed versions in runs)."""
+        found: dict[int, list[Body]] = {}
+        missing: list[int] = []
+        for version in sorted({r.version for r in refs}):
+            cached = self._bodies.get((agent_id, version))
+            if cached is None:
+                missing.append(version)
+            else:
+                found[version] = cached
+        runs: list[list[int]] = []
+        for version in missing:
+            if runs and version - runs[-1][-1] <= 64:
+                runs[-1].append(version)
+            else:
+                runs.append([version])
+        wanted = set(missing)
+        for run in runs:
+            for event in self.store.history(agent_id, after=run[0] - 1, before=run[-1] + 1):
+                bodies = getattr(event, "bodies", None)
+                if bodies and event.originator_version in wanted:
+                    bodies = [tuple(b) for b in bodies]
+                    found[event.originator_version] = bodies
+                    self._bodies.put((agent_id, event.originator_version), bodies)
+        return found
+
+    def _messages(self, refs: Sequence[MsgRef], bodies: dict[int, list[Body]]) -> list[BaseMessage]:
+        return [self._message(bodies[r.version][r.slot], r.id) for r in refs]
+
+    def _view(self, agent_id: UUID, ns: str, head: Head, name: str) -> list[BaseMessage]:
+        view = self._views.get((agent_id, ns))
+        if view is not None and view.version == head.version and name in view.lists:
+            self._views.move_to_end((agent_id, ns))
+            return view.lists[name]
+        refs = head.channels[name].refs
+        messages = self._messages(refs, self._load_bodies(agent_id, refs))
+        self._remember(agent_id, ns, head.version, {name: messages})
+        return messages
+
+    def _remember(
+        self, agent_id: UUID, ns: str, version: int, lists: dict[str, list[BaseMessage]]
+    ) -> None:
+        key = (agent_id, ns)
+        view = self._views.get(key)
+        if view is None or view.version != version:
+            view = self._views[key] = _View(version)
+        view.lists.update(lists)
+        self._views.move_to_end(key)
+        while len(self._views) > self._max_views:
+            self._views.popitem(last=False)
+
+    # -- writing --------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = str(configurable.get("checkpoint_ns", ""))
+        parent_id = str(configurable.get("checkpoint_id") or "")
+        skeleton: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = skeleton.pop("channel_values")
+        ctype, cdata = self.serde.dumps_typed(skeleton)
+        meta = get_checkpoint_metadata(config, metadata)
+        mtype, mdata = self.serde.dumps_typed(meta)
+        run_id = str(meta.get("run_id") or "")
+        views: dict[str, list[BaseMessage]] = {}
+        saved: dict[str, Any] = {}
+
+        def command(agent: ThreadAgent) -> list[Any]:
+            views.clear()
+            head = agent.state.namespaces.get(ns)
+            delta = head is not None and bool(parent_id) and head.checkpoint_id == parent_id
+            base = head if delta else self._head_of(agent, ns, parent_id)
+            bodies: list[Body] = []
+            changed: dict[str, Channel] = {}
+            for name, version in checkpoint["channel_versions"].items():
+                prior = base.channels.get(name) if base is not None else None
+                if name not in new_versions and prior is not None and prior.version == version:
+                    if not delta:
+                        changed[name] = prior
+                    continue
+                if name not in values:
+                    changed[name] = Channel(version, EMPTY)
+                elif _is_messages(values[name]):
+                    assert base is not None or prior is None
+                    changed[name] = self._message_delta(
+                        agent.id, ns, base, name, values[name], version, bodies, views, delta
+                    )
+                else:
+                    vtype, vdata = self.serde.dumps_typed(values[name])
+                    changed[name] = Channel(version, VALUE, vtype, vdata)
+            new_run = bool(run_id) and run_id not in agent.state.runs_seen
+            agent.save_checkpoint(
+                ns=ns,
+                checkpoint_id=checkpoint["id"],
+                parent_id=parent_id,
+                ctype=ctype,
+                cdata=cdata,
+                mtype=mtype,
+                mdata=mdata,
+                run_id=run_id,
+                names=list(checkpoint["channel_versions"]),
+                changed=changed,
+                bodies=bodies,
+            )
+            saved.update(version=agent.version, bodies=bodies, base=base.version if base else 0)
+            if new_run:
+                index = self._run_index(run_id) or RunIndex.start(run_id)
+                index.touch(thread_id)
+                return [index] if index.pending_events else []
+            return []
+
+        self._write(thread_id, command)
+        with self._lock:
+            agent_id = thread_uuid(thread_id)
+            self._bodies.put((agent_id, saved["version"]), saved["bodies"])
+            old = self._views.get((agent_id, ns))
+            if old is not None and old.version == saved["base"]:
+                views = {**old.lists, **views}
+            self._remember(agent_id, ns, saved["version"], views)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _message_delta(
+        self,
+        agent_id: UUID,
+        ns: str,
+        base: Head | None,
+        name: str,
+        messages: list[BaseMessage],
+        version: int | float | str,
+        bodies: list[Body],
+        views: dict[str, list[BaseMessage]],
+        delta: bool,
+    ) -> Channel:
+        """The message list as references: unchanged messages point to their stored
+        bodies, the others are stored in this event (or in the parent's writes)."""
+        prior = base.channels.get(name) if base is not None else None
+        old_refs = prior.refs if prior is not None and prior.kind == MESSAGES else []
+        old = self._view(agent_id, ns, base, name) if old_refs and base is not None else []
+        keep, limit = 0, min(len(old), len(messages))
+        while keep < limit and messages[keep] == old[keep]:
+            keep += 1
+        by_id = {m.id: i for i, m in enumerate(old[keep:], keep) if m.id is not None}
+        pending = base.bodies if base is not None else {}
+        refs: list[MsgRef] = []
+        private = list(old[:keep])
+        for message in messages[keep:]:
+            at = by_id.get(message.id) if message.id is not None else None
+            if at is not None and old[at] == message:
+                refs.append(old_refs[at])
+                private.append(old[at])
+                continue
+            body = self._body(message)
+            stored = pending.get(digest(body))
+            if stored is not None:
+                refs.append(MsgRef(stored.version, stored.slot, message.id))
+            else:
+                refs.append(MsgRef(0, len(bodies), message.id))
+                bodies.append(body)
+            private.append(self._message(body, message.id))
+        views[name] = private
+        if delta:
+            return Channel(version, MESSAGES, keep=keep, refs=refs)
+        return Channel(version, MESSAGES, refs=list(old_refs[:keep]) + refs)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = str(configurable.get("checkpoint_ns", ""))
+        checkpoint_id = str(configurable["checkpoint_id"])
+        bodies: list[Body] = []
+        rows = [
+            self._write_row(
+                task_id, channel, WRITES_IDX_MAP.get(channel, idx), task_path, value, bodies
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+
+        def command(agent: ThreadAgent) -> None:
+            head = agent.state.namespaces.get(ns)
+            if head is not None and head.checkpoint_id == checkpoint_id:
+                existing = head.writes
+            else:
+                found = self._closed_head(agent, ns, checkpoint_id)
+                existing = found[1] if found is not None else []
+            keys = {(r.task_id, r.idx) for r in existing}
+            fresh = [r for r in rows if r.idx < 0 or (r.task_id, r.idx) not in keys]
+            if fresh:
+                agent.save_writes(ns=ns, checkpoint_id=checkpoint_id, rows=fresh, bodies=bodies)
+                saved["version"] = agent.version
+
+        saved: dict[str, int] = {}
+        self._write(thread_id, command)
+        if saved:
+            with self._lock:
+                self._bodies.put((thread_uuid(thread_id), saved["version"]), bodies)
+
+    def _write_row(
+        self, task_id: str, channel: str, idx: int, task_path: str, value: Any, bodies: list[Body]
+    ) -> WriteRow:
+        single = isinstance(value, BaseMessage)
+        if single or _is_messages(value):
+            refs = []
+            for message in [value] if single else value:
+                refs.append(MsgRef(0, len(bodies), message.id))
+                bodies.append(self._body(message))
+            return WriteRow(task_id, channel, idx, task_path, MESSAGES, refs=refs, single=single)
+        vtype, vdata = self.serde.dumps_typed(value)
+        return WriteRow(task_id, channel, idx, task_path, VALUE, vtype, vdata)
+
+    # -- reading --------------------------------------------------------------------
+
+    def _find_version(self, agent: ThreadAgent, ns: str, checkpoint_id: str) -> int | None:
+        version = agent.state.index.get(ns_key(ns, checkpoint_id))
+        if version is not None:
+            return version
+        for event in self.store.history(
+            agent.id,
+            reverse=True,
+            types=[cast(Any, ThreadAgent).CheckpointSaved],
+            after=agent.state.cleared_at,
+            page_size=200,
+        ):
+            if event.ns == ns and event.checkpoint_id == checkpoint_id:
+                return int(event.originator_version)
+        return None
+
+    def _head_of(self, agent: ThreadAgent, ns: str, checkpoint_id: str) -> Head | None:
+        """The stored checkpoint ``checkpoint_id`` of ``ns`` (None if unknown)."""
+        if not checkpoint_id:
+            return None
+        head = agent.state.namespaces.get(ns)
+        if head is not None and head.checkpoint_id == checkpoint_id:
+            return head
+        found = self._closed_head(agent, ns, checkpoint_id)
+        return found[0] if found is not None else None
+
+    def _closed_head(
+        self, agent: ThreadAgent, ns: str, checkpoint_id: str
+    ) -> tuple[Head, list[WriteRow]] | None:
+        version = self._find_version(agent, ns, checkpoint_id)
+        if version is None:
+            return None
+        found = self._heads_at(agent, [(ns, checkpoint_id, version)])
+        return found.get((ns, checkpoint_id))
+
+    def _heads_at(
+        self, agent: ThreadAgent, items: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], tuple[Head, list[WriteRow]]]:
+        """Each checkpoint (ns, id, version) as it was when the next checkpoint of its
+        namespace replaced it, with all its pending writes: one load at the oldest
+        version, then one forward replay of the events after it."""
+        result: dict[tuple[str, str], tuple[Head, list[WriteRow]]] = {}
+        waiting: dict[tuple[str, str], int] = {}
+        for ns, checkpoint_id, version in items:
+            head = agent.state.namespaces.get(ns)
+            if head is not None and head.checkpoint_id == checkpoint_id:
+                result[(ns, checkpoint_id)] = (head, head.writes)
+            else:
+                waiting[(ns, checkpoint_id)] = version
+        if waiting:
+            first = min(waiting.values())
+            replay = cast(ThreadAgent, self.store.get(agent.id, version=first))
+            namespaces = {ns for ns, _ in waiting}
+            for event in self.store.history(agent.id, after=first):
+                before = {ns: replay.state.namespaces.get(ns) for ns in namespaces}
+                replay = apply_events(replay, [event])
+                for ns, old in before.items():
+                    key = (ns, old.checkpoint_id) if old is not None else None
+                    if key is None or key not in waiting or old is None:
+                        continue
+                    now = replay.state.namespaces.get(ns)
+                    if now is None or now.version != old.version:
+                        result[key] = (old, old.writes)
+                        del waiting[key]
+                        namespaces = {n for n, _ in waiting}
+                if not waiting:
+                    break
+            for key in list(waiting):
+                head = replay.state.namespaces.get(key[0])
+                if head is not None and head.checkpoint_id == key[1]:
+                    result[key] = (head, head.writes)
+        for (ns, checkpoint_id), (head, rows) in list(result.items()):
+            late = agent.state.late_writes.get(ns_key(ns, checkpoint_id))
+            if late:
+                result[(ns, checkpoint_id)] = (head, self._late_rows(agent.id, late, rows))
+        return result
+
+    def _late_rows(
+        self, agent_id: UUID, versions: Sequence[int], rows: list[WriteRow]
+    ) -> list[WriteRow]:
+        for version in versions:
+            for event in self.store.history(agent_id, after=version - 1, before=version + 1):
+                resolved = [
+                    WriteRow(
+                        r.task_id,
+                        r.channel,
+                        r.idx,
+                        r.task_path,
+                        r.kind,
+                        r.vtype,
+                        r.data,
+                        [m if m.version else MsgRef(version, m.slot, m.id) for m in r.refs],
+                        r.single,
+                    )
+                    for r in event.rows
+                ]
+                rows = merge_writes(rows, resolved)
+        return rows
+
+    def _tuple(
+        self, agent: ThreadAgent, ns: str, head: Head, rows: Sequence[WriteRow]
+    ) -> CheckpointTuple:
+        refs = [r for ch in head.channels.values() if ch.kind == MESSAGES for r in ch.refs]
+        refs += [r for row in rows for r in row.refs]
+        bodies = self._load_bodies(agent.id, refs) if refs else {}
+        values: dict[str, Any] = {}
+        for name, channel in head.channels.items():
+            if channel.kind == VALUE:
+                values[name] = self.serde.loads_typed((channel.vtype, channel.data))
+            elif channel.kind == MESSAGES:
+                values[name] = self._messages(channel.refs, bodies)
+        checkpoint = cast(Checkpoint, self.serde.loads_typed((head.ctype, head.cdata)))
+        checkpoint["channel_values"] = values
+        ordered = sorted(rows, key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx))
+        pending = [(r.task_id, r.channel, self._row_value(r, bodies)) for r in ordered]
+        thread_id = agent.thread_id
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": head.checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,
+            metadata=cast(CheckpointMetadata, self.serde.loads_typed((head.mtype, head.mdata))),
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": head.parent_id,
+                    }
+                }
+                if head.parent_id
+                else None
+            ),
+            pending_writes=pending,
+        )
+
+    def _row_value(self, row: WriteRow, bodies: dict[int, list[Body]]) -> Any:
+        if row.kind == VALUE:
+            return self.serde.loads_typed((row.vtype, row.data))
+        messages = self._messages(row.refs, bodies)
+        return messages[0] if row.single else messages
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = config["configurable"]
+        ns = str(configurable.get("checkpoint_ns", ""))
+        checkpoint_id = configurable.get("checkpoint_id")
+        with self._lock:
+            agent = self._thread(str(configurable["thread_id"]), create=False)
+            if agent is None:
+                return None
+            head = agent.state.namespaces.get(ns)
+            if checkpoint_id:
+                found = self._closed_head(agent, ns, str(checkpoint_id))
+                if found is None or not agent.visible(ns, found[0].version, found[0].run_id):
+                    return None
+                return self._tuple(agent, ns, found[0], found[1])
+            if head is not None and agent.visible(ns, head.version, head.run_id):
+                return self._tuple(agent, ns, head, head.writes)
+        return next(self._list_thread(agent, ns, None, None, None, 1), None)
+
+    def _all_threads(self) -> Iterator[ThreadAgent]:
+        recorder = self.store.recorder
+        after: UUID | None = None
+        while True:
+            ids = recorder.originator_ids(after=after, limit=500)
+            for agent_id in ids:
+                first = recorder.select_page(agent_id, limit=1)
+                if first and first[0].topic == self._created_topic:
+                    with self._lock:
+                        agent = self._threads.get(agent_id)
+                    if isinstance(agent, ThreadAgent):
+                        yield agent
+            if len(ids) < 500:
+                return
+            after = ids[-1]
+
+    def _list_thread(
+        self,
+        agent: ThreadAgent,
+        ns: str | None,
+        checkpoint_id: str | None,
+        before_id: str | None,
+        filter: dict[str, Any] | None,
+        limit: int | None,
+    ) -> Iterator[CheckpointTuple]:
+        lt = None
+        if before_id:
+            with self._lock:
+                lt = agent.state.index.get(ns_key(ns or "", before_id))
+        events = self.store.history(
+            agent.id,
+            reverse=True,
+            types=[cast(Any, ThreadAgent).CheckpointSaved],
+            after=agent.state.cleared_at,
+            before=lt,
+            page_size=PAGE * 2,
+        )
+        seen: set[tuple[str, str]] = set()
+        batch: list[tuple[str, str, int]] = []
+        produced = 0
+        for event in events:
+            key = (event.ns, event.checkpoint_id)
+            if key in seen:
+                continue
+            seen.add(key)
+            if ns is not None and event.ns != ns:
+                continue
+            if checkpoint_id and event.checkpoint_id != checkpoint_id:
+                continue
+            if before_id and event.checkpoint_id >= before_id:
+                continue
+            if not agent.visible(event.ns, event.originator_version, event.run_id):
+                continue
+            if filter:
+                meta = self.serde.loads_typed((event.mtype, event.mdata))
+                if not all(meta.get(k) == v for k, v in filter.items()):
+                    continue
+            batch.append((event.ns, event.checkpoint_id, event.originator_version))
+            want = PAGE if limit is None else min(PAGE, limit - produced)
+            if len(batch) >= want:
+                yield from self._page(agent, batch)
+                produced += len(batch)
+                batch = []
+                if limit is not None and produced >= limit:
+                    return
+        yield from self._page(agent, batch)
+
+    def _page(
+        self, agent: ThreadAgent, batch: Sequence[tuple[str, str, int]]
+    ) -> list[CheckpointTuple]:
+        if not batch:
+            return []
+        with self._lock:
+            heads = self._heads_at(agent, batch)
+            return [
+                self._tuple(agent, ns, *heads[(ns, cid)])
+                for ns, cid, _ in batch
+                if (ns, cid) in heads
+            ]
+
+    # -- deleting and copying -------------------------------------------------------
+
+    def delete_thread(self, thread_id: str) -> None:
+        def command(agent: ThreadAgent) -> None:
+            if agent.state.namespaces or agent.state.late_writes:
+                agent.clear()
+
+        self._write(str(thread_id), command)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        if strategy not in {"keep_latest", "delete"}:
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+
+            def command(agent: ThreadAgent) -> None:
+                if agent.state.namespaces:
+                    agent.prune()
+
+            self._write(str(thread_id), command)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        by_thread: dict[str, list[str]] = {}
+        for run_id in run_ids:
+            index = self._run_index(str(run_id))
+            for thread_id in index.state.threads if index is not None else []:
+                by_thread.setdefault(thread_id, []).append(str(run_id))
+        for thread_id, runs in by_thread.items():
+
+            def command(agent: ThreadAgent, runs: list[str] = runs) -> None:
+                fresh = [r for r in runs if r not in agent.state.deleted_runs]
+                if fresh:
+                    agent.delete_runs(run_ids=fresh)
+
+            self._write(thread_id, command)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every event of the source thread onto the target, in one transaction."""
+        with self._lock:
+            source = self._thread(str(source_thread_id), create=False)
+        if source is None:
+            return
+        events = cast(Any, ThreadAgent)
+
+        def command(target: ThreadAgent) -> list[Any]:
+            moved: dict[int, int] = {}
+            runs: set[str] = set()
+
+            def remap(refs: Sequence[MsgRef]) -> list[MsgRef]:
+                return [MsgRef(moved[r.version], r.slot, r.id) if r.version else r for r in refs]
+
+            for event in self.store.history(source.id):
+                if isinstance(event, events.CheckpointSaved):
+                    changed = {
+                        k: Channel(c.version, c.kind, c.vtype, c.data, c.keep, remap(c.refs))
+                        for k, c in event.changed.items()
+                    }
+                    target.save_checkpoint(
+                        ns=event.ns,
+                        checkpoint_id=event.checkpoint_id,
+                        parent_id=event.parent_id,
+                        ctype=event.ctype,
+                        cdata=event.cdata,
+                        mtype=event.mtype,
+                        mdata=event.mdata,
+                        run_id=event.run_id,
+                        names=event.names,
+                        changed=changed,
+                        bodies=event.bodies,
+                    )
+                    if event.run_id:
+                        runs.add(event.run_id)
+                elif isinstance(event, events.WritesSaved):
+                    rows = [
+                        WriteRow(
+                            r.task_id,
+                            r.channel,
+                            r.idx,
+                            r.task_path,
+                            r.kind,
+                            r.vtype,
+                            r.data,
+                            remap(r.refs),
+                            r.single,
+                        )
+                        for r in event.rows
+                    ]
+                    target.save_writes(
+                        ns=event.ns,
+                        checkpoint_id=event.checkpoint_id,
+                        rows=rows,
+                        bodies=event.bodies,
+                    )
+                elif isinstance(event, events.RunsDeleted):
+                    target.delete_runs(run_ids=event.run_ids)
+                elif isinstance(event, events.ThreadCleared):
+                    target.clear()
+                elif isinstance(event, events.ThreadPruned):
+                    target.prune()
+                else:
+                    continue
+                moved[event.originator_version] = target.version
+            indexes = []
+            for run_id in sorted(runs):
+                index = self._run_index(run_id) or RunIndex.start(run_id)
+                index.touch(target.thread_id)
+                if index.pending_events:
+                    indexes.append(index)
+            return indexes
+
+        self._write(str(target_thread_id), command)
+
+    # -- async: the same operations, off the event loop -----------------------------
+
+    async def _offload(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._offload(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = self.list(config, filter=filter, before=before, limit=limit)
+        while True:
+            item = await self._offload(next, items, None)
+            if item is None:
+                return
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._offload(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._offload(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._offload(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._offload(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._offload(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._offload(self.prune, thread_ids, strategy=strategy)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        before_id = before["configurable"].get("checkpoint_id") if before else None
+        if config is not None:
+            configurable = config["configurable"]
+            with self._lock:
+                agent = self._thread(str(configurable["thread_id"]), create=False)
+            threads: Iterator[ThreadAgent] = iter([agent] if agent is not None else [])
+            ns = configurable.get("checkpoint_ns")
+            checkpoint_id = configurable.get("checkpoint_id")
+        else:
+            threads, ns, checkpoint_id = self._all_threads(), None, None
+        remaining = limit
+        for agent in threads:
+            if remaining is not None and remaining <= 0:
+                return
+            for item in self._list_thread(agent, ns, checkpoint_id, before_id, filter, remaining):
+                yield item
+                if remaining is not None:
+                    remaining -= 1

@@ -1,0 +1,310 @@
+"""The event-sourced LangGraph thread behind ``SnaptailSaver`` (no LangGraph import here).
+
+One :class:`ThreadAgent` per LangGraph ``thread_id`` holds every namespace of the thread.
+A checkpoint is one ``CheckpointSaved`` event, the pending writes of a task one
+``WritesSaved`` event. The state keeps, per namespace, only the newest checkpoint (its
+serialized skeleton and metadata, each channel's value, and its pending writes): a
+message-list channel is kept as references (:class:`MsgRef`) to message bodies stored
+once, in the event that first carried them, so the state and its snapshots stay small
+and a checkpoint stores only the messages that changed since its parent.
+
+Values are opaque ``(type, bytes)`` pairs made by LangGraph's serializer in the saver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+from uuid import UUID, uuid5
+
+import msgspec
+
+from snaptail import Agent, AgentState, event
+
+# Newest checkpoint ids remembered per thread (id -> event version); older ones are
+# found by reading the thread's checkpoint events newest first.
+INDEX_SIZE = 512
+# Run ids remembered per thread as already recorded in their run index.
+RUNS_SEEN = 8
+# One event of a thread may carry a whole message list (a fork) or large channel values.
+THREAD_MAX_EVENT_BYTES = 256 * 1024 * 1024
+
+_NAMESPACE = UUID("6f1f0e56-3c1f-4d83-9a52-2f0c1c6f7a10")
+
+EMPTY, VALUE, MESSAGES = 0, 1, 2
+
+
+def thread_uuid(thread_id: str) -> UUID:
+    """The aggregate id of a LangGraph thread."""
+    return uuid5(_NAMESPACE, f"thread:{thread_id}")
+
+
+def run_uuid(run_id: str) -> UUID:
+    """The aggregate id of the index of one LangGraph run."""
+    return uuid5(_NAMESPACE, f"run:{run_id}")
+
+
+def digest(body: tuple[str, bytes]) -> str:
+    """Content key of a message body (to store a body once per thread)."""
+    return hashlib.blake2b(body[1], digest_size=16, person=body[0].encode()[:16]).hexdigest()
+
+
+class MsgRef(msgspec.Struct, array_like=True, frozen=True):
+    """Where one message's body is: slot ``slot`` of the event at ``version`` (0 in an
+    event: that event itself), and the message id (bodies are stored without it)."""
+
+    version: int
+    slot: int
+    id: str | None = None
+
+
+class Channel(msgspec.Struct, array_like=True):
+    """A channel's value at a version: EMPTY, VALUE (``vtype``/``data``) or MESSAGES
+    (``refs``; in an event, the first ``keep`` refs of the namespace's newest
+    checkpoint's list followed by ``refs``)."""
+
+    version: int | float | str
+    kind: int
+    vtype: str = ""
+    data: bytes = b""
+    keep: int = 0
+    refs: list[MsgRef] = msgspec.field(default_factory=list)
+
+
+class WriteRow(msgspec.Struct, array_like=True):
+    """One pending write: a serialized value, or message bodies (``refs``; ``single``
+    if the value was one message rather than a list)."""
+
+    task_id: str
+    channel: str
+    idx: int
+    task_path: str
+    kind: int
+    vtype: str = ""
+    data: bytes = b""
+    refs: list[MsgRef] = msgspec.field(default_factory=list)
+    single: bool = False
+
+
+class Head(msgspec.Struct):
+    """The newest checkpoint of one namespace, with its pending writes. Replaced, never
+    mutated, by each event (so an earlier Head stays valid for readers)."""
+
+    checkpoint_id: str
+    version: int
+    parent_id: str
+    ctype: str
+    cdata: bytes
+    mtype: str
+    mdata: bytes
+    run_id: str
+    channels: dict[str, Channel]
+    writes: list[WriteRow] = msgspec.field(default_factory=list)
+    # digest -> ref of message bodies in the pending writes (a checkpoint refers to them)
+    bodies: dict[str, MsgRef] = msgspec.field(default_factory=dict)
+    visible_from: int = 0
+
+
+@dataclass
+class ThreadState(AgentState):
+    """Per namespace the newest checkpoint; and what is hidden by deletes and prunes."""
+
+    namespaces: dict[str, Head] = field(default_factory=dict)
+    index: dict[str, int] = field(default_factory=dict)
+    late_writes: dict[str, list[int]] = field(default_factory=dict)
+    deleted_runs: list[str] = field(default_factory=list)
+    runs_seen: list[str] = field(default_factory=list)
+    cleared_at: int = 0
+
+
+def ns_key(ns: str, checkpoint_id: str) -> str:
+    return f"{ns}\x00{checkpoint_id}"
+
+
+def _resolve(refs: Sequence[MsgRef], version: int) -> list[MsgRef]:
+    return [r if r.version else MsgRef(version, r.slot, r.id) for r in refs]
+
+
+def merge_writes(existing: Sequence[WriteRow], new: Sequence[WriteRow]) -> list[WriteRow]:
+    """``existing`` plus ``new``: a regular write (idx >= 0) already stored for its
+    (task, idx) is kept as it was; a special one (error, interrupt...) replaces it."""
+    rows = list(existing)
+    where = {(r.task_id, r.idx): i for i, r in enumerate(rows)}
+    for row in new:
+        at = where.get((row.task_id, row.idx))
+        if at is None:
+            where[(row.task_id, row.idx)] = len(rows)
+            rows.append(row)
+        elif row.idx < 0:
+            rows[at] = row
+    return rows
+
+
+def body_refs(
+    rows: Sequence[WriteRow], bodies: Sequence[tuple[str, bytes]], version: int
+) -> dict[str, MsgRef]:
+    found: dict[str, MsgRef] = {}
+    for row in rows:
+        for ref in row.refs:
+            if ref.version == 0:
+                found[digest(bodies[ref.slot])] = MsgRef(version, ref.slot)
+    return found
+
+
+class ThreadAgent(Agent):
+    """A LangGraph thread (all its checkpoint namespaces) as one snaptail aggregate."""
+
+    if TYPE_CHECKING:
+        CheckpointSaved: ClassVar[type[Any]]
+        WritesSaved: ClassVar[type[Any]]
+        RunsDeleted: ClassVar[type[Any]]
+        ThreadCleared: ClassVar[type[Any]]
+        ThreadPruned: ClassVar[type[Any]]
+        state: ThreadState
+
+    State = ThreadState
+    max_event_bytes = THREAD_MAX_EVENT_BYTES
+
+    @classmethod
+    def start(cls, thread_id: str) -> ThreadAgent:
+        created = cast(Any, cls).Created
+        return cast(
+            ThreadAgent,
+            cls._create(
+                created, id=thread_uuid(thread_id), name=thread_id, system_prompt="", model=""
+            ),
+        )
+
+    @property
+    def thread_id(self) -> str:
+        return self.state.name
+
+    def visible(self, ns: str, version: int, run_id: str) -> bool:
+        """Whether the checkpoint stored at ``version`` survived deletes and prunes."""
+        if version <= self.state.cleared_at or (run_id and run_id in self.state.deleted_runs):
+            return False
+        head = self.state.namespaces.get(ns)
+        return head is None or version >= head.visible_from
+
+    @event("CheckpointSaved")
+    def save_checkpoint(
+        self,
+        ns: str,
+        checkpoint_id: str,
+        parent_id: str,
+        ctype: str,
+        cdata: bytes,
+        mtype: str,
+        mdata: bytes,
+        run_id: str,
+        names: list[str],
+        changed: dict[str, Channel],
+        bodies: list[tuple[str, bytes]],
+    ) -> None:
+        version = self.version + 1
+        old = self.state.namespaces.get(ns)
+        base = old.channels if old is not None else {}
+        channels: dict[str, Channel] = {}
+        for name in names:
+            entry = changed.get(name)
+            if entry is None:
+                kept = base.get(name)
+                if kept is not None:
+                    channels[name] = kept
+                continue
+            if entry.kind == MESSAGES:
+                prior = base.get(name)
+                prefix = prior.refs[: entry.keep] if prior is not None and entry.keep else []
+                entry = Channel(
+                    entry.version, MESSAGES, refs=prefix + _resolve(entry.refs, version)
+                )
+            channels[name] = entry
+        self.state.namespaces[ns] = Head(
+            checkpoint_id=checkpoint_id,
+            version=version,
+            parent_id=parent_id,
+            ctype=ctype,
+            cdata=cdata,
+            mtype=mtype,
+            mdata=mdata,
+            run_id=run_id,
+            channels=channels,
+            visible_from=old.visible_from if old is not None else 0,
+        )
+        index = self.state.index
+        index[ns_key(ns, checkpoint_id)] = version
+        while len(index) > INDEX_SIZE:
+            del index[next(iter(index))]
+        if run_id and run_id not in self.state.runs_seen:
+            self.state.runs_seen = [*self.state.runs_seen[-(RUNS_SEEN - 1) :], run_id]
+
+    @event("WritesSaved")
+    def save_writes(
+        self, ns: str, checkpoint_id: str, rows: list[WriteRow], bodies: list[tuple[str, bytes]]
+    ) -> None:
+        version = self.version + 1
+        resolved = [msgspec.structs.replace(r, refs=_resolve(r.refs, version)) for r in rows]
+        head = self.state.namespaces.get(ns)
+        if head is not None and head.checkpoint_id == checkpoint_id:
+            self.state.namespaces[ns] = msgspec.structs.replace(
+                head,
+                writes=merge_writes(head.writes, resolved),
+                bodies={**head.bodies, **body_refs(rows, bodies, version)},
+            )
+        else:
+            self.state.late_writes.setdefault(ns_key(ns, checkpoint_id), []).append(version)
+
+    @event("RunsDeleted")
+    def delete_runs(self, run_ids: list[str]) -> None:
+        known = set(self.state.deleted_runs)
+        self.state.deleted_runs = self.state.deleted_runs + [r for r in run_ids if r not in known]
+
+    @event("ThreadCleared")
+    def clear(self) -> None:
+        self.state.cleared_at = self.version + 1
+        self.state.namespaces = {}
+        self.state.index = {}
+        self.state.late_writes = {}
+
+    @event("ThreadPruned")
+    def prune(self) -> None:
+        heads = self.state.namespaces
+        self.state.namespaces = {
+            ns: msgspec.structs.replace(h, visible_from=h.version) for ns, h in heads.items()
+        }
+        keep = {ns_key(ns, h.checkpoint_id) for ns, h in heads.items()}
+        self.state.index = {k: v for k, v in self.state.index.items() if k in keep}
+        self.state.late_writes = {}
+
+
+@dataclass
+class RunState(AgentState):
+    threads: list[str] = field(default_factory=list)
+
+
+class RunIndex(Agent):
+    """Which threads hold checkpoints of one LangGraph run (for ``delete_for_runs``)."""
+
+    if TYPE_CHECKING:
+        ThreadTouched: ClassVar[type[Any]]
+        state: RunState
+
+    State = RunState
+
+    @classmethod
+    def start(cls, run_id: str) -> RunIndex:
+        created = cast(Any, cls).Created
+        return cast(
+            RunIndex,
+            cls._create(created, id=run_uuid(run_id), name=run_id, system_prompt="", model=""),
+        )
+
+    def touch(self, thread_id: str) -> None:
+        if thread_id not in self.state.threads:
+            self._thread_touched(thread_id=thread_id)
+
+    @event("ThreadTouched")
+    def _thread_touched(self, thread_id: str) -> None:
+        self.state.threads = [*self.state.threads, thread_id]
