@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 from uuid import UUID
 
+import msgspec
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -39,11 +40,20 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from snaptail import AgentCache, AgentNotFound, AgentStore, ConcurrencyError
+from snaptail import AgentNotFound, AgentStore, ConcurrencyError
 from snaptail.domain.replay import apply_events
+from snaptail.integrations.langgraph_codec import (
+    Body,
+    BodyCache,
+    ValueCodec,
+    copy_message,
+    is_messages,
+)
 from snaptail.integrations.langgraph_thread import (
     EMPTY,
+    INDEX_SIZE,
     MESSAGES,
+    PARENT_IS_HEAD,
     THREAD_MAX_EVENT_BYTES,
     VALUE,
     Channel,
@@ -52,51 +62,43 @@ from snaptail.integrations.langgraph_thread import (
     RunIndex,
     ThreadAgent,
     WriteRow,
-    digest,
     merge_writes,
     ns_key,
+    resolve_refs,
     run_uuid,
     thread_uuid,
 )
 
 T = TypeVar("T")
-Body = tuple[str, bytes]
+_MISSING = object()
+# CheckpointSaved fields copy_thread copies as they are
+_CHECKPOINT_FIELDS = frozenset(
+    {
+        "ns",
+        "checkpoint_id",
+        "parent_id",
+        "v",
+        "ts",
+        "updated",
+        "seen",
+        "unseen",
+        "extra_type",
+        "extra",
+        "mtype",
+        "mdata",
+        "run_id",
+        "names",
+        "bodies",
+    }
+)
+# The keys of a checkpoint stored in their own fields (the others go in ``extra``).
+_CHECKPOINT_KEYS = frozenset(
+    {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
+)
 RETRIES = 8
 PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
 
 __all__ = ["SnaptailSaver"]
-
-
-def _is_messages(value: Any) -> bool:
-    return (
-        isinstance(value, list) and bool(value) and all(isinstance(m, BaseMessage) for m in value)
-    )
-
-
-class _Bodies:
-    """Message bodies by (thread aggregate, event version), least recently used first,
-    bounded in total bytes."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[tuple[UUID, int], list[Body]] = OrderedDict()
-
-    def get(self, key: tuple[UUID, int]) -> list[Body] | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
-
-    def put(self, key: tuple[UUID, int], bodies: list[Body]) -> None:
-        size = sum(len(b[1]) for b in bodies)
-        if not bodies or size > self.max_bytes or key in self._entries:
-            return
-        self._entries[key] = bodies
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, dropped = self._entries.popitem(last=False)
-            self.bytes -= sum(len(b[1]) for b in dropped)
 
 
 @dataclass
@@ -112,10 +114,11 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     """A LangGraph checkpointer that stores threads in snaptail.
 
     ``store`` is an :class:`~snaptail.AgentStore` or a database URL (``sqlite:///FILE``,
-    ``postgresql://...``; the saver then owns and closes the store). ``cache_bytes``
-    bounds the loaded threads kept in memory and ``body_cache_bytes`` the message
-    bodies kept decoded-ready; ``max_views`` bounds the threads whose message lists
-    are kept to compute deltas quickly.
+    ``postgresql://...``; the saver then owns and closes the store). ``max_threads``
+    bounds the loaded threads kept in memory (each holds its namespaces' newest
+    checkpoints, with message lists as references), ``body_cache_bytes`` the message
+    bodies kept in memory, ``max_views`` the threads whose message lists are kept
+    decoded to find what changed at the next checkpoint without re-serializing them.
     """
 
     def __init__(
@@ -123,7 +126,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         store: AgentStore | str | None = None,
         *,
         serde: SerializerProtocol | None = None,
-        cache_bytes: int | str = "64MiB",
+        max_threads: int = 64,
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
     ) -> None:
@@ -133,8 +136,10 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         else:
             self.store = AgentStore(store, max_event_bytes=THREAD_MAX_EVENT_BYTES)
             self._owns_store = True
-        self._threads = AgentCache(self.store, cache_bytes)
-        self._bodies = _Bodies(body_cache_bytes)
+        self._threads: OrderedDict[UUID, ThreadAgent] = OrderedDict()
+        self._max_threads = max_threads
+        self._bodies = BodyCache(body_cache_bytes)
+        self._codec = ValueCodec(self.serde)
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
@@ -171,16 +176,29 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     # -- threads --------------------------------------------------------------------
 
     def _thread(self, thread_id: str, *, create: bool) -> ThreadAgent | None:
+        """The loaded thread (least recently used ones are dropped past max_threads)."""
+        agent_id = thread_uuid(thread_id)
+        agent = self._threads.get(agent_id)
+        if agent is not None:
+            self._threads.move_to_end(agent_id)
+            return agent
         try:
-            agent = self._threads.get(thread_uuid(thread_id))
+            loaded = self.store.get(agent_id)
         except AgentNotFound:
             return ThreadAgent.start(thread_id) if create else None
-        if not isinstance(agent, ThreadAgent):
+        if not isinstance(loaded, ThreadAgent):
             raise TypeError(
-                f"agent {agent.id} is a {type(agent).__qualname__}, not a LangGraph thread"
+                f"agent {agent_id} is a {type(loaded).__qualname__}, not a LangGraph thread"
                 f" (thread_id {thread_id!r})"
             )
-        return agent
+        self._keep(loaded)
+        return loaded
+
+    def _keep(self, agent: ThreadAgent) -> None:
+        self._threads[agent.id] = agent
+        self._threads.move_to_end(agent.id)
+        while len(self._threads) > self._max_threads:
+            self._threads.popitem(last=False)
 
     def _run_index(self, run_id: str) -> RunIndex | None:
         try:
@@ -201,28 +219,19 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     others = command(agent)
                     if agent.version == before:
                         return
-                    self._threads.save(agent, *(others or []))
+                    self.store.save(agent, *(others or []))
+                    self._keep(agent)
                 except ConcurrencyError:
-                    self._threads.evict(agent.id)
+                    self._threads.pop(agent.id, None)
                     if attempt == RETRIES - 1:
                         raise
                     continue
                 except BaseException:
-                    self._threads.evict(agent.id)
+                    self._threads.pop(agent.id, None)
                     raise
                 return
 
     # -- bodies ---------------------------------------------------------------------
-
-    def _body(self, message: BaseMessage) -> Body:
-        bare = message.model_copy(update={"id": None}) if message.id is not None else message
-        return self.serde.dumps_typed(bare)
-
-    def _message(self, body: Body, message_id: str | None) -> BaseMessage:
-        message = cast(BaseMessage, self.serde.loads_typed(body))
-        if message_id is not None:
-            message.id = message_id
-        return message
 
     def _load_bodies(self, agent_id: UUID, refs: Sequence[MsgRef]) -> dict[int, list[Body]]:
         """The bodies of the events ``refs`` point into, by version (cache, then reads
@@ -251,16 +260,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     self._bodies.put((agent_id, event.originator_version), bodies)
         return found
 
-    def _messages(self, refs: Sequence[MsgRef], bodies: dict[int, list[Body]]) -> list[BaseMessage]:
-        return [self._message(bodies[r.version][r.slot], r.id) for r in refs]
-
     def _view(self, agent_id: UUID, ns: str, head: Head, name: str) -> list[BaseMessage]:
         view = self._views.get((agent_id, ns))
         if view is not None and view.version == head.version and name in view.lists:
             self._views.move_to_end((agent_id, ns))
             return view.lists[name]
         refs = head.channels[name].refs
-        messages = self._messages(refs, self._load_bodies(agent_id, refs))
+        messages = self._codec.messages(refs, self._load_bodies(agent_id, refs))
         self._remember(agent_id, ns, head.version, {name: messages})
         return messages
 
@@ -289,45 +295,56 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         thread_id = str(configurable["thread_id"])
         ns = str(configurable.get("checkpoint_ns", ""))
         parent_id = str(configurable.get("checkpoint_id") or "")
-        skeleton: dict[str, Any] = dict(checkpoint)
-        values: dict[str, Any] = skeleton.pop("channel_values")
-        ctype, cdata = self.serde.dumps_typed(skeleton)
+        values: dict[str, Any] = checkpoint["channel_values"]
+        rest = {k: v for k, v in checkpoint.items() if k not in _CHECKPOINT_KEYS}
+        extra_type, extra = self.serde.dumps_typed(rest) if rest else ("", b"")
         meta = get_checkpoint_metadata(config, metadata)
         mtype, mdata = self.serde.dumps_typed(meta)
         run_id = str(meta.get("run_id") or "")
+        seen_now = checkpoint["versions_seen"]
         views: dict[str, list[BaseMessage]] = {}
         saved: dict[str, Any] = {}
 
         def command(agent: ThreadAgent) -> list[Any]:
             views.clear()
             head = agent.state.namespaces.get(ns)
-            delta = head is not None and bool(parent_id) and head.checkpoint_id == parent_id
-            base = head if delta else self._head_of(agent, ns, parent_id)
+            extends = head is not None and bool(parent_id) and head.checkpoint_id == parent_id
+            base = head if extends else self._head_of(agent, ns, parent_id)
+            known = dict(base.bodies) if base is not None else {}
             bodies: list[Body] = []
             changed: dict[str, Channel] = {}
             for name, version in checkpoint["channel_versions"].items():
                 prior = base.channels.get(name) if base is not None else None
                 if name not in new_versions and prior is not None and prior.version == version:
-                    if not delta:
+                    if not extends:
                         changed[name] = prior
                     continue
-                if name not in values:
+                value = values.get(name, _MISSING)
+                if value is _MISSING:
                     changed[name] = Channel(version, EMPTY)
-                elif _is_messages(values[name]):
-                    assert base is not None or prior is None
+                elif is_messages(value) and base is not None:
                     changed[name] = self._message_delta(
-                        agent.id, ns, base, name, values[name], version, bodies, views, delta
+                        agent.id, ns, base, name, value, version, bodies, known, views, extends
                     )
-                else:
-                    vtype, vdata = self.serde.dumps_typed(values[name])
+                elif isinstance(value, BaseMessage):
+                    vtype, vdata = self.serde.dumps_typed(value)
                     changed[name] = Channel(version, VALUE, vtype, vdata)
+                else:
+                    kind, vtype, vdata, refs, layout, _ = self._codec.encode(value, bodies, known)
+                    changed[name] = Channel(version, kind, vtype, vdata, refs, layout)
+            old_seen = base.seen if extends and base is not None else {}
             new_run = bool(run_id) and run_id not in agent.state.runs_seen
             agent.save_checkpoint(
                 ns=ns,
                 checkpoint_id=checkpoint["id"],
-                parent_id=parent_id,
-                ctype=ctype,
-                cdata=cdata,
+                parent_id=PARENT_IS_HEAD if extends else parent_id,
+                v=checkpoint["v"],
+                ts=checkpoint["ts"],
+                updated=checkpoint.get("updated_channels"),
+                seen={k: dict(v) for k, v in seen_now.items() if old_seen.get(k) != v},
+                unseen=[k for k in old_seen if k not in seen_now],
+                extra_type=extra_type,
+                extra=extra,
                 mtype=mtype,
                 mdata=mdata,
                 run_id=run_id,
@@ -362,24 +379,24 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self,
         agent_id: UUID,
         ns: str,
-        base: Head | None,
+        base: Head,
         name: str,
         messages: list[BaseMessage],
         version: int | float | str,
         bodies: list[Body],
+        known: dict[str, MsgRef],
         views: dict[str, list[BaseMessage]],
-        delta: bool,
+        extends: bool,
     ) -> Channel:
-        """The message list as references: unchanged messages point to their stored
-        bodies, the others are stored in this event (or in the parent's writes)."""
-        prior = base.channels.get(name) if base is not None else None
+        """The message list as refs: the unchanged prefix and unchanged messages (by id)
+        point to their stored bodies, the others to new (or already stored) bodies."""
+        prior = base.channels.get(name)
         old_refs = prior.refs if prior is not None and prior.kind == MESSAGES else []
-        old = self._view(agent_id, ns, base, name) if old_refs and base is not None else []
+        old = self._view(agent_id, ns, base, name) if old_refs else []
         keep, limit = 0, min(len(old), len(messages))
         while keep < limit and messages[keep] == old[keep]:
             keep += 1
         by_id = {m.id: i for i, m in enumerate(old[keep:], keep) if m.id is not None}
-        pending = base.bodies if base is not None else {}
         refs: list[MsgRef] = []
         private = list(old[:keep])
         for message in messages[keep:]:
@@ -388,17 +405,11 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 refs.append(old_refs[at])
                 private.append(old[at])
                 continue
-            body = self._body(message)
-            stored = pending.get(digest(body))
-            if stored is not None:
-                refs.append(MsgRef(stored.version, stored.slot, message.id))
-            else:
-                refs.append(MsgRef(0, len(bodies), message.id))
-                bodies.append(body)
-            private.append(self._message(body, message.id))
+            refs.append(self._codec.ref(message, bodies, known))
+            private.append(message.model_copy(deep=True))
         views[name] = private
-        if delta:
-            return Channel(version, MESSAGES, keep=keep, refs=refs)
+        if extends:
+            return Channel(version, MESSAGES, refs=refs, keep=keep)
         return Channel(version, MESSAGES, refs=list(old_refs[:keep]) + refs)
 
     def put_writes(
@@ -412,52 +423,51 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         thread_id = str(configurable["thread_id"])
         ns = str(configurable.get("checkpoint_ns", ""))
         checkpoint_id = str(configurable["checkpoint_id"])
-        bodies: list[Body] = []
-        rows = [
-            self._write_row(
-                task_id, channel, WRITES_IDX_MAP.get(channel, idx), task_path, value, bodies
-            )
-            for idx, (channel, value) in enumerate(writes)
-        ]
+        saved: dict[str, Any] = {}
 
         def command(agent: ThreadAgent) -> None:
             head = agent.state.namespaces.get(ns)
+            early = agent.state.early.get(ns_key(ns, checkpoint_id))
             if head is not None and head.checkpoint_id == checkpoint_id:
-                existing = head.writes
+                existing, known = head.writes, dict(head.bodies)
+            elif early is not None:
+                existing, known = early.rows, dict(early.bodies)
             else:
                 found = self._closed_head(agent, ns, checkpoint_id)
                 existing = found[1] if found is not None else []
+                known = dict(found[0].bodies) if found is not None else {}
             keys = {(r.task_id, r.idx) for r in existing}
-            fresh = [r for r in rows if r.idx < 0 or (r.task_id, r.idx) not in keys]
-            if fresh:
-                agent.save_writes(ns=ns, checkpoint_id=checkpoint_id, rows=fresh, bodies=bodies)
-                saved["version"] = agent.version
+            bodies: list[Body] = []
+            rows = []
+            for idx, (channel, value) in enumerate(writes):
+                at = WRITES_IDX_MAP.get(channel, idx)
+                if at >= 0 and (task_id, at) in keys:
+                    continue
+                encoded = self._codec.encode(value, bodies, known)
+                kind, vtype, data, refs, layout, single = encoded
+                rows.append(
+                    WriteRow(
+                        task_id, channel, at, task_path, kind, vtype, data, refs, layout, single
+                    )
+                )
+            if rows:
+                agent.save_writes(ns=ns, checkpoint_id=checkpoint_id, rows=rows, bodies=bodies)
+                saved.update(version=agent.version, bodies=bodies)
 
-        saved: dict[str, int] = {}
         self._write(thread_id, command)
         if saved:
             with self._lock:
-                self._bodies.put((thread_uuid(thread_id), saved["version"]), bodies)
-
-    def _write_row(
-        self, task_id: str, channel: str, idx: int, task_path: str, value: Any, bodies: list[Body]
-    ) -> WriteRow:
-        single = isinstance(value, BaseMessage)
-        if single or _is_messages(value):
-            refs = []
-            for message in [value] if single else value:
-                refs.append(MsgRef(0, len(bodies), message.id))
-                bodies.append(self._body(message))
-            return WriteRow(task_id, channel, idx, task_path, MESSAGES, refs=refs, single=single)
-        vtype, vdata = self.serde.dumps_typed(value)
-        return WriteRow(task_id, channel, idx, task_path, VALUE, vtype, vdata)
+                self._bodies.put((thread_uuid(thread_id), saved["version"]), saved["bodies"])
 
     # -- reading --------------------------------------------------------------------
 
     def _find_version(self, agent: ThreadAgent, ns: str, checkpoint_id: str) -> int | None:
-        version = agent.state.index.get(ns_key(ns, checkpoint_id))
+        index = agent.state.index
+        version = index.get(ns_key(ns, checkpoint_id))
         if version is not None:
             return version
+        if len(index) < INDEX_SIZE or checkpoint_id > next(reversed(index)).split("\x00")[-1]:
+            return None  # never stored (ids grow with time; the index has the newest)
         for event in self.store.history(
             agent.id,
             reverse=True,
@@ -525,7 +535,12 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 if head is not None and head.checkpoint_id == key[1]:
                     result[key] = (head, head.writes)
         for (ns, checkpoint_id), (head, rows) in list(result.items()):
-            late = agent.state.late_writes.get(ns_key(ns, checkpoint_id))
+            where = ns_key(ns, checkpoint_id)
+            early = agent.state.early.get(where)
+            if early is not None and head is not agent.state.namespaces.get(ns):
+                rows = merge_writes(rows, early.rows)
+                result[(ns, checkpoint_id)] = (head, rows)
+            late = agent.state.late_writes.get(where)
             if late:
                 result[(ns, checkpoint_id)] = (head, self._late_rows(agent.id, late, rows))
         return result
@@ -536,17 +551,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         for version in versions:
             for event in self.store.history(agent_id, after=version - 1, before=version + 1):
                 resolved = [
-                    WriteRow(
-                        r.task_id,
-                        r.channel,
-                        r.idx,
-                        r.task_path,
-                        r.kind,
-                        r.vtype,
-                        r.data,
-                        [m if m.version else MsgRef(version, m.slot, m.id) for m in r.refs],
-                        r.single,
-                    )
+                    msgspec.structs.replace(r, refs=resolve_refs(r.refs, version))
                     for r in event.rows
                 ]
                 rows = merge_writes(rows, resolved)
@@ -555,19 +560,43 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     def _tuple(
         self, agent: ThreadAgent, ns: str, head: Head, rows: Sequence[WriteRow]
     ) -> CheckpointTuple:
-        refs = [r for ch in head.channels.values() if ch.kind == MESSAGES for r in ch.refs]
-        refs += [r for row in rows for r in row.refs]
-        bodies = self._load_bodies(agent.id, refs) if refs else {}
+        """The checkpoint tuple of ``head`` with pending writes ``rows``. The message
+        lists of the namespace's current head are copies of its private view."""
+        current = agent.state.namespaces.get(ns) is head
         values: dict[str, Any] = {}
+        refs: list[MsgRef] = [r for row in rows for r in row.refs]
         for name, channel in head.channels.items():
-            if channel.kind == VALUE:
-                values[name] = self.serde.loads_typed((channel.vtype, channel.data))
-            elif channel.kind == MESSAGES:
-                values[name] = self._messages(channel.refs, bodies)
-        checkpoint = cast(Checkpoint, self.serde.loads_typed((head.ctype, head.cdata)))
-        checkpoint["channel_values"] = values
+            if channel.kind == MESSAGES and current:
+                values[name] = [copy_message(m) for m in self._view(agent.id, ns, head, name)]
+            elif channel.kind != EMPTY:
+                refs.extend(channel.refs)
+        bodies = self._load_bodies(agent.id, refs) if refs else {}
+        codec = self._codec
+        for name, c in head.channels.items():
+            if c.kind != EMPTY and name not in values:
+                values[name] = codec.decode(
+                    c.kind, c.vtype, c.data, c.refs, c.layout, False, bodies
+                )
+        checkpoint: dict[str, Any] = {
+            "v": head.v,
+            "id": head.checkpoint_id,
+            "ts": head.ts,
+            "channel_values": values,
+            "channel_versions": {name: c.version for name, c in head.channels.items()},
+            "versions_seen": {k: dict(v) for k, v in head.seen.items()},
+            "updated_channels": None if head.updated is None else list(head.updated),
+        }
+        if head.extra:
+            checkpoint.update(self.serde.loads_typed((head.extra_type, head.extra)))
         ordered = sorted(rows, key=lambda r: writes_sort_key(r.task_path, r.task_id, r.idx))
-        pending = [(r.task_id, r.channel, self._row_value(r, bodies)) for r in ordered]
+        pending = [
+            (
+                r.task_id,
+                r.channel,
+                codec.decode(r.kind, r.vtype, r.data, r.refs, r.layout, r.single, bodies),
+            )
+            for r in ordered
+        ]
         thread_id = agent.thread_id
         return CheckpointTuple(
             config={
@@ -577,7 +606,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     "checkpoint_id": head.checkpoint_id,
                 }
             },
-            checkpoint=checkpoint,
+            checkpoint=cast(Checkpoint, checkpoint),
             metadata=cast(CheckpointMetadata, self.serde.loads_typed((head.mtype, head.mdata))),
             parent_config=(
                 {
@@ -592,12 +621,6 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             ),
             pending_writes=pending,
         )
-
-    def _row_value(self, row: WriteRow, bodies: dict[int, list[Body]]) -> Any:
-        if row.kind == VALUE:
-            return self.serde.loads_typed((row.vtype, row.data))
-        messages = self._messages(row.refs, bodies)
-        return messages[0] if row.single else messages
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         configurable = config["configurable"]
@@ -626,8 +649,8 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 first = recorder.select_page(agent_id, limit=1)
                 if first and first[0].topic == self._created_topic:
                     with self._lock:
-                        agent = self._threads.get(agent_id)
-                    if isinstance(agent, ThreadAgent):
+                        agent = self._thread(self.store.get(agent_id).name, create=False)
+                    if agent is not None:
                         yield agent
             if len(ids) < 500:
                 return
@@ -701,7 +724,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
     def delete_thread(self, thread_id: str) -> None:
         def command(agent: ThreadAgent) -> None:
-            if agent.state.namespaces or agent.state.late_writes:
+            if agent.state.namespaces or agent.state.late_writes or agent.state.early:
                 agent.clear()
 
         self._write(str(thread_id), command)
@@ -753,39 +776,15 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             for event in self.store.history(source.id):
                 if isinstance(event, events.CheckpointSaved):
                     changed = {
-                        k: Channel(c.version, c.kind, c.vtype, c.data, c.keep, remap(c.refs))
+                        k: msgspec.structs.replace(c, refs=remap(c.refs))
                         for k, c in event.changed.items()
                     }
-                    target.save_checkpoint(
-                        ns=event.ns,
-                        checkpoint_id=event.checkpoint_id,
-                        parent_id=event.parent_id,
-                        ctype=event.ctype,
-                        cdata=event.cdata,
-                        mtype=event.mtype,
-                        mdata=event.mdata,
-                        run_id=event.run_id,
-                        names=event.names,
-                        changed=changed,
-                        bodies=event.bodies,
-                    )
+                    fields = {k: v for k, v in vars(event).items() if k in _CHECKPOINT_FIELDS}
+                    target.save_checkpoint(**fields, changed=changed)
                     if event.run_id:
                         runs.add(event.run_id)
                 elif isinstance(event, events.WritesSaved):
-                    rows = [
-                        WriteRow(
-                            r.task_id,
-                            r.channel,
-                            r.idx,
-                            r.task_path,
-                            r.kind,
-                            r.vtype,
-                            r.data,
-                            remap(r.refs),
-                            r.single,
-                        )
-                        for r in event.rows
-                    ]
+                    rows = [msgspec.structs.replace(r, refs=remap(r.refs)) for r in event.rows]
                     target.save_writes(
                         ns=event.ns,
                         checkpoint_id=event.checkpoint_id,

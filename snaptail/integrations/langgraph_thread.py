@@ -33,7 +33,9 @@ THREAD_MAX_EVENT_BYTES = 256 * 1024 * 1024
 
 _NAMESPACE = UUID("6f1f0e56-3c1f-4d83-9a52-2f0c1c6f7a10")
 
-EMPTY, VALUE, MESSAGES = 0, 1, 2
+EMPTY, VALUE, MESSAGES, MAPPING = 0, 1, 2, 3
+# In an event, the parent of a checkpoint that extends its namespace's newest one.
+PARENT_IS_HEAD = "^"
 
 
 def thread_uuid(thread_id: str) -> UUID:
@@ -51,7 +53,7 @@ def digest(body: tuple[str, bytes]) -> str:
     return hashlib.blake2b(body[1], digest_size=16, person=body[0].encode()[:16]).hexdigest()
 
 
-class MsgRef(msgspec.Struct, array_like=True, frozen=True):
+class MsgRef(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
     """Where one message's body is: slot ``slot`` of the event at ``version`` (0 in an
     event: that event itself), and the message id (bodies are stored without it)."""
 
@@ -60,22 +62,24 @@ class MsgRef(msgspec.Struct, array_like=True, frozen=True):
     id: str | None = None
 
 
-class Channel(msgspec.Struct, array_like=True):
-    """A channel's value at a version: EMPTY, VALUE (``vtype``/``data``) or MESSAGES
-    (``refs``; in an event, the first ``keep`` refs of the namespace's newest
-    checkpoint's list followed by ``refs``)."""
+class Channel(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A channel's value at a version: EMPTY, VALUE (``vtype``/``data``), MESSAGES
+    (``refs``) or MAPPING (a dict: ``data`` without its message entries, ``layout``
+    says which keys hold how many of ``refs``). In an event, a MESSAGES value is the
+    first ``keep`` refs of the namespace's newest checkpoint's list, then ``refs``."""
 
     version: int | float | str
     kind: int
     vtype: str = ""
     data: bytes = b""
-    keep: int = 0
     refs: list[MsgRef] = msgspec.field(default_factory=list)
+    layout: list[tuple[str, int, bool]] = msgspec.field(default_factory=list)
+    keep: int = 0
 
 
-class WriteRow(msgspec.Struct, array_like=True):
-    """One pending write: a serialized value, or message bodies (``refs``; ``single``
-    if the value was one message rather than a list)."""
+class WriteRow(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One pending write, its value encoded as a :class:`Channel` value is (``single``:
+    a MESSAGES value that was one message rather than a list)."""
 
     task_id: str
     channel: str
@@ -85,6 +89,7 @@ class WriteRow(msgspec.Struct, array_like=True):
     vtype: str = ""
     data: bytes = b""
     refs: list[MsgRef] = msgspec.field(default_factory=list)
+    layout: list[tuple[str, int, bool]] = msgspec.field(default_factory=list)
     single: bool = False
 
 
@@ -95,16 +100,28 @@ class Head(msgspec.Struct):
     checkpoint_id: str
     version: int
     parent_id: str
-    ctype: str
-    cdata: bytes
+    v: int
+    ts: str
+    updated: list[str] | None
+    seen: dict[str, dict[str, int | float | str]]
+    extra_type: str
+    extra: bytes
     mtype: str
     mdata: bytes
     run_id: str
     channels: dict[str, Channel]
     writes: list[WriteRow] = msgspec.field(default_factory=list)
-    # digest -> ref of message bodies in the pending writes (a checkpoint refers to them)
+    # digest -> ref of the bodies stored by this checkpoint and its pending writes
     bodies: dict[str, MsgRef] = msgspec.field(default_factory=dict)
     visible_from: int = 0
+
+
+class Early(msgspec.Struct):
+    """Writes stored before their checkpoint (LangGraph's default "async" durability
+    saves a task's writes while the checkpoint they belong to is still being saved)."""
+
+    rows: list[WriteRow] = msgspec.field(default_factory=list)
+    bodies: dict[str, MsgRef] = msgspec.field(default_factory=dict)
 
 
 @dataclass
@@ -114,6 +131,7 @@ class ThreadState(AgentState):
     namespaces: dict[str, Head] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict)
     late_writes: dict[str, list[int]] = field(default_factory=dict)
+    early: dict[str, Early] = field(default_factory=dict)
     deleted_runs: list[str] = field(default_factory=list)
     runs_seen: list[str] = field(default_factory=list)
     cleared_at: int = 0
@@ -123,7 +141,7 @@ def ns_key(ns: str, checkpoint_id: str) -> str:
     return f"{ns}\x00{checkpoint_id}"
 
 
-def _resolve(refs: Sequence[MsgRef], version: int) -> list[MsgRef]:
+def resolve_refs(refs: Sequence[MsgRef], version: int) -> list[MsgRef]:
     return [r if r.version else MsgRef(version, r.slot, r.id) for r in refs]
 
 
@@ -142,15 +160,8 @@ def merge_writes(existing: Sequence[WriteRow], new: Sequence[WriteRow]) -> list[
     return rows
 
 
-def body_refs(
-    rows: Sequence[WriteRow], bodies: Sequence[tuple[str, bytes]], version: int
-) -> dict[str, MsgRef]:
-    found: dict[str, MsgRef] = {}
-    for row in rows:
-        for ref in row.refs:
-            if ref.version == 0:
-                found[digest(bodies[ref.slot])] = MsgRef(version, ref.slot)
-    return found
+def body_refs(bodies: Sequence[tuple[str, bytes]], version: int) -> dict[str, MsgRef]:
+    return {digest(body): MsgRef(version, slot) for slot, body in enumerate(bodies)}
 
 
 class ThreadAgent(Agent):
@@ -194,8 +205,13 @@ class ThreadAgent(Agent):
         ns: str,
         checkpoint_id: str,
         parent_id: str,
-        ctype: str,
-        cdata: bytes,
+        v: int,
+        ts: str,
+        updated: list[str] | None,
+        seen: dict[str, dict[str, int | float | str]],
+        unseen: list[str],
+        extra_type: str,
+        extra: bytes,
         mtype: str,
         mdata: bytes,
         run_id: str,
@@ -203,9 +219,14 @@ class ThreadAgent(Agent):
         changed: dict[str, Channel],
         bodies: list[tuple[str, bytes]],
     ) -> None:
+        """A checkpoint. With ``parent_id`` PARENT_IS_HEAD it extends the namespace's
+        newest checkpoint: channels of ``names`` not in ``changed`` keep their value,
+        ``seen`` holds only the nodes whose versions seen changed, ``unseen`` those
+        dropped. Otherwise ``changed`` and ``seen`` are complete."""
         version = self.version + 1
         old = self.state.namespaces.get(ns)
-        base = old.channels if old is not None else {}
+        extends = parent_id == PARENT_IS_HEAD and old is not None
+        base = old.channels if extends and old is not None else {}
         channels: dict[str, Channel] = {}
         for name in names:
             entry = changed.get(name)
@@ -214,27 +235,41 @@ class ThreadAgent(Agent):
                 if kept is not None:
                     channels[name] = kept
                 continue
-            if entry.kind == MESSAGES:
+            if entry.kind == MESSAGES or entry.refs:
                 prior = base.get(name)
                 prefix = prior.refs[: entry.keep] if prior is not None and entry.keep else []
-                entry = Channel(
-                    entry.version, MESSAGES, refs=prefix + _resolve(entry.refs, version)
+                entry = msgspec.structs.replace(
+                    entry, refs=prefix + resolve_refs(entry.refs, version), keep=0
                 )
             channels[name] = entry
+        if extends and old is not None:
+            parent_id = old.checkpoint_id
+            all_seen = {k: s for k, s in old.seen.items() if k not in unseen}
+            all_seen.update(seen)
+        else:
+            all_seen = dict(seen)
+        key = ns_key(ns, checkpoint_id)
+        early = self.state.early.pop(key, None)
         self.state.namespaces[ns] = Head(
             checkpoint_id=checkpoint_id,
             version=version,
             parent_id=parent_id,
-            ctype=ctype,
-            cdata=cdata,
+            v=v,
+            ts=ts,
+            updated=updated,
+            seen=all_seen,
+            extra_type=extra_type,
+            extra=extra,
             mtype=mtype,
             mdata=mdata,
             run_id=run_id,
             channels=channels,
+            writes=early.rows if early is not None else [],
+            bodies={**(early.bodies if early is not None else {}), **body_refs(bodies, version)},
             visible_from=old.visible_from if old is not None else 0,
         )
         index = self.state.index
-        index[ns_key(ns, checkpoint_id)] = version
+        index[key] = version
         while len(index) > INDEX_SIZE:
             del index[next(iter(index))]
         if run_id and run_id not in self.state.runs_seen:
@@ -245,16 +280,23 @@ class ThreadAgent(Agent):
         self, ns: str, checkpoint_id: str, rows: list[WriteRow], bodies: list[tuple[str, bytes]]
     ) -> None:
         version = self.version + 1
-        resolved = [msgspec.structs.replace(r, refs=_resolve(r.refs, version)) for r in rows]
+        resolved = [msgspec.structs.replace(r, refs=resolve_refs(r.refs, version)) for r in rows]
         head = self.state.namespaces.get(ns)
         if head is not None and head.checkpoint_id == checkpoint_id:
             self.state.namespaces[ns] = msgspec.structs.replace(
                 head,
                 writes=merge_writes(head.writes, resolved),
-                bodies={**head.bodies, **body_refs(rows, bodies, version)},
+                bodies={**head.bodies, **body_refs(bodies, version)},
             )
-        else:
-            self.state.late_writes.setdefault(ns_key(ns, checkpoint_id), []).append(version)
+            return
+        key = ns_key(ns, checkpoint_id)
+        if key in self.state.index:
+            self.state.late_writes.setdefault(key, []).append(version)
+            return
+        early = self.state.early.get(key) or Early()
+        self.state.early[key] = Early(
+            merge_writes(early.rows, resolved), {**early.bodies, **body_refs(bodies, version)}
+        )
 
     @event("RunsDeleted")
     def delete_runs(self, run_ids: list[str]) -> None:
@@ -267,6 +309,7 @@ class ThreadAgent(Agent):
         self.state.namespaces = {}
         self.state.index = {}
         self.state.late_writes = {}
+        self.state.early = {}
 
     @event("ThreadPruned")
     def prune(self) -> None:
@@ -277,6 +320,7 @@ class ThreadAgent(Agent):
         keep = {ns_key(ns, h.checkpoint_id) for ns, h in heads.items()}
         self.state.index = {k: v for k, v in self.state.index.items() if k in keep}
         self.state.late_writes = {}
+        self.state.early = {}
 
 
 @dataclass
