@@ -75,12 +75,9 @@ def sqlite_database() -> Iterator[str]:
 def postgres_database(server_url: str) -> Iterator[str]:
     import psycopg
 
-    from snaptail.infrastructure.postgres import parse_postgres_url
+    from snaptail.infrastructure.urls import parse_postgres_url
 
-    settings = parse_postgres_url(server_url)
-    connect: dict[str, Any] = {"host": settings.host, "port": settings.port,
-                               "user": settings.user, "dbname": settings.dbname,
-                               "password": settings.password or None}  # fmt: skip
+    connect: dict[str, Any] = dict(parse_postgres_url(server_url).conninfo)
     schema = f"snaptail_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(autocommit=True, **connect) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")

@@ -16,22 +16,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from snaptail.bench.cells import mib_cell, ms_cell, rate_cell
+
 Record = dict[str, Any]
-MIB = 1024 * 1024
 
-SYSTEM_ORDER = ("snaptail", "snaptail-no-recent", "stock", "stock-full", "load-everything", "floor")
-
-
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.2f}" if value >= 1 else f"{value:.3f}"
-
-
-def _mib(value: float | None) -> str:
-    return "-" if value is None else f"{value / MIB:,.2f}"
+SYSTEM_ORDER = (
+    "snaptail",
+    "snaptail-no-recent",
+    "stock",
+    "stock-full",
+    "load-everything",
+    "floor",
+    "floor-no-recent",
+)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -54,10 +51,10 @@ def scale_markdown(records: list[Record]) -> str:
         if r["load_ms_p50"] is None:
             return "not run"
         if fmt == "time":
-            return f"{_ms(r['load_ms_p50'])} ({_ms(r['load_ms_p95'])})"
+            return f"{ms_cell(r['load_ms_p50'])} ({ms_cell(r['load_ms_p95'])})"
         if fmt == "peak":
-            return _mib(r["load_peak_bytes"])
-        return _mib(r["resident_bytes"])
+            return mib_cell(r["load_peak_bytes"])
+        return mib_cell(r["resident_bytes"])
 
     header = ["system"] + [f"{n:,} events" for n in lengths]
     parts = ["**Load time, ms: p50 (p95)**", ""]
@@ -87,12 +84,25 @@ def scale_markdown(records: list[Record]) -> str:
                     r["system"],
                     str(r["batch"]),
                     f"{r['append_events']:,}",
-                    "-" if rate is None else f"{rate:,.0f}",
-                    _mib(r["storage_bytes"]),
+                    rate_cell(rate),
+                    mib_cell(r["storage_bytes"]),
                 ]
             )
         header = ["log length", "system", "events/save", "events written", "events/s", "disk MiB"]
         parts.append(_table(header, rows))
+    tiny = [r for r in records if r.get("kind") == "tiny-load"]
+    if tiny:
+        parts += ["", "**An agent with a tiny state** (5 short events, snapshot at 3)", ""]
+        rows = [
+            [
+                r["label"],
+                f"{r['load_ms_p50']:.4f}",
+                f"{r['load_ms_p95']:.4f}",
+                f"{r['load_runs']:,}",
+            ]
+            for r in tiny
+        ]
+        parts.append(_table(["system", "p50 ms", "p95 ms", "loads"], rows))
     return "\n".join(parts)
 
 
@@ -117,13 +127,13 @@ def intervals_markdown(records: list[Record]) -> str:
             [
                 "none" if r["interval"] is None else str(r["interval"]),
                 f"{r['events']:,}",
-                "-" if rate is None else f"{rate:,.0f}",
-                _ms(r["load_ms_p50"]),
-                _ms(r["load_ms_p95"]),
-                _mib(r["load_peak_bytes"]),
-                _mib(r["resident_bytes"]),
+                rate_cell(rate),
+                ms_cell(r["load_ms_p50"]),
+                ms_cell(r["load_ms_p95"]),
+                mib_cell(r["load_peak_bytes"]),
+                mib_cell(r["resident_bytes"]),
                 f"{r['snapshot_bytes'] / 1024:,.1f}",
-                _mib(r["storage_bytes"]),
+                mib_cell(r["storage_bytes"]),
                 f"{r['snapshots_written']:,} / {r['snapshots_kept']}",
             ]
         )

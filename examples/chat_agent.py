@@ -43,6 +43,8 @@ class ChatPlatformAgent(Agent):
 
     State = ChatState
     max_threads = 100
+    # Read by an event handler: it shapes the state, so snapshots depend on it.
+    snapshot_settings = ("max_threads",)
     if TYPE_CHECKING:  # a class-level annotation would make eventsourcing build a dataclass
         state: ChatState
 

@@ -2,23 +2,24 @@
 
 from eventsourcing.domain import event
 
-from snaptail.domain import (
-    Agent,
+from snaptail.application.cache import AgentCache
+from snaptail.application.store import AgentStore
+from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.errors import (
+    AgentBroken,
     AgentLimitExceeded,
     AgentNotFound,
-    AgentState,
     ConcurrencyError,
+    DamagedLog,
+    DatabaseUnreachable,
     EventTooLarge,
     InvalidCommand,
     InvalidEventPayload,
+    LockTimeout,
     MemoryBudgetExceeded,
-    Participant,
-    RecentEvents,
     SnaptailError,
-    TokenUsage,
+    UndeclaredState,
 )
-from snaptail.infrastructure.cache import AgentCache
-from snaptail.infrastructure.store import AgentStore
 from snaptail.snapshots import (
     AnyOf,
     EveryNBytes,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentBroken",
     "AgentCache",
     "AgentLimitExceeded",
     "AgentNotFound",
@@ -39,12 +41,15 @@ __all__ = [
     "AgentStore",
     "AnyOf",
     "ConcurrencyError",
+    "DamagedLog",
+    "DatabaseUnreachable",
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
+    "LockTimeout",
     "MemoryBudgetExceeded",
     "Never",
     "Participant",
@@ -52,5 +57,6 @@ __all__ = [
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
+    "UndeclaredState",
     "event",
 ]

@@ -4,6 +4,8 @@ PostgreSQL tests use ``$SNAPTAIL_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``), each in a fresh schema dropped
 afterwards. Without a reachable server they skip, naming the URL tried; with
 ``SNAPTAIL_REQUIRE_POSTGRES=1`` (as in CI) they fail instead.
+
+Hypothesis runs the ``dev`` profile here and ``ci`` with ``HYPOTHESIS_PROFILE=ci``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles: ``dev`` (the default, small) and ``ci`` (selected by
+# HYPOTHESIS_PROFILE=ci in .ci/run): at least 300 examples per property and command
+# sequences of up to 200 (see tests/agents.py, ``examples`` and ``commands_up_to``).
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "ci",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 POSTGRES_URL = os.environ.get(
     "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import msgspec
+from eventsourcing.persistence import Notification, StoredEvent
+
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import Agent, AgentStore
-from snaptail.projections import AgentStats, ViewDatabase, open_view, read_agent_stats
+from snaptail.projections import (
+    AgentStats,
+    Projection,
+    ViewCursor,
+    ViewDatabase,
+    open_view,
+    read_agent_stats,
+)
 from snaptail.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,10 +115,15 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 def start_worker(
-    db: str, log: Path, *args: str, target: str = "snaptail.projections:AgentStats"
+    db: str,
+    log: Path,
+    *args: str,
+    target: str = "snaptail.projections:AgentStats",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[Any]:
-    """``snaptail worker run`` as a real process, its stderr in ``log``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """``snaptail worker run`` as a real process, its stderr in ``log`` (``env``:
+    extra environment variables, e.g. ``PGAPPNAME`` to find its connections)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     command = [sys.executable, "-m", "snaptail.cli", "worker", "run", target, "--db", db]
     with log.open("ab") as err:
         return subprocess.Popen(
@@ -117,3 +133,100 @@ def start_worker(
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+
+
+POISON = "poison-pill"
+
+
+class Boom(Projection):
+    """Records each notification id it sees; raises on an event carrying ``POISON``."""
+
+    tables = ("CREATE TABLE IF NOT EXISTS boom_seen (notification_id BIGINT PRIMARY KEY)",)
+
+    def handle(self, view: ViewCursor, notification: Notification) -> None:
+        if POISON.encode() in notification.state:
+            raise ValueError(f"cannot digest {POISON}")
+        view.execute("INSERT INTO boom_seen VALUES (?)", (notification.id,))
+
+
+def boom_seen(view_url: str) -> list[int]:
+    view = open_view(view_url)
+    try:
+        with view.reading() as cur:
+            cur.execute("SELECT notification_id FROM boom_seen ORDER BY notification_id")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        view.close()
+
+
+def add_poison(store: AgentStore, agent_id: UUID) -> int:
+    """Give the agent an input carrying ``POISON``; its notification id."""
+    before = store.recorder.max_notification_id() or 0
+    agent = store.get(agent_id)
+    agent.add_input("user", POISON)
+    store.save(agent)
+    recorded = store.recorder.select_notifications(
+        start=before, limit=10, inclusive_of_start=False
+    )
+    found = [n.id for n in recorded if POISON.encode() in n.state]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def add_undecodable_usage(store: AgentStore, agent_id: UUID) -> tuple[int, int]:
+    """Store an ``LlmRequestFinished`` whose token counts are text (bad data written
+    by some other tool). Returns (notification id, version)."""
+    version = (store.recorder.max_version(agent_id) or 0) + 1
+    state = msgspec.msgpack.encode(
+        {"timestamp": "2026-01-01T00:00:00+00:00", "request_id": "r",
+         "usage": {"input_tokens": "many", "output_tokens": 3}}
+    )  # fmt: skip
+    event = StoredEvent(agent_id, version, "snaptail.domain.agent:Agent.LlmRequestFinished", state)
+    before = store.recorder.max_notification_id() or 0
+    store.recorder.insert_events([event])
+    notification = store.recorder.select_notifications(
+        start=before, limit=1, inclusive_of_start=False
+    )[0]
+    return notification.id, version
+
+
+class Applied(Projection):
+    """Records which worker process applied each event (exactly once: a primary key)."""
+
+    tables = (
+        "CREATE TABLE IF NOT EXISTS applied_by "
+        "(notification_id BIGINT PRIMARY KEY, pid BIGINT NOT NULL)",
+    )
+
+    def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
+        pid = os.getpid()
+        view.executemany("INSERT INTO applied_by VALUES (?, ?)", [(n.id, pid) for n in batch])
+
+
+def applied_by(view_url: str) -> dict[int, int]:
+    """notification id -> pid of the worker that applied it."""
+    view = open_view(view_url)
+    try:
+        with view.reading() as cur:
+            cur.execute("SELECT notification_id, pid FROM applied_by")
+            return dict(cur.fetchall())
+    finally:
+        view.close()
+
+
+def stop_worker(process: subprocess.Popen[Any], how: signal.Signals = signal.SIGTERM) -> int:
+    """Signal a worker process (if still running) and wait for its exit status."""
+    if process.poll() is None:
+        process.send_signal(how)
+    return process.wait(timeout=60)
+
+
+def wait_caught_up(
+    store: AgentStore, worker: subprocess.Popen[Any], log: Path, name: str = AgentStats.name
+) -> int:
+    """Wait until the worker process has applied every stored event (failing at once,
+    with its log, if it exits instead); the head it reached."""
+    head = store.recorder.max_notification_id() or 0
+    wait_until(lambda: view_position(store.url, name)[0] == head or worker.poll() is not None)
+    assert worker.poll() is None, log.read_text()
+    return head

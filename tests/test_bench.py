@@ -212,6 +212,7 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
         "stock-full",
         "load-everything",
         "floor",
+        "floor-no-recent",
     }
     assert len(loads) == 2 * len(systems)
     for r in loads:
@@ -219,6 +220,10 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
         _positive(r, "load_ms_p50", "load_ms_p95", "load_peak_bytes", "resident_bytes")
     appends = [r for r in records if r["kind"] == "append"]
     assert sorted((r["system"], r["events"]) for r in appends) == [
+        ("floor", 150),
+        ("floor", 300),
+        ("floor-events", 150),
+        ("floor-events", 300),
         ("snaptail", 150),
         ("snaptail", 300),
         ("stock", 150),
@@ -226,8 +231,12 @@ def test_bench_scale_json_and_plot(tmp_path: Path) -> None:
     ]
     for r in appends:
         _positive(r, "append_events_per_s", "storage_bytes")
+    tiny = [r for r in records if r["kind"] == "tiny-load"]
+    assert sorted(r["system"] for r in tiny) == ["floor-no-recent", "snaptail-no-recent"]
+    for r in tiny:
+        _positive(r, "load_ms_p50", "load_ms_p95", "load_runs")
     targets = [r for r in records if r["kind"] == "target"]
-    assert len(targets) == 5
+    assert len(targets) == 9
     assert all(isinstance(t["met"], bool) and t["measured"] > 0 for t in targets)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -237,3 +246,39 @@ def test_bench_rejects_bad_arguments() -> None:
     assert result.exit_code != 0
     result = runner.invoke(app, ["bench", "scale", "--events", "0"])
     assert result.exit_code != 0
+
+
+def test_the_floor_writer_stores_the_rows_snaptail_stores(tmp_path: Path) -> None:
+    """The append floor is a fair one: the same event rows (payloads equal but for
+    timestamps) and a snapshot row at the same versions."""
+    import sqlite3
+
+    from snaptail.bench.systems import FloorWriter
+    from snaptail.infrastructure.recorder import SNAPSHOTS_TABLE
+
+    def rows(path: Path) -> tuple[list[Any], list[int]]:
+        with sqlite3.connect(path) as c:
+            events = [
+                (version, topic, _without_timestamp(msgspec.msgpack.decode(state)))
+                for version, topic, state in c.execute(
+                    "SELECT originator_version, topic, state FROM stored_events "
+                    "ORDER BY originator_version"
+                )
+            ]
+            snapshots = [
+                v for (v,) in c.execute(f"SELECT originator_version FROM {SNAPSHOTS_TABLE}")
+            ]
+        return events, sorted(snapshots)
+
+    with AgentStore(f"sqlite:///{tmp_path / 'ours.db'}", snapshot_every=50) as store:
+        Workload(seed=5).drive(Agent(name="agent"), 240, save=store.save, batch=40)
+    floor = FloorWriter(tmp_path / "floor.db", 50)
+    Workload(seed=5).drive(Agent(name="agent"), 240, save=floor.save, batch=40)
+    floor.close()
+    ours, floor_rows = rows(tmp_path / "ours.db"), rows(tmp_path / "floor.db")
+    assert len(ours[0]) == 241
+    assert ours == floor_rows
+
+
+def _without_timestamp(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k != "timestamp"}

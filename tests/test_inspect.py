@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from snaptail import Agent, AgentStore, Never
+from snaptail.application.inspection import InspectionStore, inspect_agent
 from snaptail.cli import app
 from snaptail.infrastructure.recorder import StoredSnapshot
-from snaptail.inspection import InspectionStore, inspect_agent
 
 runner = CliRunner()
 

@@ -19,14 +19,10 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.tests import persistence
 
 from snaptail import Agent, AgentStore
-from snaptail.infrastructure.database import open_recorder
-from snaptail.infrastructure.postgres import (
-    PostgresAgentRecorder,
-    open_postgres,
-    parse_postgres_url,
-    settings_of,
-)
+from snaptail.infrastructure.backends import open_recorder
+from snaptail.infrastructure.postgres import PostgresAgentRecorder, open_postgres, settings_of
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.urls import parse_postgres_url
 from tests.conftest import POSTGRES_URL, require_postgres
 
 pytestmark = pytest.mark.postgres
@@ -65,12 +61,42 @@ def _snapshot(agent_id: uuid.UUID, version: int) -> StoredSnapshot:
 
 def test_url_parts_and_defaults() -> None:
     options = parse_postgres_url("postgresql://alice:s%40cret@db.example:6543/agents")
-    assert (options.user, options.password) == ("alice", "s@cret")
-    assert (options.host, options.port, options.dbname) == ("db.example", 6543, "agents")
+    assert options.conninfo == {
+        "user": "alice",
+        "password": "s@cret",
+        "host": "db.example",
+        "port": "6543",
+        "dbname": "agents",
+    }
     assert options.schema == "public"
     assert (options.pool_size, options.max_overflow) == (2, 8)
     assert (options.pool_timeout, options.connect_timeout, options.lock_timeout) == (30.0, 10, 0)
-    assert parse_postgres_url("postgres://bob@h/d").port == 5432
+
+
+def test_what_the_url_leaves_out_is_left_to_libpq() -> None:
+    """No user, host or port is made up: PGUSER, PGHOST, PGPORT... and libpq's defaults
+    apply (they were overridden by 'postgres'@'localhost':5432)."""
+    assert parse_postgres_url("postgres://bob@h/d").conninfo == {
+        "user": "bob",
+        "host": "h",
+        "dbname": "d",
+    }
+    assert parse_postgres_url("postgresql:///d").conninfo == {"dbname": "d"}
+
+
+def test_unix_sockets_and_libpq_parameters_in_the_query_string() -> None:
+    options = parse_postgres_url(
+        "postgresql:///agents?host=/run/postgresql&sslmode=require&schema=s&pool_size=3"
+    )
+    assert options.conninfo == {"dbname": "agents", "host": "/run/postgresql", "sslmode": "require"}
+    assert (options.schema, options.pool_size) == ("s", 3)
+    assert parse_postgres_url("postgresql://%2Frun%2Fpostgresql/agents").conninfo == {
+        "dbname": "agents",
+        "host": "/run/postgresql",
+    }
+    args = parse_postgres_url("postgresql://u@h/d?options=-c%20work_mem%3D8MB&schema=t").connect_args()
+    assert args["options"] == "-c work_mem=8MB -c search_path=t"
+    assert args["connect_timeout"] == 10
 
 
 def test_query_string_options_and_keyword_overrides() -> None:
@@ -135,6 +161,49 @@ def test_store_opens_postgres_from_url_and_environment(
         agent.add_input("user", "hello")
         store.save(agent)
         assert store.get(agent.id).state == agent.state
+
+
+def test_environment_fills_in_what_the_url_leaves_out(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PGUSER, PGHOST and PGPORT reach libpq when the URL names only the database."""
+    conninfo = parse_postgres_url(POSTGRES_URL).conninfo
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    role = f"snaptail_env_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    try:
+        monkeypatch.setenv("PGHOST", conninfo.get("host", "localhost"))
+        monkeypatch.setenv("PGPORT", conninfo.get("port", "5432"))
+        monkeypatch.setenv("PGUSER", role)
+        with AgentStore(f"postgresql:///{conninfo['dbname']}?schema={schema}") as store:
+            agent = Agent(name="env")
+            store.save(agent)
+            assert store.get(agent.id).name == "env"
+            recorder = store.recorder
+            assert isinstance(recorder, PostgresAgentRecorder)
+            with recorder.datastore.get_connection() as conn:
+                assert conn.info.user == role
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_unix_socket_url(postgres_url: str) -> None:
+    socket_dir = Path("/var/run/postgresql")
+    if not (socket_dir / ".s.PGSQL.5432").exists():
+        pytest.skip(f"no PostgreSQL socket in {socket_dir}")
+    conninfo = parse_postgres_url(POSTGRES_URL).conninfo
+    schema = postgres_url.rsplit("schema=", 1)[1]
+    url = (
+        f"postgresql:///{conninfo['dbname']}?host={socket_dir}&user={conninfo.get('user', '')}"
+        f"&schema={schema}"
+    )
+    with AgentStore(url) as store:
+        agent = Agent(name="socket")
+        store.save(agent)
+        assert store.get(agent.id).name == "socket"
 
 
 def test_tables_are_created_in_the_given_schema(postgres_url: str) -> None:
@@ -302,7 +371,7 @@ def _exercise(recorder: AgentRecorder, ids: list[uuid.UUID]) -> list[object]:
                 agent_id, lte=lte, recent=recent, snapshot_lte=snapshot_lte
             )
             snapshot = rows.snapshot.originator_version if rows.snapshot else None
-            answers.append((snapshot, [(e.originator_version, e.state) for e in rows.events]))
+            answers.append((snapshot, [(e[0], e[2]) for e in rows.events]))
         for page in [
             {},
             {"gt": 2, "lt": 7, "limit": 3},

@@ -98,18 +98,22 @@ def test_one_worker_per_projection_holds_the_lock(store: AgentStore) -> None:
         second.close()
 
 
-def test_position_fence_stops_a_stale_worker_double_counting(store: AgentStore) -> None:
+def test_position_fence_stops_a_stale_worker_double_counting(
+    store: AgentStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids = seed(store, agents=2, events=60)
-    # Two workers that skip the lock: only the position check protects the view.
+    # Two workers whose lock checks are bypassed: only the position check protects the view.
     with (
         ProjectionWorker(AgentStats, store.url, batch_size=50) as a,
         ProjectionWorker(AgentStats, store.url, batch_size=50) as b,
     ):
+        for worker in (a, b):
+            monkeypatch.setattr(worker.lock, "check", lambda cur: None)
         assert a.step() == 50
         assert b.step() == 0  # its batch was rolled back; it moved to a's position
         assert b.position == a.position == 50
         b.catch_up()
-        a.catch_up()  # conflicts once, then finds nothing left
+        a.catch_up()  # takes the lock, reads the stored position, finds nothing left
         head = a.head()
         assert view_position(store.url) == (head, head)
     assert actual(store.url) == expected(store, ids)
@@ -186,3 +190,28 @@ def test_stats_leaves_the_view_to_a_running_worker(store: AgentStore) -> None:
         assert "a worker is running AgentStats" in result.stderr
         assert msgspec.json.decode(result.stdout) == []  # not updated behind its back
         assert view_position(store.url) == (0, 0)
+
+
+def test_worker_targets_resolve_like_entry_points() -> None:
+    """``MODULE:Class``, ``MODULE.Class`` and ``MODULE:Outer.Inner`` name a projection;
+    anything else is refused with the target in the message."""
+    import typer
+
+    from snaptail.cli.projections import load_projection
+
+    assert load_projection("snaptail.projections:AgentStats") is AgentStats
+    assert load_projection("snaptail.projections.AgentStats") is AgentStats
+    assert load_projection("tests.test_projections:Holder.Nested") is Holder.Nested
+    for bad, says in [
+        ("no_such_module_xyz:Thing", "cannot load"),
+        ("snaptail.projections:Nope", "cannot load"),
+        ("snaptail.projections:ViewCursor", "not a snaptail Projection"),
+        ("not a target", "expected MODULE:ProjectionClass"),
+    ]:
+        with pytest.raises(typer.BadParameter, match=says):
+            load_projection(bad)
+
+
+class Holder:
+    class Nested(AgentStats):
+        name = "nested_agent_stats"

@@ -23,6 +23,9 @@ from tests.projection_support import (
     view_position,
     wait_until,
 )
+from tests.projection_support import (
+    stop_worker as stop,
+)
 
 
 @pytest.fixture
@@ -30,12 +33,6 @@ def store(database_url: str) -> Iterator[AgentStore]:
     with AgentStore(database_url, snapshot_every=100) as s:
         yield s
     close_views()
-
-
-def stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> int:
-    if process.poll() is None:
-        process.send_signal(how)
-    return process.wait(timeout=60)
 
 
 def test_sigkill_at_random_moments_then_restart_gives_exact_figures(

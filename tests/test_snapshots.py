@@ -340,12 +340,12 @@ def test_failing_fresh_snapshot_write_never_fails_the_load(
 
 
 def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
-    from snaptail.infrastructure.store import LoadStats, _tail_load_ms, _Tracking
+    from snaptail.application.loading import LoadStats, Tracking, tail_load_ms
 
     stats = LoadStats(snapshot_version=10, tail=5, events_read=5, bytes_read=500, ms=2.0)
-    track = _Tracking(snapshot_version=10, bytes_since=500, last_load=stats)
-    assert _tail_load_ms(track, 5) == 2.0
-    assert _tail_load_ms(track, 20) == 8.0, "four times the tail measured: four times the cost"
+    track = Tracking(snapshot_version=10, bytes_since=500, last_load=stats)
+    assert tail_load_ms(track, 5) == 2.0
+    assert tail_load_ms(track, 20) == 8.0, "four times the tail measured: four times the cost"
     track.snapshot_version = 30  # snapshotted since that load: nothing measured
-    assert _tail_load_ms(track, 3) is None
-    assert _tail_load_ms(_Tracking(snapshot_version=0, bytes_since=0), 50) is None
+    assert tail_load_ms(track, 3) is None
+    assert tail_load_ms(Tracking(snapshot_version=0, bytes_since=0), 50) is None

@@ -81,7 +81,7 @@ def test_verify_refuses_bad_and_unknown_agent_ids(database_url: str) -> None:
 
 
 def test_maintenance_pages_through_every_agent(database_url: str) -> None:
-    from snaptail.infrastructure.maintenance import agent_ids, prune_snapshots
+    from snaptail.application.maintenance import agent_ids, prune_snapshots
 
     ids = _agents(database_url, count=5)
     with AgentStore(database_url) as store:
@@ -90,3 +90,34 @@ def test_maintenance_pages_through_every_agent(database_url: str) -> None:
         report = prune_snapshots(store, keep=1, on_agent=seen.append)
         assert (report.agents, report.deleted) == (5, 5 * 6)
         assert seen == sorted(ids)
+
+
+def test_verify_a_random_sample(database_url: str) -> None:
+    ids = _agents(database_url, count=5)
+    set_snapshot_column(database_url, ids[0], 21, "checksum", 1)
+    seen: set[str] = set()
+    for _ in range(12):  # a random draw each time: over a dozen, more than one sample
+        result = runner.invoke(
+            app, ["snapshots", "verify", "--db", database_url, "--sample", "2", "--all"]
+        )
+        assert result.exit_code in (0, 1), result.output
+        assert "2 agent(s)" in result.output
+        listed = {str(i) for i in ids if str(i) in result.output}
+        assert len(listed) == 2
+        assert (result.exit_code == 1) == (str(ids[0]) in listed)
+        seen |= listed
+    assert len(seen) > 2
+    both = runner.invoke(
+        app, ["snapshots", "verify", "--db", database_url, "--sample", "2", "--agent", str(ids[1])]
+    )
+    assert both.exit_code == 2
+
+
+def test_verify_names_attribute_and_both_values(database_url: str) -> None:
+    first, second = _agents(database_url, count=2)
+    _, _, state = snapshot_row(database_url, first, 21)
+    set_snapshot_column(database_url, second, 21, "state", state)
+    set_snapshot_column(database_url, second, 21, "checksum", zlib.crc32(state))
+    result = runner.invoke(app, ["snapshots", "verify", "--db", database_url])
+    assert result.exit_code == 1, result.output
+    assert "state.name: snapshot gives str 'agent-0', replay gives str 'agent-1'" in result.output

@@ -90,7 +90,10 @@ def peak_memory(operation: Callable[[], Any]) -> tuple[int, Any]:
 
 def deep_size(root: object) -> int:
     """Bytes held by ``root`` and everything it references (each object once),
-    excluding classes, functions and modules (shared, not owned)."""
+    excluding classes, functions and modules (shared, not owned).
+
+    Not ``domain.memory.deep_sizeof``: the benchmark measures other systems' objects
+    too, so it walks ``gc.get_referents`` of anything, the same way for every system."""
     seen: set[int] = set()
     stack: list[object] = [root]
     total = 0

@@ -1,4 +1,8 @@
-"""What a benchmark run shares: where results go (Rich, JSON lines) and progress."""
+"""What a benchmark run shares: where results go (JSON lines) and progress.
+
+No Typer or Rich here: the command line (``snaptail.cli.bench``) passes in a Rich
+progress bar (anything with :class:`BenchProgress`'s methods does).
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import Any, Protocol, Self
 
 from snaptail.bench.measure import deep_size, peak_memory, percentile, time_runs
 from snaptail.domain.agent import Agent
@@ -32,9 +26,42 @@ from snaptail.workload import Workload
 Record = dict[str, Any]
 
 
+class BenchProgress(Protocol):
+    """Progress bars of a run (the methods of ``rich.progress.Progress`` it uses)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def add_task(self, description: str, *, total: float | None = ...) -> Any: ...
+    def remove_task(self, task_id: Any) -> None: ...
+    def update(self, task_id: Any, *, description: str | None = ...) -> None: ...
+    def advance(self, task_id: Any, advance: float = ...) -> None: ...
+
+
+class NoProgress:
+    """Shows nothing."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def add_task(self, description: str, *, total: float | None = None) -> Any:
+        return 0
+
+    def remove_task(self, task_id: Any) -> None:
+        pass
+
+    def update(self, task_id: Any, *, description: str | None = None) -> None:
+        pass
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        pass
+
+
 class BenchRun:
-    """Collects result records; prints them as JSON lines (``json_lines``) and shows a
-    progress bar on ``console`` while the benchmark runs.
+    """Collects result records; prints them as JSON lines (``json_lines``) and shows
+    ``progress`` while the benchmark runs; ``note`` prints a message.
 
     Scratch databases live in ``data_dir`` (a temporary directory, removed at the
     end, unless one is given).
@@ -42,13 +69,15 @@ class BenchRun:
 
     def __init__(
         self,
-        console: Console,
+        progress: BenchProgress | None = None,
         *,
+        note: Callable[[str], Any] | None = None,
         json_lines: bool = False,
         data_dir: Path | None = None,
         out: Callable[[str], Any] | None = None,
     ) -> None:
-        self.console = console
+        self.progress: BenchProgress = progress or NoProgress()
+        self._note = note or (lambda message: print(message, file=sys.stderr))
         self.json_lines = json_lines
         self.records: list[Record] = []
         self._out = out or (lambda line: print(line, file=sys.stdout, flush=True))
@@ -57,14 +86,6 @@ class BenchRun:
             Path(tempfile.mkdtemp(prefix="snaptail-bench-")) if data_dir is None else data_dir
         )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
 
     def __enter__(self) -> Self:
         self.progress.start()
@@ -88,7 +109,7 @@ class BenchRun:
         return record
 
     def note(self, message: str) -> None:
-        self.progress.console.print(message)
+        self._note(message)
 
     def fresh_db(self, name: str) -> Path:
         path = self.data_dir / f"{name}.db"
@@ -97,7 +118,7 @@ class BenchRun:
         return path
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[TaskID]:
+    def task(self, description: str, total: int) -> Iterator[Any]:
         task = self.progress.add_task(description, total=total)
         try:
             yield task

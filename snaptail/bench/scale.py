@@ -4,17 +4,30 @@
 (c) stock ``eventsourcing`` replaying the full log; (d) the seed's load-everything
 design; (e) the floor: the rows snaptail reads, plain ``sqlite3`` + msgspec.
 (a), (d) and (e) read the same snaptail database; (b) and (c) the same stock one.
+(a') and (e') are (a) and (e) without the recent-event cache (``recent_events=0``).
+Appends are timed for snaptail, stock and two floors (plain ``sqlite3`` inserts of the
+same rows, and of the event rows alone, no snapshots), and loads of an agent with a
+tiny state for (a') and (e').
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from uuid import UUID
 
-from snaptail.bench.measure import deep_size, peak_memory, time_once, time_runs
+from snaptail.bench.measure import (
+    Timing,
+    deep_size,
+    peak_memory,
+    percentile,
+    time_once,
+    time_runs,
+)
 from snaptail.bench.run import (
     BenchRun,
     CycleResult,
@@ -25,10 +38,12 @@ from snaptail.bench.run import (
 )
 from snaptail.bench.systems import (
     Floor,
+    FloorWriter,
     SnaptailSystem,
     StockSystem,
     connect,
     load_everything,
+    tiny_agent,
 )
 
 DEFAULT_LENGTHS = (1_000, 10_000, 100_000, 1_000_000)
@@ -41,7 +56,9 @@ SYSTEMS: dict[str, str] = {
     "stock-full": "(c) eventsourcing, full replay",
     "load-everything": "(d) load everything (seed)",
     "floor": "(e) floor: sqlite3 + msgspec",
+    "floor-no-recent": "(e') floor, recent_events=0",
 }
+TINY_SYSTEMS = ("snaptail-no-recent", "floor-no-recent")
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,8 @@ class ScaleConfig:
     load_budget_s: float = 1.5
     chunk: int = 5_000  # systems take turns writing this many events
     positions: int = 20  # heads per snapshot cycle at which snapshot loads are timed
+    tiny_rounds: int = 20  # tiny-state loads: rounds of the systems taking turns
+    tiny_runs: int = 50  # loads per system per round
 
 
 def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
@@ -64,13 +83,25 @@ def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
     ours = SnaptailSystem(ours_path, config.interval)
     ours_no_recent = SnaptailSystem(ours_path, config.interval, recent_events=0)
     stock = StockSystem(stock_path, config.interval)
+    floor_path = run.fresh_db("scale-floor")
+    floor_writer = FloorWriter(floor_path, config.interval)
+    events_floor_path = run.fresh_db("scale-floor-events")
+    events_floor_writer = FloorWriter(events_floor_path, None)
     connection = connect(ours_path)
     floor = Floor(connection)
+    floor_no_recent = Floor(connection, recent_events=0)
     writers = {
         "snaptail": TimedWriter(ours.save, config.seed, config.batch),
         "stock": TimedWriter(stock.save, config.seed, config.batch),
+        "floor": TimedWriter(floor_writer.save, config.seed, config.batch),
+        "floor-events": TimedWriter(events_floor_writer.save, config.seed, config.batch),
     }
-    paths = {"snaptail": ours_path, "stock": stock_path}
+    paths = {
+        "snaptail": ours_path,
+        "stock": stock_path,
+        "floor": floor_path,
+        "floor-events": events_floor_path,
+    }
     stopped: dict[str, str] = {}
     records: list[Record] = []
     try:
@@ -100,6 +131,7 @@ def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
                 "snaptail-no-recent": _bind(ours_no_recent.load, ours_id),
                 "stock": _bind(stock.load, stock_id),
                 "floor": _bind(floor.load, ours_id),
+                "floor-no-recent": _bind(floor_no_recent.load, ours_id),
             }
             full: dict[str, Callable[[], Any]] = {
                 "stock-full": _bind(stock.load_full, stock_id),
@@ -122,8 +154,30 @@ def run_scale(config: ScaleConfig, run: BenchRun) -> list[Record]:
                     if record["stopped"]:
                         run.note(f"[yellow]{SYSTEMS[name]}: {record['note']}[/]")
                     run.progress.advance(task)
+        tiny = tiny_agent(ours.store)
+        tiny_loads = {
+            "snaptail-no-recent": _bind(ours_no_recent.load, tiny.id),
+            "floor-no-recent": _bind(floor_no_recent.load, tiny.id),
+        }
+        for name, timing in _tiny_timings(tiny_loads, config).items():
+            records.append(
+                run.emit(
+                    {
+                        "bench": "scale",
+                        "kind": "tiny-load",
+                        "system": name,
+                        "label": SYSTEMS[name],
+                        "events": tiny.version,
+                        "load_ms_p50": timing.p50_ms,
+                        "load_ms_p95": timing.p95_ms,
+                        "load_runs": timing.runs,
+                    }
+                )
+            )
     finally:
         connection.close()
+        floor_writer.close()
+        events_floor_writer.close()
         ours.close()
         ours_no_recent.close()
         stock.close()
@@ -149,6 +203,22 @@ def _write_interleaved(
                 written[name] += n
                 seconds[name] += s
     return written, seconds
+
+
+def _tiny_timings(loads: dict[str, Callable[[], Any]], config: ScaleConfig) -> dict[str, Timing]:
+    """Time each load ``tiny_runs`` times per round, the systems taking turns each round
+    (these loads take tens of microseconds: turns spread the machine's noise evenly)."""
+    samples: dict[str, list[float]] = {name: [] for name in loads}
+    for _ in range(config.tiny_rounds):
+        for name, load in loads.items():
+            for _ in range(config.tiny_runs):
+                started = time.perf_counter()
+                load()
+                samples[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: Timing(len(ms), statistics.median(ms), percentile(ms, 0.95))
+        for name, ms in samples.items()
+    }
 
 
 def _bind(load: Callable[[UUID], Any], agent_id: UUID) -> Callable[[], Any]:
@@ -292,18 +362,41 @@ def targets(records: Sequence[Record]) -> list[Record]:
         True,
         "p50 load times at each length; the smallest ratio",
     )
-    floors = [
-        ratio(value("snaptail", n, "load_ms_p50"), value("floor", n, "load_ms_p50"))
-        for n in lengths
-    ]
-    known = [f for f in floors if f is not None]
+    def worst_ratio(ours: str, floor: str) -> float | None:
+        known = [
+            r
+            for n in lengths
+            if (r := ratio(value(ours, n, "load_ms_p50"), value(floor, n, "load_ms_p50")))
+            is not None
+        ]
+        return max(known) if known else None
+
     target(
-        "snaptail load / floor (e) load (worst length)",
-        max(known) if known else None,
+        "snaptail load (a') / floor (e'), recent_events=0 (worst length)",
+        worst_ratio("snaptail-no-recent", "floor-no-recent"),
         2.0,
         False,
         "p50 load times at each length; the largest ratio",
     )
+    target(
+        "snaptail load (a), default cache / floor (e), same rows (worst length)",
+        worst_ratio("snaptail", "floor"),
+        2.5,
+        False,
+        "p50 load times at each length; the largest ratio",
+    )
+    tiny = {r["system"]: r for r in records if r["kind"] == "tiny-load"}
+    if tiny:
+        target(
+            "tiny state: snaptail load (a') / floor (e'), recent_events=0",
+            ratio(
+                tiny.get("snaptail-no-recent", {}).get("load_ms_p50"),
+                tiny.get("floor-no-recent", {}).get("load_ms_p50"),
+            ),
+            2.0,
+            False,
+            "median of many loads of a 5-event agent (snapshot + 2 events), in turns",
+        )
     ours_rate = _total_rate(appends, "snaptail")
     stock_rate = _total_rate(appends, "stock")
     target(
@@ -313,6 +406,16 @@ def targets(records: Sequence[Record]) -> list[Record]:
         True,
         "events per second spent in save(), all lengths",
     )
+    for floor, rows in (("floor", "same rows"), ("floor-events", "event rows only")):
+        floor_rate = _total_rate(appends, floor)
+        if floor_rate is not None:
+            target(
+                f"{floor} append ({rows}) / snaptail append, 100 events per save",
+                ratio(floor_rate, ours_rate),
+                2.0,
+                False,
+                "events per second spent in save(), all lengths",
+            )
     return out
 
 

@@ -9,6 +9,9 @@ load an agent back.
   decoded into one in-memory list, the state reduced from that list, all of it kept.
 * :class:`Floor`: the same snapshot and tail rows snaptail reads, fetched with plain
   ``sqlite3`` and decoded with msgspec into plain data, with no domain objects.
+* :class:`FloorWriter`: the floor for appends: the same rows written with plain
+  ``sqlite3``, each payload encoded with msgspec.
+* :func:`tiny_agent`: an agent with a tiny state (a few short events, a snapshot).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import Application
 from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.utils import get_topic
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState, Usage
 from snaptail.domain.values import (
@@ -37,8 +42,7 @@ from snaptail.domain.values import (
     WindowItem,
 )
 from snaptail.domain.window import ConversationWindow
-from snaptail.infrastructure.sqlite import SNAPSHOTS_TABLE
-from snaptail.infrastructure.store import AgentStore
+from snaptail.infrastructure.recorder import SNAPSHOTS_TABLE
 from snaptail.snapshots import EveryNEvents, Never
 
 EVENTS_TABLE = "stored_events"
@@ -288,3 +292,73 @@ class Floor:
 
 
 Loader = Callable[[UUID], Any]
+
+
+class FloorWriter:
+    """The floor for appends: each save inserts the agent's new event rows (payload
+    encoded with msgspec, as snaptail stores it) and, every ``interval`` events, a
+    snapshot row of its state, keeping the newest two, in one transaction on a plain
+    ``sqlite3`` connection (same schema and pragmas as snaptail's). No mapper, no
+    checks, no checksum or fingerprint, no bookkeeping on the agent. With ``interval``
+    None it writes the event rows only."""
+
+    def __init__(self, path: Path, interval: int | None) -> None:
+        AgentStore(f"sqlite:///{path}").close()  # the same tables, WAL mode
+        self.connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.interval = interval
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._topics: dict[type[Any], str] = {}
+        self._snapshot_at: dict[UUID, int] = {}
+        self._events = f"INSERT INTO {EVENTS_TABLE} VALUES (?,?,?,?)"
+        self._snapshot = f"INSERT INTO {SNAPSHOTS_TABLE} VALUES (?,?,?,?,?,?)"
+        self._prune = (
+            f"DELETE FROM {SNAPSHOTS_TABLE} WHERE originator_id=? AND originator_version<?"
+        )
+
+    def _topic(self, cls: type[Any]) -> str:
+        topic = self._topics.get(cls)
+        if topic is None:
+            topic = self._topics[cls] = get_topic(cls)
+        return topic
+
+    def save(self, agent: Agent) -> None:
+        key = _key(agent.id)
+        rows = []
+        for event in agent.collect_events():
+            payload = dict(vars(event))
+            del payload["originator_id"], payload["originator_version"]
+            rows.append(
+                (key, event.originator_version, self._topic(type(event)), self._encode(payload))
+            )
+        c = self.connection
+        c.execute("BEGIN")
+        c.executemany(self._events, rows)
+        last = self._snapshot_at.get(agent.id, 0)
+        if self.interval is not None and agent.version - last >= self.interval:
+            body = {
+                "created_on": agent.created_on,
+                "modified_on": agent.modified_on,
+                "state": agent.state,
+            }
+            state = self._encode(body)
+            c.execute(self._snapshot, (key, agent.version, self._topic(type(agent)), "", 0, state))
+            c.execute(self._prune, (key, last))
+            self._snapshot_at[agent.id] = agent.version
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def tiny_agent(store: AgentStore) -> Agent:
+    """An agent with a tiny state, stored in ``store``: five short events, a snapshot
+    at version 3, so that a load reads one small snapshot and a two-event tail."""
+    agent = Agent(name="tiny", system_prompt="Be brief.")
+    agent.add_input("user", "hello")
+    agent.add_output("assistant_message", "Hi! How can I help?")
+    store.save(agent)
+    store.snapshot(agent.id)
+    agent.add_input("user", "what time is it?")
+    agent.add_output("assistant_message", "Noon.")
+    store.save(agent)
+    return agent

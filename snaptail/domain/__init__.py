@@ -4,16 +4,6 @@ Nothing here knows how or where events are stored.
 """
 
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import (
-    AgentLimitExceeded,
-    AgentNotFound,
-    ConcurrencyError,
-    EventTooLarge,
-    InvalidCommand,
-    InvalidEventPayload,
-    MemoryBudgetExceeded,
-    SnaptailError,
-)
 from snaptail.domain.memory import MemoryUsage, format_bytes, parse_size
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.state import AgentState, Usage
@@ -30,22 +20,14 @@ from snaptail.domain.window import ConversationWindow
 
 __all__ = [
     "Agent",
-    "AgentLimitExceeded",
-    "AgentNotFound",
     "AgentState",
     "Approval",
-    "ConcurrencyError",
     "ConversationWindow",
-    "EventTooLarge",
     "InputItem",
-    "InvalidCommand",
-    "InvalidEventPayload",
-    "MemoryBudgetExceeded",
     "MemoryUsage",
     "OutputItem",
     "Participant",
     "RecentEvents",
-    "SnaptailError",
     "TokenUsage",
     "ToolCall",
     "Usage",

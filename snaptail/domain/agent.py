@@ -10,9 +10,10 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
-from snaptail.domain.errors import AgentLimitExceeded, InvalidCommand
-from snaptail.domain.memory import MemoryUsage, measure_agent
+from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
+from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
+from snaptail.domain.schema import snapshot_settings
 from snaptail.domain.state import AgentState
 from snaptail.domain.validation import check_payload
 from snaptail.domain.values import (
@@ -25,8 +26,7 @@ from snaptail.domain.values import (
     TokenUsage,
     ToolCall,
 )
-
-MIB = 1024 * 1024
+from snaptail.errors import AgentLimitExceeded, InvalidCommand, InvalidEventPayload
 
 
 class Agent(Aggregate):
@@ -42,7 +42,9 @@ class Agent(Aggregate):
     remembered for de-duplication), ``max_labels``, ``max_metadata_keys``,
     ``max_participants``, ``max_pending`` (bounds on those collections),
     ``max_event_bytes`` (encoded payload limit per event), ``snapshot_version``
-    (bump it to invalidate every stored snapshot of this type) and ``memory_budget``
+    (bump it to invalidate every stored snapshot of this type), ``snapshot_settings``
+    (the names of the class attributes that shape derived state: part of the snapshot
+    fingerprint, see ``snaptail.snapshots.fingerprint``) and ``memory_budget``
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
     wins over the store's ``memory_budget``; None: the store's).
     """
@@ -84,6 +86,12 @@ class Agent(Aggregate):
     tool_output_preview = 2048
     max_event_bytes = MIB
     snapshot_version = 1
+    # Settings read by event handlers (they shape derived state); the max_* limits and
+    # max_event_bytes are checked by commands only and are not listed.
+    snapshot_settings = cast(
+        "tuple[str, ...]",
+        ("window_items", "window_bytes", "idempotency_window", "tool_output_preview"),
+    )
     memory_budget = cast("int | str | None", None)
 
     # -- construction ---------------------------------------------------------------
@@ -99,6 +107,7 @@ class Agent(Aggregate):
                 " `if TYPE_CHECKING:`."
             )
         super().__init_subclass__(**kwargs)
+        snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
 
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:
@@ -118,11 +127,25 @@ class Agent(Aggregate):
     def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         agent_id = id if id is not None else uuid4()
         check_payload(agent_id, event_class, kwargs, cls.max_event_bytes)
-        return super()._create(event_class, id=agent_id, **kwargs)
+        agent = super()._create(event_class, id=agent_id, **kwargs)
+        check_created(agent, agent.pending_events[0])
+        return agent
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
+        """Record a new event: refuse if this object is broken, check the payload,
+        apply the event (a handler that raises breaks the object, see
+        ``snaptail.domain.guard``), then add it to the pending events."""
+        refuse_if_broken(self)
         check_payload(self.id, event_class, kwargs, type(self).max_event_bytes)
-        super().trigger_event(event_class, **kwargs)
+        kwargs.update(originator_id=self.id, originator_version=self.version + 1)
+        if kwargs.get("timestamp") is None:
+            kwargs["timestamp"] = event_class.create_timestamp()
+        try:
+            new_event = event_class(**kwargs)
+        except TypeError as exc:
+            raise TypeError(f"cannot construct event {event_class.__qualname__}: {exc}") from None
+        apply_new_event(self, new_event)
+        self._pending_events.append(new_event)
 
     # -- read-only views ------------------------------------------------------------
 
@@ -157,6 +180,10 @@ class Agent(Aggregate):
             recent = RecentEvents(0)
             self.__dict__["_recent_events"] = recent
         return cast(RecentEvents, recent)
+
+    @recent_events.setter
+    def recent_events(self, recent: RecentEvents) -> None:
+        self.__dict__["_recent_events"] = recent
 
     # -- memory ---------------------------------------------------------------------
 
@@ -203,6 +230,8 @@ class Agent(Aggregate):
         self.state.system_prompt = prompt
 
     def set_model_options(self, model: str, options: Mapping[str, Any] | None = None) -> None:
+        if options is not None:
+            self._require_type("ModelOptionsSet", "options", options, Mapping, "a mapping")
         self._model_options_set(model=model, options=dict(options or {}))
 
     @event("ModelOptionsSet")
@@ -244,6 +273,9 @@ class Agent(Aggregate):
     # -- participants ---------------------------------------------------------------
 
     def join(self, participant: Participant) -> None:
+        self._require_type(
+            "ParticipantJoined", "participant", participant, Participant, "a Participant"
+        )
         people = self.state.participants
         if participant.user_id not in people and len(people) >= type(self).max_participants:
             raise AgentLimitExceeded(self.id, "participants", type(self).max_participants)
@@ -333,6 +365,9 @@ class Agent(Aggregate):
         self, request_id: UUID, usage: TokenUsage, stop_reason: str = "stop"
     ) -> None:
         self._require_request(request_id)
+        self._require_type("LlmRequestFinished", "usage", usage, TokenUsage, "a TokenUsage")
+        for name in ("input_tokens", "output_tokens", "cached_tokens", "cost_usd"):
+            self._require_not_negative("LlmRequestFinished", f"usage.{name}", getattr(usage, name))
         self._llm_request_finished(request_id=request_id, usage=usage, stop_reason=stop_reason)
 
     @event("LlmRequestFinished")
@@ -353,6 +388,23 @@ class Agent(Aggregate):
         self.state.usage.llm_cancelled += 1
         self.state.llm_request = None
 
+    def _require_type(
+        self, event: str, field: str, value: object, kind: type[Any], what: str
+    ) -> None:
+        """A command's argument that is converted or read before its event is checked."""
+        if not isinstance(value, kind):
+            raise InvalidEventPayload(
+                self.id, event, field, f"must be {what}, got {type(value).__name__} {value!r:.60}"
+            )
+
+    def _require_not_negative(self, event: str, field: str, value: Any) -> None:
+        try:
+            negative = value < 0
+        except (TypeError, ArithmeticError):  # not a number, or NaN: refused by check_payload
+            return
+        if negative:
+            raise InvalidEventPayload(self.id, event, field, f"must be >= 0, got {value!r}")
+
     def _require_request(self, request_id: UUID) -> None:
         if self.state.llm_request != request_id:
             raise InvalidCommand(self.id, f"LLM request {request_id} is not in flight")
@@ -365,6 +417,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"tool call {call_id!r} is already pending")
         if len(pending) >= type(self).max_pending:
             raise AgentLimitExceeded(self.id, "pending tool calls", type(self).max_pending)
+        self._require_type("ToolCallRequested", "arguments", arguments, Mapping, "a mapping")
         self._tool_call_requested(call_id=call_id, tool=tool, arguments=dict(arguments))
 
     @event("ToolCallRequested")
@@ -385,6 +438,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"tool call {call_id!r} is not pending")
         if (output is None) == (error is None):
             raise InvalidCommand(self.id, "give exactly one of output and error")
+        self._require_not_negative("ToolCallCompleted", "duration_ms", duration_ms)
         self._tool_call_completed(
             call_id=call_id, output=output, error=error, duration_ms=duration_ms
         )
@@ -408,6 +462,7 @@ class Agent(Aggregate):
             raise InvalidCommand(self.id, f"approval {key!r} is already pending")
         if len(pending) >= type(self).max_pending:
             raise AgentLimitExceeded(self.id, "pending approvals", type(self).max_pending)
+        self._require_type("ToolApprovalRequested", "arguments", arguments, Mapping, "a mapping")
         self._approval_requested(key=key, tool=tool, arguments=dict(arguments))
 
     @event("ToolApprovalRequested")

@@ -45,6 +45,8 @@ from types import (
 )
 from typing import Any
 
+MIB = 1024 * 1024
+
 _NOT_OWNED = (type, ModuleType, FunctionType, BuiltinFunctionType, MethodType, CodeType, FrameType)
 _SHARED: tuple[object, ...] = (None, True, False, Ellipsis, NotImplemented, (), b"", frozenset())
 _SINGLETONS = {id(o) for o in _SHARED}
@@ -77,7 +79,9 @@ _UNITS = {
 
 def parse_size(size: int | str) -> int:
     """Bytes in ``size``: an int, or text such as ``"2MiB"``, ``"512 KiB"``, ``"1.5MB"``,
-    ``"1048576"``. KiB/MiB/GiB are powers of 1024, kB/MB/GB powers of 1000."""
+    ``"1048576"``. KiB/MiB/GiB are powers of 1024, kB/MB/GB powers of 1000.
+
+    Hand-written on purpose: one regular expression and a table, not worth a dependency."""
     if isinstance(size, bool):
         raise ValueError(f"not a size: {size!r}")
     if isinstance(size, int):
@@ -138,6 +142,9 @@ def deep_sizeof(obj: Any, seen: set[int] | None = None) -> int:
     Pass the same ``seen`` set to several calls to count shared objects only in
     the first call that reaches them. An instance dict's keys are attribute names,
     interned and shared by every instance: only its values are walked.
+
+    Hand-written on purpose: it runs on every budget check, so it is tuned to agent
+    state (shared singletons and interned names skipped), and it is small.
     """
     seen = set() if seen is None else seen
     skip = _SINGLETONS

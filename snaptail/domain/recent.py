@@ -7,29 +7,25 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, overload
 
 
-class Undecoded:
-    """An event read from the store but not decoded yet (decoded on first access)."""
-
-    __slots__ = ("decode", "raw")
-
-    def __init__(self, raw: Any, decode: Callable[[Any], Any]) -> None:
-        self.raw = raw
-        self.decode = decode
-
-
 class RecentEvents(Sequence[Any]):
     """The newest ``maxlen`` events of one agent, oldest first.
 
     Filled by the load that builds the agent and kept current by every save; it never
     holds more than ``maxlen`` events. Older events are read with ``store.history()``.
-    Events the load read only for this cache (those before the snapshot) are decoded
-    when first accessed, so a load pays to decode only the tail it replays.
+    The load puts the rows it read here as they are (tuples): each is decoded with
+    ``decode(*row)`` when first accessed, so a load decodes no event for this cache.
     """
 
-    __slots__ = ("_events",)
+    __slots__ = ("_decode", "_events")
 
-    def __init__(self, maxlen: int, events: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        maxlen: int,
+        events: Iterable[Any] = (),
+        decode: Callable[..., Any] | None = None,
+    ) -> None:
         self._events: deque[Any] = deque(events, maxlen=max(0, maxlen))
+        self._decode = decode
 
     @property
     def maxlen(self) -> int:
@@ -44,8 +40,9 @@ class RecentEvents(Sequence[Any]):
 
     def _decoded(self, index: int) -> Any:
         item = self._events[index]
-        if type(item) is Undecoded:
-            item = self._events[index] = item.decode(item.raw)
+        if type(item) is tuple:  # a stored row (no domain event is a plain tuple)
+            assert self._decode is not None, "stored rows come with their decoder"
+            item = self._events[index] = self._decode(*item)
         return item
 
     def __len__(self) -> int:

@@ -23,7 +23,10 @@ from eventsourcing.domain import (
 _appliers: dict[type[Any], tuple[Callable[..., Any], tuple[str, ...]] | None] = {}
 
 
-def _applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
+def applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
+    """``(method, parameter names)`` to apply events of ``event_class`` directly:
+    ``method(agent, **{name: payload[name]})``, then set the agent's version and
+    ``modified_on`` (the event's timestamp). None: apply them with ``event.mutate``."""
     if event_class in _appliers:
         return _appliers[event_class]
     found = None
@@ -51,14 +54,14 @@ def _plain_apply_after_caller(event_class: type[Any]) -> bool:
 def apply_events(agent: Any, events: Iterable[Any]) -> Any:
     """Apply ``events`` in order to ``agent`` (None before the created event)."""
     for event in events:
-        applier = None if agent is None else _applier(type(event))
-        if applier is None:
+        applier_ = None if agent is None else applier(type(event))
+        if applier_ is None:
             agent = event.mutate(agent)
             continue
         version = event.originator_version
         if version != agent._version + 1:
             raise OriginatorVersionError(version, agent._version + 1)
-        func, names = applier
+        func, names = applier_
         state = event.__dict__
         func(agent, **{name: state[name] for name in names})
         agent._version = version

@@ -38,3 +38,25 @@ def payload_fields(event_class: type[Any]) -> dict[str, Any]:
 def event_name(event_class: type[Any]) -> str:
     """The short, human name of an event class (``Agent.ToolCallCompleted``)."""
     return str(event_class.__qualname__)
+
+
+def snapshot_settings(agent_class: type[Any]) -> dict[str, object]:
+    """``{name: value}`` of the settings that shape ``agent_class``'s derived state: the
+    names listed in ``snapshot_settings`` by the class and its bases (a subclass adds
+    to its bases' list). Raises ``TypeError`` for a name the class does not have."""
+    names: set[str] = set()
+    for klass in agent_class.__mro__:
+        declared = vars(klass).get("snapshot_settings", ())
+        if isinstance(declared, str) or not all(isinstance(n, str) for n in declared):
+            raise TypeError(
+                f"{klass.__qualname__}.snapshot_settings must be a tuple of attribute names,"
+                f" got {declared!r}"
+            )
+        names.update(declared)
+    missing = sorted(n for n in names if not hasattr(agent_class, n))
+    if missing:
+        raise TypeError(
+            f"{agent_class.__qualname__}.snapshot_settings names {missing}, which the class"
+            " does not have"
+        )
+    return {name: getattr(agent_class, name) for name in sorted(names)}

@@ -1,15 +1,17 @@
-"""Checks a command's payload before its event exists: types and encoded size."""
+"""Checks a command's payload before its event exists: exact types and encoded size."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, TypedDict
 from uuid import UUID
 
 import msgspec
 
-from snaptail.domain.errors import EventTooLarge, InvalidEventPayload
+from snaptail.domain.payload_values import check_values
 from snaptail.domain.schema import event_name, payload_fields
+from snaptail.errors import EventTooLarge, InvalidEventPayload
 
 _encoder = msgspec.msgpack.Encoder()
 # Set by the aggregate itself, not by the command's caller.
@@ -40,21 +42,65 @@ def check_payload(
     """
     name = event_name(event_class)
     payload = {k: v for k, v in kwargs.items() if k not in _MANAGED}
+    check_values(agent_id, name, payload)  # NaN, infinities, nesting
     try:
         data = _encoder.encode(payload)
     except (TypeError, ValueError, OverflowError) as exc:
         field = _offending_field(payload)
         raise InvalidEventPayload(agent_id, name, field, f"cannot be encoded: {exc}") from None
     try:
-        _decoder(event_class).decode(data)
+        stored = _decoder(event_class).decode(data)
     except msgspec.ValidationError as exc:
         match = _FIELD_PATH.search(str(exc))
         field = match.group(1) if match else "?"
         raise InvalidEventPayload(agent_id, name, field, str(exc)) from None
+    for key, value in payload.items():
+        problem = inexact(value, stored.get(key), key)
+        if problem is not None:
+            raise InvalidEventPayload(agent_id, name, key, problem)
     if len(data) > max_bytes:
         sizes = {k: len(_encoder.encode(v)) for k, v in payload.items()}
         largest = max(sizes, key=sizes.__getitem__) if sizes else "?"
         raise EventTooLarge(agent_id, name, largest, len(data), max_bytes)
+
+
+def inexact(sent: Any, back: Any, path: str) -> str | None:
+    """Why ``sent`` is not exactly what the store gives back (``back``, the same value
+    encoded and decoded with its declared type), or None if it is: same types all the
+    way down (a float is not a Decimal, a dict is not a TokenUsage, a tuple in an
+    ``Any`` field comes back as a list), so a handler sees on replay what it saw live.
+    """
+    if type(sent) is not type(back):
+        return (
+            f"{path} is a {type(sent).__qualname__} ({_short(sent)}), but it is stored and"
+            f" read back as a {type(back).__qualname__}: pass a {type(back).__qualname__}"
+        )
+    if isinstance(sent, dict):
+        for key, value in sent.items():
+            problem = inexact(value, back.get(key), f"{path}[{key!r}]")
+            if problem is not None:
+                return problem
+    elif isinstance(sent, list | tuple):
+        for i, (a, b) in enumerate(zip(sent, back, strict=False)):
+            problem = inexact(a, b, f"{path}[{i}]")
+            if problem is not None:
+                return problem
+    elif dataclasses.is_dataclass(sent):
+        for f in dataclasses.fields(sent):
+            problem = inexact(getattr(sent, f.name), getattr(back, f.name), f"{path}.{f.name}")
+            if problem is not None:
+                return problem
+    elif isinstance(sent, msgspec.Struct):
+        for name in sent.__struct_fields__:
+            problem = inexact(getattr(sent, name), getattr(back, name), f"{path}.{name}")
+            if problem is not None:
+                return problem
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _offending_field(payload: dict[str, Any]) -> str:

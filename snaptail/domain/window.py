@@ -32,14 +32,18 @@ class ConversationWindow:
     dropped: int = 0
 
     def add(self, version: int, role: str, text: str) -> None:
-        size = _utf8_len(text)
-        if size > self.max_bytes:
-            keep = max(0, self.max_bytes - len(TRUNCATION_MARK))
+        # Run for every item a load replays: sizes inline, _trim only when over a bound.
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        max_bytes = self.max_bytes
+        if size > max_bytes:
+            keep = max(0, max_bytes - len(TRUNCATION_MARK))
             text = text.encode("utf-8")[:keep].decode("utf-8", "ignore") + TRUNCATION_MARK
             size = _utf8_len(text)
-        self.items.append(WindowItem(version=version, role=role, text=text))
-        self.text_bytes += size
-        self._trim(self.max_items, self.max_bytes)
+        items = self.items
+        items.append(WindowItem(version, role, text))
+        self.text_bytes = size = self.text_bytes + size
+        if len(items) > self.max_items or size > max_bytes:
+            self._trim(self.max_items, max_bytes)
 
     def compact(self, summary: str, through_version: int) -> None:
         """Replace every item up to ``through_version`` by ``summary``."""
@@ -62,7 +66,8 @@ class ConversationWindow:
         size = self.text_bytes
         items = self.items
         while len(items) - drop > max_items or (size > max_bytes and len(items) - drop > 1):
-            size -= _utf8_len(items[drop].text)
+            text = items[drop].text
+            size -= len(text) if text.isascii() else len(text.encode("utf-8"))
             drop += 1
         if drop:
             del items[:drop]

@@ -1,7 +1,7 @@
-"""Adapters: the msgspec mapper, recorders for SQLite and PostgreSQL, the agent store."""
+"""Storage adapters: the recorder interface, the msgspec mapper, database URLs, the SQLite
+and PostgreSQL recorders and their subscriptions."""
 
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
-from snaptail.infrastructure.store import AgentStore
 
-__all__ = ["AgentRecorder", "AgentStore", "MsgspecMapper", "StoredSnapshot"]
+__all__ = ["AgentRecorder", "MsgspecMapper", "StoredSnapshot"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict, cast
 from uuid import UUID
 
 import msgspec
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
     Cipher,
     Compressor,
@@ -18,7 +20,9 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
+from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
+from snaptail.infrastructure.recorder import EventRow
 
 
 class NoTranscoder(Transcoder):
@@ -36,6 +40,13 @@ class _EventCodec:
     cls: type[Any]
     class_version: int
     decoder: msgspec.msgpack.Decoder[Any]
+
+
+# How rows of one event class are applied without building the event: the payload
+# decoded straight into the decorated method's keyword arguments. (decode, method,
+# parameter names; None: the payload, less its timestamp, IS the keyword arguments.)
+_DirectApply = tuple[Callable[[bytes], Any], Callable[..., Any], tuple[str, ...] | None]
+_UNSEEN: Any = object()
 
 
 class MsgspecMapper(Mapper[Any]):
@@ -58,6 +69,7 @@ class MsgspecMapper(Mapper[Any]):
         self._encoder = msgspec.msgpack.Encoder()
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
+        self._direct: dict[str, _DirectApply | None] = {}
 
     def topic_of(self, event_class: type[Any]) -> str:
         topic = self._topics.get(event_class)
@@ -72,6 +84,10 @@ class MsgspecMapper(Mapper[Any]):
         if class_version > 1:
             state["class_version"] = class_version
         return self._encoder.encode(state)
+
+    def encoded_size(self, value: Any) -> int:
+        """Bytes ``value`` takes encoded as one field of an event (uncompressed)."""
+        return len(self._encoder.encode(value))
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         data = self.encode_payload(domain_event)
@@ -99,8 +115,26 @@ class MsgspecMapper(Mapper[Any]):
         return codec
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        codec = self._codec(stored_event.topic)
-        data = stored_event.state
+        return self.decode_event(
+            stored_event.originator_id,
+            stored_event.originator_version,
+            stored_event.topic,
+            stored_event.state,
+        )
+
+    def decode_event(
+        self, originator_id: Any, originator_version: int, topic: str, data: bytes
+    ) -> Any:
+        """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
+        try:
+            codec = self._codecs.get(topic) or self._codec(topic)
+        except Exception as exc:  # a damaged or retired topic: name the event
+            msg = (
+                f"cannot decode stored event of agent {originator_id} at"
+                f" version {originator_version}: its type"
+                f" {topic!r} cannot be imported ({type(exc).__name__}: {exc})"
+            )
+            raise MapperDeserialisationError(msg) from exc
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -117,19 +151,69 @@ class MsgspecMapper(Mapper[Any]):
                 state = self._upcast(codec, state)
         except (msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
             msg = (
-                f"cannot decode stored event {stored_event.topic!r} of agent"
-                f" {stored_event.originator_id} at version"
-                f" {stored_event.originator_version}: {exc}"
+                f"cannot decode stored event {topic!r} of agent"
+                f" {originator_id} at version {originator_version}: {exc}"
             )
             raise MapperDeserialisationError(msg) from exc
-        originator_id = stored_event.originator_id
         if not isinstance(originator_id, UUID):
             originator_id = find_id_convertor(codec.cls, str)(originator_id)  # type: ignore[arg-type]
         state["originator_id"] = originator_id
-        state["originator_version"] = stored_event.originator_version
+        state["originator_version"] = originator_version
         event = object.__new__(codec.cls)
         object.__setattr__(event, "__dict__", state)
         return event
+
+    def replay_rows(self, agent: Any, originator_id: Any, rows: Sequence[EventRow]) -> Any:
+        """Apply stored ``rows`` (oldest first) to ``agent`` (None before its created
+        event): the same as ``apply_events(agent, [decode_event(...) for each row])``.
+
+        Rows of events applied by their decorated method are decoded straight into its
+        arguments, with no event object; any other row (the created event, an event
+        class with its own ``apply``/``mutate`` or ``class_version``, a row that does
+        not decode) takes that ordinary path, which upcasts or raises as it does.
+        """
+        if self.cipher or self.compressor:
+            return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
+        direct = self._direct
+        for row in rows:
+            version, topic, data = row
+            how = direct.get(topic, _UNSEEN)
+            if how is _UNSEEN:
+                how = self._direct_apply(topic)
+            if how is not None and agent is not None:
+                decode, method, names = how
+                try:
+                    payload = decode(data)
+                except msgspec.MsgspecError:
+                    payload = None  # decode_event below raises, naming the event
+                if payload is not None and "class_version" not in payload:
+                    if version != agent._version + 1:
+                        raise OriginatorVersionError(version, agent._version + 1)
+                    timestamp = payload.pop("timestamp")
+                    if names is None:
+                        method(agent, **payload)
+                    else:
+                        method(agent, **{name: payload[name] for name in names})
+                    agent._version = version
+                    agent._modified_on = timestamp
+                    continue
+            agent = apply_events(agent, (self.decode_event(originator_id, *row),))
+        return agent
+
+    def _direct_apply(self, topic: str) -> _DirectApply | None:
+        try:
+            codec = self._codecs.get(topic) or self._codec(topic)
+        except Exception:  # not importable: decode_event raises, naming the event
+            return None
+        fields = payload_fields(codec.cls)
+        found = applier(codec.cls) if codec.class_version == 1 else None
+        how = None
+        if found is not None and "timestamp" in fields:
+            method, names = found
+            exact = set(fields) - {"timestamp"} == set(names)
+            how = (codec.decoder.decode, method, None if exact else names)
+        self._direct[topic] = how
+        return how
 
     def _upcast(self, codec: _EventCodec, state: dict[str, Any]) -> dict[str, Any]:
         version = state.pop("class_version", 1)

@@ -2,17 +2,14 @@
 
 Events live in ``eventsourcing``'s own table (its notification ids, table lock and
 LISTEN/NOTIFY subscriptions unchanged); snapshots live in ``snaptail_snapshots`` in
-the same schema. :func:`open_postgres` turns a ``postgresql://`` URL into a recorder
-with a connection pool.
+the same schema. :func:`open_postgres` turns a ``postgresql://`` URL (read by
+:mod:`snaptail.infrastructure.urls`) into a recorder with a connection pool.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 from uuid import UUID
 
 import psycopg
@@ -20,17 +17,22 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composable, Identifier
 
+from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
+    EventRow,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
+from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
 
-SNAPSHOTS_TABLE = "snaptail_snapshots"
 # Any version is below this; stands in for "no upper bound" in queries.
 NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
@@ -70,10 +72,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(sn)
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._sql_prune = SQL(
             "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
             "SELECT originator_version FROM {sn} WHERE originator_id = %s "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s) "
+            "AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id = %s GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         ).format(sn=sn)
         self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
         self._sql_delete_snapshot_versions = SQL(
@@ -215,7 +221,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             prepare=True,
         )
         if keep is not None:
-            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1), prepare=True)
+            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1, key), prepare=True)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
@@ -237,7 +243,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             if keep == 0:
                 curs.execute(self._sql_delete_all_snapshots, (originator_id,))
             else:
-                curs.execute(self._sql_prune, (originator_id, originator_id, keep - 1))
+                key = originator_id
+                curs.execute(self._sql_prune, (key, key, keep - 1, key))
             return before - _count(curs.execute(self._sql_count_snapshots, (originator_id,)))
 
     # -- reading --------------------------------------------------------------------
@@ -260,29 +267,35 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
-            conn.cursor(binary=True) as curs,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
             snapshot = None
             if snap_upper > 0:
                 curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
                 row = curs.fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row["originator_version"],
-                        topic=row["topic"],
-                        fingerprint=row["fingerprint"],
-                        checksum=row["checksum"],
-                        state=bytes(row["state"]),
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
             curs.execute(
                 self._sql_select_tail,
                 (originator_id, upper, after, originator_id, upper, recent),
                 prepare=True,
             )
-            events = self._rows_to_events(originator_id, curs.fetchall())
+            events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._sql_select_snapshot, (originator_id, lte), prepare=True)
+            row = curs.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
@@ -311,9 +324,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
             curs.execute(statement, params, prepare=True)
-            return self._rows_to_events(originator_id, curs.fetchall())
+            return stored_events(originator_id, curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
@@ -340,18 +356,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             rows = curs.execute(statement, (start, limit)).fetchall()
         return [_as_uuid(row["id"]) for row in rows]
 
-    @staticmethod
-    def _rows_to_events(originator_id: UUID, rows: Sequence[DictRow]) -> list[StoredEvent]:
-        return [
-            StoredEvent(
-                originator_id=originator_id,
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in rows
-        ]
-
 
 def _count(curs: Cursor[DictRow]) -> int:
     row = curs.fetchone()
@@ -373,136 +377,33 @@ def _as_uuid(value: UUID | str) -> UUID:
 # -- opening from a URL -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PostgresOptions:
-    """Connection settings for :func:`open_postgres`, from a URL and keywords.
-
-    ``pool_size`` connections are kept open, up to ``max_overflow`` more are opened
-    under load; a caller waits at most ``pool_timeout`` seconds for a free one.
-    ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
-    wait for the events table's write lock (0: wait as long as it takes).
-    """
-
-    user: str
-    password: str
-    host: str
-    port: int
-    dbname: str
-    schema: str = "public"
-    pool_size: int = 2
-    max_overflow: int = 8
-    pool_timeout: float = 30.0
-    connect_timeout: int = 10
-    lock_timeout: int = 0
-    sslmode: str = ""
-
-
-# Options accepted in the query string or as keywords.
-TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
-           "lock_timeout", "sslmode")  # fmt: skip
-
-
-def parse_postgres_url(url: str, **options: object) -> PostgresOptions:
-    """Read ``postgresql://user[:password]@host[:port]/dbname?option=value&...``.
-
-    Keyword ``options`` override the query string. Raises ``ValueError`` naming
-    the offending part or parameter.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgresql", "postgres"}:
-        raise ValueError(f"not a PostgreSQL URL (scheme {parts.scheme!r}): {_redact(url)}")
-    dbname = unquote(parts.path.lstrip("/"))
-    if not dbname or "/" in dbname:
-        raise ValueError(
-            f"PostgreSQL URL needs one database name in its path, as in "
-            f"postgresql://user@host:5432/dbname: {_redact(url)}"
-        )
-    try:
-        port = parts.port or 5432
-    except ValueError as exc:
-        raise ValueError(f"PostgreSQL URL has a bad port: {_redact(url)}") from exc
-    raw: dict[str, object] = {}
-    for name, text in parse_qsl(parts.query, keep_blank_values=True):
-        if name in raw:
-            raise ValueError(f"PostgreSQL URL parameter {name!r} is given twice")
-        raw[name] = text
-    raw.update(options)
-    unknown = sorted(set(raw) - set(TUNABLE))
-    if unknown:
-        raise ValueError(
-            f"unknown PostgreSQL option {unknown[0]!r}; known options: {', '.join(TUNABLE)}"
-        )
-    values: dict[str, Any] = {
-        "user": unquote(parts.username or "postgres"),
-        "password": unquote(parts.password or ""),
-        "host": parts.hostname or "localhost",
-        "port": port,
-        "dbname": dbname,
-    }
-    for name, value in raw.items():
-        values[name] = _convert(name, value)
-    return PostgresOptions(**values)
-
-
-def _convert(name: str, value: object) -> object:
-    """One option's value, checked; ``ValueError`` names the parameter."""
-    if name in {"schema", "sslmode"}:
-        text = str(value).strip()
-        if name == "schema" and (not text or len(text) > 63):
-            raise ValueError(
-                f"PostgreSQL option 'schema' must be a name of 1-63 characters, got {value!r}"
-            )
-        return text
-    kind: type[int] | type[float] = float if name == "pool_timeout" else int
-    try:
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise TypeError
-        number = kind(str(value).strip())
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"PostgreSQL option {name!r} must be {'a number' if kind is float else 'an integer'}, "
-            f"got {value!r}"
-        ) from None
-    minimum = {"pool_size": 1, "pool_timeout": 0.001, "connect_timeout": 1}.get(name, 0)
-    if not math.isfinite(number) or number < minimum:
-        raise ValueError(f"PostgreSQL option {name!r} must be >= {minimum}, got {value!r}")
-    return number
-
-
-def _redact(url: str) -> str:
-    """``url`` without its password, for error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
 def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
     """Open a pooled recorder for ``url``, creating its schema's tables if missing.
 
     The schema itself is created when it does not exist (and the user may).
     """
     settings = parse_postgres_url(url, **options)
+    conninfo = settings.conninfo
+    _probe(settings)
     datastore = PostgresDatastore(
-        dbname=settings.dbname,
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=settings.password,
+        dbname=conninfo["dbname"],
+        host=conninfo.get("host", ""),
+        port=conninfo.get("port", ""),
+        user=conninfo.get("user", ""),
+        password=conninfo.get("password", ""),
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
     )
-    extra: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
-    if settings.sslmode:
-        extra["sslmode"] = settings.sslmode
+    # The pool connects with exactly the URL's parameters: what it leaves out, libpq
+    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
     kwargs = _connect_kwargs(datastore)
-    kwargs.update(extra)
-    if not settings.password:
-        kwargs.pop("password", None)
+    for name in ("host", "port", "user", "password"):
+        kwargs.pop(name, None)
+    kwargs.update(conninfo)
+    kwargs["connect_timeout"] = settings.connect_timeout
     try:
         recorder = PostgresAgentRecorder(datastore)
         recorder.create_table()
@@ -510,6 +411,17 @@ def open_postgres(url: str, **options: object) -> PostgresAgentRecorder:
         datastore.close()
         raise
     return recorder
+
+
+def _probe(settings: PostgresOptions) -> None:
+    """Connect once, within ``connect_timeout``: a server that cannot be reached is a
+    :class:`~snaptail.errors.DatabaseUnreachable` naming it and the cause, not a pool
+    timing out ``pool_timeout`` seconds later."""
+    try:
+        psycopg.connect(**settings.connect_args()).close()
+    except psycopg.OperationalError as exc:
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatabaseUnreachable(describe_server(settings.conninfo), cause) from None
 
 
 def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
@@ -525,10 +437,4 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
     }
 
 
-__all__ = [
-    "PostgresAgentRecorder",
-    "PostgresOptions",
-    "open_postgres",
-    "parse_postgres_url",
-    "settings_of",
-]
+__all__ = ["PostgresAgentRecorder", "open_postgres", "settings_of"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+# The table snaptail adds beside eventsourcing's ``stored_events``, on every backend.
+SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,22 @@ class StoredSnapshot:
     state: bytes
 
 
+def snapshot_from_row(originator_id: UUID, row: Sequence[Any]) -> StoredSnapshot:
+    """A snapshot row ``(originator_version, topic, fingerprint, checksum, state)``."""
+    version, topic, fingerprint, check, state = row
+    return StoredSnapshot(originator_id, version, topic, fingerprint, check, bytes(state))
+
+
+def stored_events(originator_id: UUID, rows: Iterable[Sequence[Any]]) -> list[StoredEvent]:
+    """One agent's event rows ``(originator_version, topic, state)`` as stored events."""
+    return [
+        StoredEvent(
+            originator_id=originator_id, originator_version=version, topic=topic, state=state
+        )
+        for version, topic, state in rows
+    ]
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     """A snapshot row without its bytes (for listing)."""
@@ -30,6 +49,11 @@ class SnapshotInfo:
     originator_version: int
     fingerprint: str
     size: int
+
+
+# One event row as a load reads it: (originator_version, topic, state). Plain tuples,
+# as the database driver returns them: a load builds no object per row.
+EventRow = tuple[int, str, bytes]
 
 
 @dataclass(frozen=True)
@@ -41,7 +65,7 @@ class LoadRows:
     """
 
     snapshot: StoredSnapshot | None
-    events: Sequence[StoredEvent]
+    events: Sequence[EventRow]
 
 
 class AgentRecorder(ApplicationRecorder):
@@ -60,7 +84,8 @@ class AgentRecorder(ApplicationRecorder):
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Insert events (and snapshots, pruning older ones of the same agents down
-        to ``keep_snapshots``) in one transaction. A version conflict raises
+        to ``keep_snapshots`` plus the newest of each of the last two fingerprints)
+        in one transaction. A version conflict raises
         ``eventsourcing.persistence.IntegrityError`` and writes nothing."""
 
     @abstractmethod
@@ -75,6 +100,11 @@ class AgentRecorder(ApplicationRecorder):
         """Read the newest snapshot at or before ``snapshot_lte`` (default ``lte``)
         and the events after it (and enough before it to give ``recent`` events),
         up to ``lte``, in one read transaction and two queries."""
+
+    @abstractmethod
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        """The newest snapshot at or before ``lte``, without any events (a load that
+        passed over a snapshot looks for an older one this way)."""
 
     @abstractmethod
     def select_page(
@@ -105,8 +135,9 @@ class AgentRecorder(ApplicationRecorder):
     def delete_snapshots(
         self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
     ) -> int:
-        """Delete all but the newest ``keep`` snapshots, and any at ``versions``;
-        returns how many rows were deleted."""
+        """Delete the snapshots at ``versions``, then all but the newest ``keep`` and
+        the newest of each of the last two fingerprints; returns how many rows were
+        deleted."""
 
     @abstractmethod
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:

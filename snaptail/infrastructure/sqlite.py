@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
+from eventsourcing import persistence
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
+    OperationalError,
     StoredEvent,
     Subscription,
 )
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
 
+from snaptail.errors import LockTimeout
 from snaptail.infrastructure.recorder import (
+    SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
@@ -26,7 +40,76 @@ from snaptail.infrastructure.subscription import (
     commit_signal,
 )
 
-SNAPSHOTS_TABLE = "snaptail_snapshots"
+# Prepared statements each connection keeps (``sqlite3``'s default). eventsourcing's
+# pool opens its connections with ``cached_statements=True``, which is 1: every
+# statement of a save or a load was parsed and planned again each time.
+STATEMENT_CACHE = 128
+# Idle read connections kept for loads (more are opened under concurrency, then closed).
+IDLE_READERS = 4
+
+
+T = TypeVar("T")
+
+
+class _Executes(Protocol):
+    """A connection or cursor: what a read query runs its statements on."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> sqlite3.Cursor: ...
+
+
+def _connect(db_name: str, lock_timeout: int | None) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            db_name,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,  # autocommit: transactions are begun explicitly
+            cached_statements=STATEMENT_CACHE,
+            timeout=lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT,
+        )
+    except (sqlite3.Error, TypeError) as exc:
+        raise persistence.InterfaceError(exc) from exc
+
+
+class StatementCachingPool(SQLiteConnectionPool):
+    """``eventsourcing``'s SQLite pool, with connections that cache their statements."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = _connect(self.db_name, self.lock_timeout)
+        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            connection.execute("PRAGMA journal_mode=WAL")  # kept by the file once set
+            self.is_journal_mode_wal = True
+        connection.row_factory = sqlite3.Row  # eventsourcing's queries read rows by name
+        return SQLiteConnection(sqlite_conn=connection, max_age=self.max_age)
+
+
+class SnaptailSQLiteDatastore(SQLiteDatastore):
+    """A :class:`SQLiteDatastore` whose pool is a :class:`StatementCachingPool`."""
+
+    def __init__(self, db_name: str, *, lock_timeout: int | None = None) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout)
+        self.pool = StatementCachingPool(db_name=db_name, lock_timeout=lock_timeout)
+
+
+_ERRORS: tuple[tuple[type[sqlite3.Error], type[persistence.PersistenceError]], ...] = (
+    (sqlite3.IntegrityError, persistence.IntegrityError),
+    (sqlite3.OperationalError, persistence.OperationalError),
+    (sqlite3.InterfaceError, persistence.InterfaceError),
+    (sqlite3.DataError, persistence.DataError),
+    (sqlite3.InternalError, persistence.InternalError),
+    (sqlite3.ProgrammingError, persistence.ProgrammingError),
+    (sqlite3.NotSupportedError, persistence.NotSupportedError),
+    (sqlite3.DatabaseError, persistence.DatabaseError),
+    (sqlite3.Error, persistence.PersistenceError),
+)
+
+
+def _persistence_error(exc: sqlite3.Error) -> persistence.PersistenceError:
+    """The ``eventsourcing`` error its own SQLite recorder raises for ``exc``."""
+    for raw, translated in _ERRORS:
+        if isinstance(exc, raw):
+            return translated(exc)
+    return persistence.PersistenceError(exc)  # pragma: no cover (sqlite3.Error matches)
 
 
 def _key(originator_id: UUID | str) -> str:
@@ -49,13 +132,24 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         self.snapshots_table_name = snapshots_table_name
         super().__init__(datastore, events_table_name)
         self._commit_signal = commit_signal(datastore.pool.db_name)
+        # Loads read through their own connections (plain tuples, cached statements,
+        # no pool bookkeeping); an in-memory database is read through the pool, whose
+        # readers and writer exclude each other as its shared cache requires.
+        self._readers: list[sqlite3.Connection] | None = (
+            None if datastore.pool.is_sqlite_memory_mode else []
+        )
+        self._closed = False
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
+        # Retention: the newest K snapshots, and the newest of each of the last two
+        # fingerprints (so the previous code version keeps one of its own).
         self._prune = (
             f"DELETE FROM {sn} WHERE originator_id=? AND originator_version < ("
             f"SELECT originator_version FROM {sn} WHERE originator_id=? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?)"
+            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?) "
+            f"AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
+            "WHERE originator_id=? GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
         )
         self._select_snapshot = (
             f"SELECT originator_version, topic, fingerprint, checksum, state FROM {sn} "
@@ -80,6 +174,47 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         )
         return statements
 
+    def close(self) -> None:
+        """Close the read connections and the datastore's pool."""
+        self._closed = True
+        while self._readers:
+            self._readers.pop().close()
+        self.datastore.close()
+
+    def _read(self, query: Callable[[_Executes], T]) -> T:
+        """Run ``query`` in one read transaction on a plain connection (rows are
+        tuples). No context manager: loads are short, and this is their overhead."""
+        readers = self._readers
+        if readers is None:
+            with self.datastore.transaction(commit=False) as cursor:
+                sqlite_cursor = cursor.sqlite_cursor
+                sqlite_cursor.row_factory = None
+                return query(sqlite_cursor)
+        if self._closed:
+            raise persistence.ConnectionPoolClosedError("the SQLite recorder is closed")
+        try:
+            connection = readers.pop()  # atomic: no lock needed
+        except IndexError:
+            pool = self.datastore.pool
+            connection = _connect(pool.db_name, pool.lock_timeout)
+        try:
+            connection.execute("BEGIN")
+            try:
+                result = query(connection)
+            finally:
+                connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            connection.close()
+            raise _persistence_error(exc) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if self._closed or len(readers) >= IDLE_READERS:
+            connection.close()
+        else:
+            readers.append(connection)
+        return result
+
     # -- writing --------------------------------------------------------------------
 
     def insert_events(
@@ -90,10 +225,17 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         keep_snapshots: int | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as c:
-            ids = self._insert_events(c, stored_events, **kwargs)
-            for snapshot in snapshots:
-                self._write_snapshot(c, snapshot, keep_snapshots)
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                ids = self._insert_events(c, stored_events, **kwargs)
+                for snapshot in snapshots:
+                    self._write_snapshot(c, snapshot, keep_snapshots)
+        except OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+            raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:
             self._commit_signal.notify()  # wake subscribers in this process
         return ids
@@ -129,9 +271,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         last = int(c.fetchone()[0])
         return list(range(last - len(stored_events) + 1, last + 1))
 
-    def _write_snapshot(
-        self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None
-    ) -> None:
+    def _write_snapshot(self, c: SQLiteCursor, snapshot: StoredSnapshot, keep: int | None) -> None:
         key = _key(snapshot.originator_id)
         c.execute(
             self._insert_snapshot,
@@ -145,7 +285,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             ),
         )
         if keep is not None:
-            c.execute(self._prune, (key, key, max(keep, 1) - 1))
+            c.execute(self._prune, (key, key, max(keep, 1) - 1, key))
 
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
@@ -171,7 +311,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             if keep == 0:
                 c.execute(f"DELETE FROM {sn} WHERE originator_id=?", (key,))
             else:
-                c.execute(self._prune, (key, key, keep - 1))
+                c.execute(self._prune, (key, key, keep - 1, key))
             c.execute(f"SELECT COUNT(*) FROM {sn} WHERE originator_id=?", (key,))
             return before - int(c.fetchone()[0])
 
@@ -188,32 +328,25 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         upper = lte if lte is not None else 2**62
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
-        with self.datastore.transaction(commit=False) as c:
+
+        def query(c: _Executes) -> LoadRows:
             snapshot = None
             if snap_upper > 0:
-                c.execute(self._select_snapshot, (key, snap_upper))
-                row = c.fetchone()
+                row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
                 if row is not None:
-                    snapshot = StoredSnapshot(
-                        originator_id=originator_id,
-                        originator_version=row[0],
-                        topic=row[1],
-                        fingerprint=row[2],
-                        checksum=row[3],
-                        state=row[4],
-                    )
+                    snapshot = snapshot_from_row(originator_id, row)
             after = snapshot.originator_version if snapshot else 0
-            c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            events = [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
-        return LoadRows(snapshot=snapshot, events=events)
+            events = c.execute(self._select_tail, (key, upper, after, key, upper, recent))
+            return LoadRows(snapshot=snapshot, events=events.fetchall())
+
+        return self._read(query)
+
+    def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        key = _key(originator_id)
+        row = self._read(lambda c: c.execute(self._select_snapshot, (key, lte)).fetchone())
+        return None if row is None else snapshot_from_row(originator_id, row)
 
     def select_page(
         self,
@@ -241,26 +374,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             params.extend(topics)
         statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
         params.append(limit)
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(statement, params)
-            return [
-                StoredEvent(
-                    originator_id=originator_id,
-                    originator_version=row[0],
-                    topic=row[1],
-                    state=row[2],
-                )
-                for row in c.fetchall()
-            ]
+        rows = self._read(lambda c: c.execute(statement, params).fetchall())
+        return stored_events(originator_id, rows)
 
     def max_version(self, originator_id: UUID) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT MAX(originator_version) FROM {self.events_table_name} "
-                "WHERE originator_id=?",
-                (_key(originator_id),),
-            )
-            value = c.fetchone()[0]
+        statement = (
+            f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
+        )
+        key = _key(originator_id)
+        value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
@@ -284,3 +406,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             return [UUID(row[0]) for row in c.fetchall()]
+
+
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)

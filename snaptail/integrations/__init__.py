@@ -1,1 +1,1 @@
-"""Adapters that put snaptail under agent frameworks (each needs its extra installed)."""
+"""Adapters between snaptail and other agent frameworks (one module per framework)."""

@@ -2,7 +2,9 @@
 
 Built from topics and sizes alone, except three small decodes: the token usage of
 ``LlmRequestFinished``, the ``error`` field of ``ToolCallCompleted`` and the
-timestamp of each agent's last event in a batch. Events are recognised by their
+timestamp of each agent's last event in a batch. An event whose fields do not
+decode raises (``msgspec.ValidationError``/``DecodeError``): the worker reports it
+as a projection failure, never an undercount. Events are recognised by their
 event class name, so agent types defined by users (subclasses of ``Agent``, whose
 events have their own topics) count like the built-in one.
 
@@ -99,19 +101,12 @@ class AgentStats(Projection):
             last[key] = n
             name = event_name(n.topic)
             if name == "LlmRequestFinished":
-                try:
-                    usage = decode(n.state, _LlmRequestFinished).usage
-                except msgspec.MsgspecError:
-                    continue
+                usage = decode(n.state, _LlmRequestFinished).usage
                 row[2] += usage.input_tokens
                 row[3] += usage.output_tokens
             elif name == "ToolCallCompleted":
                 row[4] += 1
-                try:
-                    failed = decode(n.state, _ToolCallCompleted).error is not None
-                except msgspec.MsgspecError:
-                    failed = False
-                row[5] += failed
+                row[5] += decode(n.state, _ToolCallCompleted).error is not None
             elif name == "ErrorRecorded":
                 row[5] += 1
         view.executemany(
@@ -136,20 +131,14 @@ def _agent_type(n: Notification) -> str:
     """The agent's class (the created event names it; later events may be inherited
     from a base class). Only written when the agent's row is first inserted."""
     if n.originator_version == 1:
-        try:
-            topic = decode(n.state, _Created).originator_topic
-        except msgspec.MsgspecError:
-            topic = ""
+        topic = decode(n.state, _Created).originator_topic
         if topic:
             return topic
     return agent_type(n.topic)
 
 
 def _timestamp(state: bytes) -> str | None:
-    try:
-        stamp = decode(state, _Stamped).timestamp
-    except msgspec.MsgspecError:
-        return None
+    stamp = decode(state, _Stamped).timestamp
     return None if stamp is None else stamp.isoformat()
 
 

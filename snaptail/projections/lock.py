@@ -1,27 +1,34 @@
 """One worker per projection: a lock held for the worker's lifetime.
 
 PostgreSQL view: a session-level ``pg_try_advisory_lock`` on a 64-bit hash of the
-schema and projection name, held on a dedicated connection. SQLite view: an
-exclusive ``flock`` on ``<view file>.<projection>.lock``. Both are released by the
-operating system or the server when the process dies, even by SIGKILL, so a
-standby worker takes over. The position check in the view transaction
+schema and projection name, held on the view's own connection: a batch commits on
+that connection, so it commits only while the session (and the lock) is alive, and
+:meth:`ProjectionLock.check` also asks ``pg_locks`` inside the batch transaction.
+A worker whose connection is lost has lost its lock: it re-acquires it or stands by.
+SQLite view: an exclusive ``flock`` on ``<view file>.<projection>.lock``. Both are
+released by the operating system or the server when the process dies, even by
+SIGKILL, so a standby worker takes over. The position check in the view transaction
 (:meth:`~snaptail.projections.view.ViewDatabase.advance`) is a second fence.
+
+Platform limit: the SQLite view's lock is ``fcntl.flock``, POSIX only (Linux, macOS);
+on Windows keep views in PostgreSQL (``--view-db postgresql://...``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
-from typing import Any
 
+from snaptail.errors import ProjectionBusy
 from snaptail.projections.view import (
     PostgresView,
     SQLiteView,
+    ViewCursor,
     ViewDatabase,
-    postgres_connect_args,
+    advisory_key,
 )
+
+__all__ = ["ProjectionLock", "advisory_key"]
 
 
 class ProjectionLock:
@@ -31,9 +38,9 @@ class ProjectionLock:
         self.projection = projection
         self._view = view
         self._fd: int | None = None
-        self._conn: Any = None
         self.held = False
         self.where = ""
+        self.key = 0
         if isinstance(view, SQLiteView) and view.path != ":memory:":
             self.where = f"{view.path}.{projection}.lock"
         elif isinstance(view, PostgresView):
@@ -45,7 +52,7 @@ class ProjectionLock:
         if self.held:
             return True
         if isinstance(self._view, PostgresView):
-            self.held = self._try_postgres()
+            self.held = self._view.try_lock(self.key)
         elif self.where:
             self.held = self._try_file()
         else:  # an in-memory view belongs to this process alone
@@ -53,6 +60,13 @@ class ProjectionLock:
         return self.held
 
     def _try_file(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # Windows: see the module's docstring
+            raise RuntimeError(
+                f"projection {self.projection!r}: a SQLite view needs POSIX file locks "
+                "(fcntl); on Windows use a PostgreSQL view database (--view-db postgresql://...)"
+            ) from None
         fd = os.open(self.where, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,30 +76,32 @@ class ProjectionLock:
         self._fd = fd
         return True
 
-    def _try_postgres(self) -> bool:
-        import psycopg
+    def check(self, cur: ViewCursor) -> None:
+        """Inside a view transaction: raise :class:`ProjectionBusy` unless this worker
+        still holds the lock (so the transaction rolls back)."""
+        if self.held and isinstance(self._view, PostgresView):
+            self.held = PostgresView.holds_lock(cur, self.key)
+        if not self.held:
+            raise ProjectionBusy(
+                f"projection {self.projection!r}: this worker does not hold its lock "
+                f"({self.where or 'in-memory view'}); another worker may run it"
+            )
 
-        if self._conn is None:
-            self._conn = psycopg.connect(**postgres_connect_args(self._view.url), autocommit=True)
-        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-        return bool(row and row[0])
+    def lost(self) -> None:
+        """The view's connection was replaced: a PostgreSQL lock went with it."""
+        if isinstance(self._view, PostgresView):
+            self.held = False
 
     def release(self) -> None:
         if self._fd is not None:
+            import fcntl  # held: imported by _try_file
+
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-        if self._conn is not None:
-            # Unlock first: closing alone frees the lock only when the server notices.
+        if self.held and isinstance(self._view, PostgresView) and not self._view.broken:
+            # Unlock: the view connection stays open for reading. A connection lost
+            # meanwhile took the lock with it.
             with contextlib.suppress(Exception):
-                if self.held:
-                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
-            self._conn.close()
-            self._conn = None
+                self._view.unlock(self.key)
         self.held = False
-
-
-def advisory_key(schema: str, projection: str) -> int:
-    """A signed 64-bit key for ``pg_advisory_lock`` naming this projection in this schema."""
-    digest = hashlib.blake2b(f"snaptail/{schema}/{projection}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)

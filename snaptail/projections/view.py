@@ -3,18 +3,33 @@
 A :class:`ViewDatabase` hands out write transactions (:meth:`ViewDatabase.transaction`)
 whose cursor takes ``?`` placeholders on both backends, and keeps each projection's
 position (the last notification id it processed) in ``snaptail_projection_tracking``,
-written in the same transaction as the view update: exactly-once effects.
+written in the same transaction as the view update: exactly-once effects. Events a
+worker was told to skip (``--skip-failed``) are kept in ``snaptail_projection_dead_letters``.
+
+On PostgreSQL, view tables (and the view's schema) are created under a
+transaction-level advisory lock: concurrent ``CREATE TABLE IF NOT EXISTS`` can
+collide in the catalogues. A projection's worker lock is a session-level advisory
+lock held on the view's own connection, so a batch commits only while its worker
+still holds the lock.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from snaptail.infrastructure.database import resolve_url, sqlite_path
+from snaptail.infrastructure.urls import (
+    is_postgres_url,
+    parse_postgres_url,
+    resolve_url,
+    sqlite_path,
+)
 
 TRACKING_TABLE = "snaptail_projection_tracking"
 _TRACKING_DDL = (
@@ -22,6 +37,39 @@ _TRACKING_DDL = (
     "projection TEXT PRIMARY KEY, notification_id BIGINT NOT NULL, "
     "processed BIGINT NOT NULL)"
 )
+DEAD_LETTERS_TABLE = "snaptail_projection_dead_letters"
+_DEAD_LETTERS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {DEAD_LETTERS_TABLE} ("
+    "projection TEXT NOT NULL, notification_id BIGINT NOT NULL, agent_id TEXT NOT NULL, "
+    "version BIGINT NOT NULL, event_type TEXT NOT NULL, error TEXT NOT NULL, "
+    "skipped_at TEXT NOT NULL, PRIMARY KEY (projection, notification_id))"
+)
+_DEAD_LETTER_COLUMNS = (
+    "projection, notification_id, agent_id, version, event_type, error, skipped_at"
+)
+
+
+def advisory_key(schema: str, name: str) -> int:
+    """A signed 64-bit ``pg_advisory_lock`` key naming ``name`` in ``schema``."""
+    digest = hashlib.blake2b(f"snaptail/{schema}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# Serialises view-table creation in a database (any schema, any projection).
+VIEW_SETUP_LOCK = advisory_key("", "view setup")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An event a worker skipped (``--skip-failed``) because its projection raised."""
+
+    projection: str
+    notification_id: int
+    agent_id: str
+    version: int
+    event_type: str
+    error: str
+    skipped_at: str
 
 
 class PositionConflict(RuntimeError):
@@ -81,13 +129,28 @@ class ViewDatabase(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @property
+    def broken(self) -> bool:
+        """True once the connection is lost (the next use would fail)."""
+        return False
+
+    @abstractmethod
+    def reconnect(self) -> None:
+        """Replace a lost connection (session state, such as locks, is gone)."""
+
     def setup(self, statements: Sequence[str] = ()) -> None:
-        """Create the tracking table and a projection's tables (``CREATE ... IF NOT
-        EXISTS`` statements), in one transaction."""
+        """Create the tracking and dead-letter tables and a projection's tables
+        (``CREATE ... IF NOT EXISTS`` statements), in one transaction."""
         with self.transaction() as cur:
+            self._serialise_setup(cur)
             cur.execute(_TRACKING_DDL)
+            cur.execute(_DEAD_LETTERS_DDL)
             for statement in statements:
                 cur.execute(statement)
+
+    @abstractmethod
+    def _serialise_setup(self, cur: ViewCursor) -> None:
+        """Hold off other processes' table creation until this transaction ends."""
 
     def position(self, projection: str) -> int:
         """The last notification id the projection processed (0: none yet)."""
@@ -132,6 +195,73 @@ class ViewDatabase(ABC):
                 "(is another worker running it?)"
             )
 
+    def has_table(self, name: str) -> bool:
+        """Whether table ``name`` exists (in the view's schema, on PostgreSQL)."""
+        with self.reading() as cur:
+            if self.dialect == "sqlite":
+                cur.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,))
+            else:
+                cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = ? "
+                            "AND schemaname = current_schema()", (name,))  # fmt: skip
+            row = cur.fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def record_dead_letter(cur: ViewCursor, projection: str, letter: DeadLetter) -> None:
+        """Keep a skipped event's coordinates and error (in the view transaction that
+        moves the position past it)."""
+        cur.execute(
+            f"INSERT INTO {DEAD_LETTERS_TABLE} ({_DEAD_LETTER_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                projection, letter.notification_id, letter.agent_id, letter.version,
+                letter.event_type, letter.error, letter.skipped_at,
+            ),
+        )  # fmt: skip
+
+    def dead_letters(
+        self, projection: str | None = None, agent_id: str | None = None
+    ) -> list[DeadLetter]:
+        """The events workers skipped, oldest first (of one projection or agent)."""
+        where, params = [], []
+        if projection is not None:
+            where.append("projection = ?")
+            params.append(projection)
+        if agent_id is not None:
+            where.append("agent_id = ?")
+            params.append(agent_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self.reading() as cur:
+            cur.execute(
+                f"SELECT {_DEAD_LETTER_COLUMNS} FROM {DEAD_LETTERS_TABLE}{clause} "
+                "ORDER BY projection, notification_id",
+                params,
+            )
+            return [DeadLetter(*row) for row in cur.fetchall()]
+
+
+def read_dead_letters(
+    url: str | None, *, projection: str | None = None, agent_id: str | None = None
+) -> list[DeadLetter]:
+    """The dead letters kept in the view database ``url`` (none if no worker has run
+    there), without creating any table."""
+    view = open_view(url)
+    try:
+        if not view.has_table(DEAD_LETTERS_TABLE):
+            return []
+        return view.dead_letters(projection, agent_id)
+    finally:
+        view.close()
+
+
+def dead_letter(
+    projection: str, notification_id: int, agent_id: object, version: int, event_type: str,
+    error: str,
+) -> DeadLetter:  # fmt: skip
+    """A :class:`DeadLetter` stamped now (UTC)."""
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return DeadLetter(projection, notification_id, str(agent_id), version, event_type, error, stamp)
+
 
 class SQLiteView(ViewDatabase):
     dialect = "sqlite"
@@ -139,11 +269,21 @@ class SQLiteView(ViewDatabase):
     def __init__(self, url: str, path: str) -> None:
         self.url = url
         self.path = path
-        self._conn = sqlite3.connect(
-            path, isolation_level=None, timeout=30, check_same_thread=False
-        )
-        if path != ":memory:":
-            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        if self.path != ":memory:":
+            conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def reconnect(self) -> None:
+        if self.path != ":memory:":  # an in-memory view would be lost with it
+            self._conn.close()
+            self._conn = self._connect()
+
+    def _serialise_setup(self, cur: ViewCursor) -> None:
+        """``BEGIN IMMEDIATE`` already holds SQLite's write lock."""
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
@@ -180,17 +320,56 @@ class PostgresView(ViewDatabase):
         import psycopg
         from psycopg.sql import SQL, Identifier
 
+        settings = parse_postgres_url(url)
         self.url = url
-        self._conn = psycopg.connect(**postgres_connect_args(url))
-        self.schema = postgres_schema(url)
+        self._conn = psycopg.connect(**settings.connect_args())
+        self.schema = settings.schema
         with self._conn.transaction():
             found = self._conn.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
             ).fetchone()
             if found is None:  # a view database of its own, new
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (VIEW_SETUP_LOCK,))
                 self._conn.execute(
                     SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.schema))
                 )
+
+    @property
+    def broken(self) -> bool:
+        return bool(self._conn.broken or self._conn.closed)
+
+    def reconnect(self) -> None:
+        import psycopg
+
+        self._conn.close()
+        self._conn = psycopg.connect(**parse_postgres_url(self.url).connect_args())
+
+    def _serialise_setup(self, cur: ViewCursor) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(?)", (VIEW_SETUP_LOCK,))
+
+    def try_lock(self, key: int) -> bool:
+        """Take session-level advisory lock ``key`` on this connection if it is free."""
+        with self.transaction() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(?)", (key,))
+            row = cur.fetchone()
+        return bool(row and row[0])
+
+    def unlock(self, key: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("SELECT pg_advisory_unlock(?)", (key,))
+
+    @staticmethod
+    def holds_lock(cur: ViewCursor, key: int) -> bool:
+        """Whether this session holds advisory lock ``key`` (a 64-bit key is split
+        into ``classid``, ``objid``; ``objsubid`` 1)."""
+        cur.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND pid = pg_backend_pid() AND objsubid = 1 "
+            "AND classid::bigint = ? AND objid::bigint = ?",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
@@ -206,32 +385,6 @@ class PostgresView(ViewDatabase):
         self._conn.close()
 
 
-def postgres_schema(url: str) -> str:
-    from snaptail.infrastructure.postgres import parse_postgres_url
-
-    return parse_postgres_url(url).schema
-
-
-def postgres_connect_args(url: str) -> dict[str, Any]:
-    """``psycopg.connect`` keywords for a snaptail PostgreSQL URL (schema as search path)."""
-    from snaptail.infrastructure.postgres import parse_postgres_url
-
-    s = parse_postgres_url(url)
-    args: dict[str, Any] = {
-        "host": s.host,
-        "port": s.port,
-        "user": s.user,
-        "dbname": s.dbname,
-        "connect_timeout": s.connect_timeout,
-        "options": f"-c search_path={s.schema}",
-    }
-    if s.password:
-        args["password"] = s.password
-    if s.sslmode:
-        args["sslmode"] = s.sslmode
-    return args
-
-
 def open_view(url: str | None = None) -> ViewDatabase:
     """Open the view database ``url`` names (same forms as the event database)."""
     url = resolve_url(url)
@@ -240,6 +393,6 @@ def open_view(url: str | None = None) -> ViewDatabase:
         if not path:
             raise ValueError(f"no file in SQLite URL {url!r}: use sqlite:///file.db")
         return SQLiteView(url, path)
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(url):
         return PostgresView(url)
     raise ValueError(f"unsupported view database URL {url!r}")

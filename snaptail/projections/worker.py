@@ -9,34 +9,104 @@ New events are noticed by polling ``max(notification id)`` every
 ``poll_interval`` seconds; on SQLite a writer in the same process wakes the worker
 at once, on PostgreSQL the recorder's NOTIFY does (LISTEN on a dedicated
 connection).
+
+Faults. Every batch commits only while the worker holds the projection's lock
+(checked in the batch's transaction). A lost connection (events, view, LISTEN) is
+re-opened with exponential backoff, each attempt logged, and the worker catches up;
+after ``give_up_after`` seconds without success it raises :class:`WorkerGaveUp`. The
+view's connection carries the PostgreSQL lock: once it is replaced, the worker takes
+the lock again or, if another worker took it meanwhile, stands by. A projection that
+raises makes the worker retry the batch one event at a time, commit every event
+before the failing one and raise :class:`ProjectionFailed` naming it (or, with
+``skip_failed``, record it as a dead letter and go on).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import sqlite3
+import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 
-from snaptail.infrastructure.database import open_recorder, resolve_url
+from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
-from snaptail.infrastructure.subscription import CommitSignal, commit_signal
-from snaptail.projections.base import Projection
+from snaptail.infrastructure.subscription import (
+    DEFAULT_POLL_INTERVAL,
+    CommitSignal,
+    commit_signal,
+)
+from snaptail.infrastructure.urls import is_postgres_url, resolve_url
+from snaptail.projections.base import Projection, event_name
 from snaptail.projections.lock import ProjectionLock
-from snaptail.projections.view import PositionConflict, ViewDatabase, open_view
+from snaptail.projections.view import PositionConflict, ViewDatabase, dead_letter, open_view
 
 logger = logging.getLogger("snaptail.projections")
 
 DEFAULT_BATCH_SIZE = 1000
-DEFAULT_POLL_INTERVAL = 0.05
+DEFAULT_GIVE_UP_AFTER = 60.0
+FIRST_RETRY = 0.1  # seconds before the first reconnect attempt; doubles up to MAX_RETRY
+MAX_RETRY = 5.0
+LOCK_CHECK_INTERVAL = 1.0  # an idle worker checks it still holds its lock this often
+
+T = TypeVar("T")
+
+
+class _ConnectionLost(Exception):
+    """A connection of the worker's failed; ``link`` says which."""
+
+    def __init__(self, link: str, cause: BaseException) -> None:
+        super().__init__(f"{link}: {type(cause).__name__}: {cause}")
+        self.link, self.cause = link, cause
+
+
+class _Stopped(Exception):
+    """``stop`` was set while the worker waited to reconnect."""
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    psycopg: Any = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
+    """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
+    each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
+    if is_postgres_url(url):
+        return {"pool_timeout": min(MAX_RETRY, give_up_after)}
+    return {}
+
+
+def _without_retries(method: Callable[..., T]) -> Callable[..., T]:
+    """``eventsourcing``'s PostgreSQL reads retry a lost connection ten times with
+    their own waits (minutes, with a pool that cannot connect); the worker retries,
+    logs and gives up itself, so it calls the undecorated method when there is one."""
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    owner = getattr(method, "__self__", None)
+    if inner is None or owner is None:
+        return method
+    return functools.partial(inner, owner)
 
 
 class _Waiter:
     """Blocks until new events may have been recorded, or ``timeout`` passes."""
+
+    broken = False
+
+    def reconnect(self) -> None:
+        pass
 
     def mark(self) -> int:
         return 0
@@ -61,13 +131,26 @@ class _SQLiteWaiter(_Waiter):
 
 class _PostgresWaiter(_Waiter):
     def __init__(self, url: str, channel: str) -> None:
+        self._url, self._channel = url, channel
+        self._conn = self._listen()
+
+    def _listen(self) -> Any:
         import psycopg
         from psycopg.sql import SQL, Identifier
 
-        from snaptail.projections.view import postgres_connect_args
+        from snaptail.infrastructure.urls import postgres_connect_args
 
-        self._conn = psycopg.connect(**postgres_connect_args(url), autocommit=True)
-        self._conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
+        conn = psycopg.connect(**postgres_connect_args(self._url), autocommit=True)
+        conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
+        return conn
+
+    @property
+    def broken(self) -> bool:  # type: ignore[override]
+        return bool(self._conn.broken or self._conn.closed)
+
+    def reconnect(self) -> None:
+        self._conn.close()
+        self._conn = self._listen()
 
     def wait(self, mark: int, timeout: float) -> None:
         for _ in self._conn.notifies(timeout=timeout, stop_after=1):
@@ -81,7 +164,7 @@ def _waiter_for(recorder: AgentRecorder, url: str) -> _Waiter:
     if isinstance(recorder, SQLiteAgentRecorder):
         return _SQLiteWaiter(commit_signal(recorder.datastore.pool.db_name))
     channel = getattr(recorder, "channel_name", None)
-    if channel and url.startswith(("postgresql://", "postgres://")):
+    if channel and is_postgres_url(url):
         return _PostgresWaiter(url, channel)
     return _Waiter()
 
@@ -120,7 +203,8 @@ class ProjectionWorker:
     """Runs one projection from the event database ``db`` into ``view_db``.
 
     ``view_db`` defaults to ``db`` (the view tables then sit beside the events).
-    Use :meth:`catch_up` for a one-off update, :meth:`run` for a long-lived worker.
+    Use :meth:`catch_up` for a one-off update, :meth:`run` for a long-lived worker;
+    both hold the projection's lock while they apply events.
     """
 
     def __init__(
@@ -131,20 +215,28 @@ class ProjectionWorker:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        give_up_after: float = DEFAULT_GIVE_UP_AFTER,
+        skip_failed: bool = False,
         recorder: AgentRecorder | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        if not give_up_after > 0:
+            raise ValueError(f"give_up_after must be > 0 seconds, got {give_up_after}")
         self.projection = projection() if isinstance(projection, type) else projection
         self.name = self.projection.name
         self.db_url = resolve_url(db)
         self.view_url = resolve_url(view_db) if view_db else self.db_url
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.give_up_after = give_up_after
+        self.skip_failed = skip_failed
         self._own_recorder = recorder is None
-        self.recorder: AgentRecorder = recorder or open_recorder(self.db_url)
+        self.recorder: AgentRecorder = recorder or open_recorder(
+            self.db_url, **_pool_options(self.db_url, give_up_after)
+        )
         self.view: ViewDatabase = open_view(self.view_url)
         self.view.setup(self.projection.tables)
         self.lock = ProjectionLock(self.view, self.name)
@@ -157,33 +249,177 @@ class ProjectionWorker:
         )
 
     def _select_notifications(self, after: int, limit: int) -> list[Notification]:
-        return list(
-            self.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            )
-        )
+        select = _without_retries(self.recorder.select_notifications)
+        return list(select(start=after, limit=limit, inclusive_of_start=False))
+
+    # -- connections -----------------------------------------------------------------
+
+    def _events(self, action: Callable[[], T]) -> T:
+        """Run a read of the event database; a lost connection is :class:`_ConnectionLost`."""
+        try:
+            return action()
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _ConnectionLost("event database", exc) from exc
+            raise
+
+    def _on_view(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except Exception as exc:
+            if self.view.broken or (
+                isinstance(exc, sqlite3.OperationalError) and _is_connection_error(exc)
+            ):
+                raise _ConnectionLost("view database", exc) from exc
+            raise
+
+    def _resilient(self, stop: threading.Event, action: Callable[[], T]) -> T:
+        """``action()``, reconnecting (see :meth:`_recover`) as often as it loses a
+        connection."""
+        while True:
+            try:
+                return action()
+            except _ConnectionLost as lost:
+                self._recover(lost, stop)
+
+    def _recover(self, lost: _ConnectionLost, stop: threading.Event) -> None:
+        """Re-open what was lost, backing off exponentially, until everything answers
+        (then re-take the lock if it went with the view's connection) or
+        ``give_up_after`` seconds pass (:class:`WorkerGaveUp`)."""
+        deadline = time.monotonic() + self.give_up_after
+        delay, attempt, error = FIRST_RETRY, 0, lost.cause
+        relock = self.lock.held
+        logger.warning(
+            "projection %r lost its %s connection (%s: %s); reconnecting, giving up "
+            "after %gs", self.name, lost.link, type(error).__name__, error,
+            self.give_up_after,
+        )  # fmt: skip
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                message = (
+                    f"projection {self.name!r}: lost its {lost.link} connection and could "
+                    f"not restore it within {self.give_up_after:g}s ({attempt} attempts); "
+                    f"last error: {type(error).__name__}: {error}"
+                )
+                raise WorkerGaveUp(message) from error
+            attempt += 1
+            wait = min(delay, remaining)
+            logger.warning("projection %r: reconnect attempt %d in %.1fs", self.name, attempt, wait)
+            if stop.wait(wait):
+                raise _Stopped
+            delay = min(delay * 2, MAX_RETRY)
+            try:
+                locked = self._reconnect(relock)
+            except Exception as exc:
+                if not isinstance(exc, _ConnectionLost) and not (
+                    _is_connection_error(exc) or self.view.broken
+                ):
+                    raise
+                error = exc.cause if isinstance(exc, _ConnectionLost) else exc
+                logger.warning(
+                    "projection %r: reconnect attempt %d failed: %s: %s",
+                    self.name, attempt, type(error).__name__, error,
+                )  # fmt: skip
+                continue
+            logger.warning("projection %r: reconnected (attempt %d)", self.name, attempt)
+            if not locked:
+                raise ProjectionBusy(
+                    f"projection {self.name!r}: lost its lock with its view connection "
+                    f"and another worker holds it now ({self.lock.where})"
+                )
+            return
+
+    def _reconnect(self, relock: bool) -> bool:
+        """Replace broken connections and check each answers; take the lock again if
+        ``relock`` and it went with the view's connection. False if another worker
+        holds it now."""
+        if self.view.broken:
+            self.view.reconnect()
+            self.lock.lost()
+        with self.view.reading() as cur:
+            cur.execute("SELECT 1")
+        if self._waiter.broken:
+            self._waiter.reconnect()
+        self.head()
+        if relock and not self.lock.held:
+            if not self.lock.try_acquire():
+                return False
+            logger.warning("projection %r: lock taken again", self.name)
+            self.position = self.view.position(self.name)
+        return True
 
     # -- one batch --------------------------------------------------------------------
 
     def head(self) -> int:
         """The newest notification id in the event database (0 if none)."""
-        return self.recorder.max_notification_id() or 0
+        return self._events(_without_retries(self.recorder.max_notification_id)) or 0
 
     def step(self) -> int:
-        """Apply the next batch; returns how many events it held (0: none new)."""
-        batch = self._read(self.position, self.batch_size)
+        """Apply the next batch (the caller holds the lock, as :meth:`catch_up` and
+        :meth:`run` do); returns how many events the position moved over (0: none new).
+
+        If the projection raises, the batch is applied again one event at a time:
+        every event before the failing one is committed, then :class:`ProjectionFailed`
+        is raised (or, with ``skip_failed``, the event is recorded as a dead letter).
+        """
+        batch = self._events(lambda: self._read(self.position, self.batch_size))
         if not batch:
             return 0
+        start = self.position
         try:
-            with self.view.transaction() as cur:
-                self.projection.process(cur, batch)
-                ViewDatabase.advance(cur, self.name, self.position, batch[-1].id, len(batch))
+            try:
+                self._commit(batch)
+                self.position = batch[-1].id
+            except (PositionConflict, ProjectionBusy, _ConnectionLost):
+                raise
+            except Exception:
+                self._one_at_a_time(batch)
         except PositionConflict as exc:
             logger.warning("%s; continuing from the stored position", exc)
-            self.position = self.view.position(self.name)
+            self.position = self._on_view(lambda: self.view.position(self.name))
             return 0
-        self.position = batch[-1].id
-        return len(batch)
+        return sum(1 for n in batch if start < n.id <= self.position)
+
+    def _commit(self, batch: Sequence[Notification], skipped: str | None = None) -> None:
+        """One view transaction: check the lock, apply ``batch`` (or record its one
+        event as a dead letter, ``skipped`` being the error) and move the position."""
+        last = batch[-1]
+
+        def commit() -> None:
+            with self.view.transaction() as cur:
+                self.lock.check(cur)
+                if skipped is None:
+                    self.projection.process(cur, batch)
+                else:
+                    letter = dead_letter(
+                        self.name, last.id, last.originator_id, last.originator_version,
+                        event_name(last.topic), skipped,
+                    )  # fmt: skip
+                    ViewDatabase.record_dead_letter(cur, self.name, letter)
+                count = 0 if skipped is not None else len(batch)
+                ViewDatabase.advance(cur, self.name, self.position, last.id, count)
+
+        self._on_view(commit)
+
+    def _one_at_a_time(self, batch: Sequence[Notification]) -> None:
+        for n in batch:
+            try:
+                self._commit([n])
+            except (PositionConflict, ProjectionBusy, _ConnectionLost):
+                raise
+            except Exception as exc:
+                self._failed(n, exc)
+            self.position = n.id
+
+    def _failed(self, n: Notification, exc: Exception) -> None:
+        failure = ProjectionFailed(
+            self.name, n.id, n.originator_id, n.originator_version, event_name(n.topic), exc
+        )
+        if not self.skip_failed:
+            raise failure from exc
+        self._commit([n], skipped=failure.error)
+        logger.warning("skipped: %s; recorded as a dead letter", failure)
 
     # -- running ------------------------------------------------------------------------
 
@@ -193,30 +429,71 @@ class ProjectionWorker:
         on_batch: Callable[[int], None] | None = None,
     ) -> int:
         """Apply batches until no new event is left (or ``stop`` is set); returns the
-        number of events applied."""
+        number of events applied. Takes the projection's lock for the duration unless
+        this worker holds it already; raises :class:`ProjectionBusy` if another
+        worker holds it."""
+        stop = stop or threading.Event()
+        took = False
         total = 0
-        while stop is None or not stop.is_set():
-            applied = self.step()
-            if applied == 0 and self.position >= self.head():
-                break
-            total += applied
-            if on_batch is not None and applied:
-                on_batch(applied)
+        try:
+            if not self.lock.held:
+                if not self._resilient(stop, lambda: self._on_view(self.lock.try_acquire)):
+                    raise ProjectionBusy(
+                        f"projection {self.name!r} is run by another worker "
+                        f"({self.lock.where}): catch_up() leaves the view to it"
+                    )
+                took = True
+                self.position = self._on_view(lambda: self.view.position(self.name))
+            while not stop.is_set():
+                moved = self._resilient(stop, self.step)
+                if moved == 0 and self.position >= self._resilient(stop, self.head):
+                    break
+                total += moved
+                if on_batch is not None and moved:
+                    on_batch(moved)
+        except _Stopped:
+            pass
+        finally:
+            if took:
+                self.lock.release()
         return total
 
     def follow(
         self, stop: threading.Event, on_batch: Callable[[int], None] | None = None
     ) -> None:
         """Apply new events as they are recorded, until ``stop`` is set. The batch in
-        hand is always finished (committed) before returning."""
-        while not stop.is_set():
-            mark = self._waiter.mark()
-            applied = self.step()
-            if applied:
-                if on_batch is not None:
-                    on_batch(applied)
-                continue
+        hand is always finished (committed) before returning. An idle worker checks
+        every second that it still holds its lock (:class:`ProjectionBusy` if not)."""
+        checked = time.monotonic()
+        try:
+            while not stop.is_set():
+                mark = self._waiter.mark()
+                applied = self._resilient(stop, self.step)
+                if applied:
+                    if on_batch is not None:
+                        on_batch(applied)
+                    continue
+                if time.monotonic() - checked >= LOCK_CHECK_INTERVAL:
+                    self._resilient(stop, self._check_lock)
+                    checked = time.monotonic()
+                self._resilient(stop, lambda m=mark: self._wait(m))  # type: ignore[misc]
+        except _Stopped:
+            pass
+
+    def _check_lock(self) -> None:
+        def check() -> None:
+            with self.view.reading() as cur:
+                self.lock.check(cur)
+
+        self._on_view(check)
+
+    def _wait(self, mark: int) -> None:
+        try:
             self._waiter.wait(mark, self.poll_interval)
+        except Exception as exc:
+            if self._waiter.broken or _is_connection_error(exc):
+                raise _ConnectionLost("LISTEN", exc) from exc
+            raise
 
     def acquire(
         self,
@@ -227,20 +504,26 @@ class ProjectionWorker:
         """Take the projection's lock, waiting (as a standby) while another worker
         holds it. Returns False if ``stop`` was set first."""
         announced = False
-        while not stop.is_set():
-            if self.lock.try_acquire():
-                self.position = self.view.position(self.name)
-                return True
-            if not announced:
-                message = (
-                    f"standby: another worker runs projection {self.name!r} "
-                    f"({self.lock.where}); retrying every {retry:g}s"
-                )
-                logger.warning(message)
-                if on_standby is not None:
-                    on_standby(message)
-                announced = True
-            stop.wait(retry)
+        try:
+            while not stop.is_set():
+                if self._resilient(stop, lambda: self._on_view(self.lock.try_acquire)):
+                    self.position = self._resilient(
+                        stop, lambda: self._on_view(lambda: self.view.position(self.name))
+                    )
+                    logger.info("lock acquired: %s runs here", self.name)
+                    return True
+                if not announced:
+                    message = (
+                        f"standby: another worker runs projection {self.name!r} "
+                        f"({self.lock.where}); retrying every {retry:g}s"
+                    )
+                    logger.warning(message)
+                    if on_standby is not None:
+                        on_standby(message)
+                    announced = True
+                stop.wait(retry)
+        except _Stopped:
+            pass
         return False
 
     def run(
@@ -249,13 +532,23 @@ class ProjectionWorker:
         *,
         follow: bool = True,
         on_batch: Callable[[int], None] | None = None,
+        on_caught_up: Callable[[int, float], None] | None = None,
     ) -> None:
-        """Lock, catch up, then follow until ``stop`` is set."""
-        if not self.acquire(stop):
-            return
-        self.catch_up(stop, on_batch)
-        if follow:
-            self.follow(stop, on_batch)
+        """Lock, catch up, then follow until ``stop`` is set. A worker that loses its
+        lock (with its view connection) stands by until it can take it again."""
+        while not stop.is_set():
+            if not self.acquire(stop):
+                return
+            try:
+                started = time.perf_counter()
+                applied = self.catch_up(stop, on_batch)
+                if on_caught_up is not None:
+                    on_caught_up(applied, time.perf_counter() - started)
+                if follow:
+                    self.follow(stop, on_batch)
+                return
+            except ProjectionBusy as exc:
+                logger.warning("%s; standing by", exc)
 
     def close(self) -> None:
         self.lock.release()

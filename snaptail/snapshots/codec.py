@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, NotRequired, TypedDict, cast
@@ -11,12 +12,29 @@ from uuid import UUID
 import msgspec
 
 from snaptail.domain.agent import Agent
+from snaptail.domain.guard import attributes_outside_state, undeclared_attributes
+from snaptail.snapshots.fingerprint import handler_code
 
 _encoder = msgspec.msgpack.Encoder()
 
 
 class SnapshotDecodeError(ValueError):
     """The bytes of a snapshot could not be decoded into the agent type's state."""
+
+
+class SnapshotEncodeError(ValueError):
+    """The agent's state holds something a snapshot would not carry exactly."""
+
+
+@dataclass(frozen=True)
+class DecodedSnapshot:
+    """An agent rebuilt from snapshot bytes, and what the bytes say about their writer:
+    its ``class_version`` and the digest of its event handlers' code (None if the
+    snapshot predates it)."""
+
+    agent: Agent
+    class_version: int
+    code: str | None
 
 
 @cache
@@ -27,6 +45,8 @@ def _body_type(agent_class: type[Agent]) -> Any:
             "created_on": datetime,
             "modified_on": datetime,
             "class_version": NotRequired[int],
+            "snapshot_version": NotRequired[int],
+            "code": NotRequired[str],
             "state": agent_class.State,
         },
     )
@@ -43,15 +63,37 @@ def checksum(data: bytes) -> int:
 
 
 def encode_state(agent: Agent) -> bytes:
-    """Encode ``agent``'s state now, so later mutation of the agent cannot leak in."""
+    """Encode ``agent``'s state now, so later mutation of the agent cannot leak in.
+
+    Raises ``SnapshotEncodeError`` if the agent holds state the snapshot would not
+    carry: an attribute on the agent outside ``state``, or one that is not a declared
+    dataclass field anywhere inside the state.
+    """
+    outside = attributes_outside_state(agent)
+    undeclared = next(undeclared_attributes(agent.state), None)
+    what = (
+        f"the attribute {outside[0]!r} is on the agent, outside its state"
+        if outside
+        else f"{undeclared} is not a declared dataclass field"
+        if undeclared is not None
+        else None
+    )
+    if what is not None:
+        raise SnapshotEncodeError(
+            f"agent {agent.id} ({type(agent).__qualname__}): {what}; a snapshot would drop it"
+        )
     body: dict[str, Any] = {
         "created_on": agent.created_on,
         "modified_on": agent.modified_on,
+        "code": handler_code(type(agent)),
         "state": agent.state,
     }
     class_version = getattr(type(agent), "class_version", 1)
     if class_version > 1:
         body["class_version"] = class_version
+    snapshot_version = getattr(type(agent), "snapshot_version", 1)
+    if snapshot_version != 1:
+        body["snapshot_version"] = snapshot_version
     return _encoder.encode(body)
 
 
@@ -61,6 +103,13 @@ def decode_state(agent_class: type[Agent], agent_id: UUID, version: int, data: b
     A snapshot written by an older ``class_version`` is upcast with the class's
     ``upcast_vX_vY(state: dict)`` static methods, as in ``eventsourcing``.
     """
+    return decode_snapshot(agent_class, agent_id, version, data).agent
+
+
+def decode_snapshot(
+    agent_class: type[Agent], agent_id: UUID, version: int, data: bytes
+) -> DecodedSnapshot:
+    """:func:`decode_state`, with what the bytes say about the code that wrote them."""
     current = getattr(agent_class, "class_version", 1)
     try:
         body = _decoder(agent_class).decode(data)
@@ -69,6 +118,7 @@ def decode_state(agent_class: type[Agent], agent_id: UUID, version: int, data: b
             raise msgspec.ValidationError("older class_version")
     except msgspec.ValidationError:
         body = _upcast(agent_class, data, current)
+        stored = body.pop("class_version")
     except msgspec.DecodeError as exc:
         raise SnapshotDecodeError(str(exc)) from exc
     agent = object.__new__(agent_class)
@@ -80,7 +130,22 @@ def decode_state(agent_class: type[Agent], agent_id: UUID, version: int, data: b
         _pending_events=[],
         state=body["state"],
     )
-    return agent
+    return DecodedSnapshot(agent, stored, body.get("code"))
+
+
+def stored_generation(data: bytes) -> tuple[int, int] | None:
+    """``(class_version, snapshot_version)`` of the code that wrote a snapshot (None
+    if the bytes do not say)."""
+    try:
+        raw = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    stored = raw.get("class_version", 1), raw.get("snapshot_version", 1)
+    if not all(isinstance(v, int) for v in stored):
+        return None
+    return cast(tuple[int, int], stored)
 
 
 def upcastable(agent_class: type[Agent], data: bytes) -> bool:
@@ -88,13 +153,12 @@ def upcastable(agent_class: type[Agent], data: bytes) -> bool:
     ``agent_class`` and the class declares every ``upcast_vX_vY`` from it to now: a
     deliberate migration, so the snapshot's older fingerprint is expected."""
     current = getattr(agent_class, "class_version", 1)
-    try:
-        raw = msgspec.msgpack.decode(data)
-    except msgspec.DecodeError:
+    written_by = stored_generation(data)
+    if written_by is None or written_by[0] >= current:
         return False
-    stored = raw.get("class_version", 1) if isinstance(raw, dict) else None
-    if not isinstance(stored, int) or stored >= current:
-        return False
+    if written_by[1] != getattr(agent_class, "snapshot_version", 1):
+        return False  # snapshot_version bumped: not a migration, a deliberate invalidation
+    stored = written_by[0]
     return all(hasattr(agent_class, f"upcast_v{v}_v{v + 1}") for v in range(stored, current))
 
 
@@ -102,21 +166,18 @@ def _upcast(agent_class: type[Agent], data: bytes, current: int) -> dict[str, An
     try:
         raw = cast(dict[str, Any], msgspec.msgpack.decode(data))
         state = raw["state"]
-        version = raw.get("class_version", 1)
+        version = stored = raw.get("class_version", 1)
         while version < current:
             getattr(agent_class, f"upcast_v{version}_v{version + 1}")(state)
             version += 1
-        return cast(
-            dict[str, Any],
-            msgspec.convert(
-                {
-                    "created_on": raw["created_on"],
-                    "modified_on": raw["modified_on"],
-                    "state": state,
-                },
-                _body_type(agent_class),
-                strict=False,
-            ),
+        body = msgspec.convert(
+            {"created_on": raw["created_on"], "modified_on": raw["modified_on"], "state": state},
+            _body_type(agent_class),
+            strict=False,
         )
+        body["class_version"] = stored
+        if isinstance(raw.get("code"), str):
+            body["code"] = raw["code"]
+        return cast(dict[str, Any], body)
     except (msgspec.MsgspecError, AttributeError, KeyError, TypeError) as exc:
         raise SnapshotDecodeError(str(exc)) from exc

@@ -8,6 +8,10 @@ import typing
 from functools import cache
 from typing import Any
 
+from eventsourcing.domain import decorated_funcs
+
+from snaptail.domain.schema import snapshot_settings
+
 
 def _describe(tp: Any, seen: set[type]) -> str:
     """A stable text description of a type, recursing into dataclasses."""
@@ -29,27 +33,59 @@ def _describe(tp: Any, seen: set[type]) -> str:
     return repr(tp)
 
 
+def _describe_value(value: object) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
+
+
 @cache
 def state_fingerprint(agent_class: type[Any]) -> str:
     """Fingerprint of what a snapshot of ``agent_class`` holds and how it is read.
 
-    Covers the state dataclass (every field's name and type, recursively), the
-    agent's ``class_version`` and ``snapshot_version``, and the class attributes that
-    shape derived state (window size, bounds). Change any of them and every older
-    snapshot of the type stops matching: it is ignored and rebuilt from events.
+    Covers exactly: the agent type's name; its ``State`` dataclass (every field's
+    name and type, recursively); ``class_version`` and the names of its
+    ``upcast_vX_vY`` methods; ``snapshot_version``; and the value (with its type:
+    bool, Enum, tuple and so on) of each setting named in ``snapshot_settings``.
+    Change any of them and older snapshots of the type stop matching: a load passes
+    them over and rebuilds from events. Nothing else counts: raising a limit that
+    only commands check (``max_event_bytes``, ``max_labels``) keeps every snapshot.
     """
-    config = {
-        name: getattr(agent_class, name)
-        for name in sorted(dir(agent_class))
-        if not name.startswith("_")
-        and isinstance(getattr(agent_class, name, None), int | str | float)
-        and not isinstance(getattr(agent_class, name, None), bool)
-        and name not in {"INITIAL_VERSION", "memory_budget"}
-    }
+    upcasters = sorted(n for n in dir(agent_class) if n.startswith("upcast_v"))
+    settings = snapshot_settings(agent_class)
     parts = [
         f"{agent_class.__module__}.{agent_class.__qualname__}",
         _describe(agent_class.State, set()),
         f"class_version={getattr(agent_class, 'class_version', 1)}",
-        repr(sorted(config.items())),
+        f"upcasters={upcasters}",
+        f"snapshot_version={getattr(agent_class, 'snapshot_version', 1)!r}",
+        "settings=" + ";".join(f"{k}={_describe_value(v)}" for k, v in settings.items()),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+@cache
+def handler_code(agent_class: type[Any]) -> str:
+    """A digest of the code of ``agent_class``'s event handlers (the ``@event``
+    methods' own bytecode, constants and names; not line numbers, not the functions
+    they call). Stored in each snapshot: when it differs from the running code's while
+    the fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
+    digest = hashlib.sha256()
+    for name in sorted(dir(agent_class)):
+        value = getattr(agent_class, name, None)
+        if not isinstance(value, type):
+            continue
+        func = next((decorated_funcs[k] for k in value.__mro__ if k in decorated_funcs), None)
+        if func is not None:
+            digest.update(name.encode())
+            _digest_code(func.__code__, digest)
+    return digest.hexdigest()[:16]
+
+
+def _digest_code(code: Any, digest: Any) -> None:
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames)).encode())
+    for const in code.co_consts:
+        if hasattr(const, "co_code"):
+            _digest_code(const, digest)
+        else:
+            digest.update(repr(const).encode())

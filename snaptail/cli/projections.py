@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
+import pkgutil
 import signal
 import sys
 import threading
-import time
 from typing import Any
 
 import msgspec
@@ -26,8 +26,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from snaptail.domain.memory import format_bytes
+
 worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # log lines stay whole (grep-able)
 
 DB_HELP = "Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
 VIEW_HELP = "View database URL (default: the event database)."
@@ -42,15 +44,12 @@ def load_projection(target: str) -> type[Any]:
     """``module:Class`` or ``module.Class`` -> the projection class (cwd importable)."""
     from snaptail.projections.base import Projection
 
-    module_name, sep, attr = target.partition(":")
-    if not sep:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
-        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        found = getattr(importlib.import_module(module_name), attr)
+        found = pkgutil.resolve_name(target)
+    except ValueError:
+        raise typer.BadParameter(f"{target!r}: expected MODULE:ProjectionClass") from None
     except (ImportError, AttributeError) as exc:
         raise typer.BadParameter(f"cannot load {target!r}: {exc}") from exc
     if not (isinstance(found, type) and issubclass(found, Projection)):
@@ -70,23 +69,60 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
-def _catch_up(worker: Any, stop: threading.Event, show: bool) -> tuple[int, float]:
-    """Catch up with a progress bar; returns (events applied, seconds)."""
-    start = worker.position
-    head = max(worker.head(), start)
-    started = time.perf_counter()
-    with _progress(show) as bar:
-        task = bar.add_task(f"{worker.name} catching up", total=head - start)
+class _Bar:
+    """The catch-up progress bar, fed by the worker's ``on_batch`` callback."""
 
-        def advanced(_: int) -> None:
-            nonlocal head
-            if worker.position > head:
-                head = worker.head()
-                bar.update(task, total=head - start)
-            bar.update(task, completed=worker.position - start)
+    def __init__(self, worker: Any, show: bool) -> None:
+        self._worker = worker
+        self._progress = _progress(show)
+        self._start = worker.position
+        self._head = max(worker.head(), self._start)
+        self._task = self._progress.add_task(
+            f"{worker.name} catching up", total=self._head - self._start
+        )
+        self._progress.start()
 
-        applied = worker.catch_up(stop, on_batch=advanced)
-    return applied, time.perf_counter() - started
+    def advanced(self, _: int) -> None:
+        position = self._worker.position
+        if position > self._head:
+            self._head = self._worker.head()
+            self._progress.update(self._task, total=self._head - self._start)
+        self._progress.update(self._task, completed=position - self._start)
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+class _StderrHandler(logging.Handler):
+    """The worker's log lines (lock, standby, reconnects, failures) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(record.getMessage(), markup=False, highlight=False)
+
+
+def _log_to_stderr() -> None:
+    log = logging.getLogger("snaptail.projections")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _failed(exc: Exception, worker: Any) -> typer.Exit:
+    """Print why the worker stopped (no traceback); the exit status to stop with."""
+    from snaptail.errors import ProjectionFailed
+
+    if isinstance(exc, ProjectionFailed):
+        err.print(
+            f"{exc}\nthe view is committed up to notification {worker.position}; a restart "
+            "stops at the same event. Fix the projection, or run with --skip-failed to "
+            "record the event as a dead letter and go on.",
+            markup=False,
+            highlight=False,
+        )
+        return typer.Exit(3)
+    err.print(f"worker stopped: {exc}", markup=False, highlight=False)
+    return typer.Exit(4)
 
 
 @worker_app.command("run")
@@ -100,10 +136,24 @@ def run(
     poll_interval: float = typer.Option(0.05, help="Seconds between polls for new events."),
     catch_up_only: bool = typer.Option(False, "--catch-up-only", help="Exit once caught up."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    give_up_after: float = typer.Option(
+        60.0,
+        "--give-up-after",
+        help="Seconds to keep reconnecting after a lost connection before exiting 4.",
+    ),
+    skip_failed: bool = typer.Option(
+        False,
+        "--skip-failed",
+        help="Record an event the projection raises on as a dead letter and go on "
+        "(default: stop, exit 3).",
+    ),
 ) -> None:
     """Run a projection: catch up, then follow new events. SIGTERM/SIGINT finish the
     batch in hand and exit 0; after SIGKILL a restart continues exactly where the
-    view's committed position says."""
+    view's committed position says. A lost connection is re-opened with backoff
+    (exit 4 after --give-up-after seconds); a projection that raises on an event
+    stops the worker with exit 3 after committing every event before it."""
+    from snaptail.errors import DatabaseUnreachable, ProjectionFailed, WorkerGaveUp
     from snaptail.projections.worker import ProjectionWorker
 
     stop = threading.Event()
@@ -116,33 +166,56 @@ def run(
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     projection = load_projection(target)
-    with ProjectionWorker(
-        projection, db, view_db, batch_size=batch_size, poll_interval=poll_interval
-    ) as worker:
-        err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
-        if not worker.acquire(stop, on_standby=err.print):
-            err.print("stopped while standby")
-            return
-        err.print(f"lock acquired: {worker.name} runs here")
-        applied, seconds = _catch_up(worker, stop, progress and err.is_terminal)
-        rate = applied / seconds if seconds > 0 else 0.0
-        err.print(
-            f"caught up: {applied} events in {seconds:.2f}s ({rate:,.0f} events/s), "
-            f"position {worker.position}"
+    _log_to_stderr()
+    try:
+        started = ProjectionWorker(
+            projection,
+            db,
+            view_db,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            give_up_after=give_up_after,
+            skip_failed=skip_failed,
         )
-        if not catch_up_only and not stop.is_set():
-            err.print("following new events (SIGTERM or Ctrl-C to stop)")
-            worker.follow(stop)
+    except DatabaseUnreachable as exc:
+        err.print(f"worker not started: {exc}", markup=False, highlight=False)
+        raise typer.Exit(4) from None
+    with started as worker:
+        err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
+        bar: _Bar | None = None
+        caught_up = threading.Event()
+
+        def on_batch(applied: int) -> None:
+            nonlocal bar
+            if bar is None and not caught_up.is_set():
+                bar = _Bar(worker, progress and err.is_terminal)
+            if bar is not None:
+                bar.advanced(applied)
+
+        def on_caught_up(applied: int, seconds: float) -> None:
+            nonlocal bar
+            if bar is not None:
+                bar.stop()
+                bar = None
+            caught_up.set()
+            rate = applied / seconds if seconds > 0 else 0.0
+            err.print(
+                f"caught up: {applied} events in {seconds:.2f}s ({rate:,.0f} events/s), "
+                f"position {worker.position}"
+            )
+            if not catch_up_only and not stop.is_set():
+                err.print("following new events (SIGTERM or Ctrl-C to stop)")
+
+        try:
+            worker.run(
+                stop, follow=not catch_up_only, on_batch=on_batch, on_caught_up=on_caught_up
+            )
+        except (ProjectionFailed, WorkerGaveUp) as exc:
+            raise _failed(exc, worker) from None
+        finally:
+            if bar is not None:
+                bar.stop()
         err.print(f"stopped at position {worker.position}")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(n)
 
 
 def stats(
@@ -164,13 +237,27 @@ def stats(
         raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
     if top < 0:
         raise typer.BadParameter(f"--top must be >= 0, got {top}")
+    from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+
     with ProjectionWorker(AgentStats, db, view_db) as worker:
         if update:
-            if worker.lock.try_acquire():
-                _catch_up(worker, threading.Event(), err.is_terminal)
-                worker.lock.release()
-            else:
+            bar = _Bar(worker, err.is_terminal)
+            try:
+                worker.catch_up(on_batch=bar.advanced)
+            except ProjectionBusy:
                 err.print("a worker is running AgentStats: showing its view as it is")
+            except (ProjectionFailed, WorkerGaveUp) as exc:
+                raise _failed(exc, worker) from None
+            finally:
+                bar.stop()
+        for letter in worker.view.dead_letters(worker.name):
+            err.print(
+                f"dead letter: AgentStats skipped notification {letter.notification_id} "
+                f"(agent {letter.agent_id}, version {letter.version}, event "
+                f"{letter.event_type}) at {letter.skipped_at}: {letter.error}",
+                markup=False,
+                highlight=False,
+            )
         rows = read_agent_stats(
             worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
         )
@@ -192,7 +279,7 @@ def stats(
             "agent": row.agent_id[:8],
             "type": row.agent_type.rpartition(":")[2],
             "events": f"{row.events:,}",
-            "bytes": _size(row.bytes),
+            "bytes": format_bytes(row.bytes),
             "tok in": f"{row.tokens_in:,}",
             "tok out": f"{row.tokens_out:,}",
             "tools": f"{row.tool_calls:,}",

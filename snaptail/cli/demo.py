@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
-from snaptail.infrastructure.store import AgentStore
 from snaptail.workload import Workload
 
 # (name, events): one support conversation, two long chat threads, a busy automation.

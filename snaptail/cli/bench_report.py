@@ -8,23 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
+from snaptail.bench.cells import mib_cell, ms_cell, rate_cell
 from snaptail.bench.run import Record
-
-MIB = 1024 * 1024
-
-
-def _ms(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.3f}"
-
-
-def _mib(value: Any) -> str:
-    return "-" if value is None else f"{value / MIB:,.2f}"
-
-
-def _rate(value: Any) -> str:
-    return "-" if value is None else f"{value:,.0f}"
+from snaptail.domain.memory import MIB
 
 
 def intervals_table(records: Sequence[Record]) -> Table:
@@ -48,13 +34,13 @@ def intervals_table(records: Sequence[Record]) -> Table:
         table.add_row(
             "none" if r["interval"] is None else str(r["interval"]),
             f"{r['events']:,}",
-            _rate(r["append_events_per_s"]),
-            _ms(r["load_ms_p50"]),
-            _ms(r["load_ms_p95"]),
-            _mib(r["load_peak_bytes"]),
-            _mib(r["resident_bytes"]),
+            rate_cell(r["append_events_per_s"]),
+            ms_cell(r["load_ms_p50"]),
+            ms_cell(r["load_ms_p95"]),
+            mib_cell(r["load_peak_bytes"]),
+            mib_cell(r["resident_bytes"]),
             f"{r['snapshot_bytes'] / 1024:,.1f}",
-            _mib(r["storage_bytes"]),
+            mib_cell(r["storage_bytes"]),
             f"{r['snapshots_written']:,}/{r['snapshots_kept']}",
         )
     return table
@@ -94,10 +80,10 @@ def scale_tables(records: Sequence[Record]) -> list[Table]:
         loads.add_row(
             f"{r['events']:,}",
             r["label"],
-            _ms(r["load_ms_p50"]),
-            _ms(r["load_ms_p95"]),
-            _mib(r["load_peak_bytes"]),
-            _mib(r["resident_bytes"]),
+            ms_cell(r["load_ms_p50"]),
+            ms_cell(r["load_ms_p95"]),
+            mib_cell(r["load_peak_bytes"]),
+            mib_cell(r["resident_bytes"]),
         )
     appends = Table(title="snaptail bench scale: appends", title_justify="left")
     for column in ("events", "system", "batch", "append/s", "disk MiB"):
@@ -108,10 +94,22 @@ def scale_tables(records: Sequence[Record]) -> list[Table]:
                 f"{r['events']:,}",
                 r["system"],
                 str(r["batch"]),
-                _rate(r["append_events_per_s"]),
-                _mib(r["storage_bytes"]),
+                rate_cell(r["append_events_per_s"]),
+                mib_cell(r["storage_bytes"]),
             )
-    return [loads, appends]
+    tiny = Table(title="snaptail bench scale: an agent with a tiny state", title_justify="left")
+    for column in ("events", "system", "p50 ms", "p95 ms", "loads"):
+        tiny.add_column(column, justify="left" if column == "system" else "right")
+    for r in records:
+        if r["kind"] == "tiny-load":
+            tiny.add_row(
+                f"{r['events']:,}",
+                r["label"],
+                f"{r['load_ms_p50']:.4f}",
+                f"{r['load_ms_p95']:.4f}",
+                f"{r['load_runs']:,}",
+            )
+    return [loads, appends, tiny] if tiny.row_count else [loads, appends]
 
 
 def targets_table(records: Sequence[Record]) -> Table:

@@ -8,17 +8,15 @@ A load logs at DEBUG level. It logs at WARNING when it read more than
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from snaptail import metrics
+from snaptail.application import metrics
+from snaptail.application.loading import LoadStats
 from snaptail.domain.agent import Agent
-
-if TYPE_CHECKING:
-    from snaptail.infrastructure.store import LoadStats
 
 logger = logging.getLogger("snaptail.store")
 
-# A load reading more events than this logs a warning.
+# A load reading more events than this logs a warning; so does a save each time an
+# agent accumulates this many more events since its last snapshot.
 WARN_EVENTS = 1000
 
 

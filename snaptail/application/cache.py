@@ -6,9 +6,11 @@ import logging
 from collections import OrderedDict
 from uuid import UUID
 
+from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
+from snaptail.domain.guard import is_broken
 from snaptail.domain.memory import parse_size
-from snaptail.infrastructure.store import AgentStore
+from snaptail.errors import ConcurrencyError
 
 logger = logging.getLogger("snaptail.cache")
 
@@ -36,8 +38,13 @@ class AgentCache:
         self.evictions = 0
 
     def get(self, agent_id: UUID) -> Agent:
-        """The agent, from the cache (most recently used now) or loaded from the store."""
+        """The agent, from the cache (most recently used now) or loaded from the store.
+        A cached agent broken by a failing handler (:class:`~snaptail.AgentBroken`) is
+        dropped and loaded again."""
         entry = self._agents.get(agent_id)
+        if entry is not None and is_broken(entry[0]):
+            self.evict(agent_id)
+            entry = None
         if entry is not None:
             self._agents.move_to_end(agent_id)
             self.hits += 1
@@ -69,8 +76,15 @@ class AgentCache:
             self.evictions += 1
 
     def save(self, *agents: Agent) -> None:
-        """Save the agents (one transaction, as ``store.save``) and re-measure them."""
-        self.store.save(*agents)
+        """Save the agents (one transaction, as ``store.save``) and re-measure them.
+
+        On a :class:`ConcurrencyError` the agent that conflicted is evicted, so the
+        next ``get`` loads the stored version."""
+        try:
+            self.store.save(*agents)
+        except ConcurrencyError as error:
+            self.evict(error.agent_id)
+            raise
         for agent in agents:
             self.put(agent)
 

@@ -12,7 +12,9 @@ type's ``memory_budget`` wins over the store's). Over budget, in this order:
 4. if it is still over: raise :class:`~snaptail.MemoryBudgetExceeded`, naming the
    agent, its bytes, the budget and the parts holding the bytes.
 
-An agent is never left in memory over its budget without an error.
+An agent is never left in memory over its budget without an error: a load raises it;
+a save, whose transaction has committed by then, logs it (``AgentStore.save`` never
+raises after its commit) and the agent's next load raises it.
 
 Cost: each check measures the agent (``Agent.memory_usage``), which walks its objects
 and takes about as long as loading it (1-2 ms for a 220 KB agent with 100 recent
@@ -23,15 +25,12 @@ measured.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from snaptail import metrics
+from snaptail.application import metrics
 from snaptail.domain.agent import Agent
-from snaptail.domain.errors import MemoryBudgetExceeded
 from snaptail.domain.memory import MemoryUsage, parse_size
-
-if TYPE_CHECKING:
-    from snaptail.infrastructure.store import AgentStore
+from snaptail.errors import MemoryBudgetExceeded
 
 logger = logging.getLogger("snaptail.memory")
 
@@ -45,12 +44,18 @@ def resolve_budget(agent_type: type[Agent], store_budget: int | None) -> int | N
 
 
 def enforce_budget(
-    store: AgentStore, agent: Agent, budget: int, *, can_shed: bool, saving: bool
+    agent: Agent,
+    budget: int,
+    *,
+    can_shed: bool,
+    snapshot: Callable[[Agent], object],
+    save: Callable[[Agent], object] | None,
 ) -> MemoryUsage:
     """Bring ``agent`` within ``budget`` bytes or raise; returns its final usage.
 
     ``can_shed`` is False for a load at a past version (no snapshot, no events
-    recorded then); ``saving`` says the store saves shedding events right away.
+    recorded then). Before shedding, ``snapshot(agent)`` stores a snapshot at its
+    version; ``save`` (given while saving) saves the shedding events right away.
     """
     usage = agent.memory_usage()
     if usage.total <= budget or agent.__dict__.get(_SHEDDING):
@@ -64,12 +69,12 @@ def enforce_budget(
         usage = agent.memory_usage()
     shed = usage.total > budget and can_shed
     if shed:
-        _snapshot_now(store, agent)
+        snapshot(agent)
         agent.__dict__[_SHEDDING] = True
         try:
             agent.shed_memory(budget)
-            if saving and agent.pending_events:
-                store.save(agent)
+            if save is not None and agent.pending_events:
+                save(agent)
         finally:
             del agent.__dict__[_SHEDDING]
         usage = agent.memory_usage()
@@ -110,18 +115,3 @@ def _observe(agent: Agent, usage: MemoryUsage) -> None:
     active = metrics.active()
     if active is not None:
         active.observe_memory(type(agent).__qualname__, usage.total)
-
-
-def _snapshot_now(store: AgentStore, agent: Agent) -> None:
-    """Store a snapshot at the agent's version, unless it has one or unsaved events."""
-    from snaptail.infrastructure.store import _tracking
-
-    track = _tracking(agent)
-    if agent.pending_events or track.snapshot_version == agent.version:
-        return
-    snapshot = store._take_snapshot(agent)
-    if snapshot is None:
-        return
-    store.recorder.insert_snapshot(snapshot, keep_snapshots=store.keep_snapshots)
-    track.snapshot_version = agent.version
-    track.bytes_since = 0

@@ -1,4 +1,7 @@
-"""The ``snaptail`` command: a thin layer over the library (Typer + Rich)."""
+"""The ``snaptail`` command: a thin layer over the library (Typer + Rich).
+
+The only package that imports Typer or Rich: one module per command group.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ def demo(
     scale: float = typer.Option(1.0, help="Multiply every agent's event count by this."),
 ) -> None:
     """Simulate a few realistic agents, then show load time, events read and memory."""
-    from snaptail.demo import DEFAULT_AGENTS, demo_table, run_demo
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.store import AgentStore
+    from snaptail.cli.demo import DEFAULT_AGENTS, demo_table, run_demo
 
     agents = tuple((name, max(2, int(n * scale))) for name, n in DEFAULT_AGENTS)
     with AgentStore(db) as store:
@@ -50,20 +53,20 @@ def version() -> None:
     console.print(__version__)
 
 
-from snaptail.projections.cli import stats, worker_app  # noqa: E402
+from snaptail.cli.projections import stats, worker_app  # noqa: E402
 
 app.add_typer(worker_app, name="worker")
 app.command("stats")(stats)
 
-from snaptail.bench.cli import bench_app  # noqa: E402
+from snaptail.cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 
-from snaptail.snapshot_commands import snapshots_app  # noqa: E402
+from snaptail.cli.snapshots import snapshots_app  # noqa: E402
 
 app.add_typer(snapshots_app, name="snapshots")
 
-from snaptail.inspection import inspect_command  # noqa: E402
+from snaptail.cli.inspect import inspect_command  # noqa: E402
 
 app.command("inspect")(inspect_command)
 

@@ -1,4 +1,4 @@
-"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.infrastructure.maintenance``."""
+"""``snaptail snapshots prune|verify``: thin CLI over ``snaptail.application.maintenance``."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def prune(
                              "(default: the store's keep_snapshots, 2)."),
 ) -> None:
     """Delete all but the newest K snapshots of every agent."""
-    from snaptail.infrastructure.maintenance import count_agents, prune_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import count_agents, prune_snapshots
+    from snaptail.application.store import AgentStore
 
     console = Console()
     with AgentStore(db) as store:
@@ -60,14 +60,22 @@ def verify(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     agent: str = typer.Option(None, "--agent", help="Verify only this agent (its id)."),
     show_all: bool = typer.Option(False, "--all", help="List every agent, not only failures."),
+    sample: int = typer.Option(
+        None, "--sample", min=1, help="Verify N agents drawn at random (default: every agent)."
+    ),
 ) -> None:
     """Rebuild agents from their log and compare with their newest snapshot.
 
-    Exits with 1 if any snapshot differs from the rebuild or would not be trusted.
+    Exits with 1 if any snapshot differs from the rebuild or would not be trusted, or
+    any agent's log cannot be read or replayed (each such agent is listed).
     """
-    from snaptail.domain.errors import AgentNotFound
-    from snaptail.infrastructure.maintenance import count_agents, verify_snapshots
-    from snaptail.infrastructure.store import AgentStore
+    from snaptail.application.maintenance import (
+        count_agents,
+        sample_agent_ids,
+        verify_snapshots,
+    )
+    from snaptail.application.store import AgentStore
+    from snaptail.errors import AgentNotFound
 
     console = Console()
     ids: list[UUID] | None = None
@@ -76,9 +84,13 @@ def verify(
             ids = [UUID(agent)]
         except ValueError:
             raise typer.BadParameter(f"not an agent id: {agent!r}", param_hint="--agent") from None
+    if sample is not None and ids is not None:
+        raise typer.BadParameter("give --agent or --sample, not both", param_hint="--sample")
     with AgentStore(db) as store:
+        if sample is not None:
+            ids = sample_agent_ids(store.recorder, sample)
         total = len(ids) if ids is not None else count_agents(store.recorder)
-        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "none": 0}
+        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
@@ -95,17 +107,18 @@ def verify(
                             "-" if verdict.snapshot_version is None
                             else str(verdict.snapshot_version),
                             f"[red]{verdict.status}[/]" if verdict.failed else verdict.status,
-                            ", ".join(verdict.fields) or verdict.detail,
+                            verdict.detail or ", ".join(verdict.fields),
                         )
         except AgentNotFound as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
     if table.row_count:
         console.print(table)
-    failed = counts["mismatch"] + counts["untrusted"]
+    failed = counts["mismatch"] + counts["untrusted"] + counts["error"]
     console.print(
         f"{sum(counts.values())} agent(s): {counts['ok']} ok, {counts['mismatch']} mismatch, "
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
+        + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
     )
     if failed:
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""``snaptail bench``: the benchmark commands (a Typer sub-app of ``snaptail``)."""
+"""``snaptail bench``: the benchmark commands (a Typer sub-app of ``snaptail``) over
+:mod:`snaptail.bench`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from snaptail.bench.intervals import (
     DEFAULT_BATCH,
@@ -20,7 +22,11 @@ from snaptail.bench.intervals import (
     run_intervals,
 )
 from snaptail.bench.intervals import DEFAULT_LENGTHS as INTERVAL_LENGTHS
-from snaptail.bench.report import (
+from snaptail.bench.run import BenchRun
+from snaptail.bench.scale import DEFAULT_LENGTHS as SCALE_LENGTHS
+from snaptail.bench.scale import QUICK_LENGTHS as SCALE_QUICK_LENGTHS
+from snaptail.bench.scale import ScaleConfig, run_scale, targets
+from snaptail.cli.bench_report import (
     intervals_table,
     plot_intervals,
     plot_scale,
@@ -28,10 +34,6 @@ from snaptail.bench.report import (
     scale_tables,
     targets_table,
 )
-from snaptail.bench.run import BenchRun
-from snaptail.bench.scale import DEFAULT_LENGTHS as SCALE_LENGTHS
-from snaptail.bench.scale import QUICK_LENGTHS as SCALE_QUICK_LENGTHS
-from snaptail.bench.scale import ScaleConfig, run_scale, targets
 
 bench_app = typer.Typer(
     help="Benchmarks: snapshot intervals, and load time/memory against log length.",
@@ -68,6 +70,21 @@ def _intervals(text: str | None) -> list[int | None]:
 
 def _console(json_lines: bool) -> Console:
     return Console(stderr=True) if json_lines else Console()
+
+
+def _run(console: Console, json_lines: bool, data_dir: Path | None) -> BenchRun:
+    """A benchmark run showing its progress (and notes) on ``console``."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    return BenchRun(
+        progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir
+    )
 
 
 def machine() -> str:
@@ -120,7 +137,7 @@ def intervals(
         f"{machine()}"
     )
     _quiet_store_logs()
-    with BenchRun(console, json_lines=json_lines, data_dir=data_dir) as run:
+    with _run(console, json_lines, data_dir) as run:
         run_intervals(config, run)
     console.print(intervals_table(run.records))
     recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
@@ -169,7 +186,7 @@ def scale(
         f" events; snapshot every {interval}; {batch} events per save; {machine()}"
     )
     _quiet_store_logs()
-    with BenchRun(console, json_lines=json_lines, data_dir=data_dir) as run:
+    with _run(console, json_lines, data_dir) as run:
         run_scale(config, run)
         for record in targets(run.records):
             run.emit(record)

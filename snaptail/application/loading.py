@@ -1,0 +1,124 @@
+"""Building a loaded agent from its snapshot and the rows after it (replay of the tail,
+the recent-event cache), what the load cost, and what the store remembers about it."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import cast
+from uuid import UUID
+
+from snaptail.domain.agent import Agent
+from snaptail.domain.recent import RecentEvents
+from snaptail.errors import DamagedLog
+from snaptail.infrastructure.mapper import MsgspecMapper
+from snaptail.infrastructure.recorder import EventRow
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """What one load of an agent read and cost."""
+
+    snapshot_version: int
+    tail: int
+    events_read: int
+    bytes_read: int
+    ms: float
+    # (version, why) of each newer snapshot the load did not trust and passed over
+    untrusted: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass
+class Tracking:
+    """What the store remembers about a loaded agent (kept on the agent object)."""
+
+    snapshot_version: int
+    bytes_since: int
+    last_load: LoadStats | None = None
+
+
+TRACKING_ATTRIBUTE = "_snaptail"
+
+
+def tracking(agent: Agent) -> Tracking:
+    """The agent's tracking record (a fresh one for an agent the store never saw)."""
+    track = agent.__dict__.get(TRACKING_ATTRIBUTE)
+    if track is None:
+        track = Tracking(snapshot_version=0, bytes_since=0)
+        agent.__dict__[TRACKING_ATTRIBUTE] = track
+    return cast(Tracking, track)
+
+
+def tail_load_ms(track: Tracking, events_since: int) -> float | None:
+    """What loading the agent from its last snapshot costs: the last load's measured
+    time, scaled up to the events appended since. None if not measured since the
+    last snapshot."""
+    last = track.last_load
+    if last is None or last.snapshot_version != track.snapshot_version:
+        return None
+    if last.tail and events_since > last.tail:
+        return last.ms * events_since / last.tail
+    return last.ms
+
+
+def build_agent(
+    agent_id: UUID,
+    snapshot_agent: Agent | None,
+    snapshot_bytes: int,
+    rows: Sequence[EventRow],
+    mapper: MsgspecMapper,
+    recent_events: int,
+    started: float,
+    untrusted: tuple[tuple[int, str], ...] = (),
+) -> Agent:
+    """The agent decoded from its snapshot (None: no trusted one) with the event rows
+    after it applied; ``rows`` may start earlier, to fill the recent-event cache of
+    ``recent_events`` events. Records the load's stats (``started``: its
+    ``time.perf_counter()``) in the agent's tracking. ``rows`` is not empty when
+    ``snapshot_agent`` is None."""
+    snapshot_version = snapshot_agent.version if snapshot_agent is not None else 0
+    # Rows at or before the snapshot were read only to fill the recent cache.
+    replay_from = 0
+    while replay_from < len(rows) and rows[replay_from][0] <= snapshot_version:
+        replay_from += 1
+    require_consecutive(agent_id, rows, replay_from, snapshot_version)
+    tail = rows[replay_from:]
+    agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
+    assert agent is not None
+    tail_bytes = sum([len(row[2]) for row in tail])
+    # The cache keeps the rows as read; each is decoded when first accessed.
+    agent.recent_events = (
+        RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
+        if recent_events
+        else RecentEvents(0)
+    )
+    stats = LoadStats(
+        snapshot_version=snapshot_version,
+        tail=len(tail),
+        events_read=len(rows),
+        bytes_read=tail_bytes + sum([len(row[2]) for row in rows[:replay_from]]) + snapshot_bytes,
+        ms=(time.perf_counter() - started) * 1000,
+        untrusted=untrusted,
+    )
+    agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
+    return agent
+
+
+def require_consecutive(
+    agent_id: UUID, rows: Sequence[EventRow], replay_from: int, snapshot_version: int
+) -> None:
+    """Raise :class:`DamagedLog` if the rows a load read skip a version, or if its
+    replay does not start right after the snapshot (at 1 without one)."""
+    if replay_from < len(rows) and rows[replay_from][0] != snapshot_version + 1:
+        found = rows[replay_from][0]
+        raise DamagedLog(agent_id, snapshot_version + 1, f"the next stored event is {found}")
+    # Rows come in version order, each version once (the primary key): they are
+    # consecutive exactly when the last is as far from the first as their count says.
+    if not rows or rows[-1][0] - rows[0][0] == len(rows) - 1:
+        return
+    for before, after in itertools.pairwise(rows):
+        if after[0] != before[0] + 1:
+            raise DamagedLog(agent_id, before[0] + 1, f"the next stored event is {after[0]}")

@@ -1,0 +1,148 @@
+"""Snapshot maintenance over a whole database: prune to the retention rule, and verify
+each agent's newest snapshot against a rebuild from its log.
+
+Both page through the agents (``recorder.originator_ids``) and hold one agent at a
+time; ``on_agent`` is called after each agent (for a progress bar).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from uuid import UUID
+
+from snaptail.application.store import AgentStore
+from snaptail.domain.compare import agent_differences, describe
+from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound
+from snaptail.infrastructure.recorder import AgentRecorder
+from snaptail.snapshots.trust import trust_snapshot
+
+PAGE = 1000
+
+OnAgent = Callable[[UUID], None]
+
+
+def agent_ids(recorder: AgentRecorder, page: int = PAGE) -> Iterator[UUID]:
+    """Every agent id in the database, in id order, read ``page`` at a time."""
+    after: UUID | None = None
+    while True:
+        ids = recorder.originator_ids(after=after, limit=page)
+        yield from ids
+        if len(ids) < page:
+            return
+        after = ids[-1]
+
+
+def count_agents(recorder: AgentRecorder) -> int:
+    """How many agents the database holds (pages through the ids, holds none)."""
+    return sum(1 for _ in agent_ids(recorder))
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    agents: int
+    deleted: int
+    keep: int
+
+
+def prune_snapshots(
+    store: AgentStore, keep: int | None = None, on_agent: OnAgent | None = None
+) -> PruneReport:
+    """Delete all but the newest ``keep`` (default: the store's ``keep_snapshots``)
+    snapshots of every agent; each agent is one transaction."""
+    keep = store.keep_snapshots if keep is None else keep
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    agents = deleted = 0
+    for agent_id in agent_ids(store.recorder):
+        deleted += store.recorder.delete_snapshots(agent_id, keep=keep)
+        agents += 1
+        if on_agent is not None:
+            on_agent(agent_id)
+    return PruneReport(agents=agents, deleted=deleted, keep=keep)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The newest snapshot of one agent, compared with a rebuild from its log.
+
+    ``status`` is ``ok``, ``mismatch`` (decoded, but some attributes differ from the
+    rebuild, in value or type: ``fields`` names them, ``detail`` gives both values),
+    ``untrusted`` (a load would not use it: ``detail`` says why), ``error`` (its log
+    cannot be read or replayed: ``detail`` says why) or ``none`` (the agent has no
+    snapshot).
+    """
+
+    agent_id: UUID
+    agent_type: str
+    snapshot_version: int | None
+    status: str
+    fields: tuple[str, ...] = ()
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in {"mismatch", "untrusted", "error"}
+
+
+def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
+    """Compare the agent's newest snapshot with :meth:`AgentStore.replay` at its version
+    (every attribute, NaN-safe), then replay the events after it as a load would. A log
+    that cannot be read or replayed gives status ``error`` (``detail`` says why); an
+    unknown id raises :class:`~snaptail.AgentNotFound`."""
+    agent_type = "?"
+    version: int | None = None
+    try:
+        rows = store.recorder.select_for_load(agent_id, recent=0)
+        snapshot = rows.snapshot
+        if snapshot is None:
+            replayed = store.replay(agent_id)  # raises AgentNotFound for an unknown id
+            return Verdict(agent_id, type(replayed).__qualname__, None, "none")
+        version = snapshot.originator_version
+        agent_type = snapshot.topic.rpartition(":")[2] or snapshot.topic
+        decoded, why = trust_snapshot(snapshot)
+        if decoded is None:
+            return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
+        replayed = store.replay(agent_id, version=version)
+        differences = agent_differences(decoded, replayed)
+        if differences:
+            fields = tuple(d.path.lstrip("_") for d in differences)
+            return Verdict(
+                agent_id, agent_type, version, "mismatch", fields, detail=describe(differences)
+            )
+        apply_events(replayed, store.history(agent_id, after=version))  # the tail a load reads
+    except AgentNotFound:
+        raise
+    except Exception as exc:  # every other failure is this agent's verdict
+        why = f"{type(exc).__name__}: {exc}"
+        return Verdict(agent_id, agent_type, version, "error", detail=why)
+    return Verdict(agent_id, agent_type, version, "ok")
+
+
+def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:
+    """``n`` agent ids drawn uniformly at random from the whole database (reservoir
+    sampling over the id pages: holds ``n`` ids, reads each id once)."""
+    if n < 1:
+        raise ValueError(f"sample size must be >= 1, got {n}")
+    rnd = random.Random(seed)
+    chosen: list[UUID] = []
+    for seen, agent_id in enumerate(agent_ids(recorder)):
+        if seen < n:
+            chosen.append(agent_id)
+        else:
+            slot = rnd.randrange(seen + 1)
+            if slot < n:
+                chosen[slot] = agent_id
+    return sorted(chosen)
+
+
+def verify_snapshots(
+    store: AgentStore, ids: Iterable[UUID] | None = None, on_agent: OnAgent | None = None
+) -> Iterator[Verdict]:
+    """Verify the newest snapshot of each of ``ids`` (default: every agent)."""
+    for agent_id in agent_ids(store.recorder) if ids is None else ids:
+        yield verify_agent(store, agent_id)
+        if on_agent is not None:
+            on_agent(agent_id)

@@ -1,0 +1,603 @@
+"""``AgentStore``: saves agents, loads them from the latest snapshot plus a short tail."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
+from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
+from snaptail.application.telemetry import WARN_EVENTS, report_load
+from snaptail.domain.agent import Agent
+from snaptail.domain.guard import refuse_if_broken
+from snaptail.domain.memory import MIB, parse_size
+from snaptail.domain.replay import apply_events
+from snaptail.domain.schema import event_name
+from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
+from snaptail.infrastructure.backends import open_recorder
+from snaptail.infrastructure.mapper import MsgspecMapper
+from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.urls import resolve_url
+from snaptail.snapshots import (
+    EveryNEvents,
+    SinceSnapshot,
+    SnapshotPolicy,
+    checksum,
+    encode_state,
+    state_fingerprint,
+)
+from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
+
+logger = logging.getLogger("snaptail.store")
+
+TAgent = TypeVar("TAgent", bound=Agent)
+
+
+class AgentStore:
+    """Stores agents' events and snapshots; loads agents without reading their full log.
+
+    ``url`` is ``sqlite:///FILE`` (default ``./snaptail.db``, or
+    ``$SNAPTAIL_DATABASE_URL``), ``:memory:`` or ``postgresql://...``.
+    ``snapshot_every`` events (default 100) a snapshot is written with the save that
+    crosses it (or pass a ``policy`` instead, and ``policies={AgentType: policy}`` for agent types,
+    subclasses included, that need another); ``keep_snapshots`` newest snapshots are
+    kept per agent;
+    ``recent_events`` bounds each loaded agent's cache of its newest events;
+    ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
+    ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
+    ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
+    Prometheus metrics (``snaptail.metrics``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        snapshot_every: int | None = None,
+        recent_events: int = 100,
+        policy: SnapshotPolicy | None = None,
+        policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
+        keep_snapshots: int = 2,
+        max_event_bytes: int = MIB,
+        memory_budget: int | str | None = None,
+        slow_load_ms: float | None = None,
+        metrics: bool = False,
+        **options: Any,
+    ) -> None:
+        if recent_events < 0:
+            raise ValueError(f"recent_events must be >= 0, got {recent_events}")
+        if snapshot_every is not None and policy is not None:
+            raise ValueError(
+                f"give snapshot_every ({snapshot_every}) or policy ({policy!r}), not both:"
+                f" snapshot_every=N is policy=EveryNEvents(N)"
+            )
+        if keep_snapshots < 1:
+            raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
+        self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
+        self.url = resolve_url(url)
+        self.recorder: AgentRecorder = open_recorder(self.url, **options)
+        self.mapper = MsgspecMapper()
+        self.policy: SnapshotPolicy = policy or EveryNEvents(
+            100 if snapshot_every is None else snapshot_every
+        )
+        self.policies: dict[type[Agent], SnapshotPolicy] = dict(policies or {})
+        self.recent_events = recent_events
+        self.keep_snapshots = keep_snapshots
+        self.max_event_bytes = max_event_bytes
+        self.slow_load_ms = slow_load_ms
+        if metrics:
+            from snaptail.application import metrics as prometheus
+
+            prometheus.enable()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        close = getattr(self.recorder, "close", None) or getattr(
+            getattr(self.recorder, "datastore", None), "close", None
+        )
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- saving ---------------------------------------------------------------------
+
+    def save(self, *agents: Agent) -> None:
+        """Store the agents' new events (and any snapshot due) in one transaction.
+
+        Only new events are written. On a version conflict nothing is written,
+        :class:`ConcurrencyError` (naming the agent that conflicted) is raised, and
+        the agents keep their new events. An agent whose handler raised
+        (:class:`~snaptail.AgentBroken`) is refused before anything is written. Once
+        the transaction has committed, this never raises: later work (the memory
+        budget) that fails is logged and left for the next save or load.
+        """
+        for agent in agents:
+            refuse_if_broken(agent)
+        batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
+        stored: list[StoredEvent] = []
+        snapshots: list[StoredSnapshot] = []
+        for agent in agents:
+            pending = list(agent.pending_events)
+            if not pending:
+                continue
+            encoded = [self._encode(agent, event) for event in pending]
+            new_bytes = sum(len(s.state) for s in encoded)
+            batches.append((agent, pending, new_bytes))
+            stored.extend(encoded)
+            snapshot = self._due_snapshot(agent, new_bytes)
+            if snapshot is not None:
+                snapshots.append(snapshot)
+        if not stored:
+            return
+        try:
+            self.recorder.insert_events(
+                stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
+            )
+        except IntegrityError as exc:
+            # A retried insert (after a lost connection) may meet the rows its own
+            # first attempt committed: then the save is done, not a conflict.
+            if not self._already_stored(stored):
+                raise self._conflict(batches) from exc
+            logger.info(
+                "save already committed (a retried insert met its own rows): agents=%s",
+                ",".join(str(a.id) for a, _, _ in batches),
+            )
+        # Committed: from here on nothing may raise, or a caller would apply the
+        # command again.
+        snapshotted = {s.originator_id: s.originator_version for s in snapshots}
+        for agent, pending, new_bytes in batches:
+            del agent.pending_events[: len(pending)]
+            self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
+        for agent, _, _ in batches:
+            try:
+                self._check_memory(agent, can_shed=True, saving=True)
+            except Exception as exc:
+                logger.warning(
+                    "saved, but keeping the memory budget failed (left for the next save or"
+                    " load): agent=%s version=%s pending=%s error=%s: %s",
+                    agent.id,
+                    agent.version,
+                    len(agent.pending_events),
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _already_stored(self, stored: Sequence[StoredEvent]) -> bool:
+        """True if the store holds exactly ``stored`` (same versions, types, bytes)."""
+        by_agent: dict[UUID, list[StoredEvent]] = {}
+        for event in stored:
+            by_agent.setdefault(UUID(str(event.originator_id)), []).append(event)
+        for agent_id, events in by_agent.items():
+            found = self.recorder.select_page(
+                agent_id,
+                gt=events[0].originator_version - 1,
+                lt=events[-1].originator_version + 1,
+                limit=len(events) + 1,
+            )
+            if [(e.originator_version, e.topic, bytes(e.state)) for e in found] != [
+                (e.originator_version, e.topic, bytes(e.state)) for e in events
+            ]:
+                return False
+        return True
+
+    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> ConcurrencyError:
+        """The error for a save that met another writer's rows: names the agent whose
+        stored version is not the one this writer had (the first agent if none)."""
+        index, found = 0, None
+        for i, (agent, pending, _) in enumerate(batches):
+            try:
+                stored = self.recorder.max_version(agent.id) or 0
+            except Exception:  # the error is about the conflict, not this read
+                continue
+            if stored != pending[0].originator_version - 1:
+                index, found = i, stored
+                break
+        agent, pending, _ = batches[index]
+        others = ", ".join(str(a.id) for a, _, _ in batches if a is not agent)
+        return ConcurrencyError(
+            agent.id,
+            pending[0].originator_version,
+            f"saved together with {others}" if others else "",
+            stored_version=found,
+        )
+
+    def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
+        """Keep the agent within its memory budget, if one applies (see budget.py)."""
+        budget = resolve_budget(type(agent), self.memory_budget)
+        if budget is not None:
+            enforce_budget(
+                agent,
+                budget,
+                can_shed=can_shed,
+                save=self.save if saving else None,
+                snapshot=self._snapshot_now,
+            )
+        elif not saving:
+            observe_memory(agent)
+
+    def _encode(self, agent: Agent, event: Any) -> StoredEvent:
+        stored = self.mapper.to_stored_event(event)
+        if len(stored.state) > self.max_event_bytes:
+            fields = {k: v for k, v in vars(event).items() if k not in {"originator_id"}}
+            sizes = {k: self.mapper.encoded_size(v) for k, v in fields.items()}
+            raise EventTooLarge(
+                agent.id,
+                event_name(type(event)),
+                max(sizes, key=sizes.__getitem__),
+                len(stored.state),
+                self.max_event_bytes,
+            )
+        return stored
+
+    def _due_snapshot(self, agent: Agent, new_bytes: int) -> StoredSnapshot | None:
+        track = tracking(agent)
+        events_since = agent.version - track.snapshot_version
+        since = SinceSnapshot(
+            events=events_since,
+            bytes=track.bytes_since + new_bytes,
+            load_ms=tail_load_ms(track, events_since),
+        )
+        if not self.policy_for(type(agent)).should_snapshot(since):
+            return None
+        return self._take_snapshot(agent)
+
+    def policy_for(self, agent_type: type[Agent]) -> SnapshotPolicy:
+        """The snapshot policy for ``agent_type``: its entry in ``policies`` (or its
+        nearest base class's), else the store's ``policy``."""
+        if self.policies:
+            for cls in agent_type.__mro__:
+                policy = self.policies.get(cls)
+                if policy is not None:
+                    return policy
+        return self.policy
+
+    def _take_snapshot(self, agent: Agent) -> StoredSnapshot | None:
+        try:
+            data = encode_state(agent)
+        except Exception as exc:  # a snapshot must never fail a save
+            logger.warning(
+                "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
+            )
+            return None
+        return StoredSnapshot(
+            originator_id=agent.id,
+            originator_version=agent.version,
+            topic=self.mapper.topic_of(type(agent)),
+            fingerprint=state_fingerprint(type(agent)),
+            checksum=checksum(data),
+            state=data,
+        )
+
+    def _after_save(
+        self,
+        agent: Agent,
+        events: list[Any],
+        new_bytes: int,
+        snapshot_version: int | None,
+    ) -> None:
+        track = tracking(agent)
+        before = agent.version - len(events) - track.snapshot_version
+        if snapshot_version is not None:
+            track.snapshot_version = snapshot_version
+            track.bytes_since = 0
+        else:
+            track.bytes_since += new_bytes
+        since = agent.version - track.snapshot_version
+        if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS:
+            logger.warning(
+                "agent has many events since its last snapshot: agent=%s version=%s "
+                "snapshot_version=%s events_since_snapshot=%s",
+                agent.id,
+                agent.version,
+                track.snapshot_version,
+                since,
+            )
+        recent = agent.recent_events
+        if recent.maxlen != self.recent_events:
+            recent.resize(self.recent_events)
+        recent.extend(events)
+
+    def _snapshot_now(self, agent: Agent) -> None:
+        """Store a snapshot at the agent's version, unless it has one or unsaved events."""
+        track = tracking(agent)
+        if agent.pending_events or track.snapshot_version == agent.version:
+            return
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            return
+        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        track.snapshot_version = agent.version
+        track.bytes_since = 0
+
+    def update(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load the agent, apply ``command(agent)`` and save it; on a
+        :class:`ConcurrencyError` reload it and apply ``command`` again, up to
+        ``retries`` more times (then the error is raised). Returns the saved agent.
+
+        ``command`` must only record events on the agent it is given: it runs once
+        per attempt, and only the attempt that saved is stored.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        attempt = 0
+        while True:
+            agent = self.get(agent_id)
+            command(agent)
+            try:
+                self.save(agent)
+            except ConcurrencyError as error:
+                if attempt >= retries:
+                    raise
+                attempt += 1
+                logger.info(
+                    "update conflicted, applying the command again: agent=%s attempt=%s "
+                    "stored_version=%s",
+                    agent_id,
+                    attempt,
+                    error.stored_version,
+                )
+                continue
+            return agent
+
+    def snapshot(self, agent_id: UUID | str) -> int:
+        """Take a snapshot of the agent's current state now; returns its version."""
+        agent = self.get(agent_id)
+        if agent.pending_events:  # recorded by the load to keep its memory budget
+            self.save(agent)
+        snapshot = self._take_snapshot(agent)
+        if snapshot is None:
+            raise ValueError(f"agent {agent_id}: its state cannot be encoded")
+        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        return agent.version
+
+    # -- loading --------------------------------------------------------------------
+
+    def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Load an agent: latest valid snapshot (at or before ``version``) plus the
+        events after it. Never replays events older than the snapshot.
+
+        ``agent_id`` is a UUID or its string form (on every backend)."""
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
+        started = time.perf_counter()
+        rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
+        agent: Agent | None = None
+        untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
+        candidate = rows.snapshot
+        while candidate is not None:
+            judgement = judge_snapshot(candidate)
+            agent = judgement.agent
+            if agent is not None:
+                break
+            untrusted.append((candidate.originator_version, judgement.why, judgement.kind))
+            candidate = self.recorder.select_snapshot(
+                agent_id, lte=candidate.originator_version - 1
+            )
+        if untrusted:
+            # Read the events after the snapshot found (or all of them) once; a row at
+            # or before the version of ``agent`` is only used for the recent cache.
+            rows = self.recorder.select_for_load(
+                agent_id,
+                lte=version,
+                recent=self.recent_events,
+                snapshot_lte=agent.version if agent is not None else 0,
+            )
+        event_rows = rows.events  # (version, topic, state) tuples
+        if agent is None and not event_rows:
+            raise AgentNotFound(agent_id, version)
+        agent = build_agent(
+            agent_id,
+            agent,
+            len(rows.snapshot.state) if rows.snapshot else 0,
+            event_rows,
+            self.mapper,
+            self.recent_events,
+            started,
+            tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
+        )
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
+        stats = tracking(agent).last_load
+        assert stats is not None
+        report_load(agent, stats, self.slow_load_ms)
+        if untrusted:
+            self._replace_untrusted(agent, untrusted)
+        self._check_memory(agent, can_shed=version is None, saving=False)
+        return agent
+
+    @staticmethod
+    def load_stats(agent: Agent) -> LoadStats | None:
+        """What the load that built ``agent`` read and cost (None if not loaded)."""
+        return tracking(agent).last_load
+
+    def _replace_untrusted(self, agent: Agent, untrusted: Sequence[tuple[int, str, str]]) -> None:
+        """After a load passed over snapshots: delete the corrupt ones, and if any was
+        corrupt or stale, store a fresh snapshot of the state the load built (replacing
+        a stale one at that very version); log ONE warning. Snapshots written by newer
+        code are left alone and only logged at INFO (expected during a rolling deploy).
+        Never raises."""
+        track = tracking(agent)
+        kinds = {kind for _, _, kind in untrusted}
+        loaded_from = (
+            f"snapshot at version {track.last_load.snapshot_version}"
+            if track.last_load and track.last_load.snapshot_version
+            else "full replay"
+        )
+        reasons = "; ".join(f"version {v}: {why}" for v, why, _ in untrusted)
+        if kinds <= {NEWER}:
+            logger.info(
+                "snapshot of newer code left in place: agent=%s type=%s reasons=%s loaded_from=%s",
+                agent.id,
+                type(agent).__qualname__,
+                reasons,
+                loaded_from,
+            )
+            return
+        fresh = f"fresh snapshot written at version {agent.version}"
+        replaced = [
+            v
+            for v, _, kind in untrusted
+            if kind == CORRUPT or (kind == STALE and v == agent.version)
+        ]
+        try:
+            if replaced:
+                self.recorder.delete_snapshots(
+                    agent.id, keep=self.keep_snapshots, versions=replaced
+                )
+            snapshot = self._take_snapshot(agent)
+            if snapshot is None:
+                fresh = "no fresh snapshot (state does not encode)"
+            elif self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots):
+                track.snapshot_version = agent.version
+                track.bytes_since = 0
+            else:
+                fresh = f"fresh snapshot NOT written (one exists at version {agent.version})"
+        except Exception as exc:
+            fresh = f"fresh snapshot NOT written ({type(exc).__name__}: {exc})"
+        logger.warning(
+            "snapshot not trusted: agent=%s type=%s reasons=%s loaded_from=%s; %s",
+            agent.id,
+            type(agent).__qualname__,
+            reasons,
+            loaded_from,
+            fresh,
+        )
+
+    def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
+
+        For verification and tests; ``get()`` is the way to load an agent.
+        """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
+        agent: Agent | None = None
+        before = None if version is None else version + 1
+        agent = apply_events(agent, self.history(agent_id, before=before))
+        if agent is None:
+            raise AgentNotFound(agent_id, version)
+        if version is not None and agent.version < version:
+            self._require_head(agent_id, agent.version)
+        return agent
+
+    def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> None:
+        """A read asked for versions past ``reached`` (up to ``below``, exclusive):
+        raise if the log goes further (the event after ``reached`` is missing)."""
+        head = self.recorder.max_version(agent_id) or 0
+        if head > reached and (below is None or reached + 1 < below):
+            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+
+    # -- reading the log ------------------------------------------------------------
+
+    def history(
+        self,
+        agent_id: UUID | str,
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        page_size: int = 500,
+    ) -> Iterator[Any]:
+        """Yield the agent's events with ``after < version < before``, oldest first
+        (newest first if ``reverse``), optionally only of the given event ``types``.
+
+        Reads ``page_size`` events at a time; never holds the whole log. Without
+        ``types``, a version missing from the stored log raises
+        :class:`~snaptail.DamagedLog` when the iteration reaches it.
+        """
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "after", after, 0)
+        _check_version(agent_id, "before", before, 1)
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size}")
+        topics = self._topics(types)
+        gt, lt = after, before
+        to_event = self.mapper.to_domain_event
+        # Without a type filter the versions are consecutive: a gap is a lost event.
+        # At the ``before`` end, the head (one index read) tells a gap from the end.
+        step = 0 if topics else -1 if reverse else 1
+        expected = None if reverse else (after or 0) + 1
+        while True:
+            page = self.recorder.select_page(
+                agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
+            )
+            for stored in page:
+                found = stored.originator_version
+                if step < 0 and expected is None and before is not None and found < before - 1:
+                    self._require_head(agent_id, found, below=before)
+                if step and expected is not None and found != expected:
+                    raise DamagedLog(agent_id, expected, f"the next stored event is {found}")
+                expected = found + step
+                yield to_event(stored)
+            if len(page) < page_size:
+                if step < 0 and expected is not None and expected >= (after or 0) + 1:
+                    raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
+                if step > 0 and before is not None and expected is not None and expected < before:
+                    self._require_head(agent_id, expected - 1, below=before)
+                return
+            if reverse:
+                lt = page[-1].originator_version
+            else:
+                gt = page[-1].originator_version
+
+    def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
+        """The agent's newest event of one of ``types`` (any type if none given)."""
+        page = self.recorder.select_page(
+            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
+        )
+        return self.mapper.to_domain_event(page[0]) if page else None
+
+    def event_count(self, agent_id: UUID | str) -> int:
+        """How many events the agent has: its version, read from the index."""
+        return self.recorder.max_version(as_agent_id(agent_id)) or 0
+
+    def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
+        if not types:
+            return ()
+        return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
+
+
+# The largest version a database column (a signed 64-bit integer) holds.
+MAX_VERSION = 2**63 - 1
+
+
+def as_agent_id(value: object) -> UUID:
+    """An agent id from a UUID or its string form; anything else is refused by name."""
+    if isinstance(value, UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError(f"not an agent id (a UUID): {value!r}") from None
+    raise TypeError(
+        f"an agent id is a UUID or its string form, got {type(value).__name__} {value!r}"
+    )
+
+
+def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> None:
+    """``value`` is None or an int (not a bool) from ``lowest`` to :data:`MAX_VERSION`."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_VERSION:
+        raise ValueError(
+            f"agent {agent_id}: {name} must be >= {lowest} (an int up to 2**63-1), got {value!r}"
+        )

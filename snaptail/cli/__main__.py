@@ -1,0 +1,5 @@
+"""``python -m snaptail.cli``: the ``snaptail`` command."""
+
+from snaptail.cli import main
+
+main()

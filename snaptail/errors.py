@@ -1,0 +1,212 @@
+"""Errors raised by snaptail. Every message names the agent it concerns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+
+class SnaptailError(Exception):
+    """Base class of every error snaptail raises on purpose."""
+
+
+class InvalidEventPayload(SnaptailError, TypeError):
+    """A command's argument does not have the type its event declares."""
+
+    def __init__(self, agent_id: UUID, event: str, field: str, detail: str) -> None:
+        self.agent_id, self.event, self.field = agent_id, event, field
+        super().__init__(f"agent {agent_id}: event {event!r}, field {field!r}: {detail}")
+
+
+class EventTooLarge(SnaptailError, ValueError):
+    """An event's encoded payload is over the configured limit."""
+
+    def __init__(self, agent_id: UUID, event: str, field: str, size: int, limit: int) -> None:
+        self.agent_id, self.event, self.field = agent_id, event, field
+        self.size, self.limit = size, limit
+        super().__init__(
+            f"agent {agent_id}: event {event!r} is {size} bytes encoded, over the limit"
+            f" of {limit} bytes; the largest field is {field!r}"
+        )
+
+
+class AgentNotFound(SnaptailError, LookupError):
+    """No event was ever stored for this agent id (or none at the version asked)."""
+
+    def __init__(self, agent_id: UUID, version: int | None = None) -> None:
+        self.agent_id, self.version = agent_id, version
+        where = "" if version is None else f" at or before version {version}"
+        super().__init__(f"agent {agent_id} not found{where}")
+
+
+class ConcurrencyError(SnaptailError):
+    """Another writer saved this agent first; reload it and apply the command again.
+
+    Nothing of the save was written. ``agent_id`` is the agent that conflicted (in a
+    save of several agents, the first one found), ``expected_version`` the version
+    this writer had loaded and ``stored_version`` the version in the store (None
+    when it could not be read).
+    """
+
+    def __init__(
+        self,
+        agent_id: UUID,
+        first_version: int,
+        detail: str = "",
+        *,
+        stored_version: int | None = None,
+    ) -> None:
+        self.agent_id, self.first_version = agent_id, first_version
+        self.expected_version = first_version - 1
+        self.stored_version = stored_version
+        found = "" if stored_version is None else f", the store has version {stored_version}"
+        super().__init__(
+            f"agent {agent_id}: version {first_version} was already written by another"
+            f" writer (this writer expected version {self.expected_version}{found});"
+            f" nothing was saved; reload the agent and retry{': ' + detail if detail else ''}"
+        )
+
+
+class LockTimeout(SnaptailError, TimeoutError):
+    """A save waited longer than ``lock_timeout`` for the database's write lock.
+
+    Nothing was written: the agents keep their new events; save again later.
+    """
+
+    def __init__(self, agent_ids: Sequence[UUID], timeout: float, detail: str = "") -> None:
+        self.agent_ids, self.timeout = tuple(agent_ids), timeout
+        names = ", ".join(str(a) for a in self.agent_ids)
+        super().__init__(
+            f"saving agent(s) {names}: the write lock was not free within"
+            f" lock_timeout={timeout:g} s (another connection or process is writing);"
+            f" nothing was saved; save again, or raise lock_timeout"
+            f"{' (' + detail + ')' if detail else ''}"
+        )
+
+
+class DamagedLog(SnaptailError, LookupError):
+    """An agent's stored log has lost an event: ``version`` is missing between
+    stored events (deleted or never restored from a backup)."""
+
+    def __init__(self, agent_id: UUID, version: int, detail: str = "") -> None:
+        self.agent_id, self.version = agent_id, version
+        before = (
+            f"; until then get({agent_id}, version={version - 1}) loads the state before it"
+            if version > 1
+            else ""
+        )
+        super().__init__(
+            f"agent {agent_id}: event version {version} is missing from the stored log"
+            f"{' (' + detail + ')' if detail else ''}; the log is damaged: restore the"
+            f" missing row from a backup{before}"
+        )
+
+
+class DatabaseUnreachable(SnaptailError, ConnectionError):
+    """The database server could not be reached (or refused the connection)."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"cannot connect to {where}: {cause}")
+
+
+class AgentLimitExceeded(SnaptailError, ValueError):
+    """A command would grow a bounded part of the agent's state past its limit."""
+
+    def __init__(self, agent_id: UUID, what: str, limit: int) -> None:
+        self.agent_id, self.what, self.limit = agent_id, what, limit
+        super().__init__(f"agent {agent_id}: {what} is limited to {limit} entries")
+
+
+class InvalidCommand(SnaptailError, ValueError):
+    """A command is not valid in the agent's current state."""
+
+    def __init__(self, agent_id: UUID, detail: str) -> None:
+        self.agent_id = agent_id
+        super().__init__(f"agent {agent_id}: {detail}")
+
+
+class MemoryBudgetExceeded(SnaptailError, MemoryError):
+    """A loaded agent holds more bytes than its memory budget, even after snaptail
+    shrank its recent-event cache, snapshotted it and asked it to shed state."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, size: int, budget: int, holders: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.size, self.budget, self.holders = size, budget, holders
+        super().__init__(
+            f"agent {agent_id} ({agent_type}) holds {size} bytes, over its memory budget"
+            f" of {budget} bytes after shedding; largest parts: {holders}"
+        )
+
+
+class UndeclaredState(SnaptailError, TypeError):
+    """An event handler kept state where snapshots do not carry it: an attribute on the
+    agent, or an attribute on its state that is not a declared dataclass field."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, handler: str, attribute: str, detail: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.handler, self.attribute = handler, attribute
+        super().__init__(
+            f"agent {agent_id}: {agent_type} handler {handler} {detail}. Snapshots carry"
+            f" only `state`, an instance of {agent_type}.State, with its declared fields:"
+            " kept anywhere else, a loaded agent would silently differ from its log."
+            f" Declare {attribute!r} as a field with a default on a dataclass subclass of"
+            f" AgentState, set `State = ThatClass` on {agent_type}, and assign"
+            f" `self.state.{attribute}` in the handler. Nothing was recorded; reload this"
+            " agent."
+        )
+
+
+class AgentBroken(SnaptailError, RuntimeError):
+    """An event handler raised while applying a new event: the agent object in memory
+    may hold changes its log does not have, so it refuses commands and saves."""
+
+    def __init__(
+        self, agent_id: UUID, agent_type: str, version: int, handler: str, cause: str
+    ) -> None:
+        self.agent_id, self.agent_type = agent_id, agent_type
+        self.version, self.handler = version, handler
+        super().__init__(
+            f"agent {agent_id} ({agent_type}) at version {version}: handler {handler} raised"
+            f" ({cause}), possibly after changing state; its event was not recorded, so"
+            " this object may not match its log: it refuses commands and saves. Reload it"
+            " (store.get)"
+        )
+
+
+class ProjectionFailed(SnaptailError):
+    """A projection raised on an event. The view is committed up to the event before
+    it; a restart stops at the same event (``--skip-failed`` records it as a dead
+    letter and goes on)."""
+
+    def __init__(
+        self,
+        projection: str,
+        notification_id: int,
+        agent_id: UUID | str,
+        version: int,
+        event_type: str,
+        cause: BaseException,
+    ) -> None:
+        self.projection, self.notification_id = projection, notification_id
+        self.agent_id, self.version, self.event_type = agent_id, version, event_type
+        self.cause = cause
+        self.error = f"{type(cause).__name__}: {cause}"
+        super().__init__(
+            f"projection {projection!r} failed on notification {notification_id} "
+            f"(agent {agent_id}, version {version}, event {event_type}): {self.error}"
+        )
+
+
+class ProjectionBusy(SnaptailError):
+    """Another worker holds the projection's lock (or took it over after this one
+    lost its connection)."""
+
+
+class WorkerGaveUp(SnaptailError):
+    """A projection worker could not restore a lost database connection within its
+    ``give_up_after`` seconds."""

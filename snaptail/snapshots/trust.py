@@ -1,0 +1,117 @@
+"""The decision whether a stored snapshot may be used to load an agent."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol, cast
+from uuid import UUID
+
+from eventsourcing.utils import resolve_topic
+
+from snaptail.domain.agent import Agent
+from snaptail.snapshots.codec import checksum, decode_snapshot, stored_generation, upcastable
+from snaptail.snapshots.fingerprint import handler_code, state_fingerprint
+
+logger = logging.getLogger("snaptail.snapshots")
+
+
+class SnapshotRecord(Protocol):
+    """A stored snapshot as a recorder returns it."""
+
+    @property
+    def originator_id(self) -> UUID: ...
+    @property
+    def originator_version(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def checksum(self) -> int: ...
+    @property
+    def state(self) -> bytes: ...
+
+
+# How a snapshot that is not used came to be so, which decides what a load may do
+# about it (see AgentStore.get):
+CORRUPT = "corrupt"  # bad checksum, or written by this very code and does not decode
+STALE = "stale"  # written by older code (or code that is gone): a load may replace it
+NEWER = "newer"  # written by newer code: never deleted or replaced by a load
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """Whether a snapshot may be used: ``agent`` (decoded) if so; else why not and
+    which kind of refusal it is (:data:`CORRUPT`, :data:`STALE` or :data:`NEWER`)."""
+
+    agent: Agent | None
+    why: str = ""
+    kind: str = ""
+
+
+def generation(agent_class: type[Agent]) -> tuple[int, int]:
+    """``(class_version, snapshot_version)`` of the running code: the order in which
+    code versions follow one another, as far as snapshots are concerned."""
+    return (getattr(agent_class, "class_version", 1), getattr(agent_class, "snapshot_version", 1))
+
+
+def judge_snapshot(snapshot: SnapshotRecord) -> Judgement:
+    """Decode a snapshot if the running code may use it, else say why not. Never raises.
+
+    Used: the fingerprint matches the running code's (or the snapshot was written by
+    an older ``class_version`` that the code upcasts) and the bytes pass the checksum
+    and decode. When the fingerprint matches but the event handlers' code changed
+    since the snapshot was written, it is used and the store warns once per type
+    (:func:`warn_if_handlers_changed`).
+    """
+    try:
+        agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
+    except Exception as exc:
+        return Judgement(None, f"agent type {snapshot.topic!r} not found ({exc})", STALE)
+    if checksum(snapshot.state) != snapshot.checksum:
+        return Judgement(None, "checksum mismatch (corrupted bytes)", CORRUPT)
+    own = snapshot.fingerprint == state_fingerprint(agent_class)
+    if not own and not upcastable(agent_class, snapshot.state):
+        written_by = stored_generation(snapshot.state)
+        if written_by is not None and written_by > generation(agent_class):
+            return Judgement(
+                None,
+                f"written by newer code (class_version, snapshot_version = {written_by})",
+                NEWER,
+            )
+        return Judgement(None, "fingerprint does not match the running code", STALE)
+    try:
+        decoded = decode_snapshot(
+            agent_class, snapshot.originator_id, snapshot.originator_version, snapshot.state
+        )
+    except Exception as exc:  # a bad snapshot must never fail a load
+        return Judgement(None, f"bytes do not decode ({exc})", CORRUPT if own else STALE)
+    if own:
+        warn_if_handlers_changed(agent_class, decoded.code)
+    return Judgement(decoded.agent)
+
+
+def trust_snapshot(snapshot: SnapshotRecord) -> tuple[Agent | None, str]:
+    """:func:`judge_snapshot` as ``(agent, "")`` or ``(None, why)``."""
+    judgement = judge_snapshot(snapshot)
+    return judgement.agent, judgement.why
+
+
+_warned: set[type[Agent]] = set()
+
+
+def warn_if_handlers_changed(agent_class: type[Agent], stored_code: str | None) -> None:
+    """Log one warning per agent type per process when a snapshot with the running
+    fingerprint was written by other event-handler code."""
+    if stored_code is None or agent_class in _warned or stored_code == handler_code(agent_class):
+        return
+    _warned.add(agent_class)
+    logger.warning(
+        "event handler code changed: type=%s; its snapshots were written by other handler"
+        " code with the same state schema, settings and versions, and are still used. If"
+        " the change alters derived state, bump %s.snapshot_version; check a sample of"
+        " agents against their full replay with `snaptail snapshots verify --sample N`",
+        agent_class.__qualname__,
+        agent_class.__qualname__,
+    )

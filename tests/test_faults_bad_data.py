@@ -1,0 +1,220 @@
+"""Issue 11, "Bad data": a damaged log gives an error naming the agent and version.
+
+Rows are deleted or overwritten straight in the database, as a disk fault or an
+operator would, on both backends.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from uuid import UUID
+
+import pytest
+from typer.testing import CliRunner
+
+from snaptail import Agent, AgentState, AgentStore, EveryNEvents, Never, event
+from snaptail.cli import app
+from tests.snapshot_sql import execute, set_snapshot_column, snapshot_row
+
+# Removed as the faults are fixed (issue 11).
+
+
+runner = CliRunner(env={"COLUMNS": "250"})
+
+
+def _key(url: str, agent_id: UUID) -> object:
+    return agent_id.hex if url.startswith("sqlite:") else agent_id
+
+
+def delete_event(url: str, agent_id: UUID, version: int) -> None:
+    execute(
+        url,
+        "DELETE FROM stored_events WHERE originator_id=? AND originator_version=?",
+        (_key(url, agent_id), version),
+    )
+
+
+def set_topic(url: str, agent_id: UUID, version: int, topic: str) -> None:
+    execute(
+        url,
+        "UPDATE stored_events SET topic=? WHERE originator_id=? AND originator_version=?",
+        (topic, _key(url, agent_id), version),
+    )
+
+
+def written(url: str, events: int = 10, snapshot_every: int | None = None) -> Agent:
+    policy = Never() if snapshot_every is None else EveryNEvents(snapshot_every)
+    with AgentStore(url, policy=policy, keep_snapshots=10) as store:
+        agent = Agent("damaged")
+        for i in range(events - 1):
+            agent.add_input("user", f"message {i}")
+            store.save(agent)
+    return agent
+
+
+def _names_gap(message: str, agent: Agent, version: int) -> None:
+    assert str(agent.id) in message
+    assert f"version {version}" in message
+    assert "missing" in message
+    assert "backup" in message  # what to do
+
+
+@pytest.mark.parametrize("snapshot_every", [None, 3], ids=["no-snapshot", "tail-after-snapshot"])
+def test_a_deleted_tail_row_names_agent_and_missing_version(
+    database_url: str, snapshot_every: int | None
+) -> None:
+
+    agent = written(database_url, snapshot_every=snapshot_every)
+    delete_event(database_url, agent.id, 8)  # newest snapshot (if any) is at 6 or 9 -> use 6
+    if snapshot_every is not None:
+        execute(
+            database_url,
+            "DELETE FROM snaptail_snapshots WHERE originator_id=? AND originator_version>6",
+            (_key(database_url, agent.id),),
+        )
+    with AgentStore(database_url) as store:
+        with pytest.raises(Exception) as loaded:
+            store.get(agent.id)
+        _names_gap(str(loaded.value), agent, 8)
+        with pytest.raises(Exception) as replayed:
+            store.replay(agent.id)
+        _names_gap(str(replayed.value), agent, 8)
+        # The state before the gap is still reachable.
+        assert store.get(agent.id, version=7).version == 7
+
+
+def test_history_does_not_skip_a_gap(database_url: str) -> None:
+    agent = written(database_url)
+    delete_event(database_url, agent.id, 4)
+    with AgentStore(database_url) as store:
+        for kwargs in (
+            {},
+            {"page_size": 2},
+            {"reverse": True},
+            {"after": 2},
+            {"before": 5},  # the gap is the last version asked for
+            {"before": 5, "reverse": True},  # ...or the first, newest first
+            {"after": 3, "before": 5},  # ...or the only one
+        ):
+            seen: list[int] = []
+            with pytest.raises(Exception) as caught:
+                for e in store.history(agent.id, **kwargs):  # type: ignore[arg-type]
+                    seen.append(e.originator_version)
+            _names_gap(str(caught.value), agent, 4)
+            assert 4 not in seen
+        # Filtered by type, versions are not consecutive: no gap to report.
+        types = [Agent.InputItemAdded]
+        assert len(list(store.history(agent.id, types=types))) == 8
+
+
+def test_a_deleted_first_event_names_version_1(database_url: str) -> None:
+    agent = written(database_url)
+    delete_event(database_url, agent.id, 1)
+    with AgentStore(database_url) as store, pytest.raises(Exception) as caught:
+        store.get(agent.id)
+    _names_gap(str(caught.value), agent, 1)
+
+
+def test_a_damaged_topic_names_agent_and_version(database_url: str) -> None:
+    agent = written(database_url)
+    set_topic(database_url, agent.id, 5, "no_such_module.anywhere:Gone")
+    with AgentStore(database_url) as store:
+        for action in (lambda: store.get(agent.id), lambda: list(store.history(agent.id))):
+            with pytest.raises(Exception) as caught:
+                action()
+            assert type(caught.value).__name__ != "TopicError"
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 5" in message
+            assert "no_such_module.anywhere:Gone" in message
+
+
+# -- snaptail snapshots verify --------------------------------------------------------
+
+
+@dataclass
+class FloatState(AgentState):
+    score: float = 0.0
+
+
+class ScoredAgent(Agent):
+    """Holds a float that may be NaN (parsed from text, never passed as NaN)."""
+
+    State = FloatState
+
+    @event("Scored")
+    def score(self, text: str) -> None:
+        self.state.score = float(text)  # type: ignore[attr-defined]
+
+
+def test_verify_reports_every_broken_agent_and_exits_1(database_url: str) -> None:
+    with AgentStore(database_url, snapshot_every=3, keep_snapshots=10) as store:
+        agents = []
+        for n in range(4):
+            agent = Agent(f"agent-{n}")
+            for i in range(9):
+                agent.add_input("user", f"{n}:{i}")
+                store.save(agent)
+            agents.append(agent)
+    tail_gap, old_gap, bad_topic, healthy = agents
+    delete_event(database_url, tail_gap.id, 8)
+    execute(
+        database_url,
+        "DELETE FROM snaptail_snapshots WHERE originator_id=? AND originator_version>6",
+        (_key(database_url, tail_gap.id),),
+    )  # get() replays 7..10 and meets the gap; the snapshot at 6 is fine
+    delete_event(database_url, old_gap.id, 2)  # behind every snapshot: only replay sees it
+    set_topic(database_url, bad_topic.id, 4, "no_such_module:Gone")
+    result = runner.invoke(app, ["snapshots", "verify", "--db", database_url])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    for broken in (tail_gap, old_gap, bad_topic):
+        assert str(broken.id) in result.output, result.output
+    assert str(healthy.id) not in result.output
+
+
+def test_verify_compares_nan_as_equal_to_nan(database_url: str) -> None:
+    with AgentStore(database_url, snapshot_every=2) as store:
+        agent = ScoredAgent("nan")
+        agent.score("nan")
+        store.save(agent)
+        assert math.isnan(store.get(agent.id).state.score)  # type: ignore[attr-defined]
+    result = runner.invoke(app, ["snapshots", "verify", "--db", database_url])
+    assert result.exit_code == 0, result.output
+    assert "1 ok" in result.output
+
+
+# -- snaptail inspect -----------------------------------------------------------------
+
+
+def test_inspect_an_unloadable_agent_prints_what_it_can_and_why(database_url: str) -> None:
+    agent = written(database_url, events=12, snapshot_every=5)
+    delete_event(database_url, agent.id, 12)
+    delete_event(database_url, agent.id, 11)
+    execute(
+        database_url,
+        "DELETE FROM snaptail_snapshots WHERE originator_id=? AND originator_version>5",
+        (_key(database_url, agent.id),),
+    )
+    set_topic(database_url, agent.id, 8, "no_such_module:Gone")
+    result = runner.invoke(app, ["inspect", str(agent.id), "--db", database_url])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "healthy" not in result.output
+    assert str(agent.id) in result.output
+    assert "version 8" in result.output  # the reason
+    assert "5" in result.output  # the snapshot it found
+    assert "10" in result.output  # how far the log goes
+
+
+def test_inspect_never_says_healthy_when_a_snapshot_was_distrusted(database_url: str) -> None:
+    agent = written(database_url, events=30, snapshot_every=10)
+    _, _, state = snapshot_row(database_url, agent.id, 30)
+    set_snapshot_column(database_url, agent.id, 30, "checksum", zlib.crc32(state) ^ 1)
+    result = runner.invoke(app, ["inspect", str(agent.id), "--db", database_url])
+    assert result.exit_code == 0, result.output
+    assert "healthy" not in result.output
+    assert "30" in result.output and "checksum" in result.output

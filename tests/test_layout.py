@@ -1,0 +1,193 @@
+"""The layout rules of README's "How the code is laid out", checked on the source.
+
+Every import statement counts: at module level, inside functions and under
+``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import snaptail
+
+ROOT = Path(snaptail.__file__).parent
+
+# Lower ranks are imported by higher ones, never the other way round. Modules of the
+# same rank may import each other, except as EXCLUDED says.
+RANKS = {
+    "snaptail.errors": 0,
+    "snaptail.domain": 1,
+    "snaptail.snapshots": 2,
+    "snaptail.workload": 2,
+    "snaptail.infrastructure": 3,
+    "snaptail.application": 3,
+    "snaptail.projections": 4,
+    "snaptail.integrations": 4,
+    "snaptail.bench": 4,
+    "snaptail.testing": 4,
+    "snaptail.metrics": 4,  # the public name of snaptail.application.metrics
+    "snaptail": 4,  # __init__: the public names
+    "snaptail.cli": 5,
+}
+# (importer, imported): same rank, but the dependency must not exist.
+EXCLUDED = {("snaptail.infrastructure", "snaptail.application")}
+UI_LIBRARIES = {"typer", "rich"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def area(name: str) -> str:
+    """The RANKS key a module belongs to (its longest matching prefix)."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in RANKS:
+            return prefix
+    raise AssertionError(f"{name}: not placed in RANKS (add it to the layout)")
+
+
+def imports(name: str) -> list[tuple[str, tuple[str, ...], int]]:
+    """(module imported, names taken from it, line) for every import in ``name``."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[str, tuple[str, ...], int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, (), node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = tuple(alias.name for alias in node.names)
+            submodules = [f"{base}.{n}" for n in names if f"{base}.{n}" in MODULES]
+            found.extend((sub, (), node.lineno) for sub in submodules)
+            rest = tuple(n for n in names if f"{base}.{n}" not in MODULES)
+            if rest or not submodules:
+                found.append((base, rest, node.lineno))
+    return found
+
+
+def internal_edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name in MODULES:
+        for target, _, _ in imports(name):
+            if target in MODULES and target != name:
+                edges[name].add(target)
+    return edges
+
+
+def test_every_module_has_a_place_in_the_layers() -> None:
+    for name in MODULES:
+        area(name)
+
+
+def test_dependencies_point_one_way() -> None:
+    wrong = []
+    for name in MODULES:
+        source = area(name)
+        for target, _, line in imports(name):
+            if target not in MODULES:
+                continue
+            dest = area(target)
+            if RANKS[dest] > RANKS[source] or (source, dest) in EXCLUDED:
+                wrong.append(f"{name}:{line} imports {target}")
+    assert not wrong, "imports against the layer order:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycles() -> None:
+    edges = internal_edges()
+    # Tarjan's strongly connected components; any component of 2+ modules is a cycle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in edges:
+        if node not in index:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_private_names_imported_from_another_package() -> None:
+    wrong = []
+    for name in MODULES:
+        home = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+        for target, names, line in imports(name):
+            if not target.startswith("snaptail"):
+                continue
+            target_home = target if MODULES.get(target, Path()).name == "__init__.py" else (
+                target.rpartition(".")[0]
+            )
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if private and target_home != home:
+                wrong.append(f"{name}:{line} imports {private} from {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_cli_imports_typer_or_rich() -> None:
+    wrong = [
+        f"{name}:{line} imports {target}"
+        for name in MODULES
+        if area(name) != "snaptail.cli"
+        for target, _, line in imports(name)
+        if target.split(".")[0] in UI_LIBRARIES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_checks_see_a_violation() -> None:
+    """The import walker finds function-level and TYPE_CHECKING imports."""
+    names = {target for target, _, _ in imports("snaptail.application.metrics")}
+    assert "prometheus_client" in names  # imported under TYPE_CHECKING and in functions
+    with pytest.raises(AssertionError):
+        area("elsewhere.module")
+
+
+@pytest.mark.parametrize("module", ["snaptail", "snaptail.projections", "snaptail.bench.scale"])
+def test_importing_the_library_loads_no_command_line_or_plotting(module: str) -> None:
+    heavy = ("typer", "rich", "matplotlib", "langgraph", "agents")
+    code = (
+        f"import sys, {module}\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", f"import {module} loaded {out.strip()}"
