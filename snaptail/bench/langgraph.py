@@ -171,7 +171,7 @@ def text(seed: int, chars: int) -> str:
     rng = random.Random(seed)
     out: list[str] = []
     size = 0
-    while size < chars:
+    while size <= chars:  # the joined text is size - 1 characters
         word = rng.choice(WORDS)
         out.append(word)
         size += len(word) + 1

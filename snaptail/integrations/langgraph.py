@@ -40,8 +40,9 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from snaptail import AgentNotFound, AgentStore, ConcurrencyError
+from snaptail.application.store import AgentStore
 from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound, ConcurrencyError
 from snaptail.integrations.langgraph_codec import (
     Body,
     BodyCache,

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from uuid import UUID, uuid5
 
 import msgspec
+from eventsourcing.domain import event
 
-from snaptail import Agent, AgentState, event
+from snaptail.domain.agent import Agent
+from snaptail.domain.state import AgentState
 
 # Newest checkpoint ids remembered per thread (id -> event version); older ones are
 # found by reading the thread's checkpoint events newest first.
