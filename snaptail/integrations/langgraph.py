@@ -61,8 +61,10 @@ from snaptail.integrations.langgraph_thread import (
     Head,
     MsgRef,
     RunIndex,
+    Saved,
     ThreadAgent,
     WriteRow,
+    Written,
     merge_writes,
     ns_key,
     resolve_refs,
@@ -72,26 +74,6 @@ from snaptail.integrations.langgraph_thread import (
 
 T = TypeVar("T")
 _MISSING = object()
-# CheckpointSaved fields copy_thread copies as they are
-_CHECKPOINT_FIELDS = frozenset(
-    {
-        "ns",
-        "checkpoint_id",
-        "parent_id",
-        "v",
-        "ts",
-        "updated",
-        "seen",
-        "unseen",
-        "extra_type",
-        "extra",
-        "mtype",
-        "mdata",
-        "run_id",
-        "names",
-        "bodies",
-    }
-)
 # The keys of a checkpoint stored in their own fields (the others go in ``extra``).
 _CHECKPOINT_KEYS = frozenset(
     {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
@@ -254,7 +236,8 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         wanted = set(missing)
         for run in runs:
             for event in self.store.history(agent_id, after=run[0] - 1, before=run[-1] + 1):
-                bodies = getattr(event, "bodies", None)
+                payload = getattr(event, "c", None) or getattr(event, "w", None)
+                bodies = payload.bodies if payload is not None else None
                 if bodies and event.originator_version in wanted:
                     bodies = [tuple(b) for b in bodies]
                     found[event.originator_version] = bodies
@@ -335,23 +318,26 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     changed[name] = Channel(version, kind, vtype, vdata, refs, layout)
             old_seen = base.seen if extends and base is not None else {}
             new_run = bool(run_id) and run_id not in agent.state.runs_seen
+            names = list(checkpoint["channel_versions"])
             agent.save_checkpoint(
-                ns=ns,
-                checkpoint_id=checkpoint["id"],
-                parent_id=PARENT_IS_HEAD if extends else parent_id,
-                v=checkpoint["v"],
-                ts=checkpoint["ts"],
-                updated=checkpoint.get("updated_channels"),
-                seen={k: dict(v) for k, v in seen_now.items() if old_seen.get(k) != v},
-                unseen=[k for k in old_seen if k not in seen_now],
-                extra_type=extra_type,
-                extra=extra,
-                mtype=mtype,
-                mdata=mdata,
-                run_id=run_id,
-                names=list(checkpoint["channel_versions"]),
-                changed=changed,
-                bodies=bodies,
+                Saved(
+                    ns=ns,
+                    checkpoint_id=checkpoint["id"],
+                    parent_id=PARENT_IS_HEAD if extends else parent_id,
+                    v=checkpoint["v"],
+                    ts=checkpoint["ts"],
+                    mtype=mtype,
+                    mdata=mdata,
+                    changed=changed,
+                    seen={k: dict(v) for k, v in seen_now.items() if old_seen.get(k) != v},
+                    names=None if extends and base and names == list(base.channels) else names,
+                    unseen=[k for k in old_seen if k not in seen_now],
+                    updated=checkpoint.get("updated_channels"),
+                    run_id=run_id,
+                    extra_type=extra_type,
+                    extra=extra,
+                    bodies=bodies,
+                )
             )
             saved.update(version=agent.version, bodies=bodies, base=base.version if base else 0)
             if new_run:
@@ -452,7 +438,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     )
                 )
             if rows:
-                agent.save_writes(ns=ns, checkpoint_id=checkpoint_id, rows=rows, bodies=bodies)
+                agent.save_writes(Written(ns, checkpoint_id, rows, bodies))
                 saved.update(version=agent.version, bodies=bodies)
 
         self._write(thread_id, command)
@@ -476,7 +462,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             after=agent.state.cleared_at,
             page_size=200,
         ):
-            if event.ns == ns and event.checkpoint_id == checkpoint_id:
+            if event.c.ns == ns and event.c.checkpoint_id == checkpoint_id:
                 return int(event.originator_version)
         return None
 
@@ -553,7 +539,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             for event in self.store.history(agent_id, after=version - 1, before=version + 1):
                 resolved = [
                     msgspec.structs.replace(r, refs=resolve_refs(r.refs, version))
-                    for r in event.rows
+                    for r in event.w.rows
                 ]
                 rows = merge_writes(rows, resolved)
         return rows
@@ -682,23 +668,24 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         batch: list[tuple[str, str, int]] = []
         produced = 0
         for event in events:
-            key = (event.ns, event.checkpoint_id)
+            c = event.c
+            key = (c.ns, c.checkpoint_id)
             if key in seen:
                 continue
             seen.add(key)
-            if ns is not None and event.ns != ns:
+            if ns is not None and c.ns != ns:
                 continue
-            if checkpoint_id and event.checkpoint_id != checkpoint_id:
+            if checkpoint_id and c.checkpoint_id != checkpoint_id:
                 continue
-            if before_id and event.checkpoint_id >= before_id:
+            if before_id and c.checkpoint_id >= before_id:
                 continue
-            if not agent.visible(event.ns, event.originator_version, event.run_id):
+            if not agent.visible(c.ns, event.originator_version, c.run_id):
                 continue
             if filter:
-                meta = self.serde.loads_typed((event.mtype, event.mdata))
+                meta = self.serde.loads_typed((c.mtype, c.mdata))
                 if not all(meta.get(k) == v for k, v in filter.items()):
                     continue
-            batch.append((event.ns, event.checkpoint_id, event.originator_version))
+            batch.append((c.ns, c.checkpoint_id, event.originator_version))
             want = PAGE if limit is None else min(PAGE, limit - produced)
             if len(batch) >= want:
                 yield from self._page(agent, batch)
@@ -776,22 +763,18 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
             for event in self.store.history(source.id):
                 if isinstance(event, events.CheckpointSaved):
+                    c = event.c
                     changed = {
-                        k: msgspec.structs.replace(c, refs=remap(c.refs))
-                        for k, c in event.changed.items()
+                        k: msgspec.structs.replace(ch, refs=remap(ch.refs))
+                        for k, ch in c.changed.items()
                     }
-                    fields = {k: v for k, v in vars(event).items() if k in _CHECKPOINT_FIELDS}
-                    target.save_checkpoint(**fields, changed=changed)
-                    if event.run_id:
-                        runs.add(event.run_id)
+                    target.save_checkpoint(msgspec.structs.replace(c, changed=changed))
+                    if c.run_id:
+                        runs.add(c.run_id)
                 elif isinstance(event, events.WritesSaved):
-                    rows = [msgspec.structs.replace(r, refs=remap(r.refs)) for r in event.rows]
-                    target.save_writes(
-                        ns=event.ns,
-                        checkpoint_id=event.checkpoint_id,
-                        rows=rows,
-                        bodies=event.bodies,
-                    )
+                    w = event.w
+                    rows = [msgspec.structs.replace(r, refs=remap(r.refs)) for r in w.rows]
+                    target.save_writes(msgspec.structs.replace(w, rows=rows))
                 elif isinstance(event, events.RunsDeleted):
                     target.delete_runs(run_ids=event.run_ids)
                 elif isinstance(event, events.ThreadCleared):

@@ -95,6 +95,36 @@ class WriteRow(msgspec.Struct, array_like=True, omit_defaults=True):
     single: bool = False
 
 
+class Saved(msgspec.Struct, array_like=True, omit_defaults=True):
+    """The payload of a ``CheckpointSaved`` event (see :meth:`ThreadAgent.save_checkpoint`)."""
+
+    ns: str
+    checkpoint_id: str
+    parent_id: str
+    v: int
+    ts: str
+    mtype: str
+    mdata: bytes
+    changed: dict[str, Channel]
+    seen: dict[str, dict[str, int | float | str]]
+    names: list[str] | None = None
+    unseen: list[str] = msgspec.field(default_factory=list)
+    updated: list[str] | None = None
+    run_id: str = ""
+    extra_type: str = ""
+    extra: bytes = b""
+    bodies: list[tuple[str, bytes]] = msgspec.field(default_factory=list)
+
+
+class Written(msgspec.Struct, array_like=True, omit_defaults=True):
+    """The payload of a ``WritesSaved`` event: one task's writes to one checkpoint."""
+
+    ns: str
+    checkpoint_id: str
+    rows: list[WriteRow]
+    bodies: list[tuple[str, bytes]] = msgspec.field(default_factory=list)
+
+
 class Head(msgspec.Struct):
     """The newest checkpoint of one namespace, with its pending writes. Replaced, never
     mutated, by each event (so an earlier Head stays valid for readers)."""
@@ -202,36 +232,19 @@ class ThreadAgent(Agent):
         return head is None or version >= head.visible_from
 
     @event("CheckpointSaved")
-    def save_checkpoint(
-        self,
-        ns: str,
-        checkpoint_id: str,
-        parent_id: str,
-        v: int,
-        ts: str,
-        updated: list[str] | None,
-        seen: dict[str, dict[str, int | float | str]],
-        unseen: list[str],
-        extra_type: str,
-        extra: bytes,
-        mtype: str,
-        mdata: bytes,
-        run_id: str,
-        names: list[str],
-        changed: dict[str, Channel],
-        bodies: list[tuple[str, bytes]],
-    ) -> None:
+    def save_checkpoint(self, c: Saved) -> None:
         """A checkpoint. With ``parent_id`` PARENT_IS_HEAD it extends the namespace's
-        newest checkpoint: channels of ``names`` not in ``changed`` keep their value,
-        ``seen`` holds only the nodes whose versions seen changed, ``unseen`` those
-        dropped. Otherwise ``changed`` and ``seen`` are complete."""
+        newest checkpoint: channels not in ``changed`` keep their value (``names``
+        None: the same channels as that checkpoint), ``seen`` holds only the nodes
+        whose versions seen changed, ``unseen`` those dropped. Otherwise ``changed``,
+        ``names`` and ``seen`` are complete."""
         version = self.version + 1
-        old = self.state.namespaces.get(ns)
-        extends = parent_id == PARENT_IS_HEAD and old is not None
+        old = self.state.namespaces.get(c.ns)
+        extends = c.parent_id == PARENT_IS_HEAD and old is not None
         base = old.channels if extends and old is not None else {}
         channels: dict[str, Channel] = {}
-        for name in names:
-            entry = changed.get(name)
+        for name in list(base) if c.names is None else c.names:
+            entry = c.changed.get(name)
             if entry is None:
                 kept = base.get(name)
                 if kept is not None:
@@ -244,60 +257,59 @@ class ThreadAgent(Agent):
                     entry, refs=prefix + resolve_refs(entry.refs, version), keep=0
                 )
             channels[name] = entry
+        parent_id = c.parent_id
         if extends and old is not None:
             parent_id = old.checkpoint_id
-            all_seen = {k: s for k, s in old.seen.items() if k not in unseen}
-            all_seen.update(seen)
+            all_seen = {k: s for k, s in old.seen.items() if k not in c.unseen}
+            all_seen.update(c.seen)
         else:
-            all_seen = dict(seen)
-        key = ns_key(ns, checkpoint_id)
+            all_seen = dict(c.seen)
+        key = ns_key(c.ns, c.checkpoint_id)
         early = self.state.early.pop(key, None)
-        self.state.namespaces[ns] = Head(
-            checkpoint_id=checkpoint_id,
+        self.state.namespaces[c.ns] = Head(
+            checkpoint_id=c.checkpoint_id,
             version=version,
             parent_id=parent_id,
-            v=v,
-            ts=ts,
-            updated=updated,
+            v=c.v,
+            ts=c.ts,
+            updated=c.updated,
             seen=all_seen,
-            extra_type=extra_type,
-            extra=extra,
-            mtype=mtype,
-            mdata=mdata,
-            run_id=run_id,
+            extra_type=c.extra_type,
+            extra=c.extra,
+            mtype=c.mtype,
+            mdata=c.mdata,
+            run_id=c.run_id,
             channels=channels,
             writes=early.rows if early is not None else [],
-            bodies={**(early.bodies if early is not None else {}), **body_refs(bodies, version)},
+            bodies={**(early.bodies if early is not None else {}), **body_refs(c.bodies, version)},
             visible_from=old.visible_from if old is not None else 0,
         )
         index = self.state.index
         index[key] = version
         while len(index) > INDEX_SIZE:
             del index[next(iter(index))]
-        if run_id and run_id not in self.state.runs_seen:
-            self.state.runs_seen = [*self.state.runs_seen[-(RUNS_SEEN - 1) :], run_id]
+        if c.run_id and c.run_id not in self.state.runs_seen:
+            self.state.runs_seen = [*self.state.runs_seen[-(RUNS_SEEN - 1) :], c.run_id]
 
     @event("WritesSaved")
-    def save_writes(
-        self, ns: str, checkpoint_id: str, rows: list[WriteRow], bodies: list[tuple[str, bytes]]
-    ) -> None:
+    def save_writes(self, w: Written) -> None:
         version = self.version + 1
-        resolved = [msgspec.structs.replace(r, refs=resolve_refs(r.refs, version)) for r in rows]
-        head = self.state.namespaces.get(ns)
-        if head is not None and head.checkpoint_id == checkpoint_id:
-            self.state.namespaces[ns] = msgspec.structs.replace(
+        resolved = [msgspec.structs.replace(r, refs=resolve_refs(r.refs, version)) for r in w.rows]
+        head = self.state.namespaces.get(w.ns)
+        if head is not None and head.checkpoint_id == w.checkpoint_id:
+            self.state.namespaces[w.ns] = msgspec.structs.replace(
                 head,
                 writes=merge_writes(head.writes, resolved),
-                bodies={**head.bodies, **body_refs(bodies, version)},
+                bodies={**head.bodies, **body_refs(w.bodies, version)},
             )
             return
-        key = ns_key(ns, checkpoint_id)
+        key = ns_key(w.ns, w.checkpoint_id)
         if key in self.state.index:
             self.state.late_writes.setdefault(key, []).append(version)
             return
         early = self.state.early.get(key) or Early()
         self.state.early[key] = Early(
-            merge_writes(early.rows, resolved), {**early.bodies, **body_refs(bodies, version)}
+            merge_writes(early.rows, resolved), {**early.bodies, **body_refs(w.bodies, version)}
         )
 
     @event("RunsDeleted")
