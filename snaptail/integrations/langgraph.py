@@ -102,6 +102,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     checkpoints, with message lists as references), ``body_cache_bytes`` the message
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
     decoded to find what changed at the next checkpoint without re-serializing them.
+    ``compress`` stores large message bodies zlib-compressed when that pays.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         max_threads: int = 64,
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
+        compress: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         if isinstance(store, AgentStore):
@@ -122,11 +124,20 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._threads: OrderedDict[UUID, ThreadAgent] = OrderedDict()
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
-        self._codec = ValueCodec(self.serde)
+        self._compress = compress
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
         self._created_topic = self.store.mapper.topic_of(cast(Any, ThreadAgent).Created)
+
+    @property
+    def _codec(self) -> ValueCodec:
+        """The value codec on the current ``serde`` (``with_allowlist`` clones the saver
+        with another serializer)."""
+        codec = self.__dict__.get("_codec_cache")
+        if codec is None or codec.serde is not self.serde:
+            codec = self.__dict__["_codec_cache"] = ValueCodec(self.serde, compress=self._compress)
+        return cast(ValueCodec, codec)
 
     # -- lifecycle ------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ so the message a node wrote and the same message in the channel (where
 
 from __future__ import annotations
 
+import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, cast
@@ -25,6 +26,9 @@ from snaptail.integrations.langgraph_thread import (
 )
 
 Body = tuple[str, bytes]
+# A body this large or larger is stored zlib-compressed when that saves a fifth.
+COMPRESS_FROM = 256
+ZLIB = "zlib:"
 # kind, vtype, data, refs, layout, single
 Encoded = tuple[int, str, bytes, list[MsgRef], list[tuple[str, int, bool]], bool]
 
@@ -75,16 +79,27 @@ class BodyCache:
 
 
 class ValueCodec:
-    """Encodes values into (kind, type, bytes, refs, layout, single) and back."""
+    """Encodes values into (kind, type, bytes, refs, layout, single) and back.
 
-    def __init__(self, serde: SerializerProtocol) -> None:
+    With ``compress``, a message body of COMPRESS_FROM bytes or more is stored
+    zlib-compressed (its type prefixed with ``zlib:``) when that saves a fifth."""
+
+    def __init__(self, serde: SerializerProtocol, *, compress: bool = True) -> None:
         self.serde = serde
+        self.compress = compress
 
     def body(self, message: BaseMessage) -> Body:
         bare = message.model_copy(update={"id": None}) if message.id is not None else message
-        return self.serde.dumps_typed(bare)
+        vtype, data = self.serde.dumps_typed(bare)
+        if self.compress and len(data) >= COMPRESS_FROM:
+            packed = zlib.compress(data, 6)
+            if len(packed) * 5 <= len(data) * 4:
+                return ZLIB + vtype, packed
+        return vtype, data
 
     def message(self, body: Body, message_id: str | None) -> BaseMessage:
+        if body[0].startswith(ZLIB):
+            body = (body[0][len(ZLIB) :], zlib.decompress(body[1]))
         message = cast(BaseMessage, self.serde.loads_typed(body))
         if message_id is not None:
             message.id = message_id
