@@ -169,6 +169,12 @@ class ThreadState(AgentState):
     cleared_at: int = 0
 
 
+def _start(cls: type[Agent], agent_id: UUID, name: str) -> Agent:
+    """A new aggregate of ``cls`` with a chosen id (Agent's constructor makes its own)."""
+    created = cast(Any, cls).Created
+    return cast(Agent, cls._create(created, id=agent_id, name=name, system_prompt="", model=""))
+
+
 def ns_key(ns: str, checkpoint_id: str) -> str:
     return f"{ns}\x00{checkpoint_id}"
 
@@ -212,13 +218,7 @@ class ThreadAgent(Agent):
 
     @classmethod
     def start(cls, thread_id: str) -> ThreadAgent:
-        created = cast(Any, cls).Created
-        return cast(
-            ThreadAgent,
-            cls._create(
-                created, id=thread_uuid(thread_id), name=thread_id, system_prompt="", model=""
-            ),
-        )
+        return cast(ThreadAgent, _start(cls, thread_uuid(thread_id), thread_id))
 
     @property
     def thread_id(self) -> str:
@@ -353,11 +353,7 @@ class RunIndex(Agent):
 
     @classmethod
     def start(cls, run_id: str) -> RunIndex:
-        created = cast(Any, cls).Created
-        return cast(
-            RunIndex,
-            cls._create(created, id=run_uuid(run_id), name=run_id, system_prompt="", model=""),
-        )
+        return cast(RunIndex, _start(cls, run_uuid(run_id), run_id))
 
     def touch(self, thread_id: str) -> None:
         if thread_id not in self.state.threads:
