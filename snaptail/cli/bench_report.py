@@ -227,9 +227,9 @@ def langgraph_table(rows: Sequence[Any]) -> Table:
             f"{row.steps:,}",
             mib_cell(row.storage_bytes),
             mib_cell(row.message_bytes),
-            f"{row.storage_ratio:,.2f}x",
+            f"{row.storage_ratio:,.2f}x" if row.storage_bytes else "-",
             ms_cell(row.ms_per_step),
             ms_cell(row.get_state_ms),
-            ms_cell(row.get_state_cold_ms),
+            ms_cell(row.get_state_cold_ms),  # "-" when None
         )
     return table

@@ -45,8 +45,8 @@ from snaptail.errors import AgentNotFound, ConcurrencyError
 from snaptail.integrations.langgraph_codec import (
     Body,
     BodyCache,
+    Seen,
     ValueCodec,
-    copy_message,
     is_messages,
 )
 from snaptail.integrations.langgraph_thread import (
@@ -85,11 +85,11 @@ __all__ = ["SnaptailSaver"]
 
 @dataclass
 class _View:
-    """Private decoded copies of a namespace head's message lists (never handed out),
-    to find what changed in the next checkpoint without re-serializing the list."""
+    """A namespace head's message lists as the graph holds them (see ``Seen``), to find
+    what changed at the next checkpoint without re-serializing the list."""
 
     version: int
-    lists: dict[str, list[BaseMessage]] = field(default_factory=dict)
+    lists: dict[str, Seen] = field(default_factory=dict)
 
 
 class SnaptailSaver(BaseCheckpointSaver[int]):
@@ -244,19 +244,17 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     self._bodies.put((agent_id, event.originator_version), bodies)
         return found
 
-    def _view(self, agent_id: UUID, ns: str, head: Head, name: str) -> list[BaseMessage]:
+    def _view(self, agent_id: UUID, ns: str, head: Head, name: str) -> Seen:
         view = self._views.get((agent_id, ns))
         if view is not None and view.version == head.version and name in view.lists:
             self._views.move_to_end((agent_id, ns))
             return view.lists[name]
         refs = head.channels[name].refs
-        messages = self._codec.messages(refs, self._load_bodies(agent_id, refs))
-        self._remember(agent_id, ns, head.version, {name: messages})
-        return messages
+        seen = Seen(self._codec.messages(refs, self._load_bodies(agent_id, refs)))
+        self._remember(agent_id, ns, head.version, {name: seen})
+        return seen
 
-    def _remember(
-        self, agent_id: UUID, ns: str, version: int, lists: dict[str, list[BaseMessage]]
-    ) -> None:
+    def _remember(self, agent_id: UUID, ns: str, version: int, lists: dict[str, Seen]) -> None:
         key = (agent_id, ns)
         view = self._views.get(key)
         if view is None or view.version != version:
@@ -286,7 +284,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         mtype, mdata = self.serde.dumps_typed(meta)
         run_id = str(meta.get("run_id") or "")
         seen_now = checkpoint["versions_seen"]
-        views: dict[str, list[BaseMessage]] = {}
+        views: dict[str, Seen] = {}
         saved: dict[str, Any] = {}
 
         def command(agent: ThreadAgent) -> list[Any]:
@@ -372,29 +370,31 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         version: int | float | str,
         bodies: list[Body],
         known: dict[str, MsgRef],
-        views: dict[str, list[BaseMessage]],
+        views: dict[str, Seen],
         extends: bool,
     ) -> Channel:
         """The message list as refs: the unchanged prefix and unchanged messages (by id)
         point to their stored bodies, the others to new (or already stored) bodies."""
         prior = base.channels.get(name)
         old_refs = prior.refs if prior is not None and prior.kind == MESSAGES else []
-        old = self._view(agent_id, ns, base, name) if old_refs else []
+        old = self._view(agent_id, ns, base, name) if old_refs else Seen([])
         keep, limit = 0, min(len(old), len(messages))
-        while keep < limit and messages[keep] == old[keep]:
+        while keep < limit and old.same(keep, messages[keep]):
             keep += 1
-        by_id = {m.id: i for i, m in enumerate(old[keep:], keep) if m.id is not None}
+        by_id = {old.objs[i].id: i for i in range(keep, len(old)) if old.objs[i].id is not None}
         refs: list[MsgRef] = []
-        private = list(old[:keep])
         for message in messages[keep:]:
             at = by_id.get(message.id) if message.id is not None else None
-            if at is not None and old[at] == message:
+            if at is not None and old.same(at, message):
                 refs.append(old_refs[at])
-                private.append(old[at])
-                continue
-            refs.append(self._codec.ref(message, bodies, known))
-            private.append(message.model_copy(deep=True))
-        views[name] = private
+            else:
+                refs.append(self._codec.ref(message, bodies, known))
+        vals = [
+            old.vals[i] if m is old.objs[i] else tuple(m.__dict__.values())
+            for i, m in enumerate(messages[:keep])
+        ]
+        vals += [tuple(m.__dict__.values()) for m in messages[keep:]]
+        views[name] = Seen(list(messages), vals)
         if extends:
             return Channel(version, MESSAGES, refs=refs, keep=keep)
         return Channel(version, MESSAGES, refs=list(old_refs[:keep]) + refs)
@@ -554,7 +554,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         refs: list[MsgRef] = [r for row in rows for r in row.refs]
         for name, channel in head.channels.items():
             if channel.kind == MESSAGES and current:
-                values[name] = [copy_message(m) for m in self._view(agent.id, ns, head, name)]
+                values[name] = self._view(agent.id, ns, head, name).handout()
             elif channel.kind != EMPTY:
                 refs.extend(channel.refs)
         bodies = self._load_bodies(agent.id, refs) if refs else {}

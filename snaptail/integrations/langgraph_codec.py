@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from operator import is_
 from typing import Any, cast
 from uuid import UUID
 
@@ -50,6 +51,34 @@ def copy_message(message: BaseMessage) -> BaseMessage:
     setattr_(new, "__pydantic_fields_set__", message.__pydantic_fields_set__.copy())
     setattr_(new, "__pydantic_private__", None if private is None else private.copy())
     return new
+
+
+class Seen:
+    """The messages of one list as last handed to (or received from) the graph, with
+    their field values at that moment, to tell cheaply whether a message is unchanged:
+    the same object with the same field values, or an equal one."""
+
+    __slots__ = ("objs", "vals")
+
+    def __init__(self, objs: list[BaseMessage], vals: list[tuple[Any, ...]] | None = None):
+        self.objs = objs
+        self.vals = vals if vals is not None else [tuple(m.__dict__.values()) for m in objs]
+
+    def __len__(self) -> int:
+        return len(self.objs)
+
+    def same(self, at: int, message: BaseMessage) -> bool:
+        held = self.objs[at]
+        now = held.__dict__
+        then = self.vals[at]
+        if len(now) != len(then) or not all(map(is_, now.values(), then)):
+            return False  # the held message was changed in place since
+        return message is held or message == held
+
+    def handout(self) -> list[BaseMessage]:
+        """Copies for a caller; they are what the graph holds from now on."""
+        self.objs = [copy_message(m) for m in self.objs]
+        return list(self.objs)
 
 
 class BodyCache:
