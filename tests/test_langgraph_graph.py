@@ -153,3 +153,44 @@ def test_graph_interrupted_resumed_in_fresh_processes_matches_in_memory(
     with SnaptailSaver(database_url) as fresh:  # and once more from storage alone
         graph = chat_graph(fresh, CHARS)
         assert _history(graph, config) == _history(reference, config)
+
+
+def _editing_graph(checkpointer: Any) -> Any:
+    """A node that appends, replaces a message by id, removes one, or changes one in
+    place, depending on the turn."""
+    from langchain_core.messages import AIMessage, RemoveMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    def edit(state: MessagesState) -> dict[str, list[Any]]:
+        messages = state["messages"]
+        turn = len(messages)
+        reply = AIMessage(f"reply {turn}", id=f"ai-{turn}")
+        if turn % 7 == 0:
+            return {"messages": [RemoveMessage(id=str(messages[0].id)), reply]}
+        if turn % 5 == 0:
+            return {"messages": [AIMessage(f"edited at {turn}", id=messages[1].id), reply]}
+        if turn % 3 == 0:
+            messages[2].content = f"changed in place at {turn}"
+        return {"messages": [reply]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("edit", edit)
+    builder.add_edge(START, "edit")
+    return builder.compile(checkpointer=checkpointer)
+
+
+def test_replaced_removed_and_changed_messages_match_in_memory(sqlite_url: str) -> None:
+    config = thread_config("edits")
+    reference = _editing_graph(InMemorySaver())
+    with SnaptailSaver(sqlite_url) as saver:
+        graph = _editing_graph(saver)
+        for turn in range(40):
+            for g in (reference, graph):
+                # "sync": a checkpoint is stored before the next node runs (with the
+                # default "async", a node changing a message in place races the save).
+                g.invoke({"messages": [human(turn, 50)]}, config, durability="sync")
+        assert graph.get_state(config).values == reference.get_state(config).values
+        assert _history(graph, config) == _history(reference, config)
+    with SnaptailSaver(sqlite_url) as fresh:
+        graph = _editing_graph(fresh)
+        assert _history(graph, config) == _history(reference, config)
