@@ -158,10 +158,17 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
     # -- threads --------------------------------------------------------------------
 
-    def _thread(self, thread_id: str, *, create: bool) -> ThreadAgent | None:
-        """The loaded thread (least recently used ones are dropped past max_threads)."""
+    def _thread(self, thread_id: str, *, create: bool, fresh: bool = False) -> ThreadAgent | None:
+        """The loaded thread (least recently used ones are dropped past max_threads).
+        ``fresh``: reload it if another saver (process) stored events since (a write
+        needs no check: a stale thread fails its save and the command is retried)."""
         agent_id = thread_uuid(thread_id)
         agent = self._threads.get(agent_id)
+        if agent is not None and fresh:
+            newest = self.store.recorder.max_version(agent_id) or 0
+            if newest > agent.version:
+                del self._threads[agent_id]
+                agent = None
         if agent is not None:
             self._threads.move_to_end(agent_id)
             return agent
@@ -415,14 +422,18 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         def command(agent: ThreadAgent) -> None:
             head = agent.state.namespaces.get(ns)
             early = agent.state.early.get(ns_key(ns, checkpoint_id))
+            # any body stored in the thread may be referred to: the newest checkpoint's
+            # too (with "async" durability it may be saved before these writes)
+            known = dict(head.bodies) if head is not None else {}
             if head is not None and head.checkpoint_id == checkpoint_id:
-                existing, known = head.writes, dict(head.bodies)
+                existing = head.writes
             elif early is not None:
-                existing, known = early.rows, dict(early.bodies)
+                existing = early.rows
+                known.update(early.bodies)
             else:
                 found = self._closed_head(agent, ns, checkpoint_id)
                 existing = found[1] if found is not None else []
-                known = dict(found[0].bodies) if found is not None else {}
+                known.update(found[0].bodies if found is not None else {})
             keys = {(r.task_id, r.idx) for r in existing}
             bodies: list[Body] = []
             rows = []
@@ -614,7 +625,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         ns = str(configurable.get("checkpoint_ns", ""))
         checkpoint_id = configurable.get("checkpoint_id")
         with self._lock:
-            agent = self._thread(str(configurable["thread_id"]), create=False)
+            agent = self._thread(str(configurable["thread_id"]), create=False, fresh=True)
             if agent is None:
                 return None
             head = agent.state.namespaces.get(ns)
@@ -636,7 +647,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 first = recorder.select_page(agent_id, limit=1)
                 if first and first[0].topic == self._created_topic:
                     with self._lock:
-                        agent = self._thread(self.store.get(agent_id).name, create=False)
+                        agent = self._thread(
+                            self.store.get(agent_id).name, create=False, fresh=True
+                        )
                     if agent is not None:
                         yield agent
             if len(ids) < 500:
@@ -859,7 +872,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         if config is not None:
             configurable = config["configurable"]
             with self._lock:
-                agent = self._thread(str(configurable["thread_id"]), create=False)
+                agent = self._thread(str(configurable["thread_id"]), create=False, fresh=True)
             threads: Iterator[ThreadAgent] = iter([agent] if agent is not None else [])
             ns = configurable.get("checkpoint_ns")
             checkpoint_id = configurable.get("checkpoint_id")
