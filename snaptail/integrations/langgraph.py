@@ -8,8 +8,17 @@ parent's pending writes is referred to, not copied). Loading the newest checkpoi
 the store's snapshot + short tail plus the bodies of the messages the graph holds;
 ``list()`` pages lazily, newest first.
 
+A message counts as unchanged when it is the object the saver last handed out (or was
+given) with the same field values, or an equal one: reassigning a field of a message in
+place is seen; changing a nested dict of one in place (``additional_kwargs[...] = ...``)
+is not (return a new message with the same id, as ``add_messages`` expects). Time
+travel to a checkpoint older than the thread's kept snapshots replays the thread's
+events up to it (one load, then one forward pass per page of ``list()``).
+
 Deletes and prunes are events: what they remove disappears from every read, and the
-thread's log keeps the audit trail.
+thread's log keeps the audit trail (its bytes are not reclaimed).
+
+The async methods run the sync ones on a worker thread (``_offload``).
 
 Install with ``pip install 'snaptail[langgraph]'``.
 """
