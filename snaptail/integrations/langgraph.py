@@ -73,6 +73,7 @@ from snaptail.integrations.langgraph_thread import (
     ThreadAgent,
     WriteRow,
     Written,
+    bodies_of,
     merge_writes,
     ns_key,
     resolve_refs,
@@ -136,7 +137,11 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
-        self._created_topic = self.store.mapper.topic_of(cast(Any, ThreadAgent).Created)
+        events = cast(Any, ThreadAgent)
+        self._created_topic = self.store.mapper.topic_of(events.Created)
+        self._body_topics = tuple(
+            self.store.mapper.topic_of(e) for e in (events.CheckpointSaved, events.WritesSaved)
+        )
 
     @property
     def _codec(self) -> ValueCodec:
@@ -250,14 +255,28 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             else:
                 runs.append([version])
         wanted = set(missing)
+        mapper = self.store.mapper
+        plain = mapper.cipher is None and mapper.compressor is None
         for run in runs:
-            for event in self.store.history(agent_id, after=run[0] - 1, before=run[-1] + 1):
-                payload = getattr(event, "c", None) or getattr(event, "w", None)
-                bodies = payload.bodies if payload is not None else None
-                if bodies and event.originator_version in wanted:
-                    bodies = [tuple(b) for b in bodies]
-                    found[event.originator_version] = bodies
-                    self._bodies.put((agent_id, event.originator_version), bodies)
+            gt, lt = run[0] - 1, run[-1] + 1
+            while True:  # one page of the run's events, only their bodies decoded
+                page = self.store.recorder.select_page(
+                    agent_id, gt=gt, lt=lt, limit=500, topics=self._body_topics
+                )
+                for stored in page:
+                    version = stored.originator_version
+                    if version not in wanted:
+                        continue
+                    if plain:
+                        bodies = bodies_of(stored.state)
+                    else:
+                        event = mapper.to_domain_event(stored)
+                        bodies = (getattr(event, "c", None) or event.w).bodies
+                    found[version] = [(str(t), bytes(d)) for t, d in bodies]
+                    self._bodies.put((agent_id, version), found[version])
+                if len(page) < 500:
+                    break
+                gt = page[-1].originator_version
         return found
 
     def _view(self, agent_id: UUID, ns: str, head: Head, name: str) -> Seen:

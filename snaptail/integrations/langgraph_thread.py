@@ -125,6 +125,32 @@ class Written(msgspec.Struct, array_like=True, omit_defaults=True):
     bodies: list[tuple[str, bytes]] = msgspec.field(default_factory=list)
 
 
+def _only_bodies(name: str, before: int) -> Any:
+    """A struct decoding an array-encoded payload's ``bodies`` (field ``before``) and
+    skipping the fields before it undecoded."""
+    fields: list[tuple[str, Any, Any]] = [
+        (f"skip{i}", msgspec.Raw, msgspec.Raw()) for i in range(before)
+    ]
+    fields.append(("bodies", list[tuple[str, bytes]], msgspec.field(default_factory=list)))
+    return msgspec.defstruct(name, fields, array_like=True)
+
+
+class _Envelope(msgspec.Struct):
+    c: _only_bodies("SavedBodies", len(Saved.__struct_fields__) - 1) | None = None  # type: ignore[valid-type]
+    w: _only_bodies("WrittenBodies", len(Written.__struct_fields__) - 1) | None = None  # type: ignore[valid-type]
+
+
+_envelope = msgspec.msgpack.Decoder(_Envelope)
+
+
+def bodies_of(payload: bytes) -> list[tuple[str, bytes]]:
+    """The message bodies of a stored CheckpointSaved or WritesSaved payload, decoding
+    nothing else (a cold load reads every message of a thread this way)."""
+    envelope = _envelope.decode(payload)
+    found = envelope.c or envelope.w
+    return list(found.bodies) if found is not None else []
+
+
 class Head(msgspec.Struct):
     """The newest checkpoint of one namespace, with its pending writes. Replaced, never
     mutated, by each event (so an earlier Head stays valid for readers)."""
