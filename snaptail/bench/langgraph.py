@@ -315,8 +315,8 @@ def sqlite_bytes(path: Path) -> int:
 def backends(workdir: Path, postgres_url: str | None, baseline_max: int | None) -> list[Backend]:
     snap_db, lg_db = workdir / "snaptail.db", workdir / "langgraph.db"
     out = [
-        # LangGraph's own cost per step (its reducer and channels handle the whole
-        # message list every step), with a saver that writes nothing to disk.
+        # LangGraph's in-memory saver: no disk, but it serializes every changed
+        # channel's full value at every step, as the SQL savers do.
         Backend("InMemorySaver (no disk)", _in_memory, lambda: 0, baseline_max, False),
         Backend(
             "snaptail (SQLite)",
