@@ -99,6 +99,7 @@ def catch_up_rate(url: str, batch_size: int, repeats: int, limit: int | None = N
     for _ in range(repeats):
         reset_view(url)
         with ProjectionWorker(AgentStats, url, batch_size=batch_size) as worker:
+            assert worker.lock.try_acquire(), "another worker runs AgentStats here"
             started = time.perf_counter()
             applied = 0
             while limit is None or applied < limit:

@@ -2,6 +2,7 @@
 
 from eventsourcing.domain import event
 
+from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
@@ -40,6 +41,7 @@ __all__ = [
     "AgentState",
     "AgentStore",
     "AnyOf",
+    "AsyncAgentStore",
     "ConcurrencyError",
     "DamagedLog",
     "DatabaseUnreachable",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from snaptail import AgentStore
 
 # Hypothesis profiles: ``dev`` (the default, small) and ``ci`` (selected by
 # HYPOTHESIS_PROFILE=ci in .ci/run): at least 300 examples per property and command
@@ -90,3 +92,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("postgres_url"))
     return str(request.getfixturevalue("sqlite_url"))
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_store(request: pytest.FixtureRequest) -> Callable[..., AgentStore]:
+    """Opens a store: ``AgentStore``, or ``AsyncAgentStore`` behind a blocking facade
+    (``tests.async_bridge``), so one storage test checks both."""
+    if request.param == "sync":
+        return AgentStore
+    from tests.async_bridge import BlockingAsyncStore
+
+    return BlockingAsyncStore  # type: ignore[return-value]

@@ -44,8 +44,7 @@ def _key(url: str, agent_id: UUID) -> Any:
 def snapshot_versions(url: str, agent_id: UUID) -> list[int]:
     rows = execute(
         url,
-        f"SELECT originator_version FROM {TABLE} WHERE originator_id=? "
-        "ORDER BY originator_version",
+        f"SELECT originator_version FROM {TABLE} WHERE originator_id=? ORDER BY originator_version",
         (_key(url, agent_id),),
     )
     return [int(r[0]) for r in rows]

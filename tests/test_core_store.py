@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -19,11 +18,12 @@ from snaptail import (
     Never,
 )
 from snaptail.infrastructure.recorder import LoadRows
+from tests.async_bridge import MakeStore, spy
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[AgentStore]:
-    with AgentStore(database_url, snapshot_every=100, recent_events=10) as s:
+def store(make_store: MakeStore, database_url: str) -> Iterator[AgentStore]:
+    with make_store(database_url, snapshot_every=100, recent_events=10) as s:
         yield s
 
 
@@ -42,14 +42,7 @@ class CountingLoads:
 
     def __init__(self, store: AgentStore) -> None:
         self.calls: list[LoadRows] = []
-        inner = store.recorder.select_for_load
-
-        def select_for_load(*args: Any, **kwargs: Any) -> LoadRows:
-            rows = inner(*args, **kwargs)
-            self.calls.append(rows)
-            return rows
-
-        store.recorder.select_for_load = select_for_load  # type: ignore[method-assign]
+        spy(store, "select_for_load", self.calls.append)
 
 
 def test_save_and_get_round_trip(store: AgentStore) -> None:
@@ -63,8 +56,8 @@ def test_save_and_get_round_trip(store: AgentStore) -> None:
     assert loaded.pending_events == []
 
 
-def test_load_reads_snapshot_and_tail_only(database_url: str) -> None:
-    with AgentStore(database_url, snapshot_every=100, recent_events=0) as store:
+def test_load_reads_snapshot_and_tail_only(make_store: MakeStore, database_url: str) -> None:
+    with make_store(database_url, snapshot_every=100, recent_events=0) as store:
         agent = Agent(name="long")
         grow(store, agent, 525, per_save=5)  # 1051 events
         counter = CountingLoads(store)
@@ -79,8 +72,8 @@ def test_load_reads_snapshot_and_tail_only(database_url: str) -> None:
         assert loaded.state == store.replay(agent.id).state
 
 
-def test_recent_cache_is_filled_by_the_same_load(database_url: str) -> None:
-    with AgentStore(database_url, snapshot_every=100, recent_events=50) as store:
+def test_recent_cache_is_filled_by_the_same_load(make_store: MakeStore, database_url: str) -> None:
+    with make_store(database_url, snapshot_every=100, recent_events=50) as store:
         agent = Agent(name="cache")
         grow(store, agent, 100, per_save=10)  # 201 events, snapshot at 201
         counter = CountingLoads(store)
@@ -105,8 +98,10 @@ def test_recent_cache_stays_bounded_and_current(store: AgentStore) -> None:
     assert list(loaded.recent_events) == newest[::-1]
 
 
-def test_get_at_version_uses_nearest_snapshot_at_or_before(database_url: str) -> None:
-    with AgentStore(database_url, snapshot_every=10, keep_snapshots=100) as store:
+def test_get_at_version_uses_nearest_snapshot_at_or_before(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, snapshot_every=10, keep_snapshots=100) as store:
         agent = Agent(name="travel")
         grow(store, agent, 40)
         counter = CountingLoads(store)
@@ -154,8 +149,10 @@ def test_wrong_typed_payload_names_agent_event_and_field(store: AgentStore) -> N
     assert store.event_count(agent.id) == 1
 
 
-def test_oversized_payload_is_refused_before_anything_is_stored(database_url: str) -> None:
-    with AgentStore(database_url, max_event_bytes=10_000) as store:
+def test_oversized_payload_is_refused_before_anything_is_stored(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, max_event_bytes=10_000) as store:
         agent = Agent(name="big")
         store.save(agent)
         with pytest.raises(EventTooLarge, match="InputItemAdded") as info:
@@ -185,14 +182,7 @@ def test_history_is_a_lazy_generator(store: AgentStore) -> None:
     agent = Agent(name="lazy")
     grow(store, agent, 50)
     pages: list[int] = []
-    inner = store.recorder.select_page
-
-    def select_page(*args: Any, **kwargs: Any) -> Any:
-        page = inner(*args, **kwargs)
-        pages.append(len(page))
-        return page
-
-    store.recorder.select_page = select_page  # type: ignore[method-assign]
+    spy(store, "select_page", lambda page: pages.append(len(page)))
     events = store.history(agent.id, page_size=10)
     assert pages == []
     first = next(events)
@@ -200,9 +190,9 @@ def test_history_is_a_lazy_generator(store: AgentStore) -> None:
 
 
 def test_many_events_loaded_logs_a_warning(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, policy=Never(), recent_events=0) as store:
+    with make_store(database_url, policy=Never(), recent_events=0) as store:
         agent = Agent(name="unsnapshotted")
         with caplog.at_level(logging.WARNING, logger="snaptail.store"):
             grow(store, agent, 501, per_save=50)  # 1003 events, no snapshot

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import Agent, AgentCache, AgentStore, MemoryBudgetExceeded, Never, event
+from tests.async_bridge import MakeStore
 
 KIB = 1024
 
@@ -36,8 +37,10 @@ def shrunk(store: AgentStore, agent_id: UUID) -> int:
     return sum(n.endswith(".WindowShrunk") for n in names(store, agent_id))
 
 
-def test_a_budget_is_parsed_and_the_agent_types_own_budget_wins(database_url: str) -> None:
-    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+def test_a_budget_is_parsed_and_the_agent_types_own_budget_wins(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, memory_budget="40KiB", policy=Never()) as store:
         assert store.memory_budget == 40 * KIB
         tight, roomy, plain = Tight("t"), Roomy("r"), Agent("p")
         for agent in (tight, roomy, plain):
@@ -65,8 +68,10 @@ def test_the_recent_event_cache_is_shrunk_first(database_url: str) -> None:
         assert store.recorder.select_snapshot_infos(agent.id) == []  # no snapshot needed
 
 
-def test_over_budget_the_store_snapshots_then_sheds_by_events(database_url: str) -> None:
-    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+def test_over_budget_the_store_snapshots_then_sheds_by_events(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, memory_budget="40KiB", policy=Never()) as store:
         agent = Agent("window-heavy")
         chatty(agent, 60)
         store.save(agent)
@@ -84,12 +89,14 @@ def test_over_budget_the_store_snapshots_then_sheds_by_events(database_url: str)
         assert reloaded.state == agent.state == store.replay(agent.id).state
 
 
-def test_a_load_over_budget_sheds_with_pending_events_saved_later(database_url: str) -> None:
-    with AgentStore(database_url, policy=Never()) as unbounded:
+def test_a_load_over_budget_sheds_with_pending_events_saved_later(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, policy=Never()) as unbounded:
         agent = Agent("grew-before-the-budget")
         chatty(agent, 60)
         unbounded.save(agent)
-    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+    with make_store(database_url, memory_budget="40KiB", policy=Never()) as store:
         loaded = store.get(agent.id)
         assert loaded.memory_bytes() <= 40 * KIB
         pending = [type(e).__qualname__ for e in loaded.pending_events]
@@ -101,9 +108,9 @@ def test_a_load_over_budget_sheds_with_pending_events_saved_later(database_url: 
 
 
 def test_an_agent_that_cannot_shed_enough_raises_a_clear_error(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, memory_budget="20KiB", policy=Never()) as store:
+    with make_store(database_url, memory_budget="20KiB", policy=Never()) as store:
         agent = Agent("huge-prompt", system_prompt="p" * 50_000)
         with caplog.at_level(logging.WARNING, logger="snaptail"):
             store.save(agent)  # committed: the save logs the problem, never raises
@@ -120,12 +127,14 @@ def test_an_agent_that_cannot_shed_enough_raises_a_clear_error(
             assert part in message
 
 
-def test_a_load_at_a_past_version_never_records_events(database_url: str) -> None:
-    with AgentStore(database_url, policy=Never()) as unbounded:
+def test_a_load_at_a_past_version_never_records_events(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, policy=Never()) as unbounded:
         agent = Agent("history")
         chatty(agent, 60)
         unbounded.save(agent)
-    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+    with make_store(database_url, memory_budget="40KiB", policy=Never()) as store:
         with pytest.raises(MemoryBudgetExceeded, match="window"):
             store.get(agent.id, version=55)
         assert store.event_count(agent.id) == 61
@@ -145,8 +154,10 @@ class ForgetfulChat(ChatPlatformAgent):
         self.state.threads.clear()
 
 
-def test_a_user_agent_type_sheds_its_own_state_by_events(database_url: str) -> None:
-    with AgentStore(database_url, memory_budget="24KiB", policy=Never()) as store:
+def test_a_user_agent_type_sheds_its_own_state_by_events(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, memory_budget="24KiB", policy=Never()) as store:
         agent = ForgetfulChat("chat")
         for i in range(90):
             agent._thread_joined(thread=f"thread-{i:03d}-" + "t" * 300, channel="C1")
@@ -157,8 +168,8 @@ def test_a_user_agent_type_sheds_its_own_state_by_events(database_url: str) -> N
         assert store.replay(agent.id).state == store.get(agent.id).state == agent.state
 
 
-def test_without_a_budget_nothing_is_shed(database_url: str) -> None:
-    with AgentStore(database_url, policy=Never()) as store:
+def test_without_a_budget_nothing_is_shed(make_store: MakeStore, database_url: str) -> None:
+    with make_store(database_url, policy=Never()) as store:
         agent = Agent("free")
         chatty(agent, 60, size=5_000)
         store.save(agent)
@@ -201,12 +212,14 @@ def test_a_malformed_budget_is_refused_when_the_store_or_cache_is_made() -> None
         AgentCache(store, max_bytes="64 parsecs")
 
 
-def test_snapshot_now_first_saves_what_a_load_shed(database_url: str) -> None:
-    with AgentStore(database_url, policy=Never()) as unbounded:
+def test_snapshot_now_first_saves_what_a_load_shed(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, policy=Never()) as unbounded:
         agent = Agent("snapshotted")
         chatty(agent, 60)
         unbounded.save(agent)
-    with AgentStore(database_url, memory_budget="40KiB", policy=Never()) as store:
+    with make_store(database_url, memory_budget="40KiB", policy=Never()) as store:
         version = store.snapshot(agent.id)
         assert version == store.event_count(agent.id) > 61  # never past the stored log
         assert store.get(agent.id).state == store.replay(agent.id).state

@@ -24,9 +24,10 @@ from snaptail import (
     event,
 )
 from snaptail.snapshots import SinceSnapshot
-from tests.snapshot_sql import set_snapshot_column, snapshot_row, snapshot_versions
 
 # -- policies, on their own -----------------------------------------------------------
+from tests.async_bridge import MakeStore
+from tests.snapshot_sql import set_snapshot_column, snapshot_row, snapshot_versions
 
 
 def test_policies_decide_from_what_accumulated() -> None:
@@ -69,8 +70,10 @@ def _versions(store: AgentStore, agent: Agent) -> list[int]:
     return sorted(i.originator_version for i in store.recorder.select_snapshot_infos(agent.id))
 
 
-def test_every_n_bytes_snapshots_at_the_save_crossing_the_bytes(database_url: str) -> None:
-    with AgentStore(database_url, policy=EveryNBytes(3000), keep_snapshots=10) as store:
+def test_every_n_bytes_snapshots_at_the_save_crossing_the_bytes(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, policy=EveryNBytes(3000), keep_snapshots=10) as store:
         agent = Agent(name="bytes")
         store.save(agent)
         for _ in range(5):
@@ -86,10 +89,12 @@ def test_every_n_bytes_snapshots_at_the_save_crossing_the_bytes(database_url: st
         assert _versions(store, small) == []
 
 
-def test_load_slower_than_uses_the_time_the_store_measured(database_url: str) -> None:
+def test_load_slower_than_uses_the_time_the_store_measured(
+    make_store: MakeStore, database_url: str
+) -> None:
     # Deterministic without asserting any timing: every measured load takes more
     # than 1 ns, and none takes a day.
-    with AgentStore(database_url, policy=LoadSlowerThan(ms=1e-6)) as store:
+    with make_store(database_url, policy=LoadSlowerThan(ms=1e-6)) as store:
         agent = Agent(name="slow")
         agent.add_input("user", "hi")
         store.save(agent)
@@ -103,16 +108,16 @@ def test_load_slower_than_uses_the_time_the_store_measured(database_url: str) ->
         loaded.add_input("user", "and again")
         store.save(loaded)
         assert _versions(store, agent) == [3], "the measurement was of the old tail"
-    with AgentStore(database_url, policy=LoadSlowerThan(ms=86_400_000)) as store:
+    with make_store(database_url, policy=LoadSlowerThan(ms=86_400_000)) as store:
         loaded = store.get(agent.id)
         loaded.add_input("user", "fast")
         store.save(loaded)
         assert _versions(store, agent) == [3]
 
 
-def test_policies_per_agent_type(database_url: str) -> None:
+def test_policies_per_agent_type(make_store: MakeStore, database_url: str) -> None:
     policies: dict[type[Agent], SnapshotPolicy] = {ChatPlatformAgent: Never() | EveryNEvents(50)}
-    with AgentStore(database_url, policy=EveryNEvents(5), policies=policies) as store:
+    with make_store(database_url, policy=EveryNEvents(5), policies=policies) as store:
         assert store.policy_for(Agent) == EveryNEvents(5)
         assert store.policy_for(ChatPlatformAgent) is policies[ChatPlatformAgent]
 
@@ -129,8 +134,8 @@ def test_policies_per_agent_type(database_url: str) -> None:
         assert _versions(store, chat) == []
 
 
-def test_snapshot_on_demand(database_url: str) -> None:
-    with AgentStore(database_url, policy=Never(), keep_snapshots=2) as store:
+def test_snapshot_on_demand(make_store: MakeStore, database_url: str) -> None:
+    with make_store(database_url, policy=Never(), keep_snapshots=2) as store:
         agent = Agent(name="manual")
         for i in range(7):
             agent.add_input("user", str(i))
@@ -168,9 +173,9 @@ class UnencodableAgent(Agent):
 
 
 def test_snapshot_that_cannot_be_encoded_never_fails_the_save(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, snapshot_every=2) as store:
+    with make_store(database_url, snapshot_every=2) as store:
         agent = UnencodableAgent(name="odd")
         agent.hold_a_thing()
         with caplog.at_level(logging.WARNING, logger="snaptail.store"):
@@ -185,8 +190,10 @@ def test_snapshot_that_cannot_be_encoded_never_fails_the_save(
             store.snapshot(agent.id)
 
 
-def test_snapshot_is_the_state_at_the_moment_it_was_taken(database_url: str) -> None:
-    with AgentStore(database_url, snapshot_every=3) as store:
+def test_snapshot_is_the_state_at_the_moment_it_was_taken(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, snapshot_every=3) as store:
         agent = Agent(name="moment")
         agent.set_metadata("k", "before")
         agent.add_label("kept")
@@ -232,13 +239,14 @@ def _untrusted_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ],
 )
 def test_bad_newest_snapshot_falls_back_to_the_previous_one(
+    make_store: MakeStore,
     database_url: str,
     caplog: pytest.LogCaptureFixture,
     column: str,
     value: Any,
     reason: str,
 ) -> None:
-    with AgentStore(database_url, snapshot_every=5, keep_snapshots=3) as store:
+    with make_store(database_url, snapshot_every=5, keep_snapshots=3) as store:
         agent = Agent(name="fallback")
         _grow(store, agent, saves=3, per_save=5)  # snapshots at 6, 11, 16
         assert snapshot_versions(database_url, agent.id) == [6, 11, 16]
@@ -264,9 +272,9 @@ def test_bad_newest_snapshot_falls_back_to_the_previous_one(
 
 
 def test_decode_failure_with_a_valid_checksum_is_not_trusted(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, snapshot_every=4) as store:
+    with make_store(database_url, snapshot_every=4) as store:
         agent = Agent(name="undecodable")
         _grow(store, agent, saves=1, per_save=4)
         garbage = b"\x93\x01\x02\x03"  # valid msgpack, wrong shape
@@ -282,9 +290,9 @@ def test_decode_failure_with_a_valid_checksum_is_not_trusted(
 
 
 def test_every_snapshot_bad_means_full_replay_and_exactly_one_warning(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, snapshot_every=3, keep_snapshots=3) as store:
+    with make_store(database_url, snapshot_every=3, keep_snapshots=3) as store:
         agent = Agent(name="all-bad")
         _grow(store, agent, saves=3, per_save=3)  # snapshots at 4, 7, 10
         for version in (4, 7, 10):
@@ -305,9 +313,9 @@ def test_every_snapshot_bad_means_full_replay_and_exactly_one_warning(
 
 
 def test_time_travel_past_a_bad_snapshot(
-    database_url: str, caplog: pytest.LogCaptureFixture
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, snapshot_every=3, keep_snapshots=5) as store:
+    with make_store(database_url, snapshot_every=3, keep_snapshots=5) as store:
         agent = Agent(name="travel")
         _grow(store, agent, saves=4, per_save=3)  # snapshots at 4, 7, 10, 13
         set_snapshot_column(database_url, agent.id, 7, "fingerprint", "stale")

@@ -20,8 +20,14 @@ users = st.sampled_from(["U1", "U2", "U3"])
 threads = st.sampled_from(["t1", "t2", "t3", "t4"])
 webhooks = st.builds(
     lambda kind, thread, user, text, event_id: json.dumps(
-        {"type": kind, "channel": "C1", "thread_ts": thread, "user": user, "text": text,
-         "event_id": event_id}
+        {
+            "type": kind,
+            "channel": "C1",
+            "thread_ts": thread,
+            "user": user,
+            "text": text,
+            "event_id": event_id,
+        }
     ).encode(),
     st.sampled_from(["message", "app_mention"]),
     threads,

@@ -84,9 +84,10 @@ def test_a_load_of_more_than_1000_events_logs_a_warning(
 def test_a_load_slower_than_slow_load_ms_logs_a_warning(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with AgentStore(database_url, slow_load_ms=0) as slow, AgentStore(
-        database_url, slow_load_ms=3_600_000
-    ) as patient:
+    with (
+        AgentStore(database_url, slow_load_ms=0) as slow,
+        AgentStore(database_url, slow_load_ms=3_600_000) as patient,
+    ):
         agent = grown(slow, 10)
         with caplog.at_level(logging.DEBUG, logger="snaptail.store"):
             patient.get(agent.id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -37,6 +38,7 @@ from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
 logger = logging.getLogger("snaptail.store")
 
 TAgent = TypeVar("TAgent", bound=Agent)
+T = TypeVar("T")
 
 
 class AgentStore:
@@ -128,6 +130,10 @@ class AgentStore:
         the transaction has committed, this never raises: later work (the memory
         budget) that fails is logged and left for the next save or load.
         """
+        run_steps(self._save_steps(agents), self.recorder)
+
+    def _save_steps(self, agents: Sequence[Agent]) -> Steps[None]:
+        """The logic of :meth:`save` (its I/O yielded; see :class:`Call`)."""
         for agent in agents:
             refuse_if_broken(agent)
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
@@ -147,14 +153,17 @@ class AgentStore:
         if not stored:
             return
         try:
-            self.recorder.insert_events(
-                stored, snapshots=snapshots, keep_snapshots=self.keep_snapshots
+            yield Call(
+                "insert_events",
+                (stored,),
+                {"snapshots": snapshots, "keep_snapshots": self.keep_snapshots},
+                write=True,
             )
         except IntegrityError as exc:
             # A retried insert (after a lost connection) may meet the rows its own
             # first attempt committed: then the save is done, not a conflict.
-            if not self._already_stored(stored):
-                raise self._conflict(batches) from exc
+            if not (yield from self._already_stored(stored)):
+                raise (yield from self._conflict(batches)) from exc
             logger.info(
                 "save already committed (a retried insert met its own rows): agents=%s",
                 ",".join(str(a.id) for a, _, _ in batches),
@@ -167,7 +176,7 @@ class AgentStore:
             self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
         for agent, _, _ in batches:
             try:
-                self._check_memory(agent, can_shed=True, saving=True)
+                yield from self._memory_steps(agent, can_shed=True, saving=True)
             except Exception as exc:
                 logger.warning(
                     "saved, but keeping the memory budget failed (left for the next save or"
@@ -179,17 +188,20 @@ class AgentStore:
                     exc,
                 )
 
-    def _already_stored(self, stored: Sequence[StoredEvent]) -> bool:
+    def _already_stored(self, stored: Sequence[StoredEvent]) -> Steps[bool]:
         """True if the store holds exactly ``stored`` (same versions, types, bytes)."""
         by_agent: dict[UUID, list[StoredEvent]] = {}
         for event in stored:
             by_agent.setdefault(UUID(str(event.originator_id)), []).append(event)
         for agent_id, events in by_agent.items():
-            found = self.recorder.select_page(
-                agent_id,
-                gt=events[0].originator_version - 1,
-                lt=events[-1].originator_version + 1,
-                limit=len(events) + 1,
+            found = yield Call(
+                "select_page",
+                (agent_id,),
+                {
+                    "gt": events[0].originator_version - 1,
+                    "lt": events[-1].originator_version + 1,
+                    "limit": len(events) + 1,
+                },
             )
             if [(e.originator_version, e.topic, bytes(e.state)) for e in found] != [
                 (e.originator_version, e.topic, bytes(e.state)) for e in events
@@ -197,13 +209,13 @@ class AgentStore:
                 return False
         return True
 
-    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> ConcurrencyError:
+    def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> Steps[ConcurrencyError]:
         """The error for a save that met another writer's rows: names the agent whose
         stored version is not the one this writer had (the first agent if none)."""
         index, found = 0, None
         for i, (agent, pending, _) in enumerate(batches):
             try:
-                stored = self.recorder.max_version(agent.id) or 0
+                stored = (yield Call("max_version", (agent.id,))) or 0
             except Exception:  # the error is about the conflict, not this read
                 continue
             if stored != pending[0].originator_version - 1:
@@ -217,6 +229,14 @@ class AgentStore:
             f"saved together with {others}" if others else "",
             stored_version=found,
         )
+
+    def _memory_steps(self, agent: Agent, *, can_shed: bool, saving: bool) -> Steps[None]:
+        """:meth:`_check_memory`, as a blocking call only when a budget applies (it may
+        snapshot and save); without one it is a measurement at most, done here."""
+        if resolve_budget(type(agent), self.memory_budget) is None:
+            self._check_memory(agent, can_shed=can_shed, saving=saving)
+        else:
+            yield Blocking(self._check_memory, agent, can_shed=can_shed, saving=saving)
 
     def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
         """Keep the agent within its memory budget, if one applies (see budget.py)."""
@@ -336,14 +356,19 @@ class AgentStore:
         ``command`` must only record events on the agent it is given: it runs once
         per attempt, and only the attempt that saved is stored.
         """
+        return run_steps(self._update_steps(agent_id, command, retries), self.recorder)
+
+    def _update_steps(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], retries: int
+    ) -> Steps[Agent]:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         attempt = 0
         while True:
-            agent = self.get(agent_id)
+            agent = yield from self._get_steps(agent_id, None)
             command(agent)
             try:
-                self.save(agent)
+                yield from self._save_steps([agent])
             except ConcurrencyError as error:
                 if attempt >= retries:
                     raise
@@ -360,13 +385,18 @@ class AgentStore:
 
     def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
-        agent = self.get(agent_id)
+        return run_steps(self._snapshot_steps(agent_id), self.recorder)
+
+    def _snapshot_steps(self, agent_id: UUID | str) -> Steps[int]:
+        agent = yield from self._get_steps(agent_id, None)
         if agent.pending_events:  # recorded by the load to keep its memory budget
-            self.save(agent)
+            yield from self._save_steps([agent])
         snapshot = self._take_snapshot(agent)
         if snapshot is None:
             raise ValueError(f"agent {agent_id}: its state cannot be encoded")
-        self.recorder.insert_snapshot(snapshot, keep_snapshots=self.keep_snapshots)
+        yield Call(
+            "insert_snapshot", (snapshot,), {"keep_snapshots": self.keep_snapshots}, write=True
+        )
         return agent.version
 
     # -- loading --------------------------------------------------------------------
@@ -376,10 +406,16 @@ class AgentStore:
         events after it. Never replays events older than the snapshot.
 
         ``agent_id`` is a UUID or its string form (on every backend)."""
+        return run_steps(self._get_steps(agent_id, version), self.recorder)
+
+    def _get_steps(self, agent_id: UUID | str, version: int | None) -> Steps[Agent]:
+        """The logic of :meth:`get` (its I/O yielded; see :class:`Call`)."""
         agent_id = as_agent_id(agent_id)
         _check_version(agent_id, "version", version, 1)
         started = time.perf_counter()
-        rows = self.recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
+        rows = yield Call(
+            "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
+        )
         agent: Agent | None = None
         untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
         candidate = rows.snapshot
@@ -389,17 +425,20 @@ class AgentStore:
             if agent is not None:
                 break
             untrusted.append((candidate.originator_version, judgement.why, judgement.kind))
-            candidate = self.recorder.select_snapshot(
-                agent_id, lte=candidate.originator_version - 1
+            candidate = yield Call(
+                "select_snapshot", (agent_id,), {"lte": candidate.originator_version - 1}
             )
         if untrusted:
             # Read the events after the snapshot found (or all of them) once; a row at
             # or before the version of ``agent`` is only used for the recent cache.
-            rows = self.recorder.select_for_load(
-                agent_id,
-                lte=version,
-                recent=self.recent_events,
-                snapshot_lte=agent.version if agent is not None else 0,
+            rows = yield Call(
+                "select_for_load",
+                (agent_id,),
+                {
+                    "lte": version,
+                    "recent": self.recent_events,
+                    "snapshot_lte": agent.version if agent is not None else 0,
+                },
             )
         event_rows = rows.events  # (version, topic, state) tuples
         if agent is None and not event_rows:
@@ -415,13 +454,13 @@ class AgentStore:
             tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
         )
         if version is not None and agent.version < version:
-            self._require_head(agent_id, agent.version)
+            yield from self._require_head(agent_id, agent.version)
         stats = tracking(agent).last_load
         assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
-            self._replace_untrusted(agent, untrusted)
-        self._check_memory(agent, can_shed=version is None, saving=False)
+            yield Blocking(self._replace_untrusted, agent, untrusted)
+        yield from self._memory_steps(agent, can_shed=version is None, saving=False)
         return agent
 
     @staticmethod
@@ -492,18 +531,20 @@ class AgentStore:
         agent: Agent | None = None
         before = None if version is None else version + 1
         agent = apply_events(agent, self.history(agent_id, before=before))
+        return run_steps(self._replayed(agent_id, version, agent), self.recorder)
+
+    def _replayed(self, agent_id: UUID, version: int | None, agent: Agent | None) -> Steps[Agent]:
+        """The end of a replay: the agent it built, or the error why there is none."""
         if agent is None:
             raise AgentNotFound(agent_id, version)
         if version is not None and agent.version < version:
-            self._require_head(agent_id, agent.version)
+            yield from self._require_head(agent_id, agent.version)
         return agent
 
-    def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> None:
+    def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> Steps[None]:
         """A read asked for versions past ``reached`` (up to ``below``, exclusive):
         raise if the log goes further (the event after ``reached`` is missing)."""
-        head = self.recorder.max_version(agent_id) or 0
-        if head > reached and (below is None or reached + 1 < below):
-            raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+        yield from require_head(agent_id, reached, below)
 
     # -- reading the log ------------------------------------------------------------
 
@@ -523,40 +564,39 @@ class AgentStore:
         ``types``, a version missing from the stored log raises
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
+        walk = self._walk(agent_id, after, before, reverse, types, page_size)
+        to_event = self.mapper.to_domain_event
+        while (request := walk.next_request()) is not None:
+            page = self.recorder.select_page(walk.agent_id, **request)
+            checks = walk.accept(page)
+            reply: Any = None
+            while True:
+                try:
+                    item = checks.send(reply)
+                except StopIteration:
+                    break
+                reply = None
+                if isinstance(item, Call):
+                    reply = getattr(self.recorder, item.method)(*item.args, **item.kwargs)
+                else:
+                    yield to_event(item)
+
+    def _walk(
+        self,
+        agent_id: UUID | str,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        types: Iterable[type[Any] | str] | None,
+        page_size: int,
+    ) -> PageWalk:
+        """The paging of :meth:`history`, its arguments checked."""
         agent_id = as_agent_id(agent_id)
         _check_version(agent_id, "after", after, 0)
         _check_version(agent_id, "before", before, 1)
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
-        topics = self._topics(types)
-        gt, lt = after, before
-        to_event = self.mapper.to_domain_event
-        # Without a type filter the versions are consecutive: a gap is a lost event.
-        # At the ``before`` end, the head (one index read) tells a gap from the end.
-        step = 0 if topics else -1 if reverse else 1
-        expected = None if reverse else (after or 0) + 1
-        while True:
-            page = self.recorder.select_page(
-                agent_id, gt=gt, lt=lt, desc=reverse, limit=page_size, topics=topics
-            )
-            for stored in page:
-                found = stored.originator_version
-                if step < 0 and expected is None and before is not None and found < before - 1:
-                    self._require_head(agent_id, found, below=before)
-                if step and expected is not None and found != expected:
-                    raise DamagedLog(agent_id, expected, f"the next stored event is {found}")
-                expected = found + step
-                yield to_event(stored)
-            if len(page) < page_size:
-                if step < 0 and expected is not None and expected >= (after or 0) + 1:
-                    raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
-                if step > 0 and before is not None and expected is not None and expected < before:
-                    self._require_head(agent_id, expected - 1, below=before)
-                return
-            if reverse:
-                lt = page[-1].originator_version
-            else:
-                gt = page[-1].originator_version
+        return PageWalk(agent_id, after, before, reverse, self._topics(types), page_size)
 
     def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
@@ -601,3 +641,116 @@ def _check_version(agent_id: UUID, name: str, value: object, lowest: int) -> Non
         raise ValueError(
             f"agent {agent_id}: {name} must be >= {lowest} (an int up to 2**63-1), got {value!r}"
         )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorder call the store's logic needs: ``method(*args, **kwargs)`` on the
+    sync recorder (``AgentStore``) or awaited on the async one (``AsyncAgentStore``).
+    ``write`` marks a call that commits (the async store never abandons it halfway)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    write: bool = False
+
+
+class Blocking:
+    """A call of the sync store's own code that does its own I/O (rare paths: replacing
+    untrusted snapshots, shedding memory); the async store runs it off the loop."""
+
+    __slots__ = ("args", "func", "kwargs")
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        self.func, self.args, self.kwargs = func, args, kwargs
+
+    def __call__(self) -> Any:
+        return self.func(*self.args, **self.kwargs)
+
+
+# The logic of a store operation: yields the I/O it needs, is sent each result (or
+# has the error thrown in), returns the operation's result. Written once, driven by
+# run_steps (sync) and by AsyncAgentStore.
+Steps = Generator[Call | Blocking, Any, T]
+
+
+def run_steps(steps: Steps[T], recorder: AgentRecorder) -> T:
+    """Drive ``steps`` with blocking calls on ``recorder``."""
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            request = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return cast(T, done.value)
+        result, error = None, None
+        try:
+            if isinstance(request, Blocking):
+                result = request()
+            else:
+                result = getattr(recorder, request.method)(*request.args, **request.kwargs)
+        except Exception as exc:
+            error = exc
+
+
+def require_head(agent_id: UUID, reached: int, below: int | None = None) -> Steps[None]:
+    """A read asked for versions past ``reached`` (up to ``below``, exclusive): raise
+    :class:`DamagedLog` if the log goes further (the event after ``reached`` is missing)."""
+    head = (yield Call("max_version", (agent_id,))) or 0
+    if head > reached and (below is None or reached + 1 < below):
+        raise DamagedLog(agent_id, reached + 1, f"the log goes on to version {head}")
+
+
+class PageWalk:
+    """The paging of ``history()``: the bounds of each page to read, and the checks
+    that no event is missing. Without a type filter the versions are consecutive, so
+    a gap is a lost event; at the ``before`` end, the head (one index read) tells a
+    gap from the end of the log."""
+
+    def __init__(
+        self,
+        agent_id: UUID,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        topics: tuple[str, ...],
+        page_size: int,
+    ) -> None:
+        self.agent_id = agent_id
+        self.after, self.before, self.reverse = after, before, reverse
+        self.topics, self.page_size = topics, page_size
+        self.gt, self.lt = after, before
+        self.step = 0 if topics else -1 if reverse else 1
+        self.expected: int | None = None if reverse else (after or 0) + 1
+        self.done = False
+
+    def next_request(self) -> dict[str, Any] | None:
+        """The keyword arguments of the next ``select_page`` (None: no more pages)."""
+        if self.done:
+            return None
+        return {"gt": self.gt, "lt": self.lt, "desc": self.reverse,
+                "limit": self.page_size, "topics": self.topics}  # fmt: skip
+
+    def accept(self, page: Sequence[StoredEvent]) -> Generator[Any, Any, None]:
+        """The page's events in order, with the :class:`Call` of a head check where
+        one is needed (send its result back); raises :class:`DamagedLog` at a gap."""
+        step, before, agent_id = self.step, self.before, self.agent_id
+        for stored in page:
+            found = stored.originator_version
+            if step < 0 and self.expected is None and before is not None and found < before - 1:
+                yield from require_head(agent_id, found, below=before)
+            if step and self.expected is not None and found != self.expected:
+                raise DamagedLog(agent_id, self.expected, f"the next stored event is {found}")
+            self.expected = found + step
+            yield stored
+        if len(page) < self.page_size:
+            self.done = True
+            expected = self.expected
+            if step < 0 and expected is not None and expected >= (self.after or 0) + 1:
+                raise DamagedLog(agent_id, expected, f"the log stops at {expected + 1}")
+            if step > 0 and before is not None and expected is not None and expected < before:
+                yield from require_head(agent_id, expected - 1, below=before)
+        elif self.reverse:
+            self.lt = page[-1].originator_version
+        else:
+            self.gt = page[-1].originator_version

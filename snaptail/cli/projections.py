@@ -139,6 +139,7 @@ def run(
     give_up_after: float = typer.Option(
         60.0,
         "--give-up-after",
+        min=0.1,
         help="Seconds to keep reconnecting after a lost connection before exiting 4.",
     ),
     skip_failed: bool = typer.Option(

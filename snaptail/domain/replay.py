@@ -8,6 +8,7 @@ class customises ``apply`` or ``mutate`` are applied the ordinary way.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,7 +27,9 @@ _appliers: dict[type[Any], tuple[Callable[..., Any], tuple[str, ...]] | None] = 
 def applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]] | None:
     """``(method, parameter names)`` to apply events of ``event_class`` directly:
     ``method(agent, **{name: payload[name]})``, then set the agent's version and
-    ``modified_on`` (the event's timestamp). None: apply them with ``event.mutate``."""
+    ``modified_on`` (the event's timestamp). The names are the method's parameters
+    that the event carries (possibly ``timestamp``); the others have defaults. None:
+    apply them with ``event.mutate``."""
     if event_class in _appliers:
         return _appliers[event_class]
     found = None
@@ -38,8 +41,15 @@ def applier(event_class: type[Any]) -> tuple[Callable[..., Any], tuple[str, ...]
         and _plain_apply_after_caller(event_class)
     ):
         params = list(inspect.signature(func).parameters.values())[1:]
-        if all(p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY for p in params):
-            found = (func, tuple(p.name for p in params))
+        # As eventsourcing's apply: the handler gets the event attributes it names; a
+        # parameter the event does not carry takes its default.
+        carried = {f.name for f in dataclasses.fields(event_class)}
+        if all(
+            (p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY)
+            and (p.name in carried or p.default is not p.empty)
+            for p in params
+        ):
+            found = (func, tuple(p.name for p in params if p.name in carried))
     _appliers[event_class] = found
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from datetime import datetime
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -68,12 +69,19 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
     """Why ``sent`` is not exactly what the store gives back (``back``, the same value
     encoded and decoded with its declared type), or None if it is: same types all the
     way down (a float is not a Decimal, a dict is not a TokenUsage, a tuple in an
-    ``Any`` field comes back as a list), so a handler sees on replay what it saw live.
+    ``Any`` field comes back as a list, a datetime comes back in UTC), so a handler
+    sees on replay what it saw live.
     """
     if type(sent) is not type(back):
         return (
             f"{path} is a {type(sent).__qualname__} ({_short(sent)}), but it is stored and"
             f" read back as a {type(back).__qualname__}: pass a {type(back).__qualname__}"
+        )
+    if isinstance(sent, datetime) and sent.utcoffset() != back.utcoffset():
+        return (
+            f"{path} is {sent.isoformat()}, but it is stored and read back in UTC, as"
+            f" {back.isoformat()} (its date and hour would differ on replay): pass it in"
+            " UTC, e.g. `.astimezone(datetime.UTC)`"
         )
     if isinstance(sent, dict):
         for key, value in sent.items():

@@ -44,7 +44,8 @@ class _EventCodec:
 
 # How rows of one event class are applied without building the event: the payload
 # decoded straight into the decorated method's keyword arguments. (decode, method,
-# parameter names; None: the payload, less its timestamp, IS the keyword arguments.)
+# the payload fields it takes; None: the payload, less its timestamp, IS the keyword
+# arguments.)
 _DirectApply = tuple[Callable[[bytes], Any], Callable[..., Any], tuple[str, ...] | None]
 _UNSEEN: Any = object()
 
@@ -189,8 +190,9 @@ class MsgspecMapper(Mapper[Any]):
                 if payload is not None and "class_version" not in payload:
                     if version != agent._version + 1:
                         raise OriginatorVersionError(version, agent._version + 1)
-                    timestamp = payload.pop("timestamp")
+                    timestamp = payload["timestamp"]
                     if names is None:
+                        del payload["timestamp"]
                         method(agent, **payload)
                     else:
                         method(agent, **{name: payload[name] for name in names})
@@ -210,7 +212,7 @@ class MsgspecMapper(Mapper[Any]):
         how = None
         if found is not None and "timestamp" in fields:
             method, names = found
-            exact = set(fields) - {"timestamp"} == set(names)
+            exact = "timestamp" not in names and set(fields) - {"timestamp"} == set(names)
             how = (codec.decoder.decode, method, None if exact else names)
         self._direct[topic] = how
         return how

@@ -18,7 +18,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Composable, Identifier
+from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable
 from snaptail.infrastructure.recorder import (
@@ -207,21 +207,31 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     def _write_snapshot(
         self, curs: Cursor[DictRow], snapshot: StoredSnapshot, keep: int | None
     ) -> None:
+        for statement, params in self.snapshot_writes(snapshot, keep):
+            curs.execute(statement, params, prepare=True)
+
+    def snapshot_writes(
+        self, snapshot: StoredSnapshot, keep: int | None
+    ) -> list[tuple[Composed, tuple[Any, ...]]]:
+        """The statements that store a snapshot and prune older ones of its agent
+        down to ``keep`` (run by this recorder and by the async one)."""
         key = snapshot.originator_id
-        curs.execute(
-            self._sql_insert_snapshot,
+        writes: list[tuple[Composed, tuple[Any, ...]]] = [
             (
-                key,
-                snapshot.originator_version,
-                snapshot.topic,
-                snapshot.fingerprint,
-                snapshot.checksum,
-                snapshot.state,
-            ),
-            prepare=True,
-        )
+                self._sql_insert_snapshot,
+                (
+                    key,
+                    snapshot.originator_version,
+                    snapshot.topic,
+                    snapshot.fingerprint,
+                    snapshot.checksum,
+                    snapshot.state,
+                ),
+            )
+        ]
         if keep is not None:
-            curs.execute(self._sql_prune, (key, key, max(keep, 1) - 1, key), prepare=True)
+            writes.append((self._sql_prune, (key, key, max(keep, 1) - 1, key)))
+        return writes
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
@@ -258,8 +268,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        upper = lte if lte is not None else NO_LIMIT
-        snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        upper, snap_upper = load_bounds(lte, snapshot_lte)
         # Read committed is enough: events are only ever appended, and the tail
         # query computes its bounds within one statement. Binary results: bytea
         # arrives as bytes, not hex text (half the transfer and decoding). The
@@ -275,10 +284,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 row = curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
-            after = snapshot.originator_version if snapshot else 0
             curs.execute(
                 self._sql_select_tail,
-                (originator_id, upper, after, originator_id, upper, recent),
+                tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
             events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
@@ -308,7 +316,25 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         limit: int = 500,
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
-        statement: Composable = self._sql_select_page
+        statement, params = self.page_query(originator_id, gt, lt, desc, limit, topics)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(statement, params, prepare=True)
+            return stored_events(originator_id, curs.fetchall())
+
+    def page_query(
+        self,
+        originator_id: UUID,
+        gt: int | None,
+        lt: int | None,
+        desc: bool,
+        limit: int,
+        topics: Sequence[str],
+    ) -> tuple[Composed, list[Any]]:
+        """The statement and parameters of :meth:`select_page`."""
+        statement: Composed = self._sql_select_page
         params: list[Any] = [originator_id]
         if gt is not None:
             statement += SQL(" AND originator_version > %s")
@@ -324,12 +350,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             statement += SQL(" DESC")
         statement += SQL(" LIMIT %s")
         params.append(limit)
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(binary=True, row_factory=tuple_row) as curs,
-        ):
-            curs.execute(statement, params, prepare=True)
-            return stored_events(originator_id, curs.fetchall())
+        return statement, params
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
@@ -355,6 +376,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             rows = curs.execute(statement, (start, limit)).fetchall()
         return [_as_uuid(row["id"]) for row in rows]
+
+
+def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
+    """The upper version bounds of a load's events and of its snapshot."""
+    upper = lte if lte is not None else NO_LIMIT
+    return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
+
+
+def tail_params(
+    originator_id: UUID, upper: int, snapshot: StoredSnapshot | None, recent: int
+) -> tuple[Any, ...]:
+    """The parameters of the load's tail query (events after the snapshot, and
+    enough before it to give ``recent`` events)."""
+    after = snapshot.originator_version if snapshot else 0
+    return (originator_id, upper, after, originator_id, upper, recent)
 
 
 def _count(curs: Cursor[DictRow]) -> int:

@@ -189,7 +189,7 @@ def _convert(name: str, value: object) -> object:
 
 
 def describe_server(conninfo: Mapping[str, str]) -> str:
-    """"PostgreSQL at host H, port P, database D (user U)": what libpq will use,
+    """ "PostgreSQL at host H, port P, database D (user U)": what libpq will use,
     from the URL, else ``PGHOST``/``PGPORT``/``PGUSER``, else its defaults."""
     host = conninfo.get("host") or os.environ.get("PGHOST") or "the default Unix socket"
     port = conninfo.get("port") or os.environ.get("PGPORT") or "5432"

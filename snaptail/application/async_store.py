@@ -1,0 +1,285 @@
+"""``AsyncAgentStore``: the ``AgentStore`` API with ``await``, never blocking the event loop.
+
+The logic is the sync store's own (the same load steps, save plan, snapshot policy,
+trust decisions and errors); only the I/O differs. SQLite work runs on threads of the
+store's own, each using its own connection as SQLite wants (one writer, a few
+readers); PostgreSQL runs natively on psycopg's async connection pool. Rare paths
+(replacing untrusted snapshots, shedding memory over a budget) run the sync store off
+the loop, on the SQLite writer thread or a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterable
+from types import TracebackType
+from typing import Any, Self, cast
+from uuid import UUID
+
+from snaptail.application.loading import LoadStats
+from snaptail.application.store import (
+    AgentStore,
+    Blocking,
+    Call,
+    Steps,
+    T,
+    _check_version,
+    as_agent_id,
+)
+from snaptail.domain.agent import Agent
+from snaptail.domain.replay import apply_events
+from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
+from snaptail.infrastructure.urls import resolve_url, sqlite_path
+
+
+async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
+    """Wait for ``task`` to end even if the caller is cancelled meanwhile; returns the
+    cancellation (to raise once the task's outcome is accounted for) or None."""
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    return cancelled
+
+
+# Reader threads (beside the one writer) of a store on a SQLite file.
+SQLITE_READERS = 3
+
+
+class AsyncAgentStore:
+    """:class:`~snaptail.AgentStore` for asyncio: same arguments, same methods awaited,
+    same semantics and errors; :meth:`history` is an async iterator.
+
+    The database is opened on first use (or ``await store.open()``, or
+    ``async with AsyncAgentStore(url) as store``); close it with ``await store.close()``.
+    """
+
+    def __init__(self, url: str | None = None, **settings: Any) -> None:
+        self.url = resolve_url(url)
+        self._settings = settings
+        self._store: AgentStore | None = None
+        self._recorder: AsyncRecorder | None = None
+        self._threads: SQLiteThreads | None = None
+        self._opening = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the database (create its tables if missing); idempotent."""
+        if self._recorder is None:
+            async with self._opening:
+                if self._recorder is None:
+                    await self._open()
+        return self
+
+    async def _open(self) -> None:
+        path = sqlite_path(self.url)
+        if path is not None:
+            # An in-memory database is one connection's: everything on the writer.
+            threads = SQLiteThreads(readers=0 if path == ":memory:" else SQLITE_READERS)
+            try:
+                store = await threads.write(AgentStore, self.url, **self._settings)
+            except BaseException:
+                threads.shutdown()
+                raise
+            self._threads = threads
+            self._store, self._recorder = store, ThreadedRecorder(store.recorder, threads)
+            return
+        store = await asyncio.to_thread(AgentStore, self.url, **self._settings)
+        try:
+            from snaptail.infrastructure.postgres import PostgresAgentRecorder
+            from snaptail.infrastructure.postgres_async import AsyncPostgresRecorder
+
+            assert isinstance(store.recorder, PostgresAgentRecorder), store.recorder
+            recorder = await AsyncPostgresRecorder.open(store.recorder)
+        except BaseException:
+            await asyncio.to_thread(store.close)
+            raise
+        self._store, self._recorder = store, recorder
+
+    async def close(self) -> None:
+        """Close the connections (and the SQLite thread)."""
+        recorder, store, threads = self._recorder, self._store, self._threads
+        self._recorder = self._store = self._threads = None
+        if recorder is None or store is None:
+            return
+        if threads is not None:
+            await threads.write(store.close)
+            threads.shutdown()
+        else:
+            await recorder.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _parts(self) -> tuple[AgentStore, AsyncRecorder]:
+        if self._recorder is None:
+            await self.open()
+        assert self._store is not None and self._recorder is not None
+        return self._store, self._recorder
+
+    @property
+    def sync_store(self) -> AgentStore:
+        """The sync store whose logic this one runs (open it first)."""
+        if self._store is None:
+            raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
+        return self._store
+
+    # -- driving the sync store's logic --------------------------------------------
+
+    async def _run(self, steps: Steps[T]) -> T:
+        """Drive ``steps`` (see ``snaptail.application.store.Call``): recorder calls
+        awaited on the async recorder, blocking ones run off the loop. A call that
+        commits is awaited to its end even if the caller is cancelled meanwhile, and
+        the steps after it (the store's bookkeeping) run before the cancellation is
+        let through."""
+        _, recorder = await self._parts()
+        result: Any = None
+        error: Exception | None = None
+        cancelled: asyncio.CancelledError | None = None
+        while True:
+            try:
+                request = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration as done:
+                if cancelled is not None:
+                    raise cancelled from None
+                return cast(T, done.value)
+            result, error = None, None
+            try:
+                if isinstance(request, Blocking):
+                    result = await recorder.run_sync(request)
+                elif request.write:
+                    call = asyncio.ensure_future(
+                        getattr(recorder, request.method)(*request.args, **request.kwargs)
+                    )
+                    cancelled = await outlast_cancellation(call) or cancelled
+                    result = call.result()
+                else:
+                    method = getattr(recorder, request.method)
+                    result = await method(*request.args, **request.kwargs)
+            except Exception as exc:
+                error = exc
+
+    # -- saving ---------------------------------------------------------------------
+
+    async def save(self, *agents: Agent) -> None:
+        """Store the agents' new events (and any snapshot due) in one transaction.
+
+        As :meth:`AgentStore.save`: on a version conflict nothing is written and
+        :class:`~snaptail.ConcurrencyError` is raised; once committed it never raises.
+        A save cancelled while its transaction runs finishes it (and its bookkeeping)
+        before the cancellation goes through.
+        """
+        store, _ = await self._parts()
+        await self._run(store._save_steps(agents))
+
+    async def update(
+        self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        """Load, apply ``command(agent)``, save; on a conflict reload and apply it again
+        (up to ``retries`` more times), as :meth:`AgentStore.update`."""
+        store, _ = await self._parts()
+        return await self._run(store._update_steps(agent_id, command, retries))
+
+    async def snapshot(self, agent_id: UUID | str) -> int:
+        """Take a snapshot of the agent's current state now; returns its version."""
+        store, _ = await self._parts()
+        return await self._run(store._snapshot_steps(agent_id))
+
+    # -- loading --------------------------------------------------------------------
+
+    async def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Load an agent: latest valid snapshot (at or before ``version``) plus the
+        events after it. Never replays events older than the snapshot."""
+        store, _ = await self._parts()
+        return await self._run(store._get_steps(agent_id, version))
+
+    @staticmethod
+    def load_stats(agent: Agent) -> LoadStats | None:
+        """What the load that built ``agent`` read and cost (None if not loaded)."""
+        return AgentStore.load_stats(agent)
+
+    async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
+        """Rebuild the agent from its full log, ignoring snapshots (page by page)."""
+        store, _ = await self._parts()
+        agent_id = as_agent_id(agent_id)
+        _check_version(agent_id, "version", version, 1)
+        before = None if version is None else version + 1
+        agent: Agent | None = None
+        async for page in self._pages(agent_id, None, before, False, None, 500):
+            agent = apply_events(agent, page)
+        return await self._run(store._replayed(agent_id, version, agent))
+
+    # -- reading the log ------------------------------------------------------------
+
+    async def history(
+        self,
+        agent_id: UUID | str,
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        page_size: int = 500,
+    ) -> AsyncGenerator[Any, None]:
+        """The agent's events with ``after < version < before``, oldest first (newest
+        first if ``reverse``), optionally only of ``types``; ``page_size`` at a time."""
+        async for page in self._pages(agent_id, after, before, reverse, types, page_size):
+            for event in page:
+                yield event
+
+    async def _pages(
+        self,
+        agent_id: UUID | str,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        types: Iterable[type[Any] | str] | None,
+        page_size: int,
+    ) -> AsyncGenerator[list[Any], None]:
+        store, recorder = await self._parts()
+        walk = store._walk(agent_id, after, before, reverse, types, page_size)
+        to_event = store.mapper.to_domain_event
+        while (request := walk.next_request()) is not None:
+            page = await recorder.select_page(walk.agent_id, **request)
+            events: list[Any] = []
+            checks = walk.accept(page)
+            reply: Any = None
+            try:
+                while True:
+                    try:
+                        item = checks.send(reply)
+                    except StopIteration:
+                        break
+                    reply = None
+                    if isinstance(item, Call):
+                        reply = await getattr(recorder, item.method)(*item.args, **item.kwargs)
+                    else:
+                        events.append(to_event(item))
+            except Exception:
+                if events:  # what precedes a gap is given before the error
+                    yield events
+                raise
+            yield events
+
+    async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
+        """The agent's newest event of one of ``types`` (any type if none given)."""
+        store, recorder = await self._parts()
+        page = await recorder.select_page(
+            as_agent_id(agent_id), desc=True, limit=1, topics=store._topics(types or None)
+        )
+        return store.mapper.to_domain_event(page[0]) if page else None
+
+    async def event_count(self, agent_id: UUID | str) -> int:
+        """How many events the agent has: its version, read from the index."""
+        _, recorder = await self._parts()
+        return await recorder.max_version(as_agent_id(agent_id)) or 0

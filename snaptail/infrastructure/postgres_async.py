@@ -1,0 +1,269 @@
+"""The PostgreSQL recorder's async twin, on psycopg's ``AsyncConnectionPool``.
+
+It runs the sync :class:`PostgresAgentRecorder`'s own statements (and converts rows
+with its functions) on async connections: a load, a save, a page of the log and the
+newest version never leave the event loop. Table creation and the rare paths
+(deleting untrusted snapshots, memory-budget shedding) run the sync recorder on a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+    StoredEvent,
+)
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, tuple_row
+from psycopg.sql import SQL, Identifier
+from psycopg.types.composite import register_composite
+from psycopg_pool import AsyncConnectionPool
+
+from snaptail.infrastructure.postgres import (
+    PostgresAgentRecorder,
+    _connect_kwargs,
+    load_bounds,
+    tail_params,
+)
+from snaptail.infrastructure.recorder import (
+    EventRow,
+    LoadRows,
+    StoredSnapshot,
+    snapshot_from_row,
+    stored_events,
+)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# psycopg's errors as eventsourcing's (as its sync datastore maps them), most specific first.
+_ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
+    (psycopg.InterfaceError, InterfaceError),
+    (psycopg.OperationalError, OperationalError),
+    (psycopg.DataError, DataError),
+    (psycopg.IntegrityError, IntegrityError),
+    (psycopg.InternalError, InternalError),
+    (psycopg.ProgrammingError, ProgrammingError),
+    (psycopg.NotSupportedError, NotSupportedError),
+    (psycopg.DatabaseError, DatabaseError),
+    (psycopg.Error, PersistenceError),
+)
+
+RETRY_ATTEMPTS = 10
+RETRY_WAIT = 0.2
+
+
+def _retry(
+    func: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Retry on connection errors, as the sync recorder's ``@retry`` does."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await func(*args, **kwargs)
+            except (InterfaceError, OperationalError):
+                if attempt == RETRY_ATTEMPTS:
+                    raise
+                await asyncio.sleep(RETRY_WAIT)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class AsyncPostgresRecorder:
+    """An ``AsyncRecorder`` for PostgreSQL: the sync recorder's SQL, awaited."""
+
+    def __init__(self, sync: PostgresAgentRecorder, pool: AsyncConnectionPool[Any]) -> None:
+        self.sync = sync
+        self.pool = pool
+        self._notify = SQL("NOTIFY {0}").format(Identifier(sync.channel_name))
+
+    @classmethod
+    async def open(cls, sync: PostgresAgentRecorder) -> AsyncPostgresRecorder:
+        """An async pool with the sync recorder's connection settings and sizes."""
+        sync_pool = sync.datastore.pool
+        composites = list(sync.datastore.psycopg_type_adapters.values())
+
+        async def configure(conn: AsyncConnection[Any]) -> None:
+            await conn.set_autocommit(True)
+            for info in composites:  # the stored-event type the insert sends
+                register_composite(info, conn)
+
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            kwargs=dict(_connect_kwargs(sync.datastore)),
+            connection_class=AsyncConnection[DictRow],
+            min_size=sync_pool.min_size,
+            max_size=sync_pool.max_size,
+            timeout=sync_pool.timeout,
+            configure=configure,
+            open=False,
+        )
+        await pool.open(wait=True)
+        return cls(sync, pool)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection[DictRow]]:
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            for theirs, ours in _ERRORS:
+                if isinstance(exc, theirs):
+                    raise ours(str(exc)) from exc
+            raise
+
+    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await asyncio.to_thread(self.sync.close)
+
+    # -- writing --------------------------------------------------------------------
+
+    @_retry
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+    ) -> Sequence[int] | None:
+        sync = self.sync
+        rows = [
+            sync.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        ids: list[int] = []
+        error: Exception | None = None
+        # Pipelined as the sync path: one round trip; an error is kept until the
+        # pipeline has closed, then raised (the transaction is rolled back).
+        async with self._connection() as conn:
+            async with (
+                conn.pipeline() as pipeline,
+                conn.transaction(),
+                conn.cursor() as events_curs,
+                conn.cursor() as snapshots_curs,
+            ):
+                try:
+                    if rows:
+                        # The table lock and notification, as eventsourcing's insert.
+                        for statement in sync.lock_table_statements:
+                            await events_curs.execute(statement, prepare=True)
+                        await events_curs.execute(self._notify)
+                        await events_curs.execute(sync.insert_events_statement, (rows,))
+                    for snapshot in snapshots:
+                        for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
+                            await snapshots_curs.execute(statement, params, prepare=True)
+                    await pipeline.sync()
+                    if rows:
+                        ids = [row["notification_id"] for row in await events_curs.fetchall()]
+                except Exception as exc:
+                    error = exc
+            if error is not None:
+                raise error
+        return ids
+
+    @_retry
+    async def insert_snapshot(
+        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
+    ) -> bool:
+        try:
+            async with self._connection() as conn, conn.transaction(), conn.cursor() as curs:
+                for statement, params in self.sync.snapshot_writes(snapshot, keep_snapshots):
+                    await curs.execute(statement, params, prepare=True)
+        except IntegrityError:
+            return False
+        return True
+
+    # -- reading --------------------------------------------------------------------
+
+    @_retry
+    async def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows:
+        sync = self.sync
+        upper, snap_upper = load_bounds(lte, snapshot_lte)
+        async with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            snapshot = None
+            if snap_upper > 0:
+                await curs.execute(
+                    sync._sql_select_snapshot, (originator_id, snap_upper), prepare=True
+                )
+                row = await curs.fetchone()
+                if row is not None:
+                    snapshot = snapshot_from_row(originator_id, row)
+            await curs.execute(
+                sync._sql_select_tail,
+                tail_params(originator_id, upper, snapshot, recent),
+                prepare=True,
+            )
+            events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
+        return LoadRows(snapshot=snapshot, events=events)
+
+    @_retry
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        if lte < 1:
+            return None
+        async with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            await curs.execute(self.sync._sql_select_snapshot, (originator_id, lte), prepare=True)
+            row = await curs.fetchone()
+        return None if row is None else snapshot_from_row(originator_id, row)
+
+    @_retry
+    async def select_page(
+        self,
+        originator_id: UUID,
+        *,
+        gt: int | None = None,
+        lt: int | None = None,
+        desc: bool = False,
+        limit: int = 500,
+        topics: Sequence[str] = (),
+    ) -> Sequence[StoredEvent]:
+        statement, params = self.sync.page_query(originator_id, gt, lt, desc, limit, topics)
+        async with (
+            self._connection() as conn,
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            await curs.execute(statement, params, prepare=True)
+            return stored_events(originator_id, await curs.fetchall())
+
+    @_retry
+    async def max_version(self, originator_id: UUID) -> int | None:
+        async with self._connection() as conn, conn.cursor() as curs:
+            await curs.execute(self.sync._sql_max_version, (originator_id,), prepare=True)
+            row = await curs.fetchone()
+        value = None if row is None else row["v"]
+        return None if value is None else int(value)
