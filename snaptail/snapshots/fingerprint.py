@@ -79,19 +79,35 @@ def state_fingerprint(agent_class: type[Any]) -> str:
 @cache
 def handler_code(agent_class: type[Any]) -> str:
     """A digest of the code of ``agent_class``'s event handlers (the ``@event``
-    methods' own bytecode, constants and names; not line numbers, not the functions
-    they call). Stored in each snapshot: when it differs from the running code's while
-    the fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
+    methods', and the ``apply`` of event classes that define their own: their own
+    bytecode, constants and names; not line numbers, not the functions they call).
+    Stored in each snapshot: when it differs from the running code's while the
+    fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
     digest = hashlib.sha256()
     for name in sorted(dir(agent_class)):
         value = getattr(agent_class, name, None)
         if not isinstance(value, type):
             continue
         func = next((decorated_funcs[k] for k in value.__mro__ if k in decorated_funcs), None)
+        if func is None:
+            func = _own_apply(value)
         if func is not None:
             digest.update(name.encode())
             _digest_code(func.__code__, digest)
     return digest.hexdigest()[:16]
+
+
+def _own_apply(event_class: type[Any]) -> Any:
+    """The ``apply`` (or ``mutate``) an event class defines itself, or inherits from
+    a class that is not ``eventsourcing``'s (None if there is none)."""
+    for klass in event_class.__mro__:
+        if klass.__module__.split(".")[0] == "eventsourcing":
+            continue
+        for method in ("apply", "mutate"):
+            func = vars(klass).get(method)
+            if hasattr(func, "__code__"):
+                return func
+    return None
 
 
 def _digest_code(code: Any, digest: Any) -> None:
