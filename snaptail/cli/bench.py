@@ -82,9 +82,7 @@ def _run(console: Console, json_lines: bool, data_dir: Path | None) -> BenchRun:
         console=console,
         transient=True,
     )
-    return BenchRun(
-        progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir
-    )
+    return BenchRun(progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir)
 
 
 def machine() -> str:
@@ -196,6 +194,67 @@ def scale(
     if plot is not None:
         plot_scale(run.records, plot)
         console.print(f"plot written to {plot}")
+
+
+@bench_app.command("langgraph")
+def langgraph_bench(
+    steps: str | None = typer.Option(
+        None, "--steps", help="Thread lengths in steps, comma-separated (default: 100,1000,3000)."
+    ),
+    chars: int = typer.Option(600, "--chars", min=1, help="Characters per message."),
+    baseline_max: int = typer.Option(
+        1000,
+        "--baseline-max",
+        min=1,
+        help="Longest thread for SqliteSaver/PostgresSaver (they store O(steps^2) bytes).",
+    ),
+    postgres_url: str | None = typer.Option(
+        None,
+        "--postgres-url",
+        help="PostgreSQL for snaptail and PostgresSaver "
+        "(default: $SNAPTAIL_TEST_POSTGRES_URL if set and reachable).",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Short threads (10, 30 steps)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
+) -> None:
+    """One LangGraph chat thread checkpointed by SnaptailSaver beside SqliteSaver (and
+    PostgresSaver): storage, time per step and get_state latency as the thread grows.
+    Needs the ``langgraph`` extra and langgraph-checkpoint-sqlite/-postgres."""
+    import dataclasses
+    import json
+
+    from snaptail.bench.langgraph import (
+        DEFAULT_MARKS,
+        QUICK_MARKS,
+        LangGraphRow,
+        postgres_up,
+        run_langgraph_bench,
+    )
+    from snaptail.cli.bench_report import langgraph_table
+
+    marks = _lengths(steps, QUICK_MARKS if quick else DEFAULT_MARKS)
+    url = postgres_url or os.environ.get("SNAPTAIL_TEST_POSTGRES_URL")
+    if url is not None and not postgres_up(url):
+        url = None
+    console = _console(json_lines)
+    console.print(
+        f"[bold]snaptail bench langgraph[/]: one thread to {', '.join(f'{m:,}' for m in marks)}"
+        f" steps (two {chars}-character messages a step); baselines up to {baseline_max:,}"
+        f" steps; PostgreSQL: {'yes' if url else 'no'}; {machine()}"
+    )
+    _quiet_store_logs()
+
+    def on_row(row: LangGraphRow) -> None:
+        if json_lines:
+            print(json.dumps({"kind": "langgraph", **dataclasses.asdict(row)}), flush=True)
+        else:
+            console.print(
+                f"  {row.saver}: {row.steps:,} steps, {row.storage_bytes:,} bytes,"
+                f" {row.ms_per_step:.1f} ms/step"
+            )
+
+    rows = run_langgraph_bench(marks, chars, url, baseline_max, on_row)
+    console.print(langgraph_table(rows))
 
 
 def _quiet_store_logs() -> None:

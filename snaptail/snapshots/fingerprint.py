@@ -38,7 +38,11 @@ def _describe_value(value: object) -> str:
     return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
 
 
-@cache
+# (agent type, State, class_version, snapshot_version, settings) -> fingerprint: the
+# values are read at every call, so a setting changed at run time counts at once.
+_fingerprints: dict[tuple[Any, ...], str] = {}
+
+
 def state_fingerprint(agent_class: type[Any]) -> str:
     """Fingerprint of what a snapshot of ``agent_class`` holds and how it is read.
 
@@ -50,17 +54,26 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     them over and rebuilds from events. Nothing else counts: raising a limit that
     only commands check (``max_event_bytes``, ``max_labels``) keeps every snapshot.
     """
+    settings = "settings=" + ";".join(
+        f"{k}={_describe_value(v)}" for k, v in snapshot_settings(agent_class).items()
+    )
+    class_version = getattr(agent_class, "class_version", 1)
+    snapshot_version = getattr(agent_class, "snapshot_version", 1)
+    key = (agent_class, agent_class.State, class_version, snapshot_version, settings)
+    found = _fingerprints.get(key)
+    if found is not None:
+        return found
     upcasters = sorted(n for n in dir(agent_class) if n.startswith("upcast_v"))
-    settings = snapshot_settings(agent_class)
     parts = [
         f"{agent_class.__module__}.{agent_class.__qualname__}",
         _describe(agent_class.State, set()),
-        f"class_version={getattr(agent_class, 'class_version', 1)}",
+        f"class_version={class_version}",
         f"upcasters={upcasters}",
-        f"snapshot_version={getattr(agent_class, 'snapshot_version', 1)!r}",
-        "settings=" + ";".join(f"{k}={_describe_value(v)}" for k, v in settings.items()),
+        f"snapshot_version={snapshot_version!r}",
+        settings,
     ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    found = _fingerprints[key] = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return found
 
 
 @cache
