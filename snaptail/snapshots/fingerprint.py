@@ -54,6 +54,60 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     them over and rebuilds from events. Nothing else counts: raising a limit that
     only commands check (``max_event_bytes``, ``max_labels``) keeps every snapshot.
     """
+    # Every load and snapshot asks: answer from the settings' current values when each
+    # is an int, str, bool or None (its value and type then say all its description
+    # would), keyed also by the declarations, so that any change is seen at once.
+    declared = tuple([vars(klass).get("snapshot_settings") for klass in agent_class.__mro__])
+    try:
+        names = _setting_names.get((agent_class, declared))
+    except TypeError:  # an unhashable declaration: the full path says what is wrong
+        names = None
+    if names is not None:
+        values = tuple([getattr(agent_class, name, _MISSING) for name in names])
+        kinds = tuple([type(value) for value in values])
+        if _PLAIN.issuperset(kinds):
+            found = _by_values.get(_values_key(agent_class, declared, kinds, values))
+            if found is not None:
+                return found
+    found = _fingerprint(agent_class)
+    settings = snapshot_settings(agent_class)
+    values = tuple(settings.values())
+    kinds = tuple([type(value) for value in values])
+    try:
+        _setting_names[(agent_class, declared)] = tuple(settings)
+    except TypeError:
+        return found
+    if _PLAIN.issuperset(kinds):
+        _by_values[_values_key(agent_class, declared, kinds, values)] = found
+    return found
+
+
+_MISSING = object()
+_PLAIN = frozenset({int, str, bool, type(None)})
+# (agent type, its snapshot_settings declarations) -> the setting names they resolve to
+_setting_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
+# _values_key(...) -> fingerprint, for settings of _PLAIN types only
+_by_values: dict[tuple[Any, ...], str] = {}
+
+
+def _values_key(
+    agent_class: type[Any],
+    declared: tuple[Any, ...],
+    kinds: tuple[type, ...],
+    values: tuple[Any, ...],
+) -> tuple[Any, ...]:
+    return (
+        agent_class,
+        agent_class.State,
+        getattr(agent_class, "class_version", 1),
+        getattr(agent_class, "snapshot_version", 1),
+        declared,
+        kinds,
+        values,
+    )
+
+
+def _fingerprint(agent_class: type[Any]) -> str:
     settings = "settings=" + ";".join(
         f"{k}={_describe_value(v)}" for k, v in snapshot_settings(agent_class).items()
     )
