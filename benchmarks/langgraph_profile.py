@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         saver = SnaptailSaver(f"sqlite:///{Path(tmp) / 'profile.db'}")
-        spent: collections.Counter[str] = collections.Counter()
+        spent: dict[str, float] = collections.defaultdict(float)
         for name in ("put", "put_writes", "get_tuple"):
             method = getattr(saver, name)
 
