@@ -55,9 +55,11 @@ def digest(body: tuple[str, bytes]) -> str:
     return hashlib.blake2b(body[1], digest_size=16, person=body[0].encode()[:16]).hexdigest()
 
 
-class MsgRef(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
+class MsgRef(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True, gc=False):
     """Where one message's body is: slot ``slot`` of the event at ``version`` (0 in an
-    event: that event itself), and the message id (bodies are stored without it)."""
+    event: that event itself), and the message id (bodies are stored without it).
+    Untracked by the garbage collector (it holds no containers): a long thread holds
+    one per message."""
 
     version: int
     slot: int
