@@ -13,8 +13,9 @@ built with ``add_items`` of 500 items, then measured, in turns, by:
   reads before each turn: on the warm session object (the one that wrote) and on a
   fresh one (a new process or request handler: snaptail loads snapshot + tail);
 * ``get_items()``: all live items (median of 3);
-* memory: what the session object holds after those reads (tracemalloc, net), and
-  the peak while ``get_items(limit=20)`` and ``get_items()`` run.
+* memory (tracemalloc, Python heap, on only while measuring memory): what a new
+  session object holds after one ``get_items(limit=20)`` (its caches), and the peak
+  while ``get_items(limit=20)`` and ``get_items()`` run on the warm object.
 """
 
 from __future__ import annotations
@@ -72,25 +73,31 @@ async def median_ms(call: Callable[[], Awaitable[Any]], runs: int) -> float:
 
 
 async def peak_bytes(call: Callable[[], Awaitable[Any]]) -> int:
+    """Bytes allocated at the peak of ``call`` (tracemalloc, on only while measuring)."""
     gc.collect()
-    tracemalloc.reset_peak()
-    before, _ = tracemalloc.get_traced_memory()
-    result = await call()
-    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.start()
+    try:
+        result = await call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     del result
-    return max(peak - before, 0)
+    return peak
 
 
 async def held_bytes(make: Callable[[], Any], use: Callable[[Any], Awaitable[Any]]) -> int:
-    """Net bytes a new session object keeps after ``use`` (its caches)."""
+    """Bytes a new session object keeps after ``use`` (its caches; Python heap)."""
     gc.collect()
-    before, _ = tracemalloc.get_traced_memory()
-    session = make()
-    await use(session)
-    gc.collect()
-    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.start()
+    try:
+        session = make()
+        await use(session)
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     del session
-    return max(after - before, 0)
+    return held
 
 
 async def measure(n: int, calls: int) -> dict[str, dict[str, float]]:
@@ -173,9 +180,7 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     sizes = [1_000, 10_000] if args.quick else args.sizes
-    tracemalloc.start()
     all_results = {n: asyncio.run(measure(n, args.calls)) for n in sizes}
-    tracemalloc.stop()
     print(table(all_results) if args.markdown else all_results)
 
 

@@ -168,7 +168,6 @@ def limited(agent_type: type[Agent], limits: Mapping[str, object]) -> Iterator[N
     try:
         for name in applied:
             setattr(agent_type, name, limits[name])
-        state_fingerprint.cache_clear()
         yield
     finally:
         for name in applied:
@@ -176,7 +175,6 @@ def limited(agent_type: type[Agent], limits: Mapping[str, object]) -> Iterator[N
                 delattr(agent_type, name)
             else:
                 setattr(agent_type, name, saved[name])
-        state_fingerprint.cache_clear()
 
 
 _ABSENT = object()
@@ -245,7 +243,9 @@ def check_codec(agent: Agent) -> None:
     try:
         data = encode_state(agent)
     except SnapshotEncodeError as exc:
-        raise AssertionError(f"{name} at version {agent.version}: {exc}") from None
+        raise AssertionError(
+            f"{name} at version {agent.version}: the snapshot codec refuses it: {exc}"
+        ) from None
     back = decode_state(type(agent), agent.id, agent.version, data)
     assert_same(back, agent, agent.version, "the snapshot codec's copy", "live agent")
     assert encode_state(back) == data, "encoding the decoded state gave other bytes"

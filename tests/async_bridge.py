@@ -16,7 +16,7 @@ from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from snaptail import Agent, AgentStore, AsyncAgentStore
-from snaptail.infrastructure.async_recorder import AsyncRecorder
+from snaptail.infrastructure.async_recorder import AsyncRecorder, ThreadedRecorder
 
 T = TypeVar("T")
 
@@ -117,9 +117,12 @@ class BlockingAsyncStore:
 
 
 def spy(store: Any, method: str, seen: Callable[[Any], None]) -> None:
-    """Call ``seen`` with each result of the store's recorder ``method`` (the async
-    recorder's for a ``BlockingAsyncStore``, where the async store's calls go)."""
-    if isinstance(store, BlockingAsyncStore):
+    """Call ``seen`` with each result of the store's recorder ``method``: the sync
+    recorder's, or for a ``BlockingAsyncStore`` on PostgreSQL the async recorder's
+    (where its calls go; on SQLite they go to the sync recorder, on its threads)."""
+    if isinstance(store, BlockingAsyncStore) and not isinstance(
+        store.async_recorder, ThreadedRecorder
+    ):
         target: Any = store.async_recorder
         inner_async = getattr(target, method)
 

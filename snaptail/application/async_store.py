@@ -1,11 +1,11 @@
 """``AsyncAgentStore``: the ``AgentStore`` API with ``await``, never blocking the event loop.
 
 The logic is the sync store's own (the same load steps, save plan, snapshot policy,
-trust decisions and errors); only the I/O differs. SQLite work runs on threads of the
-store's own, each using its own connection as SQLite wants (one writer, a few
-readers); PostgreSQL runs natively on psycopg's async connection pool. Rare paths
-(replacing untrusted snapshots, shedding memory over a budget) run the sync store off
-the loop, on the SQLite writer thread or a worker thread.
+trust decisions and errors); only the I/O differs. On SQLite each operation runs on
+one of the store's own threads (8; each uses a connection of its own, as SQLite
+wants). On PostgreSQL the recorder calls run natively on psycopg's async connection
+pool; rare paths (replacing untrusted snapshots, shedding memory over a budget) run
+on a worker thread.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from snaptail.application.store import (
     T,
     _check_version,
     as_agent_id,
+    run_steps,
 )
 from snaptail.domain.agent import Agent
 from snaptail.domain.replay import apply_events
@@ -44,8 +45,9 @@ async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledEr
     return cancelled
 
 
-# Reader threads (beside the one writer) of a store on a SQLite file.
-SQLITE_READERS = 3
+# Threads of a store on a SQLite file (one for an in-memory database, which is one
+# connection's).
+SQLITE_THREADS = 8
 
 
 class AsyncAgentStore:
@@ -77,10 +79,10 @@ class AsyncAgentStore:
     async def _open(self) -> None:
         path = sqlite_path(self.url)
         if path is not None:
-            # An in-memory database is one connection's: everything on the writer.
-            threads = SQLiteThreads(readers=0 if path == ":memory:" else SQLITE_READERS)
+            # An in-memory database is one connection's: one thread.
+            threads = SQLiteThreads(1 if path == ":memory:" else SQLITE_THREADS)
             try:
-                store = await threads.write(AgentStore, self.url, **self._settings)
+                store = await threads.run(AgentStore, self.url, **self._settings)
             except BaseException:
                 threads.shutdown()
                 raise
@@ -100,13 +102,13 @@ class AsyncAgentStore:
         self._store, self._recorder = store, recorder
 
     async def close(self) -> None:
-        """Close the connections (and the SQLite thread)."""
+        """Close the connections (and the SQLite threads)."""
         recorder, store, threads = self._recorder, self._store, self._threads
         self._recorder = self._store = self._threads = None
         if recorder is None or store is None:
             return
         if threads is not None:
-            await threads.write(store.close)
+            await threads.run(store.close)
             threads.shutdown()
         else:
             await recorder.close()
@@ -138,12 +140,23 @@ class AsyncAgentStore:
     # -- driving the sync store's logic --------------------------------------------
 
     async def _run(self, steps: Steps[T]) -> T:
-        """Drive ``steps`` (see ``snaptail.application.store.Call``): recorder calls
-        awaited on the async recorder, blocking ones run off the loop. A call that
-        commits is awaited to its end even if the caller is cancelled meanwhile, and
-        the steps after it (the store's bookkeeping) run before the cancellation is
-        let through."""
+        """Drive ``steps`` (see ``snaptail.application.store.Call``).
+
+        On SQLite the whole operation runs on one of the store's threads, as the sync
+        store runs it (its Python work too: the loop only awaits it).
+        On PostgreSQL the recorder calls are awaited on the loop, blocking ones run
+        on a worker thread. Either way a call that commits is awaited to its end even
+        if the caller is cancelled meanwhile, and the store's bookkeeping after it
+        runs before the cancellation is let through."""
         _, recorder = await self._parts()
+        threads = self._threads
+        if threads is not None:
+            job = asyncio.ensure_future(recorder.run_sync(run_steps, steps, recorder.sync))
+            cancelled_job = await outlast_cancellation(job)
+            if cancelled_job is not None:
+                job.exception()  # retrieved: the cancellation is what the caller sees
+                raise cancelled_job
+            return cast(T, job.result())
         result: Any = None
         error: Exception | None = None
         cancelled: asyncio.CancelledError | None = None

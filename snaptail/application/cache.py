@@ -10,7 +10,6 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.guard import is_broken
 from snaptail.domain.memory import parse_size
-from snaptail.errors import ConcurrencyError
 
 logger = logging.getLogger("snaptail.cache")
 
@@ -78,12 +77,17 @@ class AgentCache:
     def save(self, *agents: Agent) -> None:
         """Save the agents (one transaction, as ``store.save``) and re-measure them.
 
-        On a :class:`ConcurrencyError` the agent that conflicted is evicted, so the
-        next ``get`` loads the stored version."""
+        If the save raises (a :class:`ConcurrencyError`, a lock timeout, a lost
+        connection: ``store.save`` never raises once it committed, so nothing was
+        written), every one of the agents is evicted: the next ``get`` loads what is
+        stored, so a caller that retries the command applies it once. An agent object
+        you still hold keeps its unsaved events; saving it through the cache again
+        brings it back."""
         try:
             self.store.save(*agents)
-        except ConcurrencyError as error:
-            self.evict(error.agent_id)
+        except BaseException:
+            for agent in agents:
+                self.evict(agent.id)
             raise
         for agent in agents:
             self.put(agent)

@@ -7,6 +7,8 @@ import logging
 import os
 import platform
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -82,9 +84,7 @@ def _run(console: Console, json_lines: bool, data_dir: Path | None) -> BenchRun:
         console=console,
         transient=True,
     )
-    return BenchRun(
-        progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir
-    )
+    return BenchRun(progress, note=progress.console.print, json_lines=json_lines, data_dir=data_dir)
 
 
 def machine() -> str:
@@ -136,8 +136,7 @@ def intervals(
         f"{', '.join(f'{n:,}' for n in sorted(lengths))} events; {batch} events per save; "
         f"{machine()}"
     )
-    _quiet_store_logs()
-    with _run(console, json_lines, data_dir) as run:
+    with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
         run_intervals(config, run)
     console.print(intervals_table(run.records))
     recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
@@ -185,8 +184,7 @@ def scale(
         f"[bold]snaptail bench scale[/]: logs of {', '.join(f'{n:,}' for n in sorted(lengths))}"
         f" events; snapshot every {interval}; {batch} events per save; {machine()}"
     )
-    _quiet_store_logs()
-    with _run(console, json_lines, data_dir) as run:
+    with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
         run_scale(config, run)
         for record in targets(run.records):
             run.emit(record)
@@ -198,6 +196,75 @@ def scale(
         console.print(f"plot written to {plot}")
 
 
-def _quiet_store_logs() -> None:
+@bench_app.command("langgraph")
+def langgraph_bench(
+    steps: str | None = typer.Option(
+        None, "--steps", help="Thread lengths in steps, comma-separated (default: 100,1000,3000)."
+    ),
+    chars: int = typer.Option(600, "--chars", min=1, help="Characters per message."),
+    baseline_max: int = typer.Option(
+        1000,
+        "--baseline-max",
+        min=1,
+        help="Longest thread for SqliteSaver/PostgresSaver (they store O(steps^2) bytes).",
+    ),
+    postgres_url: str | None = typer.Option(
+        None,
+        "--postgres-url",
+        help="PostgreSQL for snaptail and PostgresSaver "
+        "(default: $SNAPTAIL_TEST_POSTGRES_URL if set and reachable).",
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Short threads (10, 30 steps)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print one JSON object per result."),
+) -> None:
+    """One LangGraph chat thread checkpointed by SnaptailSaver beside SqliteSaver (and
+    PostgresSaver): storage, time per step and get_state latency as the thread grows.
+    Needs the ``langgraph`` extra and langgraph-checkpoint-sqlite/-postgres."""
+    import dataclasses
+    import json
+
+    from snaptail.bench.langgraph import (
+        DEFAULT_MARKS,
+        QUICK_MARKS,
+        LangGraphRow,
+        postgres_up,
+        run_langgraph_bench,
+    )
+    from snaptail.cli.bench_report import langgraph_table
+
+    marks = _lengths(steps, QUICK_MARKS if quick else DEFAULT_MARKS)
+    url = postgres_url or os.environ.get("SNAPTAIL_TEST_POSTGRES_URL")
+    if url is not None and not postgres_up(url):
+        url = None
+    console = _console(json_lines)
+    console.print(
+        f"[bold]snaptail bench langgraph[/]: one thread to {', '.join(f'{m:,}' for m in marks)}"
+        f" steps (two {chars}-character messages a step); baselines up to {baseline_max:,}"
+        f" steps; PostgreSQL: {'yes' if url else 'no'}; {machine()}"
+    )
+
+    def on_row(row: LangGraphRow) -> None:
+        if json_lines:
+            print(json.dumps({"kind": "langgraph", **dataclasses.asdict(row)}), flush=True)
+        else:
+            console.print(
+                f"  {row.saver}: {row.steps:,} steps, {row.storage_bytes:,} bytes,"
+                f" {row.ms_per_step:.1f} ms/step"
+            )
+
+    with _quiet_store_logs():
+        rows = run_langgraph_bench(marks, chars, url, baseline_max, on_row)
+    console.print(langgraph_table(rows))
+
+
+@contextmanager
+def _quiet_store_logs() -> Iterator[None]:
     # Full replays are what this benchmark measures: their warnings are expected.
-    logging.getLogger("snaptail").setLevel(logging.ERROR)
+    # The level is restored after (the command may run inside a test process).
+    log = logging.getLogger("snaptail")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

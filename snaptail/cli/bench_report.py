@@ -205,3 +205,31 @@ def plot_scale(records: Sequence[Record], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def langgraph_table(rows: Sequence[Any]) -> Table:
+    """``snaptail bench langgraph`` rows (``LangGraphRow``) as one table."""
+    table = Table(title="snaptail bench langgraph: one chat thread", title_justify="left")
+    for name in (
+        "saver",
+        "steps",
+        "storage MiB",
+        "messages MiB",
+        "storage / messages",
+        "ms per step",
+        "get_state ms",
+        "get_state ms (new saver)",
+    ):
+        table.add_column(name, justify="left" if name == "saver" else "right")
+    for row in rows:
+        table.add_row(
+            row.saver,
+            f"{row.steps:,}",
+            mib_cell(row.storage_bytes),
+            mib_cell(row.message_bytes),
+            f"{row.storage_ratio:,.2f}x" if row.storage_bytes else "-",
+            ms_cell(row.ms_per_step),
+            ms_cell(row.get_state_ms),
+            ms_cell(row.get_state_cold_ms),  # "-" when None
+        )
+    return table

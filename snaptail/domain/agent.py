@@ -126,17 +126,25 @@ class Agent(Aggregate):
     @classmethod
     def _create(cls, event_class: Any, *, id: Any = None, **kwargs: Any) -> Any:
         agent_id = id if id is not None else uuid4()
-        check_payload(agent_id, event_class, kwargs, cls.max_event_bytes)
+        fresh = check_payload(agent_id, event_class, kwargs, cls.max_event_bytes)
+        if fresh is not None:
+            kwargs.update(fresh())  # the handler's copy, not the caller's objects
         agent = super()._create(event_class, id=agent_id, **kwargs)
+        if fresh is not None:
+            vars(agent.pending_events[0]).update(fresh())  # the event's own copy
         check_created(agent, agent.pending_events[0])
         return agent
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
         """Record a new event: refuse if this object is broken, check the payload,
         apply the event (a handler that raises breaks the object, see
-        ``snaptail.domain.guard``), then add it to the pending events."""
+        ``snaptail.domain.guard``), then add it to the pending events. The handler
+        and the event get separate copies of the payload's mutable values (see
+        ``check_payload``)."""
         refuse_if_broken(self)
-        check_payload(self.id, event_class, kwargs, type(self).max_event_bytes)
+        fresh = check_payload(self.id, event_class, kwargs, type(self).max_event_bytes)
+        if fresh is not None:
+            kwargs.update(fresh())  # the handler's copy, not the caller's objects
         kwargs.update(originator_id=self.id, originator_version=self.version + 1)
         if kwargs.get("timestamp") is None:
             kwargs["timestamp"] = event_class.create_timestamp()
@@ -145,6 +153,8 @@ class Agent(Aggregate):
         except TypeError as exc:
             raise TypeError(f"cannot construct event {event_class.__qualname__}: {exc}") from None
         apply_new_event(self, new_event)
+        if fresh is not None:  # the event's own copy: what the handler kept is not it
+            vars(new_event).update(fresh())
         self._pending_events.append(new_event)
 
     # -- read-only views ------------------------------------------------------------

@@ -2,7 +2,9 @@
 against what a full replay gives. Used by ``snaptail.testing`` and ``snapshots verify``.
 
 Every attribute counts, declared or not, at every depth, and so does every type: a
-``set`` where a replay has a ``list`` is a difference even when the items agree.
+``set`` where a replay has a ``list`` is a difference even when the items agree, so
+is an int in a set where the other has the equal float, and so is a datetime in
+another time zone (the same instant, another date and hour).
 snaptail's own bookkeeping (unsaved events, the recent-event cache, load tracking)
 is left out.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from snaptail.domain.guard import is_bookkeeping
 
@@ -46,6 +51,17 @@ def agent_differences(loaded: Any, replayed: Any, limit: int = 10) -> list[Diffe
     return found
 
 
+def value_differences(
+    loaded: Any, replayed: Any, path: str = "", limit: int = 10
+) -> list[Difference]:
+    """:func:`agent_differences` for two values (``path``: where they are)."""
+    if _same(loaded, replayed):
+        return []
+    found: list[Difference] = []
+    _walk(loaded, replayed, path, found, limit)
+    return found
+
+
 def describe(differences: list[Difference], this: str = "snapshot", other: str = "replay") -> str:
     """The differences, one per line (for an error or an assertion message)."""
     return "\n".join(f"  {d.describe(this, other)}" for d in differences)
@@ -53,6 +69,58 @@ def describe(differences: list[Difference], this: str = "snapshot", other: str =
 
 def _attributes(agent: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(agent).items() if not is_bookkeeping(k)}
+
+
+# Types compared with ``==`` at once (hold nothing :func:`_walk` looks into).
+_PLAIN = frozenset({str, int, bool, bytes, type(None), UUID, Decimal})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """True if :func:`_walk` would find no difference between ``a`` and ``b``: the
+    same walk, iterative, building no paths (the fast answer for the usual case)."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        kind = type(x)
+        if kind is not type(y):
+            return False
+        if kind in _PLAIN:
+            if x != y:
+                return False
+        elif isinstance(x, dict):
+            if x.keys() != y.keys():
+                return False
+            stack.extend([(x[k], y[k]) for k in x])
+        elif isinstance(x, list | tuple):
+            if len(x) != len(y):
+                return False
+            stack.extend(zip(x, y, strict=True))
+        elif isinstance(x, float):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                return False
+        elif isinstance(x, set | frozenset):
+            if x != y:
+                return False
+            items = {item: item for item in y}
+            stack.extend([(item, items[item]) for item in x])
+        elif isinstance(x, datetime):
+            if x != y or x.utcoffset() != y.utcoffset():
+                return False
+        elif (names := _field_names(kind)) is not None:
+            left = getattr(x, "__dict__", None)
+            if left is None:  # slots: exactly its fields
+                stack.extend([(getattr(x, n, _MISSING), getattr(y, n, _MISSING)) for n in names])
+                continue
+            if len(left) != len(names):  # not just its fields
+                left, right = _object_attributes(x), _object_attributes(y)
+            else:
+                right = y.__dict__
+            if left.keys() != right.keys():
+                return False
+            stack.extend([(left[k], right[k]) for k in left])
+        elif x != y:
+            return False
+    return True
 
 
 def _walk(a: Any, b: Any, path: str, found: list[Difference], limit: int) -> None:
@@ -72,6 +140,18 @@ def _walk(a: Any, b: Any, path: str, found: list[Difference], limit: int) -> Non
     elif isinstance(a, float):
         if not (a == b or (math.isnan(a) and math.isnan(b))):
             found.append(Difference(path, a, b))
+    elif isinstance(a, set | frozenset):
+        if a != b:
+            found.append(Difference(path, a, b))
+            return
+        # Equal sets can still hold items of other types ({2} == {2.0}).
+        items = {item: item for item in b}
+        for item in a:
+            _walk(item, items[item], f"{path}[{item!r}]", found, limit)
+    elif isinstance(a, datetime):
+        # Equal instants in other time zones differ in date, hour, isoformat().
+        if a != b or a.utcoffset() != b.utcoffset():
+            found.append(Difference(path, a, b))
     elif _has_attributes(a):
         _walk_attributes(_object_attributes(a), _object_attributes(b), path, found, limit)
     elif a is not _MISSING and a != b:
@@ -87,17 +167,29 @@ def _walk_attributes(
 
 
 def _has_attributes(value: Any) -> bool:
-    return (dataclasses.is_dataclass(value) and not isinstance(value, type)) or hasattr(
-        type(value), "__struct_fields__"
-    )
+    return _field_names(type(value)) is not None
+
+
+# Field names of each type met: a dataclass's or msgspec Struct's, None for others.
+_names: dict[type[Any], tuple[str, ...] | None] = {}
+
+
+def _field_names(kind: type[Any]) -> tuple[str, ...] | None:
+    if kind in _names:
+        return _names[kind]
+    names: tuple[str, ...] | None = None
+    if dataclasses.is_dataclass(kind):
+        names = tuple(f.name for f in dataclasses.fields(kind))
+    elif hasattr(kind, "__struct_fields__"):
+        names = tuple(kind.__struct_fields__)
+    _names[kind] = names
+    return names
 
 
 def _object_attributes(value: Any) -> dict[str, Any]:
     """Every attribute of a dataclass or msgspec Struct: its fields, and anything else
     in its ``__dict__`` (which a snapshot would not carry)."""
-    names: list[str] = list(getattr(type(value), "__struct_fields__", ()))
-    if dataclasses.is_dataclass(value):
-        names = [f.name for f in dataclasses.fields(value)]
+    names = _field_names(type(value)) or ()
     attributes = {name: getattr(value, name, _MISSING) for name in names}
     for name, item in getattr(value, "__dict__", {}).items():
         attributes.setdefault(name, item)

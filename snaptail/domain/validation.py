@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -35,13 +38,18 @@ def _decoder(event_class: type[Any]) -> msgspec.msgpack.Decoder[Any]:
 
 def check_payload(
     agent_id: UUID, event_class: type[Any], kwargs: dict[str, Any], max_bytes: int
-) -> None:
+) -> Callable[[], dict[str, Any]] | None:
     """Raise if ``kwargs`` would not round-trip as ``event_class`` or are too large.
 
     The payload is encoded once and decoded with the event's declared types, which is
-    exactly what storing and loading it will do.
+    exactly what storing and loading it will do. Returns None if every value is
+    immutable, else a function giving a fresh copy of the payload as stored (new
+    objects at each call): the handler gets one and the event keeps another, so that
+    neither the caller, nor the state, nor a later handler can change what is stored.
     """
     name = event_name(event_class)
+    if kwargs.get("timestamp") is not None:  # given by the caller, not the aggregate
+        _check_timestamp(agent_id, name, kwargs["timestamp"])
     payload = {k: v for k, v in kwargs.items() if k not in _MANAGED}
     check_values(agent_id, name, payload)  # NaN, infinities, nesting
     try:
@@ -63,13 +71,51 @@ def check_payload(
         sizes = {k: len(_encoder.encode(v)) for k, v in payload.items()}
         largest = max(sizes, key=sizes.__getitem__) if sizes else "?"
         raise EventTooLarge(agent_id, name, largest, len(data), max_bytes)
+    if all(_immutable(value) for value in stored.values()):
+        return None  # nothing to share: no copies, no extra memory
+    copies = [stored]  # the first copy is the one just decoded
+    decoder = _decoder(event_class)
+    return lambda: copies.pop() if copies else decoder.decode(data)
+
+
+# Payload values no handler, caller or state can change in place.
+_IMMUTABLE = frozenset(
+    {str, int, float, bool, bytes, type(None), UUID, Decimal, datetime, date, time, timedelta}
+)
+
+
+def _immutable(value: Any) -> bool:
+    """True if nothing can change ``value`` in place: a scalar, an Enum member, or a
+    tuple, frozenset or frozen dataclass of such values."""
+    kind = type(value)
+    if kind in _IMMUTABLE or isinstance(value, Enum):
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(_immutable(item) for item in value)
+    params = getattr(kind, "__dataclass_params__", None)
+    if params is not None and params.frozen:
+        return all(_immutable(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+def _check_timestamp(agent_id: UUID, name: str, stamp: Any) -> None:
+    """A ``timestamp`` a command passes (a handler taking it as a parameter) is held
+    to the rules of every other field."""
+    if type(stamp) is not datetime:
+        detail = f"must be a datetime, got {type(stamp).__qualname__} {_short(stamp)}"
+        raise InvalidEventPayload(agent_id, name, "timestamp", detail)
+    back = msgspec.msgpack.decode(_encoder.encode(stamp), type=datetime)
+    problem = inexact(stamp, back, "timestamp")
+    if problem is not None:
+        raise InvalidEventPayload(agent_id, name, "timestamp", problem)
 
 
 def inexact(sent: Any, back: Any, path: str) -> str | None:
     """Why ``sent`` is not exactly what the store gives back (``back``, the same value
     encoded and decoded with its declared type), or None if it is: same types all the
     way down (a float is not a Decimal, a dict is not a TokenUsage, a tuple in an
-    ``Any`` field comes back as a list, a datetime comes back in UTC), so a handler
+    ``Any`` field comes back as a list, a datetime comes back in UTC, an int in a
+    ``set[float]`` or as a key of a ``dict[float, ...]`` comes back a float), so a handler
     sees on replay what it saw live.
     """
     if type(sent) is not type(back):
@@ -84,8 +130,17 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
             " UTC, e.g. `.astimezone(datetime.UTC)`"
         )
     if isinstance(sent, dict):
+        keys = dict(zip(sent, back, strict=False))  # same order: the encoded map's
         for key, value in sent.items():
-            problem = inexact(value, back.get(key), f"{path}[{key!r}]")
+            problem = inexact(key, keys.get(key), f"{path} key {key!r}") or inexact(
+                value, back.get(key), f"{path}[{key!r}]"
+            )
+            if problem is not None:
+                return problem
+    elif isinstance(sent, set | frozenset):
+        items = {item: item for item in back}  # equal items (2 == 2.0): compare types
+        for item in sent:
+            problem = inexact(item, items.get(item), f"{path} item {item!r}")
             if problem is not None:
                 return problem
     elif isinstance(sent, list | tuple):

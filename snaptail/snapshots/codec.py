@@ -12,6 +12,7 @@ from uuid import UUID
 import msgspec
 
 from snaptail.domain.agent import Agent
+from snaptail.domain.compare import value_differences
 from snaptail.domain.guard import attributes_outside_state, undeclared_attributes
 from snaptail.snapshots.fingerprint import handler_code
 
@@ -66,21 +67,15 @@ def encode_state(agent: Agent) -> bytes:
     """Encode ``agent``'s state now, so later mutation of the agent cannot leak in.
 
     Raises ``SnapshotEncodeError`` if the agent holds state the snapshot would not
-    carry: an attribute on the agent outside ``state``, or one that is not a declared
-    dataclass field anywhere inside the state.
+    carry exactly: an attribute on the agent outside ``state``, one that is not a
+    declared dataclass field anywhere inside the state, or a value whose type is not
+    its field's declared type.
     """
     outside = attributes_outside_state(agent)
-    undeclared = next(undeclared_attributes(agent.state), None)
-    what = (
-        f"the attribute {outside[0]!r} is on the agent, outside its state"
-        if outside
-        else f"{undeclared} is not a declared dataclass field"
-        if undeclared is not None
-        else None
-    )
-    if what is not None:
+    if outside:
         raise SnapshotEncodeError(
-            f"agent {agent.id} ({type(agent).__qualname__}): {what}; a snapshot would drop it"
+            f"agent {agent.id} ({type(agent).__qualname__}): the attribute {outside[0]!r} is"
+            " on the agent, outside its state; a snapshot would drop it"
         )
     body: dict[str, Any] = {
         "created_on": agent.created_on,
@@ -94,7 +89,38 @@ def encode_state(agent: Agent) -> bytes:
     snapshot_version = getattr(type(agent), "snapshot_version", 1)
     if snapshot_version != 1:
         body["snapshot_version"] = snapshot_version
-    return _encoder.encode(body)
+    data = _encoder.encode(body)
+    _require_exact(agent, data)
+    return data
+
+
+def _require_exact(agent: Agent, data: bytes) -> None:
+    """Raise ``SnapshotEncodeError`` unless ``data`` decodes to exactly the agent's
+    state, type for type. msgspec decodes by the declared types, so a value of another
+    type (an int in a ``float`` field, a set in a ``list`` one, a tuple under ``Any``,
+    an Enum in a ``str`` field, a datetime outside UTC) comes back changed, or not at
+    all (a bool in an ``int`` field)."""
+    try:
+        back = _decoder(type(agent)).decode(data)
+    except msgspec.ValidationError as exc:
+        raise SnapshotEncodeError(
+            f"agent {agent.id} ({type(agent).__qualname__}): its state does not decode"
+            f" with its declared types ({exc}); a value's type is not its field's"
+        ) from None
+    differences = value_differences(back["state"], agent.state, "state", limit=1)
+    if differences:
+        undeclared = next(undeclared_attributes(agent.state), None)
+        if undeclared is not None:
+            raise SnapshotEncodeError(
+                f"agent {agent.id} ({type(agent).__qualname__}): {undeclared} is not a"
+                " declared dataclass field; a snapshot would drop it"
+            )
+        change = differences[0].describe("snapshot", "agent")
+        raise SnapshotEncodeError(
+            f"agent {agent.id} ({type(agent).__qualname__}) at version {agent.version}:"
+            f" a snapshot would change its state ({change}); give each field a value of"
+            " its declared type"
+        )
 
 
 def decode_state(agent_class: type[Agent], agent_id: UUID, version: int, data: bytes) -> Agent:
