@@ -413,7 +413,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             stored_events, snapshots, keep_snapshots
         )
         if stored_events:
-            self._notify_after_commit()
+            self.notify_after_commit()
         return ids
 
     def _insert_stored_events(
@@ -421,30 +421,37 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     ) -> None:
         """Insert; unlike ``eventsourcing``, take no table lock (readers order rows by
         transaction id instead, see the module docstring) and do not NOTIFY inside
-        the transaction (see :meth:`_notify_after_commit`)."""
+        the transaction (see :meth:`notify_after_commit`)."""
+        for statement, params in self.insert_writes(stored_events):
+            curs.execute(statement, params, prepare=True)
+
+    def insert_writes(self, stored_events: Sequence[StoredEvent]) -> list[tuple[Any, Any]]:
+        """The statements (and parameters) that insert ``stored_events`` inside a save's
+        transaction; the async recorder sends the same ones."""
+        writes: list[tuple[Any, Any]] = []
         if self.datastore.lock_timeout:
             # Bounds the wait for a concurrent writer of the same agent and version.
-            curs.execute(self.lock_table_statements[0], prepare=True)
+            writes.append((self.lock_table_statements[0], None))
         # Binary parameters (no bytea escaping, no composite type to format): a few
         # rows as VALUES (scalars dump fastest), more as four arrays.
         n = len(stored_events)
         if n <= SMALL_INSERT:
-            statement = self._sql_insert_values[n - 1]
             params: list[Any] = []
             for e in stored_events:
                 params += (e.originator_id, e.originator_version, e.topic, e.state)
+            writes.append((self._sql_insert_values[n - 1], params))
         else:
-            statement = self._sql_insert_events
-            params = [
+            arrays = [
                 [e.originator_id for e in stored_events],
                 [e.originator_version for e in stored_events],
                 [e.topic for e in stored_events],
                 [e.state for e in stored_events],
             ]
-        curs.execute(statement, params, prepare=True)
+            writes.append((self._sql_insert_events, arrays))
+        return writes
 
-    def _notify_after_commit(self) -> None:
-        """Wake listeners once the save has committed (see :class:`_Notifier`)."""
+    def notify_after_commit(self) -> None:
+        """Wake listeners once a save has committed (see :class:`_Notifier`)."""
         if self._notifier is None:
             kwargs = dict(_connect_kwargs(self.datastore))
             kwargs.pop("row_factory", None)

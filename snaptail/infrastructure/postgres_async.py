@@ -31,7 +31,6 @@ from eventsourcing.persistence import (
 )
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, tuple_row
-from psycopg.sql import SQL, Identifier
 from psycopg.types.composite import register_composite
 from psycopg_pool import AsyncConnectionPool
 
@@ -94,7 +93,6 @@ class AsyncPostgresRecorder:
     def __init__(self, sync: PostgresAgentRecorder, pool: AsyncConnectionPool[Any]) -> None:
         self.sync = sync
         self.pool = pool
-        self._notify = SQL("NOTIFY {0}").format(Identifier(sync.channel_name))
 
     @classmethod
     async def open(cls, sync: PostgresAgentRecorder) -> AsyncPostgresRecorder:
@@ -148,14 +146,11 @@ class AsyncPostgresRecorder:
         keep_snapshots: int | None = None,
     ) -> Sequence[int] | None:
         sync = self.sync
-        rows = [
-            sync.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-            for e in stored_events
-        ]
         ids: list[int] = []
         error: Exception | None = None
         # Pipelined as the sync path: one round trip; an error is kept until the
-        # pipeline has closed, then raised (the transaction is rolled back).
+        # pipeline has closed, then raised (the transaction is rolled back). As the
+        # sync path: no table lock, NOTIFY after the commit.
         async with self._connection() as conn:
             async with (
                 conn.pipeline() as pipeline,
@@ -164,22 +159,21 @@ class AsyncPostgresRecorder:
                 conn.cursor() as snapshots_curs,
             ):
                 try:
-                    if rows:
-                        # The table lock and notification, as eventsourcing's insert.
-                        for statement in sync.lock_table_statements:
-                            await events_curs.execute(statement, prepare=True)
-                        await events_curs.execute(self._notify)
-                        await events_curs.execute(sync.insert_events_statement, (rows,))
+                    if stored_events:
+                        for statement, params in sync.insert_writes(stored_events):
+                            await events_curs.execute(statement, params, prepare=True)
                     for snapshot in snapshots:
                         for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
                             await snapshots_curs.execute(statement, params, prepare=True)
                     await pipeline.sync()
-                    if rows:
+                    if stored_events:
                         ids = [row["notification_id"] for row in await events_curs.fetchall()]
                 except Exception as exc:
                     error = exc
             if error is not None:
                 raise error
+        if stored_events:
+            sync.notify_after_commit()
         return ids
 
     @_retry
