@@ -10,6 +10,7 @@ Hypothesis runs the ``dev`` profile here and ``ci`` with ``HYPOTHESIS_PROFILE=ci
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -103,3 +104,22 @@ def make_store(request: pytest.FixtureRequest) -> Callable[..., AgentStore]:
     from tests.async_bridge import BlockingAsyncStore
 
     return BlockingAsyncStore  # type: ignore[return-value]
+
+
+@pytest.fixture(autouse=True)
+def _restore_snaptail_loggers() -> Iterator[None]:
+    """Commands run in-process (Typer's CliRunner) configure the ``snaptail`` loggers as a
+    command-line program should (levels, handlers, no propagation); undo that after each
+    test so that later tests' ``caplog`` sees the library's records."""
+    names = ("snaptail", "snaptail.projections")
+    saved = {
+        name: (lg.level, lg.propagate, list(lg.handlers))
+        for name in names
+        for lg in [logging.getLogger(name)]
+    }
+    yield
+    for name, (level, propagate, handlers) in saved.items():
+        lg = logging.getLogger(name)
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.handlers[:] = handlers

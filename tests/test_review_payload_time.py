@@ -57,3 +57,40 @@ def test_utc_and_naive_datetimes_load_as_they_ran(database_url: str) -> None:
             differences = agent_differences(other, replayed)
             assert not differences, describe(differences, name, "replay")
     assert agent.state.day == date(2024, 3, 5) and agent.state.hour == 23
+
+
+class Stamper(Agent):
+    """A handler that takes the event's timestamp, which a command may pass."""
+
+    State = DayState
+    if TYPE_CHECKING:
+        state: DayState
+
+    @event("Stamped")
+    def stamp(self, timestamp: datetime | None = None) -> None:
+        assert timestamp is not None
+        self.state.day = timestamp.date()
+        self.state.hour = timestamp.hour
+
+
+def test_a_timestamp_passed_by_the_caller_is_checked_too() -> None:
+    agent = Stamper(name="s")
+    with pytest.raises(InvalidEventPayload, match=r"'timestamp'.*UTC"):
+        agent.stamp(timestamp=datetime(2024, 1, 1, 0, 30, tzinfo=PARIS_WINTER))
+    with pytest.raises(InvalidEventPayload, match="'timestamp'"):
+        agent.stamp(timestamp="2024-01-01")  # type: ignore[arg-type]
+    assert agent.version == 1 and agent.state.day is None
+
+
+def test_a_utc_timestamp_passed_by_the_caller_loads_as_it_ran(database_url: str) -> None:
+    agent = Stamper(name="s")
+    with AgentStore(database_url, snapshot_every=2) as store:
+        for day in (1, 2, 3):
+            agent.stamp(timestamp=datetime(2024, 1, day, 0, 30, tzinfo=UTC))
+            store.save(agent)
+        agent.stamp()  # the aggregate's own timestamp
+        store.save(agent)
+        replayed = store.replay(agent.id)
+        for other, name in ((store.get(agent.id), "get"), (agent, "live")):
+            differences = agent_differences(other, replayed)
+            assert not differences, describe(differences, name, "replay")

@@ -151,7 +151,7 @@ class AsyncAgentStore:
         _, recorder = await self._parts()
         threads = self._threads
         if threads is not None:
-            job = asyncio.ensure_future(threads.run(run_steps, steps, recorder.sync))
+            job = asyncio.ensure_future(recorder.run_sync(run_steps, steps, recorder.sync))
             cancelled_job = await outlast_cancellation(job)
             if cancelled_job is not None:
                 job.exception()  # retrieved: the cancellation is what the caller sees

@@ -8,7 +8,9 @@ type's ``memory_budget`` wins over the store's). Over budget, in this order:
 3. call ``agent.shed_memory(budget)``: the agent type compacts its derived state,
    by recording events (the built-in one: ``WindowShrunk``), so that a replay of
    the log gives the same, smaller state; after a save those events are saved at
-   once, after a load they are saved with the agent's next save;
+   once, after a load they are saved with the agent's next save. The store checks
+   that replaying those events on a copy taken before gives the state after: if
+   not, the agent object is broken (:class:`~snaptail.AgentBroken`);
 4. if it is still over: raise :class:`~snaptail.MemoryBudgetExceeded`, naming the
    agent, its bytes, the budget and the parts holding the bytes.
 
@@ -24,13 +26,17 @@ measured.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 
 from snaptail.application import metrics
 from snaptail.domain.agent import Agent
+from snaptail.domain.compare import agent_differences
+from snaptail.domain.guard import BROKEN, is_bookkeeping
 from snaptail.domain.memory import MemoryUsage, parse_size
-from snaptail.errors import MemoryBudgetExceeded
+from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentBroken, MemoryBudgetExceeded
 
 logger = logging.getLogger("snaptail.memory")
 
@@ -72,7 +78,9 @@ def enforce_budget(
         snapshot(agent)
         agent.__dict__[_SHEDDING] = True
         try:
+            before = _copy(agent)
             agent.shed_memory(budget)
+            _require_shed_by_events(agent, before)
             if save is not None and agent.pending_events:
                 save(agent)
         finally:
@@ -103,6 +111,36 @@ def enforce_budget(
         shed,
     )
     return usage
+
+
+def _copy(agent: Agent) -> tuple[Agent, int]:
+    """A copy of ``agent`` (its own state; no bookkeeping) and its count of unsaved
+    events, taken before it sheds."""
+    twin = object.__new__(type(agent))
+    vars(twin).update({k: v for k, v in vars(agent).items() if not is_bookkeeping(k)})
+    twin.state = copy.deepcopy(agent.state)
+    return twin, len(agent.pending_events)
+
+
+def _require_shed_by_events(agent: Agent, before: tuple[Agent, int]) -> None:
+    """Raise :class:`AgentBroken` (and break the agent object) unless applying the
+    events ``shed_memory`` recorded to the copy taken before gives the agent after:
+    state shed any other way is not in the log, and a snapshot would spread it."""
+    twin, pending = before
+    twin = apply_events(twin, agent.pending_events[pending:])
+    differences = agent_differences(agent, twin, limit=1)
+    if differences:
+        agent_type = type(agent).__qualname__
+        broken = AgentBroken(
+            agent.id,
+            agent_type,
+            agent.version,
+            f"{agent_type}.shed_memory",
+            "it changed state without recording events: "
+            + differences[0].describe("the agent", "its events"),
+        )
+        agent.__dict__[BROKEN] = broken
+        raise broken
 
 
 def observe_memory(agent: Agent) -> None:

@@ -7,6 +7,8 @@ import logging
 import os
 import platform
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -134,8 +136,7 @@ def intervals(
         f"{', '.join(f'{n:,}' for n in sorted(lengths))} events; {batch} events per save; "
         f"{machine()}"
     )
-    _quiet_store_logs()
-    with _run(console, json_lines, data_dir) as run:
+    with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
         run_intervals(config, run)
     console.print(intervals_table(run.records))
     recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
@@ -183,8 +184,7 @@ def scale(
         f"[bold]snaptail bench scale[/]: logs of {', '.join(f'{n:,}' for n in sorted(lengths))}"
         f" events; snapshot every {interval}; {batch} events per save; {machine()}"
     )
-    _quiet_store_logs()
-    with _run(console, json_lines, data_dir) as run:
+    with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
         run_scale(config, run)
         for record in targets(run.records):
             run.emit(record)
@@ -242,7 +242,6 @@ def langgraph_bench(
         f" steps (two {chars}-character messages a step); baselines up to {baseline_max:,}"
         f" steps; PostgreSQL: {'yes' if url else 'no'}; {machine()}"
     )
-    _quiet_store_logs()
 
     def on_row(row: LangGraphRow) -> None:
         if json_lines:
@@ -253,10 +252,19 @@ def langgraph_bench(
                 f" {row.ms_per_step:.1f} ms/step"
             )
 
-    rows = run_langgraph_bench(marks, chars, url, baseline_max, on_row)
+    with _quiet_store_logs():
+        rows = run_langgraph_bench(marks, chars, url, baseline_max, on_row)
     console.print(langgraph_table(rows))
 
 
-def _quiet_store_logs() -> None:
+@contextmanager
+def _quiet_store_logs() -> Iterator[None]:
     # Full replays are what this benchmark measures: their warnings are expected.
-    logging.getLogger("snaptail").setLevel(logging.ERROR)
+    # The level is restored after (the command may run inside a test process).
+    log = logging.getLogger("snaptail")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

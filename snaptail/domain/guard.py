@@ -22,6 +22,7 @@ attributes anywhere inside it (:func:`attributes_outside_state`,
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -134,21 +135,55 @@ _ATOMIC = frozenset({str, int, float, bool, bytes, type(None)})
 def undeclared_attributes(value: Any, path: str = "state") -> Iterator[str]:
     """Paths of attributes, anywhere in ``value``, that are not declared dataclass
     fields (the snapshot codec would drop them)."""
-    if type(value) in _ATOMIC:
-        return
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = _field_names(type(value))  # type: ignore[arg-type]
-        for name in getattr(value, "__dict__", ()):
-            if name not in fields:
-                yield f"{path}.{name}"
-        for name in fields:
-            yield from undeclared_attributes(getattr(value, name), f"{path}.{name}")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from undeclared_attributes(item, f"{path}[{key!r}]")
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            yield from undeclared_attributes(item, f"{path}[{i}]")
+    # Runs on every snapshot a save takes: depth first without recursion, in the order
+    # of a recursive walk; leaves are not stacked, and a path is spelt out only for
+    # what is yielded. An entry: (value, parent entry, step, depth), a step being
+    # (True, attribute name) or (False, key or index).
+    limit = sys.getrecursionlimit()
+    stack: list[_Entry] = [(value, None, (True, path), 0)]
+    while stack:
+        entry = stack.pop()
+        obj, _, _, depth = entry
+        if depth > limit:  # deeper than a recursive walk may go: a cycle
+            raise RecursionError(f"{path} is nested more than {limit} levels deep")
+        cls = type(obj)
+        children: list[tuple[Any, tuple[bool, Any]]]
+        if _is_dataclass(cls):  # type: ignore[arg-type]
+            fields = _field_names(cls)  # type: ignore[arg-type]
+            for name in getattr(obj, "__dict__", ()):
+                if name not in fields:
+                    yield f"{_spelt(entry)}.{name}"
+            children = [(getattr(obj, name), (True, name)) for name in fields]
+        elif isinstance(obj, dict):
+            children = [(item, (False, key)) for key, item in obj.items()]
+        elif isinstance(obj, list | tuple):
+            children = [(item, (False, i)) for i, item in enumerate(obj)]
+        else:
+            continue
+        depth += 1
+        for item, step in reversed(children):
+            if type(item) not in _ATOMIC:
+                stack.append((item, entry, step, depth))
+
+
+_Entry = tuple[Any, Any, tuple[bool, Any], int]
+
+
+def _spelt(entry: _Entry | None) -> str:
+    """The path of a walk entry: ``state.window.items[3]``."""
+    steps = []
+    while entry is not None:
+        steps.append(entry[2])
+        entry = entry[1]
+    first = str(steps.pop()[1])  # the root's own name
+    return first + "".join(f".{key}" if attr else f"[{key!r}]" for attr, key in reversed(steps))
+
+
+@cache
+def _is_dataclass(cls: type[Any]) -> bool:
+    """Whether instances of ``cls`` are dataclass instances (a dataclass class itself,
+    as a value, is not: its type is ``type``)."""
+    return dataclasses.is_dataclass(cls)
 
 
 def _on_state(obj: Any, name: str, path: str) -> str:

@@ -48,6 +48,8 @@ def check_payload(
     neither the caller, nor the state, nor a later handler can change what is stored.
     """
     name = event_name(event_class)
+    if kwargs.get("timestamp") is not None:  # given by the caller, not the aggregate
+        _check_timestamp(agent_id, name, kwargs["timestamp"])
     payload = {k: v for k, v in kwargs.items() if k not in _MANAGED}
     check_values(agent_id, name, payload)  # NaN, infinities, nesting
     try:
@@ -94,6 +96,18 @@ def _immutable(value: Any) -> bool:
     if params is not None and params.frozen:
         return all(_immutable(getattr(value, f.name)) for f in dataclasses.fields(value))
     return False
+
+
+def _check_timestamp(agent_id: UUID, name: str, stamp: Any) -> None:
+    """A ``timestamp`` a command passes (a handler taking it as a parameter) is held
+    to the rules of every other field."""
+    if type(stamp) is not datetime:
+        detail = f"must be a datetime, got {type(stamp).__qualname__} {_short(stamp)}"
+        raise InvalidEventPayload(agent_id, name, "timestamp", detail)
+    back = msgspec.msgpack.decode(_encoder.encode(stamp), type=datetime)
+    problem = inexact(stamp, back, "timestamp")
+    if problem is not None:
+        raise InvalidEventPayload(agent_id, name, "timestamp", problem)
 
 
 def inexact(sent: Any, back: Any, path: str) -> str | None:

@@ -17,38 +17,23 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
+from snaptail.infrastructure.recorder import AgentRecorder
 
 T = TypeVar("T")
 
 
 class AsyncRecorder(Protocol):
-    """The async twin of the :class:`AgentRecorder` calls a load, a save and the log
-    readers make; ``run_sync`` runs anything else (rare paths) off the event loop."""
+    """What ``AsyncAgentStore`` awaits on any backend: pages of the log, the newest
+    version, and ``run_sync`` for blocking work. A recorder that also has async
+    twins of the calls a load and a save make (``select_for_load``,
+    ``select_snapshot``, ``insert_events``, ``insert_snapshot``; PostgreSQL's) has
+    the store's logic driven on the event loop; otherwise each whole operation runs
+    in ``run_sync`` (SQLite's)."""
 
     @property
     def sync(self) -> AgentRecorder:
         """The sync recorder this one awaits the twin of."""
         ...
-
-    async def insert_events(
-        self,
-        stored_events: Sequence[StoredEvent],
-        *,
-        snapshots: Sequence[StoredSnapshot] = (),
-        keep_snapshots: int | None = None,
-    ) -> Sequence[int] | None: ...
-
-    async def select_for_load(
-        self,
-        originator_id: UUID,
-        *,
-        lte: int | None = None,
-        recent: int = 0,
-        snapshot_lte: int | None = None,
-    ) -> LoadRows: ...
-
-    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None: ...
 
     async def select_page(
         self,
@@ -62,10 +47,6 @@ class AsyncRecorder(Protocol):
     ) -> Sequence[StoredEvent]: ...
 
     async def max_version(self, originator_id: UUID) -> int | None: ...
-
-    async def insert_snapshot(
-        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
-    ) -> bool: ...
 
     async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
@@ -100,39 +81,6 @@ class ThreadedRecorder:
     async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.threads.run(func, *args, **kwargs)
 
-    async def insert_events(
-        self,
-        stored_events: Sequence[StoredEvent],
-        *,
-        snapshots: Sequence[StoredSnapshot] = (),
-        keep_snapshots: int | None = None,
-    ) -> Sequence[int] | None:
-        return await self.threads.run(
-            self.sync.insert_events,
-            stored_events,
-            snapshots=snapshots,
-            keep_snapshots=keep_snapshots,
-        )
-
-    async def select_for_load(
-        self,
-        originator_id: UUID,
-        *,
-        lte: int | None = None,
-        recent: int = 0,
-        snapshot_lte: int | None = None,
-    ) -> LoadRows:
-        return await self.threads.run(
-            self.sync.select_for_load,
-            originator_id,
-            lte=lte,
-            recent=recent,
-            snapshot_lte=snapshot_lte,
-        )
-
-    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
-        return await self.threads.run(self.sync.select_snapshot, originator_id, lte=lte)
-
     async def select_page(
         self,
         originator_id: UUID,
@@ -150,13 +98,6 @@ class ThreadedRecorder:
 
     async def max_version(self, originator_id: UUID) -> int | None:
         return await self.threads.run(self.sync.max_version, originator_id)
-
-    async def insert_snapshot(
-        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
-    ) -> bool:
-        return await self.threads.run(
-            self.sync.insert_snapshot, snapshot, keep_snapshots=keep_snapshots
-        )
 
     async def close(self) -> None:
         """Nothing of its own: the store closes the sync recorder on the thread."""

@@ -258,13 +258,14 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
-        c.executemany(
-            self._insert_many,
-            [
-                (_key(s.originator_id), s.originator_version, s.topic, s.state)
-                for s in stored_events
-            ],
-        )
+        keys: dict[Any, str] = {}  # one text key per agent, not per row
+        rows = []
+        for s in stored_events:
+            key = keys.get(s.originator_id)
+            if key is None:
+                key = keys[s.originator_id] = _key(s.originator_id)
+            rows.append((key, s.originator_version, s.topic, s.state))
+        c.executemany(self._insert_many, rows)
         # The write lock is held: the rows just inserted have the highest rowids,
         # one after another.
         c.execute(self.select_max_notification_id_statement)

@@ -54,6 +54,60 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     them over and rebuilds from events. Nothing else counts: raising a limit that
     only commands check (``max_event_bytes``, ``max_labels``) keeps every snapshot.
     """
+    # Every load and snapshot asks: answer from the settings' current values when each
+    # is an int, str, bool or None (its value and type then say all its description
+    # would), keyed also by the declarations, so that any change is seen at once.
+    declared = tuple([vars(klass).get("snapshot_settings") for klass in agent_class.__mro__])
+    try:
+        names = _setting_names.get((agent_class, declared))
+    except TypeError:  # an unhashable declaration: the full path says what is wrong
+        names = None
+    if names is not None:
+        values = tuple([getattr(agent_class, name, _MISSING) for name in names])
+        kinds = tuple([type(value) for value in values])
+        if _PLAIN.issuperset(kinds):
+            found = _by_values.get(_values_key(agent_class, declared, kinds, values))
+            if found is not None:
+                return found
+    found = _fingerprint(agent_class)
+    settings = snapshot_settings(agent_class)
+    values = tuple(settings.values())
+    kinds = tuple([type(value) for value in values])
+    try:
+        _setting_names[(agent_class, declared)] = tuple(settings)
+    except TypeError:
+        return found
+    if _PLAIN.issuperset(kinds):
+        _by_values[_values_key(agent_class, declared, kinds, values)] = found
+    return found
+
+
+_MISSING = object()
+_PLAIN = frozenset({int, str, bool, type(None)})
+# (agent type, its snapshot_settings declarations) -> the setting names they resolve to
+_setting_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
+# _values_key(...) -> fingerprint, for settings of _PLAIN types only
+_by_values: dict[tuple[Any, ...], str] = {}
+
+
+def _values_key(
+    agent_class: type[Any],
+    declared: tuple[Any, ...],
+    kinds: tuple[type, ...],
+    values: tuple[Any, ...],
+) -> tuple[Any, ...]:
+    return (
+        agent_class,
+        agent_class.State,
+        getattr(agent_class, "class_version", 1),
+        getattr(agent_class, "snapshot_version", 1),
+        declared,
+        kinds,
+        values,
+    )
+
+
+def _fingerprint(agent_class: type[Any]) -> str:
     settings = "settings=" + ";".join(
         f"{k}={_describe_value(v)}" for k, v in snapshot_settings(agent_class).items()
     )
@@ -79,19 +133,35 @@ def state_fingerprint(agent_class: type[Any]) -> str:
 @cache
 def handler_code(agent_class: type[Any]) -> str:
     """A digest of the code of ``agent_class``'s event handlers (the ``@event``
-    methods' own bytecode, constants and names; not line numbers, not the functions
-    they call). Stored in each snapshot: when it differs from the running code's while
-    the fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
+    methods', and the ``apply`` of event classes that define their own: their own
+    bytecode, constants and names; not line numbers, not the functions they call).
+    Stored in each snapshot: when it differs from the running code's while the
+    fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
     digest = hashlib.sha256()
     for name in sorted(dir(agent_class)):
         value = getattr(agent_class, name, None)
         if not isinstance(value, type):
             continue
         func = next((decorated_funcs[k] for k in value.__mro__ if k in decorated_funcs), None)
+        if func is None:
+            func = _own_apply(value)
         if func is not None:
             digest.update(name.encode())
             _digest_code(func.__code__, digest)
     return digest.hexdigest()[:16]
+
+
+def _own_apply(event_class: type[Any]) -> Any:
+    """The ``apply`` (or ``mutate``) an event class defines itself, or inherits from
+    a class that is not ``eventsourcing``'s (None if there is none)."""
+    for klass in event_class.__mro__:
+        if klass.__module__.split(".")[0] == "eventsourcing":
+            continue
+        for method in ("apply", "mutate"):
+            func = vars(klass).get(method)
+            if hasattr(func, "__code__"):
+                return func
+    return None
 
 
 def _digest_code(code: Any, digest: Any) -> None:
