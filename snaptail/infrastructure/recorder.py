@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
@@ -56,8 +56,7 @@ class SnapshotInfo:
 EventRow = tuple[int, str, bytes]
 
 
-@dataclass(frozen=True)
-class LoadRows:
+class LoadRows(NamedTuple):
     """What one load reads: at most one snapshot row, then the events after it.
 
     ``events`` starts after ``min(snapshot version, head - recent)``: events older
