@@ -81,14 +81,19 @@ def build_agent(
     ``snapshot_agent`` is None."""
     snapshot_version = snapshot_agent.version if snapshot_agent is not None else 0
     # Rows at or before the snapshot were read only to fill the recent cache.
+    count = len(rows)
     replay_from = 0
-    while replay_from < len(rows) and rows[replay_from][0] <= snapshot_version:
+    while replay_from < count and rows[replay_from][0] <= snapshot_version:
         replay_from += 1
     require_consecutive(agent_id, rows, replay_from, snapshot_version)
-    tail = rows[replay_from:]
+    # (No copy of the rows when all of them are the tail: the common case.)
+    tail = rows[replay_from:] if replay_from else rows
     agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
     assert agent is not None
     tail_bytes = sum([len(row[2]) for row in tail])
+    read_bytes = tail_bytes + snapshot_bytes
+    if replay_from:
+        read_bytes += sum([len(row[2]) for row in rows[:replay_from]])
     # The cache keeps the rows as read; each is decoded when first accessed.
     agent.recent_events = (
         RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
@@ -97,9 +102,9 @@ def build_agent(
     )
     stats = LoadStats(
         snapshot_version=snapshot_version,
-        tail=len(tail),
-        events_read=len(rows),
-        bytes_read=tail_bytes + sum([len(row[2]) for row in rows[:replay_from]]) + snapshot_bytes,
+        tail=count - replay_from,
+        events_read=count,
+        bytes_read=read_bytes,
         ms=(time.perf_counter() - started) * 1000,
         untrusted=untrusted,
     )

@@ -79,9 +79,9 @@ class Partition:
 SNAPSHOTS_TABLE = "snaptail_snapshots"
 
 
-@dataclass(frozen=True)
-class StoredSnapshot:
-    """One snapshot row: an agent's encoded state at a version."""
+class StoredSnapshot(NamedTuple):
+    """One snapshot row: an agent's encoded state at a version. (A named tuple: every
+    load builds one, in a third of a frozen dataclass's time.)"""
 
     originator_id: UUID
     originator_version: int
@@ -121,8 +121,7 @@ class SnapshotInfo:
 EventRow = tuple[int, str, bytes]
 
 
-@dataclass(frozen=True)
-class LoadRows:
+class LoadRows(NamedTuple):
     """What one load reads: at most one snapshot row, then the events after it.
 
     ``events`` starts after ``min(snapshot version, head - recent)``: events older

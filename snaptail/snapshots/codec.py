@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, NamedTuple, NotRequired, TypedDict, cast
 from uuid import UUID
 
 import msgspec
@@ -27,8 +26,7 @@ class SnapshotEncodeError(ValueError):
     """The agent's state holds something a snapshot would not carry exactly."""
 
 
-@dataclass(frozen=True)
-class DecodedSnapshot:
+class DecodedSnapshot(NamedTuple):
     """An agent rebuilt from snapshot bytes, and what the bytes say about their writer:
     its ``class_version`` and the digest of its event handlers' code (None if the
     snapshot predates it)."""

@@ -57,7 +57,7 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     # Every load and snapshot asks: answer from the settings' current values when each
     # is an int, str, bool or None (its value and type then say all its description
     # would), keyed also by the declarations, so that any change is seen at once.
-    declared = tuple([vars(klass).get("snapshot_settings") for klass in agent_class.__mro__])
+    declared = tuple([klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__])
     try:
         names = _setting_names.get((agent_class, declared))
     except TypeError:  # an unhashable declaration: the full path says what is wrong
