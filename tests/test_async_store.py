@@ -60,6 +60,37 @@ def test_racing_coroutines_on_one_agent_lose_nothing_silently(database_url: str)
     asyncio.run(main())
 
 
+def test_conflicts_under_contention_are_concurrency_errors(database_url: str) -> None:
+    """Many coroutines racing on one agent, with snapshots in some saves: every
+    failed save is a ConcurrencyError (on PostgreSQL a conflict inside the pipelined
+    transaction once surfaced as OperationalError "pipeline aborted" in about one
+    run in four of the session test), and the log holds exactly the winners."""
+
+    async def main() -> None:
+        async with AsyncAgentStore(database_url, snapshot_every=3) as store:
+            agent = Agent(name="contended")
+            await store.save(agent)
+            wins = conflicts = 0
+
+            async def writer(n: int) -> None:
+                nonlocal wins, conflicts
+                for i in range(8):
+                    loaded = await store.get(agent.id)
+                    loaded.add_input("user", f"{n}.{i}")
+                    try:
+                        await store.save(loaded)
+                        wins += 1
+                    except ConcurrencyError:
+                        conflicts += 1
+
+            await asyncio.gather(*(writer(n) for n in range(12)))
+            assert wins + conflicts == 96 and conflicts > 0
+            assert await store.event_count(agent.id) == 1 + wins
+
+    for _ in range(20):
+        asyncio.run(main())
+
+
 def test_history_is_an_async_iterator(database_url: str) -> None:
     async def main() -> None:
         async with AsyncAgentStore(database_url) as store:

@@ -147,31 +147,28 @@ class AsyncPostgresRecorder:
     ) -> Sequence[int] | None:
         sync = self.sync
         ids: list[int] = []
-        error: Exception | None = None
-        # Pipelined as the sync path: one round trip; an error is kept until the
-        # pipeline has closed, then raised (the transaction is rolled back). As the
-        # sync path: no table lock, NOTIFY after the commit.
-        async with self._connection() as conn:
-            async with (
-                conn.pipeline() as pipeline,
-                conn.transaction(),
-                conn.cursor() as events_curs,
-                conn.cursor() as snapshots_curs,
-            ):
-                try:
-                    if stored_events:
-                        for statement, params in sync.insert_writes(stored_events):
-                            await events_curs.execute(statement, params, prepare=True)
-                    for snapshot in snapshots:
-                        for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
-                            await snapshots_curs.execute(statement, params, prepare=True)
-                    await pipeline.sync()
-                    if stored_events:
-                        ids = [row["notification_id"] for row in await events_curs.fetchall()]
-                except Exception as exc:
-                    error = exc
-            if error is not None:
-                raise error
+        # Pipelined as the sync path: one round trip. As the sync path: no table lock,
+        # NOTIFY after the commit. An error (a conflict's unique violation) must leave
+        # the transaction block as an exception, so that it rolls back and the
+        # pipeline's own exit error does not replace it: caught inside the block, the
+        # block would try to commit an aborted pipeline and raise PipelineAborted
+        # (an OperationalError) instead of the IntegrityError a conflict is.
+        async with (
+            self._connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as events_curs,
+            conn.cursor() as snapshots_curs,
+        ):
+            if stored_events:
+                for statement, params in sync.insert_writes(stored_events):
+                    await events_curs.execute(statement, params, prepare=True)
+            for snapshot in snapshots:
+                for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
+                    await snapshots_curs.execute(statement, params, prepare=True)
+            await pipeline.sync()
+            if stored_events:
+                ids = [row["notification_id"] for row in await events_curs.fetchall()]
         if stored_events:
             sync.notify_after_commit()
         return ids
