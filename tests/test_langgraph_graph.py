@@ -170,7 +170,11 @@ def _editing_graph(checkpointer: Any) -> Any:
         if turn % 5 == 0:
             return {"messages": [AIMessage(f"edited at {turn}", id=messages[1].id), reply]}
         if turn % 3 == 0:
-            messages[2].content = f"changed in place at {turn}"
+            # An older message (a copy the saver handed out), never this step's input:
+            # the input message object is also in the __start__ task's pending writes,
+            # which LangGraph may serialise on another thread while this node runs, so
+            # changing it in place races every saver, InMemorySaver included.
+            messages[1].content = f"changed in place at {turn}"
         return {"messages": [reply]}
 
     builder = StateGraph(MessagesState)
