@@ -41,8 +41,8 @@ pytestmark = pytest.mark.postgres
 
 WRITERS = 8
 AGENTS_PER_WRITER = 3
-SAVES_PER_WRITER = 25
-MAX_DELAY = 0.02  # seconds a transaction stays open after writing its rows
+SAVES_PER_WRITER = 50
+MAX_DELAY = 0.04  # seconds a transaction stays open after writing its rows
 
 
 def write(url: str, writer: int, barrier: Barrier, results: Any) -> None:
