@@ -29,6 +29,7 @@ from typing import Any
 
 from eventsourcing.domain import decorated_funcs
 
+from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentBroken, UndeclaredState
 
 BROKEN = "_snaptail_broken"
@@ -58,7 +59,7 @@ def apply_new_event(agent: Any, new_event: Any) -> None:
     state), mark the agent broken and re-raise."""
     keys = len(agent.__dict__)
     try:
-        new_event.mutate(agent)
+        apply_events(agent, (new_event,))  # as a replay applies it
         check_shape(agent, new_event, keys)
     except BaseException as exc:
         agent.__dict__[BROKEN] = AgentBroken(

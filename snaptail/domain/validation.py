@@ -71,7 +71,10 @@ def check_payload(
         sizes = {k: len(_encoder.encode(v)) for k, v in payload.items()}
         largest = max(sizes, key=sizes.__getitem__) if sizes else "?"
         raise EventTooLarge(agent_id, name, largest, len(data), max_bytes)
-    if all(_immutable(value) for value in stored.values()):
+    for value in stored.values():
+        if type(value) not in _IMMUTABLE and not _immutable(value):
+            break
+    else:
         return None  # nothing to share: no copies, no extra memory
     copies = [stored]  # the first copy is the one just decoded
     decoder = _decoder(event_class)
@@ -94,8 +97,30 @@ def _immutable(value: Any) -> bool:
         return all(_immutable(item) for item in value)
     params = getattr(kind, "__dataclass_params__", None)
     if params is not None and params.frozen:
-        return all(_immutable(getattr(value, f.name)) for f in dataclasses.fields(value))
+        return all(_immutable(getattr(value, name)) for name in _dataclass_names(kind))
     return False
+
+
+# Field names of each dataclass type met; None for other types.
+_dataclass_field_names: dict[type[Any], tuple[str, ...] | None] = {}
+
+
+def _dataclass_names(kind: type[Any]) -> tuple[str, ...] | None:
+    """The field names of ``kind`` if it is a dataclass, else None (cached per type)."""
+    try:
+        return _dataclass_field_names[kind]
+    except KeyError:
+        pass
+    names = None
+    if dataclasses.is_dataclass(kind):
+        names = tuple(f.name for f in dataclasses.fields(kind))
+    _dataclass_field_names[kind] = names
+    return names
+
+
+# Values whose exact type is all there is to compare: nothing inside them can differ
+# once the types match (NaN and infinities are refused by ``check_values``).
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None), UUID, Decimal})
 
 
 def _check_timestamp(agent_id: UUID, name: str, stamp: Any) -> None:
@@ -118,11 +143,14 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
     ``set[float]`` or as a key of a ``dict[float, ...]`` comes back a float), so a handler
     sees on replay what it saw live.
     """
-    if type(sent) is not type(back):
+    kind = type(sent)
+    if kind is not type(back):
         return (
             f"{path} is a {type(sent).__qualname__} ({_short(sent)}), but it is stored and"
             f" read back as a {type(back).__qualname__}: pass a {type(back).__qualname__}"
         )
+    if kind in _PLAIN:
+        return None
     if isinstance(sent, datetime) and sent.utcoffset() != back.utcoffset():
         return (
             f"{path} is {sent.isoformat()}, but it is stored and read back in UTC, as"
@@ -148,9 +176,9 @@ def inexact(sent: Any, back: Any, path: str) -> str | None:
             problem = inexact(a, b, f"{path}[{i}]")
             if problem is not None:
                 return problem
-    elif dataclasses.is_dataclass(sent):
-        for f in dataclasses.fields(sent):
-            problem = inexact(getattr(sent, f.name), getattr(back, f.name), f"{path}.{f.name}")
+    elif (names := _dataclass_names(kind)) is not None:
+        for name in names:
+            problem = inexact(getattr(sent, name), getattr(back, name), f"{path}.{name}")
             if problem is not None:
                 return problem
     elif isinstance(sent, msgspec.Struct):
