@@ -97,7 +97,7 @@ def _immutable(value: Any) -> bool:
         return all(_immutable(item) for item in value)
     params = getattr(kind, "__dataclass_params__", None)
     if params is not None and params.frozen:
-        return all(_immutable(getattr(value, name)) for name in _dataclass_names(kind))
+        return all(_immutable(getattr(value, name)) for name in _dataclass_names(kind) or ())
     return False
 
 
