@@ -314,7 +314,8 @@ def test_gap_free_reads_follow_the_index_without_sorting(
     recorder.select_after(START, 10)
     (query,) = recorder._select_after_queries.values()
     with recorder.datastore.get_connection() as conn:
-        conn.execute("ANALYZE stored_events")
+        # Qualified: the recorder's tables are in the test's own schema.
+        conn.execute(f'ANALYZE "{recorder.datastore.schema}".stored_events')
         plan = conn.execute(b"EXPLAIN " + query, ["0", 0, 10]).fetchall()
     text = "\n".join(str(next(iter(row.values()))) for row in plan)
     assert "Sort" not in text and "transaction_idx" in text, text
