@@ -772,12 +772,14 @@ class _Notifier:
 
     A transaction that NOTIFYs takes a database-wide lock from its commit until it
     ends, WAL flush included: inside the saves it would serialise every commit in
-    the cluster again (measured here: 8 writers at about the rate of 1). Sent on its
-    own, a NOTIFY writes no WAL and holds that lock for a moment; sent from this
-    thread, saves do not wait for it, and the saves of each ``NOTIFY_INTERVAL``
+    the cluster again (measured here: 8 writers at about the rate of 1). Sent from
+    this thread, saves do not wait for it, and the saves of each ``NOTIFY_INTERVAL``
     share one (a NOTIFY is a transaction of the server's too: one per save would
-    double the server's transactions). Listeners also poll, so a NOTIFY lost with a
-    connection only delays them. It never fails a save.
+    double the server's transactions). A NOTIFY gets a transaction id and writes a
+    commit record, so with synchronous commit each one would wait for a WAL flush
+    holding that lock: this connection turns synchronous commit off (a NOTIFY lost
+    in a server crash only delays listeners). Listeners also poll, so a NOTIFY lost
+    with a connection only delays them. It never fails a save.
     """
 
     def __init__(self, connect_kwargs: Mapping[str, Any], statement: Composed) -> None:
@@ -808,6 +810,10 @@ class _Notifier:
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(autocommit=True, **self._kwargs)
+                    # A NOTIFY is a transaction with an id: with synchronous commit
+                    # its commit would wait for a WAL flush, holding the cluster's
+                    # notify lock. Losing one in a crash only delays listeners.
+                    conn.execute("SET synchronous_commit = off")
                 conn.execute(self._statement)
                 self._stopping.wait(NOTIFY_INTERVAL)  # later saves share the next one
             except psycopg.Error as exc:
