@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -345,6 +346,29 @@ def test_failing_fresh_snapshot_write_never_fails_the_load(
         (warning,) = _untrusted_warnings(caplog)
         assert "NOT written (OperationalError" in warning
         assert loaded.state == store.replay(agent.id).state
+
+
+def test_a_load_s_stats_are_the_dataclass_constructor_s(tmp_path: Path) -> None:
+    # build_agent sets a LoadStats' __dict__ at once rather than calling its __init__:
+    # the same object only while every field is set there and nothing else runs.
+    import dataclasses
+
+    from snaptail.application.loading import LoadStats
+
+    assert not hasattr(LoadStats, "__post_init__")
+    with AgentStore(f"sqlite:///{tmp_path / 'a.db'}", snapshot_every=2) as store:
+        agent = Agent(name="stats")
+        for i in range(3):
+            agent.add_input("user", f"q{i}")
+        store.save(agent)
+        stats = store.load_stats(store.get(agent.id))
+    assert stats is not None
+    fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(LoadStats)}
+    assert vars(stats) == fields
+    built = LoadStats(**fields)
+    assert stats == built and hash(stats) == hash(built) and repr(stats) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.ms = 0.0  # type: ignore[misc]
 
 
 def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
