@@ -381,3 +381,14 @@ def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
     track.snapshot_version = 30  # snapshotted since that load: nothing measured
     assert tail_load_ms(track, 3) is None
     assert tail_load_ms(Tracking(snapshot_version=0, bytes_since=0), 50) is None
+
+
+def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:
+    # Stored checksums stay valid whichever CRC-32 implementation computes them.
+    import os
+
+    from snaptail.snapshots.codec import checksum
+
+    for data in (b"", b"a", os.urandom(3), os.urandom(1000), os.urandom(70_000)):
+        assert checksum(data) == zlib.crc32(data)
+    assert checksum(b"123456789") == 0xCBF43926  # the CRC-32 check value
