@@ -55,10 +55,22 @@ class ConversationWindow:
         _set_text(item, text)
         items = self.items
         items.append(item)
-        self.text_bytes = size = self.text_bytes + size
+        size += self.text_bytes
+        count = len(items)
         max_items = self.max_items
-        if len(items) > max_items or size > max_bytes:
-            self._trim(max_items, max_bytes)
+        if count <= max_items and size <= max_bytes:
+            self.text_bytes = size
+            return
+        # _trim, inline: the oldest items leave while over either bound (one last
+        # item stays whatever its size).
+        drop = 0
+        while count - drop > max_items or (size > max_bytes and count - drop > 1):
+            old = items[drop].text
+            size -= len(old) if old.isascii() else len(old.encode("utf-8"))
+            drop += 1
+        del items[:drop]
+        self.text_bytes = size
+        self.dropped += drop
 
     def compact(self, summary: str, through_version: int) -> None:
         """Replace every item up to ``through_version`` by ``summary``."""
