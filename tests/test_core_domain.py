@@ -35,6 +35,22 @@ def test_window_keeps_newest_items_within_count_and_bytes() -> None:
     assert window.items[0].text.endswith("history()]")
 
 
+def test_window_items_are_the_dataclass_constructor_s() -> None:
+    # Window.add builds items through the slots' descriptors, not WindowItem(...): the
+    # same objects only while WindowItem's __init__ does nothing but set its fields.
+    from snaptail.domain.values import WindowItem
+
+    assert not hasattr(WindowItem, "__post_init__")
+    assert [f.name for f in dataclasses.fields(WindowItem)] == ["version", "role", "text"]
+    window = ConversationWindow()
+    window.add(7, "user", "héllo")
+    item = window.items[0]
+    built = WindowItem(7, "user", "héllo")
+    assert type(item) is WindowItem and item == built and hash(item) == hash(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        item.text = "changed"  # type: ignore[misc]
+
+
 def test_window_compaction_keeps_summary_and_newer_items() -> None:
     window = ConversationWindow(max_items=10)
     for v in range(1, 8):

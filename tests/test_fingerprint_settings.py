@@ -62,3 +62,40 @@ def test_a_change_of_the_declared_settings_changes_the_fingerprint() -> None:
     finally:
         Tunable.snapshot_settings = ("depth", "ratio")
     assert state_fingerprint(Tunable) == first
+
+
+def test_a_change_of_state_or_versions_at_run_time_is_seen_at_the_next_call() -> None:
+    from dataclasses import dataclass
+
+    from snaptail import AgentState
+
+    @dataclass
+    class OtherState(AgentState):
+        extra: int = 0
+
+    first = state_fingerprint(Tunable)
+    original_state = Tunable.State
+    try:
+        for name, value in (("class_version", 2), ("snapshot_version", 3)):
+            setattr(Tunable, name, value)
+            changed = state_fingerprint(Tunable)
+            assert changed != first, name
+            assert state_fingerprint(Tunable) == changed
+            delattr(Tunable, name)
+            assert state_fingerprint(Tunable) == first, name
+        Tunable.State = OtherState
+        assert state_fingerprint(Tunable) != first
+        Tunable.State = original_state
+        assert state_fingerprint(Tunable) == first
+        Tunable.depth = 10**30  # a large int: not a cached small-int object
+        assert state_fingerprint(Tunable) != first
+        Tunable.depth = int("1" * 30)  # equal value, another object: the same answer
+        big = state_fingerprint(Tunable)
+        Tunable.depth = int("1" * 30)
+        assert state_fingerprint(Tunable) == big
+    finally:
+        Tunable.State = original_state
+        Tunable.depth = 1
+        for name in ("class_version", "snapshot_version"):
+            if name in vars(Tunable):
+                delattr(Tunable, name)

@@ -129,3 +129,64 @@ def test_a_bad_row_raises_naming_the_agent_and_version() -> None:
     start = mapper.replay_rows(None, agent.id, rows[:1])
     with pytest.raises(OriginatorVersionError):
         mapper.replay_rows(start, agent.id, rows[2:])  # version 2 is missing
+
+
+class OrderAgent(Agent):
+    """Handlers whose parameters are not simply the event's fields in their order."""
+
+    State = MixedState
+    if TYPE_CHECKING:
+        state: MixedState
+
+    class Swapped(Agent.Event):  # fields in another order than the method's parameters
+        second: str
+        first: str
+
+    @event(Swapped)
+    def swapped(self, first: str, second: str) -> None:
+        self.state.notes.append(f"swapped {first} {second}")
+
+    class Gapped(Agent.Event):  # a defaulted parameter between two carried ones
+        a: str
+        c: str
+
+    @event(Gapped)
+    def gapped(self, a: str, b: str = "default-b", c: str = "default-c") -> None:
+        self.state.notes.append(f"gapped {a} {b} {c}")
+
+    class KeywordOnly(Agent.Event):
+        x: int
+
+    @event(KeywordOnly)
+    def keyword_only(self, *, x: int) -> None:
+        self.state.notes.append(f"keyword {x}")
+
+    class Stamped(Agent.Event):  # the method takes the timestamp too
+        label: str
+
+    @event(Stamped)
+    def stamped(self, label: str, timestamp: Any) -> None:
+        self.state.notes.append(f"stamped {label} {timestamp.year}")
+
+
+def test_arguments_reach_their_parameters_by_name() -> None:
+    agent = OrderAgent(name="order")
+    agent.swapped(first="1", second="2")
+    agent.gapped(a="A", c="C")
+    agent.keyword_only(x=7)
+    agent.stamped(label="L", timestamp=agent.modified_on)
+    agent.add_input("user", "hello")
+    mapper = MsgspecMapper()
+    rows = rows_of(mapper, list(agent.pending_events))
+    replayed = mapper.replay_rows(None, agent.id, rows)
+    same(replayed, by_events(mapper, None, agent.id, rows))
+    same(replayed, agent)
+    assert replayed.state.notes == [
+        "swapped 1 2",
+        "gapped A default-b C",
+        "keyword 7",
+        f"stamped L {agent.modified_on.year}",
+    ]
+    # From a part-built agent (the direct path applies rows after the first).
+    start = mapper.replay_rows(None, agent.id, rows[:1])
+    same(mapper.replay_rows(start, agent.id, rows[1:]), agent)

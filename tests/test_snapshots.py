@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -347,6 +348,29 @@ def test_failing_fresh_snapshot_write_never_fails_the_load(
         assert loaded.state == store.replay(agent.id).state
 
 
+def test_a_load_s_stats_are_the_dataclass_constructor_s(tmp_path: Path) -> None:
+    # build_agent sets a LoadStats' __dict__ at once rather than calling its __init__:
+    # the same object only while every field is set there and nothing else runs.
+    import dataclasses
+
+    from snaptail.application.loading import LoadStats
+
+    assert not hasattr(LoadStats, "__post_init__")
+    with AgentStore(f"sqlite:///{tmp_path / 'a.db'}", snapshot_every=2) as store:
+        agent = Agent(name="stats")
+        for i in range(3):
+            agent.add_input("user", f"q{i}")
+        store.save(agent)
+        stats = store.load_stats(store.get(agent.id))
+    assert stats is not None
+    fields = {f.name: getattr(stats, f.name) for f in dataclasses.fields(LoadStats)}
+    assert vars(stats) == fields
+    built = LoadStats(**fields)
+    assert stats == built and hash(stats) == hash(built) and repr(stats) == repr(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.ms = 0.0  # type: ignore[misc]
+
+
 def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
     from snaptail.application.loading import LoadStats, Tracking, tail_load_ms
 
@@ -357,3 +381,14 @@ def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
     track.snapshot_version = 30  # snapshotted since that load: nothing measured
     assert tail_load_ms(track, 3) is None
     assert tail_load_ms(Tracking(snapshot_version=0, bytes_since=0), 50) is None
+
+
+def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:
+    # Stored checksums stay valid whichever CRC-32 implementation computes them.
+    import os
+
+    from snaptail.snapshots.codec import checksum
+
+    for data in (b"", b"a", os.urandom(3), os.urandom(1000), os.urandom(70_000)):
+        assert checksum(data) == zlib.crc32(data)
+    assert checksum(b"123456789") == 0xCBF43926  # the CRC-32 check value

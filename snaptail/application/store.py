@@ -22,7 +22,7 @@ from snaptail.domain.schema import event_name
 from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
+from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import (
     EveryNEvents,
@@ -32,7 +32,7 @@ from snaptail.snapshots import (
     encode_state,
     state_fingerprint,
 )
-from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
+from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, Judgement, judge_snapshot
 
 logger = logging.getLogger("snaptail.store")
 
@@ -408,21 +408,64 @@ class AgentStore:
         events after it. Never replays events older than the snapshot.
 
         ``agent_id`` is a UUID or its string form (on every backend)."""
-        return run_steps(self._get_steps(agent_id, version), self.recorder)
-
-    def _get_steps(self, agent_id: UUID | str, version: int | None) -> Steps[Agent]:
-        """The logic of :meth:`get` (its I/O yielded; see :class:`Call`)."""
+        # The steps of _get_steps, run here without a generator while the newest
+        # snapshot is trusted (or there is none): the common load, and its overhead.
         agent_id = as_agent_id(agent_id)
         _check_version(agent_id, "version", version, 1)
         started = time.perf_counter()
-        rows = yield Call(
-            "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
+        recorder = self.recorder
+        rows = recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
+        snapshot = rows.snapshot
+        judgement = None if snapshot is None else judge_snapshot(snapshot)
+        if judgement is not None and judgement.agent is None:
+            first = (started, rows, judgement)
+            return run_steps(self._get_steps(agent_id, version, first), recorder)
+        event_rows = rows.events
+        if judgement is None and not event_rows:
+            raise AgentNotFound(agent_id, version)
+        agent = build_agent(
+            agent_id,
+            None if judgement is None else judgement.agent,
+            0 if snapshot is None else len(snapshot.state),
+            event_rows,
+            self.mapper,
+            self.recent_events,
+            started,
         )
+        if version is not None and agent.version < version:
+            run_steps(self._require_head(agent_id, agent.version), recorder)
+        stats = tracking(agent).last_load
+        assert stats is not None
+        report_load(agent, stats, self.slow_load_ms)
+        blocking = self._memory_step(agent, can_shed=version is None, saving=False)
+        if blocking is not None:
+            blocking()
+        return agent
+
+    def _get_steps(
+        self,
+        agent_id: UUID | str,
+        version: int | None,
+        first: tuple[float, LoadRows, Judgement] | None = None,
+    ) -> Steps[Agent]:
+        """The logic of :meth:`get` (its I/O yielded; see :class:`Call`). ``first``:
+        (start time, rows read, judgement of their snapshot) of a load begun by
+        :meth:`get`, whose snapshot was not trusted."""
+        if first is None:
+            agent_id = as_agent_id(agent_id)
+            _check_version(agent_id, "version", version, 1)
+            started = time.perf_counter()
+            rows = yield Call(
+                "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
+            )
+            judgement = None if rows.snapshot is None else judge_snapshot(rows.snapshot)
+        else:
+            agent_id = as_agent_id(agent_id)
+            started, rows, judgement = first
         agent: Agent | None = None
         untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
         candidate = rows.snapshot
-        while candidate is not None:
-            judgement = judge_snapshot(candidate)
+        while candidate is not None and judgement is not None:
             agent = judgement.agent
             if agent is not None:
                 break
@@ -430,6 +473,7 @@ class AgentStore:
             candidate = yield Call(
                 "select_snapshot", (agent_id,), {"lte": candidate.originator_version - 1}
             )
+            judgement = None if candidate is None else judge_snapshot(candidate)
         if untrusted:
             # Read the events after the snapshot found (or all of them) once; a row at
             # or before the version of ``agent`` is only used for the recent cache.

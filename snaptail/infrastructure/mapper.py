@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, NotRequired, TypedDict, cast
 from uuid import UUID
 
@@ -43,11 +45,35 @@ class _EventCodec:
 
 
 # How rows of one event class are applied without building the event: the payload
-# decoded straight into the decorated method's keyword arguments. (decode, method,
-# the payload fields it takes; None: the payload, less its timestamp, IS the keyword
-# arguments.)
-_DirectApply = tuple[Callable[[bytes], Any], Callable[..., Any], tuple[str, ...] | None]
+# decoded into a struct (every stored field, typed as the event class's decoder types
+# it, ``class_version`` UNSET unless stored), the decorated method given its arguments
+# by position: (decode, method, the struct's fields that are its arguments, in order).
+_DirectApply = tuple[Callable[[bytes], Any], Callable[..., Any], Callable[[Any], tuple[Any, ...]]]
 _UNSEEN: Any = object()
+_UNSET = msgspec.UNSET
+
+
+def _no_arguments(_: Any) -> tuple[Any, ...]:
+    return ()
+
+
+def _arguments(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """The struct's fields ``names`` as a tuple (one C call for two or more)."""
+    if not names:
+        return _no_arguments
+    if len(names) == 1:
+        name = names[0]
+        return lambda struct: (getattr(struct, name),)
+    return cast(Callable[[Any], tuple[Any, ...]], attrgetter(*names))
+
+
+def _by_name(method: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """``method`` taking its arguments (``names``, in that order) by position."""
+
+    def call(agent: Any, *values: Any) -> Any:
+        return method(agent, **dict(zip(names, values, strict=True)))
+
+    return call
 
 
 class MsgspecMapper(Mapper[Any]):
@@ -176,28 +202,24 @@ class MsgspecMapper(Mapper[Any]):
         if self.cipher or self.compressor:
             return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
         direct = self._direct
+        unset = _UNSET
         for row in rows:
             version, topic, data = row
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)
             if how is not None and agent is not None:
-                decode, method, names = how
+                decode, method, arguments = how
                 try:
                     payload = decode(data)
                 except msgspec.MsgspecError:
                     payload = None  # decode_event below raises, naming the event
-                if payload is not None and "class_version" not in payload:
+                if payload is not None and payload.class_version is unset:
                     if version != agent._version + 1:
                         raise OriginatorVersionError(version, agent._version + 1)
-                    timestamp = payload["timestamp"]
-                    if names is None:
-                        del payload["timestamp"]
-                        method(agent, **payload)
-                    else:
-                        method(agent, **{name: payload[name] for name in names})
+                    method(agent, *arguments(payload))
                     agent._version = version
-                    agent._modified_on = timestamp
+                    agent._modified_on = payload.timestamp
                     continue
             agent = apply_events(agent, (self.decode_event(originator_id, *row),))
         return agent
@@ -212,8 +234,24 @@ class MsgspecMapper(Mapper[Any]):
         how = None
         if found is not None and "timestamp" in fields:
             method, names = found
-            exact = "timestamp" not in names and set(fields) - {"timestamp"} == set(names)
-            how = (codec.decoder.decode, method, None if exact else names)
+            # The arguments go by position when the names are the method's leading
+            # parameters (after self), in order, each passable by position; else by
+            # name, through a wrapper.
+            params = list(inspect.signature(method).parameters.values())[1 : len(names) + 1]
+            if [p.name for p in params] != list(names) or any(
+                p.kind is not p.POSITIONAL_OR_KEYWORD for p in params
+            ):
+                method = _by_name(method, names)
+            try:
+                struct = msgspec.defstruct(
+                    f"{codec.cls.__name__}Row",
+                    [*fields.items(), ("class_version", int | msgspec.UnsetType, _UNSET)],
+                    gc=False,  # transient, holds no cycle: not tracked
+                )
+            except (TypeError, ValueError):  # a field name a struct cannot have
+                struct = None
+            if struct is not None:
+                how = (msgspec.msgpack.Decoder(struct).decode, method, _arguments(names))
         self._direct[topic] = how
         return how
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import typing
+from collections.abc import Callable
 from functools import cache
+from operator import attrgetter, is_
 from typing import Any
 
 from eventsourcing.domain import decorated_funcs
@@ -57,6 +59,23 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     # Every load and snapshot asks: answer from the settings' current values when each
     # is an int, str, bool or None (its value and type then say all its description
     # would), keyed also by the declarations, so that any change is seen at once.
+    # First, the last answer for the type while everything it was computed from is
+    # the very same object (the same value, of the same type) or the same declaration.
+    last = _last.get(agent_class)
+    if last is not None:
+        state, class_version, snapshot_version, declarations, get_values, settings, answer = last
+        try:
+            if (
+                agent_class.State is state
+                and getattr(agent_class, "class_version", 1) is class_version
+                and getattr(agent_class, "snapshot_version", 1) is snapshot_version
+                and [klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__]
+                == declarations
+                and all(map(is_, get_values(agent_class), settings))
+            ):
+                return answer
+        except AttributeError:  # a setting is gone: the full path says what is wrong
+            pass
     declared = tuple([klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__])
     try:
         names = _setting_names.get((agent_class, declared))
@@ -68,6 +87,7 @@ def state_fingerprint(agent_class: type[Any]) -> str:
         if _PLAIN.issuperset(kinds):
             found = _by_values.get(_values_key(agent_class, declared, kinds, values))
             if found is not None:
+                _remember(agent_class, declared, names, values, found)
                 return found
     found = _fingerprint(agent_class)
     settings = snapshot_settings(agent_class)
@@ -79,10 +99,42 @@ def state_fingerprint(agent_class: type[Any]) -> str:
         return found
     if _PLAIN.issuperset(kinds):
         _by_values[_values_key(agent_class, declared, kinds, values)] = found
+        _remember(agent_class, declared, tuple(settings), values, found)
     return found
 
 
+def _remember(
+    agent_class: type[Any],
+    declared: tuple[Any, ...],
+    names: tuple[str, ...],
+    values: tuple[Any, ...],
+    found: str,
+) -> None:
+    """Keep ``found`` as the type's last answer (settings of _PLAIN types, hashable
+    declarations only: nothing in it can change in place)."""
+    get_values: Callable[[type[Any]], tuple[Any, ...]]
+    if len(names) > 1:
+        get_values = attrgetter(*names)
+    elif names:
+        name = names[0]
+        get_values = lambda klass: (getattr(klass, name),)  # noqa: E731
+    else:
+        get_values = lambda klass: ()  # noqa: E731
+    _last[agent_class] = (
+        agent_class.State,
+        getattr(agent_class, "class_version", 1),
+        getattr(agent_class, "snapshot_version", 1),
+        list(declared),
+        get_values,
+        values,
+        found,
+    )
+
+
 _MISSING = object()
+# agent type -> (State, class_version, snapshot_version, snapshot_settings declarations
+# along its MRO, a getter of its settings' values, those values, fingerprint)
+_last: dict[type[Any], tuple[Any, Any, Any, list[Any], Callable[[type[Any]], Any], Any, str]] = {}
 _PLAIN = frozenset({int, str, bool, type(None)})
 # (agent type, its snapshot_settings declarations) -> the setting names they resolve to
 _setting_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
