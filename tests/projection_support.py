@@ -19,6 +19,7 @@ from examples.chat_agent import ChatPlatformAgent
 from snaptail import Agent, AgentStore
 from snaptail.projections import (
     AgentStats,
+    Partition,
     Projection,
     ViewCursor,
     ViewDatabase,
@@ -31,14 +32,21 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("events", "bytes", "last_version", "tokens_in", "tokens_out", "tool_calls", "errors")
 
 
-def seed(store: AgentStore, agents: int, events: int, seed: int = 1) -> list[UUID]:
+def seed(
+    store: AgentStore, agents: int, events: int, seed: int = 1, slices: int = 1
+) -> list[UUID]:
     """``agents`` agents (every other one a user-defined ChatPlatformAgent) with
-    about ``events`` events each, saved 50 at a time."""
-    ids = []
-    for i in range(agents):
+    about ``events`` events each, saved 50 at a time; more agents if needed until
+    each of ``slices`` partitions owns at least one (ids are random)."""
+    ids: list[UUID] = []
+    i = 0
+    while i < agents or any(
+        not any(Partition(k, slices).owns(a) for a in ids) for k in range(slices)
+    ):
         agent: Agent = ChatPlatformAgent(f"chat-{i}") if i % 2 else Agent(f"agent-{i}")
         Workload(seed=seed * 1000 + i).drive(agent, events=events, save=store.save, batch=50)
         ids.append(agent.id)
+        i += 1
     return ids
 
 

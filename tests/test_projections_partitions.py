@@ -97,7 +97,7 @@ def _stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM
 def test_partition_processes_and_a_standby_that_takes_a_slice_over(
     store: AgentStore, tmp_path: Path
 ) -> None:
-    ids = seed(store, agents=6, events=80)
+    ids = seed(store, agents=6, events=80, slices=2)  # (6 random ids: 1 in 32 in one slice)
     total = sum(store.event_count(i) for i in ids)
     logs = [tmp_path / "all.log", tmp_path / "standby.log"]
     both = start_worker(store.url, logs[0], "--partitions", "2", "--batch-size", "9")
