@@ -41,8 +41,7 @@ class ConversationWindow:
     dropped: int = 0
 
     def add(self, version: int, role: str, text: str) -> None:
-        # Run for every item a load replays: sizes inline, and when the window is full
-        # (the common case once it has filled) the oldest item leaves inline too.
+        # Run for every item a load replays: sizes inline, _trim only when over a bound.
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
         max_bytes = self.max_bytes
         if size > max_bytes:
@@ -55,22 +54,9 @@ class ConversationWindow:
         _set_text(item, text)
         items = self.items
         items.append(item)
-        size += self.text_bytes
-        count = len(items)
-        max_items = self.max_items
-        if count <= max_items and size <= max_bytes:
-            self.text_bytes = size
-            return
-        # _trim, inline: the oldest items leave while over either bound (one last
-        # item stays whatever its size).
-        drop = 0
-        while count - drop > max_items or (size > max_bytes and count - drop > 1):
-            old = items[drop].text
-            size -= len(old) if old.isascii() else len(old.encode("utf-8"))
-            drop += 1
-        del items[:drop]
-        self.text_bytes = size
-        self.dropped += drop
+        self.text_bytes = size = self.text_bytes + size
+        if len(items) > self.max_items or size > max_bytes:
+            self._trim(self.max_items, max_bytes)
 
     def compact(self, summary: str, through_version: int) -> None:
         """Replace every item up to ``through_version`` by ``summary``."""
