@@ -386,7 +386,11 @@ class SnaptailSessionService(BaseSessionService):
             marker = session._storage_update_marker
             if marker is not None and marker != _marker(agent):
                 raise StaleSessionError(STALE_MESSAGE)
-            if marker is None and agent.state.last_update_time > session.last_update_time:
+            if (
+                marker is None
+                and agent.state.last_update_time > session.last_update_time
+                and not await self._same_events(agent, session)
+            ):
                 raise StaleSessionError(STALE_MESSAGE)
             if await self._redelivered(agent, event):
                 return event
@@ -420,6 +424,18 @@ class SnaptailSessionService(BaseSessionService):
             session.last_update_time = event.timestamp
             session._storage_update_marker = _marker(agent)
             return event
+
+    async def _same_events(self, agent: AdkSession, session: Session) -> bool:
+        """Whether a session object without a stored-version marker (made by hand, or
+        by another service) holds the stored session's events: as many, the same newest."""
+        if agent.state.events != len(session.events):
+            return False
+        if not session.events:
+            return True
+        newest = await newest_events(
+            self.store, agent, [AdkSession.EventAppended], after=agent.state.started_at, limit=1
+        )
+        return bool(newest) and newest[0].event_id == session.events[-1].id
 
     async def _redelivered(self, agent: AdkSession, event: Event) -> bool:
         """Whether ``event`` is an equal re-delivery of the newest stored event (ADK's

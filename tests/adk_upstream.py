@@ -1,0 +1,86 @@
+"""Run ADK's own session-service tests against ``SnaptailSessionService``.
+
+The tests are google/adk-python's ``tests/unittests/sessions/test_session_service.py``
+at the tag of the installed ``google-adk`` (never committed here). They are found in
+``$SNAPTAIL_ADK_TESTS`` (a directory holding that file), else read with ``git show`` at
+tag ``v<installed version>`` from a clone at ``$SNAPTAIL_ADK_REPO``. :func:`prepare`
+copies the file into a temporary directory and appends one line that rebinds the
+module's ``session_service`` fixture and ``get_session_service`` factory to the ones
+below, so every test that used ADK's services runs on snaptail's (SQLite, or
+PostgreSQL with ``SNAPTAIL_ADK_BACKEND=postgres``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEST_FILE = "test_session_service.py"
+
+
+def upstream_source() -> str | None:
+    """The upstream test file's text, or None when no copy is available."""
+    folder = os.environ.get("SNAPTAIL_ADK_TESTS")
+    if folder and (Path(folder) / TEST_FILE).is_file():
+        return (Path(folder) / TEST_FILE).read_text()
+    repo = os.environ.get("SNAPTAIL_ADK_REPO")
+    if repo:
+        tag = f"v{version('google-adk')}"
+        shown = subprocess.run(
+            ["git", "-C", repo, "show", f"{tag}:tests/unittests/sessions/{TEST_FILE}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if shown.returncode == 0:
+            return shown.stdout
+    return None
+
+
+def prepare(source: str, into: Path) -> Path:
+    """Write the upstream tests into ``into`` with snaptail's service swapped in."""
+    into.mkdir(parents=True, exist_ok=True)
+    path = into / TEST_FILE
+    path.write_text(
+        source + "\n\nfrom tests.adk_upstream import get_session_service, session_service  # noqa\n"
+    )
+    return path
+
+
+def _url() -> str:
+    if os.environ.get("SNAPTAIL_ADK_BACKEND") == "postgres":
+        import psycopg
+
+        base = os.environ.get(
+            "SNAPTAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        )
+        schema = f"snaptail_adk_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        return f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    return f"sqlite:///{tempfile.mkdtemp(prefix='snaptail-adk-')}/sessions.db"
+
+
+def get_session_service(service_type: Any = None, tmp_path: Any = None) -> Any:
+    """Replaces ADK's factory: every service type is snaptail's."""
+    from snaptail.integrations.adk import SnaptailSessionService
+
+    return SnaptailSessionService(_url())
+
+
+@pytest.fixture
+async def session_service() -> AsyncIterator[Any]:
+    """Replaces ADK's parametrised fixture: one snaptail service per test."""
+    service = get_session_service()
+    try:
+        yield service
+    finally:
+        await service.close()
