@@ -38,7 +38,20 @@ from google.genai import types
 from snaptail.integrations.adk import SnaptailSessionService
 
 APP, USER, SID = "bench", "u", "s"
-WORDS = "the agent checks the order status and replies with the tracking link".split()
+WORDS = [
+    "the",
+    "agent",
+    "checks",
+    "the",
+    "order",
+    "status",
+    "and",
+    "replies",
+    "with",
+    "the",
+    "tracking",
+    "link",
+]
 
 
 def make_event(n: int, ts: float) -> Event:
@@ -47,7 +60,9 @@ def make_event(n: int, ts: float) -> Event:
     return Event(
         invocation_id=f"inv{n // 2}",
         author="user" if n % 2 == 0 else "model",
-        content=types.Content(role="user" if n % 2 == 0 else "model", parts=[types.Part(text=text)]),
+        content=types.Content(
+            role="user" if n % 2 == 0 else "model", parts=[types.Part(text=text)]
+        ),
         timestamp=ts,
         actions=EventActions(state_delta={"turn": n} if n % 4 == 0 else {}),
     )
@@ -73,6 +88,9 @@ def checkpoint(path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+SUBDIR = {"DatabaseSessionService": "adk", "SnaptailSessionService": "snaptail"}
+
+
 def services(folder: Path) -> dict[str, Callable[[], BaseSessionService]]:
     return {
         "DatabaseSessionService": lambda: DatabaseSessionService(
@@ -88,53 +106,85 @@ async def close(service: BaseSessionService) -> None:
     await service.close()  # type: ignore[attr-defined]
 
 
+async def measure(
+    make: Callable[[], BaseSessionService], sub: Path, events: int, calls: int
+) -> dict[str, float]:
+    """One service's figures on a session of ``events`` events (database in ``sub``)."""
+    service = make()
+    session = await service.create_session(app_name=APP, user_id=USER, session_id=SID)
+    ts = 1_000_000.0
+    for n in range(events):
+        ts += 1
+        await service.append_event(session, make_event(n, ts))
+    row: dict[str, float] = {}
+    counter = [events]
+
+    async def append() -> None:
+        counter[0] += 1
+        await service.append_event(session, make_event(counter[0], ts + counter[0]))
+
+    row["append_event, ms"] = await median_ms(append, calls)
+    recent = GetSessionConfig(num_recent_events=20)
+
+    async def get_recent(svc: BaseSessionService = service) -> None:
+        got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID, config=recent)
+        assert got is not None and len(got.events) == 20
+
+    row["get_session(num_recent_events=20), warm, ms"] = await median_ms(get_recent, calls)
+    fresh_samples = []
+    for _ in range(max(3, calls // 4)):
+        fresh = make()
+        start = time.perf_counter()
+        await get_recent(fresh)
+        fresh_samples.append((time.perf_counter() - start) * 1000)
+        await close(fresh)
+    row["get_session(num_recent_events=20), fresh service, ms"] = statistics.median(fresh_samples)
+
+    async def get_all() -> None:
+        got = await service.get_session(app_name=APP, user_id=USER, session_id=SID)
+        assert got is not None and len(got.events) >= events
+
+    row["get_session() (no config), ms"] = await median_ms(get_all, 3)
+    await close(service)
+    checkpoint(sub / "sessions.db")
+    row["storage, MiB"] = db_bytes(sub) / 2**20
+    return row
+
+
 async def one_size(events: int, calls: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, make in services(folder).items():
-            (folder / ("adk" if name.startswith("Database") else "snaptail")).mkdir()
-            service = make()
-            session = await service.create_session(app_name=APP, user_id=USER, session_id=SID)
-            ts = 1_000_000.0
-            for n in range(events):
-                ts += 1
-                await service.append_event(session, make_event(n, ts))
-            row: dict[str, float] = {}
-            counter = [events]
-
-            async def append() -> None:
-                counter[0] += 1
-                await service.append_event(session, make_event(counter[0], ts + counter[0]))
-
-            row["append_event, ms"] = await median_ms(append, calls)
-            recent = GetSessionConfig(num_recent_events=20)
-
-            async def get_recent(svc: BaseSessionService = service) -> None:
-                got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID, config=recent)
-                assert got is not None and len(got.events) == 20
-
-            row["get_session(num_recent_events=20), warm, ms"] = await median_ms(get_recent, calls)
-            fresh_samples = []
-            for _ in range(max(3, calls // 4)):
-                fresh = make()
-                start = time.perf_counter()
-                await get_recent(fresh)
-                fresh_samples.append((time.perf_counter() - start) * 1000)
-                await close(fresh)
-            row["get_session(num_recent_events=20), fresh service, ms"] = statistics.median(fresh_samples)
-
-            async def get_all() -> None:
-                got = await service.get_session(app_name=APP, user_id=USER, session_id=SID)
-                assert got is not None and len(got.events) >= events
-
-            row["get_session() (no config), ms"] = await median_ms(get_all, 3)
-            await close(service)
-            sub = folder / ("adk" if name.startswith("Database") else "snaptail")
-            checkpoint(sub / "sessions.db")
-            row["storage, MiB"] = db_bytes(sub) / 2**20
-            out[name] = row
+            sub = folder / SUBDIR[name]
+            sub.mkdir()
+            out[name] = await measure(make, sub, events, calls)
     return out
+
+
+async def list_figures(make: Callable[[], BaseSessionService], sessions: int) -> dict[str, float]:
+    """One service's ``list_sessions`` figures for one user with ``sessions`` sessions."""
+    service = make()
+    for i in range(sessions):
+        s = await service.create_session(
+            app_name=APP, user_id=USER, session_id=f"s{i}", state={"i": i}
+        )
+        await service.append_event(s, make_event(i, 2_000_000.0 + i))
+
+    async def list_all(svc: BaseSessionService = service) -> None:
+        got = await svc.list_sessions(app_name=APP, user_id=USER)
+        assert len(got.sessions) == sessions
+
+    row = {f"list_sessions, {sessions:,} sessions, warm, ms": await median_ms(list_all, 5)}
+    fresh = make()
+    start = time.perf_counter()
+    await list_all(fresh)
+    row[f"list_sessions, {sessions:,} sessions, fresh service, ms"] = (
+        time.perf_counter() - start
+    ) * 1000
+    await close(fresh)
+    await close(service)
+    return row
 
 
 async def listing(sessions: int) -> dict[str, dict[str, float]]:
@@ -142,28 +192,8 @@ async def listing(sessions: int) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, make in services(folder).items():
-            (folder / ("adk" if name.startswith("Database") else "snaptail")).mkdir()
-            service = make()
-            for i in range(sessions):
-                s = await service.create_session(
-                    app_name=APP, user_id=USER, session_id=f"s{i}", state={"i": i}
-                )
-                await service.append_event(s, make_event(i, 2_000_000.0 + i))
-
-            async def list_all(svc: BaseSessionService = service) -> None:
-                got = await svc.list_sessions(app_name=APP, user_id=USER)
-                assert len(got.sessions) == sessions
-
-            row = {f"list_sessions, {sessions:,} sessions, warm, ms": await median_ms(list_all, 5)}
-            fresh = make()
-            start = time.perf_counter()
-            await list_all(fresh)
-            row[f"list_sessions, {sessions:,} sessions, fresh service, ms"] = (
-                time.perf_counter() - start
-            ) * 1000
-            await close(fresh)
-            await close(service)
-            out[name] = row
+            (folder / SUBDIR[name]).mkdir()
+            out[name] = await list_figures(make, sessions)
     return out
 
 

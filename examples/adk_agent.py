@@ -44,7 +44,9 @@ class ScriptedModel(BaseLlm):
         heard = users[-1].parts[0].text if users and users[-1].parts else ""
         if len(users) % 3 == 0 and not answered_tool:
             call = types.FunctionCall(name="take_note", args={"note": heard or ""})
-            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(function_call=call)]))
+            yield LlmResponse(
+                content=types.Content(role="model", parts=[types.Part(function_call=call)])
+            )
             return
         text = f"turn {len(users)}: heard {heard!r} (saw {len(users)} user messages)"
         yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]))
@@ -98,8 +100,10 @@ async def main(url: str, turns: int) -> None:
             print(reply)
         session = await service.get_session(app_name=APP, user_id="ada", session_id="s1")
         assert session is not None
-        print(f"{len(session.events)} events stored ({done} before this run);"
-              f" user:notes={session.state.get('user:notes')}")
+        print(
+            f"{len(session.events)} events stored ({done} before this run);"
+            f" user:notes={session.state.get('user:notes')}"
+        )
 
 
 if __name__ == "__main__":

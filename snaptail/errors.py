@@ -224,3 +224,13 @@ class ProjectionBusy(SnaptailError):
 class WorkerGaveUp(SnaptailError):
     """A projection worker could not restore a lost database connection within its
     ``give_up_after`` seconds."""
+
+
+class InvalidArgument(SnaptailError, ValueError):
+    """An argument of a snaptail call (outside an agent's commands) is out of range."""
+
+    def __init__(self, where: str, argument: str, value: object, expected: str) -> None:
+        self.where, self.argument, self.value = where, argument, value
+        super().__init__(
+            f"{where}: argument {argument}={value!r} is not valid; expected {expected}"
+        )

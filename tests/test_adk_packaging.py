@@ -33,7 +33,11 @@ def test_example_runs_and_continues(tmp_path: Path) -> None:
     for _ in range(2):
         done = subprocess.run(
             [sys.executable, "examples/adk_agent.py", "--url", url, "--turns", "3"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         )
         assert done.returncode == 0, done.stderr[-3000:]

@@ -17,17 +17,17 @@ import pytest
 
 pytest.importorskip("google.adk")
 
-from google.adk.errors import StaleSessionError  # noqa: E402
-from google.adk.errors.already_exists_error import AlreadyExistsError  # noqa: E402
-from google.adk.events.event import Event  # noqa: E402
-from google.adk.events.event_actions import EventActions, EventCompaction  # noqa: E402
-from google.adk.sessions.base_session_service import GetSessionConfig  # noqa: E402
-from google.adk.sessions.in_memory_session_service import InMemorySessionService  # noqa: E402
-from google.adk.sessions.session import Session  # noqa: E402
-from google.genai import types  # noqa: E402
+from google.adk.errors import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions, EventCompaction
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.in_memory_session_service import InMemorySessionService
+from google.adk.sessions.session import Session
+from google.genai import types
 
-from snaptail import AsyncAgentStore  # noqa: E402
-from snaptail.integrations.adk import SnaptailSessionService  # noqa: E402
+from snaptail import AsyncAgentStore
+from snaptail.integrations.adk import SnaptailSessionService
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "app"
@@ -68,12 +68,14 @@ async def run_script(seed: int, url: str, steps: int = 120) -> None:
     clock = 1_000.0
     try:
         for step in range(steps):
-            op = rng.choice(["create", "append", "append", "append", "get", "list", "delete", "user"])
+            op = rng.choice(
+                ["create", "append", "append", "append", "get", "list", "delete", "user"]
+            )
             user, sid = rng.choice(users), rng.choice(ids)
             where = f"seed {seed} step {step} {op} {user}/{sid}"
             if op == "create":
                 state = {"k": rng.randint(0, 9), "app:a": step, "user:u": step, "temp:t": 1}
-                results = []
+                results: list[Session | None] = []
                 for service in (ours, ref):
                     try:
                         results.append(
@@ -132,7 +134,10 @@ async def run_script(seed: int, url: str, steps: int = 120) -> None:
                 assert states[0] == states[1], where
         for user in users:
             for sid in ids:
-                got = [await s.get_session(app_name=APP, user_id=user, session_id=sid) for s in (ours, ref)]
+                got = [
+                    await s.get_session(app_name=APP, user_id=user, session_id=sid)
+                    for s in (ours, ref)
+                ]
                 assert view(got[0]) == view(got[1]), (seed, user, sid)
         # A fresh service (nothing cached) reads the same.
         async with SnaptailSessionService(url) as fresh:
@@ -159,7 +164,10 @@ async def _concurrent(url: str) -> None:
 
         # 20 tasks appending through one session object (as ADK's parallel branches).
         await asyncio.gather(
-            *(service.append_event(session, text_event(i, base + i + 1, {f"k{i}": i})) for i in range(20))
+            *(
+                service.append_event(session, text_event(i, base + i + 1, {f"k{i}": i}))
+                for i in range(20)
+            )
         )
         got = await service.get_session(app_name=APP, user_id="u", session_id="s")
         assert got is not None
@@ -209,7 +217,7 @@ async def _bounded(url: str) -> None:
         session = await service.create_session(app_name=APP, user_id="u", session_id="s")
         for i in range(300):
             await service.append_event(session, text_event(i, 10.0 + i, {"n": i}))
-        await service.store.snapshot(service._loaded[next(iter(service._loaded))].id)  # noqa: SLF001
+        await service.store.snapshot(service._loaded[next(iter(service._loaded))].id)
     # A fresh service: its loads start from the store, not from a cache.
     async with SnaptailSessionService(url) as fresh:
         read: list[int] = []
@@ -227,13 +235,20 @@ async def _bounded(url: str) -> None:
         got = await fresh.get_session(
             app_name=APP, user_id="u", session_id="s", config=GetSessionConfig(num_recent_events=5)
         )
-        assert got is not None and [e.invocation_id for e in got.events] == [f"inv{i}" for i in range(295, 300)]
+        assert got is not None and [e.invocation_id for e in got.events] == [
+            f"inv{i}" for i in range(295, 300)
+        ]
         assert len(read) <= 5
         read.clear()
         got = await fresh.get_session(
-            app_name=APP, user_id="u", session_id="s", config=GetSessionConfig(after_timestamp=300.0)
+            app_name=APP,
+            user_id="u",
+            session_id="s",
+            config=GetSessionConfig(after_timestamp=300.0),
         )
-        assert got is not None and [e.timestamp for e in got.events] == [300.0 + i for i in range(10)]
+        assert got is not None and [e.timestamp for e in got.events] == [
+            300.0 + i for i in range(10)
+        ]
         assert len(read) <= 11  # the ten, and the one older event that ends the scan
         read.clear()
         got = await fresh.get_session(app_name=APP, user_id="u", session_id="s")
@@ -305,9 +320,13 @@ async def _listing_and_user_reads(url: str) -> None:
         assert [sid for p in pages for sid in p] == [f"s{i:02d}" for i in range(1, 25)]
         whole = await service.list_sessions(app_name=APP)
         assert [s.id for s in whole.sessions] == [f"s{i:02d}" for i in range(1, 25)]
-        newest = await service.get_user_events(app_name=APP, user_id="u1", recent_events=2, max_sessions=3)
+        newest = await service.get_user_events(
+            app_name=APP, user_id="u1", recent_events=2, max_sessions=3
+        )
         assert list(newest) == ["s23", "s21", "s19"]
-        assert all([e.invocation_id for e in events] == ["inv1", "inv2"] for events in newest.values())
+        assert all(
+            [e.invocation_id for e in events] == ["inv1", "inv2"] for events in newest.values()
+        )
         assert store.url  # the service did not open (or close) the caller's store
 
 
@@ -330,9 +349,9 @@ def test_redelivered_event_is_stored_once(sqlite_url: str) -> None:
 
 
 def test_bad_option_is_refused() -> None:
-    from snaptail.errors import InvalidCommand
+    from snaptail.errors import InvalidArgument
 
-    with pytest.raises(InvalidCommand, match="unconfigured_recent_events"):
+    with pytest.raises(InvalidArgument, match="unconfigured_recent_events"):
         SnaptailSessionService("sqlite:///:memory:", unconfigured_recent_events=-1)
 
 
@@ -344,7 +363,9 @@ def _normal(session: Session) -> list[Any]:
     """A session's content without ids, clocks and invocation ids."""
     out = []
     for e in session.events:
-        d = e.model_dump(mode="json", exclude_none=True, exclude={"id", "timestamp", "invocation_id"})
+        d = e.model_dump(
+            mode="json", exclude_none=True, exclude={"id", "timestamp", "invocation_id"}
+        )
         for part in (d.get("content") or {}).get("parts", []):
             for key in ("function_call", "function_response"):
                 if key in part:
@@ -371,8 +392,12 @@ def test_runner_resumed_in_fresh_process_matches_in_memory(sqlite_url: str) -> N
     for first, last in ((0, half), (half, turns)):
         done = subprocess.run(
             [sys.executable, "-c", script, sqlite_url, str(first), str(last)],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True, text=True, timeout=900, check=False,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
         )
         assert done.returncode == 0, done.stderr[-3000:]
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("google.adk")
 pytest.importorskip("pytest_asyncio")
 
-from tests.adk_upstream import prepare, upstream_source  # noqa: E402
+from tests.adk_upstream import prepare, upstream_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +30,26 @@ def test_adk_session_service_suite(backend: str, tmp_path: Path) -> None:
     path = prepare(source, tmp_path / "adk_sessions")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SNAPTAIL_ADK_BACKEND": backend}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "asyncio", "--asyncio-mode=auto",
-         "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "asyncio",
+            "--asyncio-mode=auto",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     print(done.stdout[-4000:])
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

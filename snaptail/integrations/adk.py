@@ -41,7 +41,7 @@ from pydantic_core import to_jsonable_python
 
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
-from snaptail.errors import ConcurrencyError, InvalidCommand
+from snaptail.errors import ConcurrencyError, InvalidArgument
 from snaptail.integrations.adk_model import (
     AdkScope,
     AdkSession,
@@ -146,10 +146,11 @@ class SnaptailSessionService(BaseSessionService):
         if unconfigured_recent_events is not None and (
             not isinstance(unconfigured_recent_events, int) or unconfigured_recent_events < 0
         ):
-            raise InvalidCommand(
+            raise InvalidArgument(
                 "SnaptailSessionService",
-                f"unconfigured_recent_events must be None or an int >= 0, got"
-                f" {unconfigured_recent_events!r}",
+                "unconfigured_recent_events",
+                unconfigured_recent_events,
+                "None (every event, ADK's default) or an int >= 0",
             )
         self._owns_store = not isinstance(store, AsyncAgentStore)
         self.store = store if isinstance(store, AsyncAgentStore) else AsyncAgentStore(store)
@@ -218,7 +219,9 @@ class SnaptailSessionService(BaseSessionService):
         self, app_name: str, user_id: str, app_delta: dict[str, Any], new_user: bool
     ) -> tuple[AdkScope | None, AdkScope]:
         """The user scope (made if missing) and the app scope if it is written."""
-        user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(app_name, user_id)
+        user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(
+            app_name, user_id
+        )
         app: AdkScope | None = None
         if app_delta or new_user:
             app = await self._scope(app_uuid(app_name)) or AdkScope.for_app(app_name)
@@ -320,8 +323,11 @@ class SnaptailSessionService(BaseSessionService):
         """A page of :meth:`list_sessions` (snaptail extension): at most ``page_size``
         sessions after ``page_token`` (a previous page's ``next_page_token``)."""
         if page_size is not None and page_size < 1:
-            raise InvalidCommand(
-                "SnaptailSessionService", f"page_size must be >= 1 or None, got {page_size!r}"
+            raise InvalidArgument(
+                "SnaptailSessionService.list_sessions_page",
+                "page_size",
+                page_size,
+                "an int >= 1, or None for every session",
             )
         app = await self._scope(app_uuid(app_name))
         if user_id is not None:
@@ -419,7 +425,9 @@ class SnaptailSessionService(BaseSessionService):
                     raise StaleSessionError(STALE_MESSAGE)
                 agent = reloaded
             else:
-                raise ConcurrencyError(agent_id, agent.version, "append_event: scopes kept changing")
+                raise ConcurrencyError(
+                    agent_id, agent.version, "append_event: scopes kept changing"
+                )
             self._commit_event_to_session(session, event)
             session.last_update_time = event.timestamp
             session._storage_update_marker = _marker(agent)
@@ -486,7 +494,9 @@ class SnaptailSessionService(BaseSessionService):
         them (if any)."""
         kind = [AdkSession.EventAppended]
         after = agent.state.started_at
-        chosen = list(reversed(await newest_events(self.store, agent, kind, after=after, limit=limit)))
+        chosen = list(
+            reversed(await newest_events(self.store, agent, kind, after=after, limit=limit))
+        )
         oldest = chosen[0].originator_version if chosen else agent.version + 1
         at = agent.state.compaction_at
         if at and at < oldest:

@@ -171,7 +171,9 @@ class AdkScope(Agent):
     def _values_merged(self, delta: dict[str, Any]) -> None:
         self.state.values.update(delta)
 
-    def list_session(self, session_id: str, time: float, delta: dict[str, Any], reset: bool) -> None:
+    def list_session(
+        self, session_id: str, time: float, delta: dict[str, Any], reset: bool
+    ) -> None:
         """Record a session's new update time and session-state delta (``reset``: the
         session starts, its state is ``delta``)."""
         self._session_listed(session_id=session_id, time=time, delta=delta, reset=reset)

@@ -26,7 +26,9 @@ def start(cls: type[A], agent_id: UUID, name: str) -> A:
     return cast(A, cls._create(created, id=agent_id, name=name, system_prompt="", model=""))
 
 
-async def load_fresh(store: AsyncAgentStore, agent_id: UUID, cached: A | None, cls: type[A]) -> A | None:
+async def load_fresh(
+    store: AsyncAgentStore, agent_id: UUID, cached: A | None, cls: type[A]
+) -> A | None:
     """The aggregate ``agent_id`` as stored now (None if never written). Reuses
     ``cached`` when no writer has appended since it was loaded (one index read)."""
     if cached is not None and await store.event_count(agent_id) == cached.version:
@@ -36,7 +38,9 @@ async def load_fresh(store: AsyncAgentStore, agent_id: UUID, cached: A | None, c
     except AgentNotFound:
         return None
     if not isinstance(loaded, cls):
-        raise TypeError(f"agent {agent_id} is a {type(loaded).__qualname__}, not a {cls.__qualname__}")
+        raise TypeError(
+            f"agent {agent_id} is a {type(loaded).__qualname__}, not a {cls.__qualname__}"
+        )
     return loaded
 
 
