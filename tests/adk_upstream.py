@@ -3,7 +3,9 @@
 The tests are google/adk-python's ``tests/unittests/sessions/test_session_service.py``
 at the tag of the installed ``google-adk`` (never committed here). They are found in
 ``$SNAPTAIL_ADK_TESTS`` (a directory holding that file), else read with ``git show`` at
-tag ``v<installed version>`` from a clone at ``$SNAPTAIL_ADK_REPO``. :func:`prepare`
+tag ``v<installed version>`` from a clone at ``$SNAPTAIL_ADK_REPO`` (or the project
+mirror), else downloaded from GitHub at that tag (10 s timeout; not with
+``SNAPTAIL_ADK_OFFLINE=1``); without any, the test skips and says what it tried. :func:`prepare`
 copies the file into a temporary directory and appends one line that rebinds the
 module's ``session_service`` fixture and ``get_session_service`` factory to the ones
 below, so every test that used ADK's services runs on snaptail's (SQLite, or
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from importlib.metadata import version
@@ -26,23 +29,46 @@ import pytest
 TEST_FILE = "test_session_service.py"
 
 
-def upstream_source() -> str | None:
-    """The upstream test file's text, or None when no copy is available."""
+RAW_URL = (
+    "https://raw.githubusercontent.com/google/adk-python/{tag}/tests/unittests/sessions/{name}"
+)
+# Where the project's tooling mirrors adk-python (a git directory), if anywhere.
+MIRROR = "/work/.mirror/google+adk-python/repo"
+
+
+def tag() -> str:
+    return f"v{version('google-adk')}"
+
+
+def upstream_source() -> tuple[str | None, str]:
+    """The upstream test file's text at the installed version's tag and where it came
+    from, or None and every place tried (nothing is found offline without a copy)."""
+    tried = []
     folder = os.environ.get("SNAPTAIL_ADK_TESTS")
-    if folder and (Path(folder) / TEST_FILE).is_file():
-        return (Path(folder) / TEST_FILE).read_text()
-    repo = os.environ.get("SNAPTAIL_ADK_REPO")
-    if repo:
-        tag = f"v{version('google-adk')}"
+    if folder:
+        if (Path(folder) / TEST_FILE).is_file():
+            return (Path(folder) / TEST_FILE).read_text(), folder
+        tried.append(f"SNAPTAIL_ADK_TESTS={folder} (no {TEST_FILE})")
+    for repo in filter(None, [os.environ.get("SNAPTAIL_ADK_REPO"), MIRROR]):
+        if not Path(repo).exists():
+            continue
         shown = subprocess.run(
-            ["git", "-C", repo, "show", f"{tag}:tests/unittests/sessions/{TEST_FILE}"],
+            ["git", "-C", repo, "show", f"{tag()}:tests/unittests/sessions/{TEST_FILE}"],
             capture_output=True,
             text=True,
             check=False,
         )
         if shown.returncode == 0:
-            return shown.stdout
-    return None
+            return shown.stdout, f"{repo} at {tag()}"
+        tried.append(f"{repo} (no tag {tag()})")
+    if os.environ.get("SNAPTAIL_ADK_OFFLINE") != "1":
+        url = RAW_URL.format(tag=tag(), name=TEST_FILE)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                return reply.read().decode(), url
+        except OSError as exc:
+            tried.append(f"{url} ({exc})")
+    return None, "; ".join(tried)
 
 
 def prepare(source: str, into: Path) -> Path:

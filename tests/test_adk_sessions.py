@@ -356,7 +356,12 @@ def test_bad_option_is_refused() -> None:
 
 
 def _turns() -> int:
-    return int(os.environ.get("SNAPTAIL_ADK_TURNS", "200"))
+    """200 turns in CI (HYPOTHESIS_PROFILE=ci) and with SNAPTAIL_SLOW=1, 40 otherwise;
+    SNAPTAIL_ADK_TURNS overrides both."""
+    if "SNAPTAIL_ADK_TURNS" in os.environ:
+        return int(os.environ["SNAPTAIL_ADK_TURNS"])
+    ci = os.environ.get("HYPOTHESIS_PROFILE") == "ci" or os.environ.get("SNAPTAIL_SLOW") == "1"
+    return 200 if ci else 40
 
 
 def _normal(session: Session) -> list[Any]:

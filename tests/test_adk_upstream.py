@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_adk_session_service_suite(backend: str, tmp_path: Path) -> None:
-    source = upstream_source()
+    source, where = upstream_source()
     if source is None:
-        pytest.skip("no copy of ADK's session tests: set SNAPTAIL_ADK_TESTS or SNAPTAIL_ADK_REPO")
+        pytest.skip(f"no copy of ADK's session tests; tried: {where}")
     if backend == "postgres":
         from tests.conftest import require_postgres
 
