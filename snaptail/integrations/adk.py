@@ -3,9 +3,10 @@
 A ``BaseSessionService`` of the installed ``google-adk`` on an
 :class:`~snaptail.AsyncAgentStore` (SQLite or PostgreSQL). The aggregates are in
 :mod:`snaptail.integrations.adk_model`: one per session (its ADK events, whole, and its
-session state), one per app (``app:`` state) and one per user of an app (``user:``
-state and the directory ``list_sessions`` answers from). An ``append_event`` saves the
-session's new event and the scopes its ``state_delta`` touches in one transaction.
+session state), one per app (``app:`` state), one per user of an app (``user:`` state)
+and one directory per user of an app (the user's live sessions, what ``list_sessions``
+answers from). An ``append_event`` saves the session's new event, its directory entry
+and the scopes its ``state_delta`` touches in one transaction.
 
 Reads are bounded: a session's state comes from snapshot + tail;
 ``get_session(config=GetSessionConfig(num_recent_events=k))`` reads the newest k events
@@ -43,10 +44,12 @@ from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
 from snaptail.errors import ConcurrencyError, InvalidArgument
 from snaptail.integrations.adk_model import (
+    AdkDirectory,
     AdkScope,
     AdkSession,
     Listed,
     app_uuid,
+    directory_uuid,
     session_uuid,
     user_uuid,
 )
@@ -62,7 +65,8 @@ __all__ = ["SessionPage", "SnaptailSessionService"]
 logger = logging.getLogger("snaptail.adk")
 A = TypeVar("A", bound=Agent)
 
-# A write that lost a race on a shared scope (app or user) is redone this many times.
+# A write that lost a race on a shared aggregate (app, user, directory) is redone this
+# many times.
 MAX_ATTEMPTS = 50
 STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
@@ -186,6 +190,9 @@ class SnaptailSessionService(BaseSessionService):
     async def _scope(self, agent_id: UUID) -> AdkScope | None:
         return await self._load(agent_id, AdkScope)
 
+    async def _directory(self, app_name: str, user_id: str) -> AdkDirectory | None:
+        return await self._load(directory_uuid(app_name, user_id), AdkDirectory)
+
     def _forget(self, *agents: Agent) -> None:
         """Drop loaded aggregates that hold unsaved events (a failed save)."""
         for agent in agents:
@@ -215,21 +222,33 @@ class SnaptailSessionService(BaseSessionService):
 
     # -- scopes written with a session ---------------------------------------------
 
-    async def _scopes_for(
-        self, app_name: str, user_id: str, app_delta: dict[str, Any], new_user: bool
-    ) -> tuple[AdkScope | None, AdkScope]:
-        """The user scope (made if missing) and the app scope if it is written."""
-        user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(
-            app_name, user_id
-        )
+    async def _writes_for(
+        self,
+        app_name: str,
+        user_id: str,
+        app_delta: dict[str, Any],
+        user_delta: dict[str, Any],
+        new_user: bool,
+    ) -> tuple[AdkScope | None, AdkScope | None, AdkDirectory]:
+        """The app scope and user scope if they are written (loaded, or made if
+        missing, with the deltas merged) and the user's directory (always written)."""
         app: AdkScope | None = None
         if app_delta or new_user:
             app = await self._scope(app_uuid(app_name)) or AdkScope.for_app(app_name)
             app.merge(app_delta)
             app.add_user(user_id)
-        return app, user
+        user: AdkScope | None = None
+        if user_delta:
+            user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(
+                app_name, user_id
+            )
+            user.merge(user_delta)
+        directory = await self._directory(app_name, user_id) or AdkDirectory.for_user(
+            app_name, user_id
+        )
+        return app, user, directory
 
-    async def _save(self, session: AdkSession, *scopes: AdkScope | None) -> bool:
+    async def _save(self, session: AdkSession, *scopes: Agent | None) -> bool:
         """Save; False if a shared scope lost a race (redo it); raises the
         ConcurrencyError if the session itself did."""
         agents = [a for a in (session, *scopes) if a is not None and a.pending_events]
@@ -266,16 +285,19 @@ class SnaptailSessionService(BaseSessionService):
                     agent = AdkSession.new(app_name, user_id, session_id)
                 now = _now()
                 agent.begin(app_name, user_id, session_id, values, now)
-                app, user = await self._scopes_for(app_name, user_id, app_delta, True)
-                user.merge(user_delta)
-                user.list_session(session_id, now, values, reset=True)
+                app, user, directory = await self._writes_for(
+                    app_name, user_id, app_delta, user_delta, True
+                )
+                directory.list_session(session_id, now, values, reset=True)
                 try:
-                    saved = await self._save(agent, app, user)
+                    saved = await self._save(agent, app, user, directory)
                 except ConcurrencyError:
                     raise AlreadyExistsError(
                         f"Session with id {session_id} already exists."
                     ) from None
                 if saved:
+                    if user is None:
+                        user = await self._scope(user_uuid(app_name, user_id))
                     return self._to_session(agent, app, user, [])
         raise ConcurrencyError(agent_id, 0, "create_session: the app or user scope kept changing")
 
@@ -334,12 +356,13 @@ class SnaptailSessionService(BaseSessionService):
             users = [user_id]
         else:
             users = sorted(app.state.users) if app is not None else []
-        rows: list[tuple[float, str, str, Listed, AdkScope]] = []
+        rows: list[tuple[float, str, str, Listed, AdkScope | None]] = []
         for uid in users:
-            scope = await self._scope(user_uuid(app_name, uid))
-            if scope is None:
+            directory = await self._directory(app_name, uid)
+            if directory is None:
                 continue
-            for sid, listed in scope.state.sessions.items():
+            scope = await self._scope(user_uuid(app_name, uid))
+            for sid, listed in directory.state.sessions.items():
                 rows.append((listed.time, uid, sid, listed, scope))
         rows.sort(key=lambda row: (row[0], row[1], row[2]))
         start = int(page_token) if page_token else 0
@@ -367,11 +390,11 @@ class SnaptailSessionService(BaseSessionService):
                 if agent is None or not agent.state.live:
                     return
                 agent.delete()
-                user = await self._scope(user_uuid(app_name, user_id))
-                if user is not None:
-                    user.unlist_session(session_id)
+                directory = await self._directory(app_name, user_id)
+                if directory is not None:
+                    directory.unlist_session(session_id)
                 try:
-                    if await self._save(agent, user):
+                    if await self._save(agent, directory):
                         return
                 except ConcurrencyError:
                     continue  # another writer changed the session: delete it as it is now
@@ -409,13 +432,12 @@ class SnaptailSessionService(BaseSessionService):
             for _attempt in range(MAX_ATTEMPTS):
                 base = _marker(agent)
                 agent.append(data, event.id, event.timestamp, values, compaction)
-                app, user = await self._scopes_for(
-                    session.app_name, session.user_id, app_delta, False
+                app, user, directory = await self._writes_for(
+                    session.app_name, session.user_id, app_delta, user_delta, False
                 )
-                user.merge(user_delta)
-                user.list_session(session.id, event.timestamp, values, reset=False)
+                directory.list_session(session.id, event.timestamp, values, reset=False)
                 try:
-                    saved = await self._save(agent, app, user)
+                    saved = await self._save(agent, app, user, directory)
                 except ConcurrencyError:
                     raise StaleSessionError(STALE_MESSAGE) from None
                 if saved:
@@ -540,10 +562,11 @@ class SnaptailSessionService(BaseSessionService):
         ``max_sessions`` most recently updated, all if None), keyed by session id,
         most recently updated session first (snaptail extension, for memory services:
         one bounded read per session, no session's full history)."""
-        user = await self._scope(user_uuid(app_name, user_id))
-        if user is None:
+        directory = await self._directory(app_name, user_id)
+        if directory is None:
             return {}
-        ids = sorted(user.state.sessions, key=lambda s: user.state.sessions[s].time, reverse=True)
+        listed = directory.state.sessions
+        ids = sorted(listed, key=lambda s: listed[s].time, reverse=True)
         if max_sessions is not None:
             ids = ids[:max_sessions]
         out: dict[str, list[Event]] = {}

@@ -7,8 +7,9 @@
   compaction event). A delete ends the session (``SessionDeleted``); creating it again
   starts a new life after that version, the old events stay in the log.
 * :class:`AdkScope`: one per app (``app:`` state and the app's users) and one per
-  ``(app, user)`` (``user:`` state and the directory of the user's live sessions: each
-  one's update time and session state, which is what ``list_sessions`` returns).
+  ``(app, user)`` (``user:`` state).
+* :class:`AdkDirectory`: one per ``(app, user)``: the user's live sessions, each one's
+  update time and session state (what ``list_sessions`` returns).
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ def app_uuid(app_name: str) -> UUID:
 
 
 def user_uuid(app_name: str, user_id: str) -> UUID:
-    """The aggregate id of a user's scope (``user:`` state, session directory)."""
+    """The aggregate id of a user's scope (``user:`` state)."""
     return uuid5(_NAMESPACE, _key("user", app_name, user_id))
+
+
+def directory_uuid(app_name: str, user_id: str) -> UUID:
+    """The aggregate id of a user's session directory."""
+    return uuid5(_NAMESPACE, _key("sessions", app_name, user_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,18 +142,15 @@ class AdkSession(Agent):
 @dataclass
 class AdkScopeState(AgentState):
     values: dict[str, Any] = field(default_factory=dict)  # app: or user: state, unprefixed
-    sessions: dict[str, Listed] = field(default_factory=dict)  # user scope: live sessions
     users: dict[str, bool] = field(default_factory=dict)  # app scope: users with sessions
 
 
 class AdkScope(Agent):
     """The ``app:`` state of an app (and its users), or the ``user:`` state of one user
-    of an app (and the directory of their live sessions)."""
+    of an app."""
 
     if TYPE_CHECKING:
         ValuesMerged: ClassVar[type[Any]]
-        SessionListed: ClassVar[type[Any]]
-        SessionUnlisted: ClassVar[type[Any]]
         UserAdded: ClassVar[type[Any]]
         state: AdkScopeState
 
@@ -171,6 +174,38 @@ class AdkScope(Agent):
     def _values_merged(self, delta: dict[str, Any]) -> None:
         self.state.values.update(delta)
 
+    def add_user(self, user_id: str) -> None:
+        if user_id not in self.state.users:
+            self._user_added(user_id=user_id)
+
+    @event("UserAdded")
+    def _user_added(self, user_id: str) -> None:
+        self.state.users[user_id] = True
+
+
+@dataclass
+class AdkDirectoryState(AgentState):
+    sessions: dict[str, Listed] = field(default_factory=dict)  # live sessions
+
+
+class AdkDirectory(Agent):
+    """The live sessions of one user of an app: each one's update time and session
+    state (what ``list_sessions`` returns), kept apart from the ``user:`` state so that
+    reading a session never loads its user's directory."""
+
+    if TYPE_CHECKING:
+        SessionListed: ClassVar[type[Any]]
+        SessionUnlisted: ClassVar[type[Any]]
+        state: AdkDirectoryState
+
+    State = AdkDirectoryState
+    window_items = 1
+    max_event_bytes = 64 * 1024 * 1024
+
+    @classmethod
+    def for_user(cls, app_name: str, user_id: str) -> AdkDirectory:
+        return start(cls, directory_uuid(app_name, user_id), _key("sessions", app_name, user_id))
+
     def list_session(
         self, session_id: str, time: float, delta: dict[str, Any], reset: bool
     ) -> None:
@@ -185,8 +220,6 @@ class AdkScope(Agent):
         old = self.state.sessions.get(session_id)
         values = {} if reset or old is None else dict(old.values)
         values.update(delta)
-        # Re-inserted: the directory's order is the order of last updates.
-        self.state.sessions.pop(session_id, None)
         self.state.sessions[session_id] = Listed(time=time, values=values)
 
     def unlist_session(self, session_id: str) -> None:
@@ -196,11 +229,3 @@ class AdkScope(Agent):
     @event("SessionUnlisted")
     def _session_unlisted(self, session_id: str) -> None:
         self.state.sessions.pop(session_id, None)
-
-    def add_user(self, user_id: str) -> None:
-        if user_id not in self.state.users:
-            self._user_added(user_id=user_id)
-
-    @event("UserAdded")
-    def _user_added(self, user_id: str) -> None:
-        self.state.users[user_id] = True
