@@ -28,6 +28,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 from weakref import WeakValueDictionary
 
+import msgspec
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
@@ -99,15 +100,28 @@ def _split(delta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[
     return tuple(cast(dict[str, Any], to_jsonable_python(part)) for part in (app, user, session))  # type: ignore[return-value]
 
 
-def _merged(values: dict[str, Any], app: AdkScope | None, user: AdkScope | None) -> dict[str, Any]:
-    state = cast(dict[str, Any], to_jsonable_python(values))  # a copy the caller may change
+_json = msgspec.json.Encoder()
+
+
+def _copy(values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON-safe state (what is stored is JSON-safe), for the caller."""
+    return cast(dict[str, Any], msgspec.json.decode(_json.encode(values)))
+
+
+def _prefixed(app: AdkScope | None, user: AdkScope | None) -> dict[str, Any]:
+    """``app:`` and ``user:`` state with their prefixes, as merged into a session."""
+    out: dict[str, Any] = {}
     if app is not None:
-        for key, value in cast(dict[str, Any], to_jsonable_python(app.state.values)).items():
-            state[State.APP_PREFIX + key] = value
+        out.update((State.APP_PREFIX + k, v) for k, v in app.state.values.items())
     if user is not None:
-        for key, value in cast(dict[str, Any], to_jsonable_python(user.state.values)).items():
-            state[State.USER_PREFIX + key] = value
-    return state
+        out.update((State.USER_PREFIX + k, v) for k, v in user.state.values.items())
+    return out
+
+
+def _merged(values: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """A session's state as ADK returns it: its own state, then ``shared`` (a fresh copy
+    of both, which the caller may change)."""
+    return _copy({**values, **shared})
 
 
 def _marker(session: AdkSession) -> str:
@@ -368,13 +382,16 @@ class SnaptailSessionService(BaseSessionService):
         start = int(page_token) if page_token else 0
         end = len(rows) if page_size is None else min(len(rows), start + page_size)
         out: list[Session] = []
+        shared: dict[str, dict[str, Any]] = {}
         for time, uid, sid, listed, scope in rows[start:end]:
+            if uid not in shared:
+                shared[uid] = _prefixed(app, scope)
             out.append(
                 Session(
                     id=sid,
                     app_name=app_name,
                     user_id=uid,
-                    state=_merged(listed.values, app, scope),
+                    state=_merged(listed.values, shared[uid]),
                     events=[],
                     last_update_time=time,
                 )
@@ -402,7 +419,7 @@ class SnaptailSessionService(BaseSessionService):
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         user = await self._scope(user_uuid(app_name, user_id))
-        return cast(dict[str, Any], to_jsonable_python(user.state.values)) if user else {}
+        return _copy(user.state.values) if user else {}
 
     async def append_event(self, session: Session, event: Event) -> Event:
         if event.partial:
@@ -593,7 +610,7 @@ class SnaptailSessionService(BaseSessionService):
             id=agent.state.session_id,
             app_name=agent.state.app_name,
             user_id=agent.state.user_id,
-            state=_merged(agent.state.values, app, user),
+            state=_merged(agent.state.values, _prefixed(app, user)),
             events=events,
             last_update_time=agent.state.last_update_time,
         )
