@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from uuid import UUID, uuid4
 from weakref import WeakValueDictionary
 
 import msgspec
+from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
@@ -55,11 +57,6 @@ from snaptail.integrations.adk_model import (
     user_uuid,
 )
 from snaptail.integrations.aggregates import load_fresh, newest_events
-
-try:  # the error ADK's own persistent services raise for a stale session
-    from google.adk.errors import StaleSessionError
-except ImportError:  # pragma: no cover - older ADK without it
-    StaleSessionError = ValueError  # type: ignore[misc,assignment]
 
 __all__ = ["SessionPage", "SnaptailSessionService"]
 
@@ -97,7 +94,8 @@ def _split(delta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[
             user[key.removeprefix(State.USER_PREFIX)] = value
         elif not key.startswith(State.TEMP_PREFIX):
             session[key] = value
-    return tuple(cast(dict[str, Any], to_jsonable_python(part)) for part in (app, user, session))  # type: ignore[return-value]
+    safe = cast(dict[str, dict[str, Any]], to_jsonable_python({"a": app, "u": user, "s": session}))
+    return safe["a"], safe["u"], safe["s"]
 
 
 _json = msgspec.json.Encoder()
@@ -271,6 +269,12 @@ class SnaptailSessionService(BaseSessionService):
         except BaseException as exc:
             self._forget(*agents)
             if isinstance(exc, ConcurrencyError) and exc.agent_id != session.id:
+                logger.debug(
+                    "ADK session write raced a writer of a shared aggregate: session=%s"
+                    " aggregate=%s; redoing it",
+                    session.state.session_id,
+                    exc.agent_id,
+                )
                 await asyncio.sleep(0)
                 return False
             raise
@@ -297,7 +301,7 @@ class SnaptailSessionService(BaseSessionService):
                     raise AlreadyExistsError(f"Session with id {session_id} already exists.")
                 if agent is None:
                     agent = AdkSession.new(app_name, user_id, session_id)
-                now = _now()
+                now = time.time()
                 agent.begin(app_name, user_id, session_id, values, now)
                 app, user, directory = await self._writes_for(
                     app_name, user_id, app_delta, user_delta, True
@@ -383,7 +387,7 @@ class SnaptailSessionService(BaseSessionService):
         end = len(rows) if page_size is None else min(len(rows), start + page_size)
         out: list[Session] = []
         shared: dict[str, dict[str, Any]] = {}
-        for time, uid, sid, listed, scope in rows[start:end]:
+        for updated, uid, sid, listed, scope in rows[start:end]:
             if uid not in shared:
                 shared[uid] = _prefixed(app, scope)
             out.append(
@@ -393,7 +397,7 @@ class SnaptailSessionService(BaseSessionService):
                     user_id=uid,
                     state=_merged(listed.values, shared[uid]),
                     events=[],
-                    last_update_time=time,
+                    last_update_time=updated,
                 )
             )
         return SessionPage(out, str(end) if end < len(rows) else None)
@@ -616,9 +620,3 @@ class SnaptailSessionService(BaseSessionService):
         )
         session._storage_update_marker = _marker(agent)
         return session
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
