@@ -28,6 +28,7 @@ from google.genai import types
 
 from snaptail import AsyncAgentStore
 from snaptail.integrations.adk import SnaptailSessionService
+from snaptail.integrations.adk_model import session_uuid
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = "app"
@@ -320,6 +321,25 @@ async def _listing_and_user_reads(url: str) -> None:
         assert [sid for p in pages for sid in p] == [f"s{i:02d}" for i in range(1, 25)]
         whole = await service.list_sessions(app_name=APP)
         assert [s.id for s in whole.sessions] == [f"s{i:02d}" for i in range(1, 25)]
+        # A fresh service lists without reading any session's aggregate or events.
+        fresh = SnaptailSessionService(store)
+        loaded: list[Any] = []
+        get, history = store.get, store.history
+
+        async def recording_get(agent_id: Any, version: int | None = None) -> Any:
+            loaded.append(agent_id)
+            return await get(agent_id, version)
+
+        def no_history(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("list_sessions read events")
+
+        store.get = recording_get  # type: ignore[method-assign]
+        store.history = no_history  # type: ignore[method-assign]
+        listed = await fresh.list_sessions(app_name=APP)
+        store.get, store.history = get, history  # type: ignore[method-assign]
+        assert len(listed.sessions) == 24
+        sessions = {session_uuid(APP, f"u{i % 2}", f"s{i:02d}") for i in range(25)}
+        assert loaded and not sessions & set(loaded)
         newest = await service.get_user_events(
             app_name=APP, user_id="u1", recent_events=2, max_sessions=3
         )
