@@ -6,7 +6,8 @@
 
 Both services store the same ADK events (a 200-600 character text message each,
 alternating user and model, a one-key state delta on every fourth) in a SQLite file in
-a temporary directory (snaptail: its defaults; ADK: ``sqlite+aiosqlite``). A session of
+a temporary directory (snaptail: its defaults; ADK: ``sqlite+aiosqlite``), or with
+``--postgres URL`` in a new PostgreSQL database each (ADK: ``postgresql+asyncpg``). A session of
 N events is built with ``append_event``, then measured, in turns:
 
 * ``append_event``: median ms over ``--calls`` appends at the end of the session;
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,39 +81,80 @@ async def median_ms(call: Callable[[], Awaitable[Any]], times: int) -> float:
     return statistics.median(samples)
 
 
-def db_bytes(folder: Path) -> int:
+@dataclass
+class Place:
+    """Where one service's database is: how to open the service on it, and its size."""
+
+    make: Callable[[], BaseSessionService]
+    size: Callable[[], int]
+
+
+def sqlite_bytes(folder: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(folder / "sessions.db") as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def checkpoint(path: Path) -> None:
-    import sqlite3
+@contextlib.contextmanager
+def places(postgres: str | None) -> Iterator[dict[str, Place]]:
+    """A fresh database per service: SQLite files in a temporary directory, or (with
+    ``postgres``, a server URL) a new PostgreSQL database each, dropped afterwards."""
+    if postgres is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            adk, ours = Path(tmp) / "adk", Path(tmp) / "snaptail"
+            adk.mkdir()
+            ours.mkdir()
+            yield {
+                "DatabaseSessionService": Place(
+                    lambda: DatabaseSessionService(f"sqlite+aiosqlite:///{adk / 'sessions.db'}"),
+                    lambda: sqlite_bytes(adk),
+                ),
+                "SnaptailSessionService": Place(
+                    lambda: SnaptailSessionService(f"sqlite:///{ours / 'sessions.db'}"),
+                    lambda: sqlite_bytes(ours),
+                ),
+            }
+        return
+    import psycopg
 
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    base = postgres.rsplit("/", 1)[0]
+    names = [f"adk_bench_{uuid.uuid4().hex[:8]}_{kind}" for kind in ("adk", "ours", "empty")]
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"CREATE DATABASE {name}")
 
+    def size(name: str) -> int:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_database_size(%s) - pg_database_size(%s)", (name, names[2])
+            ).fetchone()
+        return int(row[0]) if row else 0
 
-SUBDIR = {"DatabaseSessionService": "adk", "SnaptailSessionService": "snaptail"}
-
-
-def services(folder: Path) -> dict[str, Callable[[], BaseSessionService]]:
-    return {
-        "DatabaseSessionService": lambda: DatabaseSessionService(
-            f"sqlite+aiosqlite:///{folder / 'adk' / 'sessions.db'}"
-        ),
-        "SnaptailSessionService": lambda: SnaptailSessionService(
-            f"sqlite:///{folder / 'snaptail' / 'sessions.db'}"
-        ),
-    }
+    adk_url = f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{names[0]}"
+    try:
+        yield {
+            "DatabaseSessionService": Place(
+                lambda: DatabaseSessionService(adk_url), lambda: size(names[0])
+            ),
+            "SnaptailSessionService": Place(
+                lambda: SnaptailSessionService(f"{base}/{names[1]}"), lambda: size(names[1])
+            ),
+        }
+    finally:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            for name in names:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def close(service: BaseSessionService) -> None:
     await service.close()  # type: ignore[attr-defined]
 
 
-async def measure(
-    make: Callable[[], BaseSessionService], sub: Path, events: int, calls: int
-) -> dict[str, float]:
-    """One service's figures on a session of ``events`` events (database in ``sub``)."""
+async def measure(place: Place, events: int, calls: int) -> dict[str, float]:
+    """One service's figures on a session of ``events`` events."""
+    make = place.make
     service = make()
     session = await service.create_session(app_name=APP, user_id=USER, session_id=SID)
     ts = 1_000_000.0
@@ -146,25 +191,18 @@ async def measure(
 
     row["get_session() (no config), ms"] = await median_ms(get_all, 3)
     await close(service)
-    checkpoint(sub / "sessions.db")
-    row["storage, MiB"] = db_bytes(sub) / 2**20
+    row["storage, MiB"] = place.size() / 2**20
     return row
 
 
-async def one_size(events: int, calls: int) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name, make in services(folder).items():
-            sub = folder / SUBDIR[name]
-            sub.mkdir()
-            out[name] = await measure(make, sub, events, calls)
-    return out
+async def one_size(events: int, calls: int, postgres: str | None) -> dict[str, dict[str, float]]:
+    with places(postgres) as where:
+        return {name: await measure(place, events, calls) for name, place in where.items()}
 
 
-async def list_figures(make: Callable[[], BaseSessionService], sessions: int) -> dict[str, float]:
+async def list_figures(place: Place, sessions: int) -> dict[str, float]:
     """One service's ``list_sessions`` figures for one user with ``sessions`` sessions."""
-    service = make()
+    service = place.make()
     for i in range(sessions):
         s = await service.create_session(
             app_name=APP, user_id=USER, session_id=f"s{i}", state={"i": i}
@@ -176,7 +214,7 @@ async def list_figures(make: Callable[[], BaseSessionService], sessions: int) ->
         assert len(got.sessions) == sessions
 
     row = {f"list_sessions, {sessions:,} sessions, warm, ms": await median_ms(list_all, 5)}
-    fresh = make()
+    fresh = place.make()
     start = time.perf_counter()
     await list_all(fresh)
     row[f"list_sessions, {sessions:,} sessions, fresh service, ms"] = (
@@ -187,14 +225,9 @@ async def list_figures(make: Callable[[], BaseSessionService], sessions: int) ->
     return row
 
 
-async def listing(sessions: int) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name, make in services(folder).items():
-            (folder / SUBDIR[name]).mkdir()
-            out[name] = await list_figures(make, sessions)
-    return out
+async def listing(sessions: int, postgres: str | None) -> dict[str, dict[str, float]]:
+    with places(postgres) as where:
+        return {name: await list_figures(place, sessions) for name, place in where.items()}
 
 
 def table(results: list[tuple[str, dict[str, dict[str, float]]]]) -> str:
@@ -218,14 +251,19 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="1,000 events, 1,000 sessions")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run both on PostgreSQL (a database each, made and dropped on this server)",
+    )
     args = parser.parse_args()
     sizes = [1_000] if args.quick else list(args.sizes) + ([100_000] if args.big else [])
     sessions = 1_000 if args.quick else args.sessions
     results: list[tuple[str, dict[str, dict[str, float]]]] = []
     for size in sizes:
-        results.append((f"{size:,} events", asyncio.run(one_size(size, args.calls))))
+        results.append((f"{size:,} events", asyncio.run(one_size(size, args.calls, args.postgres))))
         print(table(results[-1:]) if not args.markdown else "", flush=True)
-    results.append((f"{sessions:,} sessions", asyncio.run(listing(sessions))))
+    results.append((f"{sessions:,} sessions", asyncio.run(listing(sessions, args.postgres))))
     print(table(results))
 
 
