@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
+from snaptail.domain.definition import check_state_defaults
 from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
 from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
@@ -108,6 +109,7 @@ class Agent(Aggregate):
             )
         super().__init_subclass__(**kwargs)
         snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
+        check_state_defaults(cls)  # a default of another type fails here, not at a snapshot
 
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:
