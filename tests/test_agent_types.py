@@ -403,4 +403,4 @@ def test_a_default_of_another_type_is_refused_when_the_class_is_defined() -> Non
     class Exact(Agent):  # defaults of their declared types are accepted
         State = ExactState
 
-    assert Exact("x").state.score == 0.0
+    assert Exact("x").state.score == 0.0  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ def check_state_defaults(agent_class: type[Any]) -> None:
         return
     name, where = agent_class.__qualname__, state_class.__qualname__
     try:
-        back = msgspec.msgpack.decode(_encoder.encode(state), type=state_class)
+        back: Any = msgspec.msgpack.decode(_encoder.encode(state), type=state_class)
     except (TypeError, ValueError, msgspec.MsgspecError) as exc:
         raise InvalidAgentType(
             name,
