@@ -80,19 +80,20 @@ class _Readers:
                 if label.rpartition(".")[2] not in ignored and label not in ignored
             )
         )
-        self._get: Callable[[type[Any]], tuple[Any, ...]]
+        # The values of the class attributes among them (one C call for two or more).
+        self.get: Callable[[type[Any]], tuple[Any, ...]]
         if len(self.names) > 1:
-            self._get = cast(Callable[[type[Any]], tuple[Any, ...]], attrgetter(*self.names))
+            self.get = cast(Callable[[type[Any]], tuple[Any, ...]], attrgetter(*self.names))
         elif self.names:
             name = self.names[0]
-            self._get = lambda klass: (getattr(klass, name),)
+            self.get = lambda klass: (getattr(klass, name),)
         else:
-            self._get = lambda klass: ()
+            self.get = lambda klass: ()
 
     def values(self, agent_class: type[Any]) -> tuple[Any, ...]:
         if not self.others:
-            return self._get(agent_class)
-        return (*self._get(agent_class), *[read() for _, read in self.others])
+            return self.get(agent_class)
+        return (*self.get(agent_class), *[read() for _, read in self.others])
 
     def settings(self, agent_class: type[Any]) -> dict[str, object]:
         labels = [*self.names, *[label for label, _ in self.others]]
@@ -141,18 +142,23 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     # would), keyed also by the declarations, so that any change is seen at once.
     # First, the last answer for the type while everything it was computed from is
     # the very same object (the same value, of the same type) or the same declaration.
+    # (The fast path compares the snapshot_settings declarations along the MRO, and
+    # the snapshot_ignore the type has: a base's snapshot_ignore changed at run time
+    # under a subclass's own is seen only by the full path.)
     last = _last.get(agent_class)
     if last is not None:
-        state, class_version, snapshot_version, declarations, readers, settings, answer = last
+        state, class_version, snapshot_version, declarations, ignore, read, settings, _ = last
         try:
             if (
                 agent_class.State is state
                 and getattr(agent_class, "class_version", 1) is class_version
                 and getattr(agent_class, "snapshot_version", 1) is snapshot_version
-                and _declarations(agent_class) == declarations
-                and all(map(is_, readers.values(agent_class), settings))
+                and getattr(agent_class, "snapshot_ignore", None) is ignore
+                and [klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__]
+                == declarations
+                and all(map(is_, read(agent_class), settings))
             ):
-                return answer
+                return last[7]
         except AttributeError:  # a setting is gone: the full path says what is wrong
             pass
     declared = tuple(_declarations(agent_class))
@@ -199,16 +205,18 @@ def _remember(
         agent_class.State,
         getattr(agent_class, "class_version", 1),
         getattr(agent_class, "snapshot_version", 1),
-        list(declared),
-        readers,
+        [settings for settings, _ in declared],
+        getattr(agent_class, "snapshot_ignore", None),
+        readers.values if readers.others else readers.get,
         values,
         found,
     )
 
 
-# agent type -> (State, class_version, snapshot_version, settings declarations along
-# its MRO, the readers of its settings' values, those values, fingerprint)
-_last: dict[type[Any], tuple[Any, Any, Any, list[Any], _Readers, Any, str]] = {}
+# agent type -> (State, class_version, snapshot_version, snapshot_settings declarations
+# along its MRO, its snapshot_ignore, a reader of its settings' values, those values,
+# fingerprint)
+_last: dict[type[Any], tuple[Any, Any, Any, list[Any], Any, Callable[[Any], Any], Any, str]] = {}
 _PLAIN = frozenset({int, str, bool, type(None)})
 # (agent type, its settings declarations) -> the readers of its settings
 _settings_readers: dict[tuple[Any, ...], _Readers] = {}
