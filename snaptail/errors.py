@@ -238,9 +238,11 @@ class UnknownTopic(DamagedLog):
             self,
             f"agent {agent_id}: the stored {what} at version {version} names the type"
             f" {topic!r}, which is not an agent or event class this process has defined or"
-            " registered; nothing was imported. If the class was moved or renamed, import"
-            f" its module and call snaptail.register_topic({topic!r}, TheClass) before"
-            " loading; otherwise the row is damaged: restore it from a backup",
+            " registered; nothing was imported. If a module this program does not import"
+            " defines it, import that module first (for the snaptail CLI or a worker,"
+            " name it in SNAPTAIL_AGENT_MODULES); if the class was moved or renamed, call"
+            f" snaptail.register_topic({topic!r}, TheClass) at start-up; otherwise the row"
+            " is damaged: restore it from a backup",
         )
 
 

@@ -7,6 +7,8 @@ operator would, on both backends.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 import zlib
 from dataclasses import dataclass
@@ -384,12 +386,53 @@ def test_register_topic_reads_rows_of_a_moved_class(database_url: str) -> None:
     with AgentStore(database_url) as store:
         with pytest.raises(UnknownTopic, match=old):
             store.get(agent.id)
-        register_topic(old, MovedAgent)
-        register_topic(f"{old}.Created", MovedAgent.Created)
-        register_topic(f"{old}.InputItemAdded", MovedAgent.InputItemAdded)
+        register_topic(old, MovedAgent)  # and its event classes, under the old name
         loaded = store.get(agent.id)
         assert type(loaded) is MovedAgent and loaded.version == 2
     with pytest.raises(TypeError, match="not an agent type"):
         register_topic("x:Y", int)
     with pytest.raises(ValueError, match="already registered"):
         register_topic(old, Agent)
+
+
+WRITER = """
+import sys
+from snaptail import AgentStore
+from snaptail_test_operator_agents import OperatorAgent
+with AgentStore(sys.argv[1]) as store:
+    agent = OperatorAgent("operated")
+    agent.add_input("user", "hello")
+    store.save(agent)
+print(agent.id)
+"""
+
+
+def test_a_reader_imports_only_the_modules_the_operator_names(tmp_path: Path) -> None:
+    (tmp_path / "snaptail_test_operator_agents.py").write_text(
+        "from snaptail import Agent\n\n\nclass OperatorAgent(Agent):\n    pass\n"
+    )
+    url = f"sqlite:///{tmp_path / 'operated.db'}"
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}"}
+    env.pop("SNAPTAIL_AGENT_MODULES", None)
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, **extra, "COLUMNS": "250"},
+            check=False,
+        )
+
+    written_by = run("-c", WRITER, url)
+    assert written_by.returncode == 0, written_by.stderr
+    agent_id = written_by.stdout.strip()
+    verify = ("-m", "snaptail.cli", "snapshots", "verify", "--db", url)
+    unknown = run(*verify)
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert agent_id in unknown.stdout and "SNAPTAIL_AGENT_MODULES" in unknown.stdout
+    named = run(*verify, SNAPTAIL_AGENT_MODULES="snaptail_test_operator_agents")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "without snapshot" in named.stdout and "cannot be loaded" not in named.stdout

@@ -44,8 +44,10 @@ class Agent(Aggregate):
     ``max_participants``, ``max_pending`` (bounds on those collections),
     ``max_event_bytes`` (encoded payload limit per event), ``snapshot_version``
     (bump it to invalidate every stored snapshot of this type), ``snapshot_settings``
-    (the names of the class attributes that shape derived state: part of the snapshot
-    fingerprint, see ``snaptail.snapshots.fingerprint``) and ``memory_budget``
+    and ``snapshot_ignore`` (names added to, or left out of, the settings that shape
+    derived state: the snapshot fingerprint covers every plain value the event
+    handlers read, found from their code; see ``snaptail.snapshots.fingerprint``) and
+    ``memory_budget``
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
     wins over the store's ``memory_budget``; None: the store's).
     """
