@@ -57,12 +57,14 @@ def register_topic(topic: str, cls: type[Any]) -> None:
             f"register_topic: {cls!r} is not an agent type (a subclass of snaptail.Agent)"
             " or one of its event classes; only those can be named by a stored topic"
         )
-    pairs = [(topic, cls)]
+    pairs: list[tuple[str, type[Any]]] = [(topic, cls)]
     if issubclass(cls, Agent):  # and its event classes under the old name
         prefix = cls.__qualname__ + "."
         for name in dir(cls):
             value = getattr(cls, name, None)
-            if _is_allowed_class(value) and value.__qualname__.startswith(prefix):
+            if isinstance(value, type) and _is_allowed_class(value):
+                if not value.__qualname__.startswith(prefix):
+                    continue
                 pairs.append((f"{topic}.{value.__qualname__[len(prefix) :]}", value))
     with _lock:
         for old, new in pairs:
