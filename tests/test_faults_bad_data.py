@@ -278,7 +278,15 @@ def event_state(url: str, agent_id: UUID, version: int) -> bytes:
     return bytes(rows[0][0])
 
 
-@pytest.mark.parametrize("topic", ["this:Zen", f"{SIDE_EFFECT_MODULE}:Thing"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "this:Zen",
+        f"{SIDE_EFFECT_MODULE}:Thing",
+        "snaptail.domain.agent:Agent",  # an agent type, not an event class
+        "snaptail.domain.agent:Agent.Event",  # a base class no event is ever of
+    ],
+)
 def test_an_unknown_event_topic_is_refused_without_importing_it(
     database_url: str,
     topic: str,
