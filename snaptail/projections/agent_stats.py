@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
@@ -29,13 +30,16 @@ from eventsourcing.persistence import Notification
 
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.projections.base import Projection, agent_type, decode, event_name
-from snaptail.projections.view import ViewCursor, ViewDatabase
+from snaptail.projections.view import AddColumn, ViewCursor, ViewDatabase
 
 STATS_TABLE = "snaptail_agent_stats"
 COLUMNS = (
     "agent_id", "agent_type", "events", "bytes", "last_event_type", "last_event_at",
-    "last_version", "tokens_in", "tokens_out", "tool_calls", "errors",
+    "last_version", "tokens_in", "tokens_out", "tool_calls", "errors", "name", "cost_usd",
 )  # fmt: skip
+# Added after the first release: AddColumn upgrades older tables (their rows counted
+# before the upgrade have no name and no cost until the view is rebuilt).
+_ADDITIVE = {"events", "bytes", "tokens_in", "tokens_out", "tool_calls", "errors", "cost_usd"}
 SORTS = {"events": "events", "bytes": "bytes", "tokens": "tokens_in + tokens_out"}
 Sort = Literal["events", "bytes", "tokens"]
 
@@ -43,6 +47,7 @@ Sort = Literal["events", "bytes", "tokens"]
 class _Usage(msgspec.Struct):
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
 
 
 class _LlmRequestFinished(msgspec.Struct):
@@ -59,6 +64,7 @@ class _Stamped(msgspec.Struct):
 
 class _Created(msgspec.Struct):
     originator_topic: str = ""
+    name: str | None = None
 
 
 _UPSERT = (
@@ -67,7 +73,9 @@ _UPSERT = (
     "ON CONFLICT (agent_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = {STATS_TABLE}.{c} + excluded.{c}"
-        if c in {"events", "bytes", "tokens_in", "tokens_out", "tool_calls", "errors"}
+        if c in _ADDITIVE
+        else f"{c} = COALESCE(excluded.{c}, {STATS_TABLE}.{c})"
+        if c == "name"
         else f"{c} = excluded.{c}"
         for c in COLUMNS[2:]
     )
@@ -85,18 +93,23 @@ class AgentStats(Projection):
         "bytes BIGINT NOT NULL, last_event_type TEXT NOT NULL, last_event_at TEXT, "
         "last_version BIGINT NOT NULL, tokens_in BIGINT NOT NULL, "
         "tokens_out BIGINT NOT NULL, tool_calls BIGINT NOT NULL, errors BIGINT NOT NULL)",
+        AddColumn(STATS_TABLE, "name", "name TEXT"),
+        AddColumn(STATS_TABLE, "cost_usd", "cost_usd NUMERIC NOT NULL DEFAULT 0"),
     )
 
     def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
         rows: dict[Any, list[Any]] = {}
         last: dict[Any, Notification] = {}
         types: dict[Any, str] = {}
+        names: dict[Any, str | None] = {}
+        costs: dict[Any, Decimal] = {}
         for n in batch:
             key = n.originator_id
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0, 0, 0, 0, 0]  # events bytes in out tools errors
-                types[key] = _agent_type(n)
+                types[key], names[key] = _identity(n)
+                costs[key] = Decimal(0)
             row[0] += 1
             row[1] += len(n.state)
             last[key] = n
@@ -105,6 +118,7 @@ class AgentStats(Projection):
                 usage = decode(n.state, _LlmRequestFinished).usage
                 row[2] += usage.input_tokens
                 row[3] += usage.output_tokens
+                costs[key] += usage.cost_usd
             elif name == "ToolCallCompleted":
                 row[4] += 1
                 row[5] += decode(n.state, _ToolCallCompleted).error is not None
@@ -122,20 +136,21 @@ class AgentStats(Projection):
                     _timestamp(last[key].state),
                     last[key].originator_version,
                     *row[2:],
+                    names[key],
+                    float(costs[key]),
                 )
                 for key, row in rows.items()
             ],
         )
 
 
-def _agent_type(n: Notification) -> str:
+def _identity(n: Notification) -> tuple[str, str | None]:
     """The agent's class (the created event names it; later events may be inherited
-    from a base class). Only written when the agent's row is first inserted."""
+    from a base class) and its name (None unless ``n`` is the created event)."""
     if n.originator_version == 1:
-        topic = decode(n.state, _Created).originator_topic
-        if topic:
-            return topic
-    return agent_type(n.topic)
+        created = decode(n.state, _Created)
+        return created.originator_topic or agent_type(n.topic), created.name
+    return agent_type(n.topic), None
 
 
 def _timestamp(state: bytes) -> str | None:
@@ -158,6 +173,8 @@ class AgentStatsRow:
     tokens_out: int
     tool_calls: int
     errors: int
+    name: str | None = None  # None: counted before the name column existed
+    cost_usd: float = 0.0
     snapshot_version: int | None = None
 
     @property
@@ -193,10 +210,17 @@ def read_agent_stats(
     view.setup(AgentStats.tables)  # an empty view before the first catch-up
     with view.reading() as cur:
         cur.execute(statement, params)
-        rows = [AgentStatsRow(*row) for row in cur.fetchall()]
+        rows = [row_from_columns(row) for row in cur.fetchall()]
     if recorder is None:
         return rows
     return [_with_snapshot(row, recorder) for row in rows]
+
+
+def row_from_columns(row: Sequence[Any]) -> AgentStatsRow:
+    """An :class:`AgentStatsRow` from the values of :data:`COLUMNS`, in that order."""
+    values = list(row)
+    values[-1] = float(values[-1] or 0)  # NUMERIC: a Decimal on PostgreSQL
+    return AgentStatsRow(*values)
 
 
 def _with_snapshot(row: AgentStatsRow, recorder: AgentRecorder) -> AgentStatsRow:
