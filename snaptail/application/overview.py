@@ -30,8 +30,8 @@ logger = logging.getLogger("snaptail.overview")
 
 __all__ = [
     "ReadOnlyStore",
-    "agent_id_page",
     "SnapshotCheck",
+    "agent_id_page",
     "check_newest_snapshot",
     "event_time",
     "head_notification",

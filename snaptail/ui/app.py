@@ -182,7 +182,7 @@ def create_app(
         return handle(
             request,
             lambda: console.fleet(sort=q.get("sort"), order=q.get("order"), q=q.get("q"),
-                                  page=q.get("page"), per_page=q.get("per_page")),  # fmt: skip
+                                  page=q.get("page"), per_page=q.get("per_page")),
             "fleet.html",
         )
 
@@ -201,7 +201,7 @@ def create_app(
         q = request.query_params
         return JSONResponse(
             console.events(request.path_params["agent_id"], before=q.get("before"),
-                           type=q.get("type"), limit=q.get("limit"))  # fmt: skip
+                           type=q.get("type"), limit=q.get("limit"))
         )
 
     def event(request: Request) -> Response:

@@ -33,7 +33,6 @@ from snaptail.application.overview import (
 )
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
-from snaptail.domain.compare import agent_differences
 from snaptail.domain.memory import format_bytes
 from snaptail.errors import AgentNotFound, SnaptailError
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow
@@ -47,7 +46,6 @@ from snaptail.projections.fleet import (
 )
 from snaptail.projections.view import ViewDatabase, open_view
 from snaptail.snapshots import state_fingerprint
-from snaptail.snapshots.trust import judge_snapshot
 
 PAYLOAD_PREVIEW = 2000  # characters of an event's payload shown before "show all"
 VALUE_PREVIEW = 300  # characters of one value in a state diff
@@ -333,7 +331,7 @@ class Console:
                 {"version": i.originator_version, "bytes": i.size,
                  "fingerprint_matches": i.fingerprint == running}
                 for i in infos
-            ],  # fmt: skip
+            ],
             "last_load": None if stats is None else {
                 "snapshot_version": stats.snapshot_version,
                 "events_read": stats.events_read,
@@ -407,12 +405,7 @@ class Console:
         changes: list[dict[str, Any]] = []
         if version > 1:
             previous = self._load(agent_id, version - 1)
-            changes = [
-                {"path": d.path.lstrip("_"), "before": _short(d.snapshot),
-                 "after": _short(d.replay)}
-                for d in agent_differences(previous, agent, limit=50)
-                if d.path not in {"_version", "_modified_on"}
-            ]  # fmt: skip
+            _diff(previous.state, agent.state, "state", changes)
         found = list(self.store.history(agent_id, after=version - 1, before=version + 1))
         return {
             "agent_id": str(agent_id),
@@ -501,7 +494,7 @@ class Console:
                  v.snapshot_version, "status": v.status, "failed": v.failed,
                  "fields": list(v.fields), "detail": v.detail}
                 for v in verdicts
-            ],  # fmt: skip
+            ],
         }
 
 
@@ -609,6 +602,53 @@ def _state_fields(state: Any) -> list[dict[str, Any]]:
             "chars": len(text),
         })  # fmt: skip
     return rows
+
+
+MAX_CHANGES = 50
+
+
+def _diff(before: Any, after: Any, path: str, out: list[dict[str, Any]]) -> None:
+    """What changed from ``before`` to ``after``, as (path, before, after) rows: into
+    dataclasses and dicts; a list that lost items at the start and gained some at
+    the end (a window moving on) is said so, not as every position changed."""
+    if len(out) >= MAX_CHANGES or before is after:
+        return
+    try:
+        if before == after and type(before) is type(after):
+            return
+    except Exception:  # a value whose == fails: compare by what it shows
+        if _short(before) == _short(after):
+            return
+    if (
+        dataclasses.is_dataclass(before)
+        and type(before) is type(after)
+        and not isinstance(before, type)
+    ):
+        for f in dataclasses.fields(before):
+            _diff(getattr(before, f.name), getattr(after, f.name), f"{path}.{f.name}", out)
+        return
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in [*before, *(k for k in after if k not in before)]:
+            where = f"{path}[{key!r}]"
+            if key not in after:
+                out.append({"path": where, "before": _short(before[key]), "after": "(removed)"})
+            elif key not in before:
+                out.append({"path": where, "before": "(absent)", "after": _short(after[key])})
+            else:
+                _diff(before[key], after[key], where, out)
+        return
+    if isinstance(before, list) and isinstance(after, list):
+        n = len(before)
+        for dropped in range(n + 1):
+            if before[dropped:] == after[: n - dropped]:
+                if dropped:
+                    out.append({"path": path, "before": f"{n} items",
+                                "after": f"the first {dropped} left"})  # fmt: skip
+                for index in range(n - dropped, len(after)):
+                    out.append({"path": f"{path}[{index}]", "before": "(absent)",
+                                "after": _short(after[index])})  # fmt: skip
+                return
+    out.append({"path": path, "before": _short(before), "after": _short(after)})
 
 
 def _short(value: Any) -> str:
