@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from starlette.testclient import TestClient
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.requests):
             for size, client, path in sizes:
                 samples[size].append(server_ms(client, path))
-        row = {"page": name}
+        row: dict[str, Any] = {"page": name}
         for size, values in samples.items():
             p50, p95 = percentiles(values)
             row[str(size)] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
@@ -165,15 +166,15 @@ def main(argv: list[str] | None = None) -> None:
         for row in results:
             print(json.dumps(row))
         return
-    print(f"| page | size | p50 ms | p95 ms | larger/smaller p50 |")
+    print("| page | size | p50 ms | p95 ms | larger/smaller p50 |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for row in results:
-        sizes = [k for k in row if k not in {"page", "ratio_p50"}]
-        for i, size in enumerate(sizes):
-            cell = row[size]
+        keys = [k for k in row if k not in {"page", "ratio_p50"}]
+        for i, key in enumerate(keys):
+            cell = row[key]
             assert isinstance(cell, dict)
-            ratio = f"{row['ratio_p50']}" if i == len(sizes) - 1 else ""
-            print(f"| {row['page'] if i == 0 else ''} | {int(size):,} | {cell['p50_ms']} | "
+            ratio = f"{row['ratio_p50']}" if i == len(keys) - 1 else ""
+            print(f"| {row['page'] if i == 0 else ''} | {int(key):,} | {cell['p50_ms']} | "
                   f"{cell['p95_ms']} | {ratio} |")  # fmt: skip
 
 
