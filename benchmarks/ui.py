@@ -9,7 +9,8 @@ next round), through the ASGI app in-process (Starlette's TestClient); the figur
 is the server's own time from the ``Server-Timing`` header the console sets (the
 handler, the SQL and the template), p50 and p95. Fleets are real agents (1 to 5
 events each) with AgentStats caught up; the long agents record small input and
-output items, 1,000 per save, snapshot every 100 events (the default). The ratio
+output items, 1,000 per save (the last 1,000 100 per save, as turns come), snapshot
+every 100 events (the default). The ratio
 column divides the larger size's p50 by the smaller's: flat is 1.0.
 
 Time travel is measured 10 versions back (the newest kept snapshot serves it). A
@@ -62,7 +63,9 @@ def seed_agent(url: str, events: int) -> UUID:
         agent = Agent(f"long-{events}")
         done = 1
         while done < events:
-            for _ in range(min(1000, events - done)):
+            # 1,000 events a save, the last 1,000 a turn (100) at a time as they come
+            size = 1000 if events - done > 1000 else 100
+            for _ in range(min(size, events - done)):
                 if done % 2:
                     agent.add_input("user", f"question {done}")
                 else:

@@ -15,9 +15,16 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from examples.chat_agent import ChatPlatformAgent
 from snaptail import AgentStore
 from snaptail.cli import app as cli_app
-from snaptail.projections import AgentStats, Projection, ProjectionWorker, ViewCursor
+from snaptail.projections import (
+    AgentStats,
+    Projection,
+    ProjectionWorker,
+    ViewCursor,
+    read_agent_stats,
+)
 from snaptail.projections.agent_stats import STATS_TABLE
 from snaptail.projections.view import open_view
 from snaptail.ui import check_bind, create_app, is_loopback
@@ -421,8 +428,13 @@ def test_the_command_line_loads_no_web_library() -> None:
 def test_agent_stats_upgrades_a_table_from_before_names(database_url: str) -> None:
     view = open_view(database_url)
     try:
-        with view.transaction() as cur:  # the table as the first release made it
+        with view.transaction() as cur:  # the table as the first release made it, a row in it
             cur.execute(str(AgentStats.tables[0]))
+            cur.execute(
+                f"INSERT INTO {STATS_TABLE} VALUES (?, 'x:Agent', 7, 70, 'Created', NULL, 7, "
+                "1, 2, 0, 0)",
+                (str(uuid4()),),
+            )
         assert "name" not in view.columns(STATS_TABLE)
     finally:
         view.close()
@@ -433,5 +445,28 @@ def test_agent_stats_upgrades_a_table_from_before_names(database_url: str) -> No
     finally:
         view.close()
     with TestClient(create_app(fleet.url), base_url=LOCAL) as client:
-        names = {UUID(a["id"]): a["name"] for a in ok(client, "/api/v1/fleet")["agents"]}
-    assert names == fleet.names
+        data = ok(client, "/api/v1/fleet")
+    names = {UUID(a["id"]): a["name"] for a in data["agents"]}
+    assert names == {**fleet.names, **{i: None for i in names if i not in fleet.names}}
+    assert data["totals"]["agents"] == 5  # the old row counted once in the kept totals
+    assert data["totals"]["events"] == sum(a["events"] for a in data["agents"])
+    assert data["totals"]["tokens"] == sum(a["tokens"] for a in data["agents"])
+
+
+def test_agent_stats_keeps_a_user_agent_types_name_across_batches(database_url: str) -> None:
+    """Events a user type inherits carry the base class's topic: a later batch must
+    not turn the agent's type into ``Agent`` (the fleet would call it one)."""
+    with AgentStore(database_url) as store:
+        chat = ChatPlatformAgent("support-bot")
+        store.save(chat)
+        with ProjectionWorker(AgentStats, database_url) as worker:
+            worker.catch_up()
+        chat = store.get(chat.id)
+        chat.add_input("user", "an inherited event")
+        store.save(chat)
+        with ProjectionWorker(AgentStats, database_url) as worker:
+            worker.catch_up()
+            rows = read_agent_stats(worker.view, top=None)
+    assert [(r.agent_type, r.events) for r in rows] == [
+        ("examples.chat_agent:ChatPlatformAgent", 2)
+    ]

@@ -80,6 +80,41 @@ _UPSERT = (
         for c in COLUMNS[2:]
     )
 )
+# The fleet's totals, one row kept beside the per-agent rows (a console reads them
+# without summing every agent). Additive, so slices of a partitioned AgentStats add
+# to the same row in any order.
+TOTALS_TABLE = "snaptail_agent_stats_totals"
+TOTALS = ("agents", "events", "bytes", "tokens", "cost_usd")
+_TOTALS_UPSERT = (
+    f"INSERT INTO {TOTALS_TABLE} (scope, {', '.join(TOTALS)}) VALUES ('all', ?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope) DO UPDATE SET "
+    + ", ".join(f"{c} = {TOTALS_TABLE}.{c} + excluded.{c}" for c in TOTALS)
+)
+# What an agent is doing, as far as its last event tells (``snaptail ui``'s fleet; the
+# agent page loads the agent for its exact status).
+STATUSES = {
+    "Paused": "paused",
+    "LlmRequestStarted": "thinking",
+    "ToolApprovalRequested": "awaiting_approval",
+    "ToolCallRequested": "running_tools",
+    "ErrorRecorded": "error",
+}
+_STATUS_SQL = (
+    "CASE last_event_type "
+    + " ".join(f"WHEN '{event}' THEN '{status}'" for event, status in STATUSES.items())
+    + " ELSE 'idle' END"
+)
+# The sort orders a console pages by, each an index (ties broken by agent id).
+SORT_KEYS = {
+    "events": "events",
+    "bytes": "bytes",
+    "tokens": "(tokens_in + tokens_out)",
+    "cost": "cost_usd",
+    "name": "lower(COALESCE(name, ''))",
+    "type": "agent_type",
+    "last": "COALESCE(last_event_at, '')",
+    "status": _STATUS_SQL,
+}
 
 
 class AgentStats(Projection):
@@ -95,6 +130,19 @@ class AgentStats(Projection):
         "tokens_out BIGINT NOT NULL, tool_calls BIGINT NOT NULL, errors BIGINT NOT NULL)",
         AddColumn(STATS_TABLE, "name", "name TEXT"),
         AddColumn(STATS_TABLE, "cost_usd", "cost_usd NUMERIC NOT NULL DEFAULT 0"),
+        *(
+            f"CREATE INDEX IF NOT EXISTS {STATS_TABLE}_by_{key} ON {STATS_TABLE} "
+            f"(({expression}), agent_id)"
+            for key, expression in SORT_KEYS.items()
+        ),
+        f"CREATE TABLE IF NOT EXISTS {TOTALS_TABLE} (scope TEXT PRIMARY KEY, "
+        "agents BIGINT NOT NULL, events BIGINT NOT NULL, bytes BIGINT NOT NULL, "
+        "tokens BIGINT NOT NULL, cost_usd NUMERIC NOT NULL)",
+        # A view made before the totals existed: count its rows once (a no-op after).
+        f"INSERT INTO {TOTALS_TABLE} (scope, {', '.join(TOTALS)}) SELECT 'all', count(*), "
+        "COALESCE(sum(events), 0), COALESCE(sum(bytes), 0), "
+        "COALESCE(sum(tokens_in + tokens_out), 0), COALESCE(sum(cost_usd), 0) "
+        f"FROM {STATS_TABLE} WHERE true ON CONFLICT (scope) DO NOTHING",
     )
 
     def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
@@ -141,6 +189,16 @@ class AgentStats(Projection):
                 )
                 for key, row in rows.items()
             ],
+        )
+        view.execute(
+            _TOTALS_UPSERT,
+            (
+                sum(1 for n in batch if n.originator_version == 1),
+                sum(row[0] for row in rows.values()),
+                sum(row[1] for row in rows.values()),
+                sum(row[2] + row[3] for row in rows.values()),
+                float(sum(costs.values())),
+            ),
         )
 
 

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from snaptail.infrastructure.recorder import Position
-from snaptail.projections.agent_stats import COLUMNS, STATS_TABLE, AgentStats, AgentStatsRow
+from snaptail.projections.agent_stats import (
+    COLUMNS,
+    SORT_KEYS,
+    STATS_TABLE,
+    STATUSES,
+    TOTALS,
+    TOTALS_TABLE,
+    AgentStats,
+    AgentStatsRow,
+)
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import (
     DEAD_LETTERS_TABLE,
@@ -36,31 +45,9 @@ __all__ = [
     "status_of",
 ]
 
-# What an agent is doing, as far as its last event tells (the agent page loads the
-# agent for its exact status).
-STATUSES = {
-    "Paused": "paused",
-    "LlmRequestStarted": "thinking",
-    "ToolApprovalRequested": "awaiting_approval",
-    "ToolCallRequested": "running_tools",
-    "ErrorRecorded": "error",
-}
-_STATUS_SQL = (
-    "CASE last_event_type "
-    + " ".join(f"WHEN '{event}' THEN '{status}'" for event, status in STATUSES.items())
-    + " ELSE 'idle' END"
-)
-FLEET_SORTS = {
-    "name": "lower(COALESCE(name, ''))",
-    "id": "agent_id",
-    "type": "agent_type",
-    "events": "events",
-    "bytes": "bytes",
-    "tokens": "tokens_in + tokens_out",
-    "cost": "cost_usd",
-    "last": "COALESCE(last_event_at, '')",
-    "status": _STATUS_SQL,
-}
+# Each has an index (AgentStats.tables, the id its primary key): a page reads its rows.
+FLEET_SORTS = {**SORT_KEYS, "id": "agent_id"}
+_NAME_KEY = SORT_KEYS["name"]
 
 
 def status_of(last_event_type: str) -> str:
@@ -99,6 +86,21 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _search(dialect: str, text: str) -> tuple[str, list[Any]]:
+    """The WHERE clause finding names (any case) or ids that start with ``text``. On
+    SQLite (binary collation) as two index ranges; on PostgreSQL, whose collation
+    may not order by code point, as LIKE."""
+    prefix = text.lower()
+    if dialect == "sqlite":
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return (
+            f" WHERE ({_NAME_KEY} >= ? AND {_NAME_KEY} < ?) OR (agent_id >= ? AND agent_id < ?)",
+            [prefix, upper, prefix, upper],
+        )
+    like = _escape_like(prefix) + "%"
+    return f" WHERE {_NAME_KEY} LIKE ? ESCAPE '\\' OR agent_id LIKE ? ESCAPE '\\'", [like, like]
+
+
 def _select(view: ViewDatabase) -> str:
     """The columns to select: an AgentStats table from before the name and cost
     columns (no worker of this version has run yet) gives NULL and 0 for them."""
@@ -130,21 +132,14 @@ def read_fleet(
     if not view.has_table(STATS_TABLE):
         return FleetPage([], _EMPTY, _EMPTY, [], [], missing=True)
     columns = _select(view)
-    where, params = "", []
-    if search:
-        prefix = _escape_like(search.lower()) + "%"
-        where = (
-            " WHERE lower(COALESCE(name, '')) LIKE ? ESCAPE '\\' "
-            "OR agent_id LIKE ? ESCAPE '\\'"
-        )
-        params = [prefix, prefix]
+    where, params = _search(view.dialect, search) if search else ("", [])
     order = "DESC" if descending else "ASC"
-    has_cost = "cost_usd" in columns
     sums = (
         "count(*), COALESCE(sum(events), 0), COALESCE(sum(bytes), 0), "
         "COALESCE(sum(tokens_in + tokens_out), 0), "
-        + ("COALESCE(sum(cost_usd), 0)" if has_cost else "0")
+        + ("COALESCE(sum(cost_usd), 0)" if "cost_usd" in columns else "0")
     )
+    kept = view.has_table(TOTALS_TABLE)  # (no worker of this version has run yet)
     with view.reading() as cur:
         cur.execute(
             f"SELECT {columns} FROM {STATS_TABLE}{where} "
@@ -152,16 +147,20 @@ def read_fleet(
             [*params, limit, offset],
         )
         rows = [_row(r) for r in cur.fetchall()]
-        cur.execute(f"SELECT {sums} FROM {STATS_TABLE}{where}", params)
-        totals = _totals(cur.fetchone())
-        fleet = totals
-        if search:
+        if kept:
+            cur.execute(f"SELECT {', '.join(TOTALS)} FROM {TOTALS_TABLE} WHERE scope = 'all'")
+        else:
             cur.execute(f"SELECT {sums} FROM {STATS_TABLE}")
-            fleet = _totals(cur.fetchone())
+        fleet = _totals(cur.fetchone())
+        totals = fleet
+        if search:  # the matching rows only: as many as match, through the index
+            cur.execute(f"SELECT {sums} FROM {STATS_TABLE}{where}", params)
+            totals = _totals(cur.fetchone())
         tops = []
         for key in ("events", "bytes"):
             cur.execute(
-                f"SELECT {columns} FROM {STATS_TABLE} ORDER BY {key} DESC, agent_id LIMIT ?",
+                f"SELECT {columns} FROM {STATS_TABLE} ORDER BY {key} DESC, agent_id DESC "
+                "LIMIT ?",
                 (top,),
             )
             tops.append([_row(r) for r in cur.fetchall()])
