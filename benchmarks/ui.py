@@ -79,6 +79,31 @@ def seed_agent(url: str, events: int) -> UUID:
     return agent.id
 
 
+class AgentStatsWithoutIndexes(AgentStats):
+    """AgentStats with its tables as before the console (no sort indexes)."""
+
+    name = "AgentStatsWithoutIndexes"
+    tables = tuple(t for t in AgentStats.tables if "CREATE INDEX" not in str(t))
+
+
+def catch_up_side_by_side(url: str, where: Path, rounds: int) -> list[dict[str, Any]]:
+    """Catch each projection up from the start into a fresh view database, in turns:
+    what the console's indexes cost the AgentStats worker."""
+    rows = []
+    for r in range(rounds):
+        for projection in (AgentStatsWithoutIndexes, AgentStats):
+            view = where / f"view-{projection.name}-{r}.db"
+            started = time.perf_counter()
+            with ProjectionWorker(projection, url, f"sqlite:///{view}", batch_size=1000) as w:
+                events = w.catch_up()
+            seconds = time.perf_counter() - started
+            rows.append({"projection": projection.name, "round": r, "events": events,
+                         "seconds": round(seconds, 2),
+                         "events_per_s": round(events / seconds)})  # fmt: skip
+            view.unlink()
+    return rows
+
+
 def server_ms(client: TestClient, path: str) -> float:
     response = client.get(path)
     if response.status_code != 200:
@@ -100,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=30, help="requests per page and size")
     parser.add_argument("--dir", default=None, help="where the databases go (default: temp)")
     parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
+    parser.add_argument("--catch-up", type=int, default=0, metavar="ROUNDS",
+                        help="also time AgentStats catch-up with and without the console's "
+                        "indexes over the largest fleet's events, ROUNDS times each")
     args = parser.parse_args(argv)
     logging.getLogger("snaptail").setLevel(logging.ERROR)  # loads of long agents warn
     fleets = [int(n) for n in args.agents.split(",")]
@@ -164,6 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         results.append(row)
     for client in clients:
         client.__exit__(None, None, None)
+    if args.catch_up:
+        largest = f"sqlite:///{where / f'fleet-{max(fleets)}.db'}"
+        for row in catch_up_side_by_side(largest, where, args.catch_up):
+            print(json.dumps(row), file=sys.stderr)
 
     if args.json:
         for row in results:

@@ -12,6 +12,13 @@ A batch is folded into one row per agent in memory, then written with one
 ``INSERT ... ON CONFLICT DO UPDATE`` per agent: catch-up costs one statement per
 agent per batch, not one per event.
 
+For a console (``snaptail ui``) the table has an index per sort order of the fleet
+page and a kept totals row (``snaptail_agent_stats_totals``): a page of 100,000
+agents reads its 50 rows and one totals row, never every row. Every slice of a
+partitioned AgentStats adds to the one totals row; the additions commute, so the
+order the slices commit in does not matter (on PostgreSQL they wait for each other
+only for the end of a batch's transaction).
+
 The snapshot version is not in the event stream (snapshots are a table of the
 event database): :func:`read_agent_stats` looks it up for the rows it returns.
 """
