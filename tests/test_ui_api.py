@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -470,3 +471,11 @@ def test_agent_stats_keeps_a_user_agent_types_name_across_batches(database_url: 
     assert [(r.agent_type, r.events) for r in rows] == [
         ("examples.chat_agent:ChatPlatformAgent", 2)
     ]
+
+
+def test_ui_refuses_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+    result = CliRunner().invoke(cli_app, ["ui", "--db", f"sqlite:///{missing}"])
+    assert result.exit_code == 1
+    assert "no such database" in result.output and "Traceback" not in result.output
+    assert not missing.exists()

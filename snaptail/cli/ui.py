@@ -43,7 +43,22 @@ def ui_command(
     except ValueError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
+    from pathlib import Path
+
+    from snaptail.errors import SnaptailError
+    from snaptail.infrastructure.urls import resolve_url, sqlite_path
+
+    for url in [resolve_url(db), *([view_db] if view_db else [])]:
+        path = sqlite_path(url)
+        if path and path != ":memory:" and not Path(path).exists():
+            err.print(f"error: no such database: {path} (give --db URL)",
+                      markup=False, highlight=False)  # fmt: skip
+            raise typer.Exit(1)
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     err.print(f"snaptail console on {where}" + (" (token required)" if token else ""),
               markup=False, highlight=False)  # fmt: skip
-    serve(db, view_db, host=host, port=port, token=token)
+    try:
+        serve(db, view_db, host=host, port=port, token=token)
+    except (SnaptailError, ValueError, OSError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
