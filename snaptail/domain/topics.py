@@ -143,6 +143,5 @@ def _rescan() -> None:
             seen.add(cls)
             found[construct_topic(cls)] = cls
             stack.extend(cls.__subclasses__())
-    with _lock:
-        _found.clear()
-        _found.update(found)
+    global _found
+    _found = found  # one assignment: a reader on another thread sees the old or the new
