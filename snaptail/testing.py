@@ -177,15 +177,19 @@ def check_agent_type(
     snapshots_are_exact()
 
 
-# Class attributes never changed by changed_settings: versions and the memory budget.
-_KEPT = frozenset({"class_version", "snapshot_version", "memory_budget"})
+# Class attributes never changed by changed_settings: versions, the memory budget and
+# the settings declarations.
+_KEPT = frozenset(
+    {"class_version", "snapshot_version", "memory_budget", "snapshot_settings", "snapshot_ignore"}
+)
 
 
 def changed_settings(
     agent_type: type[Agent], tiny_limits: Mapping[str, object]
 ) -> dict[str, object]:
-    """``tiny_limits``, and every other public int or bool class attribute of
-    ``agent_type`` changed (an int to 2 or less, a bool flipped): the settings under
+    """``tiny_limits``, and every other public int, bool, float, str, tuple or Enum
+    class attribute of ``agent_type`` changed (an int to 2 or less, a bool flipped,
+    a float plus 1, a str or tuple extended, an Enum to another member): the settings under
     which :func:`check_agent_type` loads again a log written under the usual ones,
     so that a setting the handlers read and the fingerprint misses is caught whether
     or not it is listed anywhere."""
@@ -197,10 +201,12 @@ def changed_settings(
         if owner is None or not issubclass(owner, Agent):  # eventsourcing's own
             continue
         value = getattr(agent_type, name, None)
-        if isinstance(value, bool):
-            changed[name] = not value
-        elif type(value) is int:
+        if type(value) is int:
             changed[name] = min(value - 1, 2) if value > 1 else value + 1
+        elif isinstance(value, bool | float | str | tuple | enum.Enum):
+            other = _other_value(value)
+            if other is not _ABSENT:
+                changed[name] = other
     return changed
 
 

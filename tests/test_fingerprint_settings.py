@@ -152,6 +152,21 @@ class HelpedTickets(Tickets):
         handler_limits.keep_newest(self.state.labels)
 
 
+class PropertyTickets(Tickets):
+    """Reads its limit through a property."""
+
+    keep = 5
+
+    @property
+    def keep_limit(self) -> int:
+        return type(self).keep
+
+    @event("Kept")
+    def keep_ticket(self, ticket: str) -> None:
+        self.state.tickets.append(ticket)  # type: ignore[attr-defined]
+        del self.state.tickets[: -self.keep_limit]  # type: ignore[attr-defined]
+
+
 class QuietTickets(Tickets):
     snapshot_ignore = ("audit_label",)  # the log line's label does not shape state
 
@@ -213,6 +228,10 @@ def test_a_limit_read_through_a_helper_module_is_covered(
         loaded, replayed = store.get(agent.id), store.replay(agent.id)
         assert loaded.state.labels == replayed.state.labels == ["label 27", "label 28", "label 29"]
     assert "tests.handler_limits.KEEP" in fingerprint_settings(HelpedTickets)
+
+
+def test_a_setting_read_through_a_property_is_covered() -> None:
+    assert fingerprint_settings(PropertyTickets)["keep"] == 5
 
 
 def test_snapshot_ignore_leaves_a_name_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,6 +139,9 @@ def _visit(
             continue
         if is_plain(value):
             found.attributes.add(name)
+        elif isinstance(value, property):  # what its getter reads
+            if value.fget is not None:
+                _visit(agent_class, value.fget, found, seen)
         elif callable(value):
             _visit(agent_class, value, found, seen)
     for name in globals_:
