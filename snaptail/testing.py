@@ -16,7 +16,11 @@ snapshots and sheds memory at random points, half the time with tiny limits
   directly inside it) is added, removed or retyped, when ``snapshot_version`` is
   bumped and when a snapshot setting changes, and does not change with
   ``max_event_bytes``, so stale snapshots of your type are never trusted and
-  command-only limits never force replays.
+  command-only limits never force replays;
+* the newest snapshot still equals the replay with every class attribute the
+  fingerprint does not cover changed (:func:`changed_settings`), so no setting that
+  shapes state escapes the fingerprint (one read unseen, or left out by mistake with
+  ``snapshot_ignore``).
 
 Failures read as ``Type at version V: ... differs from the replay:`` followed by one
 line per attribute with its snapshot value and its replay value. Call it from a plain
