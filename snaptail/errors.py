@@ -224,3 +224,34 @@ class ProjectionBusy(SnaptailError):
 class WorkerGaveUp(SnaptailError):
     """A projection worker could not restore a lost database connection within its
     ``give_up_after`` seconds."""
+
+
+class InvalidArgument(SnaptailError, ValueError, TypeError):
+    """An argument of a snaptail call (a database URL, an option, a version) is not
+    one it accepts. ``argument`` names it. Nothing was read or written."""
+
+    def __init__(self, argument: str, detail: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {detail}")
+
+
+class NoSuchDatabase(SnaptailError, FileNotFoundError):
+    """A read-only command or ``read_only=True`` store was pointed at a database that
+    does not exist; nothing was created."""
+
+    def __init__(self, where: str, detail: str = "") -> None:
+        self.where = where
+        super().__init__(
+            f"no such database: {where}{' (' + detail + ')' if detail else ''}; check the"
+            " --db URL (or $SNAPTAIL_DATABASE_URL)"
+        )
+
+
+class DatabaseUnusable(SnaptailError, OSError):
+    """The database could be found but not opened, read or written: a missing
+    directory, a file that is not a database, a read-only location, a full disk.
+    The message names the file (and the agent, for a save)."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"{where}: {cause}")

@@ -10,18 +10,38 @@ import logging
 import typer
 from rich.console import Console
 
+from snaptail.cli.failures import EXIT_CODES, OneLineGroup, set_verbose
+
 app = typer.Typer(
+    cls=OneLineGroup,
     help="snaptail: event-sourced LLM agents that load from snapshot + short tail.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from snaptail import __version__
+
+        typer.echo(f"snaptail {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log at debug level; show the traceback of an error "
+        "(also: SNAPTAIL_VERBOSE=1)."
+    ),
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
+    set_verbose(verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

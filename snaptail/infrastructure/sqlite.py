@@ -24,7 +24,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from snaptail.errors import LockTimeout
+from snaptail.errors import DatabaseUnusable, LockTimeout
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     AgentRecorder,
@@ -173,6 +173,21 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
         )
         return statements
+
+    def check_tables(self, where: str) -> None:
+        """Read both tables once (a read-only open creates nothing): a file without
+        them is a :class:`~snaptail.DatabaseUnusable`."""
+        with self.datastore.transaction(commit=False) as c:
+            for table in (self.events_table_name, self.snapshots_table_name):
+                c.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?", (table,)
+                )
+                if not c.fetchone()[0]:
+                    raise DatabaseUnusable(
+                        f"SQLite database {where}",
+                        f"has no {table} table: it is not a snaptail database (or was never"
+                        " written to)",
+                    )
 
     def close(self) -> None:
         """Close the read connections and the datastore's pool."""

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from snaptail.infrastructure import sqlite_files
 from snaptail.infrastructure.recorder import START, Position
 from snaptail.infrastructure.urls import (
     is_postgres_url,
     parse_postgres_url,
+    parse_sqlite_url,
     resolve_url,
     sqlite_path,
 )
@@ -434,11 +436,18 @@ class PostgresView(ViewDatabase):
 def open_view(url: str | None = None) -> ViewDatabase:
     """Open the view database ``url`` names (same forms as the event database)."""
     url = resolve_url(url)
-    path = sqlite_path(url)
-    if path is not None:
+    parsed = parse_sqlite_url(url)
+    if parsed is not None:
+        path, params = parsed
         if not path:
             raise ValueError(f"no file in SQLite URL {url!r}: use sqlite:///file.db")
-        return SQLiteView(url, path)
+        sqlite_files.prepare(
+            path, sqlite_files.file_mode(params.get("file_mode", sqlite_files.DEFAULT_FILE_MODE))
+        )
+        try:
+            return SQLiteView(url, path)
+        except sqlite3.Error as exc:
+            raise (sqlite_files.explain(path, exc) or exc) from exc
     if is_postgres_url(url):
         return PostgresView(url)
     raise ValueError(f"unsupported view database URL {url!r}")
