@@ -21,8 +21,10 @@ from snaptail.errors import (
     LockTimeout,
     MemoryBudgetExceeded,
     NoSuchDatabase,
+    RowUnreadable,
     SnaptailError,
     UndeclaredState,
+    VersionNotFound,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -62,9 +64,11 @@ __all__ = [
     "NoSuchDatabase",
     "Participant",
     "RecentEvents",
+    "RowUnreadable",
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
     "UndeclaredState",
+    "VersionNotFound",
     "event",
 ]

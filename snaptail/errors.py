@@ -255,3 +255,24 @@ class DatabaseUnusable(SnaptailError, OSError):
     def __init__(self, where: str, cause: str) -> None:
         self.where, self.cause = where, cause
         super().__init__(f"{where}: {cause}")
+
+
+class VersionNotFound(SnaptailError, LookupError):
+    """A read asked for a version past the agent's newest (its head)."""
+
+    def __init__(self, agent_id: UUID, version: int, head: int) -> None:
+        self.agent_id, self.version, self.head = agent_id, version, head
+        super().__init__(
+            f"agent {agent_id} has no version {version}: its newest is version {head};"
+            f" ask for a version up to {head}, or none for the newest"
+        )
+
+
+class RowUnreadable(SnaptailError, ValueError):
+    """A stored row (an event or snapshot) is refused before it is decoded: larger
+    than the store's ``max_row_bytes``, or nested too deeply."""
+
+    def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
+        self.agent_id, self.version, self.what = agent_id, version, what
+        at = "" if version is None else f" at version {version}"
+        super().__init__(f"agent {agent_id}: the stored {what}{at} cannot be read: {detail}")

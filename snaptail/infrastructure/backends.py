@@ -5,11 +5,10 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from snaptail.infrastructure.recorder import AgentRecorder
 from eventsourcing.persistence import PersistenceError
 
-from snaptail.errors import DatabaseUnusable
 from snaptail.infrastructure import sqlite_files
+from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SnaptailSQLiteDatastore, SQLiteAgentRecorder
 from snaptail.infrastructure.urls import (
     SQLITE_OPTIONS,

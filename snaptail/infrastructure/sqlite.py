@@ -246,9 +246,16 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 for snapshot in snapshots:
                     self._write_snapshot(c, snapshot, keep_snapshots)
         except OperationalError as exc:
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            if "full" in str(exc):
+                names = ", ".join(str(a) for a in agent_ids)
+                raise DatabaseUnusable(
+                    f"SQLite database {self.datastore.pool.db_name}",
+                    f"the database or disk is full: saving agent(s) {names} wrote nothing;"
+                    " free disk space (or raise the database's size limit) and save again",
+                ) from exc
             if "locked" not in str(exc):
                 raise
-            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
             timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
             raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:

@@ -32,7 +32,6 @@ from snaptail.infrastructure.urls import (
     parse_postgres_url,
     parse_sqlite_url,
     resolve_url,
-    sqlite_path,
 )
 
 TRACKING_TABLE = "snaptail_projection_tracking"
