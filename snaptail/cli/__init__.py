@@ -57,10 +57,13 @@ def demo(
 ) -> None:
     """Simulate a few realistic agents, then show load time, events read and memory."""
     from snaptail.application.store import AgentStore
+    from snaptail.cli.databases import database_url
     from snaptail.cli.demo import DEFAULT_AGENTS, demo_table, run_demo
 
+    if not scale > 0:
+        raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
     agents = tuple((name, max(2, int(n * scale))) for name, n in DEFAULT_AGENTS)
-    with AgentStore(db) as store:
+    with AgentStore(database_url(db)) as store:
         rows = run_demo(store, agents, seed=seed, console=console)
         console.print(demo_table(rows, store.url))
 
@@ -74,9 +77,10 @@ def migrate(
 
     PostgreSQL: adds the transaction id that lets saves run without a table lock.
     Stop older writers and workers first. SQLite needs nothing."""
-    from snaptail.infrastructure.urls import resolve_url, sqlite_path
+    from snaptail.cli.databases import database_url
+    from snaptail.infrastructure.urls import sqlite_path
 
-    url = resolve_url(db)
+    url = database_url(db)
     if sqlite_path(url) is not None:
         console.print("SQLite: nothing to upgrade")
         return

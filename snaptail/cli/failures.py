@@ -39,12 +39,21 @@ EXIT_CODES = (
 )
 
 _verbose = False
+_database = ""  # the database the command opened (named in database errors)
 
 
 def set_verbose(value: bool) -> None:
     """Show tracebacks (the root ``--verbose`` option)."""
     global _verbose
     _verbose = value
+
+
+def set_database(url: str) -> None:
+    """Name ``url`` in the message of a database error from here on."""
+    global _database
+    from snaptail.infrastructure.urls import redact
+
+    _database = redact(url)
 
 
 def verbose() -> bool:
@@ -75,7 +84,8 @@ def describe(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, SnaptailError):
         return RUNTIME, str(exc)
     if isinstance(exc, (sqlite3.Error, *_persistence_errors())):
-        return RUNTIME, f"database error: {exc} (run with --verbose for the traceback)"
+        where = f" on {_database}" if _database else ""
+        return RUNTIME, f"database error{where}: {exc} (run with --verbose for the traceback)"
     if isinstance(exc, OSError):
         return RUNTIME, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     if isinstance(exc, MemoryError):
@@ -119,6 +129,7 @@ class OneLineGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         set_verbose(False)
+        set_database("")
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, **extra
