@@ -82,7 +82,11 @@ def migrate(
 
     url = database_url(db)
     if sqlite_path(url) is not None:
-        console.print("SQLite: nothing to upgrade")
+        from snaptail.application.store import AgentStore
+        from snaptail.cli.databases import existing_database
+
+        with AgentStore(existing_database(db), read_only=True):  # it is a snaptail database
+            console.print("SQLite: nothing to upgrade")
         return
     from snaptail.infrastructure.postgres import migrate_postgres
 

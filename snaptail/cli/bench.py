@@ -44,7 +44,12 @@ bench_app = typer.Typer(
 
 
 def _ints(text: str) -> list[int]:
-    return [int(part.replace("_", "").replace(",", "")) for part in text.split() if part]
+    try:
+        return [int(part.replace("_", "").replace(",", "")) for part in text.split() if part]
+    except ValueError:
+        raise typer.BadParameter(
+            f"give positive event counts, e.g. 1000,10000, not {text!r}"
+        ) from None
 
 
 def _lengths(text: str | None, default: tuple[int, ...]) -> list[int]:

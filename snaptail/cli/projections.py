@@ -119,14 +119,14 @@ def _failed(exc: Exception, worker: Any) -> typer.Exit:
 
     if isinstance(exc, ProjectionFailed):
         err.print(
-            f"{exc}\nthe view is committed up to notification {worker.position}; a restart "
+            f"error: {exc}; the view is committed up to notification {worker.position}; a restart "
             "stops at the same event. Fix the projection, or run with --skip-failed to "
             "record the event as a dead letter and go on.",
             markup=False,
             highlight=False,
         )
         return typer.Exit(3)
-    err.print(f"worker stopped: {exc}", markup=False, highlight=False)
+    err.print(f"error: worker stopped: {exc}", markup=False, highlight=False)
     return typer.Exit(4)
 
 
@@ -174,16 +174,15 @@ def run(
     With --partitions N, each slice is run by whichever worker holds its lock; a
     worker whose slice is taken stands by and takes over, from the slice's stored
     position, when the holder stops or dies."""
+    from snaptail.cli.databases import database_url
     from snaptail.errors import DatabaseUnreachable, ProjectionFailed, WorkerGaveUp
     from snaptail.infrastructure.recorder import Partition
     from snaptail.projections.worker import ProjectionWorker
 
-    from snaptail.cli.databases import database_url
-
     if partition is not None and partition >= partitions:
         raise typer.BadParameter(f"--partition must be below --partitions ({partitions})")
     db = database_url(db)
-    view_db = database_url(view_db, "--view-db") if view_db else None
+    view_db = database_url(view_db, "--view-db") if view_db else view_db
     projection = load_projection(target)
     if partitions > 1 and not projection.partitionable:
         raise typer.BadParameter(
@@ -221,7 +220,7 @@ def run(
             partition=None if partition is None else Partition(partition, partitions),
         )
     except DatabaseUnreachable as exc:
-        err.print(f"worker not started: {exc}", markup=False, highlight=False)
+        err.print(f"error: worker not started: {exc}", markup=False, highlight=False)
         raise typer.Exit(4) from None
     with started as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
@@ -374,7 +373,7 @@ def _stats_caught_up(
         view.close()
     rows: list[Any] = []
     names: dict[str, str] = {}
-    where = 0
+    where: object = 0
     for k in range(count):  # each slice of a partitioned AgentStats in turn
         part = Partition(k, count) if count > 1 else None
         with ProjectionWorker(AgentStats, url, view_url, partition=part) as worker:

@@ -8,8 +8,8 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 snapshots_app = typer.Typer(
@@ -83,12 +83,12 @@ def verify(
     one listed. Reads only: a missing database is "no such database", a read-only one
     is read as it is.
     """
+    from snaptail.application.directory import find_agent
     from snaptail.application.maintenance import (
         count_agents,
         sample_agent_ids,
         verify_snapshots,
     )
-    from snaptail.application.directory import find_agent
     from snaptail.application.store import AgentStore
     from snaptail.cli.databases import existing_database
     from snaptail.errors import AgentNotFound, InvalidArgument
