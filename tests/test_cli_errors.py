@@ -85,7 +85,7 @@ def test_every_database_command_answers_bad_databases_in_one_line(
     for case, (url, code, words) in _bad_databases(place).items():
         if case == "unreachable PostgreSQL" and command == "worker run":
             code = 4  # worker run: the database stayed unreachable (documented)
-        if case == "missing directory" and command in READ_ONLY + ("snapshots prune",):
+        if case == "missing directory" and command in (*READ_ONLY, "snapshots prune"):
             words = ("no such database",)
         before = sorted(p.name for p in place.rglob("*"))
         result = run([*DB_COMMANDS[command], "--db", url])
@@ -116,8 +116,10 @@ def test_read_only_commands_never_create_a_database(place: Path) -> None:
         (["snapshots", "prune", "--keep", "0"], ("--keep",)),
         (["snapshots", "verify", "--sample", "2", "--agent", "x"], ("--sample",)),
         (["worker", "run", "nosuchmodule:Nothing"], ("nosuchmodule",)),
-        (["worker", "run", "snaptail.projections:AgentStats", "--partition", "3"],
-         ("--partition",)),  # fmt: skip
+        (
+            ["worker", "run", "snaptail.projections:AgentStats", "--partition", "3"],
+            ("--partition",),
+        ),
         (["bench", "intervals", "--events", "lots"], ("event counts",)),
         (["bench", "intervals", "--intervals", "often"], ("often",)),
         (["bench", "intervals", "--target-ms", "soon"], ("--target-ms",)),
