@@ -62,7 +62,7 @@ def test_get_past_the_head_is_refused_naming_the_head(database_url: str) -> None
         (lambda: AgentStore(":memory:", max_event_bytes=-1), "max_event_bytes"),
         (lambda: AgentStore(":memory:", max_row_bytes=0), "max_row_bytes"),
         (lambda: AgentStore(":memory:", recent_events=1.5), "recent_events"),  # type: ignore[arg-type]
-        (lambda: AgentStore(":memory:", slow_load_ms="fast"), "slow_load_ms"),
+        (lambda: AgentStore(":memory:", slow_load_ms="fast"), "slow_load_ms"),  # type: ignore[arg-type]
         (lambda: AgentStore("sqlit:///x.db"), "url"),
         (lambda: AgentStore(f"{UNREACHABLE}?schema=select"), "url"),
         (lambda: AgentStore(f"{UNREACHABLE}?schema=information_schema"), "url"),

@@ -98,6 +98,34 @@ class _Bar:
         self._progress.stop()
 
 
+class _Following:
+    """While following on a terminal: one live line with the position and the events
+    applied since the worker caught up."""
+
+    def __init__(self, worker: Any) -> None:
+        self._worker = worker
+        self._applied = 0
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), EventsPerSecond(), console=err,
+            transient=True,
+        )  # fmt: skip
+        self._task = self._progress.add_task(self._text(), total=None)
+        self._progress.start()
+
+    def _text(self) -> str:
+        return (
+            f"{self._worker.name} following: position {self._worker.position}, "
+            f"{self._applied:,} events since caught up"
+        )
+
+    def advanced(self, applied: int) -> None:
+        self._applied += applied
+        self._progress.update(self._task, advance=applied, description=self._text())
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
 class _StderrHandler(logging.Handler):
     """The worker's log lines (lock, standby, reconnects, failures) on stderr."""
 
@@ -225,28 +253,40 @@ def run(
     with started as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
         bar: _Bar | None = None
+        following: _Following | None = None
         caught_up = threading.Event()
+        show = progress and err.is_terminal
 
         def on_batch(applied: int) -> None:
             nonlocal bar
+            if following is not None:
+                following.advanced(applied)
+                return
             if bar is None and not caught_up.is_set():
-                bar = _Bar(worker, progress and err.is_terminal)
+                bar = _Bar(worker, show)
             if bar is not None:
                 bar.advanced(applied)
 
         def on_caught_up(applied: int, seconds: float) -> None:
-            nonlocal bar
+            nonlocal bar, following
             if bar is not None:
                 bar.stop()
                 bar = None
-            caught_up.set()
             rate = applied / seconds if seconds > 0 else 0.0
-            err.print(
-                f"caught up: {applied} events in {seconds:.2f}s ({rate:,.0f} events/s), "
-                f"position {worker.position}"
-            )
-            if not catch_up_only and not stop.is_set():
+            done = f"{applied} events in {seconds:.2f}s ({rate:,.0f} events/s)"
+            if stop.is_set():  # stopped during the catch-up: not caught up
+                left = max(worker.head() - worker.position.notification_id, 0)
+                err.print(
+                    f"interrupted during catch-up: {done}, position {worker.position}; about"
+                    f" {left:,} events left (a restart continues from here)"
+                )
+                return
+            caught_up.set()
+            err.print(f"caught up: {done}, position {worker.position}")
+            if not catch_up_only:
                 err.print("following new events (SIGTERM or Ctrl-C to stop)")
+                if show:
+                    following = _Following(worker)
 
         try:
             worker.run(
@@ -257,6 +297,8 @@ def run(
         finally:
             if bar is not None:
                 bar.stop()
+            if following is not None:
+                following.stop()
         err.print(f"stopped at position {worker.position}")
 
 
