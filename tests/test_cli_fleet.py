@@ -89,7 +89,7 @@ def test_inspect_takes_a_unique_prefix_and_lists_an_ambiguous_one(tmp_path: Path
 def test_stats_fits_the_terminal_without_cutting_ids_or_numbers(
     fleet: tuple[str, list[Agent]], columns: int
 ) -> None:
-    url, agents = fleet
+    url, _ = fleet
     result = run(["stats", "--db", url], columns)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -110,7 +110,7 @@ def test_verify_reports_every_agent_it_reaches_when_listing_breaks(
 ) -> None:
     from snaptail.application import maintenance
 
-    url, agents = fleet
+    url, _ = fleet
     listed = maintenance.agent_ids
 
     def broken(recorder: Any, page: int = 1000) -> Iterator[Any]:

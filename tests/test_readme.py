@@ -24,3 +24,20 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     for number, source in enumerate(blocks, start=1):
         code = compile(source, f"README.md python block {number}", "exec")
         exec(code, module.__dict__)
+
+
+def test_readme_examples_run_twice_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a reader runs them: no database URL set, from some directory, twice in a row
+    in one process; nothing is written to the directory they run from."""
+    blocks = BLOCK.findall(README.read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SNAPTAIL_DATABASE_URL", raising=False)
+    for attempt in (1, 2):
+        module = types.ModuleType(f"readme_examples_{attempt}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        for number, source in enumerate(blocks, start=1):
+            code = compile(source, f"README.md python block {number} (run {attempt})", "exec")
+            exec(code, module.__dict__)
+    assert list(tmp_path.iterdir()) == []
