@@ -307,3 +307,17 @@ def test_ctrl_c_in_bench_prints_what_was_measured(monkeypatch: pytest.MonkeyPatc
     assert "1,000" in result.stdout and "10" in result.stdout  # the row measured
     assert "interrupted (Ctrl-C)" in result.stdout and "1 result(s) measured" in result.stdout
     assert "Recommended" not in result.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_the_intervals_table_fits_without_cutting_numbers(columns: int) -> None:
+    from snaptail.cli.bench_report import intervals_table
+
+    rows = [_measurement(i, 100_000, 12.345, 1234.5) for i in (None, 10, 100, 1000)]
+    screen = io.StringIO()
+    console = Console(file=screen, width=columns, color_system=None)
+    console.print(intervals_table(rows, console))
+    lines = screen.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= columns
+    body = [line for line in lines if "100,000" in line]
+    assert len(body) == 4 and all("12.35" in line and "1,234" in line for line in body)

@@ -143,7 +143,7 @@ def intervals(
     )
     with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
         interrupted = _interruptible(lambda: run_intervals(config, run))
-    console.print(intervals_table(run.records))
+    console.print(intervals_table(run.records, console))
     if interrupted:
         raise _stopped(console, run.records, "measurement")
     recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
@@ -271,7 +271,7 @@ def langgraph_bench(
     with _quiet_store_logs():
         interrupted = _interruptible(lambda: run_langgraph_bench(marks, chars, url, baseline_max,
                                                                  keep))  # fmt: skip
-    console.print(langgraph_table(measured))
+    console.print(langgraph_table(measured, console))
     if interrupted:
         console.print(
             f"[yellow]interrupted (Ctrl-C): the table holds the {len(measured)} row(s) measured"

@@ -6,44 +6,56 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 from snaptail.bench.cells import mib_cell, ms_cell, rate_cell
 from snaptail.bench.run import Record
+from snaptail.cli.tables import fit
 from snaptail.domain.memory import MIB
 
+INTERVALS_DROP_ORDER = ("snaps", "disk MiB", "snap KiB", "held MiB", "peak MiB", "append/s")
 
-def intervals_table(records: Sequence[Record]) -> Table:
-    table = Table(title="snaptail bench intervals", title_justify="left")
-    for column in (
-        "interval",
-        "events",
-        "append/s",
-        "p50 ms",
-        "p95 ms",
-        "peak MiB",
-        "held MiB",
-        "snap KiB",
-        "disk MiB",
-        "snaps",
-    ):
-        table.add_column(column, justify="right")
-    for r in records:
-        if r["kind"] != "measurement":
-            continue
-        table.add_row(
-            "none" if r["interval"] is None else str(r["interval"]),
-            f"{r['events']:,}",
-            rate_cell(r["append_events_per_s"]),
-            ms_cell(r["load_ms_p50"]),
-            ms_cell(r["load_ms_p95"]),
-            mib_cell(r["load_peak_bytes"]),
-            mib_cell(r["resident_bytes"]),
-            f"{r['snapshot_bytes'] / 1024:,.1f}",
-            mib_cell(r["storage_bytes"]),
-            f"{r['snapshots_written']:,}/{r['snapshots_kept']}",
+
+def intervals_table(records: Sequence[Record], console: Console | None = None) -> Table:
+    """The measurements as a table; with ``console``, fitted to its width (whole
+    columns left out in :data:`INTERVALS_DROP_ORDER`, numbers never cut)."""
+    headers = ["interval", "events", "append/s", "p50 ms", "p95 ms", "peak MiB", "held MiB",
+               "snap KiB", "disk MiB", "snaps"]  # fmt: skip
+    cells = [
+        dict(
+            zip(
+                headers,
+                (
+                    "none" if r["interval"] is None else str(r["interval"]),
+                    f"{r['events']:,}",
+                    rate_cell(r["append_events_per_s"]),
+                    ms_cell(r["load_ms_p50"]),
+                    ms_cell(r["load_ms_p95"]),
+                    mib_cell(r["load_peak_bytes"]),
+                    mib_cell(r["resident_bytes"]),
+                    f"{r['snapshot_bytes'] / 1024:,.1f}",
+                    mib_cell(r["storage_bytes"]),
+                    f"{r['snapshots_written']:,}/{r['snapshots_kept']}",
+                ),
+                strict=True,
+            )
         )
-    return table
+        for r in records
+        if r["kind"] == "measurement"
+    ]
+
+    def build(kept: Sequence[str]) -> Table:
+        table = Table(title="snaptail bench intervals", title_justify="left")
+        for column in kept:
+            table.add_column(column, justify="right", no_wrap=True)
+        for cell in cells:
+            table.add_row(*(cell[c] for c in kept))
+        return table
+
+    if console is None:
+        return build(headers)
+    return fit(console, headers, INTERVALS_DROP_ORDER, build)
 
 
 def recommendation_text(record: Record) -> str:
@@ -253,29 +265,42 @@ def scale_figure(records: Sequence[Record]) -> Any:
     return fig
 
 
-def langgraph_table(rows: Sequence[Any]) -> Table:
-    """``snaptail bench langgraph`` rows (``LangGraphRow``) as one table."""
-    table = Table(title="snaptail bench langgraph: one chat thread", title_justify="left")
-    for name in (
-        "saver",
-        "steps",
-        "storage MiB",
-        "messages MiB",
-        "storage / messages",
-        "ms per step",
-        "get_state ms",
-        "get_state ms (new saver)",
-    ):
-        table.add_column(name, justify="left" if name == "saver" else "right")
-    for row in rows:
-        table.add_row(
-            row.saver,
-            f"{row.steps:,}",
-            mib_cell(row.storage_bytes),
-            mib_cell(row.message_bytes),
-            f"{row.storage_ratio:,.2f}x" if row.storage_bytes else "-",
-            ms_cell(row.ms_per_step),
-            ms_cell(row.get_state_ms),
-            ms_cell(row.get_state_cold_ms),  # "-" when None
+LANGGRAPH_DROP_ORDER = ("get_state ms (new saver)", "messages MiB", "storage / messages")
+
+
+def langgraph_table(rows: Sequence[Any], console: Console | None = None) -> Table:
+    """``snaptail bench langgraph`` rows (``LangGraphRow``) as one table; with
+    ``console``, fitted to its width (columns left out in :data:`LANGGRAPH_DROP_ORDER`)."""
+    headers = ["saver", "steps", "storage MiB", "messages MiB", "storage / messages",
+               "ms per step", "get_state ms", "get_state ms (new saver)"]  # fmt: skip
+    cells = [
+        dict(
+            zip(
+                headers,
+                (
+                    row.saver,
+                    f"{row.steps:,}",
+                    mib_cell(row.storage_bytes),
+                    mib_cell(row.message_bytes),
+                    f"{row.storage_ratio:,.2f}x" if row.storage_bytes else "-",
+                    ms_cell(row.ms_per_step),
+                    ms_cell(row.get_state_ms),
+                    ms_cell(row.get_state_cold_ms),  # "-" when None
+                ),
+                strict=True,
+            )
         )
-    return table
+        for row in rows
+    ]
+
+    def build(kept: Sequence[str]) -> Table:
+        table = Table(title="snaptail bench langgraph: one chat thread", title_justify="left")
+        for name in kept:
+            table.add_column(name, justify="left" if name == "saver" else "right", no_wrap=True)
+        for cell in cells:
+            table.add_row(*(cell[h] for h in kept))
+        return table
+
+    if console is None:
+        return build(headers)
+    return fit(console, headers, LANGGRAPH_DROP_ORDER, build)
