@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -225,3 +226,77 @@ def test_file_mode_is_an_option_and_existing_files_keep_theirs(
 def test_errors_are_snaptail_errors() -> None:
     for error in (InvalidArgument, RowUnreadable, VersionNotFound, DatabaseUnusable):
         assert issubclass(error, SnaptailError)
+
+
+# -- item 8: a PostgreSQL pool that cannot get a connection ----------------------------
+
+
+@pytest.fixture
+def limited_role() -> Iterator[tuple[str, Any]]:
+    """A login role of its own (so its connection limit can be set) and a schema."""
+    admin_url = os.environ.get("SNAPTAIL_TEST_POSTGRES_URL")
+    if not admin_url:
+        pytest.skip("needs SNAPTAIL_TEST_POSTGRES_URL")
+    psycopg = pytest.importorskip("psycopg")
+    from urllib.parse import urlsplit
+
+    admin = psycopg.connect(admin_url, autocommit=True)
+    dbname = urlsplit(admin_url).path.lstrip("/")
+    admin.execute("DROP SCHEMA IF EXISTS snaptail_pool_test CASCADE")
+    admin.execute("DROP ROLE IF EXISTS snaptail_pool_test")
+    admin.execute("CREATE ROLE snaptail_pool_test LOGIN")
+    admin.execute(f"GRANT CONNECT ON DATABASE {dbname} TO snaptail_pool_test")
+    admin.execute("CREATE SCHEMA snaptail_pool_test AUTHORIZATION snaptail_pool_test")
+    parts = urlsplit(admin_url)
+    host = parts.hostname or "127.0.0.1"
+    url = (
+        f"postgresql://snaptail_pool_test@{host}:{parts.port or 5432}/{dbname}"
+        "?schema=snaptail_pool_test&pool_size=1&max_overflow=0&pool_timeout=1"
+    )
+    try:
+        yield url, admin
+    finally:
+        admin.execute("DROP SCHEMA IF EXISTS snaptail_pool_test CASCADE")
+        admin.execute(f"REVOKE ALL ON DATABASE {dbname} FROM snaptail_pool_test")
+        admin.execute("DROP ROLE IF EXISTS snaptail_pool_test")
+        admin.close()
+
+
+def test_a_pool_that_gets_no_connection_says_why_and_how_long(
+    limited_role: tuple[str, Any],
+) -> None:
+    import threading
+    import time
+
+    from snaptail import DatabaseUnreachable
+
+    url, admin = limited_role
+    with AgentStore(url) as store:
+        agent = _agent(store)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # the pool's only connection, busy
+            with store.recorder.datastore.transaction(commit=False):  # type: ignore[attr-defined]
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(10)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnreachable) as busy:
+                store.get(agent.id)
+            waited = time.monotonic() - started
+            assert "stayed busy" in str(busy.value) and "pool_size=1" in str(busy.value)
+            assert f"after {waited:.0f}." in str(busy.value) or "after 1." in str(busy.value)
+            assert waited < 5  # the pool's timeout, not retries on top of it
+            # The role at its connection limit (no new connection): the server's cause.
+            admin.execute("ALTER ROLE snaptail_pool_test CONNECTION LIMIT 0")
+            with pytest.raises(DatabaseUnreachable) as refused:
+                store.get(agent.id)
+            assert "refused a new connection" in str(refused.value)
+            assert "too many connections" in str(refused.value)
+        finally:
+            release.set()
+            holder.join()

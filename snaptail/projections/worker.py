@@ -40,7 +40,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from snaptail.errors import InvalidArgument, ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.errors import (
+    DatabaseUnreachable,
+    InvalidArgument,
+    ProjectionBusy,
+    ProjectionFailed,
+    WorkerGaveUp,
+)
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
@@ -89,7 +95,7 @@ class _Stopped(Exception):
 
 
 def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, OperationalError | InterfaceError | DatabaseUnreachable):
         return True
     psycopg: Any = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
