@@ -668,13 +668,16 @@ class AgentStore:
 
     def _decode(self, stored: StoredEvent) -> Any:
         """One stored event, its size and nesting checked (:class:`RowUnreadable`)."""
-        agent_id = UUID(str(stored.originator_id))
-        version = stored.originator_version
-        arguments.check_row_size(agent_id, version, len(stored.state), self.max_row_bytes, "event")
+        if len(stored.state) > self.max_row_bytes:
+            arguments.check_row_size(
+                UUID(str(stored.originator_id)), stored.originator_version,
+                len(stored.state), self.max_row_bytes, "event",
+            )  # fmt: skip
         try:
             return self.mapper.to_domain_event(stored)
         except RecursionError:
-            raise arguments.too_deep(agent_id, version) from None
+            agent_id = UUID(str(stored.originator_id))
+            raise arguments.too_deep(agent_id, stored.originator_version) from None
 
     def _walk(
         self,
