@@ -6,6 +6,7 @@ from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.domain.topics import register_topic
 from snaptail.errors import (
     AgentBroken,
     AgentLimitExceeded,
@@ -15,6 +16,7 @@ from snaptail.errors import (
     DatabaseUnreachable,
     DatabaseUnusable,
     EventTooLarge,
+    InvalidAgentType,
     InvalidArgument,
     InvalidCommand,
     InvalidEventPayload,
@@ -24,6 +26,7 @@ from snaptail.errors import (
     RowUnreadable,
     SnaptailError,
     UndeclaredState,
+    UnknownTopic,
     VersionNotFound,
 )
 from snaptail.snapshots import (
@@ -54,6 +57,7 @@ __all__ = [
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
+    "InvalidAgentType",
     "InvalidArgument",
     "InvalidCommand",
     "InvalidEventPayload",
@@ -69,6 +73,8 @@ __all__ = [
     "SnaptailError",
     "TokenUsage",
     "UndeclaredState",
+    "UnknownTopic",
     "VersionNotFound",
     "event",
+    "register_topic",
 ]
