@@ -36,9 +36,10 @@ DB_COMMANDS: dict[str, list[str]] = {
         "worker", "run", "snaptail.projections:AgentStats", "--catch-up-only", "--no-progress",
         "--give-up-after", "0.5",
     ],
+    "ui": ["ui", "--port", "18766"],
 }  # fmt: skip
 READ_ONLY = ("stats", "stats --no-update", "inspect", "snapshots verify",
-             "snapshots prune --dry-run")  # fmt: skip
+             "snapshots prune --dry-run", "ui")  # fmt: skip
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/x"
 
 
@@ -82,6 +83,8 @@ def test_every_database_command_answers_bad_databases_in_one_line(
 ) -> None:
     if command != "demo":
         pytest.importorskip("psycopg")
+    if command == "ui":
+        pytest.importorskip("snaptail.ui", exc_type=ImportError)
     for case, (url, code, words) in _bad_databases(place).items():
         if case == "unreachable PostgreSQL" and command == "worker run":
             code = 4  # worker run: the database stayed unreachable (documented)
@@ -99,6 +102,8 @@ def test_every_database_command_answers_bad_databases_in_one_line(
 def test_read_only_commands_never_create_a_database(place: Path) -> None:
     missing = place / "fleet.db"
     for command in (*READ_ONLY, "snapshots prune"):
+        if command == "ui":
+            continue  # (its own test needs the ui extra)
         result = run([*DB_COMMANDS[command], "--db", f"sqlite:///{missing}"])
         assert_one_line(result, 1, "no such database", str(missing))
     assert sorted(p.name for p in place.iterdir()) == ["junk.db"]  # no file, no lock
