@@ -98,7 +98,8 @@ def build_agent(
     if replay_from:
         read_bytes += sum([len(row[2]) for row in rows[:replay_from]])
     # One comparison: only a load whose rows total more than the limit looks at each.
-    check_rows(agent_id, rows, read_bytes - snapshot_bytes, max_row_bytes)
+    if read_bytes - snapshot_bytes > max_row_bytes:
+        check_rows(agent_id, rows, read_bytes - snapshot_bytes, max_row_bytes)
     try:
         agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
     except RecursionError:
