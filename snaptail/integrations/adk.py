@@ -163,10 +163,9 @@ class SnaptailSessionService(BaseSessionService):
             not isinstance(unconfigured_recent_events, int) or unconfigured_recent_events < 0
         ):
             raise InvalidArgument(
-                "SnaptailSessionService",
                 "unconfigured_recent_events",
-                unconfigured_recent_events,
-                "None (every event, ADK's default) or an int >= 0",
+                f"SnaptailSessionService: got {unconfigured_recent_events!r}; give None"
+                " (every event, ADK's default) or an int >= 0",
             )
         self._owns_store = not isinstance(store, AsyncAgentStore)
         self.store = store if isinstance(store, AsyncAgentStore) else AsyncAgentStore(store)
@@ -364,10 +363,9 @@ class SnaptailSessionService(BaseSessionService):
         sessions after ``page_token`` (a previous page's ``next_page_token``)."""
         if page_size is not None and page_size < 1:
             raise InvalidArgument(
-                "SnaptailSessionService.list_sessions_page",
                 "page_size",
-                page_size,
-                "an int >= 1, or None for every session",
+                f"SnaptailSessionService.list_sessions_page: got {page_size!r}; give an"
+                " int >= 1, or None for every session",
             )
         app = await self._scope(app_uuid(app_name))
         if user_id is not None:
