@@ -71,13 +71,33 @@ def upstream_source() -> tuple[str | None, str]:
     return None, "; ".join(tried)
 
 
+CONFTEST = """
+import inspect
+
+
+def pytest_collection_modifyitems(config, items):
+    # Only the tests that go through the swapped fixture or factory exercise snaptail;
+    # the rest build ADK's own services (their SQL, engines, mocks) and are deselected.
+    keep, drop = [], []
+    for item in items:
+        source = inspect.getsource(item.function) if hasattr(item, "function") else ""
+        uses = "session_service" in getattr(item, "fixturenames", ())
+        (keep if uses or "get_session_service(" in source else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+"""
+
+
 def prepare(source: str, into: Path) -> Path:
-    """Write the upstream tests into ``into`` with snaptail's service swapped in."""
+    """Write the upstream tests into ``into`` with snaptail's service swapped in (and a
+    conftest that runs only the tests that use it)."""
     into.mkdir(parents=True, exist_ok=True)
     path = into / TEST_FILE
     path.write_text(
         source + "\n\nfrom tests.adk_upstream import get_session_service, session_service  # noqa\n"
     )
+    (into / "conftest.py").write_text(CONFTEST)
     return path
 
 
