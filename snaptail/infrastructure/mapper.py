@@ -24,7 +24,9 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
+from snaptail.errors import AgentForgotten
 from snaptail.infrastructure.recorder import EventRow
+from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
 
 
 class NoTranscoder(Transcoder):
@@ -97,6 +99,8 @@ class MsgspecMapper(Mapper[Any]):
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
         self._direct: dict[str, _DirectApply | None] = {}
+        # Per-agent encryption (snaptail.privacy): set by a store with a key store.
+        self.payload_cipher: PayloadCipher | None = None
 
     def topic_of(self, event_class: type[Any]) -> str:
         topic = self._topics.get(event_class)
@@ -122,6 +126,10 @@ class MsgspecMapper(Mapper[Any]):
             data = self.compressor.compress(data)
         if self.cipher:
             data = self.cipher.encrypt(data)
+        if self.payload_cipher is not None:
+            data = self.payload_cipher.seal_event(
+                domain_event.originator_id, domain_event.originator_version, data
+            )
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
@@ -152,7 +160,20 @@ class MsgspecMapper(Mapper[Any]):
     def decode_event(
         self, originator_id: Any, originator_version: int, topic: str, data: bytes
     ) -> Any:
-        """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
+        """The domain event stored as ``data`` (one row's columns, no StoredEvent); a
+        :class:`~snaptail.privacy.RedactedEvent` if its agent was forgotten."""
+        if data and data[0] == SEALED:
+            agent_id = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            if self.payload_cipher is None:
+                require_keys(agent_id, data)
+            else:
+                try:
+                    data = self.payload_cipher.open_event(agent_id, originator_version, data)
+                except AgentForgotten as gone:
+                    return RedactedEvent(
+                        agent_id, originator_version, topic, len(data),
+                        gone.erasure_id, gone.forgotten_at,
+                    )  # fmt: skip
         try:
             codec = self._codecs.get(topic) or self._codec(topic)
         except Exception as exc:  # a damaged or retired topic: name the event
@@ -199,6 +220,8 @@ class MsgspecMapper(Mapper[Any]):
         class with its own ``apply``/``mutate`` or ``class_version``, a row that does
         not decode) takes that ordinary path, which upcasts or raises as it does.
         """
+        if self.payload_cipher is not None:  # raises AgentForgotten for a forgotten agent
+            rows = self.payload_cipher.open_rows(originator_id, rows)
         if self.cipher or self.compressor:
             return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
         direct = self._direct
