@@ -505,7 +505,8 @@ class AgentStore:
             rows = yield Call(
                 "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
             )
-            judgement = None if rows.snapshot is None else judge_snapshot(rows.snapshot, self.open_snapshot)
+            snapshot = rows.snapshot
+            judgement = None if snapshot is None else judge_snapshot(snapshot, self.open_snapshot)
         else:
             agent_id = as_agent_id(agent_id)
             started, rows, judgement = first

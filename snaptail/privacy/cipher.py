@@ -109,7 +109,8 @@ class PayloadCipher:
         if isinstance(key, Erasure):
             raise AgentForgotten(agent_id, key.id, key.at)
         nonce = os.urandom(_NONCE)
-        return HEADER + nonce + key.encrypt(nonce, data, _aad(kind, agent_id, version))
+        sealed: bytes = key.encrypt(nonce, data, _aad(kind, agent_id, version))
+        return HEADER + nonce + sealed
 
     def _open(self, kind: bytes, agent_id: UUID, version: int, data: bytes) -> bytes:
         if not data or data[0] != SEALED:
@@ -126,7 +127,10 @@ class PayloadCipher:
         if len(data) < 2 + _NONCE + 16 or data[1] != FORMAT:
             raise DamagedLog(agent_id, version, f"its encrypted {what} is cut short or unknown")
         try:
-            return key.decrypt(data[2 : 2 + _NONCE], data[2 + _NONCE :], _aad(kind, agent_id, version))
+            plain: bytes = key.decrypt(
+                data[2 : 2 + _NONCE], data[2 + _NONCE :], _aad(kind, agent_id, version)
+            )
+            return plain
         except invalid_tag():
             raise DamagedLog(
                 agent_id, version, f"its encrypted {what} does not authenticate (altered bytes"

@@ -43,7 +43,9 @@ class _Recorder(Protocol):
     def max_version(self, originator_id: UUID) -> int | None: ...
 
 
-def _require(keys: KeyStore | None, cipher: PayloadCipher | None, agent_id: UUID | None) -> tuple[KeyStore, PayloadCipher]:
+def _require(
+    keys: KeyStore | None, cipher: PayloadCipher | None, agent_id: UUID | None
+) -> tuple[KeyStore, PayloadCipher]:
     if keys is None or cipher is None:
         raise KeysRequired(agent_id, "subjects need a key store and none is open")
     return keys, cipher

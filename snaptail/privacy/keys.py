@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 from uuid import UUID
 
 from snaptail.errors import AgentForgotten, MasterKeyError
@@ -90,10 +90,10 @@ class LocalMasterKey:
 
     def wrap(self, key: bytes, context: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, key, context)
+        return nonce + cast(bytes, self._aead.encrypt(nonce, key, context))
 
     def unwrap(self, blob: bytes, context: bytes) -> bytes:
-        return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
+        return cast(bytes, self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context))
 
 
 def new_master_key() -> str:
@@ -137,7 +137,9 @@ def master_key_from_env(where: str) -> LocalMasterKey:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise MasterKeyError(where, f"cannot read ${MASTER_KEY_FILE_ENV}={path}: {exc}")
+            raise MasterKeyError(
+                where, f"cannot read ${MASTER_KEY_FILE_ENV}={path}: {exc}"
+            ) from None
         return LocalMasterKey(parse_master_key(data, f"{where} ({path})"))
     raise MasterKeyError(
         where,
@@ -156,7 +158,6 @@ class Erasure:
     at: str
     agent_ids: tuple[str, ...]
     events: int
-    recorded: bool = False  # its SubjectForgotten event is in the event database
 
     @property
     def agents(self) -> int:
@@ -182,7 +183,6 @@ class KeyStore(Protocol):
         self, subject_ref: str, count_events: Callable[[Sequence[UUID]], int]
     ) -> Erasure | None: ...
     def erasures(self) -> list[Erasure]: ...
-    def mark_recorded(self, erasure_id: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -206,8 +206,7 @@ def _ddl(blob: str, prefix: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {t['links']} (ref TEXT NOT NULL, agent_id TEXT NOT NULL,"
         " PRIMARY KEY (ref, agent_id))",
         f"CREATE TABLE IF NOT EXISTS {t['erasures']} (id TEXT PRIMARY KEY, ref TEXT NOT NULL,"
-        " at TEXT NOT NULL, agent_ids TEXT NOT NULL, events BIGINT NOT NULL,"
-        " recorded INTEGER NOT NULL)",
+        " at TEXT NOT NULL, agent_ids TEXT NOT NULL, events BIGINT NOT NULL)",
     ]
 
 
@@ -350,10 +349,8 @@ class SQLKeyStore:
             if row is not None and row[1] is None:
                 raise self._forgotten(cur, agent_id, row[2])
             refs = [r for r in (row[0].split(",") if row else []) if r]
-            if row is None:
-                wrapped = os.urandom(KEY_BYTES)  # layer 0: the data key itself
-            else:
-                wrapped = bytes(row[1])
+            # Layer 0 is the data key itself (a new one for a new agent).
+            wrapped = os.urandom(KEY_BYTES) if row is None else bytes(row[1])
             added = False
             for ref in new_refs:
                 if ref in refs:
@@ -454,8 +451,8 @@ class SQLKeyStore:
                     (erasure.id, agent_id),
                 )
             cur.execute(
-                f"INSERT INTO {self._t['erasures']} (id, ref, at, agent_ids, events, recorded)"
-                " VALUES (?, ?, ?, ?, ?, 0)",
+                f"INSERT INTO {self._t['erasures']} (id, ref, at, agent_ids, events)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (erasure.id, subject_ref, erasure.at, ",".join(agent_ids), erasure.events),
             )
             self._subject_keys.pop(subject_ref, None)
@@ -469,21 +466,14 @@ class SQLKeyStore:
         """Every erasure record, oldest first."""
         with self._transaction() as cur:
             cur.execute(
-                f"SELECT id, ref, at, agent_ids, events, recorded FROM {self._t['erasures']}"
+                f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']}"
                 " ORDER BY at, id"
             )
             return [_erasure_row(r) for r in cur.fetchall()]
 
-    def mark_recorded(self, erasure_id: str) -> None:
-        """Note that the erasure's event is in the event database."""
-        with self._transaction() as cur:
-            cur.execute(
-                f"UPDATE {self._t['erasures']} SET recorded = 1 WHERE id = ?", (erasure_id,)
-            )
-
     def _erasure(self, cur: _Cursor, erasure_id: str | None) -> Erasure:
         cur.execute(
-            f"SELECT id, ref, at, agent_ids, events, recorded FROM {self._t['erasures']}"
+            f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']}"
             " WHERE id = ?",
             (erasure_id,),
         )
@@ -499,7 +489,7 @@ class SQLKeyStore:
 
 def _erasure_row(row: Sequence[Any]) -> Erasure:
     ids = tuple(a for a in str(row[3]).split(",") if a)
-    return Erasure(str(row[0]), str(row[1]), str(row[2]), ids, int(row[4]), bool(row[5]))
+    return Erasure(str(row[0]), str(row[1]), str(row[2]), ids, int(row[4]))
 
 
 def _layer_context(agent_id: UUID, ref: str) -> bytes:
@@ -508,13 +498,12 @@ def _layer_context(agent_id: UUID, ref: str) -> bytes:
 
 def _wrap_layer(key: bytes, inner: bytes, agent_id: UUID, ref: str) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + aesgcm(key).encrypt(nonce, inner, _layer_context(agent_id, ref))
+    return nonce + cast(bytes, aesgcm(key).encrypt(nonce, inner, _layer_context(agent_id, ref)))
 
 
 def _unwrap_layer(key: bytes, outer: bytes, agent_id: UUID, ref: str) -> bytes:
-    return aesgcm(key).decrypt(
-        outer[:NONCE_BYTES], outer[NONCE_BYTES:], _layer_context(agent_id, ref)
-    )
+    context = _layer_context(agent_id, ref)
+    return cast(bytes, aesgcm(key).decrypt(outer[:NONCE_BYTES], outer[NONCE_BYTES:], context))
 
 
 class _Cursor:
