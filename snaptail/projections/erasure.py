@@ -97,6 +97,8 @@ class ErasureFeed:
                 continue
             self._apply_one(view, projection, lock, erasure)
             applied += 1
+        if applied:
+            view.scrub()
         return applied
 
     def _apply_one(
