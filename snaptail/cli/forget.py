@@ -12,8 +12,11 @@ from snaptail.errors import SnaptailError
 
 def forget_command(
     subject: str = typer.Argument(..., help="The subject's id, as given to add_subject."),
-    db: str = typer.Option(None, "--db", help="Event database URL (default: "
-                           "$SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."),
+    db: str = typer.Option(
+        None,
+        "--db",
+        help="Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db).",
+    ),
     keys: str = typer.Option(None, "--keys", help="Key store URL (default: $SNAPTAIL_KEYS_URL)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
@@ -34,8 +37,10 @@ def forget_command(
         console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     if erasure is None:
-        console.print("nothing to forget: the key store holds no key of this subject"
-                      " (never added, or already forgotten)")
+        console.print(
+            "nothing to forget: the key store holds no key of this subject"
+            " (never added, or already forgotten)"
+        )
         return
     table = Table(title="erasure record", show_header=False)
     table.add_column("what", style="bold")

@@ -121,8 +121,10 @@ class PayloadCipher:
         what = "snapshot" if kind == _SNAPSHOT else "event"
         if key is None:
             raise DamagedLog(
-                agent_id, version, f"its {what} is encrypted but the key store has no key"
-                " for this agent (another key store?)"
+                agent_id,
+                version,
+                f"its {what} is encrypted but the key store has no key"
+                " for this agent (another key store?)",
             )
         if len(data) < 2 + _NONCE + 16 or data[1] != FORMAT:
             raise DamagedLog(agent_id, version, f"its encrypted {what} is cut short or unknown")
@@ -133,8 +135,10 @@ class PayloadCipher:
             return plain
         except invalid_tag():
             raise DamagedLog(
-                agent_id, version, f"its encrypted {what} does not authenticate (altered bytes"
-                " or a row of another agent or version)"
+                agent_id,
+                version,
+                f"its encrypted {what} does not authenticate (altered bytes"
+                " or a row of another agent or version)",
             ) from None
 
     def seal_event(self, agent_id: UUID, version: int, data: bytes) -> bytes:

@@ -106,4 +106,3 @@ def forget_subject(
         erasure.subject_ref, erasure.id, erasure.agents, erasure.events,
     )  # fmt: skip
     return erasure
-

@@ -83,9 +83,7 @@ class LocalMasterKey:
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
-            raise MasterKeyError(
-                "master key", f"a master key is {KEY_BYTES} bytes, got {len(key)}"
-            )
+            raise MasterKeyError("master key", f"a master key is {KEY_BYTES} bytes, got {len(key)}")
         self._aead = aesgcm(key)
 
     def wrap(self, key: bytes, context: bytes) -> bytes:
@@ -109,8 +107,11 @@ def parse_master_key(text: str | bytes, where: str) -> bytes:
         try:
             text = text.decode("ascii")
         except UnicodeDecodeError:
-            raise MasterKeyError(where, f"the master key file holds {len(text)} bytes, "
-                                 f"not {KEY_BYTES} raw bytes, base64 or hex") from None
+            raise MasterKeyError(
+                where,
+                f"the master key file holds {len(text)} bytes, "
+                f"not {KEY_BYTES} raw bytes, base64 or hex",
+            ) from None
     text = text.strip()
     for decode in (base64.b64decode, base64.urlsafe_b64decode, bytes.fromhex):
         try:
@@ -244,8 +245,7 @@ class SQLKeyStore:
             path = sqlite_path(url)
             if path is None:
                 raise ValueError(
-                    f"a key store URL is sqlite:///FILE, :memory: or postgresql://...,"
-                    f" got {where}"
+                    f"a key store URL is sqlite:///FILE, :memory: or postgresql://..., got {where}"
                 )
             # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE).
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -466,15 +466,13 @@ class SQLKeyStore:
         """Every erasure record, oldest first."""
         with self._transaction() as cur:
             cur.execute(
-                f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']}"
-                " ORDER BY at, id"
+                f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']} ORDER BY at, id"
             )
             return [_erasure_row(r) for r in cur.fetchall()]
 
     def _erasure(self, cur: _Cursor, erasure_id: str | None) -> Erasure:
         cur.execute(
-            f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']}"
-            " WHERE id = ?",
+            f"SELECT id, ref, at, agent_ids, events FROM {self._t['erasures']} WHERE id = ?",
             (erasure_id,),
         )
         row = cur.fetchone()

@@ -145,7 +145,7 @@ class ViewDatabase(ABC):
     def reconnect(self) -> None:
         """Replace a lost connection (session state, such as locks, is gone)."""
 
-    def scrub(self) -> None:
+    def scrub(self) -> None:  # noqa: B027 (a no-op unless the backend can scrub)
         """After rows were deleted for an erasure (``Projection.forget``): leave no
         copy of their bytes in the database's files where that is possible (SQLite).
         PostgreSQL keeps dead rows until VACUUM (README: Forgetting a person)."""
