@@ -81,9 +81,8 @@ def test_subjects_need_a_key_store_and_sealed_data_needs_one_to_read(
     db, keys = paths
     monkeypatch.delenv("SNAPTAIL_KEYS_URL", raising=False)
     agent = Agent("a")
-    with AgentStore(db) as plain:
-        with pytest.raises(KeysRequired, match="subjects need a key store"):
-            plain.add_subject(agent, "user-1")
+    with AgentStore(db) as plain, pytest.raises(KeysRequired, match="subjects need a key"):
+        plain.add_subject(agent, "user-1")
     with AgentStore(db, keys=keys, master_key=MASTER, snapshot_every=2) as store:
         store.add_subject(agent, "user-1")
         agent.set_system_prompt("secret")
@@ -199,9 +198,12 @@ def test_worker_without_keys_refuses_sealed_events(paths: tuple[str, str], tmp_p
         agent = Agent("a")
         store.add_subject(agent, "u")
         store.save(agent)
-    with ProjectionWorker(AgentStats, db, f"sqlite:///{tmp_path}/view.db") as worker:
-        with pytest.raises(KeysRequired, match="encrypted"):
-            worker.catch_up()
+    view = f"sqlite:///{tmp_path}/view.db"
+    with (
+        ProjectionWorker(AgentStats, db, view) as worker,
+        pytest.raises(KeysRequired, match="encrypted"),
+    ):
+        worker.catch_up()
 
 
 def test_cli_forget(paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,6 +222,5 @@ def test_cli_forget(paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("SNAPTAIL_KEYS_URL", raising=False)
     result = runner.invoke(app, ["forget", "user-42", "--db", db, "--yes"])
     assert result.exit_code == 2 and "no key store" in result.output
-    with AgentStore(db, keys=keys) as store:
-        with pytest.raises(AgentForgotten):
-            store.get(agent.id)
+    with AgentStore(db, keys=keys) as store, pytest.raises(AgentForgotten):
+        store.get(agent.id)

@@ -237,10 +237,10 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
         events = postgres_table_bytes(world.db, ["stored_events", "snaptail_snapshots"])
         everything = events
     assert b"PLAINTEXT-PROMPT" in events  # the search finds what is there
-    for secret in (b"ALICE0-", b"ALICE1-", b"alice@example.com"):
-        assert secret not in everything, secret
-    for secret in (b"BOBONLY-", b"bob@example.com"):
-        assert secret not in events, secret
+    for needle in (b"ALICE0-", b"ALICE1-", b"alice@example.com"):
+        assert needle not in everything, needle
+    for needle in (b"BOBONLY-", b"bob@example.com"):
+        assert needle not in events, needle
 
 
 def _touched(store: AgentStore, agent: Agent) -> Agent:
