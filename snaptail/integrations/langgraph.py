@@ -80,6 +80,7 @@ from snaptail.integrations.langgraph_thread import (
     run_uuid,
     thread_uuid,
 )
+from snaptail.privacy.registry import register_cache
 
 T = TypeVar("T")
 _MISSING = object()
@@ -137,6 +138,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
+        register_cache(self)  # store.forget evicts forgotten threads (snaptail.privacy)
         events = cast(Any, ThreadAgent)
         self._created_topic = self.store.mapper.topic_of(events.Created)
         self._body_topics = tuple(
@@ -169,6 +171,15 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop a thread (and its message bodies and views) from this saver's caches."""
+        with self._lock:
+            found = self._threads.pop(agent_id, None) is not None
+            for key in [k for k in self._views if k[0] == agent_id]:
+                del self._views[key]
+            self._bodies.evict(agent_id)
+        return found
 
     # -- threads --------------------------------------------------------------------
 
@@ -257,6 +268,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         wanted = set(missing)
         mapper = self.store.mapper
         plain = mapper.cipher is None and mapper.compressor is None
+        plain = plain and mapper.payload_cipher is None  # sealed rows go through the mapper
         for run in runs:
             gt, lt = run[0] - 1, run[-1] + 1
             while True:  # one page of the run's events, only their bodies decoded
