@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from snaptail import Agent, AgentStore
+from snaptail import AgentStore
 from snaptail.bench.run import TimedWriter
 from snaptail.privacy import is_sealed
 

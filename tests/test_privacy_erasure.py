@@ -12,18 +12,24 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import msgspec
 import psycopg
 import pytest
 from eventsourcing.persistence import Notification
+from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 
 from snaptail import Agent, AgentCache, AgentForgotten, AgentStore, AsyncAgentStore
 from snaptail.application.inspection import inspect_agent
 from snaptail.application.maintenance import verify_agent
+from snaptail.bench.langgraph import chat_graph, thread_config
 from snaptail.infrastructure.urls import parse_postgres_url, sqlite_path
+from snaptail.integrations.langgraph import SnaptailSaver
+from snaptail.integrations.langgraph_thread import thread_uuid
+from snaptail.integrations.openai_agents import SnaptailSession, session_agent_id
 from snaptail.privacy import Erasure, RedactedEvent, is_sealed
 from snaptail.projections import AgentStats, Projection, ProjectionWorker, ViewCursor, decode
 from snaptail.projections.agent_stats import read_agent_stats
@@ -141,6 +147,15 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     for agent in (*alice, bob, plain):
         store.snapshot(agent.id)
         cache.get(agent.id)
+    # A LangGraph thread and an OpenAI Agents session of alice's.
+    saver = SnaptailSaver(store)
+    store.add_subject(thread_uuid("alice-thread"), "alice@example.com")
+    graph = chat_graph(saver, 100)
+    graph.invoke(
+        {"messages": [HumanMessage("ALICE0-LANGGRAPH hello")]}, thread_config("alice-thread")
+    )
+    assert saver.get_tuple(cast(RunnableConfig, thread_config("alice-thread"))) is not None
+    assert asyncio.run(_session(world, "write")) == ["ALICE0-OPENAI hello"]
     # (The workers share the store's recorder and key store: fewer connections.)
     shared: dict[str, Any] = {"recorder": store.recorder, "keys": store.keys}
     stats = ProjectionWorker(AgentStats, world.db, world.view, **shared)
@@ -168,8 +183,11 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     erasure = store.forget("alice@example.com")
 
     assert erasure is not None
-    assert sorted(erasure.agent_ids) == sorted(str(a.id) for a in alice)
-    assert erasure.events == events_before
+    session_id = session_agent_id("alice-session")
+    assert sorted(erasure.agent_ids) == sorted(
+        str(a) for a in (alice[0].id, alice[1].id, thread_uuid("alice-thread"), session_id)
+    )
+    assert erasure.events >= events_before + 2
     assert store.erasures() == [erasure]
     assert "alice" not in repr(erasure)  # a pseudonym, no personal data
     assert store.forget("alice@example.com") is None  # nothing left to forget
@@ -196,6 +214,12 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
         assert verify_agent(store, agent.id).status == "forgotten"
         with pytest.raises(AgentForgotten):  # nothing new is written for it
             store.save(_touched(store, agent))
+    # The integrations: the thread and the session read as gone; writing raises.
+    config = cast(RunnableConfig, thread_config("alice-thread"))
+    assert saver.get_tuple(config) is None and list(saver.list(config)) == []
+    with pytest.raises(AgentForgotten):
+        graph.invoke({"messages": [HumanMessage("ALICE0-AFTER")]}, config)
+    assert asyncio.run(_session(world, "read")) == []
     # The other subjects' agents and the agent without subject: intact.
     for agent, secret in ((bob, "BOBONLY"), (plain, "PLAINTEXT")):
         loaded = store.get(agent.id)
@@ -247,6 +271,16 @@ def _touched(store: AgentStore, agent: Agent) -> Agent:
     """A forgotten agent object still in memory, given one more event."""
     agent.add_input("user", "ALICE0-AFTER")
     return agent
+
+
+async def _session(world: World, what: str) -> list[Any]:
+    """Write alice's OpenAI Agents session (``write``), or read it back."""
+    async with AsyncAgentStore(world.db, keys=world.keys, master_key=MASTER) as store:
+        session = SnaptailSession("alice-session", store)
+        if what == "write":
+            await store.add_subject(session.agent_id, "alice@example.com")
+            await session.add_items([{"role": "user", "content": "ALICE0-OPENAI hello"}])
+        return [item.get("content") for item in await session.get_items()]  # type: ignore[union-attr]
 
 
 async def _async_reads(world: World, forgotten: UUID, kept: UUID) -> str:
