@@ -224,3 +224,23 @@ def test_cli_forget(paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> 
     assert result.exit_code == 2 and "no key store" in result.output
     with AgentStore(db, keys=keys) as store, pytest.raises(AgentForgotten):
         store.get(agent.id)
+
+
+def test_a_forgotten_subject_can_have_new_agents_even_in_another_process(
+    paths: tuple[str, str],
+) -> None:
+    db, keys = paths
+    with (
+        AgentStore(db, keys=keys, master_key=MASTER) as here,
+        AgentStore(db, keys=keys, master_key=MASTER) as there,
+    ):
+        first = Agent("a")
+        there.add_subject(first, "u")  # "there" caches u's key
+        there.save(first)
+        assert here.forget("u") is not None
+        second = Agent("b")
+        there.add_subject(second, "u")  # a new key for u, not the forgotten one
+        there.save(second)
+        assert here.get(second.id).name == "b"
+        with pytest.raises(AgentForgotten):
+            here.get(first.id)

@@ -316,7 +316,11 @@ class SQLKeyStore:
         return hmac.new(self._ref_key, subject.encode(), hashlib.sha256).hexdigest()[:32]
 
     def _subject_key(self, cur: _Cursor, ref: str, create: bool) -> bytes | None:
-        key = self._subject_keys.get(ref)
+        """The subject's key (``create``: made if missing). Reads may use this
+        object's cache: the agent rows say whether a key was forgotten. Writes read
+        the table: another process may have forgotten the subject meanwhile, and a
+        new agent must not be wrapped by the forgotten key."""
+        key = None if create else self._subject_keys.get(ref)
         if key is not None:
             return key
         context = b"snaptail:subject:" + ref.encode()
