@@ -244,3 +244,11 @@ def test_a_forgotten_subject_can_have_new_agents_even_in_another_process(
         assert here.get(second.id).name == "b"
         with pytest.raises(AgentForgotten):
             here.get(first.id)
+        third = Agent("c")  # and the other way round: "there" made u's new key
+        here.add_subject(third, "u")
+        here.save(third)
+        assert here.forget("u") is not None
+        fourth = Agent("d")
+        here.add_subject(fourth, "u")
+        here.save(fourth)
+        assert there.get(fourth.id).name == "d"  # not opened with the stale cached key

@@ -400,7 +400,14 @@ class SQLKeyStore:
                 key = self._subject_key(cur, ref, create=False)
                 if key is None:  # forgotten between reads: the agent row says so next time
                     return self._erasure(cur, row[2])
-                wrapped = _unwrap_layer(key, wrapped, agent_id, ref)
+                try:
+                    wrapped = _unwrap_layer(key, wrapped, agent_id, ref)
+                except invalid_tag():  # a stale cached key (forgotten, then made anew)
+                    self._subject_keys.pop(ref, None)
+                    key = self._subject_key(cur, ref, create=False)
+                    if key is None:
+                        return self._erasure(cur, row[2])
+                    wrapped = _unwrap_layer(key, wrapped, agent_id, ref)
             return wrapped
 
     def subjects_of(self, agent_id: UUID) -> tuple[str, ...]:
