@@ -220,14 +220,18 @@ class MsgspecMapper(Mapper[Any]):
         class with its own ``apply``/``mutate`` or ``class_version``, a row that does
         not decode) takes that ordinary path, which upcasts or raises as it does.
         """
-        if self.payload_cipher is not None:  # raises AgentForgotten for a forgotten agent
-            rows = self.payload_cipher.open_rows(originator_id, rows)
         if self.cipher or self.compressor:
             return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
         direct = self._direct
         unset = _UNSET
+        cipher = self.payload_cipher
+        open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
         for row in rows:
             version, topic, data = row
+            if cipher is not None and data and data[0] == SEALED:
+                if open_row is None:  # raises AgentForgotten for a forgotten agent
+                    open_row = cipher.opener(originator_id)
+                data = open_row(version, data)
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)

@@ -14,8 +14,9 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -162,35 +163,25 @@ class PayloadCipher:
     def open_snapshot(self, agent_id: UUID, version: int, data: bytes) -> bytes:
         return self._open(_SNAPSHOT, agent_id, version, data)
 
-    def open_rows(
-        self, agent_id: UUID, rows: Sequence[tuple[int, str, bytes]]
-    ) -> Sequence[tuple[int, str, bytes]]:
-        """``(version, topic, state)`` rows with their states opened (the same
-        sequence when none is sealed)."""
-        for row in rows:
-            state = row[2]
-            if state and state[0] == SEALED:
-                break
-        else:
-            return rows
+    def opener(self, agent_id: UUID) -> Callable[[int, bytes], bytes]:
+        """``open(version, data)``: :meth:`open_event` for the agent's rows, its key
+        looked up once (a load opens its whole tail: one call per row)."""
         key = self._key(agent_id)
-        opened = self._open
+        slow = partial(self._open, _EVENT, agent_id)
         if key is None or isinstance(key, Erasure):
-            return [(v, t, opened(_EVENT, agent_id, v, s)) for v, t, s in rows]
-        # The loop of _open inlined (a load opens its whole tail): one key, one call
-        # per row; any row that does not open goes through _open, which says why.
+            return slow  # raises for a sealed row, saying why
         decrypt, prefix, start = key.decrypt, _EVENT + agent_id.bytes, 2 + _NONCE
-        out = []
-        for v, t, s in rows:
-            if s[:2] == HEADER:
+
+        def open_row(version: int, data: bytes) -> bytes:
+            if data[1] == FORMAT and data[0] == SEALED:
                 try:
-                    s = decrypt(s[2:start], s[start:], prefix + _version(v))
-                except Exception:
-                    s = opened(_EVENT, agent_id, v, s)
-            elif s and s[0] == SEALED:
-                s = opened(_EVENT, agent_id, v, s)
-            out.append((v, t, s))
-        return out
+                    plain: bytes = decrypt(data[2:start], data[start:], prefix + _version(version))
+                    return plain
+                except Exception:  # _open says why
+                    pass
+            return slow(version, data)
+
+        return open_row
 
 
 def require_keys(agent_id: UUID, data: bytes) -> None:
