@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from snaptail import AgentStore
+from snaptail import Agent, AgentStore
 from snaptail.bench.run import TimedWriter
 from snaptail.privacy import is_sealed
 
@@ -65,19 +65,34 @@ def seed(store: AgentStore, encrypted: bool) -> dict[str, UUID]:
     return {"big": big.agent.id, "small": small.agent.id}
 
 
-def time_loads(store: AgentStore, agent_id: UUID, runs: int) -> list[float]:
+def time_loads(store: AgentStore, agent_id: UUID, runs: int) -> list[tuple[float, float]]:
+    """(wall ms, CPU ms of this process) of each load."""
     times = []
+    wall, cpu = time.perf_counter, time.process_time
     for _ in range(runs):
-        started = time.perf_counter()
+        started, started_cpu = wall(), cpu()
         store.get(agent_id)
-        times.append((time.perf_counter() - started) * 1000)
+        times.append(((wall() - started) * 1000, (cpu() - started_cpu) * 1000))
     return times
 
 
-def time_append(store: AgentStore, encrypted: bool, events: int, round_: int) -> float:
+def time_append(
+    store: AgentStore, encrypted: bool, events: int, round_: int
+) -> tuple[float, float]:
+    """(events per second of wall time in save(), and of this process's CPU time)."""
     timed = writer(store, 1000 + round_, f"user-append-{round_}" if encrypted else None)
+    cpu_seconds = 0.0
+    save = timed.save
+
+    def counted(agent: Agent) -> None:
+        nonlocal cpu_seconds
+        started = time.process_time()
+        save(agent)
+        cpu_seconds += time.process_time() - started
+
+    timed.save = counted  # type: ignore[method-assign]
     written, seconds = timed.write_to(events)
-    return written / seconds
+    return written / seconds, written / cpu_seconds
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -87,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    loads: dict[tuple[str, str], list[float]] = {}
-    rates: dict[str, list[float]] = {"off": [], "on": []}
+    loads: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    rates: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp:
         stores = {"off": open_store(Path(tmp), False), "on": open_store(Path(tmp), True)}
         ids = {side: seed(store, side == "on") for side, store in stores.items()}
@@ -108,19 +123,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"rounds": args.rounds, "runs": args.runs, "appends": args.appends}
     print(f"{args.rounds} rounds; loads: {args.runs} per case and side (median ms);"
           f" appends: {args.appends} events per round, 100 per save (median events/s)")  # fmt: skip
-    print(f"{'case':<34}{'off':>10}{'on':>10}{'on/off':>9}")
+    print(f"{'case':<34}{'off':>10}{'on':>10}{'on/off':>9}{'CPU on/off':>12}")
     for case, label in (
         ("big", "load 1,050 events (snapshot+50)"),
         ("small", "load 20 events (snapshot only)"),
     ):
-        off = statistics.median(loads[("off", case)])
-        on = statistics.median(loads[("on", case)])
-        result[f"load_{case}_ms"] = {"off": off, "on": on, "ratio": on / off}
-        print(f"{label:<34}{off:>10.3f}{on:>10.3f}{on / off:>9.2f}")
-    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    result["append_events_per_s"] = {"off": off, "on": on, "ratio": off / on}
+        off, on, cpu_off, cpu_on = (
+            statistics.median(t[i] for t in loads[(side, case)])
+            for i, side in ((0, "off"), (0, "on"), (1, "off"), (1, "on"))
+        )
+        result[f"load_{case}_ms"] = {
+            "off": off, "on": on, "ratio": on / off, "cpu_ratio": cpu_on / cpu_off,
+        }  # fmt: skip
+        print(f"{label:<34}{off:>10.3f}{on:>10.3f}{on / off:>9.2f}{cpu_on / cpu_off:>12.2f}")
+    off, on, cpu_off, cpu_on = (
+        statistics.median(r[i] for r in rates[side])
+        for i, side in ((0, "off"), (0, "on"), (1, "off"), (1, "on"))
+    )
+    result["append_events_per_s"] = {
+        "off": off, "on": on, "ratio": off / on, "cpu_ratio": cpu_off / cpu_on,
+    }  # fmt: skip
     print(f"{'batched append (events/s)':<34}{off:>10.0f}{on:>10.0f}{off / on:>9.2f}"
-          "  (time ratio)")  # fmt: skip
+          f"{cpu_off / cpu_on:>12.2f}  (time ratios: on/off)")  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

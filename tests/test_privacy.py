@@ -252,3 +252,25 @@ def test_a_forgotten_subject_can_have_new_agents_even_in_another_process(
         here.add_subject(fourth, "u")
         here.save(fourth)
         assert there.get(fourth.id).name == "d"  # not opened with the stale cached key
+
+
+def test_cli_snapshots_verify_and_inspect_a_forgotten_agent(
+    paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, keys = paths
+    monkeypatch.setenv(MASTER_KEY_ENV, base64.b64encode(MASTER).decode())
+    monkeypatch.setenv("SNAPTAIL_KEYS_URL", keys)
+    with AgentStore(db, snapshot_every=2) as store:
+        gone, kept = Agent("gone"), Agent("kept")
+        store.add_subject(gone, "user-1")
+        gone.set_system_prompt("SECRET-PROMPT")
+        kept.set_system_prompt("fine")
+        store.save(gone, kept)
+        store.forget("user-1")
+    runner = CliRunner()
+    result = runner.invoke(app, ["snapshots", "verify", "--db", db])
+    assert result.exit_code == 0, result.output
+    assert "1 forgotten" in result.output
+    result = runner.invoke(app, ["inspect", str(gone.id), "--db", db])
+    assert "forgotten" in result.output and "(redacted)" in result.output, result.output
+    assert "SECRET" not in result.output

@@ -90,7 +90,7 @@ def verify(
         if sample is not None:
             ids = sample_agent_ids(store.recorder, sample)
         total = len(ids) if ids is not None else count_agents(store.recorder)
-        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
+        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0, "forgotten": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
@@ -119,6 +119,7 @@ def verify(
         f"{sum(counts.values())} agent(s): {counts['ok']} ok, {counts['mismatch']} mismatch, "
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
         + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
+        + (f", {counts['forgotten']} forgotten" if counts["forgotten"] else "")
     )
     if failed:
         raise typer.Exit(1)
