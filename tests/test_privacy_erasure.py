@@ -148,8 +148,9 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
         store.snapshot(agent.id)
         cache.get(agent.id)
     # A LangGraph thread and an OpenAI Agents session of alice's.
-    saver = SnaptailSaver(store)
-    store.add_subject(thread_uuid("alice-thread"), "alice@example.com")
+    saver = SnaptailSaver(
+        store, subjects=lambda thread: [f"{thread.partition('-')[0]}@example.com"]
+    )
     graph = chat_graph(saver, 100)
     graph.invoke(
         {"messages": [HumanMessage("ALICE0-LANGGRAPH hello")]}, thread_config("alice-thread")
@@ -220,6 +221,8 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     with pytest.raises(AgentForgotten):
         graph.invoke({"messages": [HumanMessage("ALICE0-AFTER")]}, config)
     assert asyncio.run(_session(world, "read")) == []
+    with pytest.raises(AgentForgotten):
+        asyncio.run(_session(world, "write"))
     # The other subjects' agents and the agent without subject: intact.
     for agent, secret in ((bob, "BOBONLY"), (plain, "PLAINTEXT")):
         loaded = store.get(agent.id)
@@ -276,9 +279,8 @@ def _touched(store: AgentStore, agent: Agent) -> Agent:
 async def _session(world: World, what: str) -> list[Any]:
     """Write alice's OpenAI Agents session (``write``), or read it back."""
     async with AsyncAgentStore(world.db, keys=world.keys, master_key=MASTER) as store:
-        session = SnaptailSession("alice-session", store)
+        session = SnaptailSession("alice-session", store, subjects=["alice@example.com"])
         if what == "write":
-            await store.add_subject(session.agent_id, "alice@example.com")
             await session.add_items([{"role": "user", "content": "ALICE0-OPENAI hello"}])
         return [item.get("content") for item in await session.get_items()]  # type: ignore[union-attr]
 

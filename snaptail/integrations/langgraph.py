@@ -113,6 +113,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
     decoded to find what changed at the next checkpoint without re-serializing them.
     ``compress`` stores large message bodies zlib-compressed when that pays.
+    ``subjects(thread_id)`` gives the ids of the people a new thread is about: they
+    are added before its first save, so its checkpoints are stored encrypted and
+    ``store.forget`` of any of them erases it (README: Forgetting a person).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
         compress: bool = True,
+        subjects: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if isinstance(store, AgentStore):
@@ -135,6 +139,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
         self._compress = compress
+        self._subjects = subjects
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
@@ -200,7 +205,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         try:
             loaded = self.store.get(agent_id)
         except AgentNotFound:
-            return ThreadAgent.start(thread_id) if create else None
+            if not create:
+                return None
+            if self._subjects is not None:  # a new thread: its subjects before its first save
+                subjects = self._subjects(thread_id)
+                if subjects:  # (AgentForgotten if this thread was forgotten)
+                    self.store.add_subject(agent_id, *subjects)
+            return ThreadAgent.start(thread_id)
         if not isinstance(loaded, ThreadAgent):
             raise TypeError(
                 f"agent {agent_id} is a {type(loaded).__qualname__}, not a LangGraph thread"
