@@ -6,6 +6,7 @@ from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.domain.topics import register_topic
 from snaptail.errors import (
     AgentBroken,
     AgentForgotten,
@@ -15,6 +16,7 @@ from snaptail.errors import (
     DamagedLog,
     DatabaseUnreachable,
     EventTooLarge,
+    InvalidAgentType,
     InvalidCommand,
     InvalidEventPayload,
     KeysRequired,
@@ -24,6 +26,7 @@ from snaptail.errors import (
     SnaptailError,
     SubjectTooLate,
     UndeclaredState,
+    UnknownTopic,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -53,6 +56,7 @@ __all__ = [
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
+    "InvalidAgentType",
     "InvalidCommand",
     "InvalidEventPayload",
     "KeysRequired",
@@ -68,5 +72,7 @@ __all__ = [
     "SubjectTooLate",
     "TokenUsage",
     "UndeclaredState",
+    "UnknownTopic",
     "event",
+    "register_topic",
 ]

@@ -34,6 +34,7 @@ RANKS = {
     "snaptail.metrics": 4,  # the public name of snaptail.application.metrics
     "snaptail": 4,  # __init__: the public names
     "snaptail.cli": 5,
+    "snaptail.ui": 5,  # the web console: imported by the cli only inside `snaptail ui`
 }
 # (importer, imported): same rank, but the dependency must not exist.
 EXCLUDED = {
@@ -41,6 +42,7 @@ EXCLUDED = {
     ("snaptail.privacy", "snaptail.application"),
 }
 UI_LIBRARIES = {"typer", "rich"}
+WEB_LIBRARIES = {"starlette", "jinja2", "uvicorn"}
 
 
 def module_name(path: Path) -> str:
@@ -172,6 +174,17 @@ def test_only_the_cli_imports_typer_or_rich() -> None:
         if area(name) != "snaptail.cli"
         for target, _, line in imports(name)
         if target.split(".")[0] in UI_LIBRARIES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_console_imports_web_libraries() -> None:
+    wrong = [
+        f"{name}:{line} imports {target}"
+        for name in MODULES
+        if area(name) != "snaptail.ui"
+        for target, _, line in imports(name)
+        if target.split(".")[0] in WEB_LIBRARIES
     ]
     assert not wrong, "\n".join(wrong)
 

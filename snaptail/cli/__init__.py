@@ -97,6 +97,10 @@ from snaptail.cli.forget import forget_command  # noqa: E402
 
 app.command("forget")(forget_command)
 
+from snaptail.cli.ui import ui_command  # noqa: E402
+
+app.command("ui")(ui_command)
+
 
 def main() -> None:
     app()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, cast
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from eventsourcing.utils import resolve_topic
-
 from snaptail.domain.agent import Agent
+from snaptail.domain.topics import agent_class_of
 from snaptail.errors import DamagedLog
 from snaptail.snapshots.codec import checksum, decode_snapshot, stored_generation, upcastable
 from snaptail.snapshots.fingerprint import handler_code, state_fingerprint
@@ -74,18 +73,31 @@ def judge_snapshot(snapshot: SnapshotRecord, open_state: OpenState | None = None
     since the snapshot was written, it is used and the store warns once per type
     (:func:`warn_if_handlers_changed`).
     """
-    try:
-        agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
-    except Exception as exc:
-        return Judgement(None, f"agent type {snapshot.topic!r} not found ({exc})", STALE)
+    agent_class = agent_class_of(snapshot.topic)
+    if agent_class is None:  # nothing imported: a stored topic never runs code
+        return Judgement(
+            None,
+            f"agent type {snapshot.topic!r} not found: no agent type this process defined"
+            " or registered has that topic (nothing was imported)",
+            STALE,
+        )
     if checksum(snapshot.state) != snapshot.checksum:
         return Judgement(None, "checksum mismatch (corrupted bytes)", CORRUPT)
     state = snapshot.state
-    if open_state is not None:
+    if open_state is not None:  # decrypted here: its privacy errors are raised
         try:
             state = open_state(snapshot.originator_id, snapshot.originator_version, state)
         except DamagedLog as exc:
             return Judgement(None, f"encrypted bytes do not open ({exc})", CORRUPT)
+    try:
+        return _judge(snapshot, agent_class, state)
+    except Exception as exc:  # a bad snapshot must never fail a load
+        return Judgement(None, f"cannot be judged ({type(exc).__name__}: {exc})", STALE)
+
+
+def _judge(snapshot: SnapshotRecord, agent_class: type[Agent], state: bytes) -> Judgement:
+    """:func:`judge_snapshot` of a known agent type whose bytes passed the checksum;
+    ``state``: the bytes, decrypted."""
     own = snapshot.fingerprint == state_fingerprint(agent_class)
     if not own and not upcastable(agent_class, state):
         written_by = stored_generation(state)
