@@ -274,3 +274,31 @@ def test_cli_snapshots_verify_and_inspect_a_forgotten_agent(
     result = runner.invoke(app, ["inspect", str(gone.id), "--db", db])
     assert "forgotten" in result.output and "(redacted)" in result.output, result.output
     assert "SECRET" not in result.output
+
+
+def test_console_shows_a_forgotten_agent_redacted(
+    paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("starlette")
+    from snaptail.ui.data import Console, NotFound
+
+    db, keys = paths
+    monkeypatch.setenv(MASTER_KEY_ENV, base64.b64encode(MASTER).decode())
+    monkeypatch.setenv("SNAPTAIL_KEYS_URL", keys)
+    with AgentStore(db) as store:
+        gone = Agent("gone")
+        store.add_subject(gone, "user-1")
+        gone.set_system_prompt("SECRET-PROMPT")
+        store.save(gone)
+        console = Console(db)
+        try:
+            assert console.agent(str(gone.id))["version"] == 2  # readable before
+            store.forget("user-1")
+            with pytest.raises(NotFound, match="was forgotten at"):
+                console.agent(str(gone.id))
+            page = console.events(str(gone.id))
+            assert [e["type"] for e in page["events"]] == ["RedactedEvent"] * 2
+            shown = str(page) + str(console.event(str(gone.id), "2"))
+            assert "SECRET" not in shown and "SystemPromptSet" in shown
+        finally:
+            console.close()
