@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import sqlite3
 import threading
@@ -43,6 +44,8 @@ from snaptail.infrastructure.urls import is_postgres_url, parse_postgres_url, re
 MASTER_KEY_ENV = "SNAPTAIL_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "SNAPTAIL_MASTER_KEY_FILE"
 KEYS_URL_ENV = "SNAPTAIL_KEYS_URL"
+logger = logging.getLogger("snaptail.privacy")
+
 KEY_BYTES = 32  # AES-256
 NONCE_BYTES = 12
 
@@ -328,12 +331,14 @@ class SQLKeyStore:
         row = cur.fetchone()
         if row is not None:
             key = self._wrapper.unwrap(bytes(row[0]), context)
-        elif create:
-            key = os.urandom(KEY_BYTES)
+        elif create:  # (another process may create it at the same time: its key wins)
             cur.execute(
-                f"INSERT INTO {self._t['subjects']} (ref, wrapped) VALUES (?, ?)",
-                (ref, self._wrapper.wrap(key, context)),
+                f"INSERT INTO {self._t['subjects']} (ref, wrapped) VALUES (?, ?)"
+                " ON CONFLICT (ref) DO NOTHING",
+                (ref, self._wrapper.wrap(os.urandom(KEY_BYTES), context)),
             )
+            cur.execute(f"SELECT wrapped FROM {self._t['subjects']} WHERE ref = ?", (ref,))
+            key = self._wrapper.unwrap(bytes(cur.fetchone()[0]), context)
         else:
             return None
         self._subject_keys[ref] = key
@@ -470,7 +475,14 @@ class SQLKeyStore:
         if self._postgres:  # dead row versions keep the old bytes until vacuumed
             with self._lock:
                 for table in ("subjects", "agents"):
-                    self._conn.execute(f"VACUUM {self._t[table]}")
+                    try:
+                        self._conn.execute(f"VACUUM {self._t[table]}")
+                    except Exception as exc:  # the erasure is committed all the same
+                        logger.warning(
+                            "key store %s: VACUUM %s failed (%s: %s); run it as the table's"
+                            " owner, or deleted keys stay in its files until autovacuum",
+                            redact(self.url), self._t[table], type(exc).__name__, exc,
+                        )  # fmt: skip
         return erasure
 
     def erasures(self) -> list[Erasure]:
