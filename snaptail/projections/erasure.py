@@ -72,6 +72,8 @@ class ErasureFeed:
 
     @staticmethod
     def setup(view: ViewDatabase) -> None:
+        if view.read_only:
+            return
         with view.transaction() as cur:
             cur.execute(_ERASURES_DDL)
 
