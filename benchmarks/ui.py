@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             ("fleet API, by name, page 2", "/api/v1/fleet?sort=name&page=2"),
             ("fleet API, search by name prefix", "/api/v1/fleet?q=agent-0009"),
             ("fleet API, last page by bytes", f"/api/v1/fleet?sort=bytes&page={last}"),
+            ("fleet API, by last activity", "/api/v1/fleet?sort=last"),
         ]:
             pages.setdefault(name, []).append((n, client, path))
     for events in lengths:
