@@ -20,7 +20,7 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import DomainEvent
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
 
 from snaptail.application.overview import (
     ReadOnlyStore,
@@ -34,6 +34,7 @@ from snaptail.application.overview import (
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import format_bytes
+from snaptail.domain.topics import agent_class_of
 from snaptail.errors import AgentNotFound, SnaptailError
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow
 from snaptail.projections.fleet import (
@@ -527,7 +528,12 @@ def _event_classes(cls: type[Any]) -> dict[str, type[Any]]:
     found: dict[str, type[Any]] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, type) and issubclass(value, DomainEvent) and name[0].isupper():
+            if (
+                isinstance(value, type)
+                and issubclass(value, DomainEvent)
+                and name[0].isupper()
+                and name != "Event"  # the base class of the type's events
+            ):
                 found[name] = value
     return found
 
@@ -535,15 +541,14 @@ def _event_classes(cls: type[Any]) -> dict[str, type[Any]]:
 def _agent_class(store: AgentStore, agent_id: UUID) -> type[Any]:
     created = next(iter(store.history(agent_id, before=2)), None)
     topic = getattr(created, "originator_topic", None)
-    found = resolve_topic(topic) if isinstance(topic, str) else None
-    return found if isinstance(found, type) else Agent
+    return agent_class_of(topic) or Agent  # (imports nothing a row names)
 
 
 def _fingerprint(topic: str) -> str | None:
-    try:
-        return state_fingerprint(resolve_topic(topic))
-    except Exception:
-        return None
+    """The running code's fingerprint of an agent type (None: this process does not
+    define the type; set SNAPTAIL_AGENT_MODULES to the modules that do)."""
+    cls = agent_class_of(topic)
+    return None if cls is None else state_fingerprint(cls)
 
 
 def _event_at(store: AgentStore, agent_id: UUID, version: int) -> datetime | None:
