@@ -455,14 +455,14 @@ def test_agent_stats_upgrades_a_table_from_before_names(database_url: str) -> No
 
 
 def test_agent_stats_keeps_a_user_agent_types_name_across_batches(database_url: str) -> None:
-    """Events a user type inherits carry the base class's topic: a later batch must
-    not turn the agent's type into ``Agent`` (the fleet would call it one)."""
+    """The type named by the created event stays the row's type (the fleet's kind
+    and the per-type figures rest on it) when later batches bring other events."""
     with AgentStore(database_url) as store:
-        chat = ChatPlatformAgent("support-bot")
-        store.save(chat)
+        created = ChatPlatformAgent("support-bot")
+        store.save(created)
         with ProjectionWorker(AgentStats, database_url) as worker:
             worker.catch_up()
-        chat = store.get(chat.id)
+        chat = store.get(created.id)
         chat.add_input("user", "an inherited event")
         store.save(chat)
         with ProjectionWorker(AgentStats, database_url) as worker:
