@@ -540,15 +540,16 @@ def _event_classes(cls: type[Any]) -> dict[str, type[Any]]:
 
 def _agent_class(store: AgentStore, agent_id: UUID) -> type[Any]:
     created = next(iter(store.history(agent_id, before=2)), None)
-    topic = getattr(created, "originator_topic", None)
-    return agent_class_of(topic) or Agent  # (imports nothing a row names)
+    found = agent_class_of(getattr(created, "originator_topic", None))  # imports nothing
+    return found if found is not None else Agent
 
 
 def _fingerprint(topic: str) -> str | None:
-    """The running code's fingerprint of an agent type (None: this process does not
-    define the type; set SNAPTAIL_AGENT_MODULES to the modules that do)."""
-    cls = agent_class_of(topic)
-    return None if cls is None else state_fingerprint(cls)
+    found = agent_class_of(topic)  # a stored topic never makes the console import
+    try:
+        return None if found is None else state_fingerprint(found)
+    except Exception:
+        return None
 
 
 def _event_at(store: AgentStore, agent_id: UUID, version: int) -> datetime | None:
