@@ -316,31 +316,47 @@ def test_verify_a_sample(client: TestClient, fleet: Fleet) -> None:
 # -- safety -----------------------------------------------------------------------------
 
 
-def _digest(path: str) -> str:
-    conn = sqlite3.connect(path)
+def _connect(url: str) -> Any:
+    """A DB-API connection to the database ``url`` names (its schema on PostgreSQL)."""
+    if url.startswith("sqlite:///"):
+        return sqlite3.connect(url.removeprefix("sqlite:///"))
+    import psycopg
+
+    from snaptail.infrastructure.urls import parse_postgres_url
+
+    return psycopg.connect(**parse_postgres_url(url).connect_args())
+
+
+def _digest(url: str) -> str:
+    """Every row of the event, snapshot and AgentStats tables, hashed."""
+    conn = _connect(url)
     try:
         digest = hashlib.sha256()
         for table in ("stored_events", "snaptail_snapshots", STATS_TABLE):
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"):
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall():
                 digest.update(repr(row).encode())
         return digest.hexdigest()
     finally:
         conn.close()
 
 
-def test_nothing_is_written_even_past_a_corrupt_snapshot(sqlite_url: str) -> None:
-    """A plain load replaces a corrupt snapshot; the console's loads must not."""
-    fleet = seed_fleet(sqlite_url)
-    path = sqlite_url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path)
-    for stored_id in (fleet.big.hex, str(fleet.big), fleet.big.bytes):  # however ids are kept
-        conn.execute("UPDATE snaptail_snapshots SET checksum = checksum + 1 "
-                     "WHERE originator_id = ?", (stored_id,))  # fmt: skip
+def test_nothing_is_written_even_past_a_corrupt_snapshot(database_url: str) -> None:
+    """A plain load replaces a corrupt snapshot; the console's loads must not (on
+    SQLite it also opens the files read-only; PostgreSQL has only ReadOnlyStore)."""
+    fleet = seed_fleet(database_url)
+    conn = _connect(database_url)
+    marker = "?" if database_url.startswith("sqlite") else "%s"
+    changed = 0
+    ids: tuple[Any, ...] = (fleet.big.hex, str(fleet.big)) if marker == "?" else (fleet.big,)
+    for stored_id in ids:  # however the backend keeps ids
+        cur = conn.execute("UPDATE snaptail_snapshots SET checksum = checksum + 1 "
+                           f"WHERE originator_id = {marker}", (stored_id,))  # fmt: skip
+        changed += cur.rowcount
     conn.commit()
-    assert conn.total_changes >= 1
     conn.close()
-    before = _digest(path)
-    with TestClient(create_app(sqlite_url), base_url=LOCAL) as client:
+    assert changed >= 1
+    before = _digest(database_url)
+    with TestClient(create_app(database_url), base_url=LOCAL) as client:
         snaps = ok(client, "/api/v1/snapshots")
         assert {UUID(p["id"]): p["status"] for p in snaps["problems"]}[fleet.big] == "corrupt"
         agent = ok(client, f"/api/v1/agents/{fleet.big}")
@@ -351,7 +367,7 @@ def test_nothing_is_written_even_past_a_corrupt_snapshot(sqlite_url: str) -> Non
         for method in ("post", "put", "delete", "patch"):
             r = getattr(client, method)("/api/v1/fleet")
             assert r.status_code == 405 and "only reads" in r.json()["error"]
-    assert _digest(path) == before
+    assert _digest(database_url) == before
 
 
 def test_values_from_the_log_are_escaped(client: TestClient, fleet: Fleet) -> None:

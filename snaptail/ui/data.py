@@ -144,10 +144,11 @@ class Console:
     one connection to the view database (used by one request at a time)."""
 
     def __init__(self, db: str | None = None, view_db: str | None = None) -> None:
-        self.store: AgentStore = ReadOnlyStore(db)
+        # SQLite files are opened read-only: the console cannot write to them at all.
+        self.store: AgentStore = ReadOnlyStore(db, read_only=True)
         self.db_url = self.store.url
         self.view_url = view_db or self.db_url
-        self._view: ViewDatabase = open_view(self.view_url)
+        self._view: ViewDatabase = open_view(self.view_url, read_only=True)
         self._view_lock = threading.Lock()
 
     def close(self) -> None:
