@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import AgentStore
+from snaptail.application.overview import snapshot_infos
 from snaptail.cli import app as cli_app
 from snaptail.projections import (
     AgentStats,
@@ -154,7 +155,7 @@ def test_agent_shows_identity_snapshot_memory_and_usage(client: TestClient, flee
     data = ok(client, f"/api/v1/agents/{fleet.big}")
     with AgentStore(fleet.url) as store:
         agent = store.get(fleet.big)
-        newest = store.recorder.select_snapshot_infos(fleet.big)[0].originator_version
+        newest = snapshot_infos(store, fleet.big)[0].originator_version
     assert (data["name"], data["version"], data["status"]) == (XSS_NAME, agent.version,
                                                                agent.status)  # fmt: skip
     snap = data["snapshot"]
@@ -213,6 +214,11 @@ def test_agent_endpoints_refuse_bad_input(
     client: TestClient, fleet: Fleet, suffix: str, status: int, word: str
 ) -> None:
     refused(client, f"/api/v1/agents/{fleet.big}/{suffix}", status, word)
+
+
+def test_the_api_index_lists_every_endpoint(client: TestClient) -> None:
+    endpoints = ok(client, "/api/v1")["endpoints"]
+    assert len(endpoints) == 8 and all(path.startswith("/api/v1/") for path in endpoints)
 
 
 def test_unknown_or_malformed_agent_ids(client: TestClient) -> None:
