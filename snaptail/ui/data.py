@@ -449,7 +449,7 @@ class Console:
         """Per agent type the fingerprint of the running code; then one page of agents
         (in id order, from the event database) whose newest snapshot a load would
         not use: stale, corrupt, written by newer code, or missing."""
-        size = parse_int(limit, "limit", default=100, low=1, high=MAX_PAGE)
+        size = parse_int(limit, "limit", default=50, low=1, high=MAX_PAGE)
         start = None
         if after:
             start = parse_agent_id(after)
