@@ -238,6 +238,7 @@ def test_time_travel_is_get_at_version_with_the_change(client: TestClient, fleet
         past = store.get(fleet.big, version=version)
     data = ok(client, f"/api/v1/agents/{fleet.big}/at/{version}")
     assert data["version"] == version and data["head"] == head
+    assert 0 < data["load"]["snapshot_version"] <= version  # a kept snapshot served it
     assert data["event"]["type"] == "InputItemAdded"
     paths = [c["path"] for c in data["changes"]]
     assert any(p.startswith("state.window") for p in paths), paths

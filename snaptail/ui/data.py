@@ -409,10 +409,16 @@ class Console:
             previous = self._load(agent_id, version - 1)
             _diff(previous.state, agent.state, "state", changes)
         found = list(self.store.history(agent_id, after=version - 1, before=version + 1))
+        stats = self.store.load_stats(agent)
         return {
             "agent_id": str(agent_id),
             "version": version,
             "head": head,
+            "load": None if stats is None else {
+                "snapshot_version": stats.snapshot_version,
+                "events_read": stats.events_read,
+                "ms": round(stats.ms, 3),
+            },
             "status": agent.status,
             "state": _state_fields(agent.state),
             "changes": changes,
