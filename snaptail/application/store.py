@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -33,6 +34,10 @@ from snaptail.snapshots import (
     state_fingerprint,
 )
 from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, Judgement, judge_snapshot
+
+if TYPE_CHECKING:
+    from snaptail.archive.reader import ArchiveReader
+    from snaptail.archive.runner import ArchiveReport, Progress
 
 logger = logging.getLogger("snaptail.store")
 
@@ -92,6 +97,8 @@ class AgentStore:
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
         self.slow_load_ms = slow_load_ms
+        # Where archive segments are read from (default: where the run wrote them).
+        self.archive_location: str | None = None
         if metrics:
             from snaptail.application import metrics as prometheus
 
@@ -407,7 +414,15 @@ class AgentStore:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot.
 
-        ``agent_id`` is a UUID or its string form (on every backend)."""
+        ``agent_id`` is a UUID or its string form (on every backend). A ``version``
+        older than every snapshot whose events were archived (or a load that trusts
+        none of the snapshots the archive left) replays from the archive."""
+        try:
+            return self._get_hot(agent_id, version)
+        except (AgentNotFound, DamagedLog) as error:
+            return self._get_archived(agent_id, version, error)
+
+    def _get_hot(self, agent_id: UUID | str, version: int | None) -> Agent:
         # The steps of _get_steps, run here without a generator while the newest
         # snapshot is trusted (or there is none): the common load, and its overhead.
         agent_id = as_agent_id(agent_id)
@@ -511,6 +526,56 @@ class AgentStore:
             yield blocking
         return agent
 
+    def _get_archived(self, agent_id: UUID | str, version: int | None, error: Exception) -> Agent:
+        """A load the hot table cannot answer: replayed from the archive if the agent
+        has archived events (logged), else ``error`` raised."""
+        agent_id = as_agent_id(agent_id)
+        if not self.archive_reader.upto(agent_id):
+            raise error
+        # Time travel below the hot range is expected (INFO); a latest load is not.
+        logger.log(
+            logging.INFO if version is not None else logging.WARNING,
+            "loading from the archive (no trusted snapshot at or before the version"
+            " asked covers the hot events): agent=%s version=%s reason=%s",
+            agent_id, version, error,
+        )  # fmt: skip
+        agent = self.replay(agent_id, version)
+        if version is None:
+            self._snapshot_now(agent)
+        return agent
+
+    @property
+    def archive_reader(self) -> ArchiveReader:
+        """Reads this store's archived events (see README "Archive")."""
+        reader = self.__dict__.get("_archive_reader")
+        if reader is None:
+            from snaptail.archive.reader import ArchiveReader
+
+            reader = self.__dict__["_archive_reader"] = ArchiveReader(
+                self.recorder, self.archive_location
+            )
+        return cast("ArchiveReader", reader)
+
+    def archive(
+        self,
+        to: str,
+        *,
+        keep_events: int = 0,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        wait: float = 0.0,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> ArchiveReport:
+        """Move events nothing hot needs into archive segments at ``to`` (a directory
+        or fsspec URL); see README "Archive" and ``snaptail archive run``."""
+        from snaptail.archive.runner import run_archive
+
+        return run_archive(
+            self.recorder, self.url, to, recent_events=self.recent_events,
+            keep_events=keep_events, older_than=older_than, dry_run=dry_run, wait=wait,
+            progress=progress, mapper=self.mapper,
+        )  # fmt: skip
+
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
         """What the load that built ``agent`` read and cost (None if not loaded)."""
@@ -613,6 +678,30 @@ class AgentStore:
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
         walk = self._walk(agent_id, after, before, reverse, types, page_size)
+        upto = self.archive_reader.upto(walk.agent_id)
+        if upto and (after or 0) < upto:
+            yield from self._archived_history(walk, upto)
+        else:
+            yield from self._hot_history(walk)
+
+    def _archived_history(self, walk: PageWalk, upto: int) -> Iterator[Any]:
+        """:meth:`history` of an agent whose versions up to ``upto`` are archived:
+        the archive's part and the hot table's part, in the order asked."""
+        agent_id, after, before = walk.agent_id, walk.after or 0, walk.before
+        hot = None
+        if before is None or before > upto + 1:
+            hot = PageWalk(agent_id, upto, before, walk.reverse, walk.topics, walk.page_size)
+        lt = upto + 1 if before is None else min(before, upto + 1)
+        if walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+        for version, topic, state, _, _ in self.archive_reader.rows(
+            agent_id, after, lt, walk.reverse, walk.topics
+        ):
+            yield self.mapper.to_domain_event(StoredEvent(agent_id, version, topic, state))
+        if not walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+
+    def _hot_history(self, walk: PageWalk) -> Iterator[Any]:
         to_event = self.mapper.to_domain_event
         while (request := walk.next_request()) is not None:
             page = self.recorder.select_page(walk.agent_id, **request)
