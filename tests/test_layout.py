@@ -26,6 +26,7 @@ RANKS = {
     "snaptail.workload": 2,
     "snaptail.infrastructure": 3,
     "snaptail.application": 3,
+    "snaptail.archive": 3,
     "snaptail.projections": 4,
     "snaptail.integrations": 4,
     "snaptail.bench": 4,
@@ -35,7 +36,11 @@ RANKS = {
     "snaptail.cli": 5,
 }
 # (importer, imported): same rank, but the dependency must not exist.
-EXCLUDED = {("snaptail.infrastructure", "snaptail.application")}
+EXCLUDED = {
+    ("snaptail.infrastructure", "snaptail.application"),
+    ("snaptail.infrastructure", "snaptail.archive"),
+    ("snaptail.archive", "snaptail.application"),
+}
 UI_LIBRARIES = {"typer", "rich"}
 
 

@@ -9,8 +9,8 @@ range and the file; nothing is skipped.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator, Sequence
+from typing import BinaryIO, cast
 from uuid import UUID
 
 from snaptail.archive.codec import (
@@ -24,7 +24,13 @@ from snaptail.archive.codec import (
 from snaptail.archive.location import Location
 from snaptail.archive.manifest import ArchiveDB, Segment
 from snaptail.errors import ArchiveDamaged, DamagedLog
-from snaptail.infrastructure.recorder import AgentRecorder, Position, PositionedNotification
+from snaptail.infrastructure.recorder import (
+    START,
+    AgentRecorder,
+    Partition,
+    Position,
+    PositionedNotification,
+)
 
 
 class ArchiveReader:
@@ -187,35 +193,73 @@ class ArchiveReader:
         return None
 
 
-def merge_with_hot(
+class ArchivedThenHot:
+    """A projection's reader (``read(after, limit)``) that also finds archived events:
+    a merge, in position order, of the archive's events after ``after`` and the hot
+    table's, so that a projection started from zero sees every event once, in the
+    order the hot table alone would have given. While ``after`` is past every
+    archived position it is the hot reader alone."""
+
+    def __init__(
+        self,
+        recorder: AgentRecorder,
+        hot: Callable[[Position, int], list[PositionedNotification]],
+        partition: Partition | None = None,
+    ) -> None:
+        self._archive = ArchiveReader(recorder)
+        self._hot = hot
+        self._partition = partition
+        self._highest: Position | None = None
+        self._merge: Iterator[PositionedNotification] | None = None
+        self._merge_at: Position | None = None
+        self._lookahead: list[PositionedNotification] = []
+
+    def __call__(self, after: Position, limit: int) -> list[PositionedNotification]:
+        if self._highest is None or after == START:
+            segments = self._archive.db.segments()
+            self._highest = max((s.max_position for s in segments), default=START)
+        if after >= self._highest:
+            return self._hot(after, limit)
+        if self._merge is None or self._merge_at != after:
+            self._merge = self._archived(after)
+            self._lookahead = []
+        batch = _merge(self._merge, self._lookahead, self._hot(after, limit), limit)
+        self._merge_at = batch[-1].position if batch else after
+        return batch
+
+    def _archived(self, after: Position) -> Iterator[PositionedNotification]:
+        partition = self._partition
+        for n in self._archive.notifications(after):
+            if partition is None or partition.owns(cast(UUID, n.originator_id)):
+                yield n
+
+
+def _merge(
     archived: Iterator[PositionedNotification],
-    hot: Any,
-    after: Position,
-    limit: int,
     lookahead: list[PositionedNotification],
+    from_hot: list[PositionedNotification],
+    limit: int,
 ) -> list[PositionedNotification]:
-    """The next ``limit`` events after ``after`` from the archive merge (``archived``,
-    with ``lookahead`` holding its next item, if read) and the hot table (``hot(after,
-    limit)``), in position order."""
-    from_hot = hot(after, limit)
+    """The first ``limit`` of the archive's next events (``lookahead`` holds the one
+    read but not taken) and ``from_hot`` (the hot reader's next page), by position."""
     batch: list[PositionedNotification] = []
-    hot_index = 0
+    index = 0
     while len(batch) < limit:
         if not lookahead:
-            nxt = next(archived, None)
-            if nxt is not None:
-                lookahead.append(nxt)
-        candidate = lookahead[0] if lookahead else None
-        hot_next = from_hot[hot_index] if hot_index < len(from_hot) else None
-        if candidate is None and hot_next is None:
+            following = next(archived, None)
+            if following is not None:
+                lookahead.append(following)
+        archived_next = lookahead[0] if lookahead else None
+        hot_next = from_hot[index] if index < len(from_hot) else None
+        if archived_next is None and hot_next is None:
             break
-        if hot_next is None and len(from_hot) == limit:
-            break  # the hot page ran out: the next hot rows are unknown yet
-        if hot_next is None or (candidate is not None and candidate.position < hot_next.position):
-            assert candidate is not None
-            batch.append(candidate)
+        if hot_next is None or (
+            archived_next is not None and archived_next.position < hot_next.position
+        ):
+            assert archived_next is not None
+            batch.append(archived_next)
             lookahead.clear()
         else:
             batch.append(hot_next)
-            hot_index += 1
+            index += 1
     return batch

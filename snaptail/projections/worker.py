@@ -40,6 +40,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from snaptail.archive.reader import ArchivedThenHot
 from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import (
@@ -328,6 +329,7 @@ class ProjectionWorker:
             )
         else:
             raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
+        self._read = ArchivedThenHot(self.recorder, self._read, partition)
 
     # -- connections -----------------------------------------------------------------
 
