@@ -147,7 +147,7 @@ def run_archive(
     location = Location(to)
     report = ArchiveReport(dry_run=dry_run)
     crash = _crash_hook()
-    with _archive_lock(db, url, wait):
+    with archive_lock(db, url, wait):
         if not dry_run:
             db.create()
             _recover(db, ArchiveReader(recorder), report)
@@ -325,7 +325,7 @@ _memory_locks: dict[str, threading.Lock] = {}
 
 
 @contextlib.contextmanager
-def _archive_lock(db: ArchiveDB, url: str, wait: float) -> Iterator[None]:
+def archive_lock(db: ArchiveDB, url: str, wait: float) -> Iterator[None]:
     deadline = time.monotonic() + max(wait, 0.0)
     if db.sqlite:
         path = sqlite_path(url)
