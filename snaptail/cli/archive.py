@@ -85,7 +85,7 @@ def run(
             console.print(f"agent {move.agent_id}: versions {move.first}-{move.last}")
         if len(report.moves) > 20:
             console.print(f"... and {len(report.moves) - 20} more agents")
-    console.print(report.summary())
+    console.print(report.summary(), soft_wrap=True)
 
 
 @archive_app.command("verify")
