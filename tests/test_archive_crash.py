@@ -14,7 +14,7 @@ import pytest
 from snaptail import AgentStore
 from snaptail.archive.manifest import DONE, WRITTEN
 from snaptail.archive.runner import CRASH_VARIABLE, STEPS
-from tests.test_archive import from_zero, history_of, populate
+from tests.test_archive import from_zero, history_of, populate, settle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +34,7 @@ def archive_run(url: str, to: Path, crash_at: str | None) -> subprocess.Complete
 @pytest.mark.parametrize("step", STEPS)
 def test_sigkill_at_each_step(database_url: str, tmp_path: Path, step: str) -> None:
     ids = populate(database_url, agents=3, events=120)
+    settle(database_url)
     history = history_of(database_url, ids)
     stream = from_zero(database_url, tmp_path, ids)
     to = tmp_path / "archive"

@@ -248,6 +248,19 @@ class ArchiveDB:
             positions = [Position(int(r[0]), int(r[1])) for r in cur.fetchall()]
         return min(positions) if positions else None
 
+    def horizon(self) -> Position | None:
+        """PostgreSQL: the last position every reader can see now (rows of
+        transactions older than the oldest one still running; a projection reader
+        returns nothing beyond it). Rows past it must stay hot, or a projection from
+        zero would meet them in the archive before older rows become visible in the
+        hot table. SQLite: None (every committed row is visible)."""
+        if self.sqlite:
+            return None
+        with self.transaction() as cur:
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            row = cur.fetchone()
+        return Position(int(row[0]) - 1, 2**63 - 1)
+
     def first_after(self, agent_id: UUID, floor: Position) -> int | None:
         """The agent's lowest version whose position is after ``floor``."""
         if self.sqlite:

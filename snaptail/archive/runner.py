@@ -6,8 +6,9 @@ it, even when it passes over newer snapshots), (b) the head minus the recent-eve
 cache's window and minus ``keep_events`` (the newest event always stays: it carries
 the version new saves are checked against), (c) the last version whose position is at
 or below every projection's and partition's position tracked in the database (and in
-``views``), (d) with ``older_than``, the last event older than that. An agent with no
-snapshot keeps everything (a load would replay it all).
+``view_positions``) and, on PostgreSQL, from a transaction older than every one still
+running (visible to every reader), (d) with ``older_than``, the last event older
+than that. An agent with no snapshot keeps everything (a load would replay it all).
 
 Each segment, in order (a crash at any step leaves every version readable in exactly
 one place, or in both):
@@ -184,8 +185,8 @@ def _plan(
     floors: Sequence[Position],
     mapper: MsgspecMapper | None,
 ) -> Iterator[Move]:
-    tracked = db.projection_floor()
-    all_floors = [*floors, *([tracked] if tracked is not None else [])]
+    found = (db.projection_floor(), db.horizon())
+    all_floors = [*floors, *(f for f in found if f is not None)]
     floor = min(all_floors) if all_floors else None
     cutoff = (
         None
