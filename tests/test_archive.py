@@ -374,3 +374,24 @@ def test_rows_not_yet_visible_to_readers_stay_hot(postgres_url: str, tmp_path: P
     with AgentStore(postgres_url, recent_events=10) as store:
         assert store.archive(str(tmp_path / "a")).events > 0
     assert from_zero(postgres_url, tmp_path, ids) == before
+
+
+def test_a_writer_behind_the_archive_gets_a_conflict(database_url: str, tmp_path: Path) -> None:
+    """An agent loaded before its next versions were written and archived cannot save
+    over them: ConcurrencyError, nothing written (an acknowledged save is the truth)."""
+    from snaptail import ConcurrencyError
+
+    with AgentStore(database_url, snapshot_every=10, recent_events=5) as store:
+        agent = Agent(name="stale")
+        Workload(4).drive(agent, 20, save=store.save, batch=5)
+        stale = store.get(agent.id)
+        Workload(5).drive(agent, 80, save=store.save, batch=5)
+        settle(database_url)
+        assert store.archive(str(tmp_path / "a")).events > stale.version + 5
+        before = list(store.history(agent.id))
+        stale.add_input("user", "written from an old copy")
+        with pytest.raises(ConcurrencyError):
+            store.save(stale)
+        assert list(store.history(agent.id)) == before
+        agent.add_input("user", "the current copy saves")
+        store.save(agent)

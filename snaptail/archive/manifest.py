@@ -26,6 +26,7 @@ MANIFEST_TABLE = "snaptail_archive_segments"
 # projections package sits above this one; tests/test_archive.py checks they agree).
 TRACKING_TABLE = "snaptail_projection_tracking"
 WRITTEN, DONE = "written", "done"
+GUARD = "snaptail_archived_versions_guard"
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,37 @@ class ArchiveDB:
                 " file TEXT NOT NULL, state TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
                 " PRIMARY KEY (originator_id, first_version))"
             )
+            for statement in self._guard_sql():
+                cur.execute(statement)
         self._exists = True
+
+    def _guard_sql(self) -> list[str]:
+        """A trigger that refuses to insert an event at an archived version: a writer
+        holding an agent loaded long ago would otherwise write versions that left the
+        hot table without meeting their rows (no primary key conflict). The insert
+        fails as a duplicate would (a ConcurrencyError for the store's caller)."""
+        archived = (
+            f"SELECT MAX(last_version) FROM {self.manifest} WHERE originator_id = {{id}}"
+            f" AND state = '{DONE}'"
+        )
+        if self.sqlite:
+            return [
+                f"CREATE TRIGGER IF NOT EXISTS {GUARD} BEFORE INSERT ON {self.events} "
+                f"WHEN NEW.originator_version <= ({archived.format(id='NEW.originator_id')}) "
+                "BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: the version is archived');"
+                " END"
+            ]
+        function = f'"{self.schema}".{GUARD}'
+        key = "replace(NEW.originator_id::text, '-', '')"
+        return [
+            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF NEW.originator_version <= ({archived.format(id=key)}) THEN"
+            " RAISE EXCEPTION 'agent %: version % is archived', NEW.originator_id,"
+            " NEW.originator_version USING ERRCODE = 'unique_violation'; END IF;"
+            " RETURN NEW; END $$",
+            f"CREATE OR REPLACE TRIGGER {GUARD} BEFORE INSERT ON {self.events}"
+            f" FOR EACH ROW EXECUTE FUNCTION {function}()",
+        ]
 
     def exists(self) -> bool:
         """Whether the manifest table exists (remembered once true)."""
