@@ -395,3 +395,18 @@ def test_a_writer_behind_the_archive_gets_a_conflict(database_url: str, tmp_path
         assert list(store.history(agent.id)) == before
         agent.add_input("user", "the current copy saves")
         store.save(agent)
+
+
+def test_snapshots_verify_and_inspect_read_the_archive(database_url: str, tmp_path: Path) -> None:
+    from snaptail.application.inspection import inspect_agent
+    from snaptail.application.maintenance import verify_agent
+
+    ids = populate(database_url, agents=1, events=150)
+    with AgentStore(database_url, recent_events=10) as store:
+        before = inspect_agent(store, ids[0])
+        settle(database_url)
+        assert store.archive(str(tmp_path / "a")).events > 100
+        after = inspect_agent(store, ids[0])
+        assert after.event_bytes == before.event_bytes
+        assert after.version == before.version and not after.error
+        assert verify_agent(store, ids[0]).status == "ok"
