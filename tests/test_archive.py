@@ -410,3 +410,25 @@ def test_snapshots_verify_and_inspect_read_the_archive(database_url: str, tmp_pa
         assert after.event_bytes == before.event_bytes
         assert after.version == before.version and not after.error
         assert verify_agent(store, ids[0]).status == "ok"
+
+
+def test_async_store_history_and_replay_read_the_archive(sqlite_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from snaptail import AsyncAgentStore
+
+    ids = populate(sqlite_url, agents=1, events=120)
+    before = history_of(sqlite_url, ids)[ids[0]]
+    with AgentStore(sqlite_url, recent_events=10) as store:
+        assert store.archive(str(tmp_path / "a")).events > 50
+        replayed = store.replay(ids[0])
+
+    async def read() -> tuple[list[Any], list[Any], Agent]:
+        async with AsyncAgentStore(sqlite_url, recent_events=10) as store:
+            forward = [e async for e in store.history(ids[0], page_size=7)]
+            backward = [e async for e in store.history(ids[0], reverse=True)]
+            return forward, backward, await store.replay(ids[0])
+
+    forward, backward, agent = asyncio.run(read())
+    assert forward == before and backward == before[::-1]
+    same_agents(agent, replayed, "AsyncAgentStore.replay()")

@@ -11,6 +11,7 @@ on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, cast
@@ -261,6 +262,12 @@ class AsyncAgentStore:
     ) -> AsyncGenerator[list[Any], None]:
         store, recorder = await self._parts()
         walk = store._walk(agent_id, after, before, reverse, types, page_size)
+        if await asyncio.to_thread(store.archive_reader.upto, walk.agent_id):
+            # Archived events: the sync store's history, a page at a time off the loop.
+            archived = store.history(walk.agent_id, after, before, reverse, types, page_size)
+            while page := await asyncio.to_thread(list, itertools.islice(archived, page_size)):
+                yield page
+            return
         to_event = store.mapper.to_domain_event
         while (request := walk.next_request()) is not None:
             page = await recorder.select_page(walk.agent_id, **request)
