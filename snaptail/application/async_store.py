@@ -265,8 +265,8 @@ class AsyncAgentStore:
         if await asyncio.to_thread(store.archive_reader.upto, walk.agent_id):
             # Archived events: the sync store's history, a page at a time off the loop.
             archived = store.history(walk.agent_id, after, before, reverse, types, page_size)
-            while page := await asyncio.to_thread(list, itertools.islice(archived, page_size)):
-                yield page
+            while chunk := await asyncio.to_thread(list, itertools.islice(archived, page_size)):
+                yield chunk
             return
         to_event = store.mapper.to_domain_event
         while (request := walk.next_request()) is not None:
