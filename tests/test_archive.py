@@ -423,12 +423,14 @@ def test_async_store_history_and_replay_read_the_archive(sqlite_url: str, tmp_pa
         assert store.archive(str(tmp_path / "a")).events > 50
         replayed = store.replay(ids[0])
 
-    async def read() -> tuple[list[Any], list[Any], Agent]:
+    async def read() -> tuple[list[Any], list[Any], Agent, Agent]:
         async with AsyncAgentStore(sqlite_url, recent_events=10) as store:
             forward = [e async for e in store.history(ids[0], page_size=7)]
             backward = [e async for e in store.history(ids[0], reverse=True)]
-            return forward, backward, await store.replay(ids[0])
+            return forward, backward, await store.replay(ids[0]), await store.get(ids[0], 5)
 
-    forward, backward, agent = asyncio.run(read())
+    forward, backward, agent, old = asyncio.run(read())
     assert forward == before and backward == before[::-1]
     same_agents(agent, replayed, "AsyncAgentStore.replay()")
+    with AgentStore(sqlite_url, recent_events=10) as store:
+        same_agents(old, store.replay(ids[0], 5), "AsyncAgentStore.get(version=5)")

@@ -30,6 +30,7 @@ from snaptail.application.store import (
 )
 from snaptail.domain.agent import Agent
 from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
 from snaptail.infrastructure.urls import resolve_url, sqlite_path
 
@@ -216,7 +217,10 @@ class AsyncAgentStore:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
         store, _ = await self._parts()
-        return await self._run(store._get_steps(agent_id, version))
+        try:
+            return await self._run(store._get_steps(agent_id, version))
+        except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
+            return await asyncio.to_thread(store._get_archived, agent_id, version, error)
 
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
