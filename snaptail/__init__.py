@@ -6,6 +6,7 @@ from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.domain.topics import register_topic
 from snaptail.errors import (
     AgentBroken,
     AgentLimitExceeded,
@@ -16,12 +17,14 @@ from snaptail.errors import (
     DamagedLog,
     DatabaseUnreachable,
     EventTooLarge,
+    InvalidAgentType,
     InvalidCommand,
     InvalidEventPayload,
     LockTimeout,
     MemoryBudgetExceeded,
     SnaptailError,
     UndeclaredState,
+    UnknownTopic,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -52,6 +55,7 @@ __all__ = [
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
+    "InvalidAgentType",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
@@ -64,5 +68,7 @@ __all__ = [
     "SnaptailError",
     "TokenUsage",
     "UndeclaredState",
+    "UnknownTopic",
     "event",
+    "register_topic",
 ]
