@@ -104,8 +104,14 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--dir", default=None, help="Working directory (default: a temp dir)")
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="Measure PostgreSQL's bytes and throughput instead (a fresh "
+                        "schema of the server at URL; no side-by-side reads)")  # fmt: skip
     args = parser.parse_args()
     events = args.events or (100_000 if args.quick else 1_000_000)
+    if args.postgres:
+        postgres(args.postgres, events, args.agents)
+        return
     work = Path(args.dir or tempfile.mkdtemp(prefix="snaptail-archive-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     hot_path, archived_path = work / "hot.db", work / "archived.db"
@@ -214,6 +220,66 @@ def main() -> None:
     with RESULTS.open("a") as out:
         out.write(json.dumps(result) + "\n")
     print(table(result))
+
+
+def postgres(server: str, events: int, agents: int) -> None:
+    """Bytes of the events table (with its indexes and TOAST) before archiving, after
+    ``VACUUM`` (space reusable, file the same) and after ``VACUUM FULL``; throughput."""
+    import uuid
+
+    import psycopg
+
+    from snaptail.infrastructure.urls import postgres_connect_args
+
+    schema = f"archive_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    url = f"{server}{'&' if '?' in server else '?'}schema={schema}"
+    table = f"{schema}.stored_events"
+    segments = Path(tempfile.mkdtemp(prefix="snaptail-archive-pg-"))
+    try:
+        print(f"writing {events:,} events over {agents} agents into schema {schema}")
+        populate_url(url, events, agents)
+
+        def size() -> int:
+            with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT pg_total_relation_size(%s::regclass)", (table,)
+                ).fetchone()
+                return int(row[0]) if row else 0
+
+        before = size()
+        with AgentStore(url) as store:
+            report = store.archive(str(segments))
+            print(report.summary())
+            vacuum(store.recorder, store.url)
+        after_vacuum = size()
+        with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
+            conn.execute(f"VACUUM FULL {table}".encode())
+        after_full = size()
+        result = {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "backend": "postgres", "events": events, "agents": agents,
+            "moved": report.events, "table_bytes_before": before,
+            "table_bytes_after_vacuum": after_vacuum, "table_bytes_after_vacuum_full": after_full,
+            "archive_bytes": tree_bytes(segments),
+            "archive_events_per_s": round(report.events / report.seconds),
+        }  # fmt: skip
+        with RESULTS.open("a") as out:
+            out.write(json.dumps(result) + "\n")
+        print(json.dumps(result, indent=1))
+    finally:
+        shutil.rmtree(segments, ignore_errors=True)
+        with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+
+
+def populate_url(url: str, events: int, agents: int) -> None:
+    per_agent = events // agents
+    with AgentStore(url) as store:
+        for i in range(agents):
+            agent = Agent(name=f"bench-{i}")
+            Workload(seed=1000 + i).drive(agent, per_agent - 1, save=store.save, batch=100)
 
 
 def table(r: dict[str, Any]) -> str:
