@@ -434,3 +434,16 @@ def test_async_store_history_and_replay_read_the_archive(sqlite_url: str, tmp_pa
     same_agents(agent, replayed, "AsyncAgentStore.replay()")
     with AgentStore(sqlite_url, recent_events=10) as store:
         same_agents(old, store.replay(ids[0], 5), "AsyncAgentStore.get(version=5)")
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_history_walk_survives_an_archive_run_committing_meanwhile(
+    sqlite_url: str, tmp_path: Path, reverse: bool
+) -> None:
+    ids = populate(sqlite_url, agents=1, events=150)
+    with AgentStore(sqlite_url, recent_events=10) as store:
+        truth = list(store.history(ids[0], reverse=reverse))
+        walking = store.history(ids[0], reverse=reverse, page_size=7)
+        seen = [next(walking) for _ in range(10)]
+        assert store.archive(str(tmp_path / "a")).events > 50
+        assert seen + list(walking) == truth

@@ -677,12 +677,31 @@ class AgentStore:
         ``types``, a version missing from the stored log raises
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
-        walk = self._walk(agent_id, after, before, reverse, types, page_size)
+        yield from self._history(self._walk(agent_id, after, before, reverse, types, page_size))
+
+    def _history(self, walk: PageWalk) -> Iterator[Any]:
+        """:meth:`history`: archived events (if any) and hot ones. An archive run that
+        commits during the walk moves rows it has not reached: then it goes on from
+        the last event given, archive first."""
         upto = self.archive_reader.upto(walk.agent_id)
-        if upto and (after or 0) < upto:
-            yield from self._archived_history(walk, upto)
+        if upto and (walk.after or 0) < upto:
+            events = self._archived_history(walk, upto)
         else:
-            yield from self._hot_history(walk)
+            events = self._hot_history(walk)
+        last: int | None = None
+        try:
+            for event in events:
+                last = event.originator_version
+                yield event
+        except DamagedLog:
+            if self.archive_reader.upto(walk.agent_id) <= upto:
+                raise
+            after, before = walk.after, walk.before
+            if last is not None:
+                before, after = (last, after) if walk.reverse else (before, last)
+            yield from self._history(
+                PageWalk(walk.agent_id, after, before, walk.reverse, walk.topics, walk.page_size)
+            )
 
     def _archived_history(self, walk: PageWalk, upto: int) -> Iterator[Any]:
         """:meth:`history` of an agent whose versions up to ``upto`` are archived:
