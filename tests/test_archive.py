@@ -28,7 +28,7 @@ from snaptail.errors import ArchiveBusy, ArchiveDamaged
 from snaptail.projections import Projection, ProjectionWorker, ViewCursor
 from snaptail.projections import view as projection_view
 from snaptail.workload import Workload
-from tests.agents import examples
+from tests.agents import CI
 
 counter = itertools.count()
 
@@ -110,7 +110,9 @@ def same_agents(a: Agent, b: Agent, what: str) -> None:
 
 
 @settings(
-    max_examples=examples(6),
+    # Seconds per example (every version loaded twice, two archive runs, projections
+    # from zero): 12 under the ci profile, not its 300, to keep CI's time.
+    max_examples=12 if CI else 6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     # An example takes seconds: shrinking would take many minutes (the failing
