@@ -449,3 +449,25 @@ def test_a_history_walk_survives_an_archive_run_committing_meanwhile(
         seen = [next(walking) for _ in range(10)]
         assert store.archive(str(tmp_path / "a")).events > 50
         assert seen + list(walking) == truth
+
+
+def test_a_load_that_trusts_no_hot_snapshot_replays_from_the_archive(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every snapshot left corrupt (or stale after a code change): the load replays
+    from the archive (a warning says so) and stores a fresh snapshot for the next."""
+    ids = populate(database_url, agents=1, events=150)
+    with AgentStore(database_url, recent_events=10) as store:
+        settle(database_url)
+        assert store.archive(str(tmp_path / "a")).events > 100
+        expected = store.replay(ids[0])
+        db = ArchiveDB(store.recorder)
+        with db.transaction(write=True) as cur:
+            cur.execute(f"UPDATE {db.snapshots} SET checksum = checksum + 1")
+        with caplog.at_level("WARNING", logger="snaptail.store"):
+            same_agents(store.get(ids[0]), expected, "get() past corrupt snapshots")
+        assert "loading from the archive" in caplog.text
+        again = store.get(ids[0])
+        same_agents(again, expected, "the next get()")
+        stats = store.load_stats(again)
+        assert stats is not None and stats.snapshot_version == expected.version

@@ -540,8 +540,18 @@ class AgentStore:
             agent_id, version, error,
         )  # fmt: skip
         agent = self.replay(agent_id, version)
-        if version is None:
-            self._snapshot_now(agent)
+        if version is None:  # the next load should not need the archive
+            try:
+                found = self.recorder.select_snapshot(agent_id, lte=agent.version)
+                if found is not None and found.originator_version == agent.version:
+                    judged = judge_snapshot(found)
+                    if judged.agent is None and judged.kind in {CORRUPT, STALE}:
+                        self.recorder.delete_snapshots(
+                            agent_id, keep=self.keep_snapshots, versions=[agent.version]
+                        )
+                self._snapshot_now(agent)
+            except Exception as exc:  # the load succeeded: never fail it here
+                logger.warning("no fresh snapshot after a load from the archive: %s", exc)
         return agent
 
     @property

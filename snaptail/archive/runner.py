@@ -57,7 +57,7 @@ from snaptail.infrastructure.recorder import AgentRecorder, Position
 from snaptail.infrastructure.urls import postgres_connect_args, sqlite_path
 
 # The most events one segment holds (an agent with more to move gets several).
-SEGMENT_EVENTS = 50_000
+SEGMENT_EVENTS = 20_000
 CRASH_VARIABLE = "SNAPTAIL_ARCHIVE_CRASH_AT"
 STEPS = (
     "segment-partial", "segment-written", "segment-verified", "manifest-written", "rows-deleted",
