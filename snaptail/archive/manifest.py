@@ -117,7 +117,15 @@ class ArchiveDB:
                 " file TEXT NOT NULL, state TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
                 " PRIMARY KEY (originator_id, first_version))"
             )
-            for statement in self._guard_sql():
+            statements = self._guard_sql()
+            if not self.sqlite:  # CREATE TRIGGER locks the table: only when missing
+                cur.execute(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = ? AND tgrelid = ?::regclass",
+                    (GUARD, self.events),
+                )
+                if cur.fetchone() is not None:
+                    statements = statements[:-1]
+            for statement in statements:
                 cur.execute(statement)
         self._exists = True
 
@@ -137,16 +145,22 @@ class ArchiveDB:
                 "BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: the version is archived');"
                 " END"
             ]
+        # PostgreSQL: one check per INSERT statement over its new rows (a transition
+        # table), not a PL/pgSQL call per row.
         function = f'"{self.schema}".{GUARD}'
-        key = "replace(NEW.originator_id::text, '-', '')"
+        archived_pg = (
+            f"SELECT 1 FROM new_rows n JOIN {self.manifest} m ON m.originator_id ="
+            " replace(n.originator_id::text, '-', '') AND m.state = 'done'"
+            " AND n.originator_version <= m.last_version"
+        )
         return [
             f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-            f" BEGIN IF NEW.originator_version <= ({archived.format(id=key)}) THEN"
-            " RAISE EXCEPTION 'agent %: version % is archived', NEW.originator_id,"
-            " NEW.originator_version USING ERRCODE = 'unique_violation'; END IF;"
-            " RETURN NEW; END $$",
-            f"CREATE OR REPLACE TRIGGER {GUARD} BEFORE INSERT ON {self.events}"
-            f" FOR EACH ROW EXECUTE FUNCTION {function}()",
+            f" BEGIN IF EXISTS ({archived_pg}) THEN"
+            " RAISE EXCEPTION 'an inserted event is at an archived version (agent and"
+            " version in the archive manifest)' USING ERRCODE = 'unique_violation'; END IF;"
+            " RETURN NULL; END $$",
+            f"CREATE TRIGGER {GUARD} AFTER INSERT ON {self.events}"
+            f" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
         ]
 
     def exists(self) -> bool:
