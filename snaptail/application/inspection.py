@@ -9,6 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from snaptail.application.budget import resolve_budget
+from snaptail.application.directory import agent_name
 from snaptail.application.loading import tracking
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
@@ -60,6 +61,7 @@ class Inspection:
     last_events: list[EventRow]
     warnings: list[str]
     error: str = ""  # why the agent does not load ("" if it does)
+    name: str = ""  # the name the agent was created with
 
 
 def inspect_agent(
@@ -114,6 +116,7 @@ def inspect_agent(
         budget=budget,
         last_events=last_events,
         warnings=warnings,
+        name=agent_name(store.recorder, agent_id),
     )
 
 
@@ -174,6 +177,7 @@ def _unloadable(
         last_events=_last_events(store, agent_id, last),
         warnings=[f"does not load: {error}"],
         error=error,
+        name=agent_name(store.recorder, agent_id),
     )
 
 
