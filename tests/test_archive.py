@@ -7,6 +7,7 @@ import datetime
 import itertools
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -471,3 +472,39 @@ def test_a_load_that_trusts_no_hot_snapshot_replays_from_the_archive(
         same_agents(again, expected, "the next get()")
         stats = store.load_stats(again)
         assert stats is not None and stats.snapshot_version == expected.version
+
+
+def test_the_archive_commands(sqlite_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from snaptail.cli import app
+
+    ids = populate(sqlite_url, agents=2, events=80)
+    runner = CliRunner()
+    to = str(tmp_path / "segments")
+    view = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    stop = threading.Event()  # a projection kept in another database, 5 events in
+    with ProjectionWorker(Recording("elsewhere"), sqlite_url, view, batch_size=5) as worker:
+        worker.catch_up(stop, on_batch=lambda _: stop.set())
+    args = ["archive", "run", "--db", sqlite_url, "--to", to, "--recent-events", "10"]
+    held = runner.invoke(app, [*args, "--view-db", view])
+    assert held.exit_code == 0, held.output
+    held_back = re.search(r"moved (\d+) events", held.output)
+    assert held_back is not None and int(held_back[1]) <= 5  # only what the view passed
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "would move" in dry.output and str(ids[0]) in dry.output
+    moved = runner.invoke(app, [*args, "--older-than", "1w"])
+    assert moved.exit_code == 0 and "moved 0 events" in moved.output
+    bad_age = runner.invoke(app, [*args, "--older-than", "soon"])
+    assert bad_age.exit_code != 0 and "s, m, h, d or w" in bad_age.output
+    moved = runner.invoke(app, args)
+    assert moved.exit_code == 0 and "moved" in moved.output, moved.output
+    verified = runner.invoke(app, ["archive", "verify", "--db", sqlite_url])
+    assert verified.exit_code == 0
+    assert re.search(r"(\d+) of \1 segment\(s\) verified", verified.output)
+    vacuumed = runner.invoke(app, ["archive", "vacuum", "--db", sqlite_url])
+    assert vacuumed.exit_code == 0 and "bytes before" in vacuumed.output
+    _, path, _, _ = segment_of(sqlite_url)
+    path.unlink()
+    broken = runner.invoke(app, ["archive", "verify", "--db", sqlite_url])
+    assert broken.exit_code == 1 and "the file is missing" in broken.output
