@@ -508,3 +508,31 @@ def test_the_archive_commands(sqlite_url: str, tmp_path: Path) -> None:
     path.unlink()
     broken = runner.invoke(app, ["archive", "verify", "--db", sqlite_url])
     assert broken.exit_code == 1 and "the file is missing" in broken.output
+
+
+def test_agent_stats_from_zero_in_partitions_read_the_archive(
+    database_url: str, tmp_path: Path
+) -> None:
+    """AgentStats built from zero by two partitions after archiving equals AgentStats
+    built from the hot table before."""
+    from snaptail.projections import AgentStats, Partition, open_view, read_agent_stats
+
+    ids = populate(database_url, agents=4, events=100)
+    settle(database_url)
+
+    def stats(view_url: str, partitions: int) -> list[Any]:
+        for k in range(partitions):
+            partition = Partition(k, partitions) if partitions > 1 else None
+            with ProjectionWorker(AgentStats, database_url, view_url, partition=partition) as w:
+                w.catch_up()
+        view = open_view(view_url)
+        try:
+            return sorted(read_agent_stats(view, top=None), key=lambda r: str(r.agent_id))
+        finally:
+            view.close()
+
+    before = stats(f"sqlite:///{tmp_path / 'before.db'}", 1)
+    with AgentStore(database_url, recent_events=10) as store:
+        assert store.archive(str(tmp_path / "a")).events > 200
+    after = stats(f"sqlite:///{tmp_path / 'after.db'}", 2)
+    assert len(before) == len(ids) and after == before
