@@ -536,3 +536,33 @@ def test_agent_stats_from_zero_in_partitions_read_the_archive(
         assert store.archive(str(tmp_path / "a")).events > 200
     after = stats(f"sqlite:///{tmp_path / 'after.db'}", 2)
     assert len(before) == len(ids) and after == before
+
+
+def test_latest_of_a_type_finds_it_in_the_archive(sqlite_url: str, tmp_path: Path) -> None:
+    import asyncio
+
+    from snaptail import AsyncAgentStore
+
+    with AgentStore(sqlite_url, snapshot_every=10, recent_events=5) as store:
+        agent = Agent(name="prompted")
+        agent.set_system_prompt("be brief")
+        for i in range(60):
+            agent.add_input("user", f"question {i}")
+        store.save(agent)
+        store.snapshot(agent.id)
+        for i in range(10):
+            agent.add_input("user", f"later {i}")
+        store.save(agent)
+        prompt_set = type(store.latest(agent.id, Agent.SystemPromptSet))
+        assert store.archive(str(tmp_path / "a")).events > 2
+        found = store.latest(agent.id, Agent.SystemPromptSet)
+        assert found is not None and type(found) is prompt_set
+        assert found.originator_version == 2
+        newest = store.latest(agent.id)
+        assert newest is not None and newest.originator_version == agent.version
+
+    async def latest() -> Any:
+        async with AsyncAgentStore(sqlite_url) as store:
+            return await store.latest(agent.id, Agent.SystemPromptSet)
+
+    assert asyncio.run(latest()).originator_version == 2

@@ -298,10 +298,11 @@ class AsyncAgentStore:
     async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
         store, recorder = await self._parts()
-        page = await recorder.select_page(
-            as_agent_id(agent_id), desc=True, limit=1, topics=store._topics(types or None)
-        )
-        return store._decode(page[0]) if page else None
+        agent_id, topics = as_agent_id(agent_id), store._topics(types or None)
+        page = await recorder.select_page(agent_id, desc=True, limit=1, topics=topics)
+        if page:
+            return store._decode(page[0])
+        return await asyncio.to_thread(store._latest_archived, agent_id, topics)
 
     async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

@@ -816,10 +816,17 @@ class AgentStore:
 
     def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        page = self.recorder.select_page(
-            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
-        )
-        return self._decode(page[0]) if page else None
+        agent_id, topics = as_agent_id(agent_id), self._topics(types or None)
+        page = self.recorder.select_page(agent_id, desc=True, limit=1, topics=topics)
+        return self._decode(page[0]) if page else self._latest_archived(agent_id, topics)
+
+    def _latest_archived(self, agent_id: UUID, topics: tuple[str, ...]) -> Any | None:
+        """The newest archived event of ``topics`` (None: none, or nothing archived)."""
+        upto = self.archive_reader.upto(agent_id)
+        rows = self.archive_reader.rows(agent_id, 0, upto + 1, True, topics) if upto else ()
+        for version, topic, state, _, _ in rows:
+            return self._decode(StoredEvent(agent_id, version, topic, state))
+        return None
 
     def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
