@@ -49,6 +49,10 @@ class ArchiveReader:
             found = self._locations[url] = Location(url)
         return found
 
+    def segments(self, agent_id: UUID | None = None) -> list[Segment]:
+        """The archived segments (of one agent, or all), in agent and version order."""
+        return self.db.segments(agent_id)
+
     def upto(self, agent_id: UUID) -> int:
         """The agent's newest archived version (0: nothing archived)."""
         return self.db.archived_upto(agent_id)

@@ -102,7 +102,7 @@ def verify(
     bad = 0
     with AgentStore(db) as store:
         store.archive_location = location
-        segments = store.archive_reader.db.segments()
+        segments = store.archive_reader.segments()
         for segment in segments:
             problem = store.archive_reader.verify(segment)
             if problem is not None:
