@@ -441,10 +441,11 @@ def test_async_store_history_and_replay_read_the_archive(sqlite_url: str, tmp_pa
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_a_history_walk_survives_an_archive_run_committing_meanwhile(
-    sqlite_url: str, tmp_path: Path, reverse: bool
+    database_url: str, tmp_path: Path, reverse: bool
 ) -> None:
-    ids = populate(sqlite_url, agents=1, events=150)
-    with AgentStore(sqlite_url, recent_events=10) as store:
+    ids = populate(database_url, agents=1, events=150)
+    settle(database_url)
+    with AgentStore(database_url, recent_events=10) as store:
         truth = list(store.history(ids[0], reverse=reverse))
         walking = store.history(ids[0], reverse=reverse, page_size=7)
         seen = [next(walking) for _ in range(10)]

@@ -56,6 +56,7 @@ def test_sigkill_at_each_step(database_url: str, tmp_path: Path, step: str) -> N
     assert again.returncode == 0, again.stderr
     if step == "manifest-written":
         assert "1 finished" in again.stdout
+    assert not list(to.rglob("*.tmp-*"))  # a half-written file was replaced, then removed
     with AgentStore(database_url, recent_events=10) as store:
         assert not store.archive_reader.db.segments(state=WRITTEN)
         for agent_id in ids:

@@ -11,6 +11,7 @@ file visible only once its upload completes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -74,6 +75,9 @@ class Location:
         finally:
             os.close(fd)
         os.replace(temporary, path)
+        for stale in glob.glob(glob.escape(path) + ".tmp-*"):  # of a run killed mid-write
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stale)
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
