@@ -27,6 +27,7 @@ RANKS = {
     "snaptail.infrastructure": 3,
     "snaptail.application": 3,
     "snaptail.archive": 3,
+    "snaptail.privacy": 3,
     "snaptail.projections": 4,
     "snaptail.integrations": 4,
     "snaptail.bench": 4,
@@ -41,6 +42,7 @@ EXCLUDED = {
     ("snaptail.infrastructure", "snaptail.application"),
     ("snaptail.infrastructure", "snaptail.archive"),
     ("snaptail.archive", "snaptail.application"),
+    ("snaptail.privacy", "snaptail.application"),
 }
 UI_LIBRARIES = {"typer", "rich"}
 WEB_LIBRARIES = {"starlette", "jinja2", "uvicorn"}
