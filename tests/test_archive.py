@@ -566,3 +566,35 @@ def test_latest_of_a_type_finds_it_in_the_archive(sqlite_url: str, tmp_path: Pat
             return await store.latest(agent.id, Agent.SystemPromptSet)
 
     assert asyncio.run(latest()).originator_version == 2
+
+
+def test_encrypted_payloads_stay_encrypted_in_segments_and_are_forgotten(
+    tmp_path: Path,
+) -> None:
+    """Issue 20 beside issue 21: segments hold the payloads as stored (sealed), the
+    archived events read as before, and forgetting the subject redacts them too."""
+    pytest.importorskip("cryptography")
+    from snaptail.privacy import RedactedEvent, new_master_key
+
+    store = AgentStore(
+        f"sqlite:///{tmp_path / 'agents.db'}", keys=f"sqlite:///{tmp_path / 'keys.db'}",
+        master_key=new_master_key(), snapshot_every=10, recent_events=5,
+    )  # fmt: skip
+    with store:
+        chat = Agent(name="private chat")
+        store.add_subject(chat, "user-42")
+        for i in range(60):
+            chat.add_input("user", f"my secret number is {i:04d}", author="user-42")
+        store.save(chat)
+        before = list(store.history(chat.id))
+        assert store.archive(str(tmp_path / "segments")).events > 30
+        assert list(store.history(chat.id)) == before
+        from snaptail.archive.codec import iter_rows, read_footer
+
+        for path in (tmp_path / "segments").rglob("*.seg"):
+            with path.open("rb") as file:
+                rows = list(iter_rows(file, read_footer(file, path.stat().st_size)))
+            assert rows and all(state[:1] == b"\xc1" for _, _, state, _, _ in rows[1:])
+            assert not any(b"my secret number" in state for _, _, state, _, _ in rows)
+        store.forget("user-42")
+        assert all(isinstance(e, RedactedEvent) for e in store.history(chat.id))
