@@ -97,6 +97,23 @@ def side_by_side(
     return a, b
 
 
+def load_p50(store: AgentStore, ids: list[UUID]) -> float:
+    """The median time (ms) of one ``get()`` of each agent."""
+    times = []
+    for agent_id in ids:
+        t = time.perf_counter()
+        store.get(agent_id)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1000
+
+
+def walk_rate(store: AgentStore, ids: list[UUID]) -> float:
+    """Events per second of a full ``history()`` walk of every agent."""
+    t = time.perf_counter()
+    n = sum(1 for agent_id in ids for _ in store.history(agent_id))
+    return n / (time.perf_counter() - t)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 events")
@@ -139,23 +156,10 @@ def main() -> None:
     cold_store = AgentStore(f"sqlite:///{archived_path}")
 
     def loads(store: AgentStore) -> Callable[[], float]:
-        def run() -> float:
-            times = []
-            for agent_id in ids:
-                t = time.perf_counter()
-                store.get(agent_id)
-                times.append(time.perf_counter() - t)
-            return statistics.median(times) * 1000
-
-        return run
+        return lambda: load_p50(store, ids)
 
     def walk(store: AgentStore) -> Callable[[], float]:
-        def run() -> float:
-            t = time.perf_counter()
-            n = sum(1 for agent_id in ids for _ in store.history(agent_id))
-            return n / (time.perf_counter() - t)
-
-        return run
+        return lambda: walk_rate(store, ids)
 
     def from_zero(path: Path) -> Callable[[], float]:
         def run() -> float:
@@ -224,22 +228,27 @@ def main() -> None:
 
 def postgres(server: str, events: int, agents: int) -> None:
     """Bytes of the events table (with its indexes and TOAST) before archiving, after
-    ``VACUUM`` (space reusable, file the same) and after ``VACUUM FULL``; throughput."""
+    ``VACUUM`` (space reusable, file the same) and after ``VACUUM FULL``; throughput;
+    load p50 and full history walks against a twin schema of the same traffic kept
+    hot, side by side."""
     import uuid
 
     import psycopg
 
     from snaptail.infrastructure.urls import postgres_connect_args
 
-    schema = f"archive_bench_{uuid.uuid4().hex[:8]}"
+    schema, twin = (f"archive_bench_{uuid.uuid4().hex[:8]}" for _ in range(2))
     with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}".encode())
+        for name in (schema, twin):
+            conn.execute(f"CREATE SCHEMA {name}".encode())
     url = f"{server}{'&' if '?' in server else '?'}schema={schema}"
+    twin_url = f"{server}{'&' if '?' in server else '?'}schema={twin}"
     table = f"{schema}.stored_events"
     segments = Path(tempfile.mkdtemp(prefix="snaptail-archive-pg-"))
     try:
-        print(f"writing {events:,} events over {agents} agents into schema {schema}")
-        populate_url(url, events, agents)
+        print(f"writing {events:,} events over {agents} agents into schemas {schema}, {twin}")
+        ids = populate_url(url, events, agents)
+        twin_ids = populate_url(twin_url, events, agents)  # the same traffic, kept hot
 
         def size() -> int:
             with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
@@ -257,6 +266,14 @@ def postgres(server: str, events: int, agents: int) -> None:
         with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
             conn.execute(f"VACUUM FULL {table}".encode())
         after_full = size()
+        with AgentStore(url) as cold, AgentStore(twin_url) as hot:
+            load_hot, load_cold = side_by_side(
+                5, lambda: load_p50(hot, twin_ids), lambda: load_p50(cold, ids)
+            )
+            walk_hot, walk_cold = side_by_side(
+                3, lambda: walk_rate(hot, twin_ids), lambda: walk_rate(cold, ids)
+            )
+        med = statistics.median
         result = {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "backend": "postgres", "events": events, "agents": agents,
@@ -264,6 +281,10 @@ def postgres(server: str, events: int, agents: int) -> None:
             "table_bytes_after_vacuum": after_vacuum, "table_bytes_after_vacuum_full": after_full,
             "archive_bytes": tree_bytes(segments),
             "archive_events_per_s": round(report.events / report.seconds),
+            "load_p50_ms_hot": round(med(load_hot), 4),
+            "load_p50_ms_archived": round(med(load_cold), 4),
+            "walk_events_per_s_hot": round(med(walk_hot)),
+            "walk_events_per_s_archived": round(med(walk_cold)),
         }  # fmt: skip
         with RESULTS.open("a") as out:
             out.write(json.dumps(result) + "\n")
@@ -271,15 +292,19 @@ def postgres(server: str, events: int, agents: int) -> None:
     finally:
         shutil.rmtree(segments, ignore_errors=True)
         with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+            for name in (schema, twin):
+                conn.execute(f"DROP SCHEMA {name} CASCADE".encode())
 
 
-def populate_url(url: str, events: int, agents: int) -> None:
+def populate_url(url: str, events: int, agents: int) -> list[UUID]:
     per_agent = events // agents
+    ids = []
     with AgentStore(url) as store:
         for i in range(agents):
             agent = Agent(name=f"bench-{i}")
             Workload(seed=1000 + i).drive(agent, per_agent - 1, save=store.save, batch=100)
+            ids.append(agent.id)
+    return ids
 
 
 def table(r: dict[str, Any]) -> str:
