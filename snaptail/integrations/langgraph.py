@@ -768,7 +768,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
             def command(agent: ThreadAgent) -> None:
                 if agent.state.namespaces:
-                    agent.prune()
+                    agent.prune(keep_early=True)
 
             self._write(str(thread_id), command)
 
@@ -821,7 +821,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 elif isinstance(event, events.ThreadCleared):
                     target.clear()
                 elif isinstance(event, events.ThreadPruned):
-                    target.prune()
+                    target.prune(keep_early=getattr(event, "keep_early", False))
                 else:
                     continue
                 moved[event.originator_version] = target.version
