@@ -63,7 +63,6 @@ from snaptail.integrations.langgraph_thread import (
     INDEX_SIZE,
     MESSAGES,
     PARENT_IS_HEAD,
-    THREAD_MAX_EVENT_BYTES,
     VALUE,
     Channel,
     Head,
@@ -80,6 +79,7 @@ from snaptail.integrations.langgraph_thread import (
     run_uuid,
     thread_uuid,
 )
+from snaptail.integrations.shared import StoreLease, lease_store
 
 T = TypeVar("T")
 _MISSING = object()
@@ -106,7 +106,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     """A LangGraph checkpointer that stores threads in snaptail.
 
     ``store`` is an :class:`~snaptail.AgentStore` or a database URL (``sqlite:///FILE``,
-    ``postgresql://...``; the saver then owns and closes the store). ``max_threads``
+    ``postgresql://...``): savers and sessions made with one URL share one store and its
+    connections (:mod:`snaptail.integrations.shared`); :meth:`close` gives the saver's
+    hold back. ``max_threads``
     bounds the loaded threads kept in memory (each holds its namespaces' newest
     checkpoints, with message lists as references), ``body_cache_bytes`` the message
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
@@ -125,11 +127,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         compress: bool = True,
     ) -> None:
         super().__init__(serde=serde)
+        self._lease: StoreLease | None = None
         if isinstance(store, AgentStore):
-            self.store, self._owns_store = store, False
+            self.store = store
         else:
-            self.store = AgentStore(store, max_event_bytes=THREAD_MAX_EVENT_BYTES)
-            self._owns_store = True
+            self._lease = lease_store(store)
+            self._lease.release_with(self)
+            self.store = self._lease.sync_store
         self._threads: OrderedDict[UUID, ThreadAgent] = OrderedDict()
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
@@ -155,8 +159,10 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     # -- lifecycle ------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
+        """Give back this saver's hold on the shared store of its URL (the last hold
+        closes it); a store given explicitly stays open."""
+        if self._lease is not None:
+            self._lease.release()
 
     def __enter__(self) -> Self:
         return self
