@@ -30,7 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -50,7 +50,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from snaptail.application.store import AgentStore
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, ConcurrencyError
+from snaptail.errors import AgentNotFound, ConcurrencyError, ThreadConflict
 from snaptail.integrations.langgraph_codec import (
     Body,
     BodyCache,
@@ -90,7 +90,10 @@ _CHECKPOINT_KEYS = frozenset(
 RETRIES = 8
 PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
 
-__all__ = ["SnaptailSaver"]
+# In a put's configurable: fork the thread on purpose even in strict mode.
+ALLOW_FORK = "snaptail_allow_fork"
+
+__all__ = ["ALLOW_FORK", "SnaptailSaver", "ThreadConflict"]
 
 
 @dataclass
@@ -114,6 +117,16 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
     decoded to find what changed at the next checkpoint without re-serializing them.
     ``compress`` stores large message bodies zlib-compressed when that pays.
+
+    ``concurrent_runs`` says what two runs on one ``thread_id`` at once do. ``"fork"``
+    (the default) is what LangGraph's own savers do: both runs succeed, each extends
+    the checkpoint it read, so the thread forks there; both branches stay in the
+    history and the newest checkpoint stored is the thread's state (one run's turn).
+    ``"reject"`` (strict): a checkpoint must extend its namespace's newest one, so the
+    run that writes second gets :class:`~snaptail.errors.ThreadConflict` and nothing
+    of that checkpoint is saved (also across processes). A deliberate fork (time
+    travel, ``update_state`` on an older checkpoint) then needs
+    ``configurable["snaptail_allow_fork"] = True``.
     """
 
     def __init__(
@@ -125,8 +138,16 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
         compress: bool = True,
+        concurrent_runs: Literal["fork", "reject"] = "fork",
     ) -> None:
+        if concurrent_runs not in ("fork", "reject"):
+            raise ValueError(
+                f"SnaptailSaver(concurrent_runs={concurrent_runs!r}): use 'fork' (LangGraph's"
+                " behaviour: both runs succeed, the thread forks) or 'reject' (the second"
+                " writer gets ThreadConflict)"
+            )
         super().__init__(serde=serde)
+        self.concurrent_runs = concurrent_runs
         self._lease: StoreLease | None = None
         if isinstance(store, AgentStore):
             self.store = store
@@ -325,6 +346,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         mtype, mdata = self.serde.dumps_typed(meta)
         run_id = str(meta.get("run_id") or "")
         seen_now = checkpoint["versions_seen"]
+        strict = self.concurrent_runs == "reject" and not configurable.get(ALLOW_FORK)
         views: dict[str, Seen] = {}
         saved: dict[str, Any] = {}
 
@@ -332,6 +354,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             views.clear()
             head = agent.state.namespaces.get(ns)
             extends = head is not None and bool(parent_id) and head.checkpoint_id == parent_id
+            if (
+                strict
+                and head is not None
+                and not extends
+                and agent.visible(ns, head.version, head.run_id)
+            ):
+                raise ThreadConflict(thread_id, ns, parent_id, head.checkpoint_id)
             base = head if extends else self._head_of(agent, ns, parent_id)
             known = dict(base.bodies) if base is not None else {}
             bodies: list[Body] = []
