@@ -82,6 +82,7 @@ class ItemLog(Agent):
         ItemsAdded: ClassVar[type[Any]]
         ItemPopped: ClassVar[type[Any]]
         Cleared: ClassVar[type[Any]]
+        PrefixDropped: ClassVar[type[Any]]
 
     State = ItemLogState
     window_items = 1  # the conversation window is unused: items live in the events
@@ -114,6 +115,16 @@ class ItemLog(Agent):
         position = state.end - 1
         self._item_popped(position=position)
         return position
+
+    def drop_prefix(self, upto: int) -> None:
+        """Remove the live items before position ``upto`` (expired ones), keeping the
+        rest live (unlike :meth:`clear`)."""
+        if self.items_state.start < upto <= self.items_state.end:
+            self._prefix_dropped(upto=upto)
+
+    @event("PrefixDropped")
+    def _prefix_dropped(self, upto: int) -> None:
+        self.items_state.start = upto
 
     def truncate(self, position: int) -> None:
         """Remove the live items at ``position`` and after (one event: what a pop of
@@ -243,7 +254,7 @@ class SnaptailSession:
         """Run one operation where the store lives: a shared store's home loop, or
         the caller's loop for an explicit store."""
         if self._lease is not None:
-            return await call_on_home(_with_batch(_BATCH.get(), operation))
+            return await call_on_home(operation)
         return await operation
 
     # -- the Session protocol -------------------------------------------------------
@@ -315,13 +326,17 @@ class SnaptailSession:
         needs). It calls :meth:`clear_session` and :meth:`add_items`, so a subclass's
         overrides of them see (and may change or refuse) the replacement; their
         writes are saved together at the end, or not at all if one raises."""
-        return await self._run(self._replace_items(list(items)))
-
-    async def _replace_items(self, items: list[TResponseInputItem]) -> bool:
-        async with self._lock.hold():
-            commands = await self._recorded(items, clear=True)
-            await self._apply(commands)
+        commands = await self._recorded(list(items), clear=True)
+        await self._run(self._apply_now(commands))
         return True
+
+    async def _apply_now(
+        self,
+        commands: list[tuple[Command, bool]],
+        check: Callable[[ItemLog], Awaitable[bool]] | None = None,
+    ) -> bool:
+        async with self._lock.hold():
+            return await self._apply(commands, check)
 
     # The SDK's OpenAIResponsesCompactionSession replaces history with this hook when
     # the wrapped session has it (one transaction instead of clear, then add).
@@ -331,7 +346,9 @@ class SnaptailSession:
         self, items: list[TResponseInputItem], *, clear: bool
     ) -> list[tuple[Command, bool]]:
         """The writes ``clear_session()`` (if ``clear``) then ``add_items(items)`` make,
-        through the public methods (and so any override of them), not saved."""
+        through the public methods (and so any override of them), not saved. They run
+        on the caller's event loop (an override may await the caller's own objects);
+        nothing is read or written until the commands are applied."""
         batch = _Batch(self)
         token = _BATCH.set(batch)
         try:
@@ -353,12 +370,14 @@ class SnaptailSession:
         replacement of a suffix of them that applies only if that suffix is still the
         newest stored (the SDK's ``OpenAIResponsesCompactionSession`` uses this, as
         it does ``SQLiteSession``'s, to compact the latest exchange while keeping
-        older history). None (no snapshot: the SDK then needs the whole history) when
-        a subclass overrides ``get_items`` (its reads would be bypassed) or
-        ``prune_prefix`` is given (expiring a prefix is not supported)."""
+        older history). ``prune_prefix`` says which of the oldest live items have
+        expired: the replacement also drops the run of them at the start (a
+        ``PrefixDropped`` event; they stay in the log). None (no snapshot: the SDK
+        then needs the whole history) when a subclass overrides ``get_items`` (its
+        reads would be bypassed)."""
         from agents.memory.session import _CompactionSnapshot
 
-        if prune_prefix is not None or type(self).get_items is not SnaptailSession.get_items:
+        if type(self).get_items is not SnaptailSession.get_items:
             return None
         if limit <= 0:
             return None
@@ -368,7 +387,9 @@ class SnaptailSession:
             expected = items[start:]
             if not expected:
                 return False
-            return await self._run(self._replace_suffix(expected, list(output)))
+            commands = await self._recorded(list(output), clear=False)
+            check = _suffix_check(self, expected, prune_prefix)
+            return await self._run(self._apply_now(commands, check))
 
         return _CompactionSnapshot(items, complete, replace_suffix)
 
@@ -381,25 +402,6 @@ class SnaptailSession:
             first = max(state.start, state.end - limit)
             items = await self._read_newest(log, first)
             return cast("list[TResponseInputItem]", items), first == state.start
-
-    async def _replace_suffix(
-        self, expected: list[TResponseInputItem], output: list[TResponseInputItem]
-    ) -> bool:
-        async with self._lock.hold():
-            commands = await self._recorded(output, clear=False)
-
-            async def check(log: ItemLog) -> bool:
-                state = log.items_state
-                first = state.end - len(expected)
-                if first < state.start:
-                    return False
-                current = await self._read_newest(log, first)
-                if current != expected:
-                    return False
-                log.truncate(first)
-                return True
-
-            return await self._apply(commands, check=check)
 
     async def close(self) -> None:
         """Give back this session's hold on the shared store (the last one closes it).
@@ -571,12 +573,31 @@ class SnaptailSession:
                 yield item
 
 
-async def _with_batch(batch: _Batch | None, operation: Coroutine[Any, Any, T]) -> T:
-    """``operation`` with the caller's open replacement (if any) visible to it."""
-    if batch is None:
-        return await operation
-    token = _BATCH.set(batch)
-    try:
-        return await operation
-    finally:
-        _BATCH.reset(token)
+def _suffix_check(
+    session: SnaptailSession,
+    expected: list[TResponseInputItem],
+    prune_prefix: Callable[[TResponseInputItem], bool] | None,
+) -> Callable[[ItemLog], Awaitable[bool]]:
+    """A check for ``_apply``: the newest live items are still ``expected``; if so they
+    are removed (one event), for the commands to add their replacement, and the run
+    of expired items at the start (``prune_prefix``) is dropped."""
+
+    async def check(log: ItemLog) -> bool:
+        state = log.items_state
+        first = state.end - len(expected)
+        if first < state.start:
+            return False
+        if await session._read_newest(log, first) != expected:
+            return False
+        if prune_prefix is not None and first > state.start:
+            older = await session._read_all(log)
+            upto = state.start
+            for item in older[: first - state.start]:
+                if not prune_prefix(cast("TResponseInputItem", item)):
+                    break
+                upto += 1
+            log.drop_prefix(upto)
+        log.truncate(first)
+        return True
+
+    return check
