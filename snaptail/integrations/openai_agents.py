@@ -568,9 +568,29 @@ class SnaptailSession:
 
     async def items_in_log(self) -> AsyncIterator[dict[str, Any]]:
         """Every item ever added, live or not, oldest first (the audit view)."""
-        async for stored in self.store.history(self.agent_id, types=[ItemLog.ItemsAdded]):
-            for item in stored.items:
-                yield item
+        after = 0
+        while True:
+            page = await self._run(self._log_page(after))
+            for version, items in page:
+                after = version
+                for item in items:
+                    yield item
+            if len(page) < READ_ALL_PAGE:
+                return
+
+    async def _log_page(self, after: int) -> list[tuple[int, list[dict[str, Any]]]]:
+        """Up to READ_ALL_PAGE ``ItemsAdded`` events after version ``after``."""
+        page: list[tuple[int, list[dict[str, Any]]]] = []
+        async with aclosing(
+            self.store.history(
+                self.agent_id, after=after, types=[ItemLog.ItemsAdded], page_size=READ_ALL_PAGE
+            )
+        ) as events:
+            async for stored in events:
+                page.append((stored.originator_version, list(stored.items)))
+                if len(page) == READ_ALL_PAGE:
+                    break
+        return page
 
 
 def _suffix_check(
