@@ -6,6 +6,7 @@ from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.domain.topics import register_topic
 from snaptail.errors import (
     AgentBroken,
     AgentLimitExceeded,
@@ -13,13 +14,20 @@ from snaptail.errors import (
     ConcurrencyError,
     DamagedLog,
     DatabaseUnreachable,
+    DatabaseUnusable,
     EventTooLarge,
+    InvalidAgentType,
+    InvalidArgument,
     InvalidCommand,
     InvalidEventPayload,
     LockTimeout,
     MemoryBudgetExceeded,
+    NoSuchDatabase,
+    RowUnreadable,
     SnaptailError,
     UndeclaredState,
+    UnknownTopic,
+    VersionNotFound,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -45,20 +53,28 @@ __all__ = [
     "ConcurrencyError",
     "DamagedLog",
     "DatabaseUnreachable",
+    "DatabaseUnusable",
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
+    "InvalidAgentType",
+    "InvalidArgument",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
     "LockTimeout",
     "MemoryBudgetExceeded",
     "Never",
+    "NoSuchDatabase",
     "Participant",
     "RecentEvents",
+    "RowUnreadable",
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",
     "UndeclaredState",
+    "UnknownTopic",
+    "VersionNotFound",
     "event",
+    "register_topic",
 ]

@@ -243,3 +243,85 @@ class ThreadConflict(SnaptailError):
             " Run again on the newest checkpoint (one run per thread at a time), or pass"
             " configurable snaptail_allow_fork=True to fork the thread on purpose"
         )
+
+
+class InvalidArgument(SnaptailError, ValueError, TypeError):
+    """An argument of a snaptail call (a database URL, an option, a version) is not
+    one it accepts. ``argument`` names it. Nothing was read or written."""
+
+    def __init__(self, argument: str, detail: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {detail}")
+
+
+class NoSuchDatabase(SnaptailError, FileNotFoundError):
+    """A read-only command or ``read_only=True`` store was pointed at a database that
+    does not exist; nothing was created."""
+
+    def __init__(self, where: str, detail: str = "") -> None:
+        self.where = where
+        super().__init__(
+            f"no such database: {where}{' (' + detail + ')' if detail else ''}; check the"
+            " --db URL (or $SNAPTAIL_DATABASE_URL)"
+        )
+
+
+class DatabaseUnusable(SnaptailError, OSError):
+    """The database could be found but not opened, read or written: a missing
+    directory, a file that is not a database, a read-only location, a full disk.
+    The message names the file (and the agent, for a save)."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"{where}: {cause}")
+
+
+class VersionNotFound(SnaptailError, LookupError):
+    """A read asked for a version past the agent's newest (its head)."""
+
+    def __init__(self, agent_id: UUID, version: int, head: int) -> None:
+        self.agent_id, self.version, self.head = agent_id, version, head
+        super().__init__(
+            f"agent {agent_id} has no version {version}: its newest is version {head};"
+            f" ask for a version up to {head}, or none for the newest"
+        )
+
+
+class RowUnreadable(SnaptailError, ValueError):
+    """A stored row (an event or snapshot) is refused before it is decoded: larger
+    than the store's ``max_row_bytes``, or nested too deeply."""
+
+    def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
+        self.agent_id, self.version, self.what = agent_id, version, what
+        at = "" if version is None else f" at version {version}"
+        super().__init__(f"agent {agent_id}: the stored {what}{at} cannot be read: {detail}")
+
+
+class UnknownTopic(DamagedLog):
+    """A stored row names a type (``topic``) that is not an agent or event class this
+    process defined or registered (``snaptail.register_topic``). Nothing was imported:
+    a stored topic never makes a reader import a module. Either the class was moved
+    or renamed (register its old topic) or the row is damaged."""
+
+    def __init__(self, agent_id: UUID, version: int, topic: str, what: str = "event") -> None:
+        self.agent_id, self.version, self.topic, self.what = agent_id, version, topic, what
+        SnaptailError.__init__(
+            self,
+            f"agent {agent_id}: the stored {what} at version {version} names the type"
+            f" {topic!r}, which is not an agent or event class this process has defined or"
+            " registered; nothing was imported. If a module this program does not import"
+            " defines it, import that module first (for the snaptail CLI or a worker,"
+            " name it in SNAPTAIL_AGENT_MODULES); if the class was moved or renamed, call"
+            f" snaptail.register_topic({topic!r}, TheClass) at start-up; otherwise the row"
+            " is damaged: restore it from a backup",
+        )
+
+
+class InvalidAgentType(SnaptailError, TypeError):
+    """An agent type that snaptail cannot store faithfully: refused when it is defined
+    (a state default of another type than its field's) or at its first save (a class
+    defined in the script being run, ``__main__``)."""
+
+    def __init__(self, agent_type: str, detail: str) -> None:
+        self.agent_type = agent_type
+        super().__init__(f"agent type {agent_type}: {detail}")

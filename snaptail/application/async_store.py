@@ -261,7 +261,7 @@ class AsyncAgentStore:
     ) -> AsyncGenerator[list[Any], None]:
         store, recorder = await self._parts()
         walk = store._walk(agent_id, after, before, reverse, types, page_size)
-        to_event = store.mapper.to_domain_event
+        to_event = store._decode
         while (request := walk.next_request()) is not None:
             page = await recorder.select_page(walk.agent_id, **request)
             events: list[Any] = []
@@ -290,7 +290,7 @@ class AsyncAgentStore:
         page = await recorder.select_page(
             as_agent_id(agent_id), desc=True, limit=1, topics=store._topics(types or None)
         )
-        return store.mapper.to_domain_event(page[0]) if page else None
+        return store._decode(page[0]) if page else None
 
     async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.utils import resolve_topic
-
 from snaptail.application.budget import resolve_budget
+from snaptail.application.directory import agent_name
 from snaptail.application.loading import tracking
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
 from snaptail.domain.schema import event_name
+from snaptail.domain.topics import agent_class_of
 from snaptail.errors import AgentNotFound
 from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.snapshots import SinceSnapshot, state_fingerprint
@@ -61,6 +61,7 @@ class Inspection:
     last_events: list[EventRow]
     warnings: list[str]
     error: str = ""  # why the agent does not load ("" if it does)
+    name: str = ""  # the name the agent was created with
 
 
 def inspect_agent(
@@ -115,6 +116,7 @@ def inspect_agent(
         budget=budget,
         last_events=last_events,
         warnings=warnings,
+        name=agent_name(store.recorder, agent_id),
     )
 
 
@@ -152,8 +154,9 @@ def _unloadable(
     agent_type, fingerprint = "?", None
     if snapshot is not None:
         agent_type = snapshot.topic.replace(":", ".")
+        agent_class = agent_class_of(snapshot.topic)  # imports nothing
         try:
-            fingerprint = state_fingerprint(resolve_topic(snapshot.topic))
+            fingerprint = None if agent_class is None else state_fingerprint(agent_class)
         except Exception:
             fingerprint = None
     return Inspection(
@@ -172,6 +175,7 @@ def _unloadable(
         last_events=_last_events(store, agent_id, last),
         warnings=[f"does not load: {error}"],
         error=error,
+        name=agent_name(store.recorder, agent_id),
     )
 
 

@@ -8,7 +8,7 @@ time; ``on_agent`` is called after each agent (for a progress bar).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -16,7 +16,7 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentNotFound
-from snaptail.infrastructure.recorder import AgentRecorder
+from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo
 from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
@@ -48,20 +48,43 @@ class PruneReport:
 
 
 def prune_snapshots(
-    store: AgentStore, keep: int | None = None, on_agent: OnAgent | None = None
+    store: AgentStore,
+    keep: int | None = None,
+    on_agent: OnAgent | None = None,
+    *,
+    dry_run: bool = False,
 ) -> PruneReport:
     """Delete all but the newest ``keep`` (default: the store's ``keep_snapshots``)
-    snapshots of every agent; each agent is one transaction."""
+    snapshots of every agent; each agent is one transaction. ``dry_run``: count what
+    would be deleted, write nothing."""
     keep = store.keep_snapshots if keep is None else keep
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     agents = deleted = 0
     for agent_id in agent_ids(store.recorder):
-        deleted += store.recorder.delete_snapshots(agent_id, keep=keep)
+        if dry_run:
+            deleted += would_prune(store.recorder.select_snapshot_infos(agent_id), keep)
+        else:
+            deleted += store.recorder.delete_snapshots(agent_id, keep=keep)
         agents += 1
         if on_agent is not None:
             on_agent(agent_id)
     return PruneReport(agents=agents, deleted=deleted, keep=keep)
+
+
+def would_prune(infos: Sequence[SnapshotInfo], keep: int) -> int:
+    """How many of one agent's snapshots (``infos``, newest first) the retention rule
+    deletes: those older than the ``keep``-th newest, except the newest snapshot of
+    each of the two newest fingerprints (the recorders' pruning, as a count)."""
+    versions = sorted((i.originator_version for i in infos), reverse=True)
+    if len(versions) <= keep:
+        return 0
+    cutoff = versions[keep - 1]
+    newest: dict[str, int] = {}
+    for info in infos:
+        newest[info.fingerprint] = max(newest.get(info.fingerprint, 0), info.originator_version)
+    protected = set(sorted(newest.values(), reverse=True)[:2])
+    return sum(1 for v in versions if v < cutoff and v not in protected)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from snaptail.application import arguments
 from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
 from snaptail.application.loading import LoadStats, build_agent, tail_load_ms, tracking
 from snaptail.application.telemetry import WARN_EVENTS, report_load
@@ -19,7 +20,13 @@ from snaptail.domain.guard import refuse_if_broken
 from snaptail.domain.memory import MIB, parse_size
 from snaptail.domain.replay import apply_events
 from snaptail.domain.schema import event_name
-from snaptail.errors import AgentNotFound, ConcurrencyError, DamagedLog, EventTooLarge
+from snaptail.errors import (
+    AgentNotFound,
+    ConcurrencyError,
+    DamagedLog,
+    EventTooLarge,
+    VersionNotFound,
+)
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
@@ -50,7 +57,8 @@ class AgentStore:
     subclasses included, that need another); ``keep_snapshots`` newest snapshots are
     kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
-    ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
+    ``max_event_bytes`` bounds one encoded event, ``max_row_bytes`` (default 64 MiB)
+    one stored row a read decodes. ``memory_budget`` (bytes or
     ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
     ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
     Prometheus metrics (``snaptail.metrics``).
@@ -66,11 +74,20 @@ class AgentStore:
         policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
         keep_snapshots: int = 2,
         max_event_bytes: int = MIB,
+        max_row_bytes: int = arguments.DEFAULT_MAX_ROW_BYTES,
         memory_budget: int | str | None = None,
         slow_load_ms: float | None = None,
         metrics: bool = False,
         **options: Any,
     ) -> None:
+        arguments.check_store_arguments(
+            snapshot_every=snapshot_every,
+            recent_events=recent_events,
+            keep_snapshots=keep_snapshots,
+            max_event_bytes=max_event_bytes,
+            max_row_bytes=max_row_bytes,
+            slow_load_ms=slow_load_ms,
+        )
         if recent_events < 0:
             raise ValueError(f"recent_events must be >= 0, got {recent_events}")
         if snapshot_every is not None and policy is not None:
@@ -82,6 +99,7 @@ class AgentStore:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
         self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.url = resolve_url(url)
+        arguments.check_url(self.url)
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
         self.policy: SnapshotPolicy = policy or EveryNEvents(
@@ -91,6 +109,7 @@ class AgentStore:
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
+        self.max_row_bytes = max_row_bytes
         self.slow_load_ms = slow_load_ms
         if metrics:
             from snaptail.application import metrics as prometheus
@@ -133,6 +152,7 @@ class AgentStore:
 
     def _save_steps(self, agents: Sequence[Agent]) -> Steps[None]:
         """The logic of :meth:`save` (its I/O yielded; see :class:`Call`)."""
+        arguments.check_agents(agents)
         for agent in agents:
             refuse_if_broken(agent)
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
@@ -416,6 +436,8 @@ class AgentStore:
         recorder = self.recorder
         rows = recorder.select_for_load(agent_id, lte=version, recent=self.recent_events)
         snapshot = rows.snapshot
+        if snapshot is not None and len(snapshot.state) > self.max_row_bytes:
+            self._check_snapshot_size(agent_id, snapshot)
         judgement = None if snapshot is None else judge_snapshot(snapshot)
         if judgement is not None and judgement.agent is None:
             first = (started, rows, judgement)
@@ -431,9 +453,11 @@ class AgentStore:
             self.mapper,
             self.recent_events,
             started,
+            max_row_bytes=self.max_row_bytes,
         )
         if version is not None and agent.version < version:
             run_steps(self._require_head(agent_id, agent.version), recorder)
+            raise VersionNotFound(agent_id, version, agent.version)
         stats = tracking(agent).last_load
         assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
@@ -458,6 +482,8 @@ class AgentStore:
             rows = yield Call(
                 "select_for_load", (agent_id,), {"lte": version, "recent": self.recent_events}
             )
+            if rows.snapshot is not None:
+                self._check_snapshot_size(agent_id, rows.snapshot)
             judgement = None if rows.snapshot is None else judge_snapshot(rows.snapshot)
         else:
             agent_id = as_agent_id(agent_id)
@@ -473,6 +499,8 @@ class AgentStore:
             candidate = yield Call(
                 "select_snapshot", (agent_id,), {"lte": candidate.originator_version - 1}
             )
+            if candidate is not None:
+                self._check_snapshot_size(agent_id, candidate)
             judgement = None if candidate is None else judge_snapshot(candidate)
         if untrusted:
             # Read the events after the snapshot found (or all of them) once; a row at
@@ -498,9 +526,11 @@ class AgentStore:
             self.recent_events,
             started,
             tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
+            max_row_bytes=self.max_row_bytes,
         )
         if version is not None and agent.version < version:
             yield from self._require_head(agent_id, agent.version)
+            raise VersionNotFound(agent_id, version, agent.version)
         stats = tracking(agent).last_load
         assert stats is not None
         report_load(agent, stats, self.slow_load_ms)
@@ -510,6 +540,12 @@ class AgentStore:
         if blocking is not None:
             yield blocking
         return agent
+
+    def _check_snapshot_size(self, agent_id: UUID, snapshot: StoredSnapshot) -> None:
+        arguments.check_row_size(
+            agent_id, snapshot.originator_version, len(snapshot.state), self.max_row_bytes,
+            "snapshot",
+        )  # fmt: skip
 
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
@@ -587,6 +623,7 @@ class AgentStore:
             raise AgentNotFound(agent_id, version)
         if version is not None and agent.version < version:
             yield from self._require_head(agent_id, agent.version)
+            raise VersionNotFound(agent_id, version, agent.version)
         return agent
 
     def _require_head(self, agent_id: UUID, reached: int, below: int | None = None) -> Steps[None]:
@@ -613,7 +650,7 @@ class AgentStore:
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
         walk = self._walk(agent_id, after, before, reverse, types, page_size)
-        to_event = self.mapper.to_domain_event
+        to_event = self._decode
         while (request := walk.next_request()) is not None:
             page = self.recorder.select_page(walk.agent_id, **request)
             checks = walk.accept(page)
@@ -628,6 +665,19 @@ class AgentStore:
                     reply = getattr(self.recorder, item.method)(*item.args, **item.kwargs)
                 else:
                     yield to_event(item)
+
+    def _decode(self, stored: StoredEvent) -> Any:
+        """One stored event, its size and nesting checked (:class:`RowUnreadable`)."""
+        if len(stored.state) > self.max_row_bytes:
+            arguments.check_row_size(
+                UUID(str(stored.originator_id)), stored.originator_version,
+                len(stored.state), self.max_row_bytes, "event",
+            )  # fmt: skip
+        try:
+            return self.mapper.to_domain_event(stored)
+        except RecursionError:
+            agent_id = UUID(str(stored.originator_id))
+            raise arguments.too_deep(agent_id, stored.originator_version) from None
 
     def _walk(
         self,
@@ -651,13 +701,16 @@ class AgentStore:
         page = self.recorder.select_page(
             as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
         )
-        return self.mapper.to_domain_event(page[0]) if page else None
+        return self._decode(page[0]) if page else None
 
     def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
         return self.recorder.max_version(as_agent_id(agent_id)) or 0
 
     def _topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
+        if types is None:
+            return ()
+        types = arguments.check_types(types)
         if not types:
             return ()
         return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)

@@ -41,6 +41,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
+from snaptail.infrastructure.postgres_pool import ExplainingDatastore
 from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     START,
@@ -951,7 +952,7 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
     settings = parse_postgres_url(url, **options)
     conninfo = settings.conninfo
     _probe(settings)
-    datastore = PostgresDatastore(
+    datastore = ExplainingDatastore(
         dbname=conninfo["dbname"],
         host=conninfo.get("host", ""),
         port=conninfo.get("port", ""),
@@ -963,6 +964,7 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
     )
+    datastore.settings = settings
     # The pool connects with exactly the URL's parameters: what it leaves out, libpq
     # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
     kwargs = _connect_kwargs(datastore)
