@@ -96,6 +96,19 @@ ALLOW_FORK = "snaptail_allow_fork"
 __all__ = ["ALLOW_FORK", "SnaptailSaver", "ThreadConflict"]
 
 
+def _metadata_value(metadata: dict[str, Any], key: str) -> Any:
+    """``metadata[key]``; else, for a dotted key, the nested value it names (as
+    ``SqliteSaver`` filters ``{"user.access-level": ...}``); else None."""
+    if key in metadata or "." not in key:
+        return metadata.get(key)
+    value: Any = metadata
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 @dataclass
 class _View:
     """A namespace head's message lists as the graph holds them (see ``Seen``), to find
@@ -759,7 +772,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 continue
             if filter:
                 meta = self.serde.loads_typed((c.mtype, c.mdata))
-                if not all(meta.get(k) == v for k, v in filter.items()):
+                if not all(_metadata_value(meta, k) == v for k, v in filter.items()):
                     continue
             batch.append((c.ns, c.checkpoint_id, event.originator_version))
             want = PAGE if limit is None else min(PAGE, limit - produced)
