@@ -245,6 +245,58 @@ class ThreadConflict(SnaptailError):
         )
 
 
+class AgentForgotten(AgentNotFound):
+    """The agent's data was erased (``store.forget``): its events and snapshots are
+    encrypted with a key that no longer exists. A subclass of :class:`AgentNotFound`, so
+    code that handles a missing agent handles a forgotten one; ``erasure_id`` and
+    ``forgotten_at`` name the erasure record (no personal data)."""
+
+    def __init__(self, agent_id: UUID, erasure_id: str, forgotten_at: str) -> None:
+        self.agent_id, self.version = agent_id, None
+        self.erasure_id, self.forgotten_at = erasure_id, forgotten_at
+        LookupError.__init__(
+            self,
+            f"agent {agent_id} was forgotten at {forgotten_at} (erasure {erasure_id}): its"
+            " events and snapshots are encrypted with a deleted key and cannot be read;"
+            " history() yields them as RedactedEvent",
+        )
+
+
+class KeysRequired(SnaptailError, RuntimeError):
+    """An agent's data is (or must be) encrypted, and no key store is configured."""
+
+    def __init__(self, agent_id: UUID | None, detail: str) -> None:
+        self.agent_id = agent_id
+        who = f"agent {agent_id}: " if agent_id is not None else ""
+        super().__init__(
+            f"{who}{detail}; configure the key store: AgentStore(url, keys=KEYS_URL) or"
+            " $SNAPTAIL_KEYS_URL (for example sqlite:///keys.db), with the master key in"
+            " $SNAPTAIL_MASTER_KEY or $SNAPTAIL_MASTER_KEY_FILE (README: Forgetting a person)"
+        )
+
+
+class MasterKeyError(SnaptailError, RuntimeError):
+    """The key store's master key is missing, malformed or not the one that wrapped
+    its keys. Nothing was read or written."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        super().__init__(f"key store {where}: {detail}")
+
+
+class SubjectTooLate(SnaptailError, ValueError):
+    """A subject was added to an agent whose earlier events are stored unencrypted:
+    they could never be erased, so the subject is refused."""
+
+    def __init__(self, agent_id: UUID, stored: int) -> None:
+        self.agent_id, self.stored = agent_id, stored
+        super().__init__(
+            f"agent {agent_id} already has {stored} unencrypted stored event(s): a subject"
+            " must be added before the agent's first save (store.add_subject(agent, ...)"
+            " right after creating it), or its earlier events could not be forgotten"
+        )
+
+
 class InvalidArgument(SnaptailError, ValueError, TypeError):
     """An argument of a snaptail call (a database URL, an option, a version) is not
     one it accepts. ``argument`` names it. Nothing was read or written."""

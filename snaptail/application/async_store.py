@@ -31,6 +31,7 @@ from snaptail.domain.agent import Agent
 from snaptail.domain.replay import apply_events
 from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
 from snaptail.infrastructure.urls import resolve_url, sqlite_path
+from snaptail.privacy.keys import Erasure
 
 
 async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
@@ -208,6 +209,23 @@ class AsyncAgentStore:
         """Take a snapshot of the agent's current state now; returns its version."""
         store, _ = await self._parts()
         return await self._run(store._snapshot_steps(agent_id))
+
+    # -- data subjects (snaptail.privacy) --------------------------------------------
+
+    async def add_subject(self, agent: Agent | UUID | str, *subjects: str) -> tuple[str, ...]:
+        """As :meth:`AgentStore.add_subject` (the key store's work runs off the loop)."""
+        store, recorder = await self._parts()
+        return await recorder.run_sync(store.add_subject, agent, *subjects)
+
+    async def forget(self, subject: str) -> Erasure | None:
+        """As :meth:`AgentStore.forget` (the key store's work runs off the loop)."""
+        store, recorder = await self._parts()
+        return await recorder.run_sync(store.forget, subject)
+
+    async def erasures(self) -> list[Erasure]:
+        """As :meth:`AgentStore.erasures`."""
+        store, recorder = await self._parts()
+        return await recorder.run_sync(store.erasures)
 
     # -- loading --------------------------------------------------------------------
 

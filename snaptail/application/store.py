@@ -31,6 +31,9 @@ from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, StoredSnapshot
 from snaptail.infrastructure.urls import resolve_url
+from snaptail.privacy.cipher import PayloadCipher, require_keys
+from snaptail.privacy.forget import add_subjects, forget_subject
+from snaptail.privacy.keys import Erasure, KeyStore, KeyWrapper, open_key_store
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
@@ -61,7 +64,10 @@ class AgentStore:
     one stored row a read decodes. ``memory_budget`` (bytes or
     ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
     ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
-    Prometheus metrics (``snaptail.metrics``).
+    Prometheus metrics (``snaptail.metrics``). ``keys`` is the key store of agents
+    with data subjects (a URL or a KeyStore; default ``$SNAPTAIL_KEYS_URL``, else none),
+    ``master_key`` its master key (default from the environment): see
+    :meth:`add_subject` and :meth:`forget`.
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class AgentStore:
         memory_budget: int | str | None = None,
         slow_load_ms: float | None = None,
         metrics: bool = False,
+        keys: KeyStore | str | None = None,
+        master_key: KeyWrapper | bytes | str | None = None,
         **options: Any,
     ) -> None:
         arguments.check_store_arguments(
@@ -100,8 +108,13 @@ class AgentStore:
         self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
         self.url = resolve_url(url)
         arguments.check_url(self.url)
+        # The key store first: a missing or wrong master key fails before the database opens.
+        self.keys: KeyStore | None = open_key_store(keys, master_key)
+        self._own_keys = not hasattr(keys, "agent_key")
         self.recorder: AgentRecorder = open_recorder(self.url, **options)
         self.mapper = MsgspecMapper()
+        if self.keys is not None:
+            self.mapper.payload_cipher = PayloadCipher(self.keys)
         self.policy: SnapshotPolicy = policy or EveryNEvents(
             100 if snapshot_every is None else snapshot_every
         )
@@ -124,6 +137,8 @@ class AgentStore:
         )
         if close is not None:
             close()
+        if self.keys is not None and self._own_keys:
+            self.keys.close()
 
     def __enter__(self) -> Self:
         return self
@@ -313,6 +328,9 @@ class AgentStore:
     def _take_snapshot(self, agent: Agent) -> StoredSnapshot | None:
         try:
             data = encode_state(agent)
+            cipher = self.mapper.payload_cipher
+            if cipher is not None:  # encrypted as the agent's events are
+                data = cipher.seal_snapshot(agent.id, agent.version, data)
         except Exception as exc:  # a snapshot must never fail a save
             logger.warning(
                 "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
@@ -421,6 +439,35 @@ class AgentStore:
         )
         return agent.version
 
+    # -- data subjects (snaptail.privacy) --------------------------------------------
+
+    def add_subject(self, agent: Agent | UUID | str, *subjects: str) -> tuple[str, ...]:
+        """Make ``subjects`` (ids of people, such as ``"user-42"``) data subjects of the
+        agent, before its first save: its events and snapshots are then stored
+        encrypted, and :meth:`forget` of any of them erases them. Returns the agent's
+        subject references (pseudonyms: the raw ids are stored nowhere)."""
+        agent_id = agent.id if isinstance(agent, Agent) else as_agent_id(agent)
+        cipher = self.mapper.payload_cipher
+        return add_subjects(self.recorder, self.keys, cipher, agent_id, subjects)
+
+    def forget(self, subject: str) -> Erasure | None:
+        """Erase ``subject``'s data: delete its key and its agents' data keys, evict
+        those agents from this process's caches and record the erasure (None: no key
+        of that subject). README: "Forgetting a person"."""
+        return forget_subject(self.recorder, self.keys, self.mapper.payload_cipher, subject)
+
+    def erasures(self) -> list[Erasure]:
+        """The key store's erasure records, oldest first (none without a key store)."""
+        return [] if self.keys is None else self.keys.erasures()
+
+    def open_snapshot(self, agent_id: UUID, version: int, data: bytes) -> bytes:
+        """A stored snapshot's bytes, decrypted if they are encrypted."""
+        cipher = self.mapper.payload_cipher
+        if cipher is None:
+            require_keys(agent_id, data)
+            return data
+        return cipher.open_snapshot(agent_id, version, data)
+
     # -- loading --------------------------------------------------------------------
 
     def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
@@ -438,7 +485,7 @@ class AgentStore:
         snapshot = rows.snapshot
         if snapshot is not None and len(snapshot.state) > self.max_row_bytes:
             self._check_snapshot_size(agent_id, snapshot)
-        judgement = None if snapshot is None else judge_snapshot(snapshot)
+        judgement = None if snapshot is None else judge_snapshot(snapshot, self.open_snapshot)
         if judgement is not None and judgement.agent is None:
             first = (started, rows, judgement)
             return run_steps(self._get_steps(agent_id, version, first), recorder)
@@ -484,7 +531,8 @@ class AgentStore:
             )
             if rows.snapshot is not None:
                 self._check_snapshot_size(agent_id, rows.snapshot)
-            judgement = None if rows.snapshot is None else judge_snapshot(rows.snapshot)
+            snapshot = rows.snapshot
+            judgement = None if snapshot is None else judge_snapshot(snapshot, self.open_snapshot)
         else:
             agent_id = as_agent_id(agent_id)
             started, rows, judgement = first
@@ -501,7 +549,7 @@ class AgentStore:
             )
             if candidate is not None:
                 self._check_snapshot_size(agent_id, candidate)
-            judgement = None if candidate is None else judge_snapshot(candidate)
+            judgement = None if candidate is None else judge_snapshot(candidate, self.open_snapshot)
         if untrusted:
             # Read the events after the snapshot found (or all of them) once; a row at
             # or before the version of ``agent`` is only used for the recent cache.

@@ -80,6 +80,7 @@ from snaptail.integrations.langgraph_thread import (
     thread_uuid,
 )
 from snaptail.integrations.shared import StoreLease, lease_store
+from snaptail.privacy.registry import register_cache
 
 T = TypeVar("T")
 _MISSING = object()
@@ -140,6 +141,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     of that checkpoint is saved (also across processes). A deliberate fork (time
     travel, ``update_state`` on an older checkpoint) then needs
     ``configurable["snaptail_allow_fork"] = True``.
+    ``subjects(thread_id)`` gives the ids of the people a new thread is about: they
+    are added before its first save, so its checkpoints are stored encrypted and
+    ``store.forget`` of any of them erases it (README: Forgetting a person).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         max_views: int = 64,
         compress: bool = True,
         concurrent_runs: Literal["fork", "reject"] = "fork",
+        subjects: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         if concurrent_runs not in ("fork", "reject"):
             raise ValueError(
@@ -172,9 +177,11 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
         self._compress = compress
+        self._subjects = subjects
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
+        register_cache(self)  # store.forget evicts forgotten threads (snaptail.privacy)
         events = cast(Any, ThreadAgent)
         self._created_topic = self.store.mapper.topic_of(events.Created)
         self._body_topics = tuple(
@@ -210,6 +217,15 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop a thread (and its message bodies and views) from this saver's caches."""
+        with self._lock:
+            found = self._threads.pop(agent_id, None) is not None
+            for key in [k for k in self._views if k[0] == agent_id]:
+                del self._views[key]
+            self._bodies.evict(agent_id)
+        return found
+
     # -- threads --------------------------------------------------------------------
 
     def _thread(self, thread_id: str, *, create: bool, fresh: bool = False) -> ThreadAgent | None:
@@ -229,7 +245,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         try:
             loaded = self.store.get(agent_id)
         except AgentNotFound:
-            return ThreadAgent.start(thread_id) if create else None
+            if not create:
+                return None
+            if self._subjects is not None:  # a new thread: its subjects before its first save
+                subjects = self._subjects(thread_id)
+                if subjects:  # (AgentForgotten if this thread was forgotten)
+                    self.store.add_subject(agent_id, *subjects)
+            return ThreadAgent.start(thread_id)
         if not isinstance(loaded, ThreadAgent):
             raise TypeError(
                 f"agent {agent_id} is a {type(loaded).__qualname__}, not a LangGraph thread"
@@ -297,6 +319,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         wanted = set(missing)
         mapper = self.store.mapper
         plain = mapper.cipher is None and mapper.compressor is None
+        plain = plain and mapper.payload_cipher is None  # sealed rows go through the mapper
         for run in runs:
             gt, lt = run[0] - 1, run[-1] + 1
             while True:  # one page of the run's events, only their bodies decoded

@@ -222,6 +222,9 @@ class SnaptailSession:
     Operations of one session object run one at a time, from any number of tasks,
     threads and event loops; writers elsewhere are detected by version and the
     operation is redone on fresh state.
+    ``subjects`` (ids of the people the session is about) are added to the session's
+    agent before its first write: its items are then stored encrypted, and
+    ``store.forget`` of any of them erases it (README: Forgetting a person).
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class SnaptailSession:
         store: AsyncAgentStore | str | None = None,
         *,
         session_settings: SessionSettings | dict[str, Any] | None = None,
+        subjects: Iterable[str] = (),
     ) -> None:
         from agents.memory.session_settings import SessionSettings, coerce_session_settings
 
@@ -249,6 +253,7 @@ class SnaptailSession:
         self.agent_id = session_agent_id(session_id)
         self._log: ItemLog | None = None
         self._lock = _OneAtATime()
+        self.subjects = tuple(subjects)
 
     async def _run(self, operation: Coroutine[Any, Any, T]) -> T:
         """Run one operation where the store lives: a shared store's home loop, or
@@ -532,6 +537,8 @@ class SnaptailSession:
             if log is None:
                 if check is not None or not any(create for _, create in commands):
                     return False
+                if self.subjects:  # before the first save (AgentForgotten if forgotten)
+                    await self.store.add_subject(self.agent_id, *self.subjects)
                 log = ItemLog(name=self.session_id)
             if check is not None and not await check(log):
                 return False
