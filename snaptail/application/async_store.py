@@ -11,6 +11,7 @@ on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncGenerator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Self, cast
@@ -29,6 +30,7 @@ from snaptail.application.store import (
 )
 from snaptail.domain.agent import Agent
 from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
 from snaptail.infrastructure.urls import resolve_url, sqlite_path
 from snaptail.privacy.keys import Erasure
@@ -233,7 +235,10 @@ class AsyncAgentStore:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
         store, _ = await self._parts()
-        return await self._run(store._get_steps(agent_id, version))
+        try:
+            return await self._run(store._get_steps(agent_id, version))
+        except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
+            return await asyncio.to_thread(store._get_archived, agent_id, version, error)
 
     @staticmethod
     def load_stats(agent: Agent) -> LoadStats | None:
@@ -279,6 +284,12 @@ class AsyncAgentStore:
     ) -> AsyncGenerator[list[Any], None]:
         store, recorder = await self._parts()
         walk = store._walk(agent_id, after, before, reverse, types, page_size)
+        if await asyncio.to_thread(store.archive_reader.upto, walk.agent_id):
+            # Archived events: the sync store's history, a page at a time off the loop.
+            archived = store.history(walk.agent_id, after, before, reverse, types, page_size)
+            while chunk := await asyncio.to_thread(list, itertools.islice(archived, page_size)):
+                yield chunk
+            return
         to_event = store._decode
         while (request := walk.next_request()) is not None:
             page = await recorder.select_page(walk.agent_id, **request)
@@ -305,10 +316,11 @@ class AsyncAgentStore:
     async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
         store, recorder = await self._parts()
-        page = await recorder.select_page(
-            as_agent_id(agent_id), desc=True, limit=1, topics=store._topics(types or None)
-        )
-        return store._decode(page[0]) if page else None
+        agent_id, topics = as_agent_id(agent_id), store._topics(types or None)
+        page = await recorder.select_page(agent_id, desc=True, limit=1, topics=topics)
+        if page:
+            return store._decode(page[0])
+        return await asyncio.to_thread(store._latest_archived, agent_id, topics)
 
     async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

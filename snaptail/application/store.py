@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
@@ -43,6 +44,10 @@ from snaptail.snapshots import (
     state_fingerprint,
 )
 from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, Judgement, judge_snapshot
+
+if TYPE_CHECKING:
+    from snaptail.archive.reader import ArchiveReader
+    from snaptail.archive.runner import ArchiveReport, Progress
 
 logger = logging.getLogger("snaptail.store")
 
@@ -124,6 +129,8 @@ class AgentStore:
         self.max_event_bytes = max_event_bytes
         self.max_row_bytes = max_row_bytes
         self.slow_load_ms = slow_load_ms
+        # Where archive segments are read from (default: where the run wrote them).
+        self.archive_location: str | None = None
         if metrics:
             from snaptail.application import metrics as prometheus
 
@@ -474,7 +481,15 @@ class AgentStore:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot.
 
-        ``agent_id`` is a UUID or its string form (on every backend)."""
+        ``agent_id`` is a UUID or its string form (on every backend). A ``version``
+        older than every snapshot whose events were archived (or a load that trusts
+        none of the snapshots the archive left) replays from the archive."""
+        try:
+            return self._get_hot(agent_id, version)
+        except (AgentNotFound, DamagedLog) as error:
+            return self._get_archived(agent_id, version, error)
+
+    def _get_hot(self, agent_id: UUID | str, version: int | None) -> Agent:
         # The steps of _get_steps, run here without a generator while the newest
         # snapshot is trusted (or there is none): the common load, and its overhead.
         agent_id = as_agent_id(agent_id)
@@ -589,6 +604,66 @@ class AgentStore:
             yield blocking
         return agent
 
+    def _get_archived(self, agent_id: UUID | str, version: int | None, error: Exception) -> Agent:
+        """A load the hot table cannot answer: replayed from the archive if the agent
+        has archived events (logged), else ``error`` raised."""
+        agent_id = as_agent_id(agent_id)
+        if not self.archive_reader.upto(agent_id):
+            raise error
+        # Time travel below the hot range is expected (INFO); a latest load is not.
+        logger.log(
+            logging.INFO if version is not None else logging.WARNING,
+            "loading from the archive (no trusted snapshot at or before the version"
+            " asked covers the hot events): agent=%s version=%s reason=%s",
+            agent_id, version, error,
+        )  # fmt: skip
+        agent = self.replay(agent_id, version)
+        if version is None:  # the next load should not need the archive
+            try:
+                found = self.recorder.select_snapshot(agent_id, lte=agent.version)
+                if found is not None and found.originator_version == agent.version:
+                    judged = judge_snapshot(found)
+                    if judged.agent is None and judged.kind in {CORRUPT, STALE}:
+                        self.recorder.delete_snapshots(
+                            agent_id, keep=self.keep_snapshots, versions=[agent.version]
+                        )
+                self._snapshot_now(agent)
+            except Exception as exc:  # the load succeeded: never fail it here
+                logger.warning("no fresh snapshot after a load from the archive: %s", exc)
+        return agent
+
+    @property
+    def archive_reader(self) -> ArchiveReader:
+        """Reads this store's archived events (see README "Archive")."""
+        reader = self.__dict__.get("_archive_reader")
+        if reader is None:
+            from snaptail.archive.reader import ArchiveReader
+
+            reader = self.__dict__["_archive_reader"] = ArchiveReader(
+                self.recorder, self.archive_location
+            )
+        return cast("ArchiveReader", reader)
+
+    def archive(
+        self,
+        to: str,
+        *,
+        keep_events: int = 0,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        wait: float = 0.0,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> ArchiveReport:
+        """Move events nothing hot needs into archive segments at ``to`` (a directory
+        or fsspec URL); see README "Archive" and ``snaptail archive run``."""
+        from snaptail.archive.runner import run_archive
+
+        return run_archive(
+            self.recorder, self.url, to, recent_events=self.recent_events,
+            keep_events=keep_events, older_than=older_than, dry_run=dry_run, wait=wait,
+            progress=progress, mapper=self.mapper,
+        )  # fmt: skip
+
     def _check_snapshot_size(self, agent_id: UUID, snapshot: StoredSnapshot) -> None:
         arguments.check_row_size(
             agent_id, snapshot.originator_version, len(snapshot.state), self.max_row_bytes,
@@ -697,7 +772,50 @@ class AgentStore:
         ``types``, a version missing from the stored log raises
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
-        walk = self._walk(agent_id, after, before, reverse, types, page_size)
+        yield from self._history(self._walk(agent_id, after, before, reverse, types, page_size))
+
+    def _history(self, walk: PageWalk) -> Iterator[Any]:
+        """:meth:`history`: archived events (if any) and hot ones. An archive run that
+        commits during the walk moves rows it has not reached: then it goes on from
+        the last event given, archive first."""
+        upto = self.archive_reader.upto(walk.agent_id)
+        if upto and (walk.after or 0) < upto:
+            events = self._archived_history(walk, upto)
+        else:
+            events = self._hot_history(walk)
+        last: int | None = None
+        try:
+            for event in events:
+                last = event.originator_version
+                yield event
+        except DamagedLog:
+            if self.archive_reader.upto(walk.agent_id) <= upto:
+                raise
+            after, before = walk.after, walk.before
+            if last is not None:
+                before, after = (last, after) if walk.reverse else (before, last)
+            yield from self._history(
+                PageWalk(walk.agent_id, after, before, walk.reverse, walk.topics, walk.page_size)
+            )
+
+    def _archived_history(self, walk: PageWalk, upto: int) -> Iterator[Any]:
+        """:meth:`history` of an agent whose versions up to ``upto`` are archived:
+        the archive's part and the hot table's part, in the order asked."""
+        agent_id, after, before = walk.agent_id, walk.after or 0, walk.before
+        hot = None
+        if before is None or before > upto + 1:
+            hot = PageWalk(agent_id, upto, before, walk.reverse, walk.topics, walk.page_size)
+        lt = upto + 1 if before is None else min(before, upto + 1)
+        if walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+        for version, topic, state, _, _ in self.archive_reader.rows(
+            agent_id, after, lt, walk.reverse, walk.topics
+        ):
+            yield self._decode(StoredEvent(agent_id, version, topic, state))
+        if not walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+
+    def _hot_history(self, walk: PageWalk) -> Iterator[Any]:
         to_event = self._decode
         while (request := walk.next_request()) is not None:
             page = self.recorder.select_page(walk.agent_id, **request)
@@ -746,10 +864,17 @@ class AgentStore:
 
     def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        page = self.recorder.select_page(
-            as_agent_id(agent_id), desc=True, limit=1, topics=self._topics(types or None)
-        )
-        return self._decode(page[0]) if page else None
+        agent_id, topics = as_agent_id(agent_id), self._topics(types or None)
+        page = self.recorder.select_page(agent_id, desc=True, limit=1, topics=topics)
+        return self._decode(page[0]) if page else self._latest_archived(agent_id, topics)
+
+    def _latest_archived(self, agent_id: UUID, topics: tuple[str, ...]) -> Any | None:
+        """The newest archived event of ``topics`` (None: none, or nothing archived)."""
+        upto = self.archive_reader.upto(agent_id)
+        rows = self.archive_reader.rows(agent_id, 0, upto + 1, True, topics) if upto else ()
+        for version, topic, state, _, _ in rows:
+            return self._decode(StoredEvent(agent_id, version, topic, state))
+        return None
 
     def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

@@ -40,6 +40,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from snaptail.archive.reader import ArchivedThenHot
 from snaptail.errors import (
     DatabaseUnreachable,
     InvalidArgument,
@@ -345,6 +346,7 @@ class ProjectionWorker:
             )
         else:
             raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
+        self._read = ArchivedThenHot(self.recorder, self._read, partition)
         self.keys = open_key_store(keys, master_key)
         self._own_keys = not hasattr(keys, "agent_key")
         cipher = None if self.keys is None else PayloadCipher(self.keys)
