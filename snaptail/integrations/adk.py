@@ -288,9 +288,9 @@ class SnaptailSessionService(BaseSessionService):
             self._forget(*agents)
             if isinstance(exc, ConcurrencyError) and exc.agent_id != session.id:
                 logger.debug(
-                    "ADK session write raced a writer of a shared aggregate: session=%s"
-                    " aggregate=%s; redoing it",
-                    session.state.session_id,
+                    "ADK session write raced a writer of a shared aggregate: agent=%s"
+                    " aggregate=%s; redoing it",  # (ids only: a session id may be personal)
+                    session.id,
                     exc.agent_id,
                 )
                 await asyncio.sleep(0)

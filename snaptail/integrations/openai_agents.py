@@ -552,9 +552,8 @@ class SnaptailSession:
             if attempt == MAX_ATTEMPTS:
                 raise
             logger.debug(
-                "session write raced another writer: session=%s agent=%s attempt=%s",
-                self.session_id,
-                self.agent_id,
+                "session write raced another writer: agent=%s attempt=%s",
+                self.agent_id,  # (not the session id: it may be personal)
                 attempt,
             )
             await asyncio.sleep(0.001 * attempt)
