@@ -17,6 +17,7 @@ from snaptail.cli import app
 from snaptail.privacy import KEYS_URL_ENV, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, new_master_key
 from snaptail.projections import AgentStats, ProjectionWorker
 from snaptail.projections.agent_stats import read_agent_stats
+from snaptail.projections.view import open_view
 
 MASTER = os.urandom(32)
 
@@ -107,3 +108,14 @@ def test_a_missing_or_wrong_master_key_is_one_line(
         "malformed": "not 32 bytes in base64 or hex",
     }[master] in lines[0]
     assert "Traceback" not in result.output and not served
+
+
+def test_partitioned_workers_get_the_keys_option(sealed: tuple[str, str, str, str]) -> None:
+    view = sealed[2]
+    result = CliRunner().invoke(app, [*_commands(*sealed)["worker"], "--partitions", "2"])
+    assert result.exit_code == 0, result.output  # (each child decrypted its slice)
+    built = open_view(view)
+    try:
+        assert [r.name for r in read_agent_stats(built, top=None)] == ["sealed"]
+    finally:
+        built.close()
