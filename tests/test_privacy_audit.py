@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -87,3 +88,46 @@ def test_forget_leaves_no_plaintext_in_dead_letters_logs_or_errors(
     for text in (*snaptail_lines, *errors, erasure_text):
         for needle in ("CAROL", "carol@example.com"):
             assert needle not in text, text
+
+
+def test_forget_evicts_loaded_adk_sessions_and_openai_sessions_of_this_process(
+    tmp_path: Path,
+) -> None:
+    """A service or session object that loaded the subject's data before ``forget``
+    answers from the store afterwards, not from what it had loaded."""
+    import asyncio
+
+    pytest.importorskip("google.adk")
+    from google.adk.errors.session_not_found_error import SessionNotFoundError
+    from google.adk.events.event import Event
+    from google.adk.events.event_actions import EventActions
+
+    from snaptail import AsyncAgentStore
+    from snaptail.integrations.adk import SnaptailSessionService
+    from snaptail.integrations.openai_agents import SnaptailSession
+
+    db, keys = f"sqlite:///{tmp_path}/events.db", f"sqlite:///{tmp_path}/keys.db"
+
+    async def scenario() -> None:
+        async with AsyncAgentStore(db, keys=keys, master_key=MASTER) as store:
+            service = SnaptailSessionService(store, subjects=lambda app, user: ["erin"])
+            where: dict[str, Any] = {"app_name": "app", "user_id": "u-9", "session_id": "s"}
+            session = await service.create_session(**where, state={"k": "ERIN-STATE"})
+            event = Event(author="user", actions=EventActions(state_delta={"user:x": "ERIN"}))
+            await service.append_event(session, event)
+            openai = SnaptailSession("erin-chat", store, subjects=["erin"])
+            await openai.add_items([{"role": "user", "content": "ERIN-WORDS"}])
+            assert await openai.get_items() and await service.get_session(**where)
+            assert await store.forget("erin") is not None
+            assert await service.get_session(**where) is None
+            assert await service.get_user_state(app_name="app", user_id="u-9") == {}
+            assert (await service.list_sessions(app_name="app", user_id="u-9")).sessions == []
+            assert await openai.get_items() == []
+            with pytest.raises(AgentForgotten):
+                await openai.add_items([{"role": "user", "content": "ERIN-AFTER"}])
+            with pytest.raises(SessionNotFoundError):  # (ADK's error for a gone session)
+                await service.append_event(session, Event(author="user"))
+            with pytest.raises(AgentForgotten):
+                await service.create_session(**where)
+
+    asyncio.run(scenario())

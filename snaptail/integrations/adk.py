@@ -57,6 +57,7 @@ from snaptail.integrations.adk_model import (
     user_uuid,
 )
 from snaptail.integrations.aggregates import load_fresh, newest_events
+from snaptail.privacy.registry import register_cache
 
 __all__ = ["SessionPage", "SnaptailSessionService"]
 
@@ -183,6 +184,11 @@ class SnaptailSessionService(BaseSessionService):
         self._subjects = subjects
         self._loaded: OrderedDict[UUID, Agent] = OrderedDict()
         self._locks: WeakValueDictionary[UUID, asyncio.Lock] = WeakValueDictionary()
+        register_cache(self)  # store.forget drops forgotten aggregates (snaptail.privacy)
+
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop a loaded aggregate (its subject was forgotten)."""
+        return self._loaded.pop(agent_id, None) is not None
 
     async def close(self) -> None:
         """Close the store if this service opened it."""
