@@ -224,3 +224,25 @@ class ProjectionBusy(SnaptailError):
 class WorkerGaveUp(SnaptailError):
     """A projection worker could not restore a lost database connection within its
     ``give_up_after`` seconds."""
+
+
+class SaveOutcomeUnknown(SnaptailError, ConnectionError):
+    """A save's transaction may or may not have committed: the connection failed while
+    its commit was under way, and the store could not reach the database again to ask.
+
+    Do not apply the command again blindly: ``save_id`` identifies the save, and
+    ``store.save_committed(save_id)`` tells (once the database answers) whether its
+    rows were stored; ``store.update()`` does that check itself before it applies a
+    command again. The agents keep their new events until then.
+    """
+
+    def __init__(self, agent_ids: Sequence[UUID], save_id: UUID, cause: BaseException) -> None:
+        self.agent_ids, self.save_id = tuple(agent_ids), save_id
+        names = ", ".join(str(a) for a in self.agent_ids)
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(
+            f"saving agent(s) {names}: outcome unknown (save id {save_id}): the connection"
+            f" failed during the commit ({type(cause).__name__}: {detail}) and the database"
+            f" could not be asked since; do not apply the command again: check"
+            f" store.save_committed({str(save_id)!r}) once the database is reachable"
+        )

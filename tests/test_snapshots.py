@@ -372,15 +372,18 @@ def test_a_load_s_stats_are_the_dataclass_constructor_s(tmp_path: Path) -> None:
 
 
 def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
-    from snaptail.application.loading import LoadStats, Tracking, tail_load_ms
+    from snaptail import Agent
+    from snaptail.application.loading import AgentBooks, LoadStats, tail_load_ms
 
     stats = LoadStats(snapshot_version=10, tail=5, events_read=5, bytes_read=500, ms=2.0)
-    track = Tracking(snapshot_version=10, bytes_since=500, last_load=stats)
+    books = AgentBooks()
+    agent, other = Agent(name="measured"), Agent(name="fresh")
+    track = books.record(agent, 10, 500, stats)
     assert tail_load_ms(track, 5) == 2.0
     assert tail_load_ms(track, 20) == 8.0, "four times the tail measured: four times the cost"
     track.snapshot_version = 30  # snapshotted since that load: nothing measured
     assert tail_load_ms(track, 3) is None
-    assert tail_load_ms(Tracking(snapshot_version=0, bytes_since=0), 50) is None
+    assert tail_load_ms(books.of(other), 50) is None
 
 
 def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:

@@ -11,7 +11,6 @@ from uuid import UUID
 from eventsourcing.utils import resolve_topic
 
 from snaptail.application.budget import resolve_budget
-from snaptail.application.loading import tracking
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
@@ -192,7 +191,7 @@ def _warnings(
         )
     elif snapshots and loaded_from == 0:
         found.append("no valid snapshot: none of the stored snapshots could be used")
-    since = SinceSnapshot(events=tail, bytes=tracking(agent).bytes_since)
+    since = SinceSnapshot(events=tail, bytes=store.bytes_since_snapshot(agent))
     if store.policy.should_snapshot(since):
         found.append(
             f"tail past its policy: {tail} events since the last snapshot"

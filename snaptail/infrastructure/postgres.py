@@ -42,6 +42,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
 from snaptail.infrastructure.recorder import (
+    SAVES_TABLE,
     SNAPSHOTS_TABLE,
     START,
     AgentRecorder,
@@ -138,11 +139,15 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         )
         self._notify_statement = SQL("NOTIFY {}").format(Identifier(self.channel_name))
         self._notifier: _Notifier | None = None
-        self._sql_insert_events = SQL(
-            "INSERT INTO {} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(ev, Identifier(datastore.originator_id_type)).as_bytes(None)
+        self._sql_insert_events = (
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
+                "RETURNING notification_id"
+            )
+            .format(ev, Identifier(datastore.originator_id_type))
+            .as_bytes(None)
+        )
         row = SQL("(%b::{}, %b::bigint, %b::text, %b::bytea)").format(
             Identifier(datastore.originator_id_type)
         )
@@ -150,7 +155,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             SQL(
                 "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES {} "
                 "RETURNING notification_id"
-            ).format(ev, SQL(", ").join([row] * n)).as_bytes(None)
+            )
+            .format(ev, SQL(", ").join([row] * n))
+            .as_bytes(None)
             for n in range(1, SMALL_INSERT + 1)
         ]
         self._select_after_queries: dict[str, bytes] = {}
@@ -170,6 +177,21 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 "state bytea NOT NULL, PRIMARY KEY (originator_id, originator_version))"
             ).format(sn)
         )
+        saves = SQL("{}.{}").format(schema, Identifier(SAVES_TABLE))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (save_id uuid PRIMARY KEY, "
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL)"
+            ).format(saves)
+        )
+        # A save's id goes in with its events: one statement (a data-modifying WITH).
+        self._sql_save_prefix = (
+            SQL("WITH saved AS (INSERT INTO {} VALUES (%b::uuid, %b::uuid, %b::bigint)) ")
+            .format(saves)
+            .as_bytes(None)
+        )
+        self._sql_save_committed = SQL("SELECT 1 AS found FROM {} WHERE save_id = %s").format(saves)
+        self._saves_table = f"{datastore.schema}.{SAVES_TABLE}"
         self._sql_insert_snapshot = SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -271,7 +293,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         kwargs.pop("row_factory", None)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
-            if self._index_exists(conn, self.transaction_index_name):
+            if self._index_exists(conn, self.transaction_index_name) and conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (self._saves_table,)
+            ).fetchone() == (True,):
                 self.datastore.register_type_adapters()
                 return
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
@@ -314,9 +338,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 if not self.has_transaction_column(conn):
                     with conn.transaction():
                         conn.execute(
-                            SQL(
-                                "ALTER TABLE {} ADD COLUMN {} xid8 NOT NULL DEFAULT '0'"
-                            ).format(table, column)
+                            SQL("ALTER TABLE {} ADD COLUMN {} xid8 NOT NULL DEFAULT '0'").format(
+                                table, column
+                            )
                         )
                         conn.execute(
                             SQL(
@@ -359,9 +383,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         transaction (a ``CREATE INDEX CONCURRENTLY`` waits for every older
         transaction, and one blocked on a lock its builder holds would never end).
         """
-        while not conn.execute(
-            "SELECT pg_try_advisory_lock(%s)", (INDEX_BUILD_LOCK,)
-        ).fetchone()[0]:  # type: ignore[index]
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_BUILD_LOCK,)).fetchone()[
+            0
+        ]:  # type: ignore[index]
             threading.Event().wait(0.1)
         try:
             return self._build_index_locked(conn, name, statement)
@@ -407,27 +431,35 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         ids: Sequence[int] | None = self._insert_events_and_snapshots(
-            stored_events, snapshots, keep_snapshots
+            stored_events, snapshots, keep_snapshots, save_id
         )
         if stored_events:
             self.notify_after_commit()
         return ids
 
     def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        save_id: UUID | None = None,
+        **kwargs: Any,
     ) -> None:
         """Insert; unlike ``eventsourcing``, take no table lock (readers order rows by
         transaction id instead, see the module docstring) and do not NOTIFY inside
         the transaction (see :meth:`notify_after_commit`)."""
-        for statement, params in self.insert_writes(stored_events):
+        for statement, params in self.insert_writes(stored_events, save_id):
             curs.execute(statement, params, prepare=True)
 
-    def insert_writes(self, stored_events: Sequence[StoredEvent]) -> list[tuple[Any, Any]]:
-        """The statements (and parameters) that insert ``stored_events`` inside a save's
-        transaction; the async recorder sends the same ones."""
+    def insert_writes(
+        self, stored_events: Sequence[StoredEvent], save_id: UUID | None = None
+    ) -> list[tuple[Any, Any]]:
+        """The statements (and parameters) that insert ``stored_events`` (and the row
+        of ``save_id``) inside a save's transaction; the async recorder sends the same
+        ones."""
         writes: list[tuple[Any, Any]] = []
         if self.datastore.lock_timeout:
             # Bounds the wait for a concurrent writer of the same agent and version.
@@ -448,6 +480,13 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 [e.state for e in stored_events],
             ]
             writes.append((self._sql_insert_events, arrays))
+        if save_id is not None:
+            statement, params = writes[-1]
+            first = stored_events[0]
+            writes[-1] = (
+                self._sql_save_prefix + statement,
+                [save_id, first.originator_id, first.originator_version, *params],
+            )
         return writes
 
     def notify_after_commit(self) -> None:
@@ -458,28 +497,32 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             self._notifier = _Notifier(kwargs, self._notify_statement)
         self._notifier.poke()
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_events_and_snapshots(
         self,
         stored_events: Sequence[StoredEvent],
         snapshots: Sequence[StoredSnapshot],
         keep_snapshots: int | None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
+        # Not retried here: a save's retries follow the store's retry policy, which
+        # knows the ambiguous-commit rule (snaptail.application.retry).
         if not snapshots and not self.datastore.lock_timeout and stored_events:
-            return self._insert_events_only(stored_events)
-        return self._insert_pipelined(stored_events, snapshots, keep_snapshots)
+            return self._insert_events_only(stored_events, save_id)
+        return self._insert_pipelined(stored_events, snapshots, keep_snapshots, save_id)
 
-    def _insert_events_only(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _insert_events_only(
+        self, stored_events: Sequence[StoredEvent], save_id: UUID | None = None
+    ) -> list[int]:
         """Most saves: one INSERT statement, its own transaction (one round trip)."""
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
         ):
             if self.in_transaction_hook is None:
-                self._insert_stored_events(curs, stored_events)  # type: ignore[arg-type]
+                self._insert_stored_events(curs, stored_events, save_id)  # type: ignore[arg-type]
                 return [row[0] for row in curs.fetchall()]
             with conn.transaction():  # the same statement, held open by the hook
-                self._insert_stored_events(curs, stored_events)  # type: ignore[arg-type]
+                self._insert_stored_events(curs, stored_events, save_id)  # type: ignore[arg-type]
                 ids = [row[0] for row in curs.fetchall()]
                 self.in_transaction_hook()
             return ids
@@ -489,6 +532,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         stored_events: Sequence[StoredEvent],
         snapshots: Sequence[StoredSnapshot],
         keep_snapshots: int | None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
         # Pipelined, as eventsourcing's own insert: every statement goes out in one
         # round trip; an error is kept until the pipeline has closed (so psycopg
@@ -504,7 +548,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             ):
                 try:
                     if stored_events:
-                        self._insert_stored_events(events_curs, stored_events)
+                        self._insert_stored_events(events_curs, stored_events, save_id)
                     for snapshot in snapshots:
                         self._write_snapshot(snapshots_curs, snapshot, keep_snapshots)
                     pipeline.sync()
@@ -674,6 +718,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         return None if value is None else int(value)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def save_committed(self, save_id: UUID) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._sql_save_committed, (save_id,), prepare=True)
+            return curs.fetchone() is not None
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             rows = curs.execute(self._sql_snapshot_infos, (originator_id,)).fetchall()
@@ -738,8 +788,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             curs.execute(query, params, prepare=True)
             rows = curs.fetchall()
         return [
-            PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1])
-            for row in rows
+            PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1]) for row in rows
         ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -764,7 +813,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         """Notifications after notification ``gt`` in gap-free order (see
         :class:`PostgresSubscription`)."""
         return PostgresSubscription(self, gt, topics, poll_interval=poll_interval)
-
 
 
 class _Notifier:

@@ -34,6 +34,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.types.composite import register_composite
 from psycopg_pool import AsyncConnectionPool
 
+from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     _connect_kwargs,
@@ -43,6 +44,7 @@ from snaptail.infrastructure.postgres import (
 from snaptail.infrastructure.recorder import (
     EventRow,
     LoadRows,
+    SnapshotInfo,
     StoredSnapshot,
     snapshot_from_row,
     stored_events,
@@ -87,8 +89,12 @@ def _retry(
     return wrapper
 
 
-class AsyncPostgresRecorder:
-    """An ``AsyncRecorder`` for PostgreSQL: the sync recorder's SQL, awaited."""
+class AsyncPostgresRecorder(AsyncAgentRecorder):
+    """An ``AsyncAgentRecorder`` for PostgreSQL: the sync recorder's SQL, awaited.
+    (Listing and pruning snapshots and paging agent ids, rare calls, run the sync
+    recorder on a worker thread.)"""
+
+    sync: PostgresAgentRecorder
 
     def __init__(self, sync: PostgresAgentRecorder, pool: AsyncConnectionPool[Any]) -> None:
         self.sync = sync
@@ -128,23 +134,21 @@ class AsyncPostgresRecorder:
                     raise ours(str(exc)) from exc
             raise
 
-    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(func, *args, **kwargs)
-
     async def close(self) -> None:
         await self.pool.close()
         await asyncio.to_thread(self.sync.close)
 
     # -- writing --------------------------------------------------------------------
 
-    @_retry
     async def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
+        # Not retried here: see the sync recorder's _insert_events_and_snapshots.
         sync = self.sync
         ids: list[int] = []
         # Pipelined as the sync path: one round trip. As the sync path: no table lock,
@@ -161,7 +165,7 @@ class AsyncPostgresRecorder:
             conn.cursor() as snapshots_curs,
         ):
             if stored_events:
-                for statement, params in sync.insert_writes(stored_events):
+                for statement, params in sync.insert_writes(stored_events, save_id):
                     await events_curs.execute(statement, params, prepare=True)
             for snapshot in snapshots:
                 for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
@@ -260,3 +264,24 @@ class AsyncPostgresRecorder:
             row = await curs.fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
+
+    @_retry
+    async def save_committed(self, save_id: UUID) -> bool:
+        async with self._connection() as conn, conn.cursor() as curs:
+            await curs.execute(self.sync._sql_save_committed, (save_id,), prepare=True)
+            return await curs.fetchone() is not None
+
+    async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
+        return await asyncio.to_thread(self.sync.select_snapshot_infos, originator_id)
+
+    async def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int:
+        return await asyncio.to_thread(
+            self.sync.delete_snapshots, originator_id, keep=keep, versions=versions
+        )
+
+    async def originator_ids(
+        self, *, after: UUID | None = None, limit: int = 1000
+    ) -> Sequence[UUID]:
+        return await asyncio.to_thread(self.sync.originator_ids, after=after, limit=limit)

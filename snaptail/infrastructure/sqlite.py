@@ -26,6 +26,7 @@ from eventsourcing.sqlite import (
 
 from snaptail.errors import LockTimeout
 from snaptail.infrastructure.recorder import (
+    SAVES_TABLE,
     SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
@@ -142,6 +143,8 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         ev, sn = self.events_table_name, self.snapshots_table_name
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
+        self._insert_save = f"INSERT INTO {SAVES_TABLE} VALUES (?,?,?)"
+        self._select_save = f"SELECT 1 FROM {SAVES_TABLE} WHERE save_id=?"
         # Retention: the newest K snapshots, and the newest of each of the last two
         # fingerprints (so the previous code version keeps one of its own).
         self._prune = (
@@ -171,6 +174,11 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             "originator_id TEXT, originator_version INTEGER, topic TEXT, "
             "fingerprint TEXT, checksum INTEGER, state BLOB, "
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {SAVES_TABLE} ("
+            "save_id BLOB PRIMARY KEY, originator_id TEXT, originator_version INTEGER"
+            ") WITHOUT ROWID"
         )
         return statements
 
@@ -223,11 +231,18 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         try:
             with self.datastore.transaction(commit=True) as c:
                 ids = self._insert_events(c, stored_events, **kwargs)
+                if save_id is not None and stored_events:
+                    first = stored_events[0]
+                    c.execute(
+                        self._insert_save,
+                        (save_id.bytes, _key(first.originator_id), first.originator_version),
+                    )
                 for snapshot in snapshots:
                     self._write_snapshot(c, snapshot, keep_snapshots)
         except OperationalError as exc:
@@ -385,6 +400,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)
+
+    def save_committed(self, save_id: UUID) -> bool:
+        key = save_id.bytes
+        return self._read(lambda c: c.execute(self._select_save, (key,)).fetchone()) is not None
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.transaction(commit=False) as c:
