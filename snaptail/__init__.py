@@ -4,6 +4,7 @@ from eventsourcing.domain import event
 
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
+from snaptail.application.retry import RetryPolicy
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
 from snaptail.errors import (
@@ -18,6 +19,7 @@ from snaptail.errors import (
     InvalidEventPayload,
     LockTimeout,
     MemoryBudgetExceeded,
+    SaveOutcomeUnknown,
     SnaptailError,
     UndeclaredState,
 )
@@ -56,6 +58,8 @@ __all__ = [
     "Never",
     "Participant",
     "RecentEvents",
+    "RetryPolicy",
+    "SaveOutcomeUnknown",
     "SnapshotPolicy",
     "SnaptailError",
     "TokenUsage",

@@ -84,7 +84,7 @@ class AsyncAgentStore(StoreBase):
             await self.open()
             recorder = self._recorder
             assert recorder is not None
-        return await drive_async(steps, recorder)
+        return await drive_async(steps, recorder, self._engine.retry)
 
     # -- saving ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from snaptail.application.retry import RetryPolicy
 from snaptail.errors import SaveOutcomeUnknown
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
@@ -229,8 +230,10 @@ Steps = Generator[Request, Any, T]
 # -- the two drivers ------------------------------------------------------------------
 
 
-def drive(steps: Steps[T], recorder: AgentRecorder) -> T:
-    """Run ``steps`` with blocking calls on ``recorder``."""
+def drive(steps: Steps[T], recorder: AgentRecorder, retry: RetryPolicy) -> T:
+    """Run ``steps`` with blocking calls on ``recorder``; a read that fails with a
+    retryable error is tried again by ``retry`` (a write's failure goes back to the
+    steps: only they know whether trying again is safe)."""
     send, throw = steps.send, steps.throw
     result: Any = None
     error: Exception | None = None
@@ -244,15 +247,20 @@ def drive(steps: Steps[T], recorder: AgentRecorder) -> T:
             error = None
         except Exception as exc:
             result, error = None, exc
+            if not request.write:
+                try:
+                    result, error = retry.again(exc, request.run, recorder), None
+                except Exception as final:
+                    error = final
 
 
-async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder) -> T:
-    """Run ``steps`` awaiting ``recorder``. A call that commits is awaited to its end
-    even if the caller is cancelled meanwhile, and the steps after it (the store's
-    bookkeeping) run: then, if the operation completed, its result is returned (it
-    is the truth: the cancellation came too late to stop it); if it failed, the
-    cancellation is raised (or :class:`~snaptail.SaveOutcomeUnknown`, which says
-    more)."""
+async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder, retry: RetryPolicy) -> T:
+    """Run ``steps`` awaiting ``recorder`` (reads retried by ``retry``, as
+    :func:`drive`). A call that commits is awaited to its end even if the caller is
+    cancelled meanwhile, and the steps after it (the store's bookkeeping) run:
+    then, if the operation completed, its result is returned (it is the truth: the
+    cancellation came too late to stop it); if it failed, the cancellation is
+    raised (or :class:`~snaptail.SaveOutcomeUnknown`, which says more)."""
     send, throw = steps.send, steps.throw
     result: Any = None
     error: Exception | None = None
@@ -275,7 +283,10 @@ async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder) -> T:
                 cancelled = await outlast_cancellation(call) or cancelled
                 result = call.result()
             else:
-                result = await request.run_async(recorder)
+                try:
+                    result = await request.run_async(recorder)
+                except Exception as exc:
+                    result = await retry.again_async(exc, request.run_async, recorder)
         except Exception as exc:
             error = exc
 

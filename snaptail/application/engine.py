@@ -24,6 +24,7 @@ from snaptail.application.drivers import (
     DeleteSnapshots,
     InsertEvents,
     InsertSnapshot,
+    Pause,
     ReadAgentIds,
     ReadForLoad,
     ReadHead,
@@ -34,7 +35,7 @@ from snaptail.application.drivers import (
     Steps,
 )
 from snaptail.application.loading import AgentBooks, LoadStats, build_agent, tail_load_ms
-from snaptail.application.retry import RetryPolicy
+from snaptail.application.retry import RetryPolicy, is_retryable
 from snaptail.application.telemetry import WARN_EVENTS, report_load
 from snaptail.domain.agent import Agent
 from snaptail.domain.guard import refuse_if_broken
@@ -215,7 +216,9 @@ class Engine:
         save_id = uuid4()
         insert = InsertEvents(stored, snapshots, self.keep_snapshots, save_id)
         try:
-            yield from self.retry.commit(insert, save_id, [a.id for a, _, _ in batches])
+            yield from self.retry.commit(
+                insert, ReadSaveCommitted(save_id), Pause, save_id, [a.id for a, _, _ in batches]
+            )
         except IntegrityError as exc:
             raise (yield from self._conflict(batches)) from exc
         # Committed: from here on nothing may raise, or a caller would apply the
@@ -367,14 +370,19 @@ class Engine:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         attempt = 0
+        waits = self.retry.waits()
         while True:
-            agent = yield from self.load(agent_id, None)
-            command(agent)
             try:
+                agent = yield from self.load(agent_id, None)
+                command(agent)
                 yield from self.save([agent])
             except SaveOutcomeUnknown as unknown:
                 # Asked by its save id before the command is applied again: never twice.
-                if (yield from self.retry.resolve(unknown)):
+                if (
+                    yield from self.retry.resolve(
+                        unknown, ReadSaveCommitted(unknown.save_id), Pause
+                    )
+                ):
                     logger.info(
                         "update's save committed although its reply was lost: agent=%s save_id=%s",
                         agent_id,
@@ -396,6 +404,21 @@ class Engine:
                     attempt,
                     error.stored_version,
                 )
+                continue
+            except Exception as exc:
+                # A lost connection before anything committed (a save that may have
+                # committed is SaveOutcomeUnknown, above): the retry policy's call.
+                wait = next(waits, None) if is_retryable(exc) else None
+                if wait is None:
+                    raise
+                logger.info(
+                    "update failed (%s: %s), trying again in %.2f s: agent=%s",
+                    type(exc).__name__,
+                    exc,
+                    wait,
+                    agent_id,
+                )
+                yield Pause(wait)
                 continue
             return agent
 

@@ -28,7 +28,6 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 
-from snaptail.application.drivers import Pause, ReadSaveCommitted
 from snaptail.errors import DatabaseUnreachable, SaveOutcomeUnknown
 
 logger = logging.getLogger("snaptail.retry")
@@ -51,7 +50,8 @@ def is_retryable(exc: BaseException) -> bool:
 @dataclass(frozen=True)
 class RetryPolicy:
     """``attempts`` tries of a call in all, waiting ``backoff`` seconds after the
-    first failure, doubling up to ``max_backoff``.
+    first failure, doubling up to ``max_backoff``; no new try starts ``deadline``
+    seconds after the first began.
 
     The defaults keep a save on a database that went away to a few seconds, on top
     of the connection's own limits (see the PostgreSQL URL options)."""
@@ -59,6 +59,7 @@ class RetryPolicy:
     attempts: int = 3
     backoff: float = 0.2
     max_backoff: float = 2.0
+    deadline: float = 10.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -67,52 +68,81 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy backoff must be >= 0, got {self.backoff}")
 
     def waits(self) -> Iterator[float | None]:
-        """The wait after each failed attempt; None after the last (give up)."""
+        """The wait after each failed attempt; None after the last (give up), or
+        once the next attempt would start past the deadline."""
+        ends = time.monotonic() + self.deadline
         wait = self.backoff
         for _ in range(self.attempts - 1):
-            yield wait
+            remaining = ends - time.monotonic()
+            if remaining <= 0:
+                break
+            yield min(wait, remaining)
             wait = min(wait * 2, self.max_backoff)
         yield None
 
-    # -- plain calls (the worker, the integrations) ----------------------------------
+    # -- plain calls (the drivers' reads, the worker, the integrations) ------------
 
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``func(*args, **kwargs)``, tried again on a retryable error. For reads and
         for writes that are idempotent by their own key; a save goes through the
         store, which applies the ambiguous-commit rule."""
-        for wait in self.waits():
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            return self.again(exc, func, *args, **kwargs)
+
+    def again(self, error: Exception, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``func`` failed with ``error`` on its first try: raise it unless it is
+        retryable, else make the remaining attempts."""
+        waits = self.waits()
+        while (wait := next(waits)) is not None and is_retryable(error):
+            logger.info("retrying after %s: %s (in %.2f s)", type(error).__name__, error, wait)
+            time.sleep(wait)
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
-                if wait is None or not is_retryable(exc):
-                    raise
-                logger.info("retrying after %s: %s (in %.2f s)", type(exc).__name__, exc, wait)
-                time.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
+        raise error
 
     async def acall(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """:meth:`call` for a coroutine function."""
-        for wait in self.waits():
+        try:
+            return await func(*args, **kwargs)
+        except Exception as exc:
+            return await self.again_async(exc, func, *args, **kwargs)
+
+    async def again_async(
+        self, error: Exception, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """:meth:`again` for a coroutine function."""
+        waits = self.waits()
+        while (wait := next(waits)) is not None and is_retryable(error):
+            logger.info("retrying after %s: %s (in %.2f s)", type(error).__name__, error, wait)
+            await asyncio.sleep(wait)
             try:
                 return await func(*args, **kwargs)
             except Exception as exc:
-                if wait is None or not is_retryable(exc):
-                    raise
-                logger.info("retrying after %s: %s (in %.2f s)", type(exc).__name__, exc, wait)
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
+        raise error
 
     # -- the store's steps ---------------------------------------------------------------
 
     def commit(
-        self, insert: Any, save_id: UUID, agent_ids: Sequence[UUID]
+        self,
+        insert: Any,
+        check: Any,
+        pause: Callable[[float], Any],
+        save_id: UUID,
+        agent_ids: Sequence[UUID],
     ) -> Generator[Any, Any, None]:
-        """The steps of a save's commit (``insert``: its request), by the
-        ambiguous-commit rule (see the module). Returns once the save is stored;
+        """The steps of a save's commit by the ambiguous-commit rule (see the module):
+        ``insert`` is its request, ``check`` the request that asks whether its save id
+        was stored, ``pause(seconds)`` the request that waits. Returns once the save is stored;
         raises ``IntegrityError`` for a conflict with another writer's rows,
         :class:`SaveOutcomeUnknown` when nobody can tell, or the error itself when
         it was certainly not committed."""
         ambiguous: Exception | None = None
+        ends = time.monotonic() + self.deadline
         for wait in self.waits():
             try:
                 yield insert
@@ -122,7 +152,7 @@ class RetryPolicy:
                 # (an earlier attempt, here or inside the recorder, whose reply was
                 # lost). The save id tells which.
                 try:
-                    committed = yield ReadSaveCommitted(save_id)
+                    committed = yield check
                 except Exception as exc:
                     if ambiguous is not None and is_retryable(exc):
                         raise SaveOutcomeUnknown(agent_ids, save_id, ambiguous) from exc
@@ -148,25 +178,28 @@ class RetryPolicy:
                 )
                 if wait is None:
                     break
-                yield Pause(wait)
+                yield pause(wait)
         assert ambiguous is not None
+        if time.monotonic() > ends:
+            raise SaveOutcomeUnknown(agent_ids, save_id, ambiguous)
         # The last attempt failed too: ask once more before calling it unknown.
         try:
-            committed = yield ReadSaveCommitted(save_id)
+            committed = yield check
         except Exception as exc:
             raise SaveOutcomeUnknown(agent_ids, save_id, ambiguous) from exc
         if committed:
             return
-        raise ambiguous
+        raise ambiguous  # certainly not committed: a plain failure, safe to try again
 
-    def resolve(self, unknown: SaveOutcomeUnknown) -> Generator[Any, Any, bool]:
-        """The steps that find out whether the save ``unknown`` is about committed:
-        asked up to ``attempts`` times; raises ``unknown`` again if never answered."""
-        for wait in self.waits():
-            try:
-                return bool((yield ReadSaveCommitted(unknown.save_id)))
-            except Exception as exc:
-                if wait is None or not is_retryable(exc):
-                    raise unknown from exc
-                yield Pause(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def resolve(
+        self, unknown: SaveOutcomeUnknown, check: Any, pause: Callable[[float], Any]
+    ) -> Generator[Any, Any, bool]:
+        """The steps that find out whether the save ``unknown`` is about committed
+        (``check`` asks, ``pause`` waits): asked up to ``attempts`` times; raises
+        ``unknown`` again if never answered."""
+        try:
+            return bool((yield check))  # a read: the driver tries it again if it fails
+        except Exception as exc:
+            if is_retryable(exc):
+                raise unknown from exc
+            raise

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
-from snaptail.application.drivers import drive
+from snaptail.application.drivers import Steps, drive
 from snaptail.application.engine import Engine, as_agent_id
 from snaptail.application.loading import LoadStats
 from snaptail.application.retry import RetryPolicy
@@ -25,6 +25,8 @@ from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import SnapshotPolicy
 
 __all__ = ["AgentStore", "StoreBase"]
+
+T = TypeVar("T")
 
 # Agent ids read per page by :meth:`AgentStore.agent_ids`.
 AGENT_ID_PAGE = 1000
@@ -147,6 +149,9 @@ class AgentStore(StoreBase):
         use the store's methods)."""
         return self._recorder
 
+    def _run(self, steps: Steps[T]) -> T:
+        return drive(steps, self._recorder, self._engine.retry)
+
     # -- lifecycle ------------------------------------------------------------------
 
     def close(self) -> None:
@@ -178,12 +183,12 @@ class AgentStore(StoreBase):
         it committed, :class:`~snaptail.SaveOutcomeUnknown` (with the save's id) is
         raised instead of a plain failure.
         """
-        drive(self._engine.save(agents), self._recorder)
+        self._run(self._engine.save(agents))
 
     def save_committed(self, save_id: UUID | str) -> bool:
         """Whether the save ``save_id`` (from :class:`~snaptail.SaveOutcomeUnknown`)
         committed its rows."""
-        return drive(self._engine.save_committed(save_id), self._recorder)
+        return self._run(self._engine.save_committed(save_id))
 
     def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
@@ -197,11 +202,11 @@ class AgentStore(StoreBase):
         is unknown (its connection failed during the commit) is resolved by its save
         id before ``command`` is applied again, so it is never stored twice.
         """
-        return drive(self._engine.update(agent_id, command, retries), self._recorder)
+        return self._run(self._engine.update(agent_id, command, retries))
 
     def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
-        return drive(self._engine.snapshot(agent_id), self._recorder)
+        return self._run(self._engine.snapshot(agent_id))
 
     # -- loading --------------------------------------------------------------------
 
@@ -210,14 +215,14 @@ class AgentStore(StoreBase):
         events after it. Never replays events older than the snapshot.
 
         ``agent_id`` is a UUID or its string form (on every backend)."""
-        return drive(self._engine.load(agent_id, version), self._recorder)
+        return self._run(self._engine.load(agent_id, version))
 
     def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
 
         For verification and tests; ``get()`` is the way to load an agent.
         """
-        return drive(self._engine.replay(agent_id, version), self._recorder)
+        return self._run(self._engine.replay(agent_id, version))
 
     # -- reading the log ------------------------------------------------------------
 
@@ -251,16 +256,16 @@ class AgentStore(StoreBase):
     ) -> Iterator[list[Any]]:
         """:meth:`history` a page (a list of up to ``page_size`` events) at a time."""
         walk = self._engine.walk(agent_id, after, before, reverse, types, page_size)
-        while (page := drive(walk.page(), self._recorder)) is not None:
+        while (page := self._run(walk.page())) is not None:
             yield page
 
     def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        return drive(self._engine.latest(agent_id, types), self._recorder)
+        return self._run(self._engine.latest(agent_id, types))
 
     def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
-        return drive(self._engine.event_count(agent_id), self._recorder)
+        return self._run(self._engine.event_count(agent_id))
 
     # -- the fleet and its snapshots ----------------------------------------------
 
@@ -268,7 +273,7 @@ class AgentStore(StoreBase):
         """Every stored agent's id, in id order (after ``after``), read a page at a time."""
         cursor = None if after is None else as_agent_id(after)
         while True:
-            ids = drive(self._engine.agent_ids(cursor, AGENT_ID_PAGE), self._recorder)
+            ids = self._run(self._engine.agent_ids(cursor, AGENT_ID_PAGE))
             yield from ids
             if len(ids) < AGENT_ID_PAGE:
                 return
@@ -276,9 +281,9 @@ class AgentStore(StoreBase):
 
     def snapshot_infos(self, agent_id: UUID | str) -> Sequence[SnapshotInfo]:
         """The agent's stored snapshots, newest first, without their bytes."""
-        return drive(self._engine.snapshot_infos(agent_id), self._recorder)
+        return self._run(self._engine.snapshot_infos(agent_id))
 
     def prune_snapshots(self, agent_id: UUID | str, keep: int) -> int:
         """Delete all but the agent's newest ``keep`` snapshots (and the newest of each
         of its last two fingerprints; ``keep=0``: all); returns how many were deleted."""
-        return drive(self._engine.prune_snapshots(agent_id, keep), self._recorder)
+        return self._run(self._engine.prune_snapshots(agent_id, keep))

@@ -28,19 +28,17 @@ import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
-    InterfaceError,
     Notification,
-    OperationalError,
     StoredEvent,
     Subscription,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
+from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.recorder import (
     SAVES_TABLE,
     SNAPSHOTS_TABLE,
@@ -110,6 +108,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         # Called inside each save's transaction, after its rows are written and
         # before it commits (tests use it to hold transactions open).
         self.in_transaction_hook: Callable[[], None] | None = None
+        # The pool's client-side deadline on replies (urls.PostgresOptions.read_timeout).
+        self.read_timeout = 0.0
         schema = Identifier(datastore.schema)
         ev = SQL("{}.{}").format(schema, Identifier(events_table_name))
         sn = SQL("{}.{}").format(schema, Identifier(snapshots_table_name))
@@ -289,8 +289,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ``CREATE INDEX IF NOT EXISTS`` locks the table even when the index exists,
         and would deadlock with a partition index being built ``CONCURRENTLY``.
         """
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
             if self._index_exists(conn, self.transaction_index_name) and conn.execute(
@@ -324,8 +323,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         older writers and workers first: they assume the table lock.
         """
         steps: list[str] = []
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         table = SQL("{}.{}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
@@ -363,8 +361,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         projection split ``count`` ways read only their own slice's rows: on
         (partition key modulo ``count``, transaction id, notification id). Returns
         True if it was built now. Writers then maintain one more index."""
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         name = f"{self.events_table_name}_part{count}_idx"
         statement = SQL(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.{} "
@@ -492,8 +489,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     def notify_after_commit(self) -> None:
         """Wake listeners once a save has committed (see :class:`_Notifier`)."""
         if self._notifier is None:
-            kwargs = dict(_connect_kwargs(self.datastore))
-            kwargs.pop("row_factory", None)
+            kwargs = plain_connect_kwargs(self.datastore)
             self._notifier = _Notifier(kwargs, self._notify_statement)
         self._notifier.poke()
 
@@ -591,7 +587,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             writes.append((self._sql_prune, (key, key, max(keep, 1) - 1, key)))
         return writes
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
             with self.datastore.transaction(commit=True) as curs:
@@ -600,7 +595,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             return False
         return True
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def delete_snapshots(
         self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
     ) -> int:
@@ -617,7 +611,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     # -- reading --------------------------------------------------------------------
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_for_load(
         self,
         originator_id: UUID,
@@ -650,7 +643,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
@@ -663,7 +655,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             row = curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
         self,
         originator_id: UUID,
@@ -710,20 +701,17 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         params.append(limit)
         return statement, params
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             row = curs.execute(self._sql_max_version, (originator_id,), prepare=True).fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def save_committed(self, save_id: UUID) -> bool:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self._sql_save_committed, (save_id,), prepare=True)
             return curs.fetchone() is not None
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             rows = curs.execute(self._sql_snapshot_infos, (originator_id,)).fetchall()
@@ -731,7 +719,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             SnapshotInfo(row["originator_version"], row["fingerprint"], row["size"]) for row in rows
         ]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
         # ">=" the nil UUID includes every id; ">" a given id starts after it.
         op = SQL(">") if after is not None else SQL(">=")
@@ -743,7 +730,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     # -- gap-free reading -----------------------------------------------------------
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_after(
         self,
         position: Position,
@@ -791,7 +777,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1]) for row in rows
         ]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def position_of(self, notification_id: int | None) -> Position:
         """The position just after notification ``notification_id`` (or the nearest
         lower id present): where a reader that has seen it continues."""
@@ -899,8 +884,7 @@ class PostgresSubscription(PagedSubscription):
         )
         self._pg = recorder
         self._position = recorder.position_of(gt)
-        kwargs = dict(_connect_kwargs(recorder.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(recorder.datastore)
         self._listener = psycopg.connect(autocommit=True, **kwargs)
         self._listener.execute(SQL("LISTEN {}").format(Identifier(recorder.channel_name)))
         self._thread = threading.Thread(target=self._listen, daemon=True)
@@ -960,6 +944,17 @@ def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     return kwargs
 
 
+def plain_connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+    """``psycopg.connect`` keywords for a connection of the recorder's own beside the
+    pool (tables, index builds, NOTIFY, LISTEN): the pool's settings, tuple rows, and
+    no statement timeout (an index build may take long)."""
+    kwargs = dict(_connect_kwargs(datastore))
+    kwargs.pop("row_factory", None)
+    if "options" in kwargs:
+        kwargs["options"] += " -c statement_timeout=0"
+    return kwargs
+
+
 def _as_uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
@@ -1010,19 +1005,25 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
         connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
+        idle_in_transaction_session_timeout=settings.idle_in_transaction_timeout,
     )
     # The pool connects with exactly the URL's parameters: what it leaves out, libpq
-    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
+    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five);
+    # plus the limits of urls.PostgresOptions (TCP, statement, read deadline).
     kwargs = _connect_kwargs(datastore)
     for name in ("host", "port", "user", "password"):
         kwargs.pop(name, None)
-    kwargs.update(conninfo)
-    kwargs["connect_timeout"] = settings.connect_timeout
+    args = settings.connect_args()
+    args["options"] += "".join(f" -c {k}={v}" for k, v in settings.session_settings().items())
+    kwargs.update(args)
+    datastore.pool.connection_class = with_deadline(settings.read_timeout)[0]
     try:
-        return PostgresAgentRecorder(datastore)
+        recorder = PostgresAgentRecorder(datastore)
     except BaseException:
         datastore.close()
         raise
+    recorder.read_timeout = settings.read_timeout
+    return recorder
 
 
 def _probe(settings: PostgresOptions) -> None:
@@ -1046,6 +1047,7 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
         "pool_timeout": pool.timeout,
         "connect_timeout": _connect_kwargs(recorder.datastore).get("connect_timeout"),
         "lock_timeout": recorder.datastore.lock_timeout,
+        "read_timeout": recorder.read_timeout,
     }
 
 

@@ -10,8 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -35,6 +34,7 @@ from psycopg.types.composite import register_composite
 from psycopg_pool import AsyncConnectionPool
 
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
+from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     _connect_kwargs,
@@ -66,28 +66,6 @@ _ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
     (psycopg.Error, PersistenceError),
 )
 
-RETRY_ATTEMPTS = 10
-RETRY_WAIT = 0.2
-
-
-def _retry(
-    func: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Retry on connection errors, as the sync recorder's ``@retry`` does."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                return await func(*args, **kwargs)
-            except (InterfaceError, OperationalError):
-                if attempt == RETRY_ATTEMPTS:
-                    raise
-                await asyncio.sleep(RETRY_WAIT)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
 
 class AsyncPostgresRecorder(AsyncAgentRecorder):
     """An ``AsyncAgentRecorder`` for PostgreSQL: the sync recorder's SQL, awaited.
@@ -113,7 +91,7 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             kwargs=dict(_connect_kwargs(sync.datastore)),
-            connection_class=AsyncConnection[DictRow],
+            connection_class=with_deadline(sync.read_timeout)[1],
             min_size=sync_pool.min_size,
             max_size=sync_pool.max_size,
             timeout=sync_pool.timeout,
@@ -177,7 +155,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             sync.notify_after_commit()
         return ids
 
-    @_retry
     async def insert_snapshot(
         self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
     ) -> bool:
@@ -191,7 +168,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
 
     # -- reading --------------------------------------------------------------------
 
-    @_retry
     async def select_for_load(
         self,
         originator_id: UUID,
@@ -226,7 +202,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
-    @_retry
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
@@ -238,7 +213,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             row = await curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
-    @_retry
     async def select_page(
         self,
         originator_id: UUID,
@@ -257,7 +231,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             await curs.execute(statement, params, prepare=True)
             return stored_events(originator_id, await curs.fetchall())
 
-    @_retry
     async def max_version(self, originator_id: UUID) -> int | None:
         async with self._connection() as conn, conn.cursor() as curs:
             await curs.execute(self.sync._sql_max_version, (originator_id,), prepare=True)
@@ -265,7 +238,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
-    @_retry
     async def save_committed(self, save_id: UUID) -> bool:
         async with self._connection() as conn, conn.cursor() as curs:
             await curs.execute(self.sync._sql_save_committed, (save_id,), prepare=True)
