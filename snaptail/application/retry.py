@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,8 +45,15 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True if ``exc`` is a connection-level failure another try may not meet."""
-    return isinstance(exc, RETRYABLE) and not isinstance(exc, IntegrityError)
+    """True if ``exc`` is a connection-level failure another try may not meet: the
+    recorders' (translated) errors, and a driver's own on connections snaptail opens
+    beside them (a projection's view, a LISTEN connection; SQLite's "locked")."""
+    if isinstance(exc, RETRYABLE):
+        return not isinstance(exc, IntegrityError)
+    psycopg: Any = sys.modules.get("psycopg")  # optional: only if it is in use
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 @dataclass(frozen=True)

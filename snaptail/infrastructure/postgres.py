@@ -58,6 +58,7 @@ from snaptail.infrastructure.subscription import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_POLL_INTERVAL,
     CommitSignal,
+    EventsWaiter,
     PagedSubscription,
 )
 from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
@@ -413,6 +414,18 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             )
         conn.execute(statement)
         return True
+
+    def max_notification_id(self) -> int | None:
+        """The newest notification id (``eventsourcing``'s query, without its own
+        retries: callers follow snaptail's retry policy)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.max_notification_id_statement)
+            row = curs.fetchone()
+        return None if row is None else row["max"]
+
+    def new_events_waiter(self) -> EventsWaiter:
+        """LISTENs on the events table's channel (saves NOTIFY it after they commit)."""
+        return PostgresWaiter(plain_connect_kwargs(self.datastore), self.channel_name)
 
     def close(self) -> None:
         """Close the connection pool (and the notifier's connection)."""
@@ -914,6 +927,34 @@ class PostgresSubscription(PagedSubscription):
             super().__exit__(*args, **kwargs)
         finally:
             self._thread.join()
+
+
+class PostgresWaiter(EventsWaiter):
+    """Woken by the NOTIFY of a committed save, on a LISTEN connection of its own."""
+
+    def __init__(self, connect_kwargs: Mapping[str, Any], channel: str) -> None:
+        self._kwargs, self._channel = dict(connect_kwargs), channel
+        self._conn = self._listen()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(autocommit=True, **self._kwargs)
+        conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
+        return conn
+
+    @property
+    def broken(self) -> bool:  # type: ignore[override]
+        return bool(self._conn.broken or self._conn.closed)
+
+    def reconnect(self) -> None:
+        self._conn.close()
+        self._conn = self._listen()
+
+    def wait(self, mark: int, timeout: float) -> None:
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 
+from snaptail.infrastructure.subscription import EventsWaiter
+
 
 class Position(NamedTuple):
     """Where a reader of the event log stands: (transaction id, notification id).
@@ -218,3 +220,24 @@ class AgentRecorder(ApplicationRecorder):
     @abstractmethod
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
         """Agent ids that have snapshots or events, in id order, paged."""
+
+    @abstractmethod
+    def select_after(
+        self,
+        position: Position,
+        limit: int,
+        *,
+        topics: Sequence[str] = (),
+        partition: Partition | None = None,
+    ) -> list[PositionedNotification]:
+        """Up to ``limit`` events after ``position``, in position order (of the
+        ``partition``'s agents only, if given): what a projection worker reads. Never
+        returns an event a later read could find before one it returned."""
+
+    @abstractmethod
+    def ensure_partition_index(self, count: int) -> bool:
+        """Prepare reads of ``count`` partitions (True if something was built now)."""
+
+    @abstractmethod
+    def new_events_waiter(self) -> EventsWaiter:
+        """What a reader waits on for new events (see ``EventsWaiter``)."""
