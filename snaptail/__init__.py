@@ -7,6 +7,7 @@ from snaptail.application.cache import AgentCache
 from snaptail.application.retry import RetryPolicy
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
+from snaptail.domain.topics import register_topic
 from snaptail.errors import (
     AgentBroken,
     AgentLimitExceeded,
@@ -15,6 +16,7 @@ from snaptail.errors import (
     DamagedLog,
     DatabaseUnreachable,
     EventTooLarge,
+    InvalidAgentType,
     InvalidCommand,
     InvalidEventPayload,
     LockTimeout,
@@ -22,6 +24,7 @@ from snaptail.errors import (
     SaveOutcomeUnknown,
     SnaptailError,
     UndeclaredState,
+    UnknownTopic,
 )
 from snaptail.snapshots import (
     AnyOf,
@@ -50,6 +53,7 @@ __all__ = [
     "EventTooLarge",
     "EveryNBytes",
     "EveryNEvents",
+    "InvalidAgentType",
     "InvalidCommand",
     "InvalidEventPayload",
     "LoadSlowerThan",
@@ -64,5 +68,7 @@ __all__ = [
     "SnaptailError",
     "TokenUsage",
     "UndeclaredState",
+    "UnknownTopic",
     "event",
+    "register_topic",
 ]

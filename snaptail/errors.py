@@ -246,3 +246,33 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
             f" could not be asked since; do not apply the command again: check"
             f" store.save_committed({str(save_id)!r}) once the database is reachable"
         )
+
+
+class UnknownTopic(DamagedLog):
+    """A stored row names a type (``topic``) that is not an agent or event class this
+    process defined or registered (``snaptail.register_topic``). Nothing was imported:
+    a stored topic never makes a reader import a module. Either the class was moved
+    or renamed (register its old topic) or the row is damaged."""
+
+    def __init__(self, agent_id: UUID, version: int, topic: str, what: str = "event") -> None:
+        self.agent_id, self.version, self.topic, self.what = agent_id, version, topic, what
+        SnaptailError.__init__(
+            self,
+            f"agent {agent_id}: the stored {what} at version {version} names the type"
+            f" {topic!r}, which is not an agent or event class this process has defined or"
+            " registered; nothing was imported. If a module this program does not import"
+            " defines it, import that module first (for the snaptail CLI or a worker,"
+            " name it in SNAPTAIL_AGENT_MODULES); if the class was moved or renamed, call"
+            f" snaptail.register_topic({topic!r}, TheClass) at start-up; otherwise the row"
+            " is damaged: restore it from a backup",
+        )
+
+
+class InvalidAgentType(SnaptailError, TypeError):
+    """An agent type that snaptail cannot store faithfully: refused when it is defined
+    (a state default of another type than its field's) or at its first save (a class
+    defined in the script being run, ``__main__``)."""
+
+    def __init__(self, agent_type: str, detail: str) -> None:
+        self.agent_type = agent_type
+        super().__init__(f"agent type {agent_type}: {detail}")

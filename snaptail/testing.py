@@ -43,7 +43,6 @@ from hypothesis import strategies as st
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.compare import agent_differences, describe
-from snaptail.domain.schema import snapshot_settings
 from snaptail.errors import AgentLimitExceeded, InvalidCommand
 from snaptail.snapshots import (
     EveryNBytes,
@@ -53,6 +52,7 @@ from snaptail.snapshots import (
     SnapshotPolicy,
     decode_state,
     encode_state,
+    fingerprint_settings,
     state_fingerprint,
 )
 from snaptail.snapshots.codec import SnapshotEncodeError
@@ -153,10 +153,78 @@ def check_agent_type(
         rnd: random.Random,
     ) -> None:
         limits = tiny_limits if tiny else {}
-        with limited(agent_type, limits), _store(store_url, policy, keep) as store:
-            check_history(store, make(), steps, rnd)
+        with _store(store_url, policy, keep) as store:
+            with limited(agent_type, limits):
+                agent = make()
+                check_history(store, agent, steps, rnd)
+            # The same log loaded with every class attribute the fingerprint does not
+            # cover changed (those it covers as written): the fingerprint is the same,
+            # the snapshots are trusted, and they must still be the replay. If one of
+            # those attributes shapes state (a handler reads it, unseen, or it is
+            # listed in snapshot_ignore by mistake), they are not.
+            covered = set(fingerprint_settings(agent_type))
+            if tiny:
+                other = {k: v for k, v in tiny_limits.items() if k in covered}
+            else:
+                other = {
+                    k: v
+                    for k, v in changed_settings(agent_type, tiny_limits).items()
+                    if k not in covered
+                }
+            with limited(agent_type, other):
+                check_loads(store, agent.id)
 
     snapshots_are_exact()
+
+
+# Class attributes never changed by changed_settings: versions and the memory budget.
+_KEPT = frozenset({"class_version", "snapshot_version", "memory_budget"})
+
+
+def changed_settings(
+    agent_type: type[Agent], tiny_limits: Mapping[str, object]
+) -> dict[str, object]:
+    """``tiny_limits``, and every other public int or bool class attribute of
+    ``agent_type`` changed (an int to 2 or less, a bool flipped): the settings under
+    which :func:`check_agent_type` loads again a log written under the usual ones,
+    so that a setting the handlers read and the fingerprint misses is caught whether
+    or not it is listed anywhere."""
+    changed: dict[str, object] = dict(tiny_limits)
+    for name in dir(agent_type):
+        if name.startswith("_") or name in changed or name in _KEPT:
+            continue
+        owner = next((k for k in agent_type.__mro__ if name in vars(k)), None)
+        if owner is None or not issubclass(owner, Agent):  # eventsourcing's own
+            continue
+        value = getattr(agent_type, name, None)
+        if isinstance(value, bool):
+            changed[name] = not value
+        elif type(value) is int:
+            changed[name] = min(value - 1, 2) if value > 1 else value + 1
+    return changed
+
+
+def check_loads(store: AgentStore, agent_id: Any) -> None:
+    """``store.get`` equals a full replay at the head and at every snapshot version
+    (under the class attributes in force now; a version whose replay raises under them
+    is skipped: there is nothing to compare). Failures read ``... after its settings
+    changed ...``: a class attribute the fingerprint does not cover shapes state."""
+    head = store.event_count(agent_id)
+    versions = {head}
+    versions.update(i.originator_version for i in store.recorder.select_snapshot_infos(agent_id))
+    for version in sorted(versions):
+        try:
+            replayed = store.replay(agent_id, version=version)
+        except Exception:  # the handlers refuse these settings: nothing to compare
+            continue
+        loaded = store.get(agent_id, version=version)
+        stats = store.load_stats(loaded)
+        origin = (
+            f"after its settings changed, snapshot at version {stats.snapshot_version} + tail"
+            if stats and stats.snapshot_version
+            else "after its settings changed, a load without snapshot"
+        )
+        assert_same(loaded, replayed, version, origin)
 
 
 @contextlib.contextmanager
@@ -263,7 +331,7 @@ def check_fingerprint(agent_type: type[Agent]) -> None:
     )
     bumped = _stand_in(agent_type, state, snapshot_version=agent_type.snapshot_version + 1)
     assert state_fingerprint(bumped) != same, "bumping snapshot_version keeps the fingerprint"
-    for name, value in snapshot_settings(agent_type).items():
+    for name, value in _attribute_settings(agent_type).items():
         other = _other_value(value)
         if other is not _ABSENT:
             changed = _stand_in(agent_type, state, **{name: other})
@@ -316,12 +384,24 @@ def _stand_in(agent_type: type[Agent], state: type[Any], **overrides: Any) -> An
     }
     namespace.update(
         State=state,
-        snapshot_settings=tuple(snapshot_settings(agent_type)),
+        snapshot_settings=tuple(_attribute_settings(agent_type)),
         __module__=agent_type.__module__,
         __qualname__=agent_type.__qualname__,
     )
+    init = next((vars(k)["__init__"] for k in agent_type.__mro__ if "__init__" in vars(k)), None)
+    if init is not None:  # read for what it reads (it applies the created event)
+        namespace["__init__"] = init
     namespace.update(overrides)
     return type(agent_type.__name__, (), namespace)
+
+
+def _attribute_settings(agent_type: type[Agent]) -> dict[str, object]:
+    """The settings of ``agent_type`` that are its class attributes (not globals)."""
+    return {
+        name: value
+        for name, value in fingerprint_settings(agent_type).items()
+        if hasattr(agent_type, name) and "." not in name
+    }
 
 
 def _other_value(value: object) -> object:

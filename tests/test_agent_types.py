@@ -10,6 +10,7 @@ import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from snaptail import (
     AgentBroken,
     AgentState,
     AgentStore,
+    InvalidAgentType,
     InvalidEventPayload,
     SnaptailError,
     TokenUsage,
@@ -356,3 +358,49 @@ def test_snapshot_settings_must_name_class_attributes() -> None:
 
         class Misspelt(Agent):  # refused when defined
             snapshot_settings = ("max_tickets",)
+
+
+# -- issue 18, item 3: a default of another type than its field's ---------------------
+
+
+@dataclass
+class SlippedState(AgentState):
+    score: float = 0  # type: ignore[assignment]  # an int where a float is declared
+
+
+@dataclass
+class Inner:
+    ratio: float = 1.0
+    when: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class NestedSlip(AgentState):
+    inner: Inner = field(default_factory=lambda: Inner(ratio=1))  # type: ignore[arg-type]
+
+
+@dataclass
+class ExactState(AgentState):
+    score: float = 0.0
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_a_default_of_another_type_is_refused_when_the_class_is_defined() -> None:
+    with pytest.raises(InvalidAgentType) as caught:
+
+        class Slipped(Agent):
+            State = SlippedState
+
+    message = str(caught.value)
+    assert isinstance(caught.value, SnaptailError) and isinstance(caught.value, TypeError)
+    assert "Slipped" in message and "State.score" in message
+    assert "float" in message and "int" in message and "score: float = 0.0" in message
+    with pytest.raises(InvalidAgentType, match=r"State\.inner\.ratio"):
+
+        class Nested(Agent):
+            State = NestedSlip
+
+    class Exact(Agent):  # defaults of their declared types are accepted
+        State = ExactState
+
+    assert Exact("x").state.score == 0.0  # type: ignore[attr-defined]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import types
 import typing
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +135,48 @@ def test_mapper_round_trips_event(event_class: type[Any], data: st.DataObject) -
     assert again == event
     for name, value in vars(event).items():
         assert type(getattr(again, name)) is type(value), name
+
+
+# -- issue 18, item 2: an agent type defined in the script being run ------------------
+
+MAIN_SCRIPT = """
+import sqlite3, sys
+from snaptail import Agent, AgentStore, InvalidAgentType, SnaptailError
+
+class Ticketing(Agent):
+    pass
+
+url = "sqlite:///" + sys.argv[1]
+with AgentStore(url) as store:
+    agent = Ticketing("script")
+    agent.add_input("user", "hello")
+    try:
+        store.save(agent)
+    except InvalidAgentType as exc:
+        assert isinstance(exc, SnaptailError)
+        print("REFUSED:", exc)
+    else:
+        print("SAVED")
+rows = sqlite3.connect(sys.argv[1]).execute("SELECT topic FROM stored_events").fetchall()
+print("ROWS:", rows)
+"""
+
+
+def test_an_agent_type_defined_in_main_is_refused_at_the_first_save(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(MAIN_SCRIPT)
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "main.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SAVED" not in done.stdout
+    assert "REFUSED: agent type Ticketing" in done.stdout, done.stdout
+    assert "__main__" in done.stdout and "module" in done.stdout  # why, and what to do
+    assert "Nothing was saved" in done.stdout
+    assert "ROWS: []" in done.stdout  # never stored as __main__:...

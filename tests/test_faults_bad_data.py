@@ -7,15 +7,31 @@ operator would, on both backends.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass
-from uuid import UUID
+from pathlib import Path
+from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
-from snaptail import Agent, AgentState, AgentStore, EveryNEvents, Never, event
+from snaptail import (
+    Agent,
+    AgentState,
+    AgentStore,
+    DamagedLog,
+    EveryNEvents,
+    Never,
+    UnknownTopic,
+    event,
+    register_topic,
+)
 from snaptail.cli import app
+from snaptail.domain.compare import agent_differences
 from tests.snapshot_sql import execute, set_snapshot_column, snapshot_row
 
 # Removed as the faults are fixed (issue 11).
@@ -218,3 +234,205 @@ def test_inspect_never_says_healthy_when_a_snapshot_was_distrusted(database_url:
     assert result.exit_code == 0, result.output
     assert "healthy" not in result.output
     assert "30" in result.output and "checksum" in result.output
+
+
+# -- issue 18, items 6 and 7: a stored topic never makes a reader import anything -----
+
+SIDE_EFFECT_MODULE = "snaptail_test_side_effect"
+
+
+@pytest.fixture
+def side_effect_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A module beside the reader whose import writes a marker file (and prints)."""
+    marker = tmp_path / "imported.marker"
+    (tmp_path / f"{SIDE_EFFECT_MODULE}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nprint('SIDE EFFECT RAN')\nclass Thing:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, SIDE_EFFECT_MODULE, raising=False)
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    return marker
+
+
+def _nothing_imported(marker: Path, output: str) -> None:
+    assert not marker.exists(), "a stored topic made a reader import a module"
+    assert SIDE_EFFECT_MODULE not in sys.modules
+    assert "this" not in sys.modules
+    assert "Beautiful is better" not in output and "SIDE EFFECT RAN" not in output
+
+
+def set_event_state(url: str, agent_id: UUID, version: int, state: bytes) -> None:
+    execute(
+        url,
+        "UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
+        (state, _key(url, agent_id), version),
+    )
+
+
+def event_state(url: str, agent_id: UUID, version: int) -> bytes:
+    rows = execute(
+        url,
+        "SELECT state FROM stored_events WHERE originator_id=? AND originator_version=?",
+        (_key(url, agent_id), version),
+    )
+    return bytes(rows[0][0])
+
+
+@pytest.mark.parametrize("topic", ["this:Zen", f"{SIDE_EFFECT_MODULE}:Thing"])
+def test_an_unknown_event_topic_is_refused_without_importing_it(
+    database_url: str,
+    topic: str,
+    side_effect_module: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    agent = written(database_url, snapshot_every=3)
+    set_topic(database_url, agent.id, 8, topic)  # after the snapshot at 6: the tail
+    execute(
+        database_url,
+        "DELETE FROM snaptail_snapshots WHERE originator_id=? AND originator_version>6",
+        (_key(database_url, agent.id),),
+    )
+    with AgentStore(database_url) as store:
+        for action in (
+            lambda: store.get(agent.id),
+            lambda: store.replay(agent.id),
+            lambda: list(store.history(agent.id)),
+            lambda: list(store.history(agent.id, reverse=True)),
+        ):
+            with pytest.raises(UnknownTopic) as caught:
+                action()
+            assert isinstance(caught.value, DamagedLog)
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 8" in message and topic in message
+            assert "register_topic" in message
+    for args in (["inspect", str(agent.id)], ["snapshots", "verify"]):
+        result = runner.invoke(app, [*args, "--db", database_url])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert str(agent.id) in result.output
+        assert "version 8" in result.output, result.output
+        _nothing_imported(side_effect_module, result.output)
+    _nothing_imported(side_effect_module, capfd.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "this:Zen",
+        f"{SIDE_EFFECT_MODULE}:Thing",
+        "snaptail.domain.memory:MIB",  # imported already, but an int, not an agent type
+        "snaptail.domain.agent:Agent.InputItemAdded",  # an event class, not an agent type
+        "no_such_module:Gone",
+    ],
+)
+def test_a_bad_snapshot_topic_is_untrusted_and_the_load_replays(
+    database_url: str,
+    topic: str,
+    side_effect_module: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    agent = written(database_url, snapshot_every=3)
+    set_snapshot_column(database_url, agent.id, 9, "topic", topic)
+    result = runner.invoke(app, ["snapshots", "verify", "--db", database_url])
+    assert "Traceback" not in result.output
+    assert "1 untrusted" in result.output, result.output  # the snapshot, not the log
+    assert "cannot be loaded" not in result.output
+    with AgentStore(database_url) as store:
+        loaded = store.get(agent.id)  # passes the snapshot over (and replaces it)
+        assert store.load_stats(loaded).untrusted  # type: ignore[union-attr]
+        assert not agent_differences(loaded, store.replay(agent.id))
+    _nothing_imported(side_effect_module, result.output + capfd.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    "topic", ["this:Zen", "snaptail.domain.memory:MIB", "snaptail.domain.agent:Agent.Created"]
+)
+def test_a_forged_originator_topic_is_a_clear_error(
+    database_url: str,
+    topic: str,
+    side_effect_module: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    agent = written(database_url)
+    created = msgspec.msgpack.decode(event_state(database_url, agent.id, 1))
+    created["originator_topic"] = topic
+    set_event_state(database_url, agent.id, 1, msgspec.msgpack.encode(created))
+    with AgentStore(database_url) as store:
+        for load in (store.get, store.replay):
+            with pytest.raises(UnknownTopic) as caught:
+                load(agent.id)
+            assert str(agent.id) in str(caught.value) and "version 1" in str(caught.value)
+    _nothing_imported(side_effect_module, capfd.readouterr().out)
+
+
+class MovedAgent(Agent):
+    """Stands for a class whose events were stored under an older name."""
+
+
+def test_register_topic_reads_rows_of_a_moved_class(database_url: str) -> None:
+    with AgentStore(database_url) as store:
+        agent = MovedAgent("moved")
+        agent.add_input("user", "hello")
+        store.save(agent)
+    old = f"old_home_{uuid4().hex}.agents:OldAgent"  # registrations last for the process
+    execute(
+        database_url,
+        "UPDATE stored_events SET topic=replace(topic, ?, ?) WHERE originator_id=?",
+        (f"{__name__}:MovedAgent", old, _key(database_url, agent.id)),
+    )
+    created = msgspec.msgpack.decode(event_state(database_url, agent.id, 1))
+    created["originator_topic"] = old
+    set_event_state(database_url, agent.id, 1, msgspec.msgpack.encode(created))
+    with AgentStore(database_url) as store:
+        with pytest.raises(UnknownTopic, match=old):
+            store.get(agent.id)
+        register_topic(old, MovedAgent)  # and its event classes, under the old name
+        loaded = store.get(agent.id)
+        assert type(loaded) is MovedAgent and loaded.version == 2
+    with pytest.raises(TypeError, match="not an agent type"):
+        register_topic("x:Y", int)
+    with pytest.raises(ValueError, match="already registered"):
+        register_topic(old, Agent)
+
+
+WRITER = """
+import sys
+from snaptail import AgentStore
+from snaptail_test_operator_agents import OperatorAgent
+with AgentStore(sys.argv[1]) as store:
+    agent = OperatorAgent("operated")
+    agent.add_input("user", "hello")
+    store.save(agent)
+print(agent.id)
+"""
+
+
+def test_a_reader_imports_only_the_modules_the_operator_names(tmp_path: Path) -> None:
+    (tmp_path / "snaptail_test_operator_agents.py").write_text(
+        "from snaptail import Agent\n\n\nclass OperatorAgent(Agent):\n    pass\n"
+    )
+    url = f"sqlite:///{tmp_path / 'operated.db'}"
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}"}
+    env.pop("SNAPTAIL_AGENT_MODULES", None)
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, **extra, "COLUMNS": "250"},
+            check=False,
+        )
+
+    written_by = run("-c", WRITER, url)
+    assert written_by.returncode == 0, written_by.stderr
+    agent_id = written_by.stdout.strip()
+    verify = ("-m", "snaptail.cli", "snapshots", "verify", "--db", url)
+    unknown = run(*verify)
+    assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+    assert agent_id in unknown.stdout and "SNAPTAIL_AGENT_MODULES" in unknown.stdout
+    named = run(*verify, SNAPTAIL_AGENT_MODULES="snaptail_test_operator_agents")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "without snapshot" in named.stdout and "cannot be loaded" not in named.stdout

@@ -4,12 +4,20 @@ seen at the next call, and a value changed back gives the fingerprint back."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 import pytest
+from hypothesis import Phase, settings
+from hypothesis import strategies as st
 
-from snaptail import Agent
+from snaptail import Agent, AgentState, AgentStore, event
 from snaptail.snapshots import state_fingerprint
+from snaptail.snapshots.fingerprint import fingerprint_settings
+from snaptail.testing import check_agent_type
 
 
 class Tunable(Agent):
@@ -99,3 +107,116 @@ def test_a_change_of_state_or_versions_at_run_time_is_seen_at_the_next_call() ->
         for name in ("class_version", "snapshot_version"):
             if name in vars(Tunable):
                 delattr(Tunable, name)
+
+
+# -- issue 18, item 1: what the handlers read is covered, found from the handlers -----
+
+KEEP_NOTES = 20  # a module-level limit a handler reads
+
+
+@dataclass
+class TicketState(AgentState):
+    tickets: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class Tickets(Agent):
+    """Keeps the newest ``max_tickets`` tickets and ``KEEP_NOTES`` notes; neither is
+    listed in ``snapshot_settings``."""
+
+    State = TicketState
+    max_tickets = 20
+    audit_label = "audit"  # read by a handler, for a log line only
+
+    @event("TicketAdded")
+    def add_ticket(self, ticket: str) -> None:
+        tickets = self.state.tickets  # type: ignore[attr-defined]
+        tickets.append(ticket)
+        del tickets[: -self.max_tickets]
+
+    @event("NoteAdded")
+    def add_note(self, note: str) -> None:
+        notes = self.state.notes  # type: ignore[attr-defined]
+        notes.append(note)
+        del notes[:-KEEP_NOTES]
+        logging.getLogger(__name__).debug("%s: note added", self.audit_label)
+
+
+class QuietTickets(Tickets):
+    snapshot_ignore = ("audit_label",)  # the log line's label does not shape state
+
+
+class WronglyIgnored(Tickets):
+    snapshot_ignore = ("max_tickets",)  # a mistake check_agent_type must catch
+
+
+def _written(url: str, agent_type: type[Tickets], command: str) -> Tickets:
+    with AgentStore(url, snapshot_every=5) as store:
+        agent = agent_type("tickets")
+        for i in range(30):
+            getattr(agent, command)(f"{command} {i}")
+            store.save(agent)
+        store.snapshot(agent.id)  # at the head: a load applies no tail
+    return agent
+
+
+def test_a_class_attribute_the_handlers_read_is_covered(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _written(sqlite_url, Tickets, "add_ticket")
+    first = state_fingerprint(Tickets)
+    monkeypatch.setattr(Tickets, "max_tickets", 3)
+    assert state_fingerprint(Tickets) != first
+    with AgentStore(sqlite_url) as store:
+        loaded, replayed = store.get(agent.id), store.replay(agent.id)
+        assert loaded.state.tickets == replayed.state.tickets == [  # type: ignore[attr-defined]
+            "add_ticket 27",
+            "add_ticket 28",
+            "add_ticket 29",
+        ]
+        assert store.load_stats(loaded).untrusted  # type: ignore[union-attr]
+    assert "max_tickets" in fingerprint_settings(Tickets)
+
+
+def test_a_module_global_the_handlers_read_is_covered(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _written(sqlite_url, Tickets, "add_note")
+    first = state_fingerprint(Tickets)
+    monkeypatch.setattr(sys.modules[__name__], "KEEP_NOTES", 3)
+    assert state_fingerprint(Tickets) != first
+    with AgentStore(sqlite_url) as store:
+        loaded, replayed = store.get(agent.id), store.replay(agent.id)
+        assert loaded.state.notes == replayed.state.notes  # type: ignore[attr-defined]
+        assert len(loaded.state.notes) == 3  # type: ignore[attr-defined]
+    assert f"{__name__}.KEEP_NOTES" in fingerprint_settings(Tickets)
+
+
+def test_snapshot_ignore_leaves_a_name_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    quiet, loud = state_fingerprint(QuietTickets), state_fingerprint(Tickets)
+    monkeypatch.setattr(Tickets, "audit_label", "other")
+    assert state_fingerprint(Tickets) != loud  # read by a handler: covered
+    assert state_fingerprint(QuietTickets) == quiet  # listed in snapshot_ignore
+    assert "audit_label" not in fingerprint_settings(QuietTickets)
+    # Limits only commands check stay out without being listed.
+    assert "max_labels" not in fingerprint_settings(Agent)
+    assert "max_event_bytes" not in fingerprint_settings(Agent)
+
+
+def _ticket_commands() -> st.SearchStrategy[Callable[[Tickets], object]]:
+    return st.sampled_from(
+        [
+            lambda a: a.add_ticket("t"),
+            lambda a: a.add_note("n"),
+            lambda a: a.add_input("user", "hi"),
+        ]
+    )
+
+
+def test_check_agent_type_catches_a_setting_the_fingerprint_misses() -> None:
+    quick = settings(derandomize=True, database=None, phases=[Phase.generate])  # no shrinking
+    check_agent_type(Tickets, _ticket_commands(), max_examples=4, hypothesis_settings=quick)
+    with pytest.raises(AssertionError, match="tickets"):
+        check_agent_type(
+            WronglyIgnored, _ticket_commands(), max_examples=6, hypothesis_settings=quick
+        )

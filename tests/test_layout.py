@@ -33,10 +33,12 @@ RANKS = {
     "snaptail.metrics": 4,  # the public name of snaptail.application.metrics
     "snaptail": 4,  # __init__: the public names
     "snaptail.cli": 5,
+    "snaptail.ui": 5,  # the web console: imported by the cli only inside `snaptail ui`
 }
 # (importer, imported): same rank, but the dependency must not exist.
 EXCLUDED = {("snaptail.infrastructure", "snaptail.application")}
 UI_LIBRARIES = {"typer", "rich"}
+WEB_LIBRARIES = {"starlette", "jinja2", "uvicorn"}
 
 
 def module_name(path: Path) -> str:
@@ -168,6 +170,17 @@ def test_only_the_cli_imports_typer_or_rich() -> None:
         if area(name) != "snaptail.cli"
         for target, _, line in imports(name)
         if target.split(".")[0] in UI_LIBRARIES
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_console_imports_web_libraries() -> None:
+    wrong = [
+        f"{name}:{line} imports {target}"
+        for name in MODULES
+        if area(name) != "snaptail.ui"
+        for target, _, line in imports(name)
+        if target.split(".")[0] in WEB_LIBRARIES
     ]
     assert not wrong, "\n".join(wrong)
 

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 
 from examples.chat_agent import ChatPlatformAgent
-from snaptail import Agent, AgentStore, Participant
+from snaptail import Agent, AgentStore, Never, Participant
 from snaptail.domain.memory import deep_sizeof, format_bytes, measure_agent, parse_size
 from snaptail.domain.recent import RecentEvents
 from snaptail.workload import Workload
@@ -178,3 +179,42 @@ def test_measuring_does_not_change_the_agent() -> None:
     before = (agent.version, list(agent.pending_events), agent.state)
     measure_agent(agent)
     assert (agent.version, list(agent.pending_events), agent.state) == before
+
+
+# -- issue 18, item 11: the same state measures the same bytes, however it was built --
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_the_same_state_measures_the_same_however_it_was_loaded(
+    sqlite_url: str, seed: int
+) -> None:
+    with AgentStore(sqlite_url, policy=Never(), recent_events=50) as store:
+        agent = ChatPlatformAgent("canonical") if seed == 6 else Agent("canonical")
+        Workload(seed=seed).drive(agent, events=500, save=store.save, batch=50)
+        replayed = store.get(agent.id)  # no snapshot: every event applied
+        store.snapshot(agent.id)
+        from_snapshot = store.get(agent.id)
+        assert store.load_stats(from_snapshot).snapshot_version == agent.version  # type: ignore[union-attr]
+        assert store.load_stats(replayed).snapshot_version == 0  # type: ignore[union-attr]
+    live = agent.memory_usage()
+    assert from_snapshot.memory_usage() == replayed.memory_usage()
+    assert live.parts["window"] == replayed.memory_usage().parts["window"]
+
+
+def test_sizes_do_not_depend_on_sharing_spare_capacity_or_cached_encodings() -> None:
+    text = "é" * 100  # not ASCII: encoding it to UTF-8 caches a copy inside the string
+    fresh = "".join(["é"] * 100)
+    text.encode("utf-8")
+    msgspec.msgpack.encode(text)
+    assert deep_sizeof([text]) == deep_sizeof([fresh])
+    grown: list[str] = []
+    for i in range(10):
+        grown.append(f"item {i}")
+    assert deep_sizeof(grown) == deep_sizeof([f"item {i}" for i in range(10)])
+    emptied = {f"k{i}": i for i in range(100)}
+    emptied.clear()
+    assert deep_sizeof(emptied) == deep_sizeof({})
+    role = "assistant"
+    shared = [[role, 1], [role, 2]]
+    copies = [["".join(["assis", "tant"]), 1], ["".join(["assi", "stant"]), 2]]
+    assert deep_sizeof(shared) == deep_sizeof(copies)

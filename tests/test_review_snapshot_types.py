@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from snaptail import Agent, AgentState, AgentStore, event
+from snaptail import Agent, AgentState, AgentStore, InvalidAgentType, event
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.snapshots import encode_state
 from snaptail.snapshots.codec import SnapshotEncodeError
@@ -113,12 +113,20 @@ class IntDefaultState(AgentState):
 
 
 class IntDefault(Agent):
-    State = IntDefaultState
+    """Given IntDefaultState after its definition (which refuses it: issue 18), so
+    that the snapshot encoder's own check is still exercised."""
+
+
+IntDefault.State = IntDefaultState
 
 
 def test_an_int_default_in_a_float_field_is_named() -> None:
     with pytest.raises(SnapshotEncodeError, match=r"state\.score: snapshot gives float 0\.0"):
         encode_state(IntDefault(name="slip"))
+    with pytest.raises(InvalidAgentType, match=r"State\.score defaults to 0 \(int\)"):
+
+        class Refused(Agent):  # refused when defined
+            State = IntDefaultState
 
 
 @dataclass

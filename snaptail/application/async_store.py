@@ -41,6 +41,8 @@ class AsyncAgentStore(StoreBase):
     def __init__(self, url: str | None = None, **settings: Any) -> None:
         self.url = resolve_url(url)
         self._engine, self._options = Engine.split(settings)
+        self._engine.enforces_budgets = self.enforces_budgets
+        self._engine.repairs_snapshots = self.repairs_snapshots
         self._recorder: AsyncAgentRecorder | None = None
         self._opening = asyncio.Lock()
 

@@ -159,6 +159,11 @@ class Engine:
         self.slow_load_ms = slow_load_ms
         self.retry = retry or RetryPolicy()
         self.books = AgentBooks()
+        # Switched off by stores for looking (inspection, the console): a load then
+        # keeps no memory budget (it measures), and writes no fresh snapshot over an
+        # untrusted one (it logs).
+        self.enforces_budgets = True
+        self.repairs_snapshots = True
         if metrics:
             from snaptail.application import metrics as prometheus
 
@@ -476,8 +481,17 @@ class Engine:
             yield from require_head(agent_id, agent.version)
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
-            yield from self._replace_untrusted(agent, untrusted)
-        if self.memory_budget is not None or type(agent).memory_budget is not None:
+            if self.repairs_snapshots:
+                yield from self._replace_untrusted(agent, untrusted)
+            else:
+                logger.info(
+                    "read-only load passed over untrusted snapshot(s): agent=%s %s",
+                    agent.id,
+                    "; ".join(f"version {v}: {why}" for v, why, _ in untrusted),
+                )
+        if self.enforces_budgets and (
+            self.memory_budget is not None or type(agent).memory_budget is not None
+        ):
             yield from self._memory(agent, can_shed=version is None, saving=False)
         else:
             observe_memory(agent)

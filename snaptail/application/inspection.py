@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from eventsourcing.utils import resolve_topic
-
 from snaptail.application.budget import resolve_budget
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
 from snaptail.domain.schema import event_name
+from snaptail.domain.topics import agent_class_of
 from snaptail.errors import AgentNotFound
 from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.snapshots import SinceSnapshot, state_fingerprint
@@ -24,8 +23,7 @@ class InspectionStore(AgentStore):
     """An AgentStore that loads agents without enforcing memory budgets, so that an
     agent over its budget can be looked at (and reported) rather than refused."""
 
-    def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
-        return None
+    enforces_budgets = False
 
 
 @dataclass(frozen=True)
@@ -151,8 +149,9 @@ def _unloadable(
     agent_type, fingerprint = "?", None
     if snapshot is not None:
         agent_type = snapshot.topic.replace(":", ".")
+        agent_class = agent_class_of(snapshot.topic)  # imports nothing
         try:
-            fingerprint = state_fingerprint(resolve_topic(snapshot.topic))
+            fingerprint = None if agent_class is None else state_fingerprint(agent_class)
         except Exception:
             fingerprint = None
     return Inspection(

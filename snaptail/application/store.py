@@ -38,6 +38,9 @@ class StoreBase:
 
     _engine: Engine
     url: str
+    # Subclasses for looking set these False (see Engine.enforces_budgets).
+    enforces_budgets = True
+    repairs_snapshots = True
 
     @property
     def mapper(self) -> MsgspecMapper:
@@ -140,6 +143,8 @@ class AgentStore(StoreBase):
             metrics=metrics,
             retry=retry,
         )
+        self._engine.enforces_budgets = self.enforces_budgets
+        self._engine.repairs_snapshots = self.repairs_snapshots
         self.url = resolve_url(url)
         self._recorder: AgentRecorder = open_recorder(self.url, **options)
 

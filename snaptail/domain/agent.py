@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate, event
 
+from snaptail.domain.definition import check_state_defaults
 from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
 from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
@@ -43,8 +44,10 @@ class Agent(Aggregate):
     ``max_participants``, ``max_pending`` (bounds on those collections),
     ``max_event_bytes`` (encoded payload limit per event), ``snapshot_version``
     (bump it to invalidate every stored snapshot of this type), ``snapshot_settings``
-    (the names of the class attributes that shape derived state: part of the snapshot
-    fingerprint, see ``snaptail.snapshots.fingerprint``) and ``memory_budget``
+    and ``snapshot_ignore`` (names added to, or left out of, the settings that shape
+    derived state: the snapshot fingerprint covers every plain value the event
+    handlers read, found from their code; see ``snaptail.snapshots.fingerprint``) and
+    ``memory_budget``
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
     wins over the store's ``memory_budget``; None: the store's).
     """
@@ -108,6 +111,7 @@ class Agent(Aggregate):
             )
         super().__init_subclass__(**kwargs)
         snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
+        check_state_defaults(cls)  # a default of another type fails here, not at a snapshot
 
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:

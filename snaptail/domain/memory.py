@@ -1,22 +1,37 @@
 """How many bytes a loaded agent holds, counted deeply, and which part holds them.
 
 Method: walk the object graph from the agent (iteratively, no recursion limit) and
-add ``sys.getsizeof`` of every object reached, each counted once (de-duplicated by
-``id``). ``getsizeof`` includes an object's own header and inline storage (a dict's
-table, a list's pointer array, a string's characters) but not what it points to; the
-walk adds those. Not counted, because the agent does not own them:
+add the size of every object reached. Not counted, because the agent does not own
+them:
 
 * classes, functions, methods, modules and code (shared by every agent of a type);
 * the interpreter's shared singletons: ``None``, ``True``/``False``, ``Ellipsis``,
   ``NotImplemented``, the small ints -5..256, the empty string and one-character
   Latin-1 strings (by value: CPython caches them), the empty tuple, bytes and
-  frozenset.
+  frozenset;
+* snaptail's load bookkeeping (the ``_snaptail`` tracking record: a few hundred
+  bytes whatever the agent).
+
+Canonical: the same state measures the same bytes however it was built (decoded from
+a snapshot, replayed from events, built by commands in this process), so that an
+agent near its budget is judged alike on every load. So sizes are those of the
+values, not of the particular objects:
+
+* a list, dict or set counts what a fresh one with the same items takes (``[]``
+  grown by appends keeps spare capacity, a dict emptied by ``pop`` keeps its table,
+  an object's attribute dict may share its keys: none of that counts);
+* a string counts its characters and header, not the UTF-8 copy CPython caches in
+  a non-ASCII string once it is encoded;
+* equal strings and bytes count once per measurement, whether they are one shared
+  object (a replay's ``"assistant"`` in every item) or many equal ones (a decoded
+  snapshot's); an int or float counts wherever it is referred to (a replay's
+  version number may be one object in two places, a decoded snapshot's two); other
+  objects count once per object (de-duplicated by ``id``).
 
 Not counted either: allocator rounding and free lists, so the figure is what the
 agent's objects ask for, not what the process gives back when they go. Measured
-against ``tracemalloc`` (``tests/test_memory.py``): within 2% for an agent loaded by
-the store, within 20% for one built by commands in the same process; the documented
-(and tested) tolerance is 30%.
+against ``tracemalloc`` (``tests/test_memory.py``): the documented (and tested)
+tolerance is 30%.
 
 Everything else reachable is counted as the agent's: a state field that refers to a
 large object shared with the rest of the process (a config, a client) makes the agent
@@ -31,6 +46,7 @@ cache, then unsaved events, then the agent object itself.
 from __future__ import annotations
 
 import re
+import struct
 import sys
 from collections import deque
 from collections.abc import Mapping
@@ -136,8 +152,55 @@ def _kind(cls: type[Any]) -> tuple[int, tuple[str, ...]]:
     return kind
 
 
-def deep_sizeof(obj: Any, seen: set[int] | None = None) -> int:
-    """Bytes held by ``obj`` and everything it refers to, each object once.
+_POINTER = struct.calcsize("P")
+_LIST_BASE = sys.getsizeof([])
+_STR_HEADER = {  # the header of a compact non-ASCII string, by bytes per character
+    width: sys.getsizeof(char) - 2 * width
+    for width, char in ((1, "\xe9"), (2, "\u0101"), (4, "\U0001f600"))
+}
+# (kind, item count) -> bytes a fresh dict (str keys or not) or set of that many takes
+_fresh_sizes: dict[tuple[int, int], int] = {}
+_DICT_STR, _DICT_ANY, _SET, _DEQUE = range(4)
+
+
+def _fresh_size(kind: int, count: int) -> int:
+    """Bytes a dict (``_DICT_STR``: every key a str; ``_DICT_ANY``), set or deque of
+    ``count`` items built by inserting them one by one takes (cached per count)."""
+    key = (kind, count)
+    size = _fresh_sizes.get(key)
+    if size is None:
+        fresh: Any
+        if kind == _SET:
+            fresh = set()
+            for i in range(count):
+                fresh.add(i)
+        elif kind == _DEQUE:
+            fresh = deque(range(count))
+        else:
+            fresh = {}
+            for i in range(count):
+                fresh[f"k{i}" if kind == _DICT_STR else i] = None
+        size = _fresh_sizes[key] = sys.getsizeof(fresh)
+    return size
+
+
+def _dict_size(mapping: dict[Any, Any]) -> int:
+    kind = _DICT_STR if all(type(k) is str for k in mapping) else _DICT_ANY
+    return _fresh_size(kind, len(mapping))
+
+
+def _str_size(text: str) -> int:
+    """Bytes of ``text`` without the UTF-8 copy a non-ASCII string may cache."""
+    if text.isascii():
+        return sys.getsizeof(text)
+    top = ord(max(text))
+    width = 1 if top < 0x100 else 2 if top < 0x10000 else 4
+    return _STR_HEADER[width] + (len(text) + 1) * width
+
+
+def deep_sizeof(obj: Any, seen: set[Any] | None = None) -> int:
+    """Bytes held by ``obj`` and everything it refers to, measured canonically (see
+    the module's docstring): each object once, equal strings and bytes once.
 
     Pass the same ``seen`` set to several calls to count shared objects only in
     the first call that reaches them. An instance dict's keys are attribute names,
@@ -155,33 +218,52 @@ def deep_sizeof(obj: Any, seen: set[int] | None = None) -> int:
     add = seen.add
     while stack:
         item = pop()
+        cls = type(item)
+        if cls is str:  # the commonest object: no kind lookup; equal strings once
+            if (len(item) > 1 or (item and item >= "\u0100")) and item not in seen:
+                add(item)
+                total += _str_size(item)
+            continue
+        if cls is bytes:
+            if item and item not in seen:
+                add(item)
+                total += getsizeof(item)
+            continue
+        if cls is int or cls is float:  # by value, every time: shared or not
+            if cls is float or not -5 <= item <= 256:
+                total += getsizeof(item)
+            continue
         key = id(item)
         if key in seen or key in skip:
-            continue
-        cls = type(item)
-        if cls is str:  # the commonest object: no kind lookup
-            if len(item) > 1 or (item and item >= "\u0100"):
-                add(key)
-                total += getsizeof(item)
             continue
         kind = kinds.get(cls) or _kind(cls)
         code = kind[0]
         if code == _SKIP:
             continue
         add(key)
-        total += getsizeof(item)
         if code == _LEAF:
+            total += _str_size(item) if isinstance(item, str) else getsizeof(item)
             continue
         if code == _ITEMS:
+            if isinstance(item, list):
+                total += _LIST_BASE + len(item) * _POINTER
+            elif isinstance(item, set | frozenset):
+                total += _fresh_size(_SET, len(item)) if item else getsizeof(item)
+            elif isinstance(item, deque):
+                total += _fresh_size(_DEQUE, len(item))
+            else:
+                total += getsizeof(item)
             extend(item)
         elif code == _MAPPING:
+            total += _dict_size(item) if isinstance(item, dict) else getsizeof(item)
             extend(item.keys())
             extend(item.values())
         else:
+            total += getsizeof(item)
             instance_dict = getattr(item, "__dict__", None)
             if type(instance_dict) is dict and id(instance_dict) not in seen:
                 add(id(instance_dict))
-                total += getsizeof(instance_dict)
+                total += _dict_size(instance_dict)
                 extend(instance_dict.values())
             for name in kind[1]:
                 value = getattr(item, name, _MISSING)
@@ -210,24 +292,24 @@ class MemoryUsage:
 
 def measure_agent(agent: Any) -> MemoryUsage:
     """Measure ``agent`` (see the module's docstring for the method)."""
-    seen: set[int] = set()
+    seen: set[Any] = set()
     parts: dict[str, int] = {}
     attributes = vars(agent)
     state = attributes.get("state")
-    agent_bytes = sys.getsizeof(agent) + sys.getsizeof(attributes)
+    agent_bytes = sys.getsizeof(agent) + _dict_size(attributes)
     seen.update((id(agent), id(attributes)))
     if state is not None:
         state_dict = getattr(state, "__dict__", None)
         agent_bytes += sys.getsizeof(state)
         seen.add(id(state))
         if isinstance(state_dict, dict):
-            agent_bytes += sys.getsizeof(state_dict)
+            agent_bytes += _dict_size(state_dict)
             seen.add(id(state_dict))
         names = [f.name for f in fields(state)] if is_dataclass(state) else list(state_dict or {})
         for name in names:
             parts[name] = deep_sizeof(getattr(state, name, None), seen)
     for key, value in attributes.items():
-        if key == "state":
+        if key == "state" or key.startswith("_snaptail"):  # load bookkeeping: not counted
             continue
         if key == "_recent_events":
             parts["recent_events"] = deep_sizeof(value, seen)

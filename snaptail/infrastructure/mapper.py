@@ -20,10 +20,12 @@ from eventsourcing.persistence import (
     Transcoder,
     find_id_convertor,
 )
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
 
 from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
+from snaptail.domain.topics import agent_class_of, event_class_of
+from snaptail.errors import InvalidAgentType, UnknownTopic
 from snaptail.infrastructure.recorder import EventRow
 
 
@@ -42,6 +44,11 @@ class _EventCodec:
     cls: type[Any]
     class_version: int
     decoder: msgspec.msgpack.Decoder[Any]
+    creates: bool  # a created event: its payload names the agent type (originator_topic)
+
+
+class _NotAllowed(LookupError):
+    """A topic that names no agent or event class of this process (nothing imported)."""
 
 
 # How rows of one event class are applied without building the event: the payload
@@ -122,22 +129,29 @@ class MsgspecMapper(Mapper[Any]):
             data = self.compressor.compress(data)
         if self.cipher:
             data = self.cipher.encrypt(data)
+        topic = self.topic_of(type(domain_event))
+        if topic.startswith("__main__:"):
+            raise _defined_in_main(domain_event, topic)
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
-            topic=self.topic_of(type(domain_event)),
+            topic=topic,
             state=data,
         )
 
     def _codec(self, topic: str) -> _EventCodec:
         codec = self._codecs.get(topic)
         if codec is None:
-            cls = resolve_topic(topic)
+            cls = event_class_of(topic)
+            if cls is None:
+                raise _NotAllowed(topic)
             fields: dict[str, Any] = dict(payload_fields(cls))
             fields["class_version"] = NotRequired[int]
             shape = TypedDict(f"{cls.__name__}Stored", fields)  # type: ignore[misc]
             decoder = msgspec.msgpack.Decoder(shape)
-            codec = _EventCodec(cls, getattr(cls, "class_version", 1), decoder)
+            codec = _EventCodec(
+                cls, getattr(cls, "class_version", 1), decoder, "originator_topic" in fields
+            )
             self._codecs[topic] = codec
         return codec
 
@@ -155,6 +169,8 @@ class MsgspecMapper(Mapper[Any]):
         """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
         try:
             codec = self._codecs.get(topic) or self._codec(topic)
+        except _NotAllowed:
+            raise UnknownTopic(originator_id, originator_version, topic) from None
         except Exception as exc:  # a damaged or retired topic: name the event
             msg = (
                 f"cannot decode stored event of agent {originator_id} at"
@@ -182,6 +198,13 @@ class MsgspecMapper(Mapper[Any]):
                 f" {originator_id} at version {originator_version}: {exc}"
             )
             raise MapperDeserialisationError(msg) from exc
+        if codec.creates and agent_class_of(state.get("originator_topic")) is None:
+            raise UnknownTopic(
+                originator_id,
+                originator_version,
+                str(state.get("originator_topic")),
+                "created event's agent type (originator_topic)",
+            )
         if not isinstance(originator_id, UUID):
             originator_id = find_id_convertor(codec.cls, str)(originator_id)  # type: ignore[arg-type]
         state["originator_id"] = originator_id
@@ -263,6 +286,20 @@ class MsgspecMapper(Mapper[Any]):
         fields = payload_fields(codec.cls)
         typed = TypedDict(f"{codec.cls.__name__}Upcast", dict(fields))  # type: ignore[misc]  # noqa: UP013
         return cast(dict[str, Any], msgspec.convert(state, typed, strict=False))
+
+
+def _defined_in_main(domain_event: Any, topic: str) -> InvalidAgentType:
+    """The error for an event of a class defined in the script being run."""
+    agent_type = topic.partition(":")[2].split(".")[0]
+    return InvalidAgentType(
+        agent_type,
+        f"it is defined in the script being run (`__main__`), so agent"
+        f" {domain_event.originator_id} would be stored under the topic {topic!r}, which"
+        " no other program (the snaptail CLI, a projection worker, another script, this"
+        " script imported as a module) can read back. Nothing was saved. Define the"
+        f" class in a module and import it from the script (`from mymodule import"
+        f" {agent_type}`)",
+    )
 
 
 def _untyped(data: bytes) -> dict[str, Any]:

@@ -12,6 +12,13 @@ A batch is folded into one row per agent in memory, then written with one
 ``INSERT ... ON CONFLICT DO UPDATE`` per agent: catch-up costs one statement per
 agent per batch, not one per event.
 
+For a console (``snaptail ui``) the table has an index per sort order of the fleet
+page and a kept totals row (``snaptail_agent_stats_totals``): a page of 100,000
+agents reads its 50 rows and one totals row, never every row. Every slice of a
+partitioned AgentStats adds to the one totals row; the additions commute, so the
+order the slices commit in does not matter (on PostgreSQL they wait for each other
+only for the end of a batch's transaction).
+
 The snapshot version is not in the event stream (snapshots are a table of the
 event database): :func:`read_agent_stats` looks it up for the rows it returns.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal
 from uuid import UUID
 
@@ -29,13 +37,16 @@ from eventsourcing.persistence import Notification
 
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.projections.base import Projection, agent_type, decode, event_name
-from snaptail.projections.view import ViewCursor, ViewDatabase
+from snaptail.projections.view import AddColumn, ViewCursor, ViewDatabase
 
 STATS_TABLE = "snaptail_agent_stats"
 COLUMNS = (
     "agent_id", "agent_type", "events", "bytes", "last_event_type", "last_event_at",
-    "last_version", "tokens_in", "tokens_out", "tool_calls", "errors",
+    "last_version", "tokens_in", "tokens_out", "tool_calls", "errors", "name", "cost_usd",
 )  # fmt: skip
+# Added after the first release: AddColumn upgrades older tables (their rows counted
+# before the upgrade have no name and no cost until the view is rebuilt).
+_ADDITIVE = {"events", "bytes", "tokens_in", "tokens_out", "tool_calls", "errors", "cost_usd"}
 SORTS = {"events": "events", "bytes": "bytes", "tokens": "tokens_in + tokens_out"}
 Sort = Literal["events", "bytes", "tokens"]
 
@@ -43,6 +54,7 @@ Sort = Literal["events", "bytes", "tokens"]
 class _Usage(msgspec.Struct):
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
 
 
 class _LlmRequestFinished(msgspec.Struct):
@@ -59,6 +71,7 @@ class _Stamped(msgspec.Struct):
 
 class _Created(msgspec.Struct):
     originator_topic: str = ""
+    name: str | None = None
 
 
 _UPSERT = (
@@ -67,11 +80,48 @@ _UPSERT = (
     "ON CONFLICT (agent_id) DO UPDATE SET "
     + ", ".join(
         f"{c} = {STATS_TABLE}.{c} + excluded.{c}"
-        if c in {"events", "bytes", "tokens_in", "tokens_out", "tool_calls", "errors"}
+        if c in _ADDITIVE
+        else f"{c} = COALESCE(excluded.{c}, {STATS_TABLE}.{c})"
+        if c == "name"
         else f"{c} = excluded.{c}"
         for c in COLUMNS[2:]
     )
 )
+# The fleet's totals, one row kept beside the per-agent rows (a console reads them
+# without summing every agent). Additive, so slices of a partitioned AgentStats add
+# to the same row in any order.
+TOTALS_TABLE = "snaptail_agent_stats_totals"
+TOTALS = ("agents", "events", "bytes", "tokens", "cost_usd")
+_TOTALS_UPSERT = (
+    f"INSERT INTO {TOTALS_TABLE} (scope, {', '.join(TOTALS)}) VALUES ('all', ?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope) DO UPDATE SET "
+    + ", ".join(f"{c} = {TOTALS_TABLE}.{c} + excluded.{c}" for c in TOTALS)
+)
+# What an agent is doing, as far as its last event tells (``snaptail ui``'s fleet; the
+# agent page loads the agent for its exact status).
+STATUSES = {
+    "Paused": "paused",
+    "LlmRequestStarted": "thinking",
+    "ToolApprovalRequested": "awaiting_approval",
+    "ToolCallRequested": "running_tools",
+    "ErrorRecorded": "error",
+}
+_STATUS_SQL = (
+    "CASE last_event_type "
+    + " ".join(f"WHEN '{event}' THEN '{status}'" for event, status in STATUSES.items())
+    + " ELSE 'idle' END"
+)
+# The sort orders a console pages by, each an index (ties broken by agent id).
+SORT_KEYS = {
+    "events": "events",
+    "bytes": "bytes",
+    "tokens": "(tokens_in + tokens_out)",
+    "cost": "cost_usd",
+    "name": "lower(COALESCE(name, ''))",
+    "type": "agent_type",
+    "last": "COALESCE(last_event_at, '')",
+    "status": _STATUS_SQL,
+}
 
 
 class AgentStats(Projection):
@@ -85,18 +135,36 @@ class AgentStats(Projection):
         "bytes BIGINT NOT NULL, last_event_type TEXT NOT NULL, last_event_at TEXT, "
         "last_version BIGINT NOT NULL, tokens_in BIGINT NOT NULL, "
         "tokens_out BIGINT NOT NULL, tool_calls BIGINT NOT NULL, errors BIGINT NOT NULL)",
+        AddColumn(STATS_TABLE, "name", "name TEXT"),
+        AddColumn(STATS_TABLE, "cost_usd", "cost_usd NUMERIC NOT NULL DEFAULT 0"),
+        *(
+            f"CREATE INDEX IF NOT EXISTS {STATS_TABLE}_by_{key} ON {STATS_TABLE} "
+            f"(({expression}), agent_id)"
+            for key, expression in SORT_KEYS.items()
+        ),
+        f"CREATE TABLE IF NOT EXISTS {TOTALS_TABLE} (scope TEXT PRIMARY KEY, "
+        "agents BIGINT NOT NULL, events BIGINT NOT NULL, bytes BIGINT NOT NULL, "
+        "tokens BIGINT NOT NULL, cost_usd NUMERIC NOT NULL)",
+        # A view made before the totals existed: count its rows once (a no-op after).
+        f"INSERT INTO {TOTALS_TABLE} (scope, {', '.join(TOTALS)}) SELECT 'all', count(*), "
+        "COALESCE(sum(events), 0), COALESCE(sum(bytes), 0), "
+        "COALESCE(sum(tokens_in + tokens_out), 0), COALESCE(sum(cost_usd), 0) "
+        f"FROM {STATS_TABLE} WHERE true ON CONFLICT (scope) DO NOTHING",
     )
 
     def process(self, view: ViewCursor, batch: Sequence[Notification]) -> None:
         rows: dict[Any, list[Any]] = {}
         last: dict[Any, Notification] = {}
         types: dict[Any, str] = {}
+        names: dict[Any, str | None] = {}
+        costs: dict[Any, Decimal] = {}
         for n in batch:
             key = n.originator_id
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0, 0, 0, 0, 0]  # events bytes in out tools errors
-                types[key] = _agent_type(n)
+                types[key], names[key] = _identity(n)
+                costs[key] = Decimal(0)
             row[0] += 1
             row[1] += len(n.state)
             last[key] = n
@@ -105,6 +173,7 @@ class AgentStats(Projection):
                 usage = decode(n.state, _LlmRequestFinished).usage
                 row[2] += usage.input_tokens
                 row[3] += usage.output_tokens
+                costs[key] += usage.cost_usd
             elif name == "ToolCallCompleted":
                 row[4] += 1
                 row[5] += decode(n.state, _ToolCallCompleted).error is not None
@@ -122,20 +191,31 @@ class AgentStats(Projection):
                     _timestamp(last[key].state),
                     last[key].originator_version,
                     *row[2:],
+                    names[key],
+                    float(costs[key]),
                 )
                 for key, row in rows.items()
             ],
         )
+        view.execute(
+            _TOTALS_UPSERT,
+            (
+                sum(1 for n in batch if n.originator_version == 1),
+                sum(row[0] for row in rows.values()),
+                sum(row[1] for row in rows.values()),
+                sum(row[2] + row[3] for row in rows.values()),
+                float(sum(costs.values())),
+            ),
+        )
 
 
-def _agent_type(n: Notification) -> str:
+def _identity(n: Notification) -> tuple[str, str | None]:
     """The agent's class (the created event names it; later events may be inherited
-    from a base class). Only written when the agent's row is first inserted."""
+    from a base class) and its name (None unless ``n`` is the created event)."""
     if n.originator_version == 1:
-        topic = decode(n.state, _Created).originator_topic
-        if topic:
-            return topic
-    return agent_type(n.topic)
+        created = decode(n.state, _Created)
+        return created.originator_topic or agent_type(n.topic), created.name
+    return agent_type(n.topic), None
 
 
 def _timestamp(state: bytes) -> str | None:
@@ -158,6 +238,8 @@ class AgentStatsRow:
     tokens_out: int
     tool_calls: int
     errors: int
+    name: str | None = None  # None: counted before the name column existed
+    cost_usd: float = 0.0
     snapshot_version: int | None = None
 
     @property
@@ -193,10 +275,17 @@ def read_agent_stats(
     view.setup(AgentStats.tables)  # an empty view before the first catch-up
     with view.reading() as cur:
         cur.execute(statement, params)
-        rows = [AgentStatsRow(*row) for row in cur.fetchall()]
+        rows = [row_from_columns(row) for row in cur.fetchall()]
     if recorder is None:
         return rows
     return [_with_snapshot(row, recorder) for row in rows]
+
+
+def row_from_columns(row: Sequence[Any]) -> AgentStatsRow:
+    """An :class:`AgentStatsRow` from the values of :data:`COLUMNS`, in that order."""
+    values = list(row)
+    values[-1] = float(values[-1] or 0)  # NUMERIC: a Decimal on PostgreSQL
+    return AgentStatsRow(*values)
 
 
 def _with_snapshot(row: AgentStatsRow, recorder: AgentRecorder) -> AgentStatsRow:

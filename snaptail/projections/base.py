@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 from eventsourcing.persistence import Notification
 
-from snaptail.projections.view import ViewCursor
+from snaptail.projections.view import AddColumn, ViewCursor
 
 T = TypeVar("T")
 
@@ -27,14 +27,15 @@ class Projection:
 
     ``name`` (default: the class name) keys the projection's position and lock;
     ``tables`` are ``CREATE TABLE IF NOT EXISTS`` statements run when a worker
-    starts; ``partitionable`` says whether it can be split by agent
+    starts (and :class:`~snaptail.projections.view.AddColumn` for columns added
+    later); ``partitionable`` says whether it can be split by agent
     (``snaptail worker run --partitions N``). Everything written through ``view``
     commits in one transaction together with the new position: an event's effects
     happen exactly once.
     """
 
     name: ClassVar[str] = ""
-    tables: ClassVar[Sequence[str]] = ()
+    tables: ClassVar[Sequence[str | AddColumn]] = ()
     # True if the projection may run as several workers, each given the events of
     # a slice of the agents (a Partition): its effects for one agent must depend on
     # that agent's events only, and slices must not write the same rows.

@@ -79,6 +79,21 @@ class DeadLetter:
     skipped_at: str
 
 
+@dataclass(frozen=True)
+class AddColumn:
+    """A column added to a projection's table after the table was first released:
+    listed in ``Projection.tables``, :meth:`ViewDatabase.setup` runs ``ALTER TABLE
+    table ADD COLUMN definition`` once, where the column is missing (both backends)."""
+
+    table: str
+    column: str
+    definition: str  # e.g. "name TEXT"
+
+    @property
+    def statement(self) -> str:
+        return f"ALTER TABLE {self.table} ADD COLUMN {self.definition}"
+
+
 class PositionConflict(RuntimeError):
     """Another worker advanced the projection's position first: the batch is undone."""
 
@@ -145,9 +160,10 @@ class ViewDatabase(ABC):
     def reconnect(self) -> None:
         """Replace a lost connection (session state, such as locks, is gone)."""
 
-    def setup(self, statements: Sequence[str] = ()) -> None:
+    def setup(self, statements: Sequence[str | AddColumn] = ()) -> None:
         """Create the tracking and dead-letter tables and a projection's tables
-        (``CREATE ... IF NOT EXISTS`` statements), in one transaction."""
+        (``CREATE ... IF NOT EXISTS`` statements, and :class:`AddColumn` upgrades),
+        in one transaction."""
         with self.transaction() as cur:
             self._serialise_setup(cur)
             cur.execute(_TRACKING_DDL)
@@ -155,7 +171,10 @@ class ViewDatabase(ABC):
                 cur.execute(_TRACKING_UPGRADE)
             cur.execute(_DEAD_LETTERS_DDL)
             for statement in statements:
-                cur.execute(statement)
+                if not isinstance(statement, AddColumn):
+                    cur.execute(statement)
+                elif statement.column not in self._columns(cur, statement.table):
+                    cur.execute(statement.statement)
 
     @abstractmethod
     def _columns(self, cur: ViewCursor, table: str) -> set[str]:
@@ -234,6 +253,11 @@ class ViewDatabase(ABC):
                             "AND schemaname = current_schema()", (name,))  # fmt: skip
             row = cur.fetchone()
         return bool(row and row[0])
+
+    def columns(self, table: str) -> set[str]:
+        """The column names of ``table`` (empty if it does not exist)."""
+        with self.reading() as cur:
+            return self._columns(cur, table)
 
     @staticmethod
     def record_dead_letter(cur: ViewCursor, projection: str, letter: DeadLetter) -> None:

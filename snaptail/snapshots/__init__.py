@@ -1,7 +1,7 @@
 """Snapshots: when to take them, how they are encoded, and when to trust them."""
 
 from snaptail.snapshots.codec import SnapshotDecodeError, checksum, decode_state, encode_state
-from snaptail.snapshots.fingerprint import state_fingerprint
+from snaptail.snapshots.fingerprint import fingerprint_settings, state_fingerprint
 from snaptail.snapshots.policy import (
     AnyOf,
     EveryNBytes,
@@ -24,5 +24,6 @@ __all__ = [
     "checksum",
     "decode_state",
     "encode_state",
+    "fingerprint_settings",
     "state_fingerprint",
 ]

@@ -8,10 +8,14 @@ import typing
 from collections.abc import Callable
 from functools import cache
 from operator import attrgetter, is_
-from typing import Any
+from typing import Any, cast
 
-from eventsourcing.domain import decorated_funcs
-
+from snaptail.domain.handler_reads import (
+    HandlerReads,
+    event_handlers,
+    handler_reads,
+    ignored_names,
+)
 from snaptail.domain.schema import snapshot_settings
 
 
@@ -36,8 +40,83 @@ def _describe(tp: Any, seen: set[type]) -> str:
 
 
 def _describe_value(value: object) -> str:
+    """The type and value of a setting, the same in every process (the items of a
+    set or frozenset in a stable order: its repr's order depends on string hashing)."""
     kind = type(value)
-    return f"{kind.__module__}.{kind.__qualname__}:{value!r}"
+    if isinstance(value, set | frozenset):
+        shown = "{" + ",".join(sorted(_describe_value(item) for item in value)) + "}"
+    elif isinstance(value, tuple | list) and kind in (tuple, list):
+        shown = "(" + ",".join(_describe_value(item) for item in value) + ")"
+    elif isinstance(value, dict) and kind is dict:
+        pairs = [f"{_describe_value(k)}:{_describe_value(v)}" for k, v in value.items()]
+        shown = "{" + ",".join(pairs) + "}"
+    else:
+        shown = repr(value)
+    return f"{kind.__module__}.{kind.__qualname__}:{shown}"
+
+
+def fingerprint_settings(agent_class: type[Any]) -> dict[str, object]:
+    """``{name: value}`` of every setting the fingerprint covers: the names listed in
+    ``snapshot_settings``, and the class attributes, module globals (``module.NAME``)
+    and closure variables holding plain values that the event handlers read (see
+    ``snaptail.domain.handler_reads``), less the names listed in ``snapshot_ignore``."""
+    return _Readers(agent_class).settings(agent_class)
+
+
+class _Readers:
+    """Reads the current values of the settings of an agent type (see
+    :func:`fingerprint_settings`), in a fixed order."""
+
+    def __init__(self, agent_class: type[Any]) -> None:
+        declared = snapshot_settings(agent_class)
+        ignored = ignored_names(agent_class)
+        reads = _handler_reads(agent_class)
+        attributes = set(declared) | {n for n in reads.attributes if n not in ignored}
+        self.names = tuple(sorted(attributes))
+        self.others = tuple(
+            sorted(
+                (label, read)
+                for label, read in reads.others.items()
+                if label.rpartition(".")[2] not in ignored and label not in ignored
+            )
+        )
+        # The values of the class attributes among them (one C call for two or more).
+        self.get: Callable[[type[Any]], tuple[Any, ...]]
+        if len(self.names) > 1:
+            self.get = cast(Callable[[type[Any]], tuple[Any, ...]], attrgetter(*self.names))
+        elif self.names:
+            name = self.names[0]
+            self.get = lambda klass: (getattr(klass, name),)
+        else:
+            self.get = lambda klass: ()
+
+    def values(self, agent_class: type[Any]) -> tuple[Any, ...]:
+        if not self.others:
+            return self.get(agent_class)
+        return (*self.get(agent_class), *[read() for _, read in self.others])
+
+    def settings(self, agent_class: type[Any]) -> dict[str, object]:
+        labels = [*self.names, *[label for label, _ in self.others]]
+        return dict(zip(labels, self.values(agent_class), strict=True))
+
+
+# agent type -> what its handlers read (the handlers' code is read once per type)
+_reads: dict[type[Any], HandlerReads] = {}
+
+
+def _handler_reads(agent_class: type[Any]) -> HandlerReads:
+    found = _reads.get(agent_class)
+    if found is None:
+        found = _reads[agent_class] = handler_reads(agent_class)
+    return found
+
+
+def _declarations(agent_class: type[Any]) -> list[Any]:
+    """What the type and its bases declare about settings, along the MRO."""
+    return [
+        (vars_.get("snapshot_settings"), vars_.get("snapshot_ignore"))
+        for vars_ in [klass.__dict__ for klass in agent_class.__mro__]
+    ]
 
 
 # (agent type, State, class_version, snapshot_version, settings) -> fingerprint: the
@@ -51,7 +130,9 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     Covers exactly: the agent type's name; its ``State`` dataclass (every field's
     name and type, recursively); ``class_version`` and the names of its
     ``upcast_vX_vY`` methods; ``snapshot_version``; and the value (with its type:
-    bool, Enum, tuple and so on) of each setting named in ``snapshot_settings``.
+    bool, Enum, tuple and so on) of each setting (:func:`fingerprint_settings`): the
+    names in ``snapshot_settings`` and every plain class attribute, module global or
+    closure variable the event handlers read, less ``snapshot_ignore``.
     Change any of them and older snapshots of the type stop matching: a load passes
     them over and rebuilds from events. Nothing else counts: raising a limit that
     only commands check (``max_event_bytes``, ``max_labels``) keeps every snapshot.
@@ -61,83 +142,84 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     # would), keyed also by the declarations, so that any change is seen at once.
     # First, the last answer for the type while everything it was computed from is
     # the very same object (the same value, of the same type) or the same declaration.
+    # (The fast path compares the snapshot_settings declarations along the MRO, and
+    # the snapshot_ignore the type has: a base's snapshot_ignore changed at run time
+    # under a subclass's own is seen only by the full path.)
     last = _last.get(agent_class)
     if last is not None:
-        state, class_version, snapshot_version, declarations, get_values, settings, answer = last
+        state, class_version, snapshot_version, declarations, ignore, read, settings, _ = last
         try:
             if (
                 agent_class.State is state
                 and getattr(agent_class, "class_version", 1) is class_version
                 and getattr(agent_class, "snapshot_version", 1) is snapshot_version
+                and getattr(agent_class, "snapshot_ignore", None) is ignore
                 and [klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__]
                 == declarations
-                and all(map(is_, get_values(agent_class), settings))
+                and all(map(is_, read(agent_class), settings))
             ):
-                return answer
+                return last[7]
         except AttributeError:  # a setting is gone: the full path says what is wrong
             pass
-    declared = tuple([klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__])
+    declared = tuple(_declarations(agent_class))
     try:
-        names = _setting_names.get((agent_class, declared))
+        known = _settings_readers.get((agent_class, declared))
     except TypeError:  # an unhashable declaration: the full path says what is wrong
-        names = None
-    if names is not None:
-        values = tuple([getattr(agent_class, name, _MISSING) for name in names])
-        kinds = tuple([type(value) for value in values])
-        if _PLAIN.issuperset(kinds):
-            found = _by_values.get(_values_key(agent_class, declared, kinds, values))
-            if found is not None:
-                _remember(agent_class, declared, names, values, found)
-                return found
-    found = _fingerprint(agent_class)
-    settings = snapshot_settings(agent_class)
-    values = tuple(settings.values())
-    kinds = tuple([type(value) for value in values])
+        known = None
+    if known is not None:
+        try:
+            values: tuple[Any, ...] | None = known.values(agent_class)
+        except AttributeError:  # a setting is gone: the full path says what is wrong
+            values = None
+        if values is not None:
+            kinds = tuple([type(value) for value in values])
+            if _PLAIN.issuperset(kinds):
+                found = _by_values.get(_values_key(agent_class, declared, kinds, values))
+                if found is not None:
+                    _remember(agent_class, declared, known, values, found)
+                    return found
+    readers = _Readers(agent_class)
+    current = readers.values(agent_class)
+    found = _fingerprint(agent_class, readers.settings(agent_class))
+    kinds = tuple([type(value) for value in current])
     try:
-        _setting_names[(agent_class, declared)] = tuple(settings)
+        _settings_readers[(agent_class, declared)] = readers
     except TypeError:
         return found
     if _PLAIN.issuperset(kinds):
-        _by_values[_values_key(agent_class, declared, kinds, values)] = found
-        _remember(agent_class, declared, tuple(settings), values, found)
+        _by_values[_values_key(agent_class, declared, kinds, current)] = found
+        _remember(agent_class, declared, readers, current, found)
     return found
 
 
 def _remember(
     agent_class: type[Any],
     declared: tuple[Any, ...],
-    names: tuple[str, ...],
+    readers: _Readers,
     values: tuple[Any, ...],
     found: str,
 ) -> None:
     """Keep ``found`` as the type's last answer (settings of _PLAIN types, hashable
     declarations only: nothing in it can change in place)."""
-    get_values: Callable[[type[Any]], tuple[Any, ...]]
-    if len(names) > 1:
-        get_values = attrgetter(*names)
-    elif names:
-        name = names[0]
-        get_values = lambda klass: (getattr(klass, name),)  # noqa: E731
-    else:
-        get_values = lambda klass: ()  # noqa: E731
     _last[agent_class] = (
         agent_class.State,
         getattr(agent_class, "class_version", 1),
         getattr(agent_class, "snapshot_version", 1),
-        list(declared),
-        get_values,
+        [settings for settings, _ in declared],
+        getattr(agent_class, "snapshot_ignore", None),
+        readers.values if readers.others else readers.get,
         values,
         found,
     )
 
 
-_MISSING = object()
 # agent type -> (State, class_version, snapshot_version, snapshot_settings declarations
-# along its MRO, a getter of its settings' values, those values, fingerprint)
-_last: dict[type[Any], tuple[Any, Any, Any, list[Any], Callable[[type[Any]], Any], Any, str]] = {}
+# along its MRO, its snapshot_ignore, a reader of its settings' values, those values,
+# fingerprint)
+_last: dict[type[Any], tuple[Any, Any, Any, list[Any], Any, Callable[[Any], Any], Any, str]] = {}
 _PLAIN = frozenset({int, str, bool, type(None)})
-# (agent type, its snapshot_settings declarations) -> the setting names they resolve to
-_setting_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
+# (agent type, its settings declarations) -> the readers of its settings
+_settings_readers: dict[tuple[Any, ...], _Readers] = {}
 # _values_key(...) -> fingerprint, for settings of _PLAIN types only
 _by_values: dict[tuple[Any, ...], str] = {}
 
@@ -159,10 +241,8 @@ def _values_key(
     )
 
 
-def _fingerprint(agent_class: type[Any]) -> str:
-    settings = "settings=" + ";".join(
-        f"{k}={_describe_value(v)}" for k, v in snapshot_settings(agent_class).items()
-    )
+def _fingerprint(agent_class: type[Any], values: dict[str, object]) -> str:
+    settings = "settings=" + ";".join(f"{k}={_describe_value(v)}" for k, v in values.items())
     class_version = getattr(agent_class, "class_version", 1)
     snapshot_version = getattr(agent_class, "snapshot_version", 1)
     key = (agent_class, agent_class.State, class_version, snapshot_version, settings)
@@ -190,30 +270,10 @@ def handler_code(agent_class: type[Any]) -> str:
     Stored in each snapshot: when it differs from the running code's while the
     fingerprint matches, the store warns once per type (see ``snapshots.trust``)."""
     digest = hashlib.sha256()
-    for name in sorted(dir(agent_class)):
-        value = getattr(agent_class, name, None)
-        if not isinstance(value, type):
-            continue
-        func = next((decorated_funcs[k] for k in value.__mro__ if k in decorated_funcs), None)
-        if func is None:
-            func = _own_apply(value)
-        if func is not None:
-            digest.update(name.encode())
-            _digest_code(func.__code__, digest)
+    for name, func in event_handlers(agent_class):
+        digest.update(name.encode())
+        _digest_code(func.__code__, digest)
     return digest.hexdigest()[:16]
-
-
-def _own_apply(event_class: type[Any]) -> Any:
-    """The ``apply`` (or ``mutate``) an event class defines itself, or inherits from
-    a class that is not ``eventsourcing``'s (None if there is none)."""
-    for klass in event_class.__mro__:
-        if klass.__module__.split(".")[0] == "eventsourcing":
-            continue
-        for method in ("apply", "mutate"):
-            func = vars(klass).get(method)
-            if hasattr(func, "__code__"):
-                return func
-    return None
 
 
 def _digest_code(code: Any, digest: Any) -> None:

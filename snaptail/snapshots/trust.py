@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple, Protocol, cast
+from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from eventsourcing.utils import resolve_topic
-
 from snaptail.domain.agent import Agent
+from snaptail.domain.topics import agent_class_of
 from snaptail.snapshots.codec import checksum, decode_snapshot, stored_generation, upcastable
 from snaptail.snapshots.fingerprint import handler_code, state_fingerprint
 
@@ -64,10 +63,21 @@ def judge_snapshot(snapshot: SnapshotRecord) -> Judgement:
     since the snapshot was written, it is used and the store warns once per type
     (:func:`warn_if_handlers_changed`).
     """
+    agent_class = agent_class_of(snapshot.topic)
+    if agent_class is None:  # nothing imported: a stored topic never runs code
+        return Judgement(
+            None,
+            f"agent type {snapshot.topic!r} not found: no agent type this process defined"
+            " or registered has that topic (nothing was imported)",
+            STALE,
+        )
     try:
-        agent_class = cast(type[Agent], resolve_topic(snapshot.topic))
-    except Exception as exc:
-        return Judgement(None, f"agent type {snapshot.topic!r} not found ({exc})", STALE)
+        return _judge(snapshot, agent_class)
+    except Exception as exc:  # a bad snapshot must never fail a load
+        return Judgement(None, f"cannot be judged ({type(exc).__name__}: {exc})", STALE)
+
+
+def _judge(snapshot: SnapshotRecord, agent_class: type[Agent]) -> Judgement:
     if checksum(snapshot.state) != snapshot.checksum:
         return Judgement(None, "checksum mismatch (corrupted bytes)", CORRUPT)
     own = snapshot.fingerprint == state_fingerprint(agent_class)
