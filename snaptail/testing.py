@@ -211,7 +211,7 @@ def check_loads(store: AgentStore, agent_id: Any) -> None:
     changed ...``: a class attribute the fingerprint does not cover shapes state."""
     head = store.event_count(agent_id)
     versions = {head}
-    versions.update(i.originator_version for i in store.recorder.select_snapshot_infos(agent_id))
+    versions.update(i.originator_version for i in store.snapshot_infos(agent_id))
     for version in sorted(versions):
         try:
             replayed = store.replay(agent_id, version=version)
@@ -277,7 +277,7 @@ def check_history(
     store.save(agent)
     head = agent.version
     versions = {head}
-    versions.update(i.originator_version for i in store.recorder.select_snapshot_infos(agent.id))
+    versions.update(i.originator_version for i in store.snapshot_infos(agent.id))
     if head <= CHECK_VERSIONS:
         versions.update(range(1, head + 1))
     else:

@@ -140,6 +140,16 @@ class ReadAgentIds(Request):
         return await recorder.originator_ids(after=self.after, limit=self.limit)
 
 
+class ReadNewestNotification(Request):
+    __slots__ = ()
+
+    def run(self, recorder: AgentRecorder) -> Any:
+        return recorder.max_notification_id()
+
+    async def run_async(self, recorder: AsyncAgentRecorder) -> Any:
+        return await recorder.max_notification_id()
+
+
 class ReadSaveCommitted(Request):
     __slots__ = ("save_id",)
 

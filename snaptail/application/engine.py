@@ -28,6 +28,7 @@ from snaptail.application.drivers import (
     ReadAgentIds,
     ReadForLoad,
     ReadHead,
+    ReadNewestNotification,
     ReadPage,
     ReadSaveCommitted,
     ReadSnapshot,
@@ -595,6 +596,30 @@ class Engine:
 
     def snapshot_infos(self, agent_id: UUID | str) -> Steps[Sequence[SnapshotInfo]]:
         return (yield ReadSnapshotInfos(as_agent_id(agent_id)))  # type: ignore[no-any-return]
+
+    def rows(
+        self,
+        agent_id: UUID | str,
+        after: int | None,
+        before: int | None,
+        reverse: bool,
+        types: Iterable[type[Any] | str] | None,
+        limit: int,
+    ) -> Steps[Sequence[StoredEvent]]:
+        agent_id = as_agent_id(agent_id)
+        check_version(agent_id, "after", after, 0)
+        check_version(agent_id, "before", before, 1)
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        return (  # type: ignore[no-any-return]
+            yield ReadPage(agent_id, after, before, reverse, limit, self.topics(types))
+        )
+
+    def put_snapshot(self, snapshot: StoredSnapshot, keep: int | None) -> Steps[bool]:
+        return bool((yield InsertSnapshot(snapshot, keep)))
+
+    def newest_position(self) -> Steps[int]:
+        return (yield ReadNewestNotification()) or 0
 
     def save_committed(self, save_id: UUID | str) -> Steps[bool]:
         if not isinstance(save_id, UUID):

@@ -16,7 +16,6 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentNotFound
-from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
@@ -24,20 +23,9 @@ PAGE = 1000
 OnAgent = Callable[[UUID], None]
 
 
-def agent_ids(recorder: AgentRecorder, page: int = PAGE) -> Iterator[UUID]:
-    """Every agent id in the database, in id order, read ``page`` at a time."""
-    after: UUID | None = None
-    while True:
-        ids = recorder.originator_ids(after=after, limit=page)
-        yield from ids
-        if len(ids) < page:
-            return
-        after = ids[-1]
-
-
-def count_agents(recorder: AgentRecorder) -> int:
+def count_agents(store: AgentStore) -> int:
     """How many agents the database holds (pages through the ids, holds none)."""
-    return sum(1 for _ in agent_ids(recorder))
+    return sum(1 for _ in store.agent_ids())
 
 
 @dataclass(frozen=True)
@@ -56,8 +44,8 @@ def prune_snapshots(
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     agents = deleted = 0
-    for agent_id in agent_ids(store.recorder):
-        deleted += store.recorder.delete_snapshots(agent_id, keep=keep)
+    for agent_id in store.agent_ids():
+        deleted += store.prune_snapshots(agent_id, keep)
         agents += 1
         if on_agent is not None:
             on_agent(agent_id)
@@ -121,14 +109,14 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
     return Verdict(agent_id, agent_type, version, "ok")
 
 
-def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:
+def sample_agent_ids(store: AgentStore, n: int, seed: int | None = None) -> list[UUID]:
     """``n`` agent ids drawn uniformly at random from the whole database (reservoir
     sampling over the id pages: holds ``n`` ids, reads each id once)."""
     if n < 1:
         raise ValueError(f"sample size must be >= 1, got {n}")
     rnd = random.Random(seed)
     chosen: list[UUID] = []
-    for seen, agent_id in enumerate(agent_ids(recorder)):
+    for seen, agent_id in enumerate(store.agent_ids()):
         if seen < n:
             chosen.append(agent_id)
         else:
@@ -142,7 +130,7 @@ def verify_snapshots(
     store: AgentStore, ids: Iterable[UUID] | None = None, on_agent: OnAgent | None = None
 ) -> Iterator[Verdict]:
     """Verify the newest snapshot of each of ``ids`` (default: every agent)."""
-    for agent_id in agent_ids(store.recorder) if ids is None else ids:
+    for agent_id in store.agent_ids() if ids is None else ids:
         yield verify_agent(store, agent_id)
         if on_agent is not None:
             on_agent(agent_id)

@@ -117,4 +117,4 @@ def event_time(store: AgentStore, notification_id: int) -> datetime | None:
 def verify_sample(store: AgentStore, n: int, seed: int | None = None) -> list[Verdict]:
     """``snaptail snapshots verify --sample N``: rebuild ``n`` agents drawn at random
     from their logs and compare each with its newest snapshot. Reads only."""
-    return [verify_agent(store, agent_id) for agent_id in sample_agent_ids(store.recorder, n, seed)]
+    return [verify_agent(store, agent_id) for agent_id in sample_agent_ids(store, n, seed)]

@@ -12,6 +12,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
+from eventsourcing.persistence import StoredEvent
+
 from snaptail.application.drivers import Steps, drive
 from snaptail.application.engine import Engine, as_agent_id
 from snaptail.application.loading import LoadStats
@@ -20,7 +22,7 @@ from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo
+from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo, StoredSnapshot
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.snapshots import SnapshotPolicy
 
@@ -274,15 +276,44 @@ class AgentStore(StoreBase):
 
     # -- the fleet and its snapshots ----------------------------------------------
 
-    def agent_ids(self, after: UUID | str | None = None) -> Iterator[UUID]:
-        """Every stored agent's id, in id order (after ``after``), read a page at a time."""
+    def agent_ids(
+        self, after: UUID | str | None = None, *, page: int = AGENT_ID_PAGE
+    ) -> Iterator[UUID]:
+        """Every stored agent's id, in id order (after ``after``), read ``page`` ids at
+        a time."""
         cursor = None if after is None else as_agent_id(after)
         while True:
-            ids = self._run(self._engine.agent_ids(cursor, AGENT_ID_PAGE))
+            ids = self._run(self._engine.agent_ids(cursor, page))
             yield from ids
-            if len(ids) < AGENT_ID_PAGE:
+            if len(ids) < page:
                 return
             cursor = ids[-1]
+
+    def read_rows(
+        self,
+        agent_id: UUID | str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        limit: int = 500,
+    ) -> Sequence[StoredEvent]:
+        """One page of the agent's events as stored (version, topic, encoded state),
+        not decoded: for integrations that read part of a payload themselves. No gap
+        check (see :meth:`history`)."""
+        return self._run(self._engine.rows(agent_id, after, before, reverse, types, limit))
+
+    def newest_position(self) -> int:
+        """The notification id of the newest event in the whole log (0 if none): where
+        a projection that has caught up stands."""
+        return self._run(self._engine.newest_position())
+
+    def put_snapshot(self, snapshot: StoredSnapshot, *, keep: int | None = None) -> bool:
+        """Store a snapshot row as given (False if one exists at its version), pruning
+        its agent's older ones down to ``keep``. For tools and benchmarks: the store
+        takes its own snapshots."""
+        return self._run(self._engine.put_snapshot(snapshot, keep))
 
     def snapshot_infos(self, agent_id: UUID | str) -> Sequence[SnapshotInfo]:
         """The agent's stored snapshots, newest first, without their bytes."""

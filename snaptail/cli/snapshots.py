@@ -46,7 +46,7 @@ def prune(
 
     console = Console()
     with AgentStore(db) as store:
-        total = count_agents(store.recorder)
+        total = count_agents(store)
         with _progress("pruning", total) as advance:
             report = prune_snapshots(store, keep, on_agent=advance)
     console.print(
@@ -88,8 +88,8 @@ def verify(
         raise typer.BadParameter("give --agent or --sample, not both", param_hint="--sample")
     with AgentStore(db) as store:
         if sample is not None:
-            ids = sample_agent_ids(store.recorder, sample)
-        total = len(ids) if ids is not None else count_agents(store.recorder)
+            ids = sample_agent_ids(store, sample)
+        total = len(ids) if ids is not None else count_agents(store)
         counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)

@@ -92,6 +92,9 @@ class AsyncAgentRecorder(ABC):
     async def save_committed(self, save_id: UUID) -> bool: ...
 
     @abstractmethod
+    async def max_notification_id(self) -> int | None: ...
+
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -191,6 +194,9 @@ class ThreadedRecorder(AsyncAgentRecorder):
 
     async def save_committed(self, save_id: UUID) -> bool:
         return await self.threads.run(self.sync.save_committed, save_id)
+
+    async def max_notification_id(self) -> int | None:
+        return await self.threads.run(self.sync.max_notification_id)
 
     async def close(self) -> None:
         """Close the sync recorder on one of the threads, then the threads."""

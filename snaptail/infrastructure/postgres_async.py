@@ -257,3 +257,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
         self, *, after: UUID | None = None, limit: int = 1000
     ) -> Sequence[UUID]:
         return await asyncio.to_thread(self.sync.originator_ids, after=after, limit=limit)
+
+    async def max_notification_id(self) -> int | None:
+        return await asyncio.to_thread(self.sync.max_notification_id)
