@@ -191,7 +191,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             .format(saves)
             .as_bytes(None)
         )
-        self._sql_save_committed = SQL("SELECT 1 AS found FROM {} WHERE save_id = %s").format(saves)
+        self.sql_save_committed = SQL("SELECT 1 AS found FROM {} WHERE save_id = %s").format(saves)
         self._saves_table = f"{datastore.schema}.{SAVES_TABLE}"
         self._sql_insert_snapshot = SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
@@ -213,13 +213,13 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self._sql_count_snapshots = SQL(
             "SELECT COUNT(*) AS n FROM {} WHERE originator_id = %s"
         ).format(sn)
-        self._sql_select_snapshot = SQL(
+        self.sql_select_snapshot = SQL(
             "SELECT originator_version, topic, fingerprint, checksum, state FROM {} "
             "WHERE originator_id = %s AND originator_version <= %s "
             "ORDER BY originator_version DESC LIMIT 1"
         ).format(sn)
         # LEAST ignores NULL: with no events at or below the bound the tail is empty.
-        self._sql_select_tail = SQL(
+        self.sql_select_tail = SQL(
             "SELECT originator_version, topic, state FROM {ev} "
             "WHERE originator_id = %s AND originator_version <= %s "
             "AND originator_version > LEAST(%s, (SELECT MAX(originator_version) FROM {ev} "
@@ -229,7 +229,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self._sql_select_page = SQL(
             "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
         ).format(ev)
-        self._sql_max_version = SQL(
+        self.sql_max_version = SQL(
             "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
         ).format(ev)
         self._sql_snapshot_infos = SQL(
@@ -644,12 +644,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ):
             snapshot = None
             if snap_upper > 0:
-                curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
+                curs.execute(self.sql_select_snapshot, (originator_id, snap_upper), prepare=True)
                 row = curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             curs.execute(
-                self._sql_select_tail,
+                self.sql_select_tail,
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
@@ -664,7 +664,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            curs.execute(self._sql_select_snapshot, (originator_id, lte), prepare=True)
+            curs.execute(self.sql_select_snapshot, (originator_id, lte), prepare=True)
             row = curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
@@ -716,13 +716,13 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            row = curs.execute(self._sql_max_version, (originator_id,), prepare=True).fetchone()
+            row = curs.execute(self.sql_max_version, (originator_id,), prepare=True).fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
     def save_committed(self, save_id: UUID) -> bool:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._sql_save_committed, (save_id,), prepare=True)
+            curs.execute(self.sql_save_committed, (save_id,), prepare=True)
             return curs.fetchone() is not None
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:

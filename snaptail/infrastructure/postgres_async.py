@@ -189,13 +189,13 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             snapshot = None
             if snap_upper > 0:
                 await curs.execute(
-                    sync._sql_select_snapshot, (originator_id, snap_upper), prepare=True
+                    sync.sql_select_snapshot, (originator_id, snap_upper), prepare=True
                 )
                 row = await curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             await curs.execute(
-                sync._sql_select_tail,
+                sync.sql_select_tail,
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
@@ -209,7 +209,7 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             self._connection() as conn,
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            await curs.execute(self.sync._sql_select_snapshot, (originator_id, lte), prepare=True)
+            await curs.execute(self.sync.sql_select_snapshot, (originator_id, lte), prepare=True)
             row = await curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
@@ -233,14 +233,14 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
 
     async def max_version(self, originator_id: UUID) -> int | None:
         async with self._connection() as conn, conn.cursor() as curs:
-            await curs.execute(self.sync._sql_max_version, (originator_id,), prepare=True)
+            await curs.execute(self.sync.sql_max_version, (originator_id,), prepare=True)
             row = await curs.fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
     async def save_committed(self, save_id: UUID) -> bool:
         async with self._connection() as conn, conn.cursor() as curs:
-            await curs.execute(self.sync._sql_save_committed, (save_id,), prepare=True)
+            await curs.execute(self.sync.sql_save_committed, (save_id,), prepare=True)
             return await curs.fetchone() is not None
 
     async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from snaptail.application.retry import RetryPolicy, is_retryable
 from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
@@ -495,11 +495,7 @@ class ProjectionWorker:
         self._waiter.close()
         self.view.close()
         if self._own_recorder:
-            close: Any = getattr(self.recorder, "close", None) or getattr(
-                getattr(self.recorder, "datastore", None), "close", None
-            )
-            if close is not None:
-                close()
+            self.recorder.close()
 
     def __enter__(self) -> ProjectionWorker:
         return self
