@@ -449,3 +449,15 @@ def _state_variants(state: type[Any], depth: int = 1) -> Iterator[tuple[str, typ
                     f"in field {name!r}, {change}",
                     _same_name(state, [*others[:i], nested, *others[i:]]),
                 )
+
+
+__all__ = [
+    "assert_same",
+    "changed_settings",
+    "check_agent_type",
+    "check_codec",
+    "check_fingerprint",
+    "check_history",
+    "check_loads",
+    "limited",
+]

@@ -344,7 +344,7 @@ def test_failing_fresh_snapshot_write_never_fails_the_load(
         with caplog.at_level(logging.WARNING, logger="snaptail.store"):
             loaded = store.get(agent.id)
         (warning,) = _untrusted_warnings(caplog)
-        assert "NOT written (OperationalError" in warning
+        assert "NOT written (StorageOperationalError" in warning
         assert loaded.state == store.replay(agent.id).state
 
 

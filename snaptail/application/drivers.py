@@ -13,7 +13,7 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 
 from snaptail.application.retry import RetryPolicy
-from snaptail.errors import SaveOutcomeUnknown
+from snaptail.errors import SaveOutcomeUnknown, storage_error
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
 from snaptail.infrastructure.recorder import AgentRecorder, StoredSnapshot
 
@@ -27,10 +27,20 @@ class Request:
     """One recorder call a step needs, made by :meth:`run` on the sync recorder or by
     :meth:`run_async` on the async one (each subclass calls its method by name in
     code, so mypy checks both). ``write``: the call commits (the async driver never
-    abandons it halfway). Plain classes with slots: a load builds one or two."""
+    abandons it halfway). Plain classes with slots: a load builds one or two.
+
+    The drivers are the recorder boundary: a database error a request raises reaches
+    the steps (and the caller) as a :class:`~snaptail.errors.StorageError` naming
+    :meth:`doing`."""
 
     __slots__ = ()
     write: ClassVar[bool] = False
+
+    def doing(self) -> str:
+        """What the store was doing, for an error message."""
+        agent_id = getattr(self, "agent_id", None)
+        what = type(self).__name__
+        return what if agent_id is None else f"{what} of agent {agent_id}"
 
     def run(self, recorder: AgentRecorder) -> Any:
         raise NotImplementedError
@@ -48,6 +58,9 @@ class ReadForLoad(Request):
         self.agent_id, self.lte, self.recent, self.snapshot_lte = (
             agent_id, lte, recent, snapshot_lte,
         )  # fmt: skip
+
+    def doing(self) -> str:
+        return f"loading agent {self.agent_id}"
 
     def run(self, recorder: AgentRecorder) -> Any:
         return recorder.select_for_load(
@@ -176,6 +189,10 @@ class InsertEvents(Request):
     ) -> None:
         self.stored, self.snapshots, self.keep, self.save_id = stored, snapshots, keep, save_id
 
+    def doing(self) -> str:
+        ids = dict.fromkeys(str(e.originator_id) for e in self.stored)
+        return f"saving agent(s) {', '.join(ids)} (save id {self.save_id})"
+
     def run(self, recorder: AgentRecorder) -> Any:
         return recorder.insert_events(
             self.stored, snapshots=self.snapshots, keep_snapshots=self.keep, save_id=self.save_id
@@ -193,6 +210,10 @@ class InsertSnapshot(Request):
 
     def __init__(self, snapshot: StoredSnapshot, keep: int | None) -> None:
         self.snapshot, self.keep = snapshot, keep
+
+    def doing(self) -> str:
+        s = self.snapshot
+        return f"storing a snapshot of agent {s.originator_id} at version {s.originator_version}"
 
     def run(self, recorder: AgentRecorder) -> Any:
         return recorder.insert_snapshot(self.snapshot, keep_snapshots=self.keep)
@@ -256,12 +277,12 @@ def drive(steps: Steps[T], recorder: AgentRecorder, retry: RetryPolicy) -> T:
             result = request.run(recorder)
             error = None
         except Exception as exc:
-            result, error = None, exc
+            result, error = None, storage_error(request.doing(), exc)
             if not request.write:
                 try:
                     result, error = retry.again(exc, request.run, recorder), None
                 except Exception as final:
-                    error = final
+                    error = storage_error(request.doing(), final)
 
 
 async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder, retry: RetryPolicy) -> T:
@@ -298,7 +319,7 @@ async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder, retry: Retr
                 except Exception as exc:
                     result = await retry.again_async(exc, request.run_async, recorder)
         except Exception as exc:
-            error = exc
+            error = storage_error(request.doing(), exc)
 
 
 async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:

@@ -212,3 +212,10 @@ class RetryPolicy:
             if is_retryable(exc):
                 raise unknown from exc
             raise
+
+
+__all__ = [
+    "RETRYABLE",
+    "RetryPolicy",
+    "is_retryable",
+]

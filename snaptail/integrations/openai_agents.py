@@ -377,3 +377,11 @@ class SnaptailSession:
         async for stored in self.store.history(self.agent_id, types=[ItemLog.ItemsAdded]):
             for item in stored.items:
                 yield item
+
+
+__all__ = [
+    "ItemLog",
+    "ItemLogState",
+    "SnaptailSession",
+    "session_agent_id",
+]
