@@ -5,6 +5,7 @@ errors are translated where the store calls its recorder (``StorageError``, whic
 also the ``eventsourcing`` error it translates, so code catching those still works)::
 
     SnaptailError
+    ├── InvalidArgument (ValueError, TypeError) a bad argument of a snaptail call
     ├── InvalidEventPayload (TypeError)      a command's argument has the wrong type
     ├── EventTooLarge (ValueError)           an encoded event over max_event_bytes
     ├── AgentLimitExceeded (ValueError)      a bounded part of state would overflow
@@ -13,12 +14,16 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── UndeclaredState (TypeError)          a handler kept state outside ``state``
     ├── AgentBroken (RuntimeError)           a handler raised: the object is unusable
     ├── AgentNotFound (LookupError)          no such agent (at that version)
+    ├── VersionNotFound (LookupError)        a version past the agent's newest
+    ├── RowUnreadable (ValueError)           a stored row too large or too deep
     ├── DamagedLog (LookupError)             the stored log lost an event
     │   └── UnknownTopic                     a row names a type this process lacks
     ├── ConcurrencyError                     another writer saved the agent first
     ├── LockTimeout (TimeoutError)           SQLite's write lock was not free in time
     ├── SaveOutcomeUnknown (ConnectionError) a save may or may not have committed
     ├── DatabaseUnreachable (ConnectionError) the server cannot be reached
+    ├── NoSuchDatabase (FileNotFoundError)   a read-only open of a missing database
+    ├── DatabaseUnusable (OSError)           found, but not usable (a full disk, ...)
     ├── StorageError                         the database failed (translated), one of
     │   ├── StorageOperationalError          ... connection lost, timeout, disk full
     │   ├── StorageInterfaceError            ... the driver's connection is unusable
@@ -285,6 +290,58 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
         )
 
 
+class InvalidArgument(SnaptailError, ValueError, TypeError):
+    """An argument of a snaptail call (a database URL, an option, a version) is not
+    one it accepts. ``argument`` names it. Nothing was read or written."""
+
+    def __init__(self, argument: str, detail: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {detail}")
+
+
+class NoSuchDatabase(SnaptailError, FileNotFoundError):
+    """A read-only command or ``read_only=True`` store was pointed at a database that
+    does not exist; nothing was created."""
+
+    def __init__(self, where: str, detail: str = "") -> None:
+        self.where = where
+        super().__init__(
+            f"no such database: {where}{' (' + detail + ')' if detail else ''}; check the"
+            " --db URL (or $SNAPTAIL_DATABASE_URL)"
+        )
+
+
+class DatabaseUnusable(SnaptailError, OSError):
+    """The database could be found but not opened, read or written: a missing
+    directory, a file that is not a database, a read-only location, a full disk.
+    The message names the file (and the agent, for a save)."""
+
+    def __init__(self, where: str, cause: str) -> None:
+        self.where, self.cause = where, cause
+        super().__init__(f"{where}: {cause}")
+
+
+class VersionNotFound(SnaptailError, LookupError):
+    """A read asked for a version past the agent's newest (its head)."""
+
+    def __init__(self, agent_id: UUID, version: int, head: int) -> None:
+        self.agent_id, self.version, self.head = agent_id, version, head
+        super().__init__(
+            f"agent {agent_id} has no version {version}: its newest is version {head};"
+            f" ask for a version up to {head}, or none for the newest"
+        )
+
+
+class RowUnreadable(SnaptailError, ValueError):
+    """A stored row (an event or snapshot) is refused before it is decoded: larger
+    than the store's ``max_row_bytes``, or nested too deeply."""
+
+    def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
+        self.agent_id, self.version, self.what = agent_id, version, what
+        at = "" if version is None else f" at version {version}"
+        super().__init__(f"agent {agent_id}: the stored {what}{at} cannot be read: {detail}")
+
+
 class UnknownTopic(DamagedLog):
     """A stored row names a type (``topic``) that is not an agent or event class this
     process defined or registered (``snaptail.register_topic``). Nothing was imported:
@@ -390,15 +447,19 @@ __all__ = [
     "ConcurrencyError",
     "DamagedLog",
     "DatabaseUnreachable",
+    "DatabaseUnusable",
     "EventTooLarge",
     "InvalidAgentType",
+    "InvalidArgument",
     "InvalidCommand",
     "InvalidEventPayload",
     "LockTimeout",
     "MemoryBudgetExceeded",
+    "NoSuchDatabase",
     "PositionConflict",
     "ProjectionBusy",
     "ProjectionFailed",
+    "RowUnreadable",
     "SaveOutcomeUnknown",
     "SchemaOutdated",
     "SnapshotDecodeError",
@@ -412,5 +473,6 @@ __all__ = [
     "StorageProgrammingError",
     "UndeclaredState",
     "UnknownTopic",
+    "VersionNotFound",
     "WorkerGaveUp",
 ]

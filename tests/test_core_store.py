@@ -17,6 +17,7 @@ from snaptail import (
     InvalidEventPayload,
     Never,
 )
+from snaptail.errors import VersionNotFound
 from snaptail.infrastructure.recorder import LoadRows
 from tests.async_bridge import MakeStore, spy
 
@@ -111,7 +112,9 @@ def test_get_at_version_uses_nearest_snapshot_at_or_before(
             assert loaded.state == store.replay(agent.id, version=version).state
             snap = counter.calls[-1].snapshot
             assert snap is None or snap.originator_version <= version
-        assert store.get(agent.id, version=10_000).version == agent.version
+        # Past the head: refused, naming the head (it used to return the head silently).
+        with pytest.raises(VersionNotFound, match=f"its newest is version {agent.version}"):
+            store.get(agent.id, version=10_000)
 
 
 def test_unknown_agent_is_not_found(store: AgentStore) -> None:

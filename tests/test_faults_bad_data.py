@@ -278,7 +278,15 @@ def event_state(url: str, agent_id: UUID, version: int) -> bytes:
     return bytes(rows[0][0])
 
 
-@pytest.mark.parametrize("topic", ["this:Zen", f"{SIDE_EFFECT_MODULE}:Thing"])
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "this:Zen",
+        f"{SIDE_EFFECT_MODULE}:Thing",
+        "snaptail.domain.agent:Agent",  # an agent type, not an event class
+        "snaptail.domain.agent:Agent.Event",  # a base class no event is ever of
+    ],
+)
 def test_an_unknown_event_topic_is_refused_without_importing_it(
     database_url: str,
     topic: str,
@@ -436,3 +444,29 @@ def test_a_reader_imports_only_the_modules_the_operator_names(tmp_path: Path) ->
     named = run(*verify, SNAPTAIL_AGENT_MODULES="snaptail_test_operator_agents")
     assert named.returncode == 0, named.stdout + named.stderr
     assert "without snapshot" in named.stdout and "cannot be loaded" not in named.stdout
+
+
+def test_the_console_imports_nothing_a_row_names(
+    sqlite_url: str, side_effect_module: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from starlette.testclient import TestClient
+
+    from snaptail.ui import create_app
+
+    agent = written(sqlite_url, snapshot_every=3)
+    created = msgspec.msgpack.decode(event_state(sqlite_url, agent.id, 1))
+    created["originator_topic"] = f"{SIDE_EFFECT_MODULE}:Thing"
+    set_event_state(sqlite_url, agent.id, 1, msgspec.msgpack.encode(created))
+    execute(sqlite_url, "UPDATE snaptail_snapshots SET topic=?", ("this:Zen",))
+    with TestClient(create_app(sqlite_url), base_url="http://127.0.0.1") as client:
+        texts = []
+        for path in (
+            "/api/v1/snapshots",
+            f"/api/v1/agents/{agent.id}",
+            f"/api/v1/agents/{agent.id}/events?type=InputItemAdded",
+        ):
+            response = client.get(path)
+            texts.append(response.text)
+            if response.status_code != 200:
+                assert str(agent.id) in response.json()["error"], response.text
+    _nothing_imported(side_effect_module, "".join(texts) + capfd.readouterr().out)

@@ -18,6 +18,7 @@ from snaptail import Agent, AgentState, AgentStore, event
 from snaptail.snapshots import state_fingerprint
 from snaptail.snapshots.fingerprint import fingerprint_settings
 from snaptail.testing import check_agent_type
+from tests import handler_limits
 
 
 class Tunable(Agent):
@@ -142,6 +143,30 @@ class Tickets(Agent):
         logging.getLogger(__name__).debug("%s: note added", self.audit_label)
 
 
+class HelpedTickets(Tickets):
+    """Keeps its labels with a helper of another module, which reads its limit."""
+
+    @event("Labelled")
+    def label(self, text: str) -> None:
+        self.state.labels.append(text)
+        handler_limits.keep_newest(self.state.labels)
+
+
+class PropertyTickets(Tickets):
+    """Reads its limit through a property."""
+
+    keep = 5
+
+    @property
+    def keep_limit(self) -> int:
+        return type(self).keep
+
+    @event("Kept")
+    def keep_ticket(self, ticket: str) -> None:
+        self.state.tickets.append(ticket)  # type: ignore[attr-defined]
+        del self.state.tickets[: -self.keep_limit]  # type: ignore[attr-defined]
+
+
 class QuietTickets(Tickets):
     snapshot_ignore = ("audit_label",)  # the log line's label does not shape state
 
@@ -190,6 +215,23 @@ def test_a_module_global_the_handlers_read_is_covered(
         assert loaded.state.notes == replayed.state.notes  # type: ignore[attr-defined]
         assert len(loaded.state.notes) == 3  # type: ignore[attr-defined]
     assert f"{__name__}.KEEP_NOTES" in fingerprint_settings(Tickets)
+
+
+def test_a_limit_read_through_a_helper_module_is_covered(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _written(sqlite_url, HelpedTickets, "label")
+    first = state_fingerprint(HelpedTickets)
+    monkeypatch.setattr(handler_limits, "KEEP", 3)
+    assert state_fingerprint(HelpedTickets) != first
+    with AgentStore(sqlite_url) as store:
+        loaded, replayed = store.get(agent.id), store.replay(agent.id)
+        assert loaded.state.labels == replayed.state.labels == ["label 27", "label 28", "label 29"]
+    assert "tests.handler_limits.KEEP" in fingerprint_settings(HelpedTickets)
+
+
+def test_a_setting_read_through_a_property_is_covered() -> None:
+    assert fingerprint_settings(PropertyTickets)["keep"] == 5
 
 
 def test_snapshot_ignore_leaves_a_name_out(monkeypatch: pytest.MonkeyPatch) -> None:

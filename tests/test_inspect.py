@@ -91,7 +91,7 @@ def test_inspect_warns_when_the_tail_is_past_the_policy(url: str) -> None:
 def test_inspect_warns_when_the_agent_is_over_its_budget(url: str) -> None:
     agent = written(url, 45)
     result = inspect(str(agent.id), "--db", url, "--budget", "10KiB")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # over its budget: exits 3 (issue 18)
     assert "warning: over its memory budget" in result.output
     assert "budget 10.0 KiB" in result.output
     assert "largest parts: " in result.output
@@ -102,7 +102,7 @@ def test_inspect_reports_an_unknown_or_malformed_id(url: str) -> None:
     missing = inspect(str(uuid.uuid4()), "--db", url)
     assert missing.exit_code == 1 and "not found" in missing.output
     malformed = inspect("not-a-uuid", "--db", url)
-    assert malformed.exit_code == 2 and "not an agent id" in malformed.output
+    assert malformed.exit_code == 2 and "no agent has an id starting with" in malformed.output
 
 
 def test_inspect_agent_as_a_library_call(database_url: str) -> None:

@@ -462,7 +462,7 @@ def test_agent_stats_keeps_a_user_agent_types_name_across_batches(database_url: 
         store.save(chat)
         with ProjectionWorker(AgentStats, database_url) as worker:
             worker.catch_up()
-        chat = store.get(chat.id)
+        chat = store.get(chat.id)  # type: ignore[assignment]
         chat.add_input("user", "an inherited event")
         store.save(chat)
         with ProjectionWorker(AgentStats, database_url) as worker:

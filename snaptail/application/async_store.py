@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
+from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive_async
 from snaptail.application.engine import Engine, as_agent_id
 from snaptail.application.store import AGENT_ID_PAGE, StoreBase
@@ -40,6 +41,7 @@ class AsyncAgentStore(StoreBase):
 
     def __init__(self, url: str | None = None, **settings: Any) -> None:
         self.url = resolve_url(url)
+        arguments.check_url(self.url)
         self._engine, self._options = Engine.split(settings)
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots

@@ -35,6 +35,9 @@ class Request:
 
     __slots__ = ()
     write: ClassVar[bool] = False
+    # A read the drivers try again by the retry policy (a write's retries, and the
+    # save-id checks of the ambiguous-commit rule, are the steps' own).
+    retried: ClassVar[bool] = True
 
     def doing(self) -> str:
         """What the store was doing, for an error message."""
@@ -165,6 +168,7 @@ class ReadNewestNotification(Request):
 
 class ReadSaveCommitted(Request):
     __slots__ = ("save_id",)
+    retried = False
 
     def __init__(self, save_id: UUID) -> None:
         self.save_id = save_id
@@ -278,7 +282,7 @@ def drive(steps: Steps[T], recorder: AgentRecorder, retry: RetryPolicy) -> T:
             error = None
         except Exception as exc:
             result, error = None, storage_error(request.doing(), exc)
-            if not request.write:
+            if request.retried and not request.write:
                 try:
                     result, error = retry.again(exc, request.run, recorder), None
                 except Exception as final:
@@ -317,6 +321,8 @@ async def drive_async(steps: Steps[T], recorder: AsyncAgentRecorder, retry: Retr
                 try:
                     result = await request.run_async(recorder)
                 except Exception as exc:
+                    if not request.retried:
+                        raise
                     result = await retry.again_async(exc, request.run_async, recorder)
         except Exception as exc:
             error = storage_error(request.doing(), exc)

@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from snaptail.application import arguments
 from snaptail.application.budget import enforce_budget, observe_memory, resolve_budget
 from snaptail.application.drivers import (
     DeleteSnapshots,
@@ -49,6 +50,7 @@ from snaptail.errors import (
     DamagedLog,
     EventTooLarge,
     SaveOutcomeUnknown,
+    VersionNotFound,
 )
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import SnapshotInfo, StoredSnapshot
@@ -114,6 +116,7 @@ ENGINE_SETTINGS = frozenset(
         "policies",
         "keep_snapshots",
         "max_event_bytes",
+        "max_row_bytes",
         "memory_budget",
         "slow_load_ms",
         "metrics",
@@ -134,11 +137,20 @@ class Engine:
         policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
         keep_snapshots: int = 2,
         max_event_bytes: int = MIB,
+        max_row_bytes: int = arguments.DEFAULT_MAX_ROW_BYTES,
         memory_budget: int | str | None = None,
         slow_load_ms: float | None = None,
         metrics: bool = False,
         retry: RetryPolicy | None = None,
     ) -> None:
+        arguments.check_store_arguments(
+            snapshot_every=snapshot_every,
+            recent_events=recent_events,
+            keep_snapshots=keep_snapshots,
+            max_event_bytes=max_event_bytes,
+            max_row_bytes=max_row_bytes,
+            slow_load_ms=slow_load_ms,
+        )
         if recent_events < 0:
             raise ValueError(f"recent_events must be >= 0, got {recent_events}")
         if snapshot_every is not None and policy is not None:
@@ -157,6 +169,7 @@ class Engine:
         self.recent_events = recent_events
         self.keep_snapshots = keep_snapshots
         self.max_event_bytes = max_event_bytes
+        self.max_row_bytes = max_row_bytes
         self.slow_load_ms = slow_load_ms
         self.retry = retry or RetryPolicy()
         self.books = AgentBooks()
@@ -201,6 +214,7 @@ class Engine:
         """Store the agents' new events (and any snapshot due) in one transaction
         identified by a save id: a retry after a lost reply asks whether that save
         committed instead of guessing (see :mod:`snaptail.application.retry`)."""
+        arguments.check_agents(agents)
         for agent in agents:
             refuse_if_broken(agent)
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
@@ -448,6 +462,8 @@ class Engine:
         started = time.perf_counter()
         rows = yield ReadForLoad(agent_id, version, self.recent_events)
         candidate = rows.snapshot
+        if candidate is not None and len(candidate.state) > self.max_row_bytes:
+            self._check_snapshot_size(agent_id, candidate)
         judgement = None if candidate is None else judge_snapshot(candidate)
         agent: Agent | None = None if judgement is None else judgement.agent
         untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
@@ -458,6 +474,8 @@ class Engine:
                     break
                 untrusted.append((candidate.originator_version, judgement.why, judgement.kind))
                 candidate = yield ReadSnapshot(agent_id, candidate.originator_version - 1)
+                if candidate is not None:
+                    self._check_snapshot_size(agent_id, candidate)
                 judgement = None if candidate is None else judge_snapshot(candidate)
             # Read the events after the snapshot found (or all of them) once; a row at
             # or before the version of ``agent`` is only used for the recent cache.
@@ -477,9 +495,11 @@ class Engine:
             started,
             self.books,
             tuple((v, why) for v, why, _ in untrusted) if untrusted else (),
+            max_row_bytes=self.max_row_bytes,
         )
         if version is not None and agent.version < version:
             yield from require_head(agent_id, agent.version)
+            raise VersionNotFound(agent_id, version, agent.version)
         report_load(agent, stats, self.slow_load_ms)
         if untrusted:
             if self.repairs_snapshots:
@@ -497,6 +517,25 @@ class Engine:
         else:
             observe_memory(agent)
         return agent
+
+    def _check_snapshot_size(self, agent_id: UUID, snapshot: StoredSnapshot) -> None:
+        arguments.check_row_size(
+            agent_id, snapshot.originator_version, len(snapshot.state), self.max_row_bytes,
+            "snapshot",
+        )  # fmt: skip
+
+    def decode(self, stored: StoredEvent) -> Any:
+        """One stored event, its size and nesting checked (:class:`RowUnreadable`)."""
+        if len(stored.state) > self.max_row_bytes:
+            arguments.check_row_size(
+                UUID(str(stored.originator_id)), stored.originator_version,
+                len(stored.state), self.max_row_bytes, "event",
+            )  # fmt: skip
+        try:
+            return self.mapper.to_domain_event(stored)
+        except RecursionError:
+            agent_id = UUID(str(stored.originator_id))
+            raise arguments.too_deep(agent_id, stored.originator_version) from None
 
     def _replace_untrusted(
         self, agent: Agent, untrusted: Sequence[tuple[int, str, str]]
@@ -564,6 +603,7 @@ class Engine:
             raise AgentNotFound(agent_id, version)
         if version is not None and agent.version < version:
             yield from require_head(agent_id, agent.version)
+            raise VersionNotFound(agent_id, version, agent.version)
         return agent
 
     # -- reading the log -------------------------------------------------------------------
@@ -584,12 +624,12 @@ class Engine:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         return PageWalk(
-            agent_id, after, before, reverse, self.topics(types), page_size, self.mapper
+            agent_id, after, before, reverse, self.topics(types), page_size, self.decode
         )
 
     def latest(self, agent_id: UUID | str, types: Sequence[type[Any] | str]) -> Steps[Any | None]:
         page = yield ReadPage(as_agent_id(agent_id), desc=True, limit=1, topics=self.topics(types))
-        return self.mapper.to_domain_event(page[0]) if page else None
+        return self.decode(page[0]) if page else None
 
     def event_count(self, agent_id: UUID | str) -> Steps[int]:
         return (yield ReadHead(as_agent_id(agent_id))) or 0
@@ -637,6 +677,9 @@ class Engine:
         return (yield DeleteSnapshots(as_agent_id(agent_id), keep))  # type: ignore[no-any-return]
 
     def topics(self, types: Iterable[type[Any] | str] | None) -> tuple[str, ...]:
+        if types is None:
+            return ()
+        types = arguments.check_types(types)
         if not types:
             return ()
         return tuple(t if isinstance(t, str) else self.mapper.topic_of(t) for t in types)
@@ -657,7 +700,7 @@ class PageWalk:
         reverse: bool,
         topics: tuple[str, ...],
         page_size: int,
-        mapper: MsgspecMapper,
+        decode: Callable[[StoredEvent], Any],
     ) -> None:
         self.agent_id = agent_id
         self.after, self.before, self.reverse = after, before, reverse
@@ -667,7 +710,7 @@ class PageWalk:
         self.expected: int | None = None if reverse else (after or 0) + 1
         self.done = False
         self.error: DamagedLog | None = None
-        self.to_event = mapper.to_domain_event
+        self.to_event = decode
 
     def page(self) -> Steps[list[Any] | None]:
         """The next page's events (None: no more)."""

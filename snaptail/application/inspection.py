@@ -9,6 +9,7 @@ from datetime import datetime
 from uuid import UUID
 
 from snaptail.application.budget import resolve_budget
+from snaptail.application.directory import agent_name
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
@@ -58,6 +59,7 @@ class Inspection:
     last_events: list[EventRow]
     warnings: list[str]
     error: str = ""  # why the agent does not load ("" if it does)
+    name: str = ""  # the name the agent was created with
 
 
 def inspect_agent(
@@ -112,6 +114,7 @@ def inspect_agent(
         budget=budget,
         last_events=last_events,
         warnings=warnings,
+        name=agent_name(store, agent_id),
     )
 
 
@@ -170,6 +173,7 @@ def _unloadable(
         last_events=_last_events(store, agent_id, last),
         warnings=[f"does not load: {error}"],
         error=error,
+        name=agent_name(store, agent_id),
     )
 
 

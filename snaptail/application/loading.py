@@ -13,6 +13,7 @@ from functools import partial
 from typing import cast
 from uuid import UUID
 
+from snaptail.application.arguments import DEFAULT_MAX_ROW_BYTES, check_rows, too_deep
 from snaptail.domain.agent import Agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.errors import DamagedLog
@@ -127,6 +128,8 @@ def build_agent(
     started: float,
     books: AgentBooks,
     untrusted: tuple[tuple[int, str], ...] = (),
+    *,
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
 ) -> tuple[Agent, LoadStats]:
     """The agent decoded from its snapshot (None: no trusted one) with the event rows
     after it applied; ``rows`` may start earlier, to fill the recent-event cache of
@@ -142,12 +145,18 @@ def build_agent(
     require_consecutive(agent_id, rows, replay_from, snapshot_version)
     # (No copy of the rows when all of them are the tail: the common case.)
     tail = rows[replay_from:] if replay_from else rows
-    agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
-    assert agent is not None
     tail_bytes = sum([len(row[2]) for row in tail])
     read_bytes = tail_bytes + snapshot_bytes
     if replay_from:
         read_bytes += sum([len(row[2]) for row in rows[:replay_from]])
+    # One comparison: only a load whose rows total more than the limit looks at each.
+    if read_bytes - snapshot_bytes > max_row_bytes:
+        check_rows(agent_id, rows, read_bytes - snapshot_bytes, max_row_bytes)
+    try:
+        agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
+    except RecursionError:
+        raise too_deep(agent_id, _too_deep_version(mapper, agent_id, tail)) from None
+    assert agent is not None
     # The cache keeps the rows as read; each is decoded when first accessed.
     agent.recent_events = (
         RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
@@ -171,6 +180,20 @@ def build_agent(
     )
     books.record(agent, snapshot_version, tail_bytes, stats)
     return agent, stats
+
+
+def _too_deep_version(
+    mapper: MsgspecMapper, agent_id: UUID, rows: Sequence[EventRow]
+) -> int | None:
+    """The version of the first row that does not decode for its nesting."""
+    for version, topic, data in rows:
+        try:
+            mapper.decode_event(agent_id, version, topic, data)
+        except RecursionError:
+            return version
+        except Exception:
+            continue
+    return None
 
 
 def require_consecutive(

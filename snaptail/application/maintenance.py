@@ -8,7 +8,7 @@ time; ``on_agent`` is called after each agent (for a progress bar).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -16,6 +16,7 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentNotFound
+from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
@@ -23,9 +24,14 @@ PAGE = 1000
 OnAgent = Callable[[UUID], None]
 
 
+def agent_ids(store: AgentStore, page: int = PAGE) -> Iterator[UUID]:
+    """Every agent id in the database, in id order, read ``page`` at a time."""
+    return store.agent_ids(page=page)
+
+
 def count_agents(store: AgentStore) -> int:
     """How many agents the database holds (pages through the ids, holds none)."""
-    return sum(1 for _ in store.agent_ids())
+    return sum(1 for _ in agent_ids(store))
 
 
 @dataclass(frozen=True)
@@ -36,20 +42,43 @@ class PruneReport:
 
 
 def prune_snapshots(
-    store: AgentStore, keep: int | None = None, on_agent: OnAgent | None = None
+    store: AgentStore,
+    keep: int | None = None,
+    on_agent: OnAgent | None = None,
+    *,
+    dry_run: bool = False,
 ) -> PruneReport:
     """Delete all but the newest ``keep`` (default: the store's ``keep_snapshots``)
-    snapshots of every agent; each agent is one transaction."""
+    snapshots of every agent; each agent is one transaction. ``dry_run``: count what
+    would be deleted, write nothing."""
     keep = store.keep_snapshots if keep is None else keep
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     agents = deleted = 0
-    for agent_id in store.agent_ids():
-        deleted += store.prune_snapshots(agent_id, keep)
+    for agent_id in agent_ids(store):
+        if dry_run:
+            deleted += would_prune(store.snapshot_infos(agent_id), keep)
+        else:
+            deleted += store.prune_snapshots(agent_id, keep)
         agents += 1
         if on_agent is not None:
             on_agent(agent_id)
     return PruneReport(agents=agents, deleted=deleted, keep=keep)
+
+
+def would_prune(infos: Sequence[SnapshotInfo], keep: int) -> int:
+    """How many of one agent's snapshots (``infos``, newest first) the retention rule
+    deletes: those older than the ``keep``-th newest, except the newest snapshot of
+    each of the two newest fingerprints (the recorders' pruning, as a count)."""
+    versions = sorted((i.originator_version for i in infos), reverse=True)
+    if len(versions) <= keep:
+        return 0
+    cutoff = versions[keep - 1]
+    newest: dict[str, int] = {}
+    for info in infos:
+        newest[info.fingerprint] = max(newest.get(info.fingerprint, 0), info.originator_version)
+    protected = set(sorted(newest.values(), reverse=True)[:2])
+    return sum(1 for v in versions if v < cutoff and v not in protected)
 
 
 @dataclass(frozen=True)
@@ -116,7 +145,7 @@ def sample_agent_ids(store: AgentStore, n: int, seed: int | None = None) -> list
         raise ValueError(f"sample size must be >= 1, got {n}")
     rnd = random.Random(seed)
     chosen: list[UUID] = []
-    for seen, agent_id in enumerate(store.agent_ids()):
+    for seen, agent_id in enumerate(agent_ids(store)):
         if seen < n:
             chosen.append(agent_id)
         else:
@@ -130,7 +159,7 @@ def verify_snapshots(
     store: AgentStore, ids: Iterable[UUID] | None = None, on_agent: OnAgent | None = None
 ) -> Iterator[Verdict]:
     """Verify the newest snapshot of each of ``ids`` (default: every agent)."""
-    for agent_id in store.agent_ids() if ids is None else ids:
+    for agent_id in agent_ids(store) if ids is None else ids:
         yield verify_agent(store, agent_id)
         if on_agent is not None:
             on_agent(agent_id)

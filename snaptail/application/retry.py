@@ -206,12 +206,14 @@ class RetryPolicy:
         """The steps that find out whether the save ``unknown`` is about committed
         (``check`` asks, ``pause`` waits): asked up to ``attempts`` times; raises
         ``unknown`` again if never answered."""
-        try:
-            return bool((yield check))  # a read: the driver tries it again if it fails
-        except Exception as exc:
-            if is_retryable(exc):
-                raise unknown from exc
-            raise
+        for wait in self.waits():
+            try:
+                return bool((yield check))
+            except Exception as exc:
+                if wait is None or not is_retryable(exc):
+                    raise unknown from exc
+                yield pause(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 __all__ = [

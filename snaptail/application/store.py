@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
+from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive
 from snaptail.application.engine import Engine, as_agent_id
 from snaptail.application.loading import LoadStats
@@ -70,6 +71,10 @@ class StoreBase:
         return self._engine.max_event_bytes
 
     @property
+    def max_row_bytes(self) -> int:
+        return self._engine.max_row_bytes
+
+    @property
     def slow_load_ms(self) -> float | None:
         return self._engine.slow_load_ms
 
@@ -111,7 +116,8 @@ class AgentStore(StoreBase):
     subclasses included, that need another); ``keep_snapshots`` newest snapshots are
     kept per agent;
     ``recent_events`` bounds each loaded agent's cache of its newest events;
-    ``max_event_bytes`` bounds one encoded event. ``memory_budget`` (bytes or
+    ``max_event_bytes`` bounds one encoded event, ``max_row_bytes`` (default 64 MiB)
+    one stored row a read decodes. ``memory_budget`` (bytes or
     ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
     ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
     Prometheus metrics (``snaptail.metrics``).
@@ -127,6 +133,7 @@ class AgentStore(StoreBase):
         policies: Mapping[type[Agent], SnapshotPolicy] | None = None,
         keep_snapshots: int = 2,
         max_event_bytes: int = MIB,
+        max_row_bytes: int = arguments.DEFAULT_MAX_ROW_BYTES,
         memory_budget: int | str | None = None,
         slow_load_ms: float | None = None,
         metrics: bool = False,
@@ -140,6 +147,7 @@ class AgentStore(StoreBase):
             policies=policies,
             keep_snapshots=keep_snapshots,
             max_event_bytes=max_event_bytes,
+            max_row_bytes=max_row_bytes,
             memory_budget=memory_budget,
             slow_load_ms=slow_load_ms,
             metrics=metrics,
@@ -148,6 +156,7 @@ class AgentStore(StoreBase):
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots
         self.url = resolve_url(url)
+        arguments.check_url(self.url)
         self._recorder: AgentRecorder = open_recorder(self.url, **options)
 
     @property

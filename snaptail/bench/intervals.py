@@ -138,6 +138,8 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
       decode, recent-event cache). With fewer than two intervals, the slope of the
       full-replay loads (no snapshots) against log length is used instead;
     * worst-case load for interval ``n``: base + fold x (n - 1) (the longest tail);
+    * never an interval at or above the smallest one whose measured p95 load at the
+      longest log missed the target (the table would contradict the advice);
     * snapshot write cost: encoding the state plus inserting the row in a transaction
       of its own (the median over the intervals).
     """
@@ -169,8 +171,18 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
         r["snapshot_write_ms"] for r in snapshotted if r.get("snapshot_write_ms") is not None
     )
     snapshot_write_ms = write_costs[len(write_costs) // 2] if write_costs else None
+    # Never an interval at or past one this run measured missing the target (its
+    # p95 over it): the prediction is a fit, the table is what was seen.
+    missed = [
+        r["interval"]
+        for r in snapshotted
+        if r.get("load_ms_p95") is not None and r["load_ms_p95"] > target_ms
+    ]
+    ceiling = min(missed) if missed else None
     chosen = None
     for n in NICE_INTERVALS:
+        if ceiling is not None and n >= ceiling:
+            continue
         if base_ms + fold_ms * (n - 1) <= target_ms:
             chosen = n
             break
@@ -196,6 +208,8 @@ def recommend(measurements: Sequence[Record], target_ms: float, batch: int) -> R
         "snapshot_write_ms": snapshot_write_ms,
         "append_overhead": overhead,
         "events": longest,
+        # the smallest interval measured missing the target (None: none missed it)
+        "missed_at_interval": ceiling,
     }
 
 

@@ -10,18 +10,38 @@ import logging
 import typer
 from rich.console import Console
 
+from snaptail.cli.failures import EXIT_CODES, OneLineGroup, set_verbose
+
 app = typer.Typer(
+    cls=OneLineGroup,
     help="snaptail: event-sourced LLM agents that load from snapshot + short tail.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from snaptail import __version__
+
+        typer.echo(f"snaptail {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at debug level."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log at debug level; show the traceback of an error "
+        "(also: SNAPTAIL_VERBOSE=1)."
+    ),
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
+    set_verbose(verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -37,10 +57,13 @@ def demo(
 ) -> None:
     """Simulate a few realistic agents, then show load time, events read and memory."""
     from snaptail.application.store import AgentStore
+    from snaptail.cli.databases import database_url
     from snaptail.cli.demo import DEFAULT_AGENTS, demo_table, run_demo
 
+    if not scale > 0:
+        raise typer.BadParameter(f"must be > 0, got {scale}", param_hint="--scale")
     agents = tuple((name, max(2, int(n * scale))) for name, n in DEFAULT_AGENTS)
-    with AgentStore(db) as store:
+    with AgentStore(database_url(db)) as store:
         rows = run_demo(store, agents, seed=seed, console=console)
         console.print(demo_table(rows, store.url))
 
@@ -54,11 +77,16 @@ def migrate(
 
     PostgreSQL: adds the transaction id that lets saves run without a table lock.
     Stop older writers and workers first. SQLite needs nothing."""
-    from snaptail.infrastructure.urls import resolve_url, sqlite_path
+    from snaptail.cli.databases import database_url
+    from snaptail.infrastructure.urls import sqlite_path
 
-    url = resolve_url(db)
+    url = database_url(db)
     if sqlite_path(url) is not None:
-        console.print("SQLite: nothing to upgrade")
+        from snaptail.application.store import AgentStore
+        from snaptail.cli.databases import existing_database
+
+        with AgentStore(existing_database(db), read_only=True):  # it is a snaptail database
+            console.print("SQLite: nothing to upgrade")
         return
     from snaptail.infrastructure.postgres import migrate_postgres
 

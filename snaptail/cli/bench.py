@@ -7,7 +7,7 @@ import logging
 import os
 import platform
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from snaptail.bench.intervals import (
     run_intervals,
 )
 from snaptail.bench.intervals import DEFAULT_LENGTHS as INTERVAL_LENGTHS
-from snaptail.bench.run import BenchRun
+from snaptail.bench.run import BenchRun, Record
 from snaptail.bench.scale import DEFAULT_LENGTHS as SCALE_LENGTHS
 from snaptail.bench.scale import QUICK_LENGTHS as SCALE_QUICK_LENGTHS
 from snaptail.bench.scale import ScaleConfig, run_scale, targets
@@ -44,7 +44,12 @@ bench_app = typer.Typer(
 
 
 def _ints(text: str) -> list[int]:
-    return [int(part.replace("_", "").replace(",", "")) for part in text.split() if part]
+    try:
+        return [int(part.replace("_", "").replace(",", "")) for part in text.split() if part]
+    except ValueError:
+        raise typer.BadParameter(
+            f"give positive event counts, e.g. 1000,10000, not {text!r}"
+        ) from None
 
 
 def _lengths(text: str | None, default: tuple[int, ...]) -> list[int]:
@@ -137,8 +142,10 @@ def intervals(
         f"{machine()}"
     )
     with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
-        run_intervals(config, run)
-    console.print(intervals_table(run.records))
+        interrupted = _interruptible(lambda: run_intervals(config, run))
+    console.print(intervals_table(run.records, console))
+    if interrupted:
+        raise _stopped(console, run.records, "measurement")
     recommendation = next((r for r in run.records if r["kind"] == "recommendation"), None)
     if recommendation is not None:
         console.print(recommendation_text(recommendation))
@@ -185,11 +192,14 @@ def scale(
         f" events; snapshot every {interval}; {batch} events per save; {machine()}"
     )
     with _quiet_store_logs(), _run(console, json_lines, data_dir) as run:
-        run_scale(config, run)
-        for record in targets(run.records):
-            run.emit(record)
+        interrupted = _interruptible(lambda: run_scale(config, run))
+        if not interrupted:
+            for record in targets(run.records):
+                run.emit(record)
     for table in scale_tables(run.records):
         console.print(table)
+    if interrupted:
+        raise _stopped(console, run.records, "load", "append", "tiny-load")
     console.print(targets_table([r for r in run.records if r["kind"] == "target"]))
     if plot is not None:
         plot_scale(run.records, plot)
@@ -252,9 +262,44 @@ def langgraph_bench(
                 f" {row.ms_per_step:.1f} ms/step"
             )
 
+    measured: list[LangGraphRow] = []
+
+    def keep(row: LangGraphRow) -> None:
+        measured.append(row)
+        on_row(row)
+
     with _quiet_store_logs():
-        rows = run_langgraph_bench(marks, chars, url, baseline_max, on_row)
-    console.print(langgraph_table(rows))
+        interrupted = _interruptible(lambda: run_langgraph_bench(marks, chars, url, baseline_max,
+                                                                 keep))  # fmt: skip
+    console.print(langgraph_table(measured, console))
+    if interrupted:
+        console.print(
+            f"[yellow]interrupted (Ctrl-C): the table holds the {len(measured)} row(s) measured"
+            " so far[/]"
+        )
+        raise typer.Exit(INTERRUPTED)
+
+
+INTERRUPTED = 130
+
+
+def _interruptible(work: Callable[[], object]) -> bool:
+    """Run ``work``; True if Ctrl-C stopped it (what it measured is kept)."""
+    try:
+        work()
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _stopped(console: Console, records: list[Record], *kinds: str) -> typer.Exit:
+    """Say that Ctrl-C stopped the run and how much the table above holds."""
+    done = sum(1 for r in records if r["kind"] in kinds)
+    console.print(
+        f"[yellow]interrupted (Ctrl-C): the table above holds the {done} result(s) measured"
+        " so far; no recommendation or targets from an incomplete run[/]"
+    )
+    return typer.Exit(INTERRUPTED)
 
 
 @contextmanager

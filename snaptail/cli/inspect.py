@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -25,7 +24,8 @@ def render(
 ) -> None:
     """Print an inspection as Rich tables, warnings last (with the events of this
     agent that projection workers skipped: their read models miss them)."""
-    summary = Table(title=f"agent {inspection.agent_id}", show_header=False)
+    named = f" ({inspection.name})" if inspection.name else ""
+    summary = Table(title=f"agent {inspection.agent_id}{named}", show_header=False)
     summary.add_column("what", style="bold")
     summary.add_column("value")
     snapshots = ", ".join(
@@ -34,6 +34,7 @@ def render(
     )
     budget = "none" if inspection.budget is None else format_bytes(inspection.budget)
     for what, value in (
+        ("name", inspection.name or "-"),
         ("type", inspection.agent_type),
         ("version", str(inspection.version)),
         ("snapshot versions", snapshots or "none"),
@@ -90,8 +91,14 @@ def _render_events(inspection: Inspection, console: Console) -> None:
     console.print(events)
 
 
+OVER_BUDGET = 3  # the exit status of an inspection that found the agent over its budget
+
+
 def inspect_command(
-    agent_id: str = typer.Argument(..., help="The agent's id (a UUID)."),
+    agent: str = typer.Argument(
+        ..., help="The agent: its id, a prefix of its id no other agent shares, or its name "
+        "(as `snaptail stats` shows them)."
+    ),
     db: str | None = typer.Option(
         None, "--db", help="Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
     ),
@@ -99,30 +106,47 @@ def inspect_command(
         None, "--budget", help="Memory budget to check against, e.g. 2MiB (default: the type's)."
     ),
     snapshot_every: int = typer.Option(
-        100, "--snapshot-every", help="The snapshot interval the agent is written with."
+        100, "--snapshot-every", min=1, help="The snapshot interval the agent is written with."
     ),
-    last: int = typer.Option(20, "--last", help="How many of the newest events to list."),
+    last: int = typer.Option(20, "--last", min=0, help="How many of the newest events to list."),
     view_db: str | None = typer.Option(
         None, "--view-db", help="Where projection views live, for their dead letters "
         "(default: the event database)."
     ),
 ) -> None:
     """Show an agent's version, snapshots, tail, event bytes, memory and newest events,
-    with a warning where it is unhealthy."""
-    console = Console()
-    try:
-        uuid = UUID(agent_id)
-    except ValueError:
-        console.print(f"[red]not an agent id (a UUID): {agent_id!r}[/]")
-        raise typer.Exit(2) from None
-    with InspectionStore(db, policy=EveryNEvents(snapshot_every)) as store:
+    with a warning where it is unhealthy. Reads only: a missing database is "no such
+    database", a read-only one is read as it is.
+
+    Exit status: 0 healthy or warned; 1 the agent does not load (or is not found);
+    2 a usage error (a bad option, or an id prefix or name matching no agent or
+    several); 3 the agent is over its memory budget."""
+    from snaptail.application.directory import find_agent
+    from snaptail.cli.databases import database_url, existing_database
+    from snaptail.errors import InvalidArgument
+
+    limit = None
+    if budget is not None:
         try:
-            inspection = inspect_agent(
-                store, uuid, last=last, budget=None if budget is None else parse_size(budget)
-            )
+            limit = parse_size(budget)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--budget") from None
+    url = existing_database(db)
+    views = database_url(view_db, "--view-db") if view_db else url
+    console = Console()
+    with InspectionStore(url, policy=EveryNEvents(snapshot_every), read_only=True) as store:
+        try:
+            uuid = find_agent(store, agent)
+        except InvalidArgument as exc:
+            raise typer.BadParameter(str(exc).partition(": ")[2], param_hint="AGENT") from None
+        try:
+            inspection = inspect_agent(store, uuid, last=last, budget=limit)
         except AgentNotFound as exc:
-            console.print(f"[red]{exc}[/] in {store.url}")
+            console.print(f"[red]{escape(str(exc))}[/] in {escape(store.url)}")
             raise typer.Exit(1) from None
-        render(inspection, console, read_dead_letters(view_db or store.url, agent_id=str(uuid)))
-        if inspection.error:
-            raise typer.Exit(1)
+        render(inspection, console, read_dead_letters(views, agent_id=str(uuid)))
+    if inspection.error:
+        raise typer.Exit(1)
+    if inspection.budget is not None and inspection.memory.total > inspection.budget:
+        raise typer.Exit(OVER_BUDGET)
+

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -97,6 +98,34 @@ class _Bar:
         self._progress.stop()
 
 
+class _Following:
+    """While following on a terminal: one live line with the position and the events
+    applied since the worker caught up."""
+
+    def __init__(self, worker: Any) -> None:
+        self._worker = worker
+        self._applied = 0
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), EventsPerSecond(), console=err,
+            transient=True,
+        )  # fmt: skip
+        self._task = self._progress.add_task(self._text(), total=None)
+        self._progress.start()
+
+    def _text(self) -> str:
+        return (
+            f"{self._worker.name} following: position {self._worker.position}, "
+            f"{self._applied:,} events since caught up"
+        )
+
+    def advanced(self, applied: int) -> None:
+        self._applied += applied
+        self._progress.update(self._task, advance=applied, description=self._text())
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
 class _StderrHandler(logging.Handler):
     """The worker's log lines (lock, standby, reconnects, failures) on stderr."""
 
@@ -118,14 +147,14 @@ def _failed(exc: Exception, worker: Any) -> typer.Exit:
 
     if isinstance(exc, ProjectionFailed):
         err.print(
-            f"{exc}\nthe view is committed up to notification {worker.position}; a restart "
+            f"error: {exc}; the view is committed up to notification {worker.position}; a restart "
             "stops at the same event. Fix the projection, or run with --skip-failed to "
             "record the event as a dead letter and go on.",
             markup=False,
             highlight=False,
         )
         return typer.Exit(3)
-    err.print(f"worker stopped: {exc}", markup=False, highlight=False)
+    err.print(f"error: worker stopped: {exc}", markup=False, highlight=False)
     return typer.Exit(4)
 
 
@@ -173,18 +202,22 @@ def run(
     With --partitions N, each slice is run by whichever worker holds its lock; a
     worker whose slice is taken stands by and takes over, from the slice's stored
     position, when the holder stops or dies."""
+    from snaptail.cli.databases import database_url
     from snaptail.errors import DatabaseUnreachable, ProjectionFailed, WorkerGaveUp
     from snaptail.infrastructure.recorder import Partition
     from snaptail.projections.worker import ProjectionWorker
 
     if partition is not None and partition >= partitions:
         raise typer.BadParameter(f"--partition must be below --partitions ({partitions})")
+    db = database_url(db)
+    view_db = database_url(view_db, "--view-db") if view_db else view_db
     projection = load_projection(target)
     if partitions > 1 and not projection.partitionable:
         raise typer.BadParameter(
             f"{target} is not partitionable (it does not set partitionable = True)"
         )
     if partitions > 1 and partition is None:
+        _check_split(projection, db, view_db, partitions)  # once, before N children
         options = [target, "--batch-size", str(batch_size), "--poll-interval",
                    str(poll_interval), "--give-up-after", str(give_up_after), "--no-progress",
                    "--partitions", str(partitions)]  # fmt: skip
@@ -215,33 +248,45 @@ def run(
             partition=None if partition is None else Partition(partition, partitions),
         )
     except DatabaseUnreachable as exc:
-        err.print(f"worker not started: {exc}", markup=False, highlight=False)
+        err.print(f"error: worker not started: {exc}", markup=False, highlight=False)
         raise typer.Exit(4) from None
     with started as worker:
         err.print(f"worker {worker.name}: position {worker.position}, lock {worker.lock.where}")
         bar: _Bar | None = None
+        following: _Following | None = None
         caught_up = threading.Event()
+        show = progress and err.is_terminal
 
         def on_batch(applied: int) -> None:
             nonlocal bar
+            if following is not None:
+                following.advanced(applied)
+                return
             if bar is None and not caught_up.is_set():
-                bar = _Bar(worker, progress and err.is_terminal)
+                bar = _Bar(worker, show)
             if bar is not None:
                 bar.advanced(applied)
 
         def on_caught_up(applied: int, seconds: float) -> None:
-            nonlocal bar
+            nonlocal bar, following
             if bar is not None:
                 bar.stop()
                 bar = None
-            caught_up.set()
             rate = applied / seconds if seconds > 0 else 0.0
-            err.print(
-                f"caught up: {applied} events in {seconds:.2f}s ({rate:,.0f} events/s), "
-                f"position {worker.position}"
-            )
-            if not catch_up_only and not stop.is_set():
+            done = f"{applied} events in {seconds:.2f}s ({rate:,.0f} events/s)"
+            if stop.is_set():  # stopped during the catch-up: not caught up
+                left = max(worker.head() - worker.position.notification_id, 0)
+                err.print(
+                    f"interrupted during catch-up: {done}, position {worker.position}; about"
+                    f" {left:,} events left (a restart continues from here)"
+                )
+                return
+            caught_up.set()
+            err.print(f"caught up: {done}, position {worker.position}")
+            if not catch_up_only:
                 err.print("following new events (SIGTERM or Ctrl-C to stop)")
+                if show:
+                    following = _Following(worker)
 
         try:
             worker.run(
@@ -252,7 +297,23 @@ def run(
         finally:
             if bar is not None:
                 bar.stop()
+            if following is not None:
+                following.stop()
         err.print(f"stopped at position {worker.position}")
+
+
+def _check_split(projection: Any, db: str, view_db: str | None, partitions: int) -> None:
+    """Refuse (one usage error) a split other than the one the view was built with."""
+    from snaptail.infrastructure.recorder import Partition
+    from snaptail.projections.view import open_view
+    from snaptail.projections.worker import check_partitioning
+
+    view = open_view(view_db or db)
+    try:
+        view.setup()
+        check_partitioning(view, projection.name, Partition(0, partitions))
+    finally:
+        view.close()
 
 
 def _supervise(runs: list[list[str]]) -> int:
@@ -285,10 +346,14 @@ def _supervise(runs: list[list[str]]) -> int:
     return status
 
 
+STATS_DROP_ORDER = ("last at (UTC)", "last event", "type", "errs", "tools", "tok out",
+                    "tok in", "tail", "name")  # fmt: skip
+
+
 def stats(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     view_db: str = typer.Option(None, "--view-db", help=VIEW_HELP),
-    top: int = typer.Option(20, "--top", help="How many agents to show (0: all)."),
+    top: int = typer.Option(20, "--top", min=0, help="How many agents to show (0: all)."),
     sort: str = typer.Option("events", "--sort", help="events, bytes or tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of objects."),
     update: bool = typer.Option(
@@ -296,67 +361,137 @@ def stats(
     ),
 ) -> None:
     """Per-agent events, bytes, tokens, tool calls, errors and snapshot version,
-    read from the AgentStats view; no agent is loaded."""
-    from snaptail.projections.agent_stats import SORTS, AgentStats, read_agent_stats
-    from snaptail.projections.worker import ProjectionWorker
+    read from the AgentStats view; no agent is loaded. Each agent is shown by its
+    full id and name, both of which `snaptail inspect` accepts.
+
+    Never creates a database: a missing one is "no such database". A read-only
+    database is shown as its view stands (as with --no-update). On a narrow terminal
+    whole columns are left out, in this order: last at, last event, type, errs,
+    tools, tok out, tok in, tail, name (the id and the figures stay whole)."""
+    from snaptail.projections.agent_stats import SORTS
 
     if sort not in SORTS:
-        raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}, got {sort!r}")
-    if top < 0:
-        raise typer.BadParameter(f"--top must be >= 0, got {top}")
+        raise typer.BadParameter(
+            f"must be one of {', '.join(SORTS)}, got {sort!r}", param_hint="--sort"
+        )
+    from snaptail.cli.databases import database_url, existing_database, writable
+
+    url = existing_database(db)
+    view_url = database_url(view_db, "--view-db") if view_db else None
+    if update and not (writable(url) and (view_url is None or writable(view_url))):
+        err.print("read-only database: showing the AgentStats view as it stands (no catch-up)")
+        update = False
+    if update:
+        rows, position, names = _stats_caught_up(url, view_url, sort, top)
+    else:
+        rows, position, names = _stats_as_they_stand(url, view_url, sort, top)
+    if as_json:
+        records = [{**row.__dict__, "name": names[row.agent_id], "tail": row.tail}
+                   for row in rows]  # fmt: skip
+        sys.stdout.write(msgspec.json.encode(records).decode() + "\n")
+        return
+    console = Console()
+    console.print(_stats_table(console, rows, names, f"top {len(rows)} by {sort}, {position}"))
+
+
+def _stats_caught_up(
+    url: str, view_url: str | None, sort: str, top: int
+) -> tuple[list[Any], str, dict[str, str]]:
+    """Catch AgentStats up (each slice of a partitioned one in turn), then read it."""
+    from uuid import UUID
+
+    from snaptail.application.directory import agent_name
     from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
     from snaptail.infrastructure.recorder import Partition
+    from snaptail.projections.agent_stats import AgentStats, read_agent_stats
     from snaptail.projections.view import open_view
-    from snaptail.projections.worker import stored_partitions
+    from snaptail.projections.worker import ProjectionWorker, stored_partitions
 
-    view = open_view(view_db or db)
+    view = open_view(view_url or url)
     try:
         view.setup()
         count = stored_partitions(view, AgentStats.name) or 1
     finally:
         view.close()
+    rows: list[Any] = []
+    names: dict[str, str] = {}
+    where: object = 0
     for k in range(count):  # each slice of a partitioned AgentStats in turn
         part = Partition(k, count) if count > 1 else None
-        with ProjectionWorker(AgentStats, db, view_db, partition=part) as worker:
-            if update:
-                bar = _Bar(worker, err.is_terminal)
-                try:
-                    worker.catch_up(on_batch=bar.advanced)
-                except ProjectionBusy:
-                    err.print(f"a worker is running {worker.name}: showing its view as it is")
-                except (ProjectionFailed, WorkerGaveUp) as exc:
-                    raise _failed(exc, worker) from None
-                finally:
-                    bar.stop()
-            for letter in worker.view.dead_letters(worker.name):
-                err.print(
-                    f"dead letter: {worker.name} skipped notification {letter.notification_id} "
-                    f"(agent {letter.agent_id}, version {letter.version}, event "
-                    f"{letter.event_type}) at {letter.skipped_at}: {letter.error}",
-                    markup=False,
-                    highlight=False,
-                )
+        with ProjectionWorker(AgentStats, url, view_url, partition=part) as worker:
+            bar = _Bar(worker, err.is_terminal)
+            try:
+                worker.catch_up(on_batch=bar.advanced)
+            except ProjectionBusy:
+                err.print(f"a worker is running {worker.name}: showing its view as it is")
+            except (ProjectionFailed, WorkerGaveUp) as exc:
+                raise _failed(exc, worker) from None
+            finally:
+                bar.stop()
+            _print_dead_letters(worker.view, worker.name)
             if k == count - 1:
                 rows = read_agent_stats(
                     worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
                 )
+                names = {r.agent_id: agent_name(worker.recorder, UUID(r.agent_id)) for r in rows}
                 where = worker.view.position(worker.name)
-    position = f"{count} partitions" if count > 1 else f"position {where}"
-    if as_json:
-        records = [{**row.__dict__, "tail": row.tail} for row in rows]
-        sys.stdout.write(msgspec.json.encode(records).decode() + "\n")
-        return
-    console = Console()
-    wide = console.width >= 120  # narrow terminals: the figures only
-    table = Table(
-        title=f"AgentStats: top {len(rows)} by {sort}, {position}",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    for row in rows:
-        cells = {
-            "agent": row.agent_id[:8],
+    return rows, f"{count} partitions" if count > 1 else f"position {where}", names
+
+
+def _stats_as_they_stand(
+    url: str, view_url: str | None, sort: str, top: int
+) -> tuple[list[Any], str, dict[str, str]]:
+    """Read AgentStats as it stands, opening both databases read-only."""
+    from uuid import UUID
+
+    from snaptail.application.directory import agent_name
+    from snaptail.infrastructure.backends import open_recorder
+    from snaptail.projections.agent_stats import AgentStats, read_agent_stats
+    from snaptail.projections.view import TRACKING_TABLE, open_view
+    from snaptail.projections.worker import stored_partitions
+
+    recorder = open_recorder(url, read_only=True)
+    try:
+        view = open_view(view_url or url, read_only=True)
+        try:
+            tracked = view.has_table(TRACKING_TABLE)
+            count = (stored_partitions(view, AgentStats.name) if tracked else None) or 1
+            rows = read_agent_stats(view, sort=sort, top=top or None, recorder=recorder)  # type: ignore[arg-type]
+            names = {r.agent_id: agent_name(recorder, UUID(r.agent_id)) for r in rows}
+            if count > 1:
+                position = f"{count} partitions"
+            else:
+                position = f"position {view.position(AgentStats.name) if tracked else 0}"
+            if tracked:
+                _print_dead_letters(view, AgentStats.name)
+        finally:
+            view.close()
+    finally:
+        close = getattr(recorder, "close", None)
+        if close is not None:
+            close()
+    return rows, f"{position}, not caught up", names
+
+
+def _print_dead_letters(view: Any, name: str) -> None:
+    for letter in view.dead_letters(name):
+        err.print(
+            f"dead letter: {name} skipped notification {letter.notification_id} "
+            f"(agent {letter.agent_id}, version {letter.version}, event "
+            f"{letter.event_type}) at {letter.skipped_at}: {letter.error}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _stats_table(console: Console, rows: list[Any], names: dict[str, str], title: str) -> Table:
+    """The stats table, fitted to the console (columns dropped in STATS_DROP_ORDER)."""
+    from snaptail.cli.tables import fit
+
+    cells = [
+        {
+            "agent": row.agent_id,
+            "name": names.get(row.agent_id, ""),
             "type": row.agent_type.rpartition(":")[2],
             "events": f"{row.events:,}",
             "bytes": format_bytes(row.bytes),
@@ -369,12 +504,25 @@ def stats(
             "last event": row.last_event_type,
             "last at (UTC)": (row.last_event_at or "")[:19].replace("T", " "),
         }
-        if not wide:
-            for column in ("type", "last event", "last at (UTC)"):
-                del cells[column]
-        if not table.columns:
-            for header in cells:
-                justify = "left" if header in {"agent", "type", "last event"} else "right"
-                table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-        table.add_row(*cells.values())
-    console.print(table)
+        for row in rows
+    ]
+    headers = ["agent", "name", "type", "events", "bytes", "tok in", "tok out", "tools",
+               "errs", "snap", "tail", "last event", "last at (UTC)"]  # fmt: skip
+
+    def build(kept: Sequence[str]) -> Table:
+        table = Table(
+            title=f"AgentStats: {title}", box=box.SIMPLE_HEAD, pad_edge=False,
+            collapse_padding=True, title_justify="left",
+        )  # fmt: skip
+        for header in kept:
+            text = header in {"agent", "name", "type", "last event"}
+            table.add_column(
+                header,
+                justify="left" if text else "right",
+                no_wrap=True,
+            )
+        for cell in cells:
+            table.add_row(*(cell[h] for h in kept))
+        return table
+
+    return fit(console, headers, STATS_DROP_ORDER, build)

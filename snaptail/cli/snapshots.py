@@ -8,6 +8,7 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -20,7 +21,7 @@ DB_HELP = "Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.d
 
 
 @contextmanager
-def _progress(label: str, total: int) -> Iterator[Callable[[UUID], None]]:
+def _progress(label: str, total: int | None) -> Iterator[Callable[[UUID], None]]:
     """A progress bar over ``total`` agents (on stderr, gone when done)."""
     with Progress(
         TextColumn(label),
@@ -39,26 +40,36 @@ def prune(
     db: str = typer.Option(None, "--db", help=DB_HELP),
     keep: int = typer.Option(None, "--keep", min=1, help="Snapshots kept per agent "
                              "(default: the store's keep_snapshots, 2)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Count what would be deleted; change nothing (read-only)."
+    ),
 ) -> None:
-    """Delete all but the newest K snapshots of every agent."""
+    """Delete all but the newest K snapshots of every agent (and the newest of each of
+    the last two code versions). Never creates a database: a missing one is "no such
+    database"."""
     from snaptail.application.maintenance import count_agents, prune_snapshots
     from snaptail.application.store import AgentStore
+    from snaptail.cli.databases import existing_database
 
     console = Console()
-    with AgentStore(db) as store:
+    url = existing_database(db)
+    with AgentStore(url, read_only=dry_run) as store:
         total = count_agents(store)
-        with _progress("pruning", total) as advance:
-            report = prune_snapshots(store, keep, on_agent=advance)
+        with _progress("counting" if dry_run else "pruning", total) as advance:
+            report = prune_snapshots(store, keep, on_agent=advance, dry_run=dry_run)
     console.print(
-        f"pruned {report.deleted} snapshot(s) of {report.agents} agent(s); "
-        f"kept the newest {report.keep} per agent"
+        f"{'would prune' if dry_run else 'pruned'} {report.deleted} snapshot(s) of "
+        f"{report.agents} agent(s); {'would keep' if dry_run else 'kept'} the newest "
+        f"{report.keep} per agent"
     )
 
 
 @snapshots_app.command()
 def verify(
     db: str = typer.Option(None, "--db", help=DB_HELP),
-    agent: str = typer.Option(None, "--agent", help="Verify only this agent (its id)."),
+    agent: str = typer.Option(
+        None, "--agent", help="Verify only this agent (its id, a unique id prefix, or its name)."
+    ),
     show_all: bool = typer.Option(False, "--all", help="List every agent, not only failures."),
     sample: int = typer.Option(
         None, "--sample", min=1, help="Verify N agents drawn at random (default: every agent)."
@@ -67,35 +78,47 @@ def verify(
     """Rebuild agents from their log and compare with their newest snapshot.
 
     Exits with 1 if any snapshot differs from the rebuild or would not be trusted, or
-    any agent's log cannot be read or replayed (each such agent is listed).
+    any agent's log cannot be read or replayed (each such agent is listed). On a
+    damaged database every agent that can be reached is verified and each damaged
+    one listed. Reads only: a missing database is "no such database", a read-only one
+    is read as it is.
     """
+    from snaptail.application.directory import find_agent
     from snaptail.application.maintenance import (
         count_agents,
         sample_agent_ids,
         verify_snapshots,
     )
     from snaptail.application.store import AgentStore
-    from snaptail.errors import AgentNotFound
+    from snaptail.cli.databases import existing_database
+    from snaptail.errors import AgentNotFound, InvalidArgument
 
     console = Console()
     ids: list[UUID] | None = None
-    if agent is not None:
-        try:
-            ids = [UUID(agent)]
-        except ValueError:
-            raise typer.BadParameter(f"not an agent id: {agent!r}", param_hint="--agent") from None
-    if sample is not None and ids is not None:
+    if sample is not None and agent is not None:
         raise typer.BadParameter("give --agent or --sample, not both", param_hint="--sample")
-    with AgentStore(db) as store:
+    url = existing_database(db)
+    with AgentStore(url, read_only=True) as store:
+        if agent is not None:
+            try:
+                ids = [find_agent(store, agent, "--agent")]
+            except InvalidArgument as exc:
+                raise typer.BadParameter(
+                    str(exc).partition(": ")[2], param_hint="--agent"
+                ) from None
         if sample is not None:
             ids = sample_agent_ids(store, sample)
-        total = len(ids) if ids is not None else count_agents(store)
+        try:
+            total: int | None = len(ids) if ids is not None else count_agents(store)
+        except Exception:  # a damaged index: verify what can be reached, unnumbered
+            total = None
         counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
             table.add_column(column, no_wrap=True)
         table.add_column("differs / why", overflow="fold")
+        stopped = ""  # why the agents could not all be listed (a damaged index)
         try:
             with _progress("verifying", total) as advance:
                 for verdict in verify_snapshots(store, ids, on_agent=advance):
@@ -112,6 +135,8 @@ def verify(
         except AgentNotFound as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from None
+        except Exception as exc:  # the list of agents broke off: report what was reached
+            stopped = f"{type(exc).__name__}: {exc}"
     if table.row_count:
         console.print(table)
     failed = counts["mismatch"] + counts["untrusted"] + counts["error"]
@@ -120,5 +145,11 @@ def verify(
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
         + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
     )
-    if failed:
+    if stopped:
+        console.print(
+            f"[red]could not list the agents after these {sum(counts.values())}:[/] "
+            f"{escape(stopped)}",
+            soft_wrap=True,
+        )
+    if failed or stopped:
         raise typer.Exit(1)

@@ -32,7 +32,7 @@ def ui_command(
         from snaptail.ui import check_bind, serve
     except ImportError as exc:
         err.print(
-            f"snaptail ui needs the 'ui' extra (missing: {exc.name}): "
+            f"error: snaptail ui needs the 'ui' extra (missing: {exc.name}): "
             "pip install 'snaptail[ui]'",
             markup=False,
             highlight=False,
@@ -43,17 +43,11 @@ def ui_command(
     except ValueError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
-    from pathlib import Path
-
+    from snaptail.cli.databases import existing_database
     from snaptail.errors import SnaptailError
-    from snaptail.infrastructure.urls import resolve_url, sqlite_path
 
-    for url in [resolve_url(db), *([view_db] if view_db else [])]:
-        path = sqlite_path(url)
-        if path and path != ":memory:" and not Path(path).exists():
-            err.print(f"error: no such database: {path} (give --db URL)",
-                      markup=False, highlight=False)  # fmt: skip
-            raise typer.Exit(1)
+    db = existing_database(db)  # a bad URL: usage (2); a missing file: "no such database"
+    view_db = existing_database(view_db, "--view-db") if view_db else view_db
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
     err.print(f"snaptail console on {where}" + (" (token required)" if token else ""),
               markup=False, highlight=False)  # fmt: skip

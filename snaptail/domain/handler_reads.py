@@ -12,7 +12,8 @@ type's ``__init__``, which applies its created event)
 and, transitively, in the methods of the agent type and the module functions it
 calls: ``self.NAME`` / ``type(self).NAME`` / ``cls.NAME`` (any attribute load whose
 name is a class attribute of the type holding a plain value), global names (a module
-global holding a plain value) and closure variables. Plain values: None, bool, int,
+global holding a plain value), ``module.NAME`` of an imported application module (not
+the standard library's) and closure variables. Plain values: None, bool, int,
 float, complex, str, bytes, Decimal, Enum members, and tuples, lists, sets, frozensets
 and dicts of them. A name listed in the type's ``snapshot_ignore`` (a class attribute
 or a global the handlers read that does not shape state) is left out.
@@ -23,9 +24,10 @@ from __future__ import annotations
 import dis
 import enum
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 from eventsourcing.domain import decorated_funcs
@@ -137,6 +139,9 @@ def _visit(
             continue
         if is_plain(value):
             found.attributes.add(name)
+        elif isinstance(value, property):  # what its getter reads
+            if value.fget is not None:
+                _visit(agent_class, value.fget, found, seen)
         elif callable(value):
             _visit(agent_class, value, found, seen)
     for name in globals_:
@@ -148,6 +153,18 @@ def _visit(
             found.others[label] = _global_reader(namespace, name)
         elif isinstance(value, FunctionType):
             _visit(agent_class, value, found, seen)
+        elif isinstance(value, ModuleType) and _own_module(value):
+            # ``helpers.LIMIT`` or ``helpers.trim(...)``: the attribute names this code
+            # loads, looked up on the module
+            for attribute in attributes:
+                inner = getattr(value, attribute, _MISSING)
+                if inner is _MISSING or attribute[:2] == "__":
+                    continue
+                if is_plain(inner):
+                    label = f"{value.__name__}.{attribute}"
+                    found.others[label] = _module_reader(value, attribute)
+                elif isinstance(inner, FunctionType):
+                    _visit(agent_class, inner, found, seen)
     for name in free:
         if name not in cells:
             continue
@@ -190,6 +207,17 @@ def _loads(code: CodeType) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str,
 
 
 _MISSING = object()
+
+
+def _own_module(module: ModuleType) -> bool:
+    """True for a module of the application (not the standard library's, nor one of
+    the libraries in ``_SKIPPED_MODULES``)."""
+    top = module.__name__.split(".")[0]
+    return top not in sys.stdlib_module_names and top not in _SKIPPED_MODULES
+
+
+def _module_reader(module: ModuleType, name: str) -> Callable[[], object]:
+    return lambda: getattr(module, name, _MISSING)
 
 
 def _code_objects(code: CodeType) -> Iterator[CodeType]:

@@ -98,9 +98,11 @@ def agent_class_of(topic: object) -> type[Agent] | None:
 
 
 def event_class_of(topic: object) -> type[Any] | None:
-    """The event class ``topic`` names (None if it names none: see :func:`known_class`)."""
+    """The event class ``topic`` names (None if it names none: see :func:`known_class`).
+    An agent type's base ``Event`` class is none: no event of it is ever recorded
+    (``eventsourcing`` refuses to trigger it), and applying one would do nothing."""
     found = known_class(topic) if isinstance(topic, str) else None
-    if found is None or not issubclass(found, Agent.Event):
+    if found is None or not issubclass(found, Agent.Event) or found.__name__ == "Event":
         return None
     return found
 
@@ -141,6 +143,5 @@ def _rescan() -> None:
             seen.add(cls)
             found[construct_topic(cls)] = cls
             stack.extend(cls.__subclasses__())
-    with _lock:
-        _found.clear()
-        _found.update(found)
+    global _found
+    _found = found  # one assignment: a reader on another thread sees the old or the new

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 
+from eventsourcing.persistence import PersistenceError
+
+from snaptail.infrastructure import sqlite_files
 from snaptail.infrastructure.async_recorder import (
     AsyncAgentRecorder,
     SQLiteThreads,
@@ -30,7 +34,13 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
 
     ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``:memory:`` (one
     in-memory database per store) or ``postgresql://user@host:port/db?...``.
+
+    ``read_only=True`` (SQLite) opens an existing database for reading and creates
+    nothing (:class:`~snaptail.NoSuchDatabase` if it is missing); ``file_mode``
+    (SQLite, default 0600) is the mode a new database file is created with (see
+    :mod:`snaptail.infrastructure.sqlite_files`).
     """
+    read_only = bool(options.pop("read_only", False))
     parsed = parse_sqlite_url(url)
     if parsed is not None:
         path, params = parsed
@@ -42,14 +52,37 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
                 f"unknown option {unknown[0]!r} for a SQLite store; SQLite takes"
                 f" {', '.join(SQLITE_OPTIONS)} (PostgreSQL also takes {', '.join(TUNABLE)})"
             )
-        if path == ":memory:":
-            path = f"file:snaptail-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        mode = sqlite_files.file_mode(
+            options.get("file_mode", params.get("file_mode", sqlite_files.DEFAULT_FILE_MODE))
+        )
         lock_timeout = _lock_timeout(options.get("lock_timeout", params.get("lock_timeout", 30)))
-        datastore = SnaptailSQLiteDatastore(path, lock_timeout=lock_timeout)
-        recorder: AgentRecorder = SQLiteAgentRecorder(datastore)
-        recorder.create_table()  # type: ignore[attr-defined]
+        if path == ":memory:":
+            name = f"file:snaptail-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        elif read_only:
+            sqlite_files.require_existing(path)
+            name = sqlite_files.read_only_name(path)
+        else:
+            sqlite_files.prepare(path, mode)
+            name = path
+        datastore = SnaptailSQLiteDatastore(name, lock_timeout=lock_timeout)
+        if read_only:
+            datastore.pool.is_journal_mode_wal = True  # set by the writer that made it
+        recorder = SQLiteAgentRecorder(datastore)
+        try:
+            if read_only:
+                recorder.check_tables(path)
+            else:
+                recorder.create_table()
+        except (PersistenceError, sqlite3.Error) as exc:
+            recorder.close()
+            explained = sqlite_files.explain(path, exc)
+            if explained is None:
+                raise
+            raise explained from exc
         return recorder
     if is_postgres_url(url):
+        if "file_mode" in options:
+            raise TypeError("file_mode is a SQLite option: PostgreSQL has no database files")
         from snaptail.infrastructure.postgres import open_postgres
 
         return open_postgres(url, **options)

@@ -39,6 +39,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
 from snaptail.infrastructure.pg_connection import with_deadline
+from snaptail.infrastructure.postgres_pool import ExplainingDatastore
 from snaptail.infrastructure.recorder import (
     SAVES_TABLE,
     SNAPSHOTS_TABLE,
@@ -1035,7 +1036,7 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
     settings = parse_postgres_url(url, **options)
     conninfo = settings.conninfo
     _probe(settings)
-    datastore = PostgresDatastore(
+    datastore = ExplainingDatastore(
         dbname=conninfo["dbname"],
         host=conninfo.get("host", ""),
         port=conninfo.get("port", ""),
@@ -1048,6 +1049,7 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
         schema=settings.schema,
         idle_in_transaction_session_timeout=settings.idle_in_transaction_timeout,
     )
+    datastore.settings = settings
     # The pool connects with exactly the URL's parameters: what it leaves out, libpq
     # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five);
     # plus the limits of urls.PostgresOptions (TCP, statement, read deadline).

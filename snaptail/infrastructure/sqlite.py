@@ -24,7 +24,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from snaptail.errors import LockTimeout
+from snaptail.errors import DatabaseUnusable, LockTimeout
 from snaptail.infrastructure.recorder import (
     SAVES_TABLE,
     SNAPSHOTS_TABLE,
@@ -194,6 +194,21 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         )
         return statements
 
+    def check_tables(self, where: str) -> None:
+        """Read both tables once (a read-only open creates nothing): a file without
+        them is a :class:`~snaptail.DatabaseUnusable`."""
+        with self.datastore.transaction(commit=False) as c:
+            for table in (self.events_table_name, self.snapshots_table_name):
+                c.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name=?", (table,)
+                )
+                if not c.fetchone()[0]:
+                    raise DatabaseUnusable(
+                        f"SQLite database {where}",
+                        f"has no {table} table: it is not a snaptail database (or was never"
+                        " written to)",
+                    )
+
     def close(self) -> None:
         """Close the read connections and the datastore's pool."""
         self._closed = True
@@ -258,9 +273,16 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 for snapshot in snapshots:
                     self._write_snapshot(c, snapshot, keep_snapshots)
         except OperationalError as exc:
+            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
+            if "full" in str(exc):
+                names = ", ".join(str(a) for a in agent_ids)
+                raise DatabaseUnusable(
+                    f"SQLite database {self.datastore.pool.db_name}",
+                    f"the database or disk is full: saving agent(s) {names} wrote nothing;"
+                    " free disk space (or raise the database's size limit) and save again",
+                ) from exc
             if "locked" not in str(exc):
                 raise
-            agent_ids = dict.fromkeys(_as_uuid(s.originator_id) for s in stored_events)
             timeout = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
             raise LockTimeout(list(agent_ids), timeout, str(exc)) from exc
         if stored_events:

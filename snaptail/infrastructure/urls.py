@@ -32,7 +32,7 @@ def resolve_url(url: str | None) -> str:
 
 
 # Parameters a SQLite URL may carry (``sqlite:///file.db?lock_timeout=5``).
-SQLITE_OPTIONS = ("lock_timeout",)
+SQLITE_OPTIONS = ("lock_timeout", "file_mode")
 
 
 def sqlite_path(url: str) -> str | None:

@@ -273,6 +273,8 @@ def read_agent_stats(
         statement += " LIMIT ?"
         params = (top,)
     view.setup(AgentStats.tables)  # an empty view before the first catch-up
+    if view.read_only and not view.has_table(STATS_TABLE):
+        return []
     with view.reading() as cur:
         cur.execute(statement, params)
         rows = [row_from_columns(row) for row in cur.fetchall()]

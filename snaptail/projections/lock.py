@@ -68,7 +68,7 @@ class ProjectionLock:
                 f"projection {self.projection!r}: a SQLite view needs POSIX file locks "
                 "(fcntl); on Windows use a PostgreSQL view database (--view-db postgresql://...)"
             ) from None
-        fd = os.open(self.where, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.where, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

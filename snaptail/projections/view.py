@@ -26,12 +26,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from snaptail import errors
+from snaptail.errors import NoSuchDatabase
+from snaptail.infrastructure import sqlite_files
 from snaptail.infrastructure.recorder import START, Position
 from snaptail.infrastructure.urls import (
     is_postgres_url,
     parse_postgres_url,
+    parse_sqlite_url,
     resolve_url,
-    sqlite_path,
 )
 
 TRACKING_TABLE = "snaptail_projection_tracking"
@@ -161,10 +163,14 @@ class ViewDatabase(ABC):
     def reconnect(self) -> None:
         """Replace a lost connection (session state, such as locks, is gone)."""
 
+    read_only = False  # opened by a command that only reads: setup() creates nothing
+
     def setup(self, statements: Sequence[str | AddColumn] = ()) -> None:
         """Create the tracking and dead-letter tables and a projection's tables
         (``CREATE ... IF NOT EXISTS`` statements, and :class:`AddColumn` upgrades),
-        in one transaction."""
+        in one transaction (nothing on a read-only view)."""
+        if self.read_only:
+            return
         with self.transaction() as cur:
             self._serialise_setup(cur)
             cur.execute(_TRACKING_DDL)
@@ -298,8 +304,11 @@ def read_dead_letters(
     url: str | None, *, projection: str | None = None, agent_id: str | None = None
 ) -> list[DeadLetter]:
     """The dead letters kept in the view database ``url`` (none if no worker has run
-    there), without creating any table."""
-    view = open_view(url)
+    there), without creating anything."""
+    try:
+        view = open_view(url, read_only=True)
+    except NoSuchDatabase:
+        return []
     try:
         if not view.has_table(DEAD_LETTERS_TABLE):
             return []
@@ -320,12 +329,18 @@ def dead_letter(
 class SQLiteView(ViewDatabase):
     dialect = "sqlite"
 
-    def __init__(self, url: str, path: str) -> None:
+    def __init__(self, url: str, path: str, read_only: bool = False) -> None:
         self.url = url
         self.path = path
+        self.read_only = read_only
         self._conn = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            name = sqlite_files.read_only_name(self.path)
+            return sqlite3.connect(
+                name, uri=True, isolation_level=None, timeout=30, check_same_thread=False
+            )
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
@@ -456,14 +471,24 @@ class PostgresView(ViewDatabase):
         self._conn.close()
 
 
-def open_view(url: str | None = None) -> ViewDatabase:
-    """Open the view database ``url`` names (same forms as the event database)."""
+def open_view(url: str | None = None, read_only: bool = False) -> ViewDatabase:
+    """Open the view database ``url`` names (same forms as the event database).
+    ``read_only``: an existing SQLite file, opened without creating anything."""
     url = resolve_url(url)
-    path = sqlite_path(url)
-    if path is not None:
+    parsed = parse_sqlite_url(url)
+    if parsed is not None:
+        path, params = parsed
         if not path:
             raise ValueError(f"no file in SQLite URL {url!r}: use sqlite:///file.db")
-        return SQLiteView(url, path)
+        if read_only:
+            sqlite_files.require_existing(path)
+        else:
+            mode = params.get("file_mode", sqlite_files.DEFAULT_FILE_MODE)
+            sqlite_files.prepare(path, sqlite_files.file_mode(mode))
+        try:
+            return SQLiteView(url, path, read_only)
+        except sqlite3.Error as exc:
+            raise (sqlite_files.explain(path, exc) or exc) from exc
     if is_postgres_url(url):
         return PostgresView(url)
     raise ValueError(f"unsupported view database URL {url!r}")

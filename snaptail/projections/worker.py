@@ -38,7 +38,12 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from snaptail.application.retry import RetryPolicy, is_retryable
-from snaptail.errors import ProjectionBusy, ProjectionFailed, WorkerGaveUp
+from snaptail.errors import (
+    InvalidArgument,
+    ProjectionBusy,
+    ProjectionFailed,
+    WorkerGaveUp,
+)
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
@@ -115,17 +120,20 @@ def check_partitioning(view: ViewDatabase, projection: str, partition: Partition
     """Refuse to run a projection split differently from the positions its view
     keeps: each split's positions are only valid for that split.
 
-    Raises ``ValueError`` naming the stored split and what to do.
+    Raises :class:`~snaptail.InvalidArgument` (a ``ValueError``) naming the stored
+    split and what to do.
     """
     stored = stored_partitions(view, projection)
     wanted = 1 if partition is None else partition.count
     if stored is not None and stored != wanted:
         have = "unpartitioned" if stored == 1 else f"with --partitions {stored}"
-        raise ValueError(
-            f"projection {projection!r} was built {have}; "
-            f"{partitioned_name(projection, partition)} cannot continue from those "
-            "positions. Run it as it was built, or rebuild the view (delete its tables "
-            f"and its rows in {TRACKING_TABLE})"
+        raise InvalidArgument(
+            "--partitions",
+            f"projection {projection!r} was built {have}, so it cannot run with"
+            f" --partitions {wanted} (its positions belong to the split it was built"
+            f" with): run it with --partitions {stored}, or rebuild the view in a new view"
+            f" database (--view-db) or after deleting its tables and its rows in"
+            f" {TRACKING_TABLE}",
         )
 
 

@@ -166,19 +166,20 @@ def state_fingerprint(agent_class: type[Any]) -> str:
         known = _settings_readers.get((agent_class, declared))
     except TypeError:  # an unhashable declaration: the full path says what is wrong
         known = None
+    values: tuple[Any, ...] | None = None
     if known is not None:
         try:
-            values: tuple[Any, ...] | None = known.values(agent_class)
+            values = known.values(agent_class)
         except AttributeError:  # a setting is gone: the full path says what is wrong
-            values = None
-        if values is not None:
+            known = None
+        if known is not None and values is not None:
             kinds = tuple([type(value) for value in values])
             if _PLAIN.issuperset(kinds):
                 found = _by_values.get(_values_key(agent_class, declared, kinds, values))
                 if found is not None:
                     _remember(agent_class, declared, known, values, found)
                     return found
-    readers = _Readers(agent_class)
+    readers = known if known is not None else _Readers(agent_class)
     current = readers.values(agent_class)
     found = _fingerprint(agent_class, readers.settings(agent_class))
     kinds = tuple([type(value) for value in current])

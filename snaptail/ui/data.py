@@ -20,7 +20,7 @@ from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import DomainEvent
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic
 
 from snaptail.application.overview import (
     ReadOnlyStore,
@@ -34,6 +34,7 @@ from snaptail.application.overview import (
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import format_bytes
+from snaptail.domain.topics import agent_class_of
 from snaptail.errors import AgentNotFound, SnaptailError
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow
 from snaptail.projections.fleet import (
@@ -534,14 +535,14 @@ def _event_classes(cls: type[Any]) -> dict[str, type[Any]]:
 
 def _agent_class(store: AgentStore, agent_id: UUID) -> type[Any]:
     created = next(iter(store.history(agent_id, before=2)), None)
-    topic = getattr(created, "originator_topic", None)
-    found = resolve_topic(topic) if isinstance(topic, str) else None
-    return found if isinstance(found, type) else Agent
+    found = agent_class_of(getattr(created, "originator_topic", None))  # imports nothing
+    return found if found is not None else Agent
 
 
 def _fingerprint(topic: str) -> str | None:
+    found = agent_class_of(topic)  # a stored topic never makes the console import
     try:
-        return state_fingerprint(resolve_topic(topic))
+        return None if found is None else state_fingerprint(found)
     except Exception:
         return None
 
