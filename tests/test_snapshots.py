@@ -395,3 +395,22 @@ def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:
     for data in (b"", b"a", os.urandom(3), os.urandom(1000), os.urandom(70_000)):
         assert checksum(data) == zlib.crc32(data)
     assert checksum(b"123456789") == 0xCBF43926  # the CRC-32 check value
+
+
+def test_the_store_s_books_forget_collected_agents_and_never_confuse_a_reused_id() -> None:
+    import gc
+
+    from snaptail import Agent
+    from snaptail.application.loading import FIRST_SWEEP, AgentBooks
+
+    books = AgentBooks()
+    kept = Agent(name="kept")
+    books.record(kept, 7, 70, None)
+    for i in range(3 * FIRST_SWEEP):
+        books.record(Agent(name=f"gone {i}"), 1, 1, None)  # each collected at once
+    gc.collect()
+    assert len(books) < 2 * FIRST_SWEEP, "records of collected agents are swept out"
+    assert books.of(kept).snapshot_version == 7
+    fresh = Agent(name="fresh")
+    assert books.find(fresh) is None and books.of(fresh).snapshot_version == 0
+    assert "_snaptail" not in "".join(vars(kept)), "nothing of the store's on the agent"

@@ -47,7 +47,7 @@ class Bookkeeping:
 
     def __init__(
         self,
-        ref: weakref.KeyedRef[int, Agent],
+        ref: weakref.ref[Agent],
         snapshot_version: int,
         bytes_since: int,
         last_load: LoadStats | None,
@@ -59,23 +59,22 @@ class Bookkeeping:
         self.shedding = False
 
 
+# AgentBooks sweeps out records of collected agents when it has grown to this many
+# (and then to twice what a sweep leaves): no callback per collected agent.
+FIRST_SWEEP = 1024
+
+
 class AgentBooks:
     """A store's :class:`Bookkeeping` per agent object, held beside the agents (keyed by
-    object identity, dropped when the agent is collected): agents are not hashable,
-    and nothing of the store's is stored on them."""
+    object identity; a record whose agent was collected is never returned, and is
+    swept out as the table grows): agents are not hashable, and nothing of the
+    store's is stored on them."""
 
-    __slots__ = ("__weakref__", "_by_id", "_forget")
+    __slots__ = ("_by_id", "_sweep_at")
 
     def __init__(self) -> None:
-        by_id: dict[int, Bookkeeping] = {}
-        self._by_id = by_id
-
-        def forget(ref: weakref.KeyedRef[int, Agent]) -> None:
-            books = by_id.get(ref.key)
-            if books is not None and books.ref is ref:
-                del by_id[ref.key]
-
-        self._forget = forget
+        self._by_id: dict[int, Bookkeeping] = {}
+        self._sweep_at = FIRST_SWEEP
 
     def find(self, agent: Agent) -> Bookkeeping | None:
         """The agent's record, or None if this store never loaded or saved it."""
@@ -95,14 +94,22 @@ class AgentBooks:
         self, agent: Agent, snapshot_version: int, bytes_since: int, last_load: LoadStats | None
     ) -> Bookkeeping:
         """A new record for ``agent`` (replacing any it had)."""
-        key = id(agent)
-        books = Bookkeeping(
-            weakref.KeyedRef(agent, self._forget, key), snapshot_version, bytes_since, last_load
+        by_id = self._by_id
+        books = by_id[id(agent)] = Bookkeeping(
+            weakref.ref(agent), snapshot_version, bytes_since, last_load
         )
-        self._by_id[key] = books
+        if len(by_id) >= self._sweep_at:
+            self._sweep()
         return books
 
+    def _sweep(self) -> None:
+        by_id = self._by_id
+        for key in [key for key, books in by_id.items() if books.ref() is None]:
+            del by_id[key]
+        self._sweep_at = max(FIRST_SWEEP, 2 * len(by_id))
+
     def __len__(self) -> int:
+        """Records held (those of collected agents included, until a sweep)."""
         return len(self._by_id)
 
 
