@@ -86,6 +86,24 @@ class AgentStatsWithoutIndexes(AgentStats):
     tables = tuple(t for t in AgentStats.tables if "CREATE INDEX" not in str(t))
 
 
+def seed_busy_fleet(url: str, agents: int, events: int) -> None:
+    """``agents`` agents of ``events`` realistic events each (Workload), saved a turn
+    at a time, agents interleaved: a batch of the worker touches few rows, often."""
+    from snaptail.workload import Workload
+
+    started = time.perf_counter()
+    with AgentStore(url) as store:
+        fleet = [(Agent(f"busy-{i}"), Workload(seed=i)) for i in range(agents)]
+        done = 0
+        while done < events:
+            for agent, workload in fleet:
+                workload.turn(agent)
+                store.save(agent)
+            done = min(agent.version for agent, _ in fleet)
+    print(f"  seeded {agents:,} busy agents in {time.perf_counter() - started:.0f} s",
+          file=sys.stderr)  # fmt: skip
+
+
 def catch_up_side_by_side(url: str, where: Path, rounds: int) -> list[dict[str, Any]]:
     """Catch each projection up from the start into a fresh view database, in turns:
     what the console's indexes cost the AgentStats worker."""
@@ -128,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catch-up", type=int, default=0, metavar="ROUNDS",
                         help="also time AgentStats catch-up with and without the console's "
                         "indexes over the largest fleet's events, ROUNDS times each")
+    parser.add_argument("--busy", default="", metavar="AGENTS,EVENTS",
+                        help="with --catch-up: also over AGENTS agents of about EVENTS "
+                        "realistic events each, saved a turn at a time")
     args = parser.parse_args(argv)
     logging.getLogger("snaptail").setLevel(logging.ERROR)  # loads of long agents warn
     fleets = [int(n) for n in args.agents.split(",")]
@@ -152,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             ("fleet API, by name, page 2", "/api/v1/fleet?sort=name&page=2"),
             ("fleet API, search by name prefix", "/api/v1/fleet?q=agent-0009"),
             ("fleet API, last page by bytes", f"/api/v1/fleet?sort=bytes&page={last}"),
+            ("fleet API, by last activity", "/api/v1/fleet?sort=last"),
         ]:
             pages.setdefault(name, []).append((n, client, path))
     for events in lengths:
@@ -192,10 +214,17 @@ def main(argv: list[str] | None = None) -> None:
         results.append(row)
     for client in clients:
         client.__exit__(None, None, None)
-    if args.catch_up:
+    if args.catch_up:  # (after the pages: their figures are not disturbed)
         largest = f"sqlite:///{where / f'fleet-{max(fleets)}.db'}"
         for row in catch_up_side_by_side(largest, where, args.catch_up):
-            print(json.dumps(row), file=sys.stderr)
+            print(json.dumps({"fleet": f"{max(fleets)} agents", **row}), file=sys.stderr)
+        if args.busy:
+            agents, events = (int(n) for n in args.busy.split(","))
+            db = where / f"busy-{agents}x{events}.db"
+            if not db.exists():
+                seed_busy_fleet(f"sqlite:///{db}", agents, events)
+            for row in catch_up_side_by_side(f"sqlite:///{db}", where, args.catch_up):
+                print(json.dumps({"fleet": f"{agents} busy agents", **row}), file=sys.stderr)
 
     if args.json:
         for row in results:

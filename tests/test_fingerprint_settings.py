@@ -243,6 +243,10 @@ def test_snapshot_ignore_leaves_a_name_out(monkeypatch: pytest.MonkeyPatch) -> N
     # Limits only commands check stay out without being listed.
     assert "max_labels" not in fingerprint_settings(Agent)
     assert "max_event_bytes" not in fingerprint_settings(Agent)
+    with pytest.raises(TypeError, match="snapshot_ignore must be a tuple of names"):
+
+        class Misdeclared(Agent):  # refused when defined
+            snapshot_ignore = "audit_label"
 
 
 def _ticket_commands() -> st.SearchStrategy[Callable[[Tickets], object]]:

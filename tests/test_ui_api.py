@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from examples.chat_agent import ChatPlatformAgent
 from snaptail import AgentStore
+from snaptail.application.overview import snapshot_infos
 from snaptail.cli import app as cli_app
 from snaptail.projections import (
     AgentStats,
@@ -154,7 +155,7 @@ def test_agent_shows_identity_snapshot_memory_and_usage(client: TestClient, flee
     data = ok(client, f"/api/v1/agents/{fleet.big}")
     with AgentStore(fleet.url) as store:
         agent = store.get(fleet.big)
-        newest = store.recorder.select_snapshot_infos(fleet.big)[0].originator_version
+        newest = snapshot_infos(store, fleet.big)[0].originator_version
     assert (data["name"], data["version"], data["status"]) == (XSS_NAME, agent.version,
                                                                agent.status)  # fmt: skip
     snap = data["snapshot"]
@@ -215,6 +216,11 @@ def test_agent_endpoints_refuse_bad_input(
     refused(client, f"/api/v1/agents/{fleet.big}/{suffix}", status, word)
 
 
+def test_the_api_index_lists_every_endpoint(client: TestClient) -> None:
+    endpoints = ok(client, "/api/v1")["endpoints"]
+    assert len(endpoints) == 8 and all(path.startswith("/api/v1/") for path in endpoints)
+
+
 def test_unknown_or_malformed_agent_ids(client: TestClient) -> None:
     unknown = uuid4()
     for path in (f"/api/v1/agents/{unknown}", f"/api/v1/agents/{unknown}/events",
@@ -232,6 +238,7 @@ def test_time_travel_is_get_at_version_with_the_change(client: TestClient, fleet
         past = store.get(fleet.big, version=version)
     data = ok(client, f"/api/v1/agents/{fleet.big}/at/{version}")
     assert data["version"] == version and data["head"] == head
+    assert 0 < data["load"]["snapshot_version"] <= version  # a kept snapshot served it
     assert data["event"]["type"] == "InputItemAdded"
     paths = [c["path"] for c in data["changes"]]
     assert any(p.startswith("state.window") for p in paths), paths
@@ -316,31 +323,47 @@ def test_verify_a_sample(client: TestClient, fleet: Fleet) -> None:
 # -- safety -----------------------------------------------------------------------------
 
 
-def _digest(path: str) -> str:
-    conn = sqlite3.connect(path)
+def _connect(url: str) -> Any:
+    """A DB-API connection to the database ``url`` names (its schema on PostgreSQL)."""
+    if url.startswith("sqlite:///"):
+        return sqlite3.connect(url.removeprefix("sqlite:///"))
+    import psycopg
+
+    from snaptail.infrastructure.urls import parse_postgres_url
+
+    return psycopg.connect(**parse_postgres_url(url).connect_args())
+
+
+def _digest(url: str) -> str:
+    """Every row of the event, snapshot and AgentStats tables, hashed."""
+    conn = _connect(url)
     try:
         digest = hashlib.sha256()
         for table in ("stored_events", "snaptail_snapshots", STATS_TABLE):
-            for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2"):
+            for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall():
                 digest.update(repr(row).encode())
         return digest.hexdigest()
     finally:
         conn.close()
 
 
-def test_nothing_is_written_even_past_a_corrupt_snapshot(sqlite_url: str) -> None:
-    """A plain load replaces a corrupt snapshot; the console's loads must not."""
-    fleet = seed_fleet(sqlite_url)
-    path = sqlite_url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path)
-    for stored_id in (fleet.big.hex, str(fleet.big), fleet.big.bytes):  # however ids are kept
-        conn.execute("UPDATE snaptail_snapshots SET checksum = checksum + 1 "
-                     "WHERE originator_id = ?", (stored_id,))  # fmt: skip
+def test_nothing_is_written_even_past_a_corrupt_snapshot(database_url: str) -> None:
+    """A plain load replaces a corrupt snapshot; the console's loads must not (on
+    SQLite it also opens the files read-only; PostgreSQL has only ReadOnlyStore)."""
+    fleet = seed_fleet(database_url)
+    conn = _connect(database_url)
+    marker = "?" if database_url.startswith("sqlite") else "%s"
+    changed = 0
+    ids: tuple[Any, ...] = (fleet.big.hex, str(fleet.big)) if marker == "?" else (fleet.big,)
+    for stored_id in ids:  # however the backend keeps ids
+        cur = conn.execute("UPDATE snaptail_snapshots SET checksum = checksum + 1 "
+                           f"WHERE originator_id = {marker}", (stored_id,))  # fmt: skip
+        changed += cur.rowcount
     conn.commit()
-    assert conn.total_changes >= 1
     conn.close()
-    before = _digest(path)
-    with TestClient(create_app(sqlite_url), base_url=LOCAL) as client:
+    assert changed >= 1
+    before = _digest(database_url)
+    with TestClient(create_app(database_url), base_url=LOCAL) as client:
         snaps = ok(client, "/api/v1/snapshots")
         assert {UUID(p["id"]): p["status"] for p in snaps["problems"]}[fleet.big] == "corrupt"
         agent = ok(client, f"/api/v1/agents/{fleet.big}")
@@ -351,7 +374,7 @@ def test_nothing_is_written_even_past_a_corrupt_snapshot(sqlite_url: str) -> Non
         for method in ("post", "put", "delete", "patch"):
             r = getattr(client, method)("/api/v1/fleet")
             assert r.status_code == 405 and "only reads" in r.json()["error"]
-    assert _digest(path) == before
+    assert _digest(database_url) == before
 
 
 def test_values_from_the_log_are_escaped(client: TestClient, fleet: Fleet) -> None:
@@ -455,14 +478,14 @@ def test_agent_stats_upgrades_a_table_from_before_names(database_url: str) -> No
 
 
 def test_agent_stats_keeps_a_user_agent_types_name_across_batches(database_url: str) -> None:
-    """Events a user type inherits carry the base class's topic: a later batch must
-    not turn the agent's type into ``Agent`` (the fleet would call it one)."""
+    """The type named by the created event stays the row's type (the fleet's kind
+    and the per-type figures rest on it) when later batches bring other events."""
     with AgentStore(database_url) as store:
-        chat = ChatPlatformAgent("support-bot")
-        store.save(chat)
+        created = ChatPlatformAgent("support-bot")
+        store.save(created)
         with ProjectionWorker(AgentStats, database_url) as worker:
             worker.catch_up()
-        chat = store.get(chat.id)  # type: ignore[assignment]
+        chat = store.get(created.id)
         chat.add_input("user", "an inherited event")
         store.save(chat)
         with ProjectionWorker(AgentStats, database_url) as worker:

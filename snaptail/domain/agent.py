@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate, event
 
 from snaptail.domain.definition import check_state_defaults
 from snaptail.domain.guard import apply_new_event, check_created, refuse_if_broken
+from snaptail.domain.handler_reads import ignored_names
 from snaptail.domain.memory import MIB, MemoryUsage, measure_agent
 from snaptail.domain.recent import RecentEvents
 from snaptail.domain.schema import snapshot_settings
@@ -111,6 +112,7 @@ class Agent(Aggregate):
             )
         super().__init_subclass__(**kwargs)
         snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
+        ignored_names(cls)  # so does a snapshot_ignore that is not a tuple of names
         check_state_defaults(cls)  # a default of another type fails here, not at a snapshot
 
     @event("Created")

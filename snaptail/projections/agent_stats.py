@@ -111,7 +111,10 @@ _STATUS_SQL = (
     + " ".join(f"WHEN '{event}' THEN '{status}'" for event, status in STATUSES.items())
     + " ELSE 'idle' END"
 )
-# The sort orders a console pages by, each an index (ties broken by agent id).
+# The sort orders a console pages by (ties broken by agent id), each with an index:
+# a page of 100,000 agents reads its rows, not the table. The price is paid by the
+# worker: every row written updates the indexes whose key changed (benchmarks/ui.py
+# --catch-up measures it).
 SORT_KEYS = {
     "events": "events",
     "bytes": "bytes",

@@ -45,7 +45,7 @@ __all__ = [
     "status_of",
 ]
 
-# Each has an index (AgentStats.tables, the id its primary key): a page reads its rows.
+# Each has an index (AgentStats.tables; the id is the primary key).
 FLEET_SORTS = {**SORT_KEYS, "id": "agent_id"}
 _NAME_KEY = SORT_KEYS["name"]
 

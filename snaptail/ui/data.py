@@ -144,10 +144,11 @@ class Console:
     one connection to the view database (used by one request at a time)."""
 
     def __init__(self, db: str | None = None, view_db: str | None = None) -> None:
-        self.store: AgentStore = ReadOnlyStore(db)
+        # SQLite files are opened read-only: the console cannot write to them at all.
+        self.store: AgentStore = ReadOnlyStore(db, read_only=True)
         self.db_url = self.store.url
         self.view_url = view_db or self.db_url
-        self._view: ViewDatabase = open_view(self.view_url)
+        self._view: ViewDatabase = open_view(self.view_url, read_only=True)
         self._view_lock = threading.Lock()
 
     def close(self) -> None:
@@ -408,10 +409,16 @@ class Console:
             previous = self._load(agent_id, version - 1)
             _diff(previous.state, agent.state, "state", changes)
         found = list(self.store.history(agent_id, after=version - 1, before=version + 1))
+        stats = self.store.load_stats(agent)
         return {
             "agent_id": str(agent_id),
             "version": version,
             "head": head,
+            "load": None if stats is None else {
+                "snapshot_version": stats.snapshot_version,
+                "events_read": stats.events_read,
+                "ms": round(stats.ms, 3),
+            },
             "status": agent.status,
             "state": _state_fields(agent.state),
             "changes": changes,
@@ -448,7 +455,7 @@ class Console:
         """Per agent type the fingerprint of the running code; then one page of agents
         (in id order, from the event database) whose newest snapshot a load would
         not use: stale, corrupt, written by newer code, or missing."""
-        size = parse_int(limit, "limit", default=100, low=1, high=MAX_PAGE)
+        size = parse_int(limit, "limit", default=50, low=1, high=MAX_PAGE)
         start = None
         if after:
             start = parse_agent_id(after)
@@ -528,7 +535,12 @@ def _event_classes(cls: type[Any]) -> dict[str, type[Any]]:
     found: dict[str, type[Any]] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, type) and issubclass(value, DomainEvent) and name[0].isupper():
+            if (
+                isinstance(value, type)
+                and issubclass(value, DomainEvent)
+                and name[0].isupper()
+                and name != "Event"  # the base class of the type's events
+            ):
                 found[name] = value
     return found
 
