@@ -228,3 +228,23 @@ def test_sqlite_an_unresolvable_save_is_an_unknown_outcome_and_update_resolves_i
         assert calls == [2], "applied once"
         assert inputs(store, agent.id) == ["maybe", "update"]
         assert updated.version == 3 and not updated.pending_events
+
+
+def test_an_integration_resolves_an_unknown_outcome_before_writing_again(
+    sqlite_url: str, lost_commit: dict[str, int]
+) -> None:
+    """The OpenAI session's write: its save's outcome unknown, the save id is checked
+    once the database answers, and the items are not added twice."""
+    from snaptail.integrations.openai_agents import SnaptailSession
+
+    async def main() -> list[Any]:
+        async with AsyncAgentStore(sqlite_url) as store:
+            session = SnaptailSession("s", store)
+            await session.add_items([{"role": "user", "content": "first"}])
+            lost_commit["armed"] = store.retry.attempts
+            lost_commit["unreachable"] = 1  # the save's own check fails; the session's answers
+            await session.add_items([{"role": "user", "content": "once"}])
+            return await SnaptailSession("s", store).get_items()
+
+    items = asyncio.run(main())
+    assert [i["content"] for i in items] == ["first", "once"]

@@ -69,6 +69,12 @@ class RetryPolicy:
     backoff: float = 0.2
     max_backoff: float = 2.0
     deadline: float = 10.0
+    # After another writer saved first (a ConcurrencyError), a command is applied
+    # again on fresh state up to this many times, waiting conflict_backoff seconds
+    # times the attempt's number (the integrations' writes; store.update has its own
+    # ``retries``).
+    conflicts: int = 50
+    conflict_backoff: float = 0.001
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -87,6 +93,12 @@ class RetryPolicy:
                 break
             yield min(wait, remaining)
             wait = min(wait * 2, self.max_backoff)
+        yield None
+
+    def conflict_waits(self) -> Iterator[float | None]:
+        """The wait after each conflict; None after the last (raise it)."""
+        for attempt in range(1, self.conflicts):
+            yield self.conflict_backoff * attempt
         yield None
 
     # -- plain calls (the drivers' reads, the worker, the integrations) ------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from snaptail.application.store import AgentStore
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, ConcurrencyError
+from snaptail.errors import AgentNotFound, ConcurrencyError, SaveOutcomeUnknown
 from snaptail.integrations.langgraph_codec import (
     Body,
     BodyCache,
@@ -87,7 +88,6 @@ _MISSING = object()
 _CHECKPOINT_KEYS = frozenset(
     {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
 )
-RETRIES = 8
 PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
 
 __all__ = ["SnaptailSaver"]
@@ -214,8 +214,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     def _write(self, thread_id: str, command: Callable[[ThreadAgent], list[Any] | None]) -> None:
         """Apply ``command`` to the thread and save (with any other agents it returns),
         reloading and applying it again if another writer saved the thread first."""
+        waits = self.store.retry.conflict_waits()
         with self._lock:
-            for attempt in range(RETRIES):
+            while True:
                 agent = self._thread(thread_id, create=True)
                 assert agent is not None
                 before = agent.version
@@ -227,8 +228,16 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     self._keep(agent)
                 except ConcurrencyError:
                     self._threads.pop(agent.id, None)
-                    if attempt == RETRIES - 1:
+                    wait = next(waits)
+                    if wait is None:
                         raise
+                    time.sleep(wait)
+                    continue
+                except SaveOutcomeUnknown as unknown:
+                    # Asked by its save id before the command is applied again.
+                    self._threads.pop(agent.id, None)
+                    if _committed(self.store, unknown):
+                        return
                     continue
                 except BaseException:
                     self._threads.pop(agent.id, None)
@@ -905,3 +914,12 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 yield item
                 if remaining is not None:
                     remaining -= 1
+
+
+def _committed(store: AgentStore, unknown: SaveOutcomeUnknown) -> bool:
+    """Whether the save ``unknown`` is about committed; ``unknown`` itself is raised
+    if the database still cannot be asked."""
+    try:
+        return store.save_committed(unknown.save_id)
+    except Exception as exc:
+        raise unknown from exc

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -33,7 +33,7 @@ from eventsourcing.domain import event
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
-from snaptail.errors import AgentNotFound, ConcurrencyError
+from snaptail.errors import AgentNotFound, ConcurrencyError, SaveOutcomeUnknown
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -43,8 +43,6 @@ logger = logging.getLogger("snaptail.openai_agents")
 
 # Session ids map to agent ids in this namespace (stable across processes).
 SESSION_NAMESPACE = UUID("a63545fb-136b-4f71-9bdc-8ee07f8296df")
-# A session write that lost a race with another writer is retried this many times.
-MAX_ATTEMPTS = 50
 # Items encoded into one event at most (one add_items call may make several events,
 # all saved in one transaction).
 EVENT_ITEMS_BYTES = 256 * 1024
@@ -200,15 +198,15 @@ class SnaptailSession:
     async def pop_item(self) -> TResponseInputItem | None:
         """Remove and return the newest live item (None if there is none)."""
         async with self._lock:
-            for attempt in range(1, MAX_ATTEMPTS + 1):
+            waits = self.store.retry.conflict_waits()
+            while True:
                 log = await self._fresh()
                 if log is None or log.items_state.end <= log.items_state.start:
                     return None
                 [item] = await self._read_newest(log, log.items_state.end - 1)
                 log.pop()
-                if await self._saved(log, attempt):
+                if await self._saved(log, waits):
                     return cast("TResponseInputItem", item)
-        raise AssertionError("unreachable")
 
     async def clear_session(self) -> None:
         """Empty the live view (the items stay in the log)."""
@@ -341,33 +339,44 @@ class SnaptailSession:
 
     async def _write(self, command: Any, *, create: bool) -> None:
         async with self._lock:
-            for attempt in range(1, MAX_ATTEMPTS + 1):
+            waits = self.store.retry.conflict_waits()
+            while True:
                 log = await self._fresh()
                 if log is None:
                     if not create:
                         return
                     log = ItemLog(name=self.session_id)
                 command(log)
-                if await self._saved(log, attempt):
+                if await self._saved(log, waits):
                     return
 
-    async def _saved(self, log: ItemLog, attempt: int) -> bool:
-        """Save; False (to redo the operation on fresh state) if another writer won."""
+    async def _saved(self, log: ItemLog, waits: Iterator[float | None]) -> bool:
+        """Save; False (to redo the operation on fresh state) if another writer won,
+        or if a save whose outcome was unknown is found not to have committed (by its
+        save id: never applied twice). The waits: the store's retry policy's."""
         try:
             await self.store.save(log)
+        except SaveOutcomeUnknown as unknown:
+            self._log = None
+            try:
+                committed = await self.store.save_committed(unknown.save_id)
+            except Exception as exc:
+                raise unknown from exc
+            return committed
         except BaseException as exc:
             self._log = None  # it holds unsaved changes: reload next time
             if not isinstance(exc, ConcurrencyError):
                 raise
-            if attempt == MAX_ATTEMPTS:
+            wait = next(waits)
+            if wait is None:
                 raise
             logger.debug(
-                "session write raced another writer: session=%s agent=%s attempt=%s",
+                "session write raced another writer: session=%s agent=%s wait=%s",
                 self.session_id,
                 self.agent_id,
-                attempt,
+                wait,
             )
-            await asyncio.sleep(0.001 * attempt)
+            await asyncio.sleep(wait)
             return False
         self._log = log
         return True
