@@ -14,6 +14,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── UndeclaredState (TypeError)          a handler kept state outside ``state``
     ├── AgentBroken (RuntimeError)           a handler raised: the object is unusable
     ├── AgentNotFound (LookupError)          no such agent (at that version)
+    │   └── AgentForgotten                   its data was erased (store.forget)
     ├── VersionNotFound (LookupError)        a version past the agent's newest
     ├── RowUnreadable (ValueError)           a stored row too large or too deep
     ├── DamagedLog (LookupError)             the stored log lost an event
@@ -31,6 +32,9 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     │   ├── StorageDataError                 ... a value the column refuses
     │   └── StorageProgrammingError          ... bad SQL or a missing table
     ├── SchemaOutdated (RuntimeError)        the tables need ``snaptail migrate``
+    ├── KeysRequired (RuntimeError)          encrypted data and no key store
+    ├── MasterKeyError (RuntimeError)        the key store's master key is wrong
+    ├── SubjectTooLate (ValueError)          a subject added after unencrypted saves
     ├── MemoryBudgetExceeded (MemoryError)   a loaded agent over its budget
     ├── SnapshotEncodeError (ValueError)     state a snapshot would not carry exactly
     ├── SnapshotDecodeError (ValueError)     snapshot bytes that do not decode
@@ -290,6 +294,58 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
         )
 
 
+class AgentForgotten(AgentNotFound):
+    """The agent's data was erased (``store.forget``): its events and snapshots are
+    encrypted with a key that no longer exists. A subclass of :class:`AgentNotFound`, so
+    code that handles a missing agent handles a forgotten one; ``erasure_id`` and
+    ``forgotten_at`` name the erasure record (no personal data)."""
+
+    def __init__(self, agent_id: UUID, erasure_id: str, forgotten_at: str) -> None:
+        self.agent_id, self.version = agent_id, None
+        self.erasure_id, self.forgotten_at = erasure_id, forgotten_at
+        LookupError.__init__(
+            self,
+            f"agent {agent_id} was forgotten at {forgotten_at} (erasure {erasure_id}): its"
+            " events and snapshots are encrypted with a deleted key and cannot be read;"
+            " history() yields them as RedactedEvent",
+        )
+
+
+class KeysRequired(SnaptailError, RuntimeError):
+    """An agent's data is (or must be) encrypted, and no key store is configured."""
+
+    def __init__(self, agent_id: UUID | None, detail: str) -> None:
+        self.agent_id = agent_id
+        who = f"agent {agent_id}: " if agent_id is not None else ""
+        super().__init__(
+            f"{who}{detail}; configure the key store: AgentStore(url, keys=KEYS_URL) or"
+            " $SNAPTAIL_KEYS_URL (for example sqlite:///keys.db), with the master key in"
+            " $SNAPTAIL_MASTER_KEY or $SNAPTAIL_MASTER_KEY_FILE (README: Forgetting a person)"
+        )
+
+
+class MasterKeyError(SnaptailError, RuntimeError):
+    """The key store's master key is missing, malformed or not the one that wrapped
+    its keys. Nothing was read or written."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        super().__init__(f"key store {where}: {detail}")
+
+
+class SubjectTooLate(SnaptailError, ValueError):
+    """A subject was added to an agent whose earlier events are stored unencrypted:
+    they could never be erased, so the subject is refused."""
+
+    def __init__(self, agent_id: UUID, stored: int) -> None:
+        self.agent_id, self.stored = agent_id, stored
+        super().__init__(
+            f"agent {agent_id} already has {stored} unencrypted stored event(s): a subject"
+            " must be added before the agent's first save (store.add_subject(agent, ...)"
+            " right after creating it), or its earlier events could not be forgotten"
+        )
+
+
 class InvalidArgument(SnaptailError, ValueError, TypeError):
     """An argument of a snaptail call (a database URL, an option, a version) is not
     one it accepts. ``argument`` names it. Nothing was read or written."""
@@ -442,6 +498,7 @@ def storage_error(doing: str, exc: Exception) -> Exception:
 
 __all__ = [
     "AgentBroken",
+    "AgentForgotten",
     "AgentLimitExceeded",
     "AgentNotFound",
     "ConcurrencyError",
@@ -453,7 +510,9 @@ __all__ = [
     "InvalidArgument",
     "InvalidCommand",
     "InvalidEventPayload",
+    "KeysRequired",
     "LockTimeout",
+    "MasterKeyError",
     "MemoryBudgetExceeded",
     "NoSuchDatabase",
     "PositionConflict",
@@ -471,6 +530,7 @@ __all__ = [
     "StorageInterfaceError",
     "StorageOperationalError",
     "StorageProgrammingError",
+    "SubjectTooLate",
     "UndeclaredState",
     "UnknownTopic",
     "VersionNotFound",

@@ -321,3 +321,19 @@ def test_the_intervals_table_fits_without_cutting_numbers(columns: int) -> None:
     assert max(len(line) for line in lines) <= columns
     body = [line for line in lines if "100,000" in line]
     assert len(body) == 4 and all("12.35" in line and "1,234" in line for line in body)
+
+
+def test_ctrl_c_in_bench_scale_prints_what_was_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from snaptail.cli import bench
+
+    def interrupted(config: Any, run: Any) -> None:
+        run.emit({"kind": "load", "events": 1000, "label": "snaptail", "system": "snaptail",
+                  "stopped": False, "load_ms_p50": 0.25, "load_ms_p95": 0.5,
+                  "load_peak_bytes": 1 << 20, "resident_bytes": 1 << 20})  # fmt: skip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_scale", interrupted)
+    result = run(["bench", "scale", "--quick"])
+    assert result.exit_code == 130, result.output
+    assert "0.250" in result.stdout and "1 result(s) measured" in result.stdout
+    assert "targets (ratios" not in result.stdout

@@ -39,29 +39,41 @@ def test_snapshot_plus_tail_equals_full_replay(
     random versions), the whole agent, type for type."""
     store = AgentStore(database_url, policy=Never(), recent_events=recent, keep_snapshots=250)
     with store:
-        agent = agent_type(name="prop")
-        store.save(agent)
-        for command, action in steps:
-            command(agent)
-            if action in {"save", "snapshot"}:
-                store.save(agent)
-            if action == "snapshot":
-                store.snapshot(agent.id)
-        store.save(agent)
-        note_bounds(agent)
-        versions = {i.originator_version for i in store.recorder.select_snapshot_infos(agent.id)}
-        if agent.version <= CHECK_VERSIONS:
-            versions.update(range(1, agent.version + 1))
-        else:
-            versions.update(rnd.sample(range(1, agent.version + 1), CHECK_VERSIONS))
-        for version in sorted(versions | {agent.version}):
-            from_snapshot = store.get(agent.id, version=version)
-            assert from_snapshot.version == version
-            assert_same(from_snapshot, store.replay(agent.id, version=version), version, "get")
-        latest = store.get(agent.id)
-        assert_same(latest, agent, agent.version, "get", "live agent")
-        log = list(store.history(agent.id))
-        assert list(latest.recent_events) == log[len(log) - min(recent, len(log)) :]
+        check_snapshot_plus_tail(store, agent_type(name="prop"), steps, recent, rnd)
+
+
+def check_snapshot_plus_tail(
+    store: AgentStore,
+    agent: Agent,
+    steps: list[tuple[Command, str]],
+    recent: int,
+    rnd: random.Random,
+) -> Agent:
+    """The body of the property above, on any store (also run with encryption on, in
+    test_privacy_properties.py); ``agent`` is new (given subjects, if any). Returns it."""
+    store.save(agent)
+    for command, action in steps:
+        command(agent)
+        if action in {"save", "snapshot"}:
+            store.save(agent)
+        if action == "snapshot":
+            store.snapshot(agent.id)
+    store.save(agent)
+    note_bounds(agent)
+    versions = {i.originator_version for i in store.recorder.select_snapshot_infos(agent.id)}
+    if agent.version <= CHECK_VERSIONS:
+        versions.update(range(1, agent.version + 1))
+    else:
+        versions.update(rnd.sample(range(1, agent.version + 1), CHECK_VERSIONS))
+    for version in sorted(versions | {agent.version}):
+        from_snapshot = store.get(agent.id, version=version)
+        assert from_snapshot.version == version
+        assert_same(from_snapshot, store.replay(agent.id, version=version), version, "get")
+    latest = store.get(agent.id)
+    assert_same(latest, agent, agent.version, "get", "live agent")
+    log = list(store.history(agent.id))
+    assert list(latest.recent_events) == log[len(log) - min(recent, len(log)) :]
+    return agent
 
 
 @SETTINGS

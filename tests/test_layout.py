@@ -26,6 +26,7 @@ RANKS = {
     "snaptail.workload": 2,
     "snaptail.infrastructure": 3,
     "snaptail.application": 3,
+    "snaptail.privacy": 3,
     "snaptail.projections": 4,
     "snaptail.integrations": 4,
     "snaptail.bench": 4,
@@ -36,7 +37,10 @@ RANKS = {
     "snaptail.ui": 5,  # the web console: imported by the cli only inside `snaptail ui`
 }
 # (importer, imported): same rank, but the dependency must not exist.
-EXCLUDED = {("snaptail.infrastructure", "snaptail.application")}
+EXCLUDED = {
+    ("snaptail.infrastructure", "snaptail.application"),
+    ("snaptail.privacy", "snaptail.application"),
+}
 UI_LIBRARIES = {"typer", "rich"}
 WEB_LIBRARIES = {"starlette", "jinja2", "uvicorn"}
 

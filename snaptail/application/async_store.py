@@ -25,6 +25,8 @@ from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
 from snaptail.infrastructure.backends import open_async_recorder
 from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.infrastructure.urls import resolve_url
+from snaptail.privacy.forget import add_subjects, forget_subject
+from snaptail.privacy.keys import Erasure
 
 __all__ = ["AsyncAgentStore"]
 
@@ -63,6 +65,9 @@ class AsyncAgentStore(StoreBase):
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             await recorder.close()
+            keys = self._engine.keys
+            if keys is not None and self._engine.own_keys:
+                await asyncio.to_thread(keys.close)
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -118,6 +123,30 @@ class AsyncAgentStore(StoreBase):
     async def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
         return await self._run(self._engine.snapshot(agent_id))
+
+    # -- data subjects (snaptail.privacy) --------------------------------------------
+
+    async def add_subject(self, agent: Agent | UUID | str, *subjects: str) -> tuple[str, ...]:
+        """As :meth:`AgentStore.add_subject` (the key store's work runs off the loop)."""
+        await self.open()
+        agent_id = agent.id if isinstance(agent, Agent) else as_agent_id(agent)
+        cipher = self.mapper.payload_cipher
+        return await self.recorder.run_sync(
+            add_subjects, self.recorder.sync, self.keys, cipher, agent_id, subjects
+        )
+
+    async def forget(self, subject: str) -> Erasure | None:
+        """As :meth:`AgentStore.forget` (the key store's work runs off the loop)."""
+        await self.open()
+        cipher = self.mapper.payload_cipher
+        return await self.recorder.run_sync(
+            forget_subject, self.recorder.sync, self.keys, cipher, subject
+        )
+
+    async def erasures(self) -> list[Erasure]:
+        """As :meth:`AgentStore.erasures`."""
+        keys = self.keys
+        return [] if keys is None else await asyncio.to_thread(keys.erasures)
 
     # -- loading --------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.guard import is_broken
 from snaptail.domain.memory import parse_size
+from snaptail.privacy.registry import register_cache
 
 logger = logging.getLogger("snaptail.cache")
 
@@ -35,6 +36,7 @@ class AgentCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        register_cache(self)  # store.forget evicts forgotten agents
 
     def get(self, agent_id: UUID) -> Agent:
         """The agent, from the cache (most recently used now) or loaded from the store.

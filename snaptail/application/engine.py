@@ -54,6 +54,8 @@ from snaptail.errors import (
 )
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import SnapshotInfo, StoredSnapshot
+from snaptail.privacy.cipher import PayloadCipher, require_keys
+from snaptail.privacy.keys import KeyStore, KeyWrapper, open_key_store
 from snaptail.snapshots import (
     EveryNEvents,
     SinceSnapshot,
@@ -121,6 +123,8 @@ ENGINE_SETTINGS = frozenset(
         "slow_load_ms",
         "metrics",
         "retry",
+        "keys",
+        "master_key",
     }
 )
 
@@ -142,6 +146,8 @@ class Engine:
         slow_load_ms: float | None = None,
         metrics: bool = False,
         retry: RetryPolicy | None = None,
+        keys: KeyStore | str | None = None,
+        master_key: KeyWrapper | bytes | str | None = None,
     ) -> None:
         arguments.check_store_arguments(
             snapshot_every=snapshot_every,
@@ -161,7 +167,14 @@ class Engine:
         if keep_snapshots < 1:
             raise ValueError(f"keep_snapshots must be >= 1, got {keep_snapshots}")
         self.memory_budget = None if memory_budget is None else parse_size(memory_budget)
+        # The key store first: a missing or wrong master key fails before the database
+        # opens. With one, events and snapshots of agents with data subjects are
+        # encrypted (snaptail.privacy).
+        self.keys: KeyStore | None = open_key_store(keys, master_key)
+        self.own_keys = keys is None or isinstance(keys, str)
         self.mapper = MsgspecMapper()
+        if self.keys is not None:
+            self.mapper.payload_cipher = PayloadCipher(self.keys)
         self.policy: SnapshotPolicy = policy or EveryNEvents(
             100 if snapshot_every is None else snapshot_every
         )
@@ -330,6 +343,9 @@ class Engine:
         """The agent's state as a snapshot row (None, logged, if it does not encode)."""
         try:
             data = encode_state(agent)
+            cipher = self.mapper.payload_cipher
+            if cipher is not None:  # encrypted as the agent's events are
+                data = cipher.seal_snapshot(agent.id, agent.version, data)
         except Exception as exc:  # a snapshot must never fail a save
             logger.warning(
                 "snapshot skipped: agent=%s version=%s reason=%s", agent.id, agent.version, exc
@@ -464,7 +480,7 @@ class Engine:
         candidate = rows.snapshot
         if candidate is not None and len(candidate.state) > self.max_row_bytes:
             self._check_snapshot_size(agent_id, candidate)
-        judgement = None if candidate is None else judge_snapshot(candidate)
+        judgement = None if candidate is None else judge_snapshot(candidate, self.open_snapshot)
         agent: Agent | None = None if judgement is None else judgement.agent
         untrusted: list[tuple[int, str, str]] = []  # (version, why, kind) passed over
         if judgement is not None and agent is None:
@@ -476,7 +492,9 @@ class Engine:
                 candidate = yield ReadSnapshot(agent_id, candidate.originator_version - 1)
                 if candidate is not None:
                     self._check_snapshot_size(agent_id, candidate)
-                judgement = None if candidate is None else judge_snapshot(candidate)
+                judgement = (
+                    None if candidate is None else judge_snapshot(candidate, self.open_snapshot)
+                )
             # Read the events after the snapshot found (or all of them) once; a row at
             # or before the version of ``agent`` is only used for the recent cache.
             rows = yield ReadForLoad(
@@ -517,6 +535,14 @@ class Engine:
         else:
             observe_memory(agent)
         return agent
+
+    def open_snapshot(self, agent_id: UUID, version: int, data: bytes) -> bytes:
+        """A stored snapshot's bytes, decrypted if they are encrypted."""
+        cipher = self.mapper.payload_cipher
+        if cipher is None:
+            require_keys(agent_id, data)
+            return data
+        return cipher.open_snapshot(agent_id, version, data)
 
     def _check_snapshot_size(self, agent_id: UUID, snapshot: StoredSnapshot) -> None:
         arguments.check_row_size(

@@ -15,8 +15,9 @@ from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
 from snaptail.domain.schema import event_name
 from snaptail.domain.topics import agent_class_of
-from snaptail.errors import AgentNotFound
+from snaptail.errors import AgentForgotten, AgentNotFound
 from snaptail.infrastructure.recorder import SnapshotInfo
+from snaptail.privacy.cipher import RedactedEvent
 from snaptail.snapshots import SinceSnapshot, state_fingerprint
 
 
@@ -76,6 +77,8 @@ def inspect_agent(
     infos = store.recorder.select_snapshot_infos(agent_id)  # as found, before loading
     try:
         agent = store.get(agent_id)
+    except AgentForgotten as gone:  # erased: its rows, redacted
+        return _unloadable(store, agent_id, infos, last, str(gone))
     except AgentNotFound:
         raise
     except Exception as exc:  # report what can be read, and why it does not load
@@ -139,7 +142,10 @@ def _last_events(store: AgentStore, agent_id: UUID, last: int) -> list[EventRow]
         except Exception:
             name, time = f"{stored.topic} (does not decode)", None
         else:
-            name, time = event_name(type(event)), event.timestamp
+            if isinstance(event, RedactedEvent):  # a forgotten agent's: no timestamp
+                name, time = f"{event.event_name} (redacted)", None
+            else:
+                name, time = event_name(type(event)), event.timestamp
         rows.append(EventRow(stored.originator_version, name, time, len(stored.state)))
     return rows
 

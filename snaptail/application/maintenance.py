@@ -15,7 +15,7 @@ from uuid import UUID
 from snaptail.application.store import AgentStore
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound
+from snaptail.errors import AgentForgotten, AgentNotFound
 from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.snapshots.trust import trust_snapshot
 
@@ -87,6 +87,7 @@ class Verdict:
 
     ``status`` is ``ok``, ``mismatch`` (decoded, but some attributes differ from the
     rebuild, in value or type: ``fields`` names them, ``detail`` gives both values),
+    ``forgotten`` (its data was erased by ``store.forget``),
     ``untrusted`` (a load would not use it: ``detail`` says why), ``error`` (its log
     cannot be read or replayed: ``detail`` says why) or ``none`` (the agent has no
     snapshot).
@@ -119,7 +120,7 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
             return Verdict(agent_id, type(replayed).__qualname__, None, "none")
         version = snapshot.originator_version
         agent_type = snapshot.topic.rpartition(":")[2] or snapshot.topic
-        decoded, why = trust_snapshot(snapshot)
+        decoded, why = trust_snapshot(snapshot, store.open_snapshot)
         if decoded is None:
             return Verdict(agent_id, agent_type, version, "untrusted", detail=why)
         replayed = store.replay(agent_id, version=version)
@@ -130,6 +131,8 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
                 agent_id, agent_type, version, "mismatch", fields, detail=describe(differences)
             )
         apply_events(replayed, store.history(agent_id, after=version))  # the tail a load reads
+    except AgentForgotten as gone:  # erased on purpose: not a failure
+        return Verdict(agent_id, agent_type, version, "forgotten", detail=str(gone))
     except AgentNotFound:
         raise
     except Exception as exc:  # every other failure is this agent's verdict

@@ -25,6 +25,8 @@ from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo, StoredSnapshot
 from snaptail.infrastructure.urls import resolve_url
+from snaptail.privacy.forget import add_subjects, forget_subject
+from snaptail.privacy.keys import Erasure, KeyStore, KeyWrapper
 from snaptail.snapshots import SnapshotPolicy
 
 __all__ = ["AgentStore", "StoreBase"]
@@ -96,6 +98,15 @@ class StoreBase:
         nearest base class's), else the store's ``policy``."""
         return self._engine.policy_for(agent_type)
 
+    @property
+    def keys(self) -> KeyStore | None:
+        """The key store of agents with data subjects (None: none configured)."""
+        return self._engine.keys
+
+    def open_snapshot(self, agent_id: UUID, version: int, data: bytes) -> bytes:
+        """A stored snapshot's bytes, decrypted if they are encrypted."""
+        return self._engine.open_snapshot(agent_id, version, data)
+
     def load_stats(self, agent: Agent) -> LoadStats | None:
         """What the load that built ``agent`` read and cost (None if this store did
         not load it)."""
@@ -120,7 +131,11 @@ class AgentStore(StoreBase):
     one stored row a read decodes. ``memory_budget`` (bytes or
     ``"2MiB"``) bounds each loaded agent (an agent type's own ``memory_budget`` wins);
     ``slow_load_ms`` makes slower loads log a warning; ``metrics=True`` turns on
-    Prometheus metrics (``snaptail.metrics``).
+    Prometheus metrics (``snaptail.metrics``). ``keys`` is the key store of agents
+    with data subjects (a URL or a KeyStore; default ``$SNAPTAIL_KEYS_URL``, else none),
+    ``master_key`` its master key (default from the environment): see
+    :meth:`add_subject` and :meth:`forget`. ``retry`` is the retry policy
+    (:class:`~snaptail.RetryPolicy`).
     """
 
     def __init__(
@@ -138,6 +153,8 @@ class AgentStore(StoreBase):
         slow_load_ms: float | None = None,
         metrics: bool = False,
         retry: RetryPolicy | None = None,
+        keys: KeyStore | str | None = None,
+        master_key: KeyWrapper | bytes | str | None = None,
         **options: Any,
     ) -> None:
         self._engine = Engine(
@@ -152,6 +169,8 @@ class AgentStore(StoreBase):
             slow_load_ms=slow_load_ms,
             metrics=metrics,
             retry=retry,
+            keys=keys,
+            master_key=master_key,
         )
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots
@@ -172,6 +191,9 @@ class AgentStore(StoreBase):
 
     def close(self) -> None:
         self._recorder.close()
+        keys = self._engine.keys
+        if keys is not None and self._engine.own_keys:
+            keys.close()
 
     def __enter__(self) -> Self:
         return self
@@ -223,6 +245,27 @@ class AgentStore(StoreBase):
     def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
         return self._run(self._engine.snapshot(agent_id))
+
+    # -- data subjects (snaptail.privacy) --------------------------------------------
+
+    def add_subject(self, agent: Agent | UUID | str, *subjects: str) -> tuple[str, ...]:
+        """Make ``subjects`` (ids of people, such as ``"user-42"``) data subjects of the
+        agent, before its first save: its events and snapshots are then stored
+        encrypted, and :meth:`forget` of any of them erases them. Returns the agent's
+        subject references (pseudonyms: the raw ids are stored nowhere)."""
+        agent_id = agent.id if isinstance(agent, Agent) else as_agent_id(agent)
+        cipher = self.mapper.payload_cipher
+        return add_subjects(self._recorder, self.keys, cipher, agent_id, subjects)
+
+    def forget(self, subject: str) -> Erasure | None:
+        """Erase ``subject``'s data: delete its key and its agents' data keys, evict
+        those agents from this process's caches and record the erasure (None: no key
+        of that subject). README: "Forgetting a person"."""
+        return forget_subject(self._recorder, self.keys, self.mapper.payload_cipher, subject)
+
+    def erasures(self) -> list[Erasure]:
+        """The key store's erasure records, oldest first (none without a key store)."""
+        return [] if self.keys is None else self.keys.erasures()
 
     # -- loading --------------------------------------------------------------------
 

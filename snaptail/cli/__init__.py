@@ -121,6 +121,10 @@ from snaptail.cli.inspect import inspect_command  # noqa: E402
 
 app.command("inspect")(inspect_command)
 
+from snaptail.cli.forget import forget_command  # noqa: E402
+
+app.command("forget")(forget_command)
+
 from snaptail.cli.ui import ui_command  # noqa: E402
 
 app.command("ui")(ui_command)

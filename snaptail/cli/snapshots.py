@@ -112,7 +112,7 @@ def verify(
             total: int | None = len(ids) if ids is not None else count_agents(store)
         except Exception:  # a damaged index: verify what can be reached, unnumbered
             total = None
-        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0}
+        counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0, "forgotten": 0}
         table = Table(title=f"snapshots verified against the log ({store.url})")
         table.add_column("agent", no_wrap=True, min_width=36)
         for column in ("type", "snapshot", "status"):
@@ -144,6 +144,7 @@ def verify(
         f"{sum(counts.values())} agent(s): {counts['ok']} ok, {counts['mismatch']} mismatch, "
         f"{counts['untrusted']} untrusted, {counts['none']} without snapshot"
         + (f", {counts['error']} whose log cannot be loaded" if counts["error"] else "")
+        + (f", {counts['forgotten']} forgotten" if counts["forgotten"] else "")
     )
     if stopped:
         console.print(

@@ -95,6 +95,11 @@ class AsyncAgentRecorder(ABC):
     async def max_notification_id(self) -> int | None: ...
 
     @abstractmethod
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` where this backend runs blocking work (the key store's,
+        the sync recorder's), off the event loop."""
+
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -194,6 +199,9 @@ class ThreadedRecorder(AsyncAgentRecorder):
 
     async def save_committed(self, save_id: UUID) -> bool:
         return await self.threads.run(self.sync.save_committed, save_id)
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return await self.threads.run(func, *args)
 
     async def max_notification_id(self) -> int | None:
         return await self.threads.run(self.sync.max_notification_id)

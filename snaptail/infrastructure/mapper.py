@@ -25,8 +25,9 @@ from eventsourcing.utils import get_topic
 from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
 from snaptail.domain.topics import agent_class_of, event_class_of
-from snaptail.errors import InvalidAgentType, UnknownTopic
+from snaptail.errors import AgentForgotten, InvalidAgentType, UnknownTopic
 from snaptail.infrastructure.recorder import EventRow
+from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
 
 
 class NoTranscoder(Transcoder):
@@ -104,6 +105,8 @@ class MsgspecMapper(Mapper[Any]):
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
         self._direct: dict[str, _DirectApply | None] = {}
+        # Per-agent encryption (snaptail.privacy): set by a store with a key store.
+        self.payload_cipher: PayloadCipher | None = None
 
     def topic_of(self, event_class: type[Any]) -> str:
         topic = self._topics.get(event_class)
@@ -132,6 +135,10 @@ class MsgspecMapper(Mapper[Any]):
         topic = self.topic_of(type(domain_event))
         if topic.startswith("__main__:"):
             raise _defined_in_main(domain_event, topic)
+        if self.payload_cipher is not None:
+            data = self.payload_cipher.seal_event(
+                domain_event.originator_id, domain_event.originator_version, data
+            )
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,
@@ -166,7 +173,20 @@ class MsgspecMapper(Mapper[Any]):
     def decode_event(
         self, originator_id: Any, originator_version: int, topic: str, data: bytes
     ) -> Any:
-        """The domain event stored as ``data`` (one row's columns, no StoredEvent)."""
+        """The domain event stored as ``data`` (one row's columns, no StoredEvent); a
+        :class:`~snaptail.privacy.RedactedEvent` if its agent was forgotten."""
+        if data and data[0] == SEALED:
+            agent_id = originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+            if self.payload_cipher is None:
+                require_keys(agent_id, data)
+            else:
+                try:
+                    data = self.payload_cipher.open_event(agent_id, originator_version, data)
+                except AgentForgotten as gone:
+                    return RedactedEvent(
+                        agent_id, originator_version, topic, len(data),
+                        gone.erasure_id, gone.forgotten_at,
+                    )  # fmt: skip
         try:
             codec = self._codecs.get(topic) or self._codec(topic)
         except _NotAllowed:
@@ -226,8 +246,14 @@ class MsgspecMapper(Mapper[Any]):
             return apply_events(agent, [self.decode_event(originator_id, *row) for row in rows])
         direct = self._direct
         unset = _UNSET
+        cipher = self.payload_cipher
+        open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
         for row in rows:
             version, topic, data = row
+            if cipher is not None and data and data[0] == SEALED:
+                if open_row is None:  # raises AgentForgotten for a forgotten agent
+                    open_row = cipher.opener(originator_id)
+                data = open_row(version, data)
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)

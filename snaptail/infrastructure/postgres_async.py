@@ -10,7 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -260,3 +260,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
 
     async def max_notification_id(self) -> int | None:
         return await asyncio.to_thread(self.sync.max_notification_id)
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(func, *args)

@@ -81,6 +81,7 @@ from snaptail.integrations.langgraph_thread import (
     run_uuid,
     thread_uuid,
 )
+from snaptail.privacy.registry import register_cache
 
 T = TypeVar("T")
 _MISSING = object()
@@ -112,6 +113,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
     decoded to find what changed at the next checkpoint without re-serializing them.
     ``compress`` stores large message bodies zlib-compressed when that pays.
+    ``subjects(thread_id)`` gives the ids of the people a new thread is about: they
+    are added before its first save, so its checkpoints are stored encrypted and
+    ``store.forget`` of any of them erases it (README: Forgetting a person).
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
         compress: bool = True,
+        subjects: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if isinstance(store, AgentStore):
@@ -134,9 +139,11 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
         self._compress = compress
+        self._subjects = subjects
         self._views: OrderedDict[tuple[UUID, str], _View] = OrderedDict()
         self._max_views = max_views
         self._lock = threading.RLock()
+        register_cache(self)  # store.forget evicts forgotten threads (snaptail.privacy)
         events = cast(Any, ThreadAgent)
         self._created_topic = self.store.mapper.topic_of(events.Created)
         self._body_topics = tuple(
@@ -170,6 +177,15 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop a thread (and its message bodies and views) from this saver's caches."""
+        with self._lock:
+            found = self._threads.pop(agent_id, None) is not None
+            for key in [k for k in self._views if k[0] == agent_id]:
+                del self._views[key]
+            self._bodies.evict(agent_id)
+        return found
+
     # -- threads --------------------------------------------------------------------
 
     def _thread(self, thread_id: str, *, create: bool, fresh: bool = False) -> ThreadAgent | None:
@@ -189,7 +205,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         try:
             loaded = self.store.get(agent_id)
         except AgentNotFound:
-            return ThreadAgent.start(thread_id) if create else None
+            if not create:
+                return None
+            if self._subjects is not None:  # a new thread: its subjects before its first save
+                subjects = self._subjects(thread_id)
+                if subjects:  # (AgentForgotten if this thread was forgotten)
+                    self.store.add_subject(agent_id, *subjects)
+            return ThreadAgent.start(thread_id)
         if not isinstance(loaded, ThreadAgent):
             raise TypeError(
                 f"agent {agent_id} is a {type(loaded).__qualname__}, not a LangGraph thread"
@@ -266,6 +288,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         wanted = set(missing)
         mapper = self.store.mapper
         plain = mapper.cipher is None and mapper.compressor is None
+        plain = plain and mapper.payload_cipher is None  # sealed rows go through the mapper
         for run in runs:
             gt, lt = run[0] - 1, run[-1] + 1
             while True:  # one page of the run's events, only their bodies decoded

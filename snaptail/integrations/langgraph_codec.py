@@ -96,6 +96,11 @@ class BodyCache:
             self._entries.move_to_end(key)
         return found
 
+    def evict(self, agent_id: UUID) -> None:
+        """Drop the bodies of one thread (its subject was forgotten)."""
+        for key in [k for k in self._entries if k[0] == agent_id]:
+            self.bytes -= sum(len(b[1]) for b in self._entries.pop(key))
+
     def put(self, key: tuple[UUID, int], bodies: list[Body]) -> None:
         size = sum(len(b[1]) for b in bodies)
         if not bodies or size > self.max_bytes or key in self._entries:

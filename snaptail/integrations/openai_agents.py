@@ -143,6 +143,9 @@ class SnaptailSession:
     database URL (the session opens its own store; close it with :meth:`close`).
     Operations of one session object run one at a time; writers in other tasks or
     processes are detected by version and the operation is redone on fresh state.
+    ``subjects`` (ids of the people the session is about) are added to the session's
+    agent before its first write: its items are then stored encrypted, and
+    ``store.forget`` of any of them erases it (README: Forgetting a person).
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class SnaptailSession:
         store: AsyncAgentStore | str | None = None,
         *,
         session_settings: SessionSettings | dict[str, Any] | None = None,
+        subjects: Iterable[str] = (),
     ) -> None:
         from agents.memory.session_settings import SessionSettings, coerce_session_settings
 
@@ -165,6 +169,7 @@ class SnaptailSession:
         self.agent_id = session_agent_id(session_id)
         self._log: ItemLog | None = None
         self._lock = asyncio.Lock()
+        self.subjects = tuple(subjects)
 
     # -- the Session protocol -------------------------------------------------------
 
@@ -345,6 +350,8 @@ class SnaptailSession:
                 if log is None:
                     if not create:
                         return
+                    if self.subjects:  # before the first save (AgentForgotten if forgotten)
+                        await self.store.add_subject(self.agent_id, *self.subjects)
                     log = ItemLog(name=self.session_id)
                 command(log)
                 if await self._saved(log, waits):

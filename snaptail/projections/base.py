@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 from eventsourcing.persistence import Notification
 
+from snaptail.privacy.keys import Erasure
 from snaptail.projections.view import AddColumn, ViewCursor
 
 T = TypeVar("T")
@@ -53,6 +54,13 @@ class Projection:
 
     def handle(self, view: ViewCursor, notification: Notification) -> None:
         """Apply one event to the view (the default :meth:`process` calls this)."""
+
+    def forget(self, view: ViewCursor, erasure: Erasure) -> None:
+        """A data subject was forgotten (``store.forget``): drop what the view keeps
+        about ``erasure.agent_ids`` that is personal. Called once per erasure, in a
+        view transaction, by a worker opened with the key store; the default keeps
+        everything (``AgentStats`` keeps its counts). Later events of those agents
+        reach :meth:`process` with an empty payload."""
 
 
 @lru_cache(maxsize=4096)

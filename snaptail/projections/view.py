@@ -165,6 +165,11 @@ class ViewDatabase(ABC):
 
     read_only = False  # opened by a command that only reads: setup() creates nothing
 
+    def scrub(self) -> None:  # noqa: B027 (a no-op unless the backend can scrub)
+        """After rows were deleted for an erasure (``Projection.forget``): leave no
+        copy of their bytes in the database's files where that is possible (SQLite).
+        PostgreSQL keeps dead rows until VACUUM (README: Forgetting a person)."""
+
     def setup(self, statements: Sequence[str | AddColumn] = ()) -> None:
         """Create the tracking and dead-letter tables and a projection's tables
         (``CREATE ... IF NOT EXISTS`` statements, and :class:`AddColumn` upgrades),
@@ -344,7 +349,14 @@ class SQLiteView(ViewDatabase):
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
         if self.path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in pages
         return conn
+
+    def scrub(self) -> None:
+        """Write the WAL back into the file and empty it: its older page images would
+        keep the bytes of deleted rows (secure_delete zeroes them in the file)."""
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def reconnect(self) -> None:
         if self.path != ":memory:":  # an in-memory view would be lost with it

@@ -55,7 +55,10 @@ from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
 )
 from snaptail.infrastructure.urls import is_postgres_url, resolve_url
+from snaptail.privacy.cipher import PayloadCipher
+from snaptail.privacy.keys import KeyStore, KeyWrapper, open_key_store
 from snaptail.projections.base import Projection, event_name
+from snaptail.projections.erasure import ErasureFeed, opening_reader
 from snaptail.projections.lock import ProjectionLock
 from snaptail.projections.view import (
     TRACKING_TABLE,
@@ -142,7 +145,10 @@ class ProjectionWorker:
 
     ``view_db`` defaults to ``db`` (the view tables then sit beside the events).
     Use :meth:`catch_up` for a one-off update, :meth:`run` for a long-lived worker;
-    both hold the projection's lock while they apply events.
+    both hold the projection's lock while they apply events. ``keys`` (default
+    ``$SNAPTAIL_KEYS_URL``) is the key store of agents with data subjects: their
+    events reach the projection decrypted, and erasures call
+    :meth:`Projection.forget` (README: "Forgetting a person").
     """
 
     def __init__(
@@ -157,6 +163,8 @@ class ProjectionWorker:
         skip_failed: bool = False,
         recorder: AgentRecorder | None = None,
         partition: Partition | None = None,
+        keys: KeyStore | str | None = None,
+        master_key: KeyWrapper | bytes | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -196,6 +204,13 @@ class ProjectionWorker:
         self._read: Callable[[Position, int], list[PositionedNotification]] = functools.partial(
             self.recorder.select_after, partition=partition
         )
+        self.keys = open_key_store(keys, master_key)
+        self._own_keys = not hasattr(keys, "agent_key")
+        cipher = None if self.keys is None else PayloadCipher(self.keys)
+        self._read = opening_reader(self._read, cipher)
+        self._erasures = None if self.keys is None else ErasureFeed(self.keys, self.name)
+        if self._erasures is not None:
+            self._erasures.setup(self.view)
 
     # -- connections -----------------------------------------------------------------
 
@@ -310,6 +325,7 @@ class ProjectionWorker:
         every event before the failing one is committed, then :class:`ProjectionFailed`
         is raised (or, with ``skip_failed``, the event is recorded as a dead letter).
         """
+        self._apply_erasures()
         batch = self._events(lambda: self._read(self.position, self.batch_size))
         if not batch:
             return 0
@@ -327,6 +343,12 @@ class ProjectionWorker:
             self.position = self._on_view(lambda: self.view.position(self.name))
             return 0
         return sum(1 for n in batch if start < n.position <= self.position)
+
+    def _apply_erasures(self, force: bool = False) -> None:
+        """Apply new erasure records (see snaptail.projections.erasure)."""
+        feed = self._erasures
+        if feed is not None:
+            self._on_view(lambda: feed.apply(self.view, self.projection, self.lock, force))
 
     def _commit(self, batch: Sequence[PositionedNotification], skipped: str | None = None) -> None:
         """One view transaction: check the lock, apply ``batch`` (or record its one
@@ -391,6 +413,7 @@ class ProjectionWorker:
                     )
                 took = True
                 self.position = self._on_view(lambda: self.view.position(self.name))
+            self._apply_erasures(force=True)
             while not stop.is_set():
                 before = self.position
                 moved = self._resilient(stop, self.step)
@@ -502,6 +525,8 @@ class ProjectionWorker:
         self.lock.release()
         self._waiter.close()
         self.view.close()
+        if self.keys is not None and self._own_keys:
+            self.keys.close()
         if self._own_recorder:
             self.recorder.close()
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from snaptail.domain.agent import Agent
 from snaptail.domain.topics import agent_class_of
+from snaptail.errors import DamagedLog
 from snaptail.snapshots.codec import checksum, decode_snapshot, stored_generation, upcastable
 from snaptail.snapshots.fingerprint import handler_code, state_fingerprint
 
@@ -54,8 +56,16 @@ def generation(agent_class: type[Agent]) -> tuple[int, int]:
     return (getattr(agent_class, "class_version", 1), getattr(agent_class, "snapshot_version", 1))
 
 
-def judge_snapshot(snapshot: SnapshotRecord) -> Judgement:
-    """Decode a snapshot if the running code may use it, else say why not. Never raises.
+# Opens a snapshot's stored bytes (agent id, version, bytes -> plaintext): decryption
+# by snaptail.privacy; raises AgentForgotten or KeysRequired, DamagedLog if the bytes
+# do not authenticate.
+OpenState = Callable[[UUID, int, bytes], bytes]
+
+
+def judge_snapshot(snapshot: SnapshotRecord, open_state: OpenState | None = None) -> Judgement:
+    """Decode a snapshot if the running code may use it, else say why not. Never raises,
+    except the privacy errors of ``open_state`` (the store's decryption):
+    :class:`~snaptail.errors.AgentForgotten` and :class:`~snaptail.errors.KeysRequired`.
 
     Used: the fingerprint matches the running code's (or the snapshot was written by
     an older ``class_version`` that the code upcasts) and the bytes pass the checksum
@@ -71,18 +81,26 @@ def judge_snapshot(snapshot: SnapshotRecord) -> Judgement:
             " or registered has that topic (nothing was imported)",
             STALE,
         )
+    if checksum(snapshot.state) != snapshot.checksum:
+        return Judgement(None, "checksum mismatch (corrupted bytes)", CORRUPT)
+    state = snapshot.state
+    if open_state is not None:  # decrypted here: its privacy errors are raised
+        try:
+            state = open_state(snapshot.originator_id, snapshot.originator_version, state)
+        except DamagedLog as exc:
+            return Judgement(None, f"encrypted bytes do not open ({exc})", CORRUPT)
     try:
-        return _judge(snapshot, agent_class)
+        return _judge(snapshot, agent_class, state)
     except Exception as exc:  # a bad snapshot must never fail a load
         return Judgement(None, f"cannot be judged ({type(exc).__name__}: {exc})", STALE)
 
 
-def _judge(snapshot: SnapshotRecord, agent_class: type[Agent]) -> Judgement:
-    if checksum(snapshot.state) != snapshot.checksum:
-        return Judgement(None, "checksum mismatch (corrupted bytes)", CORRUPT)
+def _judge(snapshot: SnapshotRecord, agent_class: type[Agent], state: bytes) -> Judgement:
+    """:func:`judge_snapshot` of a known agent type whose bytes passed the checksum;
+    ``state``: the bytes, decrypted."""
     own = snapshot.fingerprint == state_fingerprint(agent_class)
-    if not own and not upcastable(agent_class, snapshot.state):
-        written_by = stored_generation(snapshot.state)
+    if not own and not upcastable(agent_class, state):
+        written_by = stored_generation(state)
         if written_by is not None and written_by > generation(agent_class):
             return Judgement(
                 None,
@@ -92,7 +110,7 @@ def _judge(snapshot: SnapshotRecord, agent_class: type[Agent]) -> Judgement:
         return Judgement(None, "fingerprint does not match the running code", STALE)
     try:
         decoded = decode_snapshot(
-            agent_class, snapshot.originator_id, snapshot.originator_version, snapshot.state
+            agent_class, snapshot.originator_id, snapshot.originator_version, state
         )
     except Exception as exc:  # a bad snapshot must never fail a load
         return Judgement(None, f"bytes do not decode ({exc})", CORRUPT if own else STALE)
@@ -101,9 +119,11 @@ def _judge(snapshot: SnapshotRecord, agent_class: type[Agent]) -> Judgement:
     return Judgement(decoded.agent, "", "")
 
 
-def trust_snapshot(snapshot: SnapshotRecord) -> tuple[Agent | None, str]:
+def trust_snapshot(
+    snapshot: SnapshotRecord, open_state: OpenState | None = None
+) -> tuple[Agent | None, str]:
     """:func:`judge_snapshot` as ``(agent, "")`` or ``(None, why)``."""
-    judgement = judge_snapshot(snapshot)
+    judgement = judge_snapshot(snapshot, open_state)
     return judgement.agent, judgement.why
 
 

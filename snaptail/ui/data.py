@@ -35,7 +35,7 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import format_bytes
 from snaptail.domain.topics import agent_class_of
-from snaptail.errors import AgentNotFound, SnaptailError
+from snaptail.errors import AgentForgotten, AgentNotFound, SnaptailError
 from snaptail.projections.agent_stats import AgentStats, AgentStatsRow
 from snaptail.projections.fleet import (
     FLEET_SORTS,
@@ -266,6 +266,8 @@ class Console:
     def _load(self, agent_id: UUID, version: int | None = None) -> Agent:
         try:
             return self.store.get(agent_id, version=version)
+        except AgentForgotten as gone:  # erased: say so (its events list as redacted)
+            raise NotFound(str(gone)) from None
         except AgentNotFound:
             raise NotFound(f"agent {agent_id} not found in {self.db_url}") from None
 
