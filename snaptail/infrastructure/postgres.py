@@ -38,6 +38,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
+from snaptail.infrastructure import sql
 from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres_pool import ExplainingDatastore
 from snaptail.infrastructure.recorder import (
@@ -198,15 +199,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(sn)
-        # Retention: the newest K snapshots, and the newest of each of the last two
-        # fingerprints (so the previous code version keeps one of its own).
-        self._sql_prune = SQL(
-            "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
-            "SELECT originator_version FROM {sn} WHERE originator_id = %s "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s) "
-            "AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
-            "WHERE originator_id = %s GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
-        ).format(sn=sn)
+        # The statements SQLite says alike (snaptail.infrastructure.sql).
+        self._sql_prune = _sql(sql.prune_snapshots(sql.POSTGRES)).format(sn=sn)
         self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
         self._sql_delete_snapshot_versions = SQL(
             "DELETE FROM {} WHERE originator_id = %s AND originator_version = ANY(%s)"
@@ -214,22 +208,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self._sql_count_snapshots = SQL(
             "SELECT COUNT(*) AS n FROM {} WHERE originator_id = %s"
         ).format(sn)
-        self.sql_select_snapshot = SQL(
-            "SELECT originator_version, topic, fingerprint, checksum, state FROM {} "
-            "WHERE originator_id = %s AND originator_version <= %s "
-            "ORDER BY originator_version DESC LIMIT 1"
-        ).format(sn)
-        # LEAST ignores NULL: with no events at or below the bound the tail is empty.
-        self.sql_select_tail = SQL(
-            "SELECT originator_version, topic, state FROM {ev} "
-            "WHERE originator_id = %s AND originator_version <= %s "
-            "AND originator_version > LEAST(%s, (SELECT MAX(originator_version) FROM {ev} "
-            "WHERE originator_id = %s AND originator_version <= %s) - %s) "
-            "ORDER BY originator_version"
-        ).format(ev=ev)
-        self._sql_select_page = SQL(
-            "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
-        ).format(ev)
+        self.sql_select_snapshot = _sql(sql.select_snapshot(sql.POSTGRES)).format(sn=sn)
+        self.sql_select_tail = _sql(sql.select_tail(sql.POSTGRES)).format(ev=ev)
         self.sql_max_version = SQL(
             "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
         ).format(ev)
@@ -249,6 +229,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "SELECT id FROM ids WHERE id IS NOT NULL LIMIT %s"
         )
         self._events_table = ev
+        self._page_queries: dict[tuple[bool, bool, bool, bool], Composed] = {}
 
     # -- tables ---------------------------------------------------------------------
 
@@ -697,21 +678,20 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         topics: Sequence[str],
     ) -> tuple[Composed, list[Any]]:
         """The statement and parameters of :meth:`select_page`."""
-        statement: Composed = self._sql_select_page
+        shape = (gt is not None, lt is not None, bool(topics), desc)
+        statement = self._page_queries.get(shape)
+        if statement is None:
+            text = sql.select_page(
+                sql.POSTGRES, gt=shape[0], lt=shape[1], topics=int(shape[2]), desc=desc
+            )
+            statement = self._page_queries[shape] = _sql(text).format(ev=self._events_table)
         params: list[Any] = [originator_id]
         if gt is not None:
-            statement += SQL(" AND originator_version > %s")
             params.append(gt)
         if lt is not None:
-            statement += SQL(" AND originator_version < %s")
             params.append(lt)
         if topics:
-            statement += SQL(" AND topic = ANY(%s)")
             params.append(list(topics))
-        statement += SQL(" ORDER BY originator_version")
-        if desc:
-            statement += SQL(" DESC")
-        statement += SQL(" LIMIT %s")
         params.append(limit)
         return statement, params
 
@@ -984,6 +964,11 @@ def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict)
     return kwargs
+
+
+def _sql(text: str) -> SQL:
+    """A statement of snaptail.infrastructure.sql (built from literals only)."""
+    return SQL(text)  # type: ignore[arg-type]
 
 
 def plain_connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:

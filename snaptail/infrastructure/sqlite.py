@@ -25,6 +25,7 @@ from eventsourcing.sqlite import (
 )
 
 from snaptail.errors import DatabaseUnusable, LockTimeout
+from snaptail.infrastructure import sql
 from snaptail.infrastructure.recorder import (
     SAVES_TABLE,
     SNAPSHOTS_TABLE,
@@ -157,27 +158,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
         self._insert_save = f"INSERT INTO {SAVES_TABLE} VALUES (?,?,?)"
         self._select_save = f"SELECT 1 FROM {SAVES_TABLE} WHERE save_id=?"
-        # Retention: the newest K snapshots, and the newest of each of the last two
-        # fingerprints (so the previous code version keeps one of its own).
-        self._prune = (
-            f"DELETE FROM {sn} WHERE originator_id=? AND originator_version < ("
-            f"SELECT originator_version FROM {sn} WHERE originator_id=? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?) "
-            f"AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
-            "WHERE originator_id=? GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
-        )
-        self._select_snapshot = (
-            f"SELECT originator_version, topic, fingerprint, checksum, state FROM {sn} "
-            "WHERE originator_id=? AND originator_version<=? "
-            "ORDER BY originator_version DESC LIMIT 1"
-        )
-        self._select_tail = (
-            f"SELECT originator_version, topic, state FROM {ev} "
-            "WHERE originator_id=? AND originator_version<=? AND originator_version > MIN(?, "
-            f"(SELECT MAX(originator_version) FROM {ev} "
-            "WHERE originator_id=? AND originator_version<=?) - ?) "
-            "ORDER BY originator_version"
-        )
+        # The statements PostgreSQL says alike (snaptail.infrastructure.sql).
+        self._prune = sql.prune_snapshots(sql.SQLITE).format(sn=sn)
+        self._select_snapshot = sql.select_snapshot(sql.SQLITE).format(sn=sn)
+        self._select_tail = sql.select_tail(sql.SQLITE).format(ev=ev)
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
@@ -408,21 +392,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         limit: int = 500,
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
-        statement = (
-            f"SELECT originator_version, topic, state FROM {self.events_table_name} "
-            "WHERE originator_id=?"
-        )
+        statement = sql.select_page(
+            sql.SQLITE, gt=gt is not None, lt=lt is not None, topics=len(topics), desc=desc
+        ).format(ev=self.events_table_name)
         params: list[Any] = [_key(originator_id)]
         if gt is not None:
-            statement += " AND originator_version>?"
             params.append(gt)
         if lt is not None:
-            statement += " AND originator_version<?"
             params.append(lt)
-        if topics:
-            statement += f" AND topic IN ({','.join('?' * len(topics))})"
-            params.extend(topics)
-        statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
+        params.extend(topics)
         params.append(limit)
         rows = self._read(lambda c: c.execute(statement, params).fetchall())
         return stored_events(originator_id, rows)
