@@ -211,8 +211,11 @@ def test_importing_the_library_loads_no_command_line_or_plotting(module: str) ->
 
 
 # Private attributes of other objects that may be used: eventsourcing's Aggregate
-# fields the replay fast path sets directly, and namedtuple's public ``_replace``.
-FOREIGN_PRIVATE_ALLOWED = {"_version", "_modified_on", "_replace", "_asdict", "_fields"}
+# fields the replay fast path sets directly, namedtuple's public ``_replace``, and
+# the field Google ADK's own session services set on its Session (its contract).
+FOREIGN_PRIVATE_ALLOWED = {
+    "_version", "_modified_on", "_replace", "_asdict", "_fields", "_storage_update_marker",
+}  # fmt: skip
 
 
 def test_no_private_attribute_access_across_objects() -> None:

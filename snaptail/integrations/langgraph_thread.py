@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID, uuid5
 
 import msgspec
@@ -24,6 +24,7 @@ from eventsourcing.domain import event
 
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
+from snaptail.integrations.aggregates import start
 
 # Newest checkpoint ids remembered per thread (id -> event version); older ones are
 # found by reading the thread's checkpoint events newest first.
@@ -197,12 +198,6 @@ class ThreadState(AgentState):
     cleared_at: int = 0
 
 
-def _start(cls: type[Agent], agent_id: UUID, name: str) -> Agent:
-    """A new aggregate of ``cls`` with a chosen id (Agent's constructor makes its own)."""
-    created = cast(Any, cls).Created
-    return cast(Agent, cls._create(created, id=agent_id, name=name, system_prompt="", model=""))
-
-
 def ns_key(ns: str, checkpoint_id: str) -> str:
     return f"{ns}\x00{checkpoint_id}"
 
@@ -246,7 +241,7 @@ class ThreadAgent(Agent):
 
     @classmethod
     def start(cls, thread_id: str) -> ThreadAgent:
-        return cast(ThreadAgent, _start(cls, thread_uuid(thread_id), thread_id))
+        return start(cls, thread_uuid(thread_id), thread_id)
 
     @property
     def thread_id(self) -> str:
@@ -381,7 +376,7 @@ class RunIndex(Agent):
 
     @classmethod
     def start(cls, run_id: str) -> RunIndex:
-        return cast(RunIndex, _start(cls, run_uuid(run_id), run_id))
+        return start(cls, run_uuid(run_id), run_id)
 
     def touch(self, thread_id: str) -> None:
         if thread_id not in self.state.threads:

@@ -33,7 +33,8 @@ from eventsourcing.domain import event
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
-from snaptail.errors import AgentNotFound, ConcurrencyError, SaveOutcomeUnknown
+from snaptail.errors import ConcurrencyError, SaveOutcomeUnknown
+from snaptail.integrations.aggregates import load_fresh
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -248,20 +249,8 @@ class SnaptailSession:
     async def _fresh(self) -> ItemLog | None:
         """The session's aggregate as stored now (None if never written). Reuses the
         loaded one when no writer has appended since (one index read)."""
-        log = self._log
-        if log is not None and await self.store.event_count(self.agent_id) == log.version:
-            return log
-        try:
-            loaded = await self.store.get(self.agent_id)
-        except AgentNotFound:
-            self._log = None
-            return None
-        if not isinstance(loaded, ItemLog):
-            raise TypeError(
-                f"agent {self.agent_id} is a {type(loaded).__qualname__}, not a session"
-            )
-        self._log = loaded
-        return loaded
+        self._log = await load_fresh(self.store, self.agent_id, self._log, ItemLog)
+        return self._log
 
     async def _read_newest(self, log: ItemLog, first: int) -> list[dict[str, Any]]:
         """The live items at positions ``first .. end-1``: the newest write of each,

@@ -1,0 +1,620 @@
+"""Google ADK sessions stored in snaptail: ``SnaptailSessionService``.
+
+A ``BaseSessionService`` of the installed ``google-adk`` on an
+:class:`~snaptail.AsyncAgentStore` (SQLite or PostgreSQL). The aggregates are in
+:mod:`snaptail.integrations.adk_model`: one per session (its ADK events, whole, and its
+session state), one per app (``app:`` state), one per user of an app (``user:`` state)
+and one directory per user of an app (the user's live sessions, what ``list_sessions``
+answers from). An ``append_event`` saves the session's new event, its directory entry
+and the scopes its ``state_delta`` touches in one transaction.
+
+Reads are bounded: a session's state comes from snapshot + tail;
+``get_session(config=GetSessionConfig(num_recent_events=k))`` reads the newest k events
+only (from the loaded session's recent-event cache, then backwards through the log),
+``after_timestamp`` reads backwards until the first older event. Without a config ADK
+wants every event; ``unconfigured_recent_events=n`` bounds that (see the class).
+
+This module imports ADK when it is imported: ``import snaptail`` does not import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
+from uuid import UUID, uuid4
+from weakref import WeakValueDictionary
+
+import msgspec
+from google.adk.errors import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.sessions.base_session_service import (
+    BaseSessionService,
+    GetSessionConfig,
+    ListSessionsResponse,
+)
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+from pydantic_core import to_jsonable_python
+
+from snaptail.application.async_store import AsyncAgentStore
+from snaptail.domain.agent import Agent
+from snaptail.errors import ConcurrencyError, InvalidArgument
+from snaptail.integrations.adk_model import (
+    AdkDirectory,
+    AdkScope,
+    AdkSession,
+    Listed,
+    app_uuid,
+    directory_uuid,
+    session_uuid,
+    user_uuid,
+)
+from snaptail.integrations.aggregates import load_fresh, newest_events
+
+__all__ = ["SessionPage", "SnaptailSessionService"]
+
+logger = logging.getLogger("snaptail.adk")
+A = TypeVar("A", bound=Agent)
+
+# A write that lost a race on a shared aggregate (app, user, directory) is redone this
+# many times.
+MAX_ATTEMPTS = 50
+STALE_MESSAGE = (
+    "The session has been modified in storage since it was loaded. "
+    "Please reload the session before appending more events."
+)
+
+
+class SessionPage:
+    """One page of :meth:`SnaptailSessionService.list_sessions_page`: ``sessions``
+    (without events) and ``next_page_token`` (None on the last page)."""
+
+    def __init__(self, sessions: list[Session], next_page_token: str | None) -> None:
+        self.sessions = sessions
+        self.next_page_token = next_page_token
+
+
+def _split(delta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(app, user, session) parts of a state delta, prefixes removed; ``temp:`` dropped;
+    values made JSON-safe as ADK's database services store them."""
+    app: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    for key, value in delta.items():
+        if key.startswith(State.APP_PREFIX):
+            app[key.removeprefix(State.APP_PREFIX)] = value
+        elif key.startswith(State.USER_PREFIX):
+            user[key.removeprefix(State.USER_PREFIX)] = value
+        elif not key.startswith(State.TEMP_PREFIX):
+            session[key] = value
+    safe = cast(dict[str, dict[str, Any]], to_jsonable_python({"a": app, "u": user, "s": session}))
+    return safe["a"], safe["u"], safe["s"]
+
+
+_json = msgspec.json.Encoder()
+
+
+def _copy(values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of JSON-safe state (what is stored is JSON-safe), for the caller."""
+    return cast(dict[str, Any], msgspec.json.decode(_json.encode(values)))
+
+
+def _prefixed(app: AdkScope | None, user: AdkScope | None) -> dict[str, Any]:
+    """``app:`` and ``user:`` state with their prefixes, as merged into a session."""
+    out: dict[str, Any] = {}
+    if app is not None:
+        out.update((State.APP_PREFIX + k, v) for k, v in app.state.values.items())
+    if user is not None:
+        out.update((State.USER_PREFIX + k, v) for k, v in user.state.values.items())
+    return out
+
+
+def _merged(values: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """A session's state as ADK returns it: its own state, then ``shared`` (a fresh copy
+    of both, which the caller may change)."""
+    return _copy({**values, **shared})
+
+
+def _marker(session: AdkSession) -> str:
+    return f"{session.id}:{session.version}"
+
+
+class SnaptailSessionService(BaseSessionService):
+    """An ADK session service stored in snaptail (SQLite or PostgreSQL).
+
+    ``store`` is an :class:`~snaptail.AsyncAgentStore` (shared with other users) or a
+    database URL (the service opens its own store; close it with :meth:`close`).
+
+    ``unconfigured_recent_events``: ADK's ``Runner`` calls ``get_session`` without a
+    config on every turn unless ``RunConfig.get_session_config`` is set, and ADK then
+    expects every event of the session. Left at None, that is what this service returns
+    (read page by page after snapshot + tail). Set to ``n``, a config-less
+    ``get_session`` returns the newest ``n`` events, and if an older ADK compaction
+    event exists, the newest one before them too (its summary stands for what it
+    covered), so the model still sees the summary. Trade-off: the model sees only
+    what is returned, so events older than that (and not summarised by a compaction)
+    drop out of its context; a function call cut off from its response is not
+    restored. Every event stays in the store: :meth:`history` reads them all.
+
+    ``cached_sessions``: how many loaded aggregates (sessions, users, apps) the service
+    keeps to reuse while nobody else writes them (each reuse costs one index read).
+
+    Stale sessions: a ``Session`` returned by this service carries the stored version
+    it was read at; appending to it after another writer appended raises ADK's
+    ``StaleSessionError`` and stores nothing. Appends through one ``Session`` object
+    (as ADK's parallel branches do) run one at a time and never conflict.
+    """
+
+    def __init__(
+        self,
+        store: AsyncAgentStore | str | None = None,
+        *,
+        unconfigured_recent_events: int | None = None,
+        cached_sessions: int = 1024,
+    ) -> None:
+        if unconfigured_recent_events is not None and (
+            not isinstance(unconfigured_recent_events, int) or unconfigured_recent_events < 0
+        ):
+            raise InvalidArgument(
+                "unconfigured_recent_events",
+                f"SnaptailSessionService: got {unconfigured_recent_events!r}; give None"
+                " (every event, ADK's default) or an int >= 0",
+            )
+        self._owns_store = not isinstance(store, AsyncAgentStore)
+        self.store = store if isinstance(store, AsyncAgentStore) else AsyncAgentStore(store)
+        self.unconfigured_recent_events = unconfigured_recent_events
+        self.cached_sessions = cached_sessions
+        self._loaded: OrderedDict[UUID, Agent] = OrderedDict()
+        self._locks: WeakValueDictionary[UUID, asyncio.Lock] = WeakValueDictionary()
+
+    async def close(self) -> None:
+        """Close the store if this service opened it."""
+        if self._owns_store:
+            await self.store.close()
+
+    async def __aenter__(self) -> SnaptailSessionService:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- loading ----------------------------------------------------------------------
+
+    async def _load(self, agent_id: UUID, cls: type[A]) -> A | None:
+        cached = self._loaded.get(agent_id)
+        loaded = await load_fresh(self.store, agent_id, cast("A | None", cached), cls)
+        self._loaded.pop(agent_id, None)
+        if loaded is not None:
+            self._keep(loaded)
+        return loaded
+
+    async def _session(self, agent_id: UUID) -> AdkSession | None:
+        return await self._load(agent_id, AdkSession)
+
+    async def _scope(self, agent_id: UUID) -> AdkScope | None:
+        return await self._load(agent_id, AdkScope)
+
+    async def _directory(self, app_name: str, user_id: str) -> AdkDirectory | None:
+        return await self._load(directory_uuid(app_name, user_id), AdkDirectory)
+
+    def _forget(self, *agents: Agent) -> None:
+        """Drop loaded aggregates that hold unsaved events (a failed save)."""
+        for agent in agents:
+            self._loaded.pop(agent.id, None)
+
+    def _keep(self, *agents: Agent) -> None:
+        """Remember saved or loaded aggregates (the newest ``cached_sessions``)."""
+        for agent in agents:
+            self._loaded.pop(agent.id, None)
+            self._loaded[agent.id] = agent
+        while len(self._loaded) > self.cached_sessions:
+            self._loaded.popitem(last=False)
+
+    @asynccontextmanager
+    async def _locked(self, agent_id: UUID) -> AsyncIterator[None]:
+        """Operations on one session through this service run one at a time (the lock
+        lives while someone holds or awaits it)."""
+        lock = self._locks.get(agent_id)
+        if lock is None:
+            lock = self._locks[agent_id] = asyncio.Lock()
+        async with lock:
+            yield
+
+    async def _live(self, app_name: str, user_id: str, session_id: str) -> AdkSession | None:
+        agent = await self._session(session_uuid(app_name, user_id, session_id))
+        return agent if agent is not None and agent.state.live else None
+
+    # -- scopes written with a session ---------------------------------------------
+
+    async def _writes_for(
+        self,
+        app_name: str,
+        user_id: str,
+        app_delta: dict[str, Any],
+        user_delta: dict[str, Any],
+        new_user: bool,
+    ) -> tuple[AdkScope | None, AdkScope | None, AdkDirectory]:
+        """The app scope and user scope if they are written (loaded, or made if
+        missing, with the deltas merged) and the user's directory (always written)."""
+        app: AdkScope | None = None
+        if app_delta or new_user:
+            app = await self._scope(app_uuid(app_name)) or AdkScope.for_app(app_name)
+            app.merge(app_delta)
+            app.add_user(user_id)
+        user: AdkScope | None = None
+        if user_delta:
+            user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(
+                app_name, user_id
+            )
+            user.merge(user_delta)
+        directory = await self._directory(app_name, user_id) or AdkDirectory.for_user(
+            app_name, user_id
+        )
+        return app, user, directory
+
+    async def _save(self, session: AdkSession, *scopes: Agent | None) -> bool:
+        """Save; False if a shared scope lost a race (redo it); raises the
+        ConcurrencyError if the session itself did."""
+        agents = [a for a in (session, *scopes) if a is not None and a.pending_events]
+        try:
+            await self.store.save(*agents)
+        except BaseException as exc:
+            self._forget(*agents)
+            if isinstance(exc, ConcurrencyError) and exc.agent_id != session.id:
+                logger.debug(
+                    "ADK session write raced a writer of a shared aggregate: session=%s"
+                    " aggregate=%s; redoing it",
+                    session.state.session_id,
+                    exc.agent_id,
+                )
+                await asyncio.sleep(0)
+                return False
+            raise
+        self._keep(*agents)
+        return True
+
+    # -- BaseSessionService ----------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        state: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        session_id = session_id.strip() if session_id else str(uuid4())
+        app_delta, user_delta, values = _split(state or {})
+        agent_id = session_uuid(app_name, user_id, session_id)
+        async with self._locked(agent_id):
+            for _attempt in range(MAX_ATTEMPTS):
+                agent = await self._session(agent_id)
+                if agent is not None and agent.state.live:
+                    raise AlreadyExistsError(f"Session with id {session_id} already exists.")
+                if agent is None:
+                    agent = AdkSession.new(app_name, user_id, session_id)
+                now = time.time()
+                agent.begin(app_name, user_id, session_id, values, now)
+                app, user, directory = await self._writes_for(
+                    app_name, user_id, app_delta, user_delta, True
+                )
+                directory.list_session(session_id, now, values, reset=True)
+                try:
+                    saved = await self._save(agent, app, user, directory)
+                except ConcurrencyError:
+                    raise AlreadyExistsError(
+                        f"Session with id {session_id} already exists."
+                    ) from None
+                if saved:
+                    if user is None:
+                        user = await self._scope(user_uuid(app_name, user_id))
+                    return self._to_session(agent, app, user, [])
+        raise ConcurrencyError(agent_id, 0, "create_session: the app or user scope kept changing")
+
+    async def get_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        session_id = session_id.strip() if session_id else session_id
+        agent = await self._live(app_name, user_id, session_id)
+        if agent is None:
+            return None
+        app = await self._scope(app_uuid(app_name))
+        user = await self._scope(user_uuid(app_name, user_id))
+        events = await self._events(agent, config)
+        return self._to_session(agent, app, user, events)
+
+    async def list_sessions(
+        self, *, app_name: str, user_id: str | None = None
+    ) -> ListSessionsResponse:
+        """Every live session of the user (every user if None), oldest update first,
+        without events, from the users' session directories (no event is read)."""
+        sessions: list[Session] = []
+        token: str | None = None
+        while True:
+            page = await self.list_sessions_page(
+                app_name=app_name, user_id=user_id, page_size=None, page_token=token
+            )
+            sessions.extend(page.sessions)
+            token = page.next_page_token
+            if token is None:
+                return ListSessionsResponse(sessions=sessions)
+
+    async def list_sessions_page(
+        self,
+        *,
+        app_name: str,
+        user_id: str | None = None,
+        page_size: int | None = 100,
+        page_token: str | None = None,
+    ) -> SessionPage:
+        """A page of :meth:`list_sessions` (snaptail extension): at most ``page_size``
+        sessions after ``page_token`` (a previous page's ``next_page_token``)."""
+        if page_size is not None and page_size < 1:
+            raise InvalidArgument(
+                "page_size",
+                f"SnaptailSessionService.list_sessions_page: got {page_size!r}; give an"
+                " int >= 1, or None for every session",
+            )
+        app = await self._scope(app_uuid(app_name))
+        if user_id is not None:
+            users = [user_id]
+        else:
+            users = sorted(app.state.users) if app is not None else []
+        rows: list[tuple[float, str, str, Listed, AdkScope | None]] = []
+        for uid in users:
+            directory = await self._directory(app_name, uid)
+            if directory is None:
+                continue
+            scope = await self._scope(user_uuid(app_name, uid))
+            for sid, listed in directory.state.sessions.items():
+                rows.append((listed.time, uid, sid, listed, scope))
+        rows.sort(key=lambda row: (row[0], row[1], row[2]))
+        start = int(page_token) if page_token else 0
+        end = len(rows) if page_size is None else min(len(rows), start + page_size)
+        out: list[Session] = []
+        shared: dict[str, dict[str, Any]] = {}
+        for updated, uid, sid, listed, scope in rows[start:end]:
+            if uid not in shared:
+                shared[uid] = _prefixed(app, scope)
+            out.append(
+                Session(
+                    id=sid,
+                    app_name=app_name,
+                    user_id=uid,
+                    state=_merged(listed.values, shared[uid]),
+                    events=[],
+                    last_update_time=updated,
+                )
+            )
+        return SessionPage(out, str(end) if end < len(rows) else None)
+
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        session_id = session_id.strip() if session_id else session_id
+        agent_id = session_uuid(app_name, user_id, session_id)
+        async with self._locked(agent_id):
+            for _attempt in range(MAX_ATTEMPTS):
+                agent = await self._session(agent_id)
+                if agent is None or not agent.state.live:
+                    return
+                agent.delete()
+                directory = await self._directory(app_name, user_id)
+                if directory is not None:
+                    directory.unlist_session(session_id)
+                try:
+                    if await self._save(agent, directory):
+                        return
+                except ConcurrencyError:
+                    continue  # another writer changed the session: delete it as it is now
+        raise ConcurrencyError(agent_id, 0, "delete_session: the session kept changing")
+
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        user = await self._scope(user_uuid(app_name, user_id))
+        return _copy(user.state.values) if user else {}
+
+    async def append_event(self, session: Session, event: Event) -> Event:
+        if event.partial:
+            return event
+        agent_id = session_uuid(session.app_name, session.user_id, session.id)
+        async with self._locked(agent_id):
+            agent = await self._session(agent_id)
+            if agent is None or not agent.state.live:
+                raise SessionNotFoundError(f"Session {session.id} not found.")
+            marker = session._storage_update_marker
+            if marker is not None and marker != _marker(agent):
+                raise StaleSessionError(STALE_MESSAGE)
+            if (
+                marker is None
+                and agent.state.last_update_time > session.last_update_time
+                and not await self._same_events(agent, session)
+            ):
+                raise StaleSessionError(STALE_MESSAGE)
+            if await self._redelivered(agent, event):
+                return event
+            self._apply_temp_state(session, event)
+            event = self._trim_temp_delta_state(event)
+            delta = event.actions.state_delta if event.actions else {}
+            app_delta, user_delta, values = _split(delta or {})
+            data = event.model_dump_json(exclude_none=True)
+            compaction = bool(event.actions and event.actions.compaction)
+            for _attempt in range(MAX_ATTEMPTS):
+                base = _marker(agent)
+                agent.append(data, event.id, event.timestamp, values, compaction)
+                app, user, directory = await self._writes_for(
+                    session.app_name, session.user_id, app_delta, user_delta, False
+                )
+                directory.list_session(session.id, event.timestamp, values, reset=False)
+                try:
+                    saved = await self._save(agent, app, user, directory)
+                except ConcurrencyError:
+                    raise StaleSessionError(STALE_MESSAGE) from None
+                if saved:
+                    break
+                reloaded = await self._session(agent_id)
+                if reloaded is None or _marker(reloaded) != base:
+                    raise StaleSessionError(STALE_MESSAGE)
+                agent = reloaded
+            else:
+                raise ConcurrencyError(
+                    agent_id, agent.version, "append_event: scopes kept changing"
+                )
+            self._commit_event_to_session(session, event)
+            session.last_update_time = event.timestamp
+            session._storage_update_marker = _marker(agent)
+            return event
+
+    async def _same_events(self, agent: AdkSession, session: Session) -> bool:
+        """Whether a session object without a stored-version marker (made by hand, or
+        by another service) holds the stored session's events: as many, the same newest."""
+        if agent.state.events != len(session.events):
+            return False
+        if not session.events:
+            return True
+        newest = await newest_events(
+            self.store, agent, [AdkSession.EventAppended], after=agent.state.started_at, limit=1
+        )
+        return bool(newest) and newest[0].event_id == session.events[-1].id
+
+    async def _redelivered(self, agent: AdkSession, event: Event) -> bool:
+        """Whether ``event`` is an equal re-delivery of the newest stored event (ADK's
+        in-memory service ignores those; a retried call must not apply twice)."""
+        if agent.version <= agent.state.started_at:
+            return False
+        newest = await newest_events(
+            self.store, agent, [AdkSession.EventAppended], after=agent.state.started_at, limit=1
+        )
+        if not newest or newest[0].event_id != event.id:
+            return False
+        return bool(Event.model_validate_json(newest[0].data) == event)
+
+    # -- reading events ---------------------------------------------------------------
+
+    async def _events(self, agent: AdkSession, config: GetSessionConfig | None) -> list[Event]:
+        after = agent.state.started_at
+        kind = [AdkSession.EventAppended]
+        if config is None:
+            if self.unconfigured_recent_events is None:
+                return [
+                    Event.model_validate_json(e.data)
+                    async for e in self.store.history(
+                        agent.id, after=after, before=agent.version + 1, types=kind
+                    )
+                ]
+            return await self._bounded(agent, self.unconfigured_recent_events)
+        limit = config.num_recent_events
+        stop = None
+        if config.after_timestamp is not None:
+            since = config.after_timestamp
+
+            def stop(stored: Any) -> bool:
+                return bool(stored.ts < since)
+
+        if limit is None and stop is None:
+            return [
+                Event.model_validate_json(e.data)
+                async for e in self.store.history(
+                    agent.id, after=after, before=agent.version + 1, types=kind
+                )
+            ]
+        newest = await newest_events(self.store, agent, kind, after=after, limit=limit, stop=stop)
+        return [Event.model_validate_json(e.data) for e in reversed(newest)]
+
+    async def _bounded(self, agent: AdkSession, limit: int) -> list[Event]:
+        """The newest ``limit`` events, after the newest compaction event older than
+        them (if any)."""
+        kind = [AdkSession.EventAppended]
+        after = agent.state.started_at
+        chosen = list(
+            reversed(await newest_events(self.store, agent, kind, after=after, limit=limit))
+        )
+        oldest = chosen[0].originator_version if chosen else agent.version + 1
+        at = agent.state.compaction_at
+        if at and at < oldest:
+            summary = [e async for e in self.store.history(agent.id, after=at - 1, before=at + 1)]
+            chosen = summary + chosen
+        return [Event.model_validate_json(e.data) for e in chosen]
+
+    async def history(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        after_version: int | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[Event]:
+        """Every stored event of the session's current life, oldest first, page by page
+        (snaptail extension; what a bounded ``get_session`` leaves out)."""
+        agent = await self._live(app_name, user_id, session_id)
+        if agent is None:
+            return
+        after = max(agent.state.started_at, after_version or 0)
+        async for stored in self.store.history(
+            agent.id,
+            after=after,
+            before=agent.version + 1,
+            types=[AdkSession.EventAppended],
+            page_size=page_size,
+        ):
+            yield Event.model_validate_json(stored.data)
+
+    async def get_user_events(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        recent_events: int = 20,
+        max_sessions: int | None = None,
+    ) -> dict[str, list[Event]]:
+        """The newest ``recent_events`` events of each of the user's live sessions (the
+        ``max_sessions`` most recently updated, all if None), keyed by session id,
+        most recently updated session first (snaptail extension, for memory services:
+        one bounded read per session, no session's full history)."""
+        directory = await self._directory(app_name, user_id)
+        if directory is None:
+            return {}
+        listed = directory.state.sessions
+        ids = sorted(listed, key=lambda s: listed[s].time, reverse=True)
+        if max_sessions is not None:
+            ids = ids[:max_sessions]
+        out: dict[str, list[Event]] = {}
+        for sid in ids:
+            agent = await self._live(app_name, user_id, sid)
+            if agent is None:
+                continue
+            newest = await newest_events(
+                self.store,
+                agent,
+                [AdkSession.EventAppended],
+                after=agent.state.started_at,
+                limit=recent_events,
+            )
+            out[sid] = [Event.model_validate_json(e.data) for e in reversed(newest)]
+        return out
+
+    # -- building sessions ------------------------------------------------------------
+
+    def _to_session(
+        self, agent: AdkSession, app: AdkScope | None, user: AdkScope | None, events: list[Event]
+    ) -> Session:
+        session = Session(
+            id=agent.state.session_id,
+            app_name=agent.state.app_name,
+            user_id=agent.state.user_id,
+            state=_merged(agent.state.values, _prefixed(app, user)),
+            events=events,
+            last_update_time=agent.state.last_update_time,
+        )
+        session._storage_update_marker = _marker(agent)
+        return session

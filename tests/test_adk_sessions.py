@@ -1,0 +1,440 @@
+"""``SnaptailSessionService`` (Google ADK) against ADK's ``InMemorySessionService`` as the
+reference, on SQLite and PostgreSQL: random scripts, concurrency, bounded reads, a
+Runner with a scripted model stopped and resumed in a fresh process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("google.adk")
+
+from google.adk.errors import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions, EventCompaction
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.in_memory_session_service import InMemorySessionService
+from google.adk.sessions.session import Session
+from google.genai import types
+
+from snaptail import AsyncAgentStore
+from snaptail.integrations.adk import SnaptailSessionService
+from snaptail.integrations.adk_model import session_uuid
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = "app"
+
+
+def view(session: Session | None) -> Any:
+    """What must match the reference: everything but the creation clock."""
+    if session is None:
+        return None
+    data = session.model_dump(mode="json", exclude={"last_update_time"})
+    if session.events:
+        data["last_update_time"] = session.last_update_time
+    return data
+
+
+def listing(sessions: list[Session]) -> Any:
+    return sorted((s.user_id, s.id, json.dumps(s.state, sort_keys=True)) for s in sessions)
+
+
+def text_event(n: int, ts: float, delta: dict[str, Any] | None = None, **kw: Any) -> Event:
+    return Event(
+        invocation_id=f"inv{n}",
+        author="user" if n % 2 else "agent",
+        content=types.Content(role="user", parts=[types.Part(text=f"m{n}")]),
+        timestamp=ts,
+        actions=EventActions(state_delta=delta or {}),
+        **kw,
+    )
+
+
+async def run_script(seed: int, url: str, steps: int = 120) -> None:
+    rng = random.Random(seed)
+    ours = SnaptailSessionService(url)
+    ref = InMemorySessionService()
+    users = ["u1", "u2", "u3"]
+    ids = ["s1", "s2", "s3", "s4"]
+    held: dict[tuple[str, str], tuple[Session, Session]] = {}
+    clock = 1_000.0
+    try:
+        for step in range(steps):
+            op = rng.choice(
+                ["create", "append", "append", "append", "get", "list", "delete", "user"]
+            )
+            user, sid = rng.choice(users), rng.choice(ids)
+            where = f"seed {seed} step {step} {op} {user}/{sid}"
+            if op == "create":
+                state = {"k": rng.randint(0, 9), "app:a": step, "user:u": step, "temp:t": 1}
+                results: list[Session | None] = []
+                for service in (ours, ref):
+                    try:
+                        results.append(
+                            await service.create_session(
+                                app_name=APP, user_id=user, session_id=sid, state=dict(state)
+                            )
+                        )
+                    except AlreadyExistsError:
+                        results.append(None)
+                assert (results[0] is None) == (results[1] is None), where
+                if results[0] is not None and results[1] is not None:
+                    assert results[0].state == results[1].state, where
+                    held[(user, sid)] = (results[0], results[1])
+            elif op == "append" and (user, sid) in held:
+                clock += rng.choice([0.5, 1.0, 2.0])
+                delta = {
+                    rng.choice(["k", "x", "app:a", "user:u", "temp:t"]): step,
+                    rng.choice(["y", "app:b", "user:v"]): [step, {"n": step}],
+                }
+                partial = rng.random() < 0.1
+                mine, theirs = held[(user, sid)]
+                for service, session in ((ours, mine), (ref, theirs)):
+                    event = text_event(step, clock, dict(delta), partial=partial)
+                    event.id = f"e{step}"
+                    try:
+                        await service.append_event(session, event)
+                    except Exception as exc:  # a deleted session
+                        assert type(exc).__name__ == "SessionNotFoundError", (where, exc)
+            elif op == "get":
+                config = rng.choice(
+                    [
+                        None,
+                        GetSessionConfig(num_recent_events=rng.randint(0, 6)),
+                        GetSessionConfig(after_timestamp=clock - rng.choice([0, 1, 3, 10])),
+                        GetSessionConfig(num_recent_events=3, after_timestamp=clock - 2),
+                    ]
+                )
+                got = [
+                    await s.get_session(app_name=APP, user_id=user, session_id=sid, config=config)
+                    for s in (ours, ref)
+                ]
+                assert view(got[0]) == view(got[1]), where
+                if got[0] is not None and got[1] is not None and config is None:
+                    held[(user, sid)] = (got[0], got[1])
+            elif op == "list":
+                who = rng.choice([None, user])
+                got_lists = [await s.list_sessions(app_name=APP, user_id=who) for s in (ours, ref)]
+                assert listing(got_lists[0].sessions) == listing(got_lists[1].sessions), where
+                assert all(not s.events for s in got_lists[0].sessions)
+            elif op == "delete":
+                for s in (ours, ref):
+                    await s.delete_session(app_name=APP, user_id=user, session_id=sid)
+                held.pop((user, sid), None)
+            elif op == "user":
+                states = [await s.get_user_state(app_name=APP, user_id=user) for s in (ours, ref)]
+                assert states[0] == states[1], where
+        for user in users:
+            for sid in ids:
+                got = [
+                    await s.get_session(app_name=APP, user_id=user, session_id=sid)
+                    for s in (ours, ref)
+                ]
+                assert view(got[0]) == view(got[1]), (seed, user, sid)
+        # A fresh service (nothing cached) reads the same.
+        async with SnaptailSessionService(url) as fresh:
+            for user in users:
+                for sid in ids:
+                    got = [
+                        await s.get_session(app_name=APP, user_id=user, session_id=sid)
+                        for s in (fresh, ref)
+                    ]
+                    assert view(got[0]) == view(got[1]), (seed, user, sid, "fresh")
+    finally:
+        await ours.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_scripts_match_in_memory(database_url: str, seed: int) -> None:
+    asyncio.run(run_script(seed, database_url))
+
+
+async def _concurrent(url: str) -> None:
+    async with SnaptailSessionService(url) as service:
+        session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        base = session.last_update_time
+
+        # 20 tasks appending through one session object (as ADK's parallel branches).
+        await asyncio.gather(
+            *(
+                service.append_event(session, text_event(i, base + i + 1, {f"k{i}": i}))
+                for i in range(20)
+            )
+        )
+        got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+        assert got is not None
+        assert sorted(e.invocation_id for e in got.events) == sorted(f"inv{i}" for i in range(20))
+        assert len({e.id for e in got.events}) == 20
+        assert all(got.state[f"k{i}"] == i for i in range(20))
+
+        # 20 tasks, each with its own copy of the same version: one wins, the rest
+        # are refused with ADK's StaleSessionError and then reload and retry.
+        copies = [got.model_copy(deep=True) for _ in range(20)]
+        for c in copies:
+            c._storage_update_marker = got._storage_update_marker
+
+        async def writer(i: int, copy: Session, other: SnaptailSessionService) -> int:
+            refused = 0
+            while True:
+                try:
+                    await other.append_event(copy, text_event(100 + i, base + 100 + i, {"last": i}))
+                    return refused
+                except StaleSessionError:
+                    refused += 1
+                    fresh = await other.get_session(app_name=APP, user_id="u", session_id="s")
+                    assert fresh is not None
+                    copy = fresh
+
+        # Half the writers go through a second service on its own store (another
+        # process's view of the same database).
+        async with SnaptailSessionService(url) as second:
+            refusals = await asyncio.gather(
+                *(writer(i, copies[i], service if i % 2 else second) for i in range(20))
+            )
+        assert sum(refusals) >= 19  # all but the first writer were refused at least once
+        final = await service.get_session(app_name=APP, user_id="u", session_id="s")
+        assert final is not None
+        ids = [e.invocation_id for e in final.events]
+        assert len(ids) == 40 and len(set(ids)) == 40
+        assert sorted(ids[20:]) == sorted(f"inv{100 + i}" for i in range(20))
+        assert final.state["last"] == int(final.events[-1].invocation_id[3:]) - 100
+
+
+def test_twenty_concurrent_appends_lose_and_duplicate_nothing(database_url: str) -> None:
+    asyncio.run(_concurrent(database_url))
+
+
+async def _bounded(url: str) -> None:
+    async with SnaptailSessionService(url) as service:
+        session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        for i in range(300):
+            await service.append_event(session, text_event(i, 10.0 + i, {"n": i}))
+        await service.store.snapshot(service._loaded[next(iter(service._loaded))].id)
+    # A fresh service: its loads start from the store, not from a cache.
+    async with SnaptailSessionService(url) as fresh:
+        read: list[int] = []
+        history = fresh.store.history
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            async def events() -> Any:
+                async for e in history(*args, **kwargs):
+                    read.append(e.originator_version)
+                    yield e
+
+            return events()
+
+        fresh.store.history = counting  # type: ignore[method-assign]
+        got = await fresh.get_session(
+            app_name=APP, user_id="u", session_id="s", config=GetSessionConfig(num_recent_events=5)
+        )
+        assert got is not None and [e.invocation_id for e in got.events] == [
+            f"inv{i}" for i in range(295, 300)
+        ]
+        assert len(read) <= 5
+        read.clear()
+        got = await fresh.get_session(
+            app_name=APP,
+            user_id="u",
+            session_id="s",
+            config=GetSessionConfig(after_timestamp=300.0),
+        )
+        assert got is not None and [e.timestamp for e in got.events] == [
+            300.0 + i for i in range(10)
+        ]
+        assert len(read) <= 11  # the ten, and the one older event that ends the scan
+        read.clear()
+        got = await fresh.get_session(app_name=APP, user_id="u", session_id="s")
+        assert got is not None and len(got.events) == 300 and got.state["n"] == 299
+
+
+def test_num_recent_events_and_after_timestamp_read_only_the_newest(database_url: str) -> None:
+    asyncio.run(_bounded(database_url))
+
+
+async def _unconfigured(url: str) -> None:
+    async with SnaptailSessionService(url, unconfigured_recent_events=3) as service:
+        session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        for i in range(6):
+            await service.append_event(session, text_event(i, 10.0 + i))
+        got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+        assert got is not None and [e.invocation_id for e in got.events] == ["inv3", "inv4", "inv5"]
+        summary = Event(
+            invocation_id="compact",
+            author="user",
+            timestamp=15.5,
+            actions=EventActions(
+                compaction=EventCompaction(
+                    start_timestamp=10.0,
+                    end_timestamp=15.0,
+                    compacted_content=types.Content(role="model", parts=[types.Part(text="sum")]),
+                )
+            ),
+        )
+        await service.append_event(got, summary)
+        for i in range(6, 10):
+            await service.append_event(got, text_event(i, 10.0 + i))
+        got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+        assert got is not None
+        assert [e.invocation_id for e in got.events] == ["compact", "inv7", "inv8", "inv9"]
+        assert got.events[0].actions.compaction is not None
+        # With a config, the config decides; history() still has everything.
+        got = await service.get_session(
+            app_name=APP, user_id="u", session_id="s", config=GetSessionConfig(num_recent_events=1)
+        )
+        assert got is not None and [e.invocation_id for e in got.events] == ["inv9"]
+        everything = [e async for e in service.history(app_name=APP, user_id="u", session_id="s")]
+        assert len(everything) == 11
+
+
+def test_unconfigured_bound_keeps_the_newest_compaction(database_url: str) -> None:
+    asyncio.run(_unconfigured(database_url))
+
+
+async def _listing_and_user_reads(url: str) -> None:
+    async with AsyncAgentStore(url) as store:
+        service = SnaptailSessionService(store)
+        for i in range(25):
+            s = await service.create_session(
+                app_name=APP, user_id=f"u{i % 2}", session_id=f"s{i:02d}", state={"i": i}
+            )
+            for j in range(3):
+                await service.append_event(s, text_event(j, 100.0 + i * 10 + j, {"j": j}))
+        await service.delete_session(app_name=APP, user_id="u0", session_id="s00")
+        pages: list[list[str]] = []
+        token = None
+        while True:
+            page = await service.list_sessions_page(app_name=APP, page_size=10, page_token=token)
+            pages.append([s.id for s in page.sessions])
+            token = page.next_page_token
+            if token is None:
+                break
+        assert [len(p) for p in pages] == [10, 10, 4]
+        assert [sid for p in pages for sid in p] == [f"s{i:02d}" for i in range(1, 25)]
+        whole = await service.list_sessions(app_name=APP)
+        assert [s.id for s in whole.sessions] == [f"s{i:02d}" for i in range(1, 25)]
+        # A fresh service lists without reading any session's aggregate or events.
+        fresh = SnaptailSessionService(store)
+        loaded: list[Any] = []
+        get, history = store.get, store.history
+
+        async def recording_get(agent_id: Any, version: int | None = None) -> Any:
+            loaded.append(agent_id)
+            return await get(agent_id, version)
+
+        def no_history(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("list_sessions read events")
+
+        store.get = recording_get  # type: ignore[method-assign]
+        store.history = no_history  # type: ignore[method-assign]
+        listed = await fresh.list_sessions(app_name=APP)
+        store.get, store.history = get, history  # type: ignore[method-assign]
+        assert len(listed.sessions) == 24
+        sessions = {session_uuid(APP, f"u{i % 2}", f"s{i:02d}") for i in range(25)}
+        assert loaded and not sessions & set(loaded)
+        newest = await service.get_user_events(
+            app_name=APP, user_id="u1", recent_events=2, max_sessions=3
+        )
+        assert list(newest) == ["s23", "s21", "s19"]
+        assert all(
+            [e.invocation_id for e in events] == ["inv1", "inv2"] for events in newest.values()
+        )
+        assert store.url  # the service did not open (or close) the caller's store
+
+
+def test_list_sessions_pages_and_user_reads(database_url: str) -> None:
+    asyncio.run(_listing_and_user_reads(database_url))
+
+
+def test_redelivered_event_is_stored_once(sqlite_url: str) -> None:
+    async def go() -> None:
+        async with SnaptailSessionService(sqlite_url) as service:
+            session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+            event = text_event(1, session.last_update_time + 1, {"n": 1})
+            await service.append_event(session, event)
+            session.events.pop()  # as a caller retrying after a lost reply would
+            await service.append_event(session, event.model_copy(deep=True))
+            got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+            assert got is not None and len(got.events) == 1
+
+    asyncio.run(go())
+
+
+def test_bad_option_is_refused() -> None:
+    from snaptail.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match="unconfigured_recent_events"):
+        SnaptailSessionService("sqlite:///:memory:", unconfigured_recent_events=-1)
+
+
+def _turns() -> int:
+    """200 turns in CI (HYPOTHESIS_PROFILE=ci) and with SNAPTAIL_SLOW=1, 40 otherwise;
+    SNAPTAIL_ADK_TURNS overrides both."""
+    if "SNAPTAIL_ADK_TURNS" in os.environ:
+        return int(os.environ["SNAPTAIL_ADK_TURNS"])
+    ci = os.environ.get("HYPOTHESIS_PROFILE") == "ci" or os.environ.get("SNAPTAIL_SLOW") == "1"
+    return 200 if ci else 40
+
+
+def _normal(session: Session) -> list[Any]:
+    """A session's content without ids, clocks and invocation ids."""
+    out = []
+    for e in session.events:
+        d = e.model_dump(
+            mode="json", exclude_none=True, exclude={"id", "timestamp", "invocation_id"}
+        )
+        for part in (d.get("content") or {}).get("parts", []):
+            for key in ("function_call", "function_response"):
+                if key in part:
+                    part[key].pop("id", None)
+        out.append(d)
+    return out
+
+
+def test_runner_resumed_in_fresh_process_matches_in_memory(sqlite_url: str) -> None:
+    from examples.adk_agent import APP as EX_APP
+    from examples.adk_agent import run_turns
+
+    turns = _turns()
+    half = turns // 2
+    script = (
+        "import asyncio, sys\n"
+        "from examples.adk_agent import run_turns\n"
+        "from snaptail.integrations.adk import SnaptailSessionService\n"
+        "async def main(url, first, last):\n"
+        "    async with SnaptailSessionService(url) as s:\n"
+        "        await run_turns(s, 'ada', 's1', first, last)\n"
+        "asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))\n"
+    )
+    for first, last in ((0, half), (half, turns)):
+        done = subprocess.run(
+            [sys.executable, "-c", script, sqlite_url, str(first), str(last)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    async def compare() -> None:
+        ref = InMemorySessionService()
+        await run_turns(ref, "ada", "s1", 0, turns)
+        expected = await ref.get_session(app_name=EX_APP, user_id="ada", session_id="s1")
+        async with SnaptailSessionService(sqlite_url) as ours:
+            got = await ours.get_session(app_name=EX_APP, user_id="ada", session_id="s1")
+        assert expected is not None and got is not None
+        assert got.state == expected.state
+        assert _normal(got) == _normal(expected)
+        assert got.state["user:notes"] == turns // 3
+
+    asyncio.run(compare())
