@@ -38,6 +38,8 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── MemoryBudgetExceeded (MemoryError)   a loaded agent over its budget
     ├── SnapshotEncodeError (ValueError)     state a snapshot would not carry exactly
     ├── SnapshotDecodeError (ValueError)     snapshot bytes that do not decode
+    ├── ArchiveDamaged (LookupError)         an archive segment is missing or damaged
+    ├── ArchiveBusy (RuntimeError)           another archive run holds the lock
     ├── ProjectionFailed                     a projection raised on an event
     ├── ProjectionBusy                       another worker holds the projection
     ├── PositionConflict (RuntimeError)      another worker moved the position first
@@ -499,6 +501,8 @@ def storage_error(doing: str, exc: Exception) -> Exception:
 __all__ = [
     "AgentBroken",
     "AgentForgotten",
+    "ArchiveBusy",
+    "ArchiveDamaged",
     "AgentLimitExceeded",
     "AgentNotFound",
     "ConcurrencyError",
@@ -536,3 +540,31 @@ __all__ = [
     "VersionNotFound",
     "WorkerGaveUp",
 ]
+class ArchiveDamaged(SnaptailError, LookupError):
+    """An archive segment is missing, truncated or corrupt (or not where the manifest
+    says): the archived events it holds cannot be read. Never skipped silently.
+
+    Restore the file (``file``) from a copy; ``snaptail archive verify`` lists every
+    segment that fails."""
+
+    def __init__(
+        self, agent_id: UUID, first_version: int, last_version: int, file: str, detail: str
+    ) -> None:
+        self.agent_id, self.first_version, self.last_version = agent_id, first_version, last_version
+        self.file = file
+        super().__init__(
+            f"agent {agent_id}: archived events {first_version}-{last_version} cannot be read"
+            f" from segment {file}: {detail}. Restore the file from a copy (snaptail archive"
+            " verify lists every damaged segment)"
+        )
+
+
+class ArchiveBusy(SnaptailError, RuntimeError):
+    """Another ``archive run`` holds the archive lock of this database."""
+
+    def __init__(self, where: str, waited: float) -> None:
+        self.where, self.waited = where, waited
+        super().__init__(
+            f"another archive run holds the lock ({where}); waited {waited:g} s. Let it"
+            " finish (or pass a longer wait) and run again"
+        )

@@ -26,6 +26,7 @@ RANKS = {
     "snaptail.workload": 2,
     "snaptail.infrastructure": 3,
     "snaptail.application": 3,
+    "snaptail.archive": 3,
     "snaptail.privacy": 3,
     "snaptail.projections": 4,
     "snaptail.integrations": 4,
@@ -39,6 +40,8 @@ RANKS = {
 # (importer, imported): same rank, but the dependency must not exist.
 EXCLUDED = {
     ("snaptail.infrastructure", "snaptail.application"),
+    ("snaptail.infrastructure", "snaptail.archive"),
+    ("snaptail.archive", "snaptail.application"),
     ("snaptail.privacy", "snaptail.application"),
 }
 UI_LIBRARIES = {"typer", "rich"}

@@ -11,6 +11,7 @@ async connection pool.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -21,9 +22,10 @@ from snaptail.application.drivers import Steps, drive_async
 from snaptail.application.engine import Engine, as_agent_id
 from snaptail.application.store import AGENT_ID_PAGE, StoreBase
 from snaptail.domain.agent import Agent
+from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
 from snaptail.infrastructure.backends import open_async_recorder
-from snaptail.infrastructure.recorder import SnapshotInfo
+from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.privacy.forget import add_subjects, forget_subject
 from snaptail.privacy.keys import Erasure
@@ -86,6 +88,9 @@ class AsyncAgentStore(StoreBase):
         if self._recorder is None:
             raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
         return self._recorder
+
+    def _sync_recorder(self) -> AgentRecorder:
+        return self.recorder.sync
 
     async def _run(self, steps: Steps[T]) -> T:
         recorder = self._recorder
@@ -153,10 +158,16 @@ class AsyncAgentStore(StoreBase):
     async def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
-        return await self._run(self._engine.load(agent_id, version))
+        try:
+            return await self._run(self._engine.load(agent_id, version))
+        except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
+            return await self.recorder.run_sync(self._get_archived, agent_id, version, error)
 
     async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (page by page)."""
+        await self.open()
+        if await self.recorder.run_sync(self.archive_reader.upto, as_agent_id(agent_id)):
+            return await self.recorder.run_sync(self._replay_all, agent_id, version)
         return await self._run(self._engine.replay(agent_id, version))
 
     # -- reading the log ------------------------------------------------------------
@@ -187,12 +198,27 @@ class AsyncAgentStore(StoreBase):
     ) -> AsyncIterator[list[Any]]:
         """:meth:`history` a page (a list of up to ``page_size`` events) at a time."""
         walk = self._engine.walk(agent_id, after, before, reverse, types, page_size)
+        await self.open()
+        if await self.recorder.run_sync(self.archive_reader.upto, walk.agent_id):
+            # Archived events: the blocking history, a page at a time off the loop.
+            archived = self._history(walk)
+            while True:
+                chunk: list[Any] = await self.recorder.run_sync(
+                    list, itertools.islice(archived, page_size)
+                )
+                if not chunk:
+                    return
+                yield chunk
         while (page := await self._run(walk.page())) is not None:
             yield page
 
     async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        return await self._run(self._engine.latest(agent_id, types))
+        found = await self._run(self._engine.latest(agent_id, types))
+        if found is not None:
+            return found
+        topics = self._engine.topics(types)
+        return await self.recorder.run_sync(self._latest_archived, as_agent_id(agent_id), topics)
 
     async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

@@ -305,7 +305,7 @@ class Engine:
                 budget,
                 can_shed=can_shed,
                 save=self._save_one if saving else None,
-                snapshot=self._snapshot_now,
+                snapshot=self.snapshot_now,
             )
         elif not saving:
             observe_memory(agent)
@@ -385,7 +385,7 @@ class Engine:
             recent.resize(self.recent_events)
         recent.extend(events)
 
-    def _snapshot_now(self, agent: Agent) -> Steps[None]:
+    def snapshot_now(self, agent: Agent) -> Steps[None]:
         """Store a snapshot at the agent's version, unless it has one or unsaved events."""
         track = self.books.of(agent)
         if agent.pending_events or track.snapshot_version == agent.version:
@@ -625,6 +625,10 @@ class Engine:
         agent: Agent | None = None
         while (page := (yield from walk.page())) is not None:
             agent = apply_events(agent, page)
+        return (yield from self.replayed(agent_id, version, agent))
+
+    def replayed(self, agent_id: UUID, version: int | None, agent: Agent | None) -> Steps[Agent]:
+        """The end of a replay: the agent it built, or the error why there is none."""
         if agent is None:
             raise AgentNotFound(agent_id, version)
         if version is not None and agent.version < version:

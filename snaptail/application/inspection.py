@@ -122,8 +122,10 @@ def inspect_agent(
 
 
 def _event_bytes(store: AgentStore, agent_id: UUID) -> int:
-    """The bytes of the agent's stored events, read page by page (never decoded)."""
-    total = 0
+    """The bytes of the agent's stored events, archived and hot, read page by page
+    (never decoded)."""
+    archived = store.archive_reader.upto(agent_id)
+    total = sum(len(row[2]) for row in store.archive_reader.rows(agent_id, 0, archived + 1))
     after: int | None = None
     while True:
         page = store.recorder.select_page(agent_id, gt=after, limit=1000)

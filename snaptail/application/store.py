@@ -7,27 +7,44 @@ with the async driver).
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive
-from snaptail.application.engine import Engine, as_agent_id
+from snaptail.application.engine import Engine, PageWalk, as_agent_id
 from snaptail.application.loading import LoadStats
 from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB
+from snaptail.domain.replay import apply_events
+from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo, StoredSnapshot
+from snaptail.infrastructure.recorder import (
+    AgentRecorder,
+    Position,
+    SnapshotInfo,
+    StoredSnapshot,
+)
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.privacy.forget import add_subjects, forget_subject
 from snaptail.privacy.keys import Erasure, KeyStore, KeyWrapper
 from snaptail.snapshots import SnapshotPolicy
+from snaptail.snapshots.trust import CORRUPT, STALE, judge_snapshot
+
+if TYPE_CHECKING:
+    from snaptail.archive.reader import ArchiveReader
+    from snaptail.archive.runner import ArchiveReport, Progress
+
+logger = logging.getLogger("snaptail.store")
 
 __all__ = ["AgentStore", "StoreBase"]
 
@@ -43,6 +60,9 @@ class StoreBase:
 
     _engine: Engine
     url: str
+    # Where archive segments are read from (default: where the run wrote them).
+    archive_location: str | None = None
+    _archive_reader: ArchiveReader | None = None
     # Subclasses for looking set these False (see Engine.enforces_budgets).
     enforces_budgets = True
     repairs_snapshots = True
@@ -116,6 +136,148 @@ class StoreBase:
         """Encoded event bytes this store saved for ``agent`` since its last snapshot."""
         return self._engine.bytes_since_snapshot(agent)
 
+    # -- the archive (blocking: the async store runs these off the loop) ------------
+
+    def _sync_recorder(self) -> AgentRecorder:
+        raise NotImplementedError
+
+    def _sync_run(self, steps: Steps[T]) -> T:
+        return drive(steps, self._sync_recorder(), self._engine.retry)
+
+    @property
+    def archive_reader(self) -> ArchiveReader:
+        """Reads this store's archived events (see README "Archive")."""
+        reader = self._archive_reader
+        if reader is None:
+            from snaptail.archive.reader import ArchiveReader
+
+            reader = self._archive_reader = ArchiveReader(
+                self._sync_recorder(), self.archive_location
+            )
+        return reader
+
+    def _get_archived(self, agent_id: UUID | str, version: int | None, error: Exception) -> Agent:
+        """A load the hot table cannot answer: replayed from the archive if the agent
+        has archived events (logged), else ``error`` raised."""
+        agent_id = as_agent_id(agent_id)
+        if not self.archive_reader.upto(agent_id):
+            raise error
+        # Time travel below the hot range is expected (INFO); a latest load is not.
+        logger.log(
+            logging.INFO if version is not None else logging.WARNING,
+            "loading from the archive (no trusted snapshot at or before the version"
+            " asked covers the hot events): agent=%s version=%s reason=%s",
+            agent_id, version, error,
+        )  # fmt: skip
+        agent = self._replay_all(agent_id, version)
+        if version is None:  # the next load should not need the archive
+            try:
+                recorder = self._sync_recorder()
+                found = recorder.select_snapshot(agent_id, lte=agent.version)
+                if found is not None and found.originator_version == agent.version:
+                    judged = judge_snapshot(found, self._engine.open_snapshot)
+                    if judged.agent is None and judged.kind in {CORRUPT, STALE}:
+                        recorder.delete_snapshots(
+                            agent_id, keep=self.keep_snapshots, versions=[agent.version]
+                        )
+                self._sync_run(self._engine.snapshot_now(agent))
+            except Exception as exc:  # the load succeeded: never fail it here
+                logger.warning("no fresh snapshot after a load from the archive: %s", exc)
+        return agent
+
+    def _replay_all(self, agent_id: UUID | str, version: int | None) -> Agent:
+        """A replay through the archive and the hot table (blocking)."""
+        agent_id = as_agent_id(agent_id)
+        before = None if version is None else version + 1
+        walk = self._engine.walk(agent_id, None, before, False, None, 500)
+        agent = apply_events(None, self._history(walk))
+        return self._sync_run(self._engine.replayed(agent_id, version, agent))
+
+    def _history(self, walk: PageWalk) -> Iterator[Any]:
+        """History: archived events (if any) and hot ones. An archive run that commits
+        during the walk moves rows it has not reached: then it goes on from the last
+        event given, archive first."""
+        upto = self.archive_reader.upto(walk.agent_id)
+        if upto and (walk.after or 0) < upto:
+            events = self._archived_history(walk, upto)
+        else:
+            events = self._hot_history(walk)
+        last: int | None = None
+        try:
+            for event in events:
+                last = event.originator_version
+                yield event
+        except DamagedLog:
+            if self.archive_reader.upto(walk.agent_id) <= upto:
+                raise
+            after, before = walk.after, walk.before
+            if last is not None:
+                before, after = (last, after) if walk.reverse else (before, last)
+            yield from self._history(self._walk_like(walk, after, before))
+
+    def _walk_like(self, walk: PageWalk, after: int | None, before: int | None) -> PageWalk:
+        return PageWalk(
+            walk.agent_id, after, before, walk.reverse, walk.topics, walk.page_size,
+            self._engine.decode,
+        )  # fmt: skip
+
+    def _archived_history(self, walk: PageWalk, upto: int) -> Iterator[Any]:
+        """History of an agent whose versions up to ``upto`` are archived: the
+        archive's part and the hot table's part, in the order asked."""
+        agent_id, after, before = walk.agent_id, walk.after or 0, walk.before
+        hot = None
+        if before is None or before > upto + 1:
+            hot = self._walk_like(walk, upto, before)
+        lt = upto + 1 if before is None else min(before, upto + 1)
+        if walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+        decode = self._engine.decode
+        for version, topic, state, _, _ in self.archive_reader.rows(
+            agent_id, after, lt, walk.reverse, walk.topics
+        ):
+            yield decode(StoredEvent(agent_id, version, topic, state))
+        if not walk.reverse and hot is not None:
+            yield from self._hot_history(hot)
+
+    def _hot_history(self, walk: PageWalk) -> Iterator[Any]:
+        while (page := self._sync_run(walk.page())) is not None:
+            yield from page
+
+    def _latest_archived(self, agent_id: UUID, topics: tuple[str, ...]) -> Any | None:
+        """The newest archived event of ``topics`` (None: none, or nothing archived)."""
+        upto = self.archive_reader.upto(agent_id)
+        rows = self.archive_reader.rows(agent_id, 0, upto + 1, True, topics) if upto else ()
+        for version, topic, state, _, _ in rows:
+            return self._engine.decode(StoredEvent(agent_id, version, topic, state))
+        return None
+
+    def archive(
+        self,
+        to: str,
+        *,
+        keep_events: int = 0,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        wait: float = 0.0,
+        progress: Callable[[Progress], None] | None = None,
+        view_positions: Sequence[Position] = (),
+    ) -> ArchiveReport:
+        """Move events nothing hot needs into archive segments at ``to`` (a directory
+        or fsspec URL); see README "Archive" and ``snaptail archive run``. Blocking."""
+        from snaptail.archive.runner import run_archive
+
+        return run_archive(
+            self._sync_recorder(), self.url, to, recent_events=self.recent_events,
+            keep_events=keep_events, older_than=older_than, dry_run=dry_run, wait=wait,
+            view_positions=view_positions, progress=progress, mapper=self.mapper,
+        )  # fmt: skip
+
+    def vacuum_archived(self) -> tuple[int, int]:
+        """Give back the space archived rows held (bytes before, after). Blocking."""
+        from snaptail.archive.runner import vacuum
+
+        return vacuum(self._sync_recorder(), self.url)
+
 
 class AgentStore(StoreBase):
     """Stores agents' events and snapshots; loads agents without reading their full log.
@@ -186,6 +348,9 @@ class AgentStore(StoreBase):
 
     def _run(self, steps: Steps[T]) -> T:
         return drive(steps, self._recorder, self._engine.retry)
+
+    def _sync_recorder(self) -> AgentRecorder:
+        return self._recorder
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -273,15 +438,20 @@ class AgentStore(StoreBase):
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot.
 
-        ``agent_id`` is a UUID or its string form (on every backend)."""
-        return self._run(self._engine.load(agent_id, version))
+        ``agent_id`` is a UUID or its string form (on every backend). A ``version``
+        older than every snapshot whose events were archived (or a load that trusts
+        none of the snapshots the archive left) replays from the archive."""
+        try:
+            return self._run(self._engine.load(agent_id, version))
+        except (AgentNotFound, DamagedLog) as error:
+            return self._get_archived(agent_id, version, error)
 
     def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).
 
         For verification and tests; ``get()`` is the way to load an agent.
         """
-        return self._run(self._engine.replay(agent_id, version))
+        return self._replay_all(agent_id, version)
 
     # -- reading the log ------------------------------------------------------------
 
@@ -301,8 +471,9 @@ class AgentStore(StoreBase):
         ``types``, a version missing from the stored log raises
         :class:`~snaptail.DamagedLog` when the iteration reaches it.
         """
-        for page in self.history_pages(agent_id, after, before, reverse, types, page_size):
-            yield from page
+        yield from self._history(
+            self._engine.walk(agent_id, after, before, reverse, types, page_size)
+        )
 
     def history_pages(
         self,
@@ -314,13 +485,16 @@ class AgentStore(StoreBase):
         page_size: int = 500,
     ) -> Iterator[list[Any]]:
         """:meth:`history` a page (a list of up to ``page_size`` events) at a time."""
-        walk = self._engine.walk(agent_id, after, before, reverse, types, page_size)
-        while (page := self._run(walk.page())) is not None:
+        events = self.history(agent_id, after, before, reverse, types, page_size)
+        while page := list(itertools.islice(events, page_size)):
             yield page
 
     def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        return self._run(self._engine.latest(agent_id, types))
+        found = self._run(self._engine.latest(agent_id, types))
+        if found is not None:
+            return found
+        return self._latest_archived(as_agent_id(agent_id), self._engine.topics(types))
 
     def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""

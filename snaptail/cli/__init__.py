@@ -129,6 +129,10 @@ from snaptail.cli.ui import ui_command  # noqa: E402
 
 app.command("ui")(ui_command)
 
+from snaptail.cli.archive import archive_app  # noqa: E402
+
+app.add_typer(archive_app, name="archive")
+
 
 def main() -> None:
     app()

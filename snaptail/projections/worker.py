@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from snaptail.application.retry import RetryPolicy, is_retryable
+from snaptail.archive.reader import ArchivedThenHot
 from snaptail.errors import (
     InvalidArgument,
     ProjectionBusy,
@@ -204,6 +205,7 @@ class ProjectionWorker:
         self._read: Callable[[Position, int], list[PositionedNotification]] = functools.partial(
             self.recorder.select_after, partition=partition
         )
+        self._read = ArchivedThenHot(self.recorder, self._read, partition)
         self.keys = open_key_store(keys, master_key)
         self._own_keys = not hasattr(keys, "agent_key")
         cipher = None if self.keys is None else PayloadCipher(self.keys)
