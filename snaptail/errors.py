@@ -40,6 +40,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── SnapshotDecodeError (ValueError)     snapshot bytes that do not decode
     ├── ArchiveDamaged (LookupError)         an archive segment is missing or damaged
     ├── ArchiveBusy (RuntimeError)           another archive run holds the lock
+    ├── ThreadConflict                       a LangGraph checkpoint off a stale parent
     ├── ProjectionFailed                     a projection raised on an event
     ├── ProjectionBusy                       another worker holds the projection
     ├── PositionConflict (RuntimeError)      another worker moved the position first
@@ -296,6 +297,25 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
         )
 
 
+class ThreadConflict(SnaptailError):
+    """A LangGraph saver in strict mode (``SnaptailSaver(..., concurrent_runs="reject")``)
+    refused a checkpoint that does not extend its thread's newest one: another run
+    wrote the thread since this run read it. Nothing of the checkpoint was saved.
+    ``thread_id`` and ``checkpoint_ns`` name the thread, ``parent_id`` the checkpoint
+    this run extended, ``head_id`` the thread's newest one."""
+
+    def __init__(self, thread_id: str, checkpoint_ns: str, parent_id: str, head_id: str) -> None:
+        self.thread_id, self.checkpoint_ns = thread_id, checkpoint_ns
+        self.parent_id, self.head_id = parent_id, head_id
+        where = f"thread {thread_id!r}" + (f" namespace {checkpoint_ns!r}" if checkpoint_ns else "")
+        super().__init__(
+            f"{where}: another run wrote checkpoint {head_id} after checkpoint"
+            f" {parent_id or '(none)'} that this run extends; nothing was saved."
+            " Run again on the newest checkpoint (one run per thread at a time), or pass"
+            " configurable snaptail_allow_fork=True to fork the thread on purpose"
+        )
+
+
 class AgentForgotten(AgentNotFound):
     """The agent's data was erased (``store.forget``): its events and snapshots are
     encrypted with a key that no longer exists. A subclass of :class:`AgentNotFound`, so
@@ -501,10 +521,10 @@ def storage_error(doing: str, exc: Exception) -> Exception:
 __all__ = [
     "AgentBroken",
     "AgentForgotten",
-    "ArchiveBusy",
-    "ArchiveDamaged",
     "AgentLimitExceeded",
     "AgentNotFound",
+    "ArchiveBusy",
+    "ArchiveDamaged",
     "ConcurrencyError",
     "DamagedLog",
     "DatabaseUnreachable",
@@ -535,6 +555,7 @@ __all__ = [
     "StorageOperationalError",
     "StorageProgrammingError",
     "SubjectTooLate",
+    "ThreadConflict",
     "UndeclaredState",
     "UnknownTopic",
     "VersionNotFound",

@@ -20,7 +20,7 @@ from uuid import UUID
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive_async
 from snaptail.application.engine import Engine, as_agent_id
-from snaptail.application.store import AGENT_ID_PAGE, StoreBase
+from snaptail.application.store import AGENT_ID_PAGE, AgentStore, StoreBase
 from snaptail.domain.agent import Agent
 from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
@@ -46,6 +46,8 @@ class AsyncAgentStore(StoreBase):
     def __init__(self, url: str | None = None, **settings: Any) -> None:
         self.url = resolve_url(url)
         arguments.check_url(self.url)
+        self._settings = dict(settings)
+        self._sync_store: AgentStore | None = None
         self._engine, self._options = Engine.split(settings)
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots
@@ -62,8 +64,22 @@ class AsyncAgentStore(StoreBase):
                     self._recorder = await open_async_recorder(self.url, **self._options)
         return self
 
+    @property
+    def sync_store(self) -> AgentStore:
+        """A blocking :class:`~snaptail.AgentStore` on the same database and settings
+        (its own connections; for sync code sharing this store, such as the LangGraph
+        saver). Open this store first; closed with it."""
+        if self._recorder is None:
+            raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
+        if self._sync_store is None:
+            self._sync_store = AgentStore(self.url, **self._settings)
+        return self._sync_store
+
     async def close(self) -> None:
         """Close the connections (and the SQLite threads)."""
+        sync, self._sync_store = self._sync_store, None
+        if sync is not None:
+            await asyncio.to_thread(sync.close)
         recorder, self._recorder = self._recorder, None
         if recorder is not None:
             await recorder.close()

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar, cast
 from uuid import UUID
 
 import msgspec
@@ -51,7 +50,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from snaptail.application.store import AgentStore
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, ConcurrencyError, SaveOutcomeUnknown
+from snaptail.errors import AgentNotFound, ConcurrencyError, ThreadConflict
 from snaptail.integrations.langgraph_codec import (
     Body,
     BodyCache,
@@ -64,7 +63,6 @@ from snaptail.integrations.langgraph_thread import (
     INDEX_SIZE,
     MESSAGES,
     PARENT_IS_HEAD,
-    THREAD_MAX_EVENT_BYTES,
     VALUE,
     Channel,
     Head,
@@ -81,6 +79,7 @@ from snaptail.integrations.langgraph_thread import (
     run_uuid,
     thread_uuid,
 )
+from snaptail.integrations.shared import StoreLease, lease_store
 from snaptail.privacy.registry import register_cache
 
 T = TypeVar("T")
@@ -89,9 +88,26 @@ _MISSING = object()
 _CHECKPOINT_KEYS = frozenset(
     {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
 )
+RETRIES = 8
 PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
 
-__all__ = ["SnaptailSaver"]
+# In a put's configurable: fork the thread on purpose even in strict mode.
+ALLOW_FORK = "snaptail_allow_fork"
+
+__all__ = ["ALLOW_FORK", "SnaptailSaver", "ThreadConflict"]
+
+
+def _metadata_value(metadata: dict[str, Any], key: str) -> Any:
+    """``metadata[key]``; else, for a dotted key, the nested value it names (as
+    ``SqliteSaver`` filters ``{"user.access-level": ...}``); else None."""
+    if key in metadata or "." not in key:
+        return metadata.get(key)
+    value: Any = metadata
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 @dataclass
@@ -107,12 +123,24 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     """A LangGraph checkpointer that stores threads in snaptail.
 
     ``store`` is an :class:`~snaptail.AgentStore` or a database URL (``sqlite:///FILE``,
-    ``postgresql://...``; the saver then owns and closes the store). ``max_threads``
+    ``postgresql://...``): savers and sessions made with one URL share one store and its
+    connections (:mod:`snaptail.integrations.shared`); :meth:`close` gives the saver's
+    hold back. ``max_threads``
     bounds the loaded threads kept in memory (each holds its namespaces' newest
     checkpoints, with message lists as references), ``body_cache_bytes`` the message
     bodies kept in memory, ``max_views`` the threads whose message lists are kept
     decoded to find what changed at the next checkpoint without re-serializing them.
     ``compress`` stores large message bodies zlib-compressed when that pays.
+
+    ``concurrent_runs`` says what two runs on one ``thread_id`` at once do. ``"fork"``
+    (the default) is what LangGraph's own savers do: both runs succeed, each extends
+    the checkpoint it read, so the thread forks there; both branches stay in the
+    history and the newest checkpoint stored is the thread's state (one run's turn).
+    ``"reject"`` (strict): a checkpoint must extend its namespace's newest one, so the
+    run that writes second gets :class:`~snaptail.errors.ThreadConflict` and nothing
+    of that checkpoint is saved (also across processes). A deliberate fork (time
+    travel, ``update_state`` on an older checkpoint) then needs
+    ``configurable["snaptail_allow_fork"] = True``.
     ``subjects(thread_id)`` gives the ids of the people a new thread is about: they
     are added before its first save, so its checkpoints are stored encrypted and
     ``store.forget`` of any of them erases it (README: Forgetting a person).
@@ -127,14 +155,24 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         body_cache_bytes: int = 64 * 1024 * 1024,
         max_views: int = 64,
         compress: bool = True,
+        concurrent_runs: Literal["fork", "reject"] = "fork",
         subjects: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
+        if concurrent_runs not in ("fork", "reject"):
+            raise ValueError(
+                f"SnaptailSaver(concurrent_runs={concurrent_runs!r}): use 'fork' (LangGraph's"
+                " behaviour: both runs succeed, the thread forks) or 'reject' (the second"
+                " writer gets ThreadConflict)"
+            )
         super().__init__(serde=serde)
+        self.concurrent_runs = concurrent_runs
+        self._lease: StoreLease | None = None
         if isinstance(store, AgentStore):
-            self.store, self._owns_store = store, False
+            self.store = store
         else:
-            self.store = AgentStore(store, max_event_bytes=THREAD_MAX_EVENT_BYTES)
-            self._owns_store = True
+            self._lease = lease_store(store)
+            self._lease.release_with(self)
+            self.store = self._lease.sync_store
         self._threads: OrderedDict[UUID, ThreadAgent] = OrderedDict()
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)
@@ -162,8 +200,10 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     # -- lifecycle ------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
+        """Give back this saver's hold on the shared store of its URL (the last hold
+        closes it); a store given explicitly stays open."""
+        if self._lease is not None:
+            self._lease.release()
 
     def __enter__(self) -> Self:
         return self
@@ -236,9 +276,8 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
     def _write(self, thread_id: str, command: Callable[[ThreadAgent], list[Any] | None]) -> None:
         """Apply ``command`` to the thread and save (with any other agents it returns),
         reloading and applying it again if another writer saved the thread first."""
-        waits = self.store.retry.conflict_waits()
         with self._lock:
-            while True:
+            for attempt in range(RETRIES):
                 agent = self._thread(thread_id, create=True)
                 assert agent is not None
                 before = agent.version
@@ -250,16 +289,8 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     self._keep(agent)
                 except ConcurrencyError:
                     self._threads.pop(agent.id, None)
-                    wait = next(waits)
-                    if wait is None:
+                    if attempt == RETRIES - 1:
                         raise
-                    time.sleep(wait)
-                    continue
-                except SaveOutcomeUnknown as unknown:
-                    # Asked by its save id before the command is applied again.
-                    self._threads.pop(agent.id, None)
-                    if _committed(self.store, unknown):
-                        return
                     continue
                 except BaseException:
                     self._threads.pop(agent.id, None)
@@ -351,6 +382,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         mtype, mdata = self.serde.dumps_typed(meta)
         run_id = str(meta.get("run_id") or "")
         seen_now = checkpoint["versions_seen"]
+        strict = self.concurrent_runs == "reject" and not configurable.get(ALLOW_FORK)
         views: dict[str, Seen] = {}
         saved: dict[str, Any] = {}
 
@@ -358,6 +390,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             views.clear()
             head = agent.state.namespaces.get(ns)
             extends = head is not None and bool(parent_id) and head.checkpoint_id == parent_id
+            if (
+                strict
+                and head is not None
+                and not extends
+                and agent.visible(ns, head.version, head.run_id)
+            ):
+                raise ThreadConflict(thread_id, ns, parent_id, head.checkpoint_id)
             base = head if extends else self._head_of(agent, ns, parent_id)
             known = dict(base.bodies) if base is not None else {}
             bodies: list[Body] = []
@@ -747,7 +786,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 continue
             if filter:
                 meta = self.serde.loads_typed((c.mtype, c.mdata))
-                if not all(meta.get(k) == v for k, v in filter.items()):
+                if not all(_metadata_value(meta, k) == v for k, v in filter.items()):
                     continue
             batch.append((c.ns, c.checkpoint_id, event.originator_version))
             want = PAGE if limit is None else min(PAGE, limit - produced)
@@ -791,7 +830,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
 
             def command(agent: ThreadAgent) -> None:
                 if agent.state.namespaces:
-                    agent.prune()
+                    agent.prune(keep_early=True)
 
             self._write(str(thread_id), command)
 
@@ -844,7 +883,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 elif isinstance(event, events.ThreadCleared):
                     target.clear()
                 elif isinstance(event, events.ThreadPruned):
-                    target.prune()
+                    target.prune(keep_early=getattr(event, "keep_early", False))
                 else:
                     continue
                 moved[event.originator_version] = target.version
@@ -937,12 +976,3 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                 yield item
                 if remaining is not None:
                     remaining -= 1
-
-
-def _committed(store: AgentStore, unknown: SaveOutcomeUnknown) -> bool:
-    """Whether the save ``unknown`` is about committed; ``unknown`` itself is raised
-    if the database still cannot be asked."""
-    try:
-        return store.save_committed(unknown.save_id)
-    except Exception as exc:
-        raise unknown from exc

@@ -349,7 +349,10 @@ class ThreadAgent(Agent):
         self.state.early = {}
 
     @event("ThreadPruned")
-    def prune(self) -> None:
+    def prune(self, keep_early: bool = False) -> None:
+        """Hide every checkpoint but each namespace's newest. ``keep_early``: keep the
+        writes saved for checkpoints not stored yet (an in-flight step's, as LangGraph's
+        own savers do); events stored before it existed dropped them and still do."""
         heads = self.state.namespaces
         self.state.namespaces = {
             ns: msgspec.structs.replace(h, visible_from=h.version) for ns, h in heads.items()
@@ -357,7 +360,8 @@ class ThreadAgent(Agent):
         keep = {ns_key(ns, h.checkpoint_id) for ns, h in heads.items()}
         self.state.index = {k: v for k, v in self.state.index.items() if k in keep}
         self.state.late_writes = {}
-        self.state.early = {}
+        if not keep_early:
+            self.state.early = {}
 
 
 @dataclass

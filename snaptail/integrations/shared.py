@@ -1,0 +1,206 @@
+"""One store per database URL for the integrations of a process (sessions, savers, services).
+
+A framework's own pattern is one object per conversation or thread (an Agents SDK
+session per conversation, a saver per graph, an ADK service per app). Each opening a
+store of its own would hold a connection pool each: a server with a hundred live
+conversations on PostgreSQL runs out of connections. So the integrations made with a
+URL lease the process's one :class:`~snaptail.AsyncAgentStore` for that URL from this
+registry (an object given an explicit store uses that store instead):
+
+* the store is opened on first lease and closed when its last lease is released
+  (``close()`` on the object, or the object being garbage-collected);
+* it lives on one background event loop (a daemon thread, :func:`home_loop`), so it
+  serves callers on any thread and any event loop, including loops that end before
+  it does (``asyncio.run`` per request); async callers await it with
+  :func:`call_on_home`, sync callers (LangGraph's saver) use its ``sync_store``, the
+  very :class:`~snaptail.AgentStore` whose logic the async store runs, and thus its
+  connection pool.
+
+The store allows events of up to :data:`SHARED_MAX_EVENT_BYTES`; each agent type's own
+``max_event_bytes`` still bounds what its commands make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import threading
+import weakref
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from snaptail.application.async_store import AsyncAgentStore
+from snaptail.application.drivers import outlast_cancellation
+from snaptail.application.store import AgentStore
+from snaptail.infrastructure.urls import resolve_url
+from snaptail.integrations.langgraph_thread import THREAD_MAX_EVENT_BYTES
+
+T = TypeVar("T")
+
+# The largest event a shared store accepts (a LangGraph fork can carry a whole thread's
+# message list in one event); agent types bound their own events below it.
+SHARED_MAX_EVENT_BYTES = THREAD_MAX_EVENT_BYTES
+
+__all__ = [
+    "SHARED_MAX_EVENT_BYTES",
+    "StoreLease",
+    "call_on_home",
+    "home_loop",
+    "lease_store",
+    "leased_urls",
+]
+
+
+class _HomeLoop:
+    """A daemon thread running one event loop, started on first use."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._guard:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(started.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="snaptail-shared-stores", daemon=True).start()
+                started.wait()
+                self._loop = loop
+            return self._loop
+
+
+_home = _HomeLoop()
+
+
+def home_loop() -> asyncio.AbstractEventLoop:
+    """The event loop shared stores live on (a daemon thread's)."""
+    return _home.get()
+
+
+async def call_on_home(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the home loop from any event loop. If the caller is cancelled
+    meanwhile, the operation still runs to its end (a save that commits is never
+    reported as failed) and the cancellation is raised after it."""
+    loop = home_loop()
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    future = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+    cancelled = await outlast_cancellation(future)
+    if cancelled is not None:
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
+        raise cancelled
+    return future.result()
+
+
+def run_on_home(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the home loop and block the calling thread until it ends."""
+    return asyncio.run_coroutine_threadsafe(coro, home_loop()).result()
+
+
+@dataclass
+class _Entry:
+    store: AsyncAgentStore
+    leases: int = 0
+
+
+_registry: dict[str, _Entry] = {}
+_registry_guard = threading.Lock()
+
+
+class StoreLease:
+    """A hold on the shared store of one URL; :meth:`release` it (once) when done.
+    An object holding a lease should also call :meth:`release_with` so that its
+    garbage collection releases the lease."""
+
+    def __init__(self, url: str, entry: _Entry) -> None:
+        self.url = url
+        self.store = entry.store
+        self._released = threading.Event()
+
+    @property
+    def sync_store(self) -> AgentStore:
+        """The shared store's sync :class:`~snaptail.AgentStore` (opened if need be)."""
+        try:
+            return self.store.sync_store
+        except RuntimeError:  # not open yet
+            run_on_home(self.store.open())
+            return self.store.sync_store
+
+    def release_with(self, owner: object) -> None:
+        """Release this lease when ``owner`` is garbage-collected."""
+        weakref.finalize(owner, self.release)
+
+    def release(self) -> None:
+        """Give the lease back; the last one closes the store (on the home loop, without
+        waiting when called from a finalizer or from that loop itself)."""
+        if self._released.is_set():
+            return
+        self._released.set()
+        with _registry_guard:
+            entry = _registry.get(self.url)
+            if entry is None or entry.store is not self.store:
+                return
+            entry.leases -= 1
+            if entry.leases > 0:
+                return
+            del _registry[self.url]
+        _close_soon(self.store)
+
+
+def _close_soon(store: AsyncAgentStore) -> None:
+    loop = home_loop()
+    future = asyncio.run_coroutine_threadsafe(store.close(), loop)
+    _closing.add(future)
+    future.add_done_callback(_closing.discard)
+
+
+_closing: set[concurrent.futures.Future[None]] = set()
+
+
+def lease_store(url: str | None = None) -> StoreLease:
+    """A lease on the process's shared store for ``url`` (the default URL if None),
+    opening it on first use (the database is opened at the first operation)."""
+    resolved = resolve_url(url)
+    with _registry_guard:
+        entry = _registry.get(resolved)
+        if entry is None:
+            entry = _registry[resolved] = _Entry(
+                AsyncAgentStore(resolved, max_event_bytes=SHARED_MAX_EVENT_BYTES)
+            )
+        entry.leases += 1
+        return StoreLease(resolved, entry)
+
+
+def leased_urls() -> dict[str, int]:
+    """The URLs with a shared store open, and how many leases each has (diagnostics)."""
+    with _registry_guard:
+        return {url: entry.leases for url, entry in _registry.items()}
+
+
+def wait_closed(timeout: float = 10.0) -> None:
+    """Wait until stores whose last lease was released are closed (tests, shutdown)."""
+    for future in list(_closing):
+        with contextlib.suppress(Exception):  # closing is best effort here
+            future.result(timeout)
+
+
+@atexit.register
+def _close_all() -> None:
+    with _registry_guard:
+        entries = list(_registry.values())
+        _registry.clear()
+    if not entries:
+        return
+    for entry in entries:
+        _close_soon(entry.store)
+    wait_closed(5.0)
