@@ -160,7 +160,7 @@ def load_latency(urls: tuple[str, str], events: int, loads: int) -> list[LoadFig
                 samples.append((time.perf_counter() - started) * 1000)
         figures = []
         for store, agent_id, samples in zip(stores, agent_ids, times, strict=True):
-            snapshot = store.recorder.select_snapshot_infos(agent_id)
+            snapshot = store.snapshot_infos(agent_id)
             figures.append(
                 LoadFigures(
                     p50_ms=percentile(samples, 0.5),

@@ -60,7 +60,7 @@ def seed(store: AgentStore, encrypted: bool) -> dict[str, UUID]:
     small = writer(store, 7, subject)
     small.write_to(20 - 1)
     store.snapshot(small.agent.id)
-    sealed = is_sealed(store.recorder.select_page(big.agent.id, limit=1)[0].state)
+    sealed = is_sealed(store.read_rows(big.agent.id, limit=1)[0].state)
     assert sealed == encrypted, "the encrypted side must store sealed payloads"
     return {"big": big.agent.id, "small": small.agent.id}
 

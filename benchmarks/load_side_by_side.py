@@ -46,7 +46,7 @@ def seed(path: Path) -> dict[str, str]:
         writer.write_to(1_000 - 1)
         writer.write_to(1_050 - 1, batch=1)
         big = writer.agent
-        infos = store.recorder.select_snapshot_infos(big.id)
+        infos = store.snapshot_infos(big.id)
         print(f"big agent: version {big.version}, snapshot at {infos[0].originator_version}")
         tiny = tiny_agent(store)
     return {"big": str(big.id), "tiny": str(tiny.id)}

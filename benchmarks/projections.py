@@ -81,7 +81,7 @@ def record(url: str, events: int, agents: int) -> int:
         for i in range(agents):
             agent = Agent(f"agent-{i}")
             Workload(seed=i).drive(agent, events=per_agent, save=store.save, batch=100)
-        return store.recorder.max_notification_id() or 0
+        return store.newest_position()
 
 
 def reset_view(url: str) -> None:
@@ -130,13 +130,11 @@ def measure_lag(url: str, saves: int, mode: str, poll_interval: float) -> list[f
     try:
         with AgentStore(url, snapshot_every=100) as store:
             if mode == "thread":
-                worker = ProjectionWorker(
-                    AgentStats, url, poll_interval=poll_interval, recorder=store.recorder
-                )
+                worker = ProjectionWorker(AgentStats, url, poll_interval=poll_interval)
                 thread = threading.Thread(target=worker.run, args=(stop,))
                 thread.start()
             try:
-                head = store.recorder.max_notification_id() or 0
+                head = store.newest_position()
                 _wait_position(view, head, timeout=120)  # the worker has caught up
                 agent = Agent("lag")
                 store.save(agent)
@@ -145,7 +143,7 @@ def measure_lag(url: str, saves: int, mode: str, poll_interval: float) -> list[f
                     agent.add_input("user", f"message {i}")
                     store.save(agent)
                     saved = time.perf_counter()
-                    target = store.recorder.max_notification_id() or 0
+                    target = store.newest_position()
                     _wait_position(view, target, timeout=10)
                     lags.append((time.perf_counter() - saved) * 1000)
             finally:  # stop the worker thread before its recorder closes

@@ -103,8 +103,8 @@ def _sample_rows() -> tuple[list[tuple[str, bytes]], int]:
             agent.add_input("user", _text(n))
             agent.add_output("assistant_message", _text(n + 1))
             store.save(agent)
-        rows = [(e.topic, e.state) for e in store.recorder.select_page(agent.id, limit=1000)]
-        sizes = store.recorder.select_snapshot_infos(agent.id)
+        rows = [(e.topic, e.state) for e in store.read_rows(agent.id, limit=1000)]
+        sizes = store.snapshot_infos(agent.id)
     return rows[1:], max(info.size for info in sizes)
 
 
@@ -232,7 +232,7 @@ def record(url: str, events: int, agents: int = 120, processes: int = 4) -> int:
         if job.exitcode != 0:
             raise RuntimeError("a recording process failed")
     with AgentStore(url) as store:
-        stored = store.recorder.max_notification_id() or 0
+        stored = store.newest_position()
     # Measure a settled table: without this, autovacuum (and the first readers, which
     # set the new rows' hint bits) work during the first timed catch-ups.
     import psycopg

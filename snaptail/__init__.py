@@ -4,6 +4,7 @@ from eventsourcing.domain import event
 
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.application.cache import AgentCache
+from snaptail.application.retry import RetryPolicy
 from snaptail.application.store import AgentStore
 from snaptail.domain import Agent, AgentState, Participant, RecentEvents, TokenUsage
 from snaptail.domain.topics import register_topic
@@ -29,6 +30,7 @@ from snaptail.errors import (
     MemoryBudgetExceeded,
     NoSuchDatabase,
     RowUnreadable,
+    SaveOutcomeUnknown,
     SnaptailError,
     SubjectTooLate,
     UndeclaredState,
@@ -79,7 +81,9 @@ __all__ = [
     "NoSuchDatabase",
     "Participant",
     "RecentEvents",
+    "RetryPolicy",
     "RowUnreadable",
+    "SaveOutcomeUnknown",
     "SnapshotPolicy",
     "SnaptailError",
     "SubjectTooLate",

@@ -1,9 +1,58 @@
-"""Errors raised by snaptail. Every message names the agent it concerns."""
+"""Errors raised by snaptail. Every message names the agent it concerns.
+
+Everything snaptail raises on purpose is a :class:`SnaptailError`; the database's own
+errors are translated where the store calls its recorder (``StorageError``, which is
+also the ``eventsourcing`` error it translates, so code catching those still works)::
+
+    SnaptailError
+    ├── InvalidArgument (ValueError, TypeError) a bad argument of a snaptail call
+    ├── InvalidEventPayload (TypeError)      a command's argument has the wrong type
+    ├── EventTooLarge (ValueError)           an encoded event over max_event_bytes
+    ├── AgentLimitExceeded (ValueError)      a bounded part of state would overflow
+    ├── InvalidCommand (ValueError)          a command not valid in the agent's state
+    ├── InvalidAgentType (TypeError)         an agent type snaptail cannot store
+    ├── UndeclaredState (TypeError)          a handler kept state outside ``state``
+    ├── AgentBroken (RuntimeError)           a handler raised: the object is unusable
+    ├── AgentNotFound (LookupError)          no such agent (at that version)
+    │   └── AgentForgotten                   its data was erased (store.forget)
+    ├── VersionNotFound (LookupError)        a version past the agent's newest
+    ├── RowUnreadable (ValueError)           a stored row too large or too deep
+    ├── DamagedLog (LookupError)             the stored log lost an event
+    │   └── UnknownTopic                     a row names a type this process lacks
+    ├── ConcurrencyError                     another writer saved the agent first
+    ├── LockTimeout (TimeoutError)           SQLite's write lock was not free in time
+    ├── SaveOutcomeUnknown (ConnectionError) a save may or may not have committed
+    ├── DatabaseUnreachable (ConnectionError) the server cannot be reached
+    ├── NoSuchDatabase (FileNotFoundError)   a read-only open of a missing database
+    ├── DatabaseUnusable (OSError)           found, but not usable (a full disk, ...)
+    ├── StorageError                         the database failed (translated), one of
+    │   ├── StorageOperationalError          ... connection lost, timeout, disk full
+    │   ├── StorageInterfaceError            ... the driver's connection is unusable
+    │   ├── StorageIntegrityError            ... a constraint (a stored version)
+    │   ├── StorageDataError                 ... a value the column refuses
+    │   └── StorageProgrammingError          ... bad SQL or a missing table
+    ├── SchemaOutdated (RuntimeError)        the tables need ``snaptail migrate``
+    ├── KeysRequired (RuntimeError)          encrypted data and no key store
+    ├── MasterKeyError (RuntimeError)        the key store's master key is wrong
+    ├── SubjectTooLate (ValueError)          a subject added after unencrypted saves
+    ├── MemoryBudgetExceeded (MemoryError)   a loaded agent over its budget
+    ├── SnapshotEncodeError (ValueError)     state a snapshot would not carry exactly
+    ├── SnapshotDecodeError (ValueError)     snapshot bytes that do not decode
+    ├── ArchiveDamaged (LookupError)         an archive segment is missing or damaged
+    ├── ArchiveBusy (RuntimeError)           another archive run holds the lock
+    ├── ThreadConflict                       a LangGraph checkpoint off a stale parent
+    ├── ProjectionFailed                     a projection raised on an event
+    ├── ProjectionBusy                       another worker holds the projection
+    ├── PositionConflict (RuntimeError)      another worker moved the position first
+    └── WorkerGaveUp                         a worker could not reconnect in time
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from uuid import UUID
+
+from eventsourcing import persistence
 
 
 class SnaptailError(Exception):
@@ -226,6 +275,28 @@ class WorkerGaveUp(SnaptailError):
     ``give_up_after`` seconds."""
 
 
+class SaveOutcomeUnknown(SnaptailError, ConnectionError):
+    """A save's transaction may or may not have committed: the connection failed while
+    its commit was under way, and the store could not reach the database again to ask.
+
+    Do not apply the command again blindly: ``save_id`` identifies the save, and
+    ``store.save_committed(save_id)`` tells (once the database answers) whether its
+    rows were stored; ``store.update()`` does that check itself before it applies a
+    command again. The agents keep their new events until then.
+    """
+
+    def __init__(self, agent_ids: Sequence[UUID], save_id: UUID, cause: BaseException) -> None:
+        self.agent_ids, self.save_id = tuple(agent_ids), save_id
+        names = ", ".join(str(a) for a in self.agent_ids)
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(
+            f"saving agent(s) {names}: outcome unknown (save id {save_id}): the connection"
+            f" failed during the commit ({type(cause).__name__}: {detail}) and the database"
+            f" could not be asked since; do not apply the command again: check"
+            f" store.save_committed({str(save_id)!r}) once the database is reachable"
+        )
+
+
 class ThreadConflict(SnaptailError):
     """A LangGraph saver in strict mode (``SnaptailSaver(..., concurrent_runs="reject")``)
     refused a checkpoint that does not extend its thread's newest one: another run
@@ -379,6 +450,117 @@ class InvalidAgentType(SnaptailError, TypeError):
         super().__init__(f"agent type {agent_type}: {detail}")
 
 
+class SnapshotEncodeError(SnaptailError, ValueError):
+    """The agent's state holds something a snapshot would not carry exactly."""
+
+
+class SnapshotDecodeError(SnaptailError, ValueError):
+    """The bytes of a snapshot could not be decoded into the agent type's state."""
+
+
+class PositionConflict(SnaptailError, RuntimeError):
+    """Another worker advanced the projection's position first: the batch is undone."""
+
+
+class StorageError(SnaptailError, persistence.PersistenceError):
+    """The database failed a call of the store's. The message names what the store
+    was doing (the agent) and the database's own error; ``cause`` is that error.
+    Each subclass is also the ``eventsourcing`` error it translates."""
+
+    def __init__(self, doing: str, cause: BaseException) -> None:
+        self.doing, self.cause = doing, cause
+        detail = " ".join(str(cause).split()) or type(cause).__name__
+        super().__init__(f"{doing}: the database failed ({type(cause).__name__}: {detail})")
+
+
+class StorageOperationalError(StorageError, persistence.OperationalError):
+    """A lost connection, a timeout, a full disk: try again later (the store's retry
+    policy already did)."""
+
+
+class StorageInterfaceError(StorageError, persistence.InterfaceError):
+    """The driver's connection is unusable (closed, or it could not be opened)."""
+
+
+class StorageIntegrityError(StorageError, persistence.IntegrityError):
+    """A constraint refused the write (a stored version, a stored save id)."""
+
+
+class StorageDataError(StorageError, persistence.DataError):
+    """A value the database refuses to store."""
+
+
+class StorageProgrammingError(StorageError, persistence.ProgrammingError):
+    """Bad SQL or a missing table: a bug, or a schema another version created."""
+
+
+# Most specific first: the error a recorder raised, as a StorageError.
+STORAGE_ERRORS: tuple[tuple[type[persistence.PersistenceError], type[StorageError]], ...] = (
+    (persistence.IntegrityError, StorageIntegrityError),
+    (persistence.OperationalError, StorageOperationalError),
+    (persistence.InterfaceError, StorageInterfaceError),
+    (persistence.DataError, StorageDataError),
+    (persistence.ProgrammingError, StorageProgrammingError),
+    (persistence.PersistenceError, StorageError),
+)
+
+
+def storage_error(doing: str, exc: Exception) -> Exception:
+    """``exc`` as a :class:`SnaptailError` (a :class:`StorageError` for a database
+    error), naming what was being done; a SnaptailError is returned as it is."""
+    if isinstance(exc, SnaptailError):
+        return exc
+    for theirs, ours in STORAGE_ERRORS:
+        if isinstance(exc, theirs):
+            error = ours(doing, exc)
+            error.__cause__ = exc
+            return error
+    return exc
+
+
+__all__ = [
+    "AgentBroken",
+    "AgentForgotten",
+    "AgentLimitExceeded",
+    "AgentNotFound",
+    "ArchiveBusy",
+    "ArchiveDamaged",
+    "ConcurrencyError",
+    "DamagedLog",
+    "DatabaseUnreachable",
+    "DatabaseUnusable",
+    "EventTooLarge",
+    "InvalidAgentType",
+    "InvalidArgument",
+    "InvalidCommand",
+    "InvalidEventPayload",
+    "KeysRequired",
+    "LockTimeout",
+    "MasterKeyError",
+    "MemoryBudgetExceeded",
+    "NoSuchDatabase",
+    "PositionConflict",
+    "ProjectionBusy",
+    "ProjectionFailed",
+    "RowUnreadable",
+    "SaveOutcomeUnknown",
+    "SchemaOutdated",
+    "SnapshotDecodeError",
+    "SnapshotEncodeError",
+    "SnaptailError",
+    "StorageDataError",
+    "StorageError",
+    "StorageIntegrityError",
+    "StorageInterfaceError",
+    "StorageOperationalError",
+    "StorageProgrammingError",
+    "SubjectTooLate",
+    "ThreadConflict",
+    "UndeclaredState",
+    "UnknownTopic",
+    "VersionNotFound",
+    "WorkerGaveUp",
+]
 class ArchiveDamaged(SnaptailError, LookupError):
     """An archive segment is missing, truncated or corrupt (or not where the manifest
     says): the archived events it holds cannot be read. Never skipped silently.

@@ -220,7 +220,7 @@ def check_loads(store: AgentStore, agent_id: Any) -> None:
     in force now; nothing is checked without a snapshot, or if the replay raises under
     them (nothing to compare). Failures read ``... after its settings changed ...``:
     a class attribute the fingerprint does not cover shapes state."""
-    infos = store.recorder.select_snapshot_infos(agent_id)
+    infos = store.snapshot_infos(agent_id)
     versions = [max(i.originator_version for i in infos)] if infos else []
     for version in versions:
         try:
@@ -287,7 +287,7 @@ def check_history(
     store.save(agent)
     head = agent.version
     versions = {head}
-    versions.update(i.originator_version for i in store.recorder.select_snapshot_infos(agent.id))
+    versions.update(i.originator_version for i in store.snapshot_infos(agent.id))
     if head <= CHECK_VERSIONS:
         versions.update(range(1, head + 1))
     else:
@@ -459,3 +459,15 @@ def _state_variants(state: type[Any], depth: int = 1) -> Iterator[tuple[str, typ
                     f"in field {name!r}, {change}",
                     _same_name(state, [*others[:i], nested, *others[i:]]),
                 )
+
+
+__all__ = [
+    "assert_same",
+    "changed_settings",
+    "check_agent_type",
+    "check_codec",
+    "check_fingerprint",
+    "check_history",
+    "check_loads",
+    "limited",
+]

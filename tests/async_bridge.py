@@ -16,7 +16,8 @@ from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from snaptail import Agent, AgentStore, AsyncAgentStore
-from snaptail.infrastructure.async_recorder import AsyncRecorder, ThreadedRecorder
+from snaptail.infrastructure.async_recorder import AsyncAgentRecorder, ThreadedRecorder
+from snaptail.infrastructure.recorder import AgentRecorder
 
 T = TypeVar("T")
 
@@ -47,13 +48,44 @@ class BlockingAsyncStore:
         self._loop.close()
 
     @property
-    def async_recorder(self) -> AsyncRecorder:
-        recorder = self.inner._recorder
-        assert recorder is not None
-        return recorder
+    def async_recorder(self) -> AsyncAgentRecorder:
+        return self.inner.recorder
 
-    def __getattr__(self, name: str) -> Any:  # recorder, mapper, policy_for, settings...
-        return getattr(self.inner.sync_store, name)
+    @property
+    def recorder(self) -> AgentRecorder:
+        """The sync recorder of the same database (for tests that reach the rows)."""
+        return self.inner.recorder.sync
+
+    def __getattr__(self, name: str) -> Any:  # mapper, policy_for, settings...
+        return getattr(self.inner, name)
+
+    @property
+    def memory_budget(self) -> int | None:
+        return self.inner.memory_budget
+
+    @memory_budget.setter
+    def memory_budget(self, value: int | None) -> None:
+        self.inner.memory_budget = value
+
+    def update(
+        self, agent_id: UUID, command: Callable[[Agent], object], *, retries: int = 3
+    ) -> Agent:
+        return self._call(self.inner.update(agent_id, command, retries=retries))
+
+    def save_committed(self, save_id: UUID | str) -> bool:
+        return self._call(self.inner.save_committed(save_id))
+
+    def agent_ids(self, after: UUID | str | None = None) -> list[UUID]:
+        async def collect() -> list[UUID]:
+            return [agent_id async for agent_id in self.inner.agent_ids(after)]
+
+        return self._call(collect())
+
+    def snapshot_infos(self, agent_id: UUID) -> Any:
+        return self._call(self.inner.snapshot_infos(agent_id))
+
+    def prune_snapshots(self, agent_id: UUID, keep: int) -> int:
+        return self._call(self.inner.prune_snapshots(agent_id, keep))
 
     def get(self, agent_id: UUID, version: int | None = None) -> Agent:
         return self._call(self.inner.get(agent_id, version))
@@ -95,8 +127,6 @@ class BlockingAsyncStore:
             if not more:
                 return
             yield event
-
-    load_stats = staticmethod(AgentStore.load_stats)
 
     def close(self) -> None:
         try:

@@ -211,3 +211,79 @@ def test_importing_the_library_loads_no_command_line_or_plotting(module: str) ->
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", f"import {module} loaded {out.strip()}"
+
+
+# Private attributes of other objects that may be used: eventsourcing's Aggregate
+# fields the replay fast path sets directly, namedtuple's public ``_replace``, and
+# the field Google ADK's own session services set on its Session (its contract).
+FOREIGN_PRIVATE_ALLOWED = {
+    "_version", "_modified_on", "_replace", "_asdict", "_fields", "_storage_update_marker",
+}  # fmt: skip
+
+
+def test_no_private_attribute_access_across_objects() -> None:
+    """``obj._name`` only on ``self``/``cls``/``super()``: a module reaches another's
+    state through its public names (a private name is free to change)."""
+    wrong = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(), str(path))
+        # Private names the module itself defines (its classes' methods and attributes)
+        # may be used anywhere in that module.
+        own = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        } | {
+            node.attr
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            attr, value = node.attr, node.value
+            if not attr.startswith("_") or attr.startswith("__"):
+                continue
+            if attr in FOREIGN_PRIVATE_ALLOWED or attr in own:
+                continue
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if isinstance(value, ast.Call) and ast.unparse(value.func) == "super":
+                continue
+            wrong.append(f"{name}:{node.lineno} reads {ast.unparse(value)}.{attr}")
+    assert not wrong, "private attributes of other objects:\n" + "\n".join(wrong)
+
+
+def test_no_store_internals_outside_the_application() -> None:
+    """Only ``snaptail.application`` (and the recorders themselves) touch a store's
+    recorder; everything else uses the store's public methods."""
+    wrong = []
+    for name, path in MODULES.items():
+        if area(name) in ("snaptail.application", "snaptail.infrastructure"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("recorder", "_recorder", "_engine")
+                and "store" in ast.unparse(node.value).lower()
+            ):
+                wrong.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+    assert not wrong, "store internals outside snaptail.application:\n" + "\n".join(wrong)
+
+
+def test_the_store_logic_is_written_once() -> None:
+    """One load path: the steps live in engine.py, the two drivers in drivers.py; no
+    recorder method is called by a name held in a string."""
+    application = ROOT / "application"
+    for path in sorted(application.glob("*.py")) + sorted((ROOT / "projections").glob("*.py")):
+        source = path.read_text()
+        assert "getattr(recorder" not in source and "getattr(self.recorder" not in source, path
+        assert "__wrapped__" not in source, path
+    drivers = [
+        node.name
+        for path in application.glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("drive")
+    ]
+    assert sorted(drivers) == ["drive", "drive_async"], drivers

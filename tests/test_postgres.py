@@ -94,7 +94,9 @@ def test_unix_sockets_and_libpq_parameters_in_the_query_string() -> None:
         "dbname": "agents",
         "host": "/run/postgresql",
     }
-    args = parse_postgres_url("postgresql://u@h/d?options=-c%20work_mem%3D8MB&schema=t").connect_args()
+    args = parse_postgres_url(
+        "postgresql://u@h/d?options=-c%20work_mem%3D8MB&schema=t"
+    ).connect_args()
     assert args["options"] == "-c work_mem=8MB -c search_path=t"
     assert args["connect_timeout"] == 10
 
@@ -254,7 +256,12 @@ def test_concurrent_opens_of_a_new_schema_do_not_collide() -> None:
 
 def test_pool_options_are_honoured(postgres_url: str) -> None:
     recorder = open_postgres(
-        postgres_url, pool_size=3, max_overflow=1, pool_timeout=0.05, lock_timeout=4
+        postgres_url,
+        pool_size=3,
+        max_overflow=1,
+        pool_timeout=0.05,
+        lock_timeout=4,
+        read_timeout=7.5,
     )
     try:
         assert settings_of(recorder) == {
@@ -264,6 +271,7 @@ def test_pool_options_are_honoured(postgres_url: str) -> None:
             "pool_timeout": 0.05,
             "connect_timeout": 10,
             "lock_timeout": 4,
+            "read_timeout": 7.5,
         }
         pool = recorder.datastore.pool
         pool.wait(timeout=30)

@@ -344,7 +344,7 @@ def test_failing_fresh_snapshot_write_never_fails_the_load(
         with caplog.at_level(logging.WARNING, logger="snaptail.store"):
             loaded = store.get(agent.id)
         (warning,) = _untrusted_warnings(caplog)
-        assert "NOT written (OperationalError" in warning
+        assert "NOT written (StorageOperationalError" in warning
         assert loaded.state == store.replay(agent.id).state
 
 
@@ -372,15 +372,18 @@ def test_a_load_s_stats_are_the_dataclass_constructor_s(tmp_path: Path) -> None:
 
 
 def test_measured_load_cost_is_scaled_to_the_events_since() -> None:
-    from snaptail.application.loading import LoadStats, Tracking, tail_load_ms
+    from snaptail import Agent
+    from snaptail.application.loading import AgentBooks, LoadStats, tail_load_ms
 
     stats = LoadStats(snapshot_version=10, tail=5, events_read=5, bytes_read=500, ms=2.0)
-    track = Tracking(snapshot_version=10, bytes_since=500, last_load=stats)
+    books = AgentBooks()
+    agent, other = Agent(name="measured"), Agent(name="fresh")
+    track = books.record(agent, 10, 500, stats)
     assert tail_load_ms(track, 5) == 2.0
     assert tail_load_ms(track, 20) == 8.0, "four times the tail measured: four times the cost"
     track.snapshot_version = 30  # snapshotted since that load: nothing measured
     assert tail_load_ms(track, 3) is None
-    assert tail_load_ms(Tracking(snapshot_version=0, bytes_since=0), 50) is None
+    assert tail_load_ms(books.of(other), 50) is None
 
 
 def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:
@@ -392,3 +395,22 @@ def test_the_snapshot_checksum_is_zlib_s_crc32() -> None:
     for data in (b"", b"a", os.urandom(3), os.urandom(1000), os.urandom(70_000)):
         assert checksum(data) == zlib.crc32(data)
     assert checksum(b"123456789") == 0xCBF43926  # the CRC-32 check value
+
+
+def test_the_store_s_books_forget_collected_agents_and_never_confuse_a_reused_id() -> None:
+    import gc
+
+    from snaptail import Agent
+    from snaptail.application.loading import FIRST_SWEEP, AgentBooks
+
+    books = AgentBooks()
+    kept = Agent(name="kept")
+    books.record(kept, 7, 70, None)
+    for i in range(3 * FIRST_SWEEP):
+        books.record(Agent(name=f"gone {i}"), 1, 1, None)  # each collected at once
+    gc.collect()
+    assert len(books) < 2 * FIRST_SWEEP, "records of collected agents are swept out"
+    assert books.of(kept).snapshot_version == 7
+    fresh = Agent(name="fresh")
+    assert books.find(fresh) is None and books.of(fresh).snapshot_version == 0
+    assert "_snaptail" not in "".join(vars(kept)), "nothing of the store's on the agent"

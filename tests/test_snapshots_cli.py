@@ -81,11 +81,11 @@ def test_verify_refuses_bad_and_unknown_agent_ids(database_url: str) -> None:
 
 
 def test_maintenance_pages_through_every_agent(database_url: str) -> None:
-    from snaptail.application.maintenance import agent_ids, prune_snapshots
+    from snaptail.application.maintenance import prune_snapshots
 
     ids = _agents(database_url, count=5)
     with AgentStore(database_url) as store:
-        assert list(agent_ids(store.recorder, page=2)) == sorted(ids)
+        assert list(store.agent_ids(page=2)) == sorted(ids)
         seen: list[UUID] = []
         report = prune_snapshots(store, keep=1, on_agent=seen.append)
         assert (report.agents, report.deleted) == (5, 5 * 6)

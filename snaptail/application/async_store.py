@@ -1,59 +1,41 @@
 """``AsyncAgentStore``: the ``AgentStore`` API with ``await``, never blocking the event loop.
 
-The logic is the sync store's own (the same load steps, save plan, snapshot policy,
-trust decisions and errors); only the I/O differs. On SQLite each operation runs on
-one of the store's own threads (8; each uses a connection of its own, as SQLite
-wants). On PostgreSQL the recorder calls run natively on psycopg's async connection
-pool; rare paths (replacing untrusted snapshots, shedding memory over a budget) run
-on a worker thread.
+Thin, as ``AgentStore``: the logic is the same :class:`~snaptail.application.engine.Engine`
+steps (load, save plan, snapshot policy, trust decisions, errors), run by the async
+driver on an :class:`~snaptail.infrastructure.async_recorder.AsyncAgentRecorder`. On
+SQLite each recorder call runs on one of the store's own threads (8; each uses a
+connection of its own, as SQLite wants); on PostgreSQL they run natively on psycopg's
+async connection pool.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
-from snaptail.application.loading import LoadStats
-from snaptail.application.store import (
-    AgentStore,
-    Blocking,
-    Call,
-    Steps,
-    T,
-    _check_version,
-    as_agent_id,
-    run_steps,
-)
+from snaptail.application import arguments
+from snaptail.application.drivers import Steps, drive_async
+from snaptail.application.engine import Engine, as_agent_id
+from snaptail.application.store import AGENT_ID_PAGE, AgentStore, StoreBase
 from snaptail.domain.agent import Agent
-from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentNotFound, DamagedLog
-from snaptail.infrastructure.async_recorder import AsyncRecorder, SQLiteThreads, ThreadedRecorder
-from snaptail.infrastructure.urls import resolve_url, sqlite_path
+from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
+from snaptail.infrastructure.backends import open_async_recorder
+from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo
+from snaptail.infrastructure.urls import resolve_url
+from snaptail.privacy.forget import add_subjects, forget_subject
 from snaptail.privacy.keys import Erasure
 
+__all__ = ["AsyncAgentStore"]
 
-async def outlast_cancellation(task: asyncio.Future[Any]) -> asyncio.CancelledError | None:
-    """Wait for ``task`` to end even if the caller is cancelled meanwhile; returns the
-    cancellation (to raise once the task's outcome is accounted for) or None."""
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            cancelled = cancelled or exc
-    return cancelled
+T = TypeVar("T")
 
 
-# Threads of a store on a SQLite file (one for an in-memory database, which is one
-# connection's).
-SQLITE_THREADS = 8
-
-
-class AsyncAgentStore:
+class AsyncAgentStore(StoreBase):
     """:class:`~snaptail.AgentStore` for asyncio: same arguments, same methods awaited,
     same semantics and errors; :meth:`history` is an async iterator.
 
@@ -63,10 +45,13 @@ class AsyncAgentStore:
 
     def __init__(self, url: str | None = None, **settings: Any) -> None:
         self.url = resolve_url(url)
-        self._settings = settings
-        self._store: AgentStore | None = None
-        self._recorder: AsyncRecorder | None = None
-        self._threads: SQLiteThreads | None = None
+        arguments.check_url(self.url)
+        self._settings = dict(settings)
+        self._sync_store: AgentStore | None = None
+        self._engine, self._options = Engine.split(settings)
+        self._engine.enforces_budgets = self.enforces_budgets
+        self._engine.repairs_snapshots = self.repairs_snapshots
+        self._recorder: AsyncAgentRecorder | None = None
         self._opening = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -76,45 +61,31 @@ class AsyncAgentStore:
         if self._recorder is None:
             async with self._opening:
                 if self._recorder is None:
-                    await self._open()
+                    self._recorder = await open_async_recorder(self.url, **self._options)
         return self
 
-    async def _open(self) -> None:
-        path = sqlite_path(self.url)
-        if path is not None:
-            # An in-memory database is one connection's: one thread.
-            threads = SQLiteThreads(1 if path == ":memory:" else SQLITE_THREADS)
-            try:
-                store = await threads.run(AgentStore, self.url, **self._settings)
-            except BaseException:
-                threads.shutdown()
-                raise
-            self._threads = threads
-            self._store, self._recorder = store, ThreadedRecorder(store.recorder, threads)
-            return
-        store = await asyncio.to_thread(AgentStore, self.url, **self._settings)
-        try:
-            from snaptail.infrastructure.postgres import PostgresAgentRecorder
-            from snaptail.infrastructure.postgres_async import AsyncPostgresRecorder
-
-            assert isinstance(store.recorder, PostgresAgentRecorder), store.recorder
-            recorder = await AsyncPostgresRecorder.open(store.recorder)
-        except BaseException:
-            await asyncio.to_thread(store.close)
-            raise
-        self._store, self._recorder = store, recorder
+    @property
+    def sync_store(self) -> AgentStore:
+        """A blocking :class:`~snaptail.AgentStore` on the same database and settings
+        (its own connections; for sync code sharing this store, such as the LangGraph
+        saver). Open this store first; closed with it."""
+        if self._recorder is None:
+            raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
+        if self._sync_store is None:
+            self._sync_store = AgentStore(self.url, **self._settings)
+        return self._sync_store
 
     async def close(self) -> None:
         """Close the connections (and the SQLite threads)."""
-        recorder, store, threads = self._recorder, self._store, self._threads
-        self._recorder = self._store = self._threads = None
-        if recorder is None or store is None:
-            return
-        if threads is not None:
-            await threads.run(store.close)
-            threads.shutdown()
-        else:
+        sync, self._sync_store = self._sync_store, None
+        if sync is not None:
+            await asyncio.to_thread(sync.close)
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
             await recorder.close()
+            keys = self._engine.keys
+            if keys is not None and self._engine.own_keys:
+                await asyncio.to_thread(keys.close)
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -127,64 +98,23 @@ class AsyncAgentStore:
     ) -> None:
         await self.close()
 
-    async def _parts(self) -> tuple[AgentStore, AsyncRecorder]:
-        if self._recorder is None:
-            await self.open()
-        assert self._store is not None and self._recorder is not None
-        return self._store, self._recorder
-
     @property
-    def sync_store(self) -> AgentStore:
-        """The sync store whose logic this one runs (open it first)."""
-        if self._store is None:
+    def recorder(self) -> AsyncAgentRecorder:
+        """The async recorder (open the store first)."""
+        if self._recorder is None:
             raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
-        return self._store
+        return self._recorder
 
-    # -- driving the sync store's logic --------------------------------------------
+    def _sync_recorder(self) -> AgentRecorder:
+        return self.recorder.sync
 
     async def _run(self, steps: Steps[T]) -> T:
-        """Drive ``steps`` (see ``snaptail.application.store.Call``).
-
-        On SQLite the whole operation runs on one of the store's threads, as the sync
-        store runs it (its Python work too: the loop only awaits it).
-        On PostgreSQL the recorder calls are awaited on the loop, blocking ones run
-        on a worker thread. Either way a call that commits is awaited to its end even
-        if the caller is cancelled meanwhile, and the store's bookkeeping after it
-        runs before the cancellation is let through."""
-        _, recorder = await self._parts()
-        threads = self._threads
-        if threads is not None:
-            job = asyncio.ensure_future(recorder.run_sync(run_steps, steps, recorder.sync))
-            cancelled_job = await outlast_cancellation(job)
-            if cancelled_job is not None:
-                job.exception()  # retrieved: the cancellation is what the caller sees
-                raise cancelled_job
-            return cast(T, job.result())
-        result: Any = None
-        error: Exception | None = None
-        cancelled: asyncio.CancelledError | None = None
-        while True:
-            try:
-                request = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration as done:
-                if cancelled is not None:
-                    raise cancelled from None
-                return cast(T, done.value)
-            result, error = None, None
-            try:
-                if isinstance(request, Blocking):
-                    result = await recorder.run_sync(request)
-                elif request.write:
-                    call = asyncio.ensure_future(
-                        getattr(recorder, request.method)(*request.args, **request.kwargs)
-                    )
-                    cancelled = await outlast_cancellation(call) or cancelled
-                    result = call.result()
-                else:
-                    method = getattr(recorder, request.method)
-                    result = await method(*request.args, **request.kwargs)
-            except Exception as exc:
-                error = exc
+        recorder = self._recorder
+        if recorder is None:
+            await self.open()
+            recorder = self._recorder
+            assert recorder is not None
+        return await drive_async(steps, recorder, self._engine.retry)
 
     # -- saving ---------------------------------------------------------------------
 
@@ -193,68 +123,68 @@ class AsyncAgentStore:
 
         As :meth:`AgentStore.save`: on a version conflict nothing is written and
         :class:`~snaptail.ConcurrencyError` is raised; once committed it never raises.
-        A save cancelled while its transaction runs finishes it (and its bookkeeping)
-        before the cancellation goes through.
+        A save cancelled while its transaction runs finishes it (and its bookkeeping):
+        if it committed, the save returns normally (the cancellation came too late to
+        undo it), otherwise the cancellation goes through.
         """
-        store, _ = await self._parts()
-        await self._run(store._save_steps(agents))
+        await self._run(self._engine.save(agents))
+
+    async def save_committed(self, save_id: UUID | str) -> bool:
+        """Whether the save ``save_id`` (from :class:`~snaptail.SaveOutcomeUnknown`)
+        committed its rows."""
+        return await self._run(self._engine.save_committed(save_id))
 
     async def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
     ) -> Agent:
         """Load, apply ``command(agent)``, save; on a conflict reload and apply it again
         (up to ``retries`` more times), as :meth:`AgentStore.update`."""
-        store, _ = await self._parts()
-        return await self._run(store._update_steps(agent_id, command, retries))
+        return await self._run(self._engine.update(agent_id, command, retries))
 
     async def snapshot(self, agent_id: UUID | str) -> int:
         """Take a snapshot of the agent's current state now; returns its version."""
-        store, _ = await self._parts()
-        return await self._run(store._snapshot_steps(agent_id))
+        return await self._run(self._engine.snapshot(agent_id))
 
     # -- data subjects (snaptail.privacy) --------------------------------------------
 
     async def add_subject(self, agent: Agent | UUID | str, *subjects: str) -> tuple[str, ...]:
         """As :meth:`AgentStore.add_subject` (the key store's work runs off the loop)."""
-        store, recorder = await self._parts()
-        return await recorder.run_sync(store.add_subject, agent, *subjects)
+        await self.open()
+        agent_id = agent.id if isinstance(agent, Agent) else as_agent_id(agent)
+        cipher = self.mapper.payload_cipher
+        return await self.recorder.run_sync(
+            add_subjects, self.recorder.sync, self.keys, cipher, agent_id, subjects
+        )
 
     async def forget(self, subject: str) -> Erasure | None:
         """As :meth:`AgentStore.forget` (the key store's work runs off the loop)."""
-        store, recorder = await self._parts()
-        return await recorder.run_sync(store.forget, subject)
+        await self.open()
+        cipher = self.mapper.payload_cipher
+        return await self.recorder.run_sync(
+            forget_subject, self.recorder.sync, self.keys, cipher, subject
+        )
 
     async def erasures(self) -> list[Erasure]:
         """As :meth:`AgentStore.erasures`."""
-        store, recorder = await self._parts()
-        return await recorder.run_sync(store.erasures)
+        keys = self.keys
+        return [] if keys is None else await asyncio.to_thread(keys.erasures)
 
     # -- loading --------------------------------------------------------------------
 
     async def get(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Load an agent: latest valid snapshot (at or before ``version``) plus the
         events after it. Never replays events older than the snapshot."""
-        store, _ = await self._parts()
         try:
-            return await self._run(store._get_steps(agent_id, version))
+            return await self._run(self._engine.load(agent_id, version))
         except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
-            return await asyncio.to_thread(store._get_archived, agent_id, version, error)
-
-    @staticmethod
-    def load_stats(agent: Agent) -> LoadStats | None:
-        """What the load that built ``agent`` read and cost (None if not loaded)."""
-        return AgentStore.load_stats(agent)
+            return await self.recorder.run_sync(self._get_archived, agent_id, version, error)
 
     async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (page by page)."""
-        store, _ = await self._parts()
-        agent_id = as_agent_id(agent_id)
-        _check_version(agent_id, "version", version, 1)
-        before = None if version is None else version + 1
-        agent: Agent | None = None
-        async for page in self._pages(agent_id, None, before, False, None, 500):
-            agent = apply_events(agent, page)
-        return await self._run(store._replayed(agent_id, version, agent))
+        await self.open()
+        if await self.recorder.run_sync(self.archive_reader.upto, as_agent_id(agent_id)):
+            return await self.recorder.run_sync(self._replay_all, agent_id, version)
+        return await self._run(self._engine.replay(agent_id, version))
 
     # -- reading the log ------------------------------------------------------------
 
@@ -269,60 +199,64 @@ class AsyncAgentStore:
     ) -> AsyncGenerator[Any, None]:
         """The agent's events with ``after < version < before``, oldest first (newest
         first if ``reverse``), optionally only of ``types``; ``page_size`` at a time."""
-        async for page in self._pages(agent_id, after, before, reverse, types, page_size):
+        async for page in self.history_pages(agent_id, after, before, reverse, types, page_size):
             for event in page:
                 yield event
 
-    async def _pages(
+    async def history_pages(
         self,
         agent_id: UUID | str,
-        after: int | None,
-        before: int | None,
-        reverse: bool,
-        types: Iterable[type[Any] | str] | None,
-        page_size: int,
-    ) -> AsyncGenerator[list[Any], None]:
-        store, recorder = await self._parts()
-        walk = store._walk(agent_id, after, before, reverse, types, page_size)
-        if await asyncio.to_thread(store.archive_reader.upto, walk.agent_id):
-            # Archived events: the sync store's history, a page at a time off the loop.
-            archived = store.history(walk.agent_id, after, before, reverse, types, page_size)
-            while chunk := await asyncio.to_thread(list, itertools.islice(archived, page_size)):
+        after: int | None = None,
+        before: int | None = None,
+        reverse: bool = False,
+        types: Iterable[type[Any] | str] | None = None,
+        page_size: int = 500,
+    ) -> AsyncIterator[list[Any]]:
+        """:meth:`history` a page (a list of up to ``page_size`` events) at a time."""
+        walk = self._engine.walk(agent_id, after, before, reverse, types, page_size)
+        await self.open()
+        if await self.recorder.run_sync(self.archive_reader.upto, walk.agent_id):
+            # Archived events: the blocking history, a page at a time off the loop.
+            archived = self._history(walk)
+            while True:
+                chunk: list[Any] = await self.recorder.run_sync(
+                    list, itertools.islice(archived, page_size)
+                )
+                if not chunk:
+                    return
                 yield chunk
-            return
-        to_event = store._decode
-        while (request := walk.next_request()) is not None:
-            page = await recorder.select_page(walk.agent_id, **request)
-            events: list[Any] = []
-            checks = walk.accept(page)
-            reply: Any = None
-            try:
-                while True:
-                    try:
-                        item = checks.send(reply)
-                    except StopIteration:
-                        break
-                    reply = None
-                    if isinstance(item, Call):
-                        reply = await getattr(recorder, item.method)(*item.args, **item.kwargs)
-                    else:
-                        events.append(to_event(item))
-            except Exception:
-                if events:  # what precedes a gap is given before the error
-                    yield events
-                raise
-            yield events
+        while (page := await self._run(walk.page())) is not None:
+            yield page
 
     async def latest(self, agent_id: UUID | str, *types: type[Any] | str) -> Any | None:
         """The agent's newest event of one of ``types`` (any type if none given)."""
-        store, recorder = await self._parts()
-        agent_id, topics = as_agent_id(agent_id), store._topics(types or None)
-        page = await recorder.select_page(agent_id, desc=True, limit=1, topics=topics)
-        if page:
-            return store._decode(page[0])
-        return await asyncio.to_thread(store._latest_archived, agent_id, topics)
+        found = await self._run(self._engine.latest(agent_id, types))
+        if found is not None:
+            return found
+        topics = self._engine.topics(types)
+        return await self.recorder.run_sync(self._latest_archived, as_agent_id(agent_id), topics)
 
     async def event_count(self, agent_id: UUID | str) -> int:
         """How many events the agent has: its version, read from the index."""
-        _, recorder = await self._parts()
-        return await recorder.max_version(as_agent_id(agent_id)) or 0
+        return await self._run(self._engine.event_count(agent_id))
+
+    # -- the fleet and its snapshots ----------------------------------------------
+
+    async def agent_ids(self, after: UUID | str | None = None) -> AsyncIterator[UUID]:
+        """Every stored agent's id, in id order (after ``after``), a page at a time."""
+        cursor = None if after is None else as_agent_id(after)
+        while True:
+            ids = await self._run(self._engine.agent_ids(cursor, AGENT_ID_PAGE))
+            for agent_id in ids:
+                yield agent_id
+            if len(ids) < AGENT_ID_PAGE:
+                return
+            cursor = ids[-1]
+
+    async def snapshot_infos(self, agent_id: UUID | str) -> Sequence[SnapshotInfo]:
+        """The agent's stored snapshots, newest first, without their bytes."""
+        return await self._run(self._engine.snapshot_infos(agent_id))
+
+    async def prune_snapshots(self, agent_id: UUID | str, keep: int) -> int:
+        """As :meth:`AgentStore.prune_snapshots`."""
+        return await self._run(self._engine.prune_snapshots(agent_id, keep))

@@ -31,6 +31,8 @@ import logging
 from collections.abc import Callable
 
 from snaptail.application import metrics
+from snaptail.application.drivers import Steps
+from snaptail.application.loading import Bookkeeping
 from snaptail.domain.agent import Agent
 from snaptail.domain.compare import agent_differences
 from snaptail.domain.guard import BROKEN, is_bookkeeping
@@ -39,8 +41,6 @@ from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentBroken, MemoryBudgetExceeded
 
 logger = logging.getLogger("snaptail.memory")
-
-_SHEDDING = "_snaptail_shedding"
 
 
 def resolve_budget(agent_type: type[Agent], store_budget: int | None) -> int | None:
@@ -51,20 +51,23 @@ def resolve_budget(agent_type: type[Agent], store_budget: int | None) -> int | N
 
 def enforce_budget(
     agent: Agent,
+    books: Bookkeeping,
     budget: int,
     *,
     can_shed: bool,
-    snapshot: Callable[[Agent], object],
-    save: Callable[[Agent], object] | None,
-) -> MemoryUsage:
-    """Bring ``agent`` within ``budget`` bytes or raise; returns its final usage.
+    snapshot: Callable[[Agent], Steps[None]],
+    save: Callable[[Agent], Steps[None]] | None,
+) -> Steps[MemoryUsage]:
+    """The steps that bring ``agent`` within ``budget`` bytes or raise; they return
+    its final usage. ``books``: the store's record of the agent.
 
     ``can_shed`` is False for a load at a past version (no snapshot, no events
-    recorded then). Before shedding, ``snapshot(agent)`` stores a snapshot at its
-    version; ``save`` (given while saving) saves the shedding events right away.
+    recorded then). Before shedding, the steps of ``snapshot(agent)`` store a
+    snapshot at its version; those of ``save`` (given while saving) save the
+    shedding events right away.
     """
     usage = agent.memory_usage()
-    if usage.total <= budget or agent.__dict__.get(_SHEDDING):
+    if usage.total <= budget or books.shedding:
         _observe(agent, usage)
         return usage
     agent_type = type(agent).__qualname__
@@ -75,16 +78,16 @@ def enforce_budget(
         usage = agent.memory_usage()
     shed = usage.total > budget and can_shed
     if shed:
-        snapshot(agent)
-        agent.__dict__[_SHEDDING] = True
+        yield from snapshot(agent)
+        books.shedding = True
         try:
             before = _copy(agent)
             agent.shed_memory(budget)
             _require_shed_by_events(agent, before)
             if save is not None and agent.pending_events:
-                save(agent)
+                yield from save(agent)
         finally:
-            del agent.__dict__[_SHEDDING]
+            books.shedding = False
         usage = agent.memory_usage()
     _observe(agent, usage)
     if usage.total > budget:

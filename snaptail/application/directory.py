@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 
 from snaptail.application.maintenance import agent_ids
+from snaptail.application.store import AgentStore
 from snaptail.errors import InvalidArgument
 from snaptail.infrastructure.recorder import AgentRecorder
 
@@ -20,9 +21,13 @@ class _Named(msgspec.Struct):
     name: object = ""
 
 
-def agent_name(recorder: AgentRecorder, agent_id: UUID) -> str:
-    """The name the agent was created with ("" if its first event has none)."""
-    page = recorder.select_page(agent_id, lt=2, limit=1)
+def agent_name(source: AgentStore | AgentRecorder, agent_id: UUID) -> str:
+    """The name the agent was created with ("" if its first event has none), read
+    through a store (or, for a projection's reader, its recorder)."""
+    if isinstance(source, AgentStore):
+        page = source.read_rows(agent_id, before=2, limit=1)
+    else:
+        page = source.select_page(agent_id, lt=2, limit=1)
     if not page:
         return ""
     try:
@@ -36,7 +41,7 @@ def _hex(text: str) -> str:
     return text.replace("-", "").strip().lower()
 
 
-def find_agent(recorder: AgentRecorder, text: str, argument: str = "AGENT") -> UUID:
+def find_agent(store: AgentStore, text: str, argument: str = "AGENT") -> UUID:
     """The one agent ``text`` names: its id (a UUID), a prefix of its id that no
     other agent shares, or its name when no id starts with ``text`` and one agent
     has that name. No match, or several (listed), is an :class:`InvalidArgument`."""
@@ -50,9 +55,9 @@ def find_agent(recorder: AgentRecorder, text: str, argument: str = "AGENT") -> U
     prefix = _hex(text)
     matches: list[UUID] = []
     if prefix and all(c in "0123456789abcdef" for c in prefix):
-        matches = [a for a in agent_ids(recorder) if a.hex.startswith(prefix)]
+        matches = [a for a in agent_ids(store) if a.hex.startswith(prefix)]
     if not matches:
-        matches = [a for a in agent_ids(recorder) if agent_name(recorder, a) == text]
+        matches = [a for a in agent_ids(store) if agent_name(store, a) == text]
     if len(matches) == 1:
         return matches[0]
     if not matches:
@@ -62,7 +67,7 @@ def find_agent(recorder: AgentRecorder, text: str, argument: str = "AGENT") -> U
             " stats` lists agents with their ids and names",
         )
     shown = ", ".join(
-        f"{a} ({agent_name(recorder, a) or 'no name'})" for a in matches[:SHOWN]
+        f"{a} ({agent_name(store, a) or 'no name'})" for a in matches[:SHOWN]
     )
     more = f" and {len(matches) - SHOWN} more" if len(matches) > SHOWN else ""
     raise InvalidArgument(

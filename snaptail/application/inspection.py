@@ -10,7 +10,6 @@ from uuid import UUID
 
 from snaptail.application.budget import resolve_budget
 from snaptail.application.directory import agent_name
-from snaptail.application.loading import tracking
 from snaptail.application.store import AgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MemoryUsage, format_bytes
@@ -26,8 +25,7 @@ class InspectionStore(AgentStore):
     """An AgentStore that loads agents without enforcing memory budgets, so that an
     agent over its budget can be looked at (and reported) rather than refused."""
 
-    def _check_memory(self, agent: Agent, *, can_shed: bool, saving: bool) -> None:
-        return None
+    enforces_budgets = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ def inspect_agent(
         budget=budget,
         last_events=last_events,
         warnings=warnings,
-        name=agent_name(store.recorder, agent_id),
+        name=agent_name(store, agent_id),
     )
 
 
@@ -183,7 +181,7 @@ def _unloadable(
         last_events=_last_events(store, agent_id, last),
         warnings=[f"does not load: {error}"],
         error=error,
-        name=agent_name(store.recorder, agent_id),
+        name=agent_name(store, agent_id),
     )
 
 
@@ -204,7 +202,7 @@ def _warnings(
         )
     elif snapshots and loaded_from == 0:
         found.append("no valid snapshot: none of the stored snapshots could be used")
-    since = SinceSnapshot(events=tail, bytes=tracking(agent).bytes_since)
+    since = SinceSnapshot(events=tail, bytes=store.bytes_since_snapshot(agent))
     if store.policy.should_snapshot(since):
         found.append(
             f"tail past its policy: {tail} events since the last snapshot"

@@ -1,10 +1,12 @@
 """Building a loaded agent from its snapshot and the rows after it (replay of the tail,
-the recent-event cache), what the load cost, and what the store remembers about it."""
+the recent-event cache), what the load cost, and what the store remembers about it
+(:class:`Bookkeeping`, kept in the store's own :class:`AgentBooks`, never on the agent)."""
 
 from __future__ import annotations
 
 import itertools
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -32,30 +34,86 @@ class LoadStats:
     untrusted: tuple[tuple[int, str], ...] = ()
 
 
-@dataclass
-class Tracking:
-    """What the store remembers about a loaded agent (kept on the agent object)."""
-
-    snapshot_version: int
-    bytes_since: int
-    last_load: LoadStats | None = None
-
-
-TRACKING_ATTRIBUTE = "_snaptail"
 _new = object.__new__
 _setattr = object.__setattr__
 
 
-def tracking(agent: Agent) -> Tracking:
-    """The agent's tracking record (a fresh one for an agent the store never saw)."""
-    track = agent.__dict__.get(TRACKING_ATTRIBUTE)
-    if track is None:
-        track = Tracking(snapshot_version=0, bytes_since=0)
-        agent.__dict__[TRACKING_ATTRIBUTE] = track
-    return cast(Tracking, track)
+class Bookkeeping:
+    """What a store remembers about an agent it loaded or saved: the version of the
+    agent's newest stored snapshot, the event bytes saved since, the last load's
+    stats, and whether the memory budget is shedding it right now."""
+
+    __slots__ = ("bytes_since", "last_load", "ref", "shedding", "snapshot_version")
+
+    def __init__(
+        self,
+        ref: weakref.ref[Agent],
+        snapshot_version: int,
+        bytes_since: int,
+        last_load: LoadStats | None,
+    ) -> None:
+        self.ref = ref  # the agent (weakly): an id is reused once its object is gone
+        self.snapshot_version = snapshot_version
+        self.bytes_since = bytes_since
+        self.last_load = last_load
+        self.shedding = False
 
 
-def tail_load_ms(track: Tracking, events_since: int) -> float | None:
+# AgentBooks sweeps out records of collected agents when it has grown to this many
+# (and then to twice what a sweep leaves): no callback per collected agent.
+FIRST_SWEEP = 1024
+
+
+class AgentBooks:
+    """A store's :class:`Bookkeeping` per agent object, held beside the agents (keyed by
+    object identity; a record whose agent was collected is never returned, and is
+    swept out as the table grows): agents are not hashable, and nothing of the
+    store's is stored on them."""
+
+    __slots__ = ("_by_id", "_sweep_at")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Bookkeeping] = {}
+        self._sweep_at = FIRST_SWEEP
+
+    def find(self, agent: Agent) -> Bookkeeping | None:
+        """The agent's record, or None if this store never loaded or saved it."""
+        books = self._by_id.get(id(agent))
+        if books is None or books.ref() is not agent:
+            return None
+        return books
+
+    def of(self, agent: Agent) -> Bookkeeping:
+        """The agent's record (a fresh one for an agent this store never saw)."""
+        books = self._by_id.get(id(agent))
+        if books is None or books.ref() is not agent:
+            books = self.record(agent, 0, 0, None)
+        return books
+
+    def record(
+        self, agent: Agent, snapshot_version: int, bytes_since: int, last_load: LoadStats | None
+    ) -> Bookkeeping:
+        """A new record for ``agent`` (replacing any it had)."""
+        by_id = self._by_id
+        books = by_id[id(agent)] = Bookkeeping(
+            weakref.ref(agent), snapshot_version, bytes_since, last_load
+        )
+        if len(by_id) >= self._sweep_at:
+            self._sweep()
+        return books
+
+    def _sweep(self) -> None:
+        by_id = self._by_id
+        for key in [key for key, books in by_id.items() if books.ref() is None]:
+            del by_id[key]
+        self._sweep_at = max(FIRST_SWEEP, 2 * len(by_id))
+
+    def __len__(self) -> int:
+        """Records held (those of collected agents included, until a sweep)."""
+        return len(self._by_id)
+
+
+def tail_load_ms(track: Bookkeeping, events_since: int) -> float | None:
     """What loading the agent from its last snapshot costs: the last load's measured
     time, scaled up to the events appended since. None if not measured since the
     last snapshot."""
@@ -75,14 +133,15 @@ def build_agent(
     mapper: MsgspecMapper,
     recent_events: int,
     started: float,
+    books: AgentBooks,
     untrusted: tuple[tuple[int, str], ...] = (),
     *,
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES,
-) -> Agent:
+) -> tuple[Agent, LoadStats]:
     """The agent decoded from its snapshot (None: no trusted one) with the event rows
     after it applied; ``rows`` may start earlier, to fill the recent-event cache of
     ``recent_events`` events. Records the load's stats (``started``: its
-    ``time.perf_counter()``) in the agent's tracking. ``rows`` is not empty when
+    ``time.perf_counter()``) in ``books``; returns the agent and them. ``rows`` is not empty when
     ``snapshot_agent`` is None."""
     snapshot_version = snapshot_agent.version if snapshot_agent is not None else 0
     # Rows at or before the snapshot were read only to fill the recent cache.
@@ -126,8 +185,8 @@ def build_agent(
             "untrusted": untrusted,
         },
     )
-    agent.__dict__[TRACKING_ATTRIBUTE] = Tracking(snapshot_version, tail_bytes, stats)
-    return agent
+    books.record(agent, snapshot_version, tail_bytes, stats)
+    return agent, stats
 
 
 def _too_deep_version(

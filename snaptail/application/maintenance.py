@@ -16,7 +16,7 @@ from snaptail.application.store import AgentStore
 from snaptail.domain.compare import agent_differences, describe
 from snaptail.domain.replay import apply_events
 from snaptail.errors import AgentForgotten, AgentNotFound
-from snaptail.infrastructure.recorder import AgentRecorder, SnapshotInfo
+from snaptail.infrastructure.recorder import SnapshotInfo
 from snaptail.snapshots.trust import trust_snapshot
 
 PAGE = 1000
@@ -24,20 +24,14 @@ PAGE = 1000
 OnAgent = Callable[[UUID], None]
 
 
-def agent_ids(recorder: AgentRecorder, page: int = PAGE) -> Iterator[UUID]:
+def agent_ids(store: AgentStore, page: int = PAGE) -> Iterator[UUID]:
     """Every agent id in the database, in id order, read ``page`` at a time."""
-    after: UUID | None = None
-    while True:
-        ids = recorder.originator_ids(after=after, limit=page)
-        yield from ids
-        if len(ids) < page:
-            return
-        after = ids[-1]
+    return store.agent_ids(page=page)
 
 
-def count_agents(recorder: AgentRecorder) -> int:
+def count_agents(store: AgentStore) -> int:
     """How many agents the database holds (pages through the ids, holds none)."""
-    return sum(1 for _ in agent_ids(recorder))
+    return sum(1 for _ in agent_ids(store))
 
 
 @dataclass(frozen=True)
@@ -61,11 +55,11 @@ def prune_snapshots(
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     agents = deleted = 0
-    for agent_id in agent_ids(store.recorder):
+    for agent_id in agent_ids(store):
         if dry_run:
-            deleted += would_prune(store.recorder.select_snapshot_infos(agent_id), keep)
+            deleted += would_prune(store.snapshot_infos(agent_id), keep)
         else:
-            deleted += store.recorder.delete_snapshots(agent_id, keep=keep)
+            deleted += store.prune_snapshots(agent_id, keep)
         agents += 1
         if on_agent is not None:
             on_agent(agent_id)
@@ -147,14 +141,14 @@ def verify_agent(store: AgentStore, agent_id: UUID) -> Verdict:
     return Verdict(agent_id, agent_type, version, "ok")
 
 
-def sample_agent_ids(recorder: AgentRecorder, n: int, seed: int | None = None) -> list[UUID]:
+def sample_agent_ids(store: AgentStore, n: int, seed: int | None = None) -> list[UUID]:
     """``n`` agent ids drawn uniformly at random from the whole database (reservoir
     sampling over the id pages: holds ``n`` ids, reads each id once)."""
     if n < 1:
         raise ValueError(f"sample size must be >= 1, got {n}")
     rnd = random.Random(seed)
     chosen: list[UUID] = []
-    for seen, agent_id in enumerate(agent_ids(recorder)):
+    for seen, agent_id in enumerate(agent_ids(store)):
         if seen < n:
             chosen.append(agent_id)
         else:
@@ -168,7 +162,7 @@ def verify_snapshots(
     store: AgentStore, ids: Iterable[UUID] | None = None, on_agent: OnAgent | None = None
 ) -> Iterator[Verdict]:
     """Verify the newest snapshot of each of ``ids`` (default: every agent)."""
-    for agent_id in agent_ids(store.recorder) if ids is None else ids:
+    for agent_id in agent_ids(store) if ids is None else ids:
         yield verify_agent(store, agent_id)
         if on_agent is not None:
             on_agent(agent_id)

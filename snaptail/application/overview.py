@@ -19,10 +19,10 @@ from uuid import UUID
 
 import msgspec
 
+from snaptail.application.engine import MAX_VERSION
 from snaptail.application.inspection import InspectionStore
 from snaptail.application.maintenance import Verdict, sample_agent_ids, verify_agent
-from snaptail.application.store import MAX_VERSION, AgentStore
-from snaptail.domain.agent import Agent
+from snaptail.application.store import AgentStore
 from snaptail.infrastructure.recorder import SnapshotInfo, StoredSnapshot
 from snaptail.snapshots.trust import judge_snapshot
 
@@ -45,14 +45,7 @@ class ReadOnlyStore(InspectionStore):
     """A store for looking: loads without enforcing memory budgets, and a load that
     passes over a corrupt or stale snapshot logs it without writing a fresh one."""
 
-    def _replace_untrusted(
-        self, agent: Agent, untrusted: Sequence[tuple[int, str, str]]
-    ) -> None:
-        logger.info(
-            "read-only load passed over untrusted snapshot(s): agent=%s %s",
-            agent.id,
-            "; ".join(f"version {v}: {why}" for v, why, _ in untrusted),
-        )
+    repairs_snapshots = False
 
 
 def snapshot_infos(store: AgentStore, agent_id: UUID) -> Sequence[SnapshotInfo]:
@@ -124,4 +117,4 @@ def event_time(store: AgentStore, notification_id: int) -> datetime | None:
 def verify_sample(store: AgentStore, n: int, seed: int | None = None) -> list[Verdict]:
     """``snaptail snapshots verify --sample N``: rebuild ``n`` agents drawn at random
     from their logs and compare each with its newest snapshot. Reads only."""
-    return [verify_agent(store, agent_id) for agent_id in sample_agent_ids(store.recorder, n, seed)]
+    return [verify_agent(store, agent_id) for agent_id in sample_agent_ids(store, n, seed)]

@@ -235,13 +235,13 @@ def snapshot_write_ms(system: SnaptailSystem, agent: Agent, runs: int = 15) -> f
         _insert_scratch(system, empty_id, version, b"")
         empty.append((time.perf_counter() - started) * 1000)
     for scratch in (real_id, empty_id):
-        system.store.recorder.delete_snapshots(scratch, keep=0)
+        system.store.prune_snapshots(scratch, 0)
     extra_bytes_ms = max(statistics.median(real) - statistics.median(empty), 0.0)
     return statistics.median(encode) + extra_bytes_ms
 
 
 def _insert_scratch(system: SnaptailSystem, agent_id: UUID, version: int, data: bytes) -> None:
-    system.store.recorder.insert_snapshot(
+    system.store.put_snapshot(
         StoredSnapshot(
             originator_id=agent_id,
             originator_version=version,
@@ -250,7 +250,7 @@ def _insert_scratch(system: SnaptailSystem, agent_id: UUID, version: int, data: 
             checksum=checksum(data),
             state=data,
         ),
-        keep_snapshots=1,
+        keep=1,
     )
 
 

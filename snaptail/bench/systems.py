@@ -64,10 +64,10 @@ class SnaptailSystem:
         return self.store.get(agent_id)
 
     def snapshots_kept(self, agent_id: UUID) -> int:
-        return len(self.store.recorder.select_snapshot_infos(agent_id))
+        return len(self.store.snapshot_infos(agent_id))
 
     def newest_snapshot(self, agent_id: UUID) -> int:
-        infos = self.store.recorder.select_snapshot_infos(agent_id)
+        infos = self.store.snapshot_infos(agent_id)
         return infos[0].originator_version if infos else 0
 
     def close(self) -> None:

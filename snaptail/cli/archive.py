@@ -73,12 +73,9 @@ def run(
         def progress(step: object) -> None:
             bar.update(task, total=step.total_events, completed=step.done_events)  # type: ignore[attr-defined]
 
-        from snaptail.archive.runner import run_archive
-
-        report = run_archive(
-            store.recorder, store.url, to, recent_events=recent_events,
-            keep_events=keep_events, older_than=age, dry_run=dry_run, wait=wait,
-            view_positions=positions, progress=progress, mapper=store.mapper,
+        report = store.archive(
+            to, keep_events=keep_events, older_than=age, dry_run=dry_run, wait=wait,
+            view_positions=positions, progress=progress,
         )  # fmt: skip
     if dry_run:
         for move in report.moves[:20]:
@@ -118,8 +115,7 @@ def vacuum(db: str = typer.Option(None, "--db", help=DB_HELP)) -> None:
     """Give back the space archived rows left (SQLite: incremental vacuum or VACUUM;
     PostgreSQL: VACUUM of the events table)."""
     from snaptail.application.store import AgentStore
-    from snaptail.archive.runner import vacuum as run_vacuum
 
     with AgentStore(db) as store:
-        before, after = run_vacuum(store.recorder, store.url)
+        before, after = store.vacuum_archived()
     Console().print(f"{before:,} bytes before, {after:,} after")

@@ -140,7 +140,7 @@ def inspect_command(
         url, policy=EveryNEvents(snapshot_every), read_only=True, keys=keys
     ) as store:
         try:
-            uuid = find_agent(store.recorder, agent)
+            uuid = find_agent(store, agent)
         except InvalidArgument as exc:
             raise typer.BadParameter(str(exc).partition(": ")[2], param_hint="AGENT") from None
         try:

@@ -56,7 +56,7 @@ def prune(
     console = Console()
     url = existing_database(db)
     with AgentStore(url, read_only=dry_run) as store:
-        total = count_agents(store.recorder)
+        total = count_agents(store)
         with _progress("counting" if dry_run else "pruning", total) as advance:
             report = prune_snapshots(store, keep, on_agent=advance, dry_run=dry_run)
     console.print(
@@ -104,15 +104,15 @@ def verify(
     with AgentStore(url, read_only=True, keys=keys) as store:
         if agent is not None:
             try:
-                ids = [find_agent(store.recorder, agent, "--agent")]
+                ids = [find_agent(store, agent, "--agent")]
             except InvalidArgument as exc:
                 raise typer.BadParameter(
                     str(exc).partition(": ")[2], param_hint="--agent"
                 ) from None
         if sample is not None:
-            ids = sample_agent_ids(store.recorder, sample)
+            ids = sample_agent_ids(store, sample)
         try:
-            total: int | None = len(ids) if ids is not None else count_agents(store.recorder)
+            total: int | None = len(ids) if ids is not None else count_agents(store)
         except Exception:  # a damaged index: verify what can be reached, unnumbered
             total = None
         counts = {"ok": 0, "mismatch": 0, "untrusted": 0, "error": 0, "none": 0, "forgotten": 0}

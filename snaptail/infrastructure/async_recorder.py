@@ -1,8 +1,9 @@
-"""The recorder calls ``AsyncAgentStore`` awaits, and the SQLite one: a dedicated thread.
+"""The recorder ``AsyncAgentStore`` awaits (:class:`AsyncAgentRecorder`), and SQLite's:
+the sync recorder's calls run on the store's own threads.
 
 SQLite has no async driver, and its connections want one thread each:
-``ThreadedRecorder`` runs the sync recorder's calls on the store's own threads (each
-using a connection of its own), and the event loop only awaits the result.
+:class:`ThreadedRecorder` runs each call of the sync recorder on one of the store's
+threads (each using a connection of its own), and the event loop only awaits it.
 PostgreSQL has a native implementation (``postgres_async``).
 """
 
@@ -10,31 +11,51 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 
-from snaptail.infrastructure.recorder import AgentRecorder
+from snaptail.infrastructure.recorder import AgentRecorder, LoadRows, SnapshotInfo, StoredSnapshot
 
 T = TypeVar("T")
 
 
-class AsyncRecorder(Protocol):
-    """What ``AsyncAgentStore`` awaits on any backend: pages of the log, the newest
-    version, and ``run_sync`` for blocking work. A recorder that also has async
-    twins of the calls a load and a save make (``select_for_load``,
-    ``select_snapshot``, ``insert_events``, ``insert_snapshot``; PostgreSQL's) has
-    the store's logic driven on the event loop; otherwise each whole operation runs
-    in ``run_sync`` (SQLite's)."""
+class AsyncAgentRecorder(ABC):
+    """Every call ``AsyncAgentStore`` awaits: the async twin of
+    :class:`~snaptail.infrastructure.recorder.AgentRecorder` (the same arguments,
+    results and errors; see its methods). ``sync`` is the sync recorder of the same
+    database (for work that has no async twin, such as projections)."""
 
-    @property
-    def sync(self) -> AgentRecorder:
-        """The sync recorder this one awaits the twin of."""
-        ...
+    sync: AgentRecorder
 
+    @abstractmethod
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
+    ) -> Sequence[int] | None: ...
+
+    @abstractmethod
+    async def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows: ...
+
+    @abstractmethod
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None: ...
+
+    @abstractmethod
     async def select_page(
         self,
         originator_id: UUID,
@@ -46,10 +67,39 @@ class AsyncRecorder(Protocol):
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]: ...
 
+    @abstractmethod
     async def max_version(self, originator_id: UUID) -> int | None: ...
 
-    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+    @abstractmethod
+    async def insert_snapshot(
+        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
+    ) -> bool: ...
 
+    @abstractmethod
+    async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]: ...
+
+    @abstractmethod
+    async def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int: ...
+
+    @abstractmethod
+    async def originator_ids(
+        self, *, after: UUID | None = None, limit: int = 1000
+    ) -> Sequence[UUID]: ...
+
+    @abstractmethod
+    async def save_committed(self, save_id: UUID) -> bool: ...
+
+    @abstractmethod
+    async def max_notification_id(self) -> int | None: ...
+
+    @abstractmethod
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(*args)`` where this backend runs blocking work (the key store's,
+        the sync recorder's), off the event loop."""
+
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -71,15 +121,41 @@ class SQLiteThreads:
         self._executor.shutdown(wait=True)
 
 
-class ThreadedRecorder:
-    """An :class:`AsyncRecorder` that runs a sync recorder on :class:`SQLiteThreads`."""
+class ThreadedRecorder(AsyncAgentRecorder):
+    """An :class:`AsyncAgentRecorder` that runs a sync recorder on :class:`SQLiteThreads`."""
 
     def __init__(self, sync: AgentRecorder, threads: SQLiteThreads) -> None:
         self.sync = sync
         self.threads = threads
 
-    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await self.threads.run(func, *args, **kwargs)
+    async def insert_events(
+        self,
+        stored_events: Sequence[StoredEvent],
+        *,
+        snapshots: Sequence[StoredSnapshot] = (),
+        keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
+    ) -> Sequence[int] | None:
+        return await self.threads.run(
+            self.sync.insert_events, stored_events, snapshots=snapshots,
+            keep_snapshots=keep_snapshots, save_id=save_id,
+        )  # fmt: skip
+
+    async def select_for_load(
+        self,
+        originator_id: UUID,
+        *,
+        lte: int | None = None,
+        recent: int = 0,
+        snapshot_lte: int | None = None,
+    ) -> LoadRows:
+        return await self.threads.run(
+            self.sync.select_for_load, originator_id, lte=lte, recent=recent,
+            snapshot_lte=snapshot_lte,
+        )  # fmt: skip
+
+    async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
+        return await self.threads.run(self.sync.select_snapshot, originator_id, lte=lte)
 
     async def select_page(
         self,
@@ -99,5 +175,40 @@ class ThreadedRecorder:
     async def max_version(self, originator_id: UUID) -> int | None:
         return await self.threads.run(self.sync.max_version, originator_id)
 
+    async def insert_snapshot(
+        self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
+    ) -> bool:
+        return await self.threads.run(
+            self.sync.insert_snapshot, snapshot, keep_snapshots=keep_snapshots
+        )
+
+    async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
+        return await self.threads.run(self.sync.select_snapshot_infos, originator_id)
+
+    async def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int:
+        return await self.threads.run(
+            self.sync.delete_snapshots, originator_id, keep=keep, versions=versions
+        )
+
+    async def originator_ids(
+        self, *, after: UUID | None = None, limit: int = 1000
+    ) -> Sequence[UUID]:
+        return await self.threads.run(self.sync.originator_ids, after=after, limit=limit)
+
+    async def save_committed(self, save_id: UUID) -> bool:
+        return await self.threads.run(self.sync.save_committed, save_id)
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return await self.threads.run(func, *args)
+
+    async def max_notification_id(self) -> int | None:
+        return await self.threads.run(self.sync.max_notification_id)
+
     async def close(self) -> None:
-        """Nothing of its own: the store closes the sync recorder on the thread."""
+        """Close the sync recorder on one of the threads, then the threads."""
+        try:
+            await self.threads.run(self.sync.close)
+        finally:
+            self.threads.shutdown()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 
 from eventsourcing.persistence import PersistenceError
 
 from snaptail.infrastructure import sqlite_files
+from snaptail.infrastructure.async_recorder import (
+    AsyncAgentRecorder,
+    SQLiteThreads,
+    ThreadedRecorder,
+)
 from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.infrastructure.sqlite import SnaptailSQLiteDatastore, SQLiteAgentRecorder
 from snaptail.infrastructure.urls import (
@@ -15,7 +21,12 @@ from snaptail.infrastructure.urls import (
     TUNABLE,
     is_postgres_url,
     parse_sqlite_url,
+    sqlite_path,
 )
+
+# Threads of an async store on a SQLite file (one for an in-memory database, which is
+# one connection's).
+SQLITE_THREADS = 8
 
 
 def open_recorder(url: str, **options: object) -> AgentRecorder:
@@ -78,6 +89,29 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
     raise ValueError(
         f"unsupported database URL {url!r}: use sqlite:///FILE, :memory: or postgresql://..."
     )
+
+
+async def open_async_recorder(url: str, **options: object) -> AsyncAgentRecorder:
+    """Open (and create the tables of) the async recorder for ``url``: SQLite's runs
+    the sync recorder on threads of its own, PostgreSQL's is native."""
+    path = sqlite_path(url)
+    if path is not None:
+        threads = SQLiteThreads(1 if path == ":memory:" else SQLITE_THREADS)
+        try:
+            sync = await threads.run(open_recorder, url, **options)
+        except BaseException:
+            threads.shutdown()
+            raise
+        return ThreadedRecorder(sync, threads)
+    from snaptail.infrastructure.postgres import open_postgres
+    from snaptail.infrastructure.postgres_async import AsyncPostgresRecorder
+
+    recorder = await asyncio.to_thread(open_postgres, url, **options)
+    try:
+        return await AsyncPostgresRecorder.open(recorder)
+    except BaseException:
+        await asyncio.to_thread(recorder.close)
+        raise
 
 
 def _lock_timeout(value: object) -> int:

@@ -28,21 +28,21 @@ import psycopg
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
-    InterfaceError,
     Notification,
-    OperationalError,
     StoredEvent,
     Subscription,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from snaptail.errors import DatabaseUnreachable, SchemaOutdated
+from snaptail.infrastructure import sql
+from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres_pool import ExplainingDatastore
 from snaptail.infrastructure.recorder import (
+    SAVES_TABLE,
     SNAPSHOTS_TABLE,
     START,
     AgentRecorder,
@@ -60,6 +60,7 @@ from snaptail.infrastructure.subscription import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_POLL_INTERVAL,
     CommitSignal,
+    EventsWaiter,
     PagedSubscription,
 )
 from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse_postgres_url
@@ -110,6 +111,8 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         # Called inside each save's transaction, after its rows are written and
         # before it commits (tests use it to hold transactions open).
         self.in_transaction_hook: Callable[[], None] | None = None
+        # The pool's client-side deadline on replies (urls.PostgresOptions.read_timeout).
+        self.read_timeout = 0.0
         schema = Identifier(datastore.schema)
         ev = SQL("{}.{}").format(schema, Identifier(events_table_name))
         sn = SQL("{}.{}").format(schema, Identifier(snapshots_table_name))
@@ -139,11 +142,15 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         )
         self._notify_statement = SQL("NOTIFY {}").format(Identifier(self.channel_name))
         self._notifier: _Notifier | None = None
-        self._sql_insert_events = SQL(
-            "INSERT INTO {} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
-            "RETURNING notification_id"
-        ).format(ev, Identifier(datastore.originator_id_type)).as_bytes(None)
+        self._sql_insert_events = (
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "SELECT * FROM unnest(%b::{}[], %b::bigint[], %b::text[], %b::bytea[]) "
+                "RETURNING notification_id"
+            )
+            .format(ev, Identifier(datastore.originator_id_type))
+            .as_bytes(None)
+        )
         row = SQL("(%b::{}, %b::bigint, %b::text, %b::bytea)").format(
             Identifier(datastore.originator_id_type)
         )
@@ -151,7 +158,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             SQL(
                 "INSERT INTO {} (originator_id, originator_version, topic, state) VALUES {} "
                 "RETURNING notification_id"
-            ).format(ev, SQL(", ").join([row] * n)).as_bytes(None)
+            )
+            .format(ev, SQL(", ").join([row] * n))
+            .as_bytes(None)
             for n in range(1, SMALL_INSERT + 1)
         ]
         self._select_after_queries: dict[str, bytes] = {}
@@ -171,19 +180,27 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 "state bytea NOT NULL, PRIMARY KEY (originator_id, originator_version))"
             ).format(sn)
         )
+        saves = SQL("{}.{}").format(schema, Identifier(SAVES_TABLE))
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} (save_id uuid PRIMARY KEY, "
+                "originator_id uuid NOT NULL, originator_version bigint NOT NULL)"
+            ).format(saves)
+        )
+        # A save's id goes in with its events: one statement (a data-modifying WITH).
+        self._sql_save_prefix = (
+            SQL("WITH saved AS (INSERT INTO {} VALUES (%b::uuid, %b::uuid, %b::bigint)) ")
+            .format(saves)
+            .as_bytes(None)
+        )
+        self.sql_save_committed = SQL("SELECT 1 AS found FROM {} WHERE save_id = %s").format(saves)
+        self._saves_table = f"{datastore.schema}.{SAVES_TABLE}"
         self._sql_insert_snapshot = SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
             "checksum, state) VALUES (%s, %s, %s, %s, %s, %s)"
         ).format(sn)
-        # Retention: the newest K snapshots, and the newest of each of the last two
-        # fingerprints (so the previous code version keeps one of its own).
-        self._sql_prune = SQL(
-            "DELETE FROM {sn} WHERE originator_id = %s AND originator_version < ("
-            "SELECT originator_version FROM {sn} WHERE originator_id = %s "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET %s) "
-            "AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
-            "WHERE originator_id = %s GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
-        ).format(sn=sn)
+        # The statements SQLite says alike (snaptail.infrastructure.sql).
+        self._sql_prune = _sql(sql.prune_snapshots(sql.POSTGRES)).format(sn=sn)
         self._sql_delete_all_snapshots = SQL("DELETE FROM {} WHERE originator_id = %s").format(sn)
         self._sql_delete_snapshot_versions = SQL(
             "DELETE FROM {} WHERE originator_id = %s AND originator_version = ANY(%s)"
@@ -191,23 +208,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self._sql_count_snapshots = SQL(
             "SELECT COUNT(*) AS n FROM {} WHERE originator_id = %s"
         ).format(sn)
-        self._sql_select_snapshot = SQL(
-            "SELECT originator_version, topic, fingerprint, checksum, state FROM {} "
-            "WHERE originator_id = %s AND originator_version <= %s "
-            "ORDER BY originator_version DESC LIMIT 1"
-        ).format(sn)
-        # LEAST ignores NULL: with no events at or below the bound the tail is empty.
-        self._sql_select_tail = SQL(
-            "SELECT originator_version, topic, state FROM {ev} "
-            "WHERE originator_id = %s AND originator_version <= %s "
-            "AND originator_version > LEAST(%s, (SELECT MAX(originator_version) FROM {ev} "
-            "WHERE originator_id = %s AND originator_version <= %s) - %s) "
-            "ORDER BY originator_version"
-        ).format(ev=ev)
-        self._sql_select_page = SQL(
-            "SELECT originator_version, topic, state FROM {} WHERE originator_id = %s"
-        ).format(ev)
-        self._sql_max_version = SQL(
+        self.sql_select_snapshot = _sql(sql.select_snapshot(sql.POSTGRES)).format(sn=sn)
+        self.sql_select_tail = _sql(sql.select_tail(sql.POSTGRES)).format(ev=ev)
+        self.sql_max_version = SQL(
             "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
         ).format(ev)
         self._sql_snapshot_infos = SQL(
@@ -226,6 +229,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             "SELECT id FROM ids WHERE id IS NOT NULL LIMIT %s"
         )
         self._events_table = ev
+        self._page_queries: dict[tuple[bool, bool, bool, bool], Composed] = {}
 
     # -- tables ---------------------------------------------------------------------
 
@@ -268,11 +272,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ``CREATE INDEX IF NOT EXISTS`` locks the table even when the index exists,
         and would deadlock with a partition index being built ``CONCURRENTLY``.
         """
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         schema = self.datastore.schema
         with psycopg.connect(autocommit=True, **kwargs) as conn:
-            if self._index_exists(conn, self.transaction_index_name):
+            if self._index_exists(conn, self.transaction_index_name) and conn.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (self._saves_table,)
+            ).fetchone() == (True,):
                 self.datastore.register_type_adapters()
                 return
             conn.execute("SELECT pg_advisory_lock(%s)", (CREATE_TABLES_LOCK,))
@@ -301,8 +306,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         older writers and workers first: they assume the table lock.
         """
         steps: list[str] = []
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         table = SQL("{}.{}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
@@ -315,9 +319,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 if not self.has_transaction_column(conn):
                     with conn.transaction():
                         conn.execute(
-                            SQL(
-                                "ALTER TABLE {} ADD COLUMN {} xid8 NOT NULL DEFAULT '0'"
-                            ).format(table, column)
+                            SQL("ALTER TABLE {} ADD COLUMN {} xid8 NOT NULL DEFAULT '0'").format(
+                                table, column
+                            )
                         )
                         conn.execute(
                             SQL(
@@ -340,8 +344,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         projection split ``count`` ways read only their own slice's rows: on
         (partition key modulo ``count``, transaction id, notification id). Returns
         True if it was built now. Writers then maintain one more index."""
-        kwargs = dict(_connect_kwargs(self.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(self.datastore)
         name = f"{self.events_table_name}_part{count}_idx"
         statement = SQL(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.{} "
@@ -360,9 +363,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         transaction (a ``CREATE INDEX CONCURRENTLY`` waits for every older
         transaction, and one blocked on a lock its builder holds would never end).
         """
-        while not conn.execute(
-            "SELECT pg_try_advisory_lock(%s)", (INDEX_BUILD_LOCK,)
-        ).fetchone()[0]:  # type: ignore[index]
+        while not conn.execute("SELECT pg_try_advisory_lock(%s)", (INDEX_BUILD_LOCK,)).fetchone()[
+            0
+        ]:  # type: ignore[index]
             threading.Event().wait(0.1)
         try:
             return self._build_index_locked(conn, name, statement)
@@ -394,6 +397,18 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         conn.execute(statement)
         return True
 
+    def max_notification_id(self) -> int | None:
+        """The newest notification id (``eventsourcing``'s query, without its own
+        retries: callers follow snaptail's retry policy)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.max_notification_id_statement)
+            row = curs.fetchone()
+        return None if row is None else row["max"]
+
+    def new_events_waiter(self) -> EventsWaiter:
+        """LISTENs on the events table's channel (saves NOTIFY it after they commit)."""
+        return PostgresWaiter(plain_connect_kwargs(self.datastore), self.channel_name)
+
     def close(self) -> None:
         """Close the connection pool (and the notifier's connection)."""
         if self._notifier is not None:
@@ -408,27 +423,35 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         ids: Sequence[int] | None = self._insert_events_and_snapshots(
-            stored_events, snapshots, keep_snapshots
+            stored_events, snapshots, keep_snapshots, save_id
         )
         if stored_events:
             self.notify_after_commit()
         return ids
 
     def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Sequence[StoredEvent],
+        save_id: UUID | None = None,
+        **kwargs: Any,
     ) -> None:
         """Insert; unlike ``eventsourcing``, take no table lock (readers order rows by
         transaction id instead, see the module docstring) and do not NOTIFY inside
         the transaction (see :meth:`notify_after_commit`)."""
-        for statement, params in self.insert_writes(stored_events):
+        for statement, params in self.insert_writes(stored_events, save_id):
             curs.execute(statement, params, prepare=True)
 
-    def insert_writes(self, stored_events: Sequence[StoredEvent]) -> list[tuple[Any, Any]]:
-        """The statements (and parameters) that insert ``stored_events`` inside a save's
-        transaction; the async recorder sends the same ones."""
+    def insert_writes(
+        self, stored_events: Sequence[StoredEvent], save_id: UUID | None = None
+    ) -> list[tuple[Any, Any]]:
+        """The statements (and parameters) that insert ``stored_events`` (and the row
+        of ``save_id``) inside a save's transaction; the async recorder sends the same
+        ones."""
         writes: list[tuple[Any, Any]] = []
         if self.datastore.lock_timeout:
             # Bounds the wait for a concurrent writer of the same agent and version.
@@ -449,38 +472,48 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                 [e.state for e in stored_events],
             ]
             writes.append((self._sql_insert_events, arrays))
+        if save_id is not None:
+            statement, params = writes[-1]
+            first = stored_events[0]
+            writes[-1] = (
+                self._sql_save_prefix + statement,
+                [save_id, first.originator_id, first.originator_version, *params],
+            )
         return writes
 
     def notify_after_commit(self) -> None:
         """Wake listeners once a save has committed (see :class:`_Notifier`)."""
         if self._notifier is None:
-            kwargs = dict(_connect_kwargs(self.datastore))
-            kwargs.pop("row_factory", None)
+            kwargs = plain_connect_kwargs(self.datastore)
             self._notifier = _Notifier(kwargs, self._notify_statement)
         self._notifier.poke()
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def _insert_events_and_snapshots(
         self,
         stored_events: Sequence[StoredEvent],
         snapshots: Sequence[StoredSnapshot],
         keep_snapshots: int | None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
+        # Not retried here: a save's retries follow the store's retry policy, which
+        # knows the ambiguous-commit rule (snaptail.application.retry).
         if not snapshots and not self.datastore.lock_timeout and stored_events:
-            return self._insert_events_only(stored_events)
-        return self._insert_pipelined(stored_events, snapshots, keep_snapshots)
+            return self._insert_events_only(stored_events, save_id)
+        return self._insert_pipelined(stored_events, snapshots, keep_snapshots, save_id)
 
-    def _insert_events_only(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+    def _insert_events_only(
+        self, stored_events: Sequence[StoredEvent], save_id: UUID | None = None
+    ) -> list[int]:
         """Most saves: one INSERT statement, its own transaction (one round trip)."""
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row) as curs,
         ):
             if self.in_transaction_hook is None:
-                self._insert_stored_events(curs, stored_events)  # type: ignore[arg-type]
+                self._insert_stored_events(curs, stored_events, save_id)  # type: ignore[arg-type]
                 return [row[0] for row in curs.fetchall()]
             with conn.transaction():  # the same statement, held open by the hook
-                self._insert_stored_events(curs, stored_events)  # type: ignore[arg-type]
+                self._insert_stored_events(curs, stored_events, save_id)  # type: ignore[arg-type]
                 ids = [row[0] for row in curs.fetchall()]
                 self.in_transaction_hook()
             return ids
@@ -490,6 +523,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         stored_events: Sequence[StoredEvent],
         snapshots: Sequence[StoredSnapshot],
         keep_snapshots: int | None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
         # Pipelined, as eventsourcing's own insert: every statement goes out in one
         # round trip; an error is kept until the pipeline has closed (so psycopg
@@ -505,7 +539,7 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             ):
                 try:
                     if stored_events:
-                        self._insert_stored_events(events_curs, stored_events)
+                        self._insert_stored_events(events_curs, stored_events, save_id)
                     for snapshot in snapshots:
                         self._write_snapshot(snapshots_curs, snapshot, keep_snapshots)
                     pipeline.sync()
@@ -548,7 +582,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             writes.append((self._sql_prune, (key, key, max(keep, 1) - 1, key)))
         return writes
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_snapshot(self, snapshot: StoredSnapshot, *, keep_snapshots: int | None) -> bool:
         try:
             with self.datastore.transaction(commit=True) as curs:
@@ -557,7 +590,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             return False
         return True
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def delete_snapshots(
         self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
     ) -> int:
@@ -574,7 +606,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     # -- reading --------------------------------------------------------------------
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_for_load(
         self,
         originator_id: UUID,
@@ -595,19 +626,18 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ):
             snapshot = None
             if snap_upper > 0:
-                curs.execute(self._sql_select_snapshot, (originator_id, snap_upper), prepare=True)
+                curs.execute(self.sql_select_snapshot, (originator_id, snap_upper), prepare=True)
                 row = curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             curs.execute(
-                self._sql_select_tail,
+                self.sql_select_tail,
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
             events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
@@ -616,11 +646,10 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            curs.execute(self._sql_select_snapshot, (originator_id, lte), prepare=True)
+            curs.execute(self.sql_select_snapshot, (originator_id, lte), prepare=True)
             row = curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_page(
         self,
         originator_id: UUID,
@@ -649,32 +678,34 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         topics: Sequence[str],
     ) -> tuple[Composed, list[Any]]:
         """The statement and parameters of :meth:`select_page`."""
-        statement: Composed = self._sql_select_page
+        shape = (gt is not None, lt is not None, bool(topics), desc)
+        statement = self._page_queries.get(shape)
+        if statement is None:
+            text = sql.select_page(
+                sql.POSTGRES, gt=shape[0], lt=shape[1], topics=int(shape[2]), desc=desc
+            )
+            statement = self._page_queries[shape] = _sql(text).format(ev=self._events_table)
         params: list[Any] = [originator_id]
         if gt is not None:
-            statement += SQL(" AND originator_version > %s")
             params.append(gt)
         if lt is not None:
-            statement += SQL(" AND originator_version < %s")
             params.append(lt)
         if topics:
-            statement += SQL(" AND topic = ANY(%s)")
             params.append(list(topics))
-        statement += SQL(" ORDER BY originator_version")
-        if desc:
-            statement += SQL(" DESC")
-        statement += SQL(" LIMIT %s")
         params.append(limit)
         return statement, params
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def max_version(self, originator_id: UUID) -> int | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            row = curs.execute(self._sql_max_version, (originator_id,), prepare=True).fetchone()
+            row = curs.execute(self.sql_max_version, (originator_id,), prepare=True).fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def save_committed(self, save_id: UUID) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self.sql_save_committed, (save_id,), prepare=True)
+            return curs.fetchone() is not None
+
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             rows = curs.execute(self._sql_snapshot_infos, (originator_id,)).fetchall()
@@ -682,7 +713,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             SnapshotInfo(row["originator_version"], row["fingerprint"], row["size"]) for row in rows
         ]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
         # ">=" the nil UUID includes every id; ">" a given id starts after it.
         op = SQL(">") if after is not None else SQL(">=")
@@ -694,7 +724,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
 
     # -- gap-free reading -----------------------------------------------------------
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_after(
         self,
         position: Position,
@@ -739,11 +768,9 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             curs.execute(query, params, prepare=True)
             rows = curs.fetchall()
         return [
-            PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1])
-            for row in rows
+            PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1]) for row in rows
         ]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def position_of(self, notification_id: int | None) -> Position:
         """The position just after notification ``notification_id`` (or the nearest
         lower id present): where a reader that has seen it continues."""
@@ -765,7 +792,6 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         """Notifications after notification ``gt`` in gap-free order (see
         :class:`PostgresSubscription`)."""
         return PostgresSubscription(self, gt, topics, poll_interval=poll_interval)
-
 
 
 class _Notifier:
@@ -852,8 +878,7 @@ class PostgresSubscription(PagedSubscription):
         )
         self._pg = recorder
         self._position = recorder.position_of(gt)
-        kwargs = dict(_connect_kwargs(recorder.datastore))
-        kwargs.pop("row_factory", None)
+        kwargs = plain_connect_kwargs(recorder.datastore)
         self._listener = psycopg.connect(autocommit=True, **kwargs)
         self._listener.execute(SQL("LISTEN {}").format(Identifier(recorder.channel_name)))
         self._thread = threading.Thread(target=self._listen, daemon=True)
@@ -885,6 +910,34 @@ class PostgresSubscription(PagedSubscription):
             self._thread.join()
 
 
+class PostgresWaiter(EventsWaiter):
+    """Woken by the NOTIFY of a committed save, on a LISTEN connection of its own."""
+
+    def __init__(self, connect_kwargs: Mapping[str, Any], channel: str) -> None:
+        self._kwargs, self._channel = dict(connect_kwargs), channel
+        self._conn = self._listen()
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(autocommit=True, **self._kwargs)
+        conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
+        return conn
+
+    @property
+    def broken(self) -> bool:  # type: ignore[override]
+        return bool(self._conn.broken or self._conn.closed)
+
+    def reconnect(self) -> None:
+        self._conn.close()
+        self._conn = self._listen()
+
+    def wait(self, mark: int, timeout: float) -> None:
+        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
     """The upper version bounds of a load's events and of its snapshot."""
     upper = lte if lte is not None else NO_LIMIT
@@ -910,6 +963,22 @@ def _connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
     """The pool's keyword arguments for ``psycopg.connect`` (the live dict)."""
     kwargs = datastore.pool.kwargs
     assert isinstance(kwargs, dict)
+    return kwargs
+
+
+def _sql(text: str) -> SQL:
+    """A statement of snaptail.infrastructure.sql (built from literals only)."""
+    return SQL(text)  # type: ignore[arg-type]
+
+
+def plain_connect_kwargs(datastore: PostgresDatastore) -> dict[str, Any]:
+    """``psycopg.connect`` keywords for a connection of the recorder's own beside the
+    pool (tables, index builds, NOTIFY, LISTEN): the pool's settings, tuple rows, and
+    no statement timeout (an index build may take long)."""
+    kwargs = dict(_connect_kwargs(datastore))
+    kwargs.pop("row_factory", None)
+    if "options" in kwargs:
+        kwargs["options"] += " -c statement_timeout=0"
     return kwargs
 
 
@@ -963,20 +1032,26 @@ def _new_recorder(url: str, options: Mapping[str, object]) -> PostgresAgentRecor
         connect_timeout=settings.pool_timeout,  # eventsourcing: the pool's wait
         lock_timeout=settings.lock_timeout,
         schema=settings.schema,
+        idle_in_transaction_session_timeout=settings.idle_in_transaction_timeout,
     )
     datastore.settings = settings
     # The pool connects with exactly the URL's parameters: what it leaves out, libpq
-    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five).
+    # takes from PGUSER, PGHOST... and its defaults (eventsourcing passes all five);
+    # plus the limits of urls.PostgresOptions (TCP, statement, read deadline).
     kwargs = _connect_kwargs(datastore)
     for name in ("host", "port", "user", "password"):
         kwargs.pop(name, None)
-    kwargs.update(conninfo)
-    kwargs["connect_timeout"] = settings.connect_timeout
+    args = settings.connect_args()
+    args["options"] += "".join(f" -c {k}={v}" for k, v in settings.session_settings().items())
+    kwargs.update(args)
+    datastore.pool.connection_class = with_deadline(settings.read_timeout)[0]
     try:
-        return PostgresAgentRecorder(datastore)
+        recorder = PostgresAgentRecorder(datastore)
     except BaseException:
         datastore.close()
         raise
+    recorder.read_timeout = settings.read_timeout
+    return recorder
 
 
 def _probe(settings: PostgresOptions) -> None:
@@ -1000,6 +1075,7 @@ def settings_of(recorder: PostgresAgentRecorder) -> Mapping[str, object]:
         "pool_timeout": pool.timeout,
         "connect_timeout": _connect_kwargs(recorder.datastore).get("connect_timeout"),
         "lock_timeout": recorder.datastore.lock_timeout,
+        "read_timeout": recorder.read_timeout,
     }
 
 

@@ -10,8 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -34,6 +33,8 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.types.composite import register_composite
 from psycopg_pool import AsyncConnectionPool
 
+from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
+from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     _connect_kwargs,
@@ -43,6 +44,7 @@ from snaptail.infrastructure.postgres import (
 from snaptail.infrastructure.recorder import (
     EventRow,
     LoadRows,
+    SnapshotInfo,
     StoredSnapshot,
     snapshot_from_row,
     stored_events,
@@ -64,31 +66,13 @@ _ERRORS: tuple[tuple[type[psycopg.Error], type[PersistenceError]], ...] = (
     (psycopg.Error, PersistenceError),
 )
 
-RETRY_ATTEMPTS = 10
-RETRY_WAIT = 0.2
 
+class AsyncPostgresRecorder(AsyncAgentRecorder):
+    """An ``AsyncAgentRecorder`` for PostgreSQL: the sync recorder's SQL, awaited.
+    (Listing and pruning snapshots and paging agent ids, rare calls, run the sync
+    recorder on a worker thread.)"""
 
-def _retry(
-    func: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Retry on connection errors, as the sync recorder's ``@retry`` does."""
-
-    @functools.wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                return await func(*args, **kwargs)
-            except (InterfaceError, OperationalError):
-                if attempt == RETRY_ATTEMPTS:
-                    raise
-                await asyncio.sleep(RETRY_WAIT)
-        raise AssertionError("unreachable")
-
-    return wrapper
-
-
-class AsyncPostgresRecorder:
-    """An ``AsyncRecorder`` for PostgreSQL: the sync recorder's SQL, awaited."""
+    sync: PostgresAgentRecorder
 
     def __init__(self, sync: PostgresAgentRecorder, pool: AsyncConnectionPool[Any]) -> None:
         self.sync = sync
@@ -107,7 +91,7 @@ class AsyncPostgresRecorder:
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             kwargs=dict(_connect_kwargs(sync.datastore)),
-            connection_class=AsyncConnection[DictRow],
+            connection_class=with_deadline(sync.read_timeout)[1],
             min_size=sync_pool.min_size,
             max_size=sync_pool.max_size,
             timeout=sync_pool.timeout,
@@ -128,23 +112,21 @@ class AsyncPostgresRecorder:
                     raise ours(str(exc)) from exc
             raise
 
-    async def run_sync(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(func, *args, **kwargs)
-
     async def close(self) -> None:
         await self.pool.close()
         await asyncio.to_thread(self.sync.close)
 
     # -- writing --------------------------------------------------------------------
 
-    @_retry
     async def insert_events(
         self,
         stored_events: Sequence[StoredEvent],
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
     ) -> Sequence[int] | None:
+        # Not retried here: see the sync recorder's _insert_events_and_snapshots.
         sync = self.sync
         ids: list[int] = []
         # Pipelined as the sync path: one round trip. As the sync path: no table lock,
@@ -161,7 +143,7 @@ class AsyncPostgresRecorder:
             conn.cursor() as snapshots_curs,
         ):
             if stored_events:
-                for statement, params in sync.insert_writes(stored_events):
+                for statement, params in sync.insert_writes(stored_events, save_id):
                     await events_curs.execute(statement, params, prepare=True)
             for snapshot in snapshots:
                 for statement, params in sync.snapshot_writes(snapshot, keep_snapshots):
@@ -173,7 +155,6 @@ class AsyncPostgresRecorder:
             sync.notify_after_commit()
         return ids
 
-    @_retry
     async def insert_snapshot(
         self, snapshot: StoredSnapshot, *, keep_snapshots: int | None
     ) -> bool:
@@ -187,7 +168,6 @@ class AsyncPostgresRecorder:
 
     # -- reading --------------------------------------------------------------------
 
-    @_retry
     async def select_for_load(
         self,
         originator_id: UUID,
@@ -209,20 +189,19 @@ class AsyncPostgresRecorder:
             snapshot = None
             if snap_upper > 0:
                 await curs.execute(
-                    sync._sql_select_snapshot, (originator_id, snap_upper), prepare=True
+                    sync.sql_select_snapshot, (originator_id, snap_upper), prepare=True
                 )
                 row = await curs.fetchone()
                 if row is not None:
                     snapshot = snapshot_from_row(originator_id, row)
             await curs.execute(
-                sync._sql_select_tail,
+                sync.sql_select_tail,
                 tail_params(originator_id, upper, snapshot, recent),
                 prepare=True,
             )
             events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
-    @_retry
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
             return None
@@ -230,11 +209,10 @@ class AsyncPostgresRecorder:
             self._connection() as conn,
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            await curs.execute(self.sync._sql_select_snapshot, (originator_id, lte), prepare=True)
+            await curs.execute(self.sync.sql_select_snapshot, (originator_id, lte), prepare=True)
             row = await curs.fetchone()
         return None if row is None else snapshot_from_row(originator_id, row)
 
-    @_retry
     async def select_page(
         self,
         originator_id: UUID,
@@ -253,10 +231,35 @@ class AsyncPostgresRecorder:
             await curs.execute(statement, params, prepare=True)
             return stored_events(originator_id, await curs.fetchall())
 
-    @_retry
     async def max_version(self, originator_id: UUID) -> int | None:
         async with self._connection() as conn, conn.cursor() as curs:
-            await curs.execute(self.sync._sql_max_version, (originator_id,), prepare=True)
+            await curs.execute(self.sync.sql_max_version, (originator_id,), prepare=True)
             row = await curs.fetchone()
         value = None if row is None else row["v"]
         return None if value is None else int(value)
+
+    async def save_committed(self, save_id: UUID) -> bool:
+        async with self._connection() as conn, conn.cursor() as curs:
+            await curs.execute(self.sync.sql_save_committed, (save_id,), prepare=True)
+            return await curs.fetchone() is not None
+
+    async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
+        return await asyncio.to_thread(self.sync.select_snapshot_infos, originator_id)
+
+    async def delete_snapshots(
+        self, originator_id: UUID, *, keep: int, versions: Sequence[int] = ()
+    ) -> int:
+        return await asyncio.to_thread(
+            self.sync.delete_snapshots, originator_id, keep=keep, versions=versions
+        )
+
+    async def originator_ids(
+        self, *, after: UUID | None = None, limit: int = 1000
+    ) -> Sequence[UUID]:
+        return await asyncio.to_thread(self.sync.originator_ids, after=after, limit=limit)
+
+    async def max_notification_id(self) -> int | None:
+        return await asyncio.to_thread(self.sync.max_notification_id)
+
+    async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(func, *args)

@@ -10,6 +10,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder, Notification, StoredEvent
 
+from snaptail.infrastructure.subscription import EventsWaiter
+
 
 class Position(NamedTuple):
     """Where a reader of the event log stands: (transaction id, notification id).
@@ -65,9 +67,7 @@ class Partition:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.count:
-            raise ValueError(
-                f"partition {self.index} of {self.count}: need 0 <= index < count"
-            )
+            raise ValueError(f"partition {self.index} of {self.count}: need 0 <= index < count")
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
@@ -75,8 +75,12 @@ class Partition:
     def owns(self, agent_id: UUID) -> bool:
         return partition_key(agent_id) % self.count == self.index
 
-# The table snaptail adds beside eventsourcing's ``stored_events``, on every backend.
+
+# The tables snaptail adds beside eventsourcing's ``stored_events``, on every backend.
 SNAPSHOTS_TABLE = "snaptail_snapshots"
+# One row per save: its id, written in the save's own transaction (see
+# snaptail.application.retry: a save whose reply was lost is looked up by it).
+SAVES_TABLE = "snaptail_saves"
 
 
 class StoredSnapshot(NamedTuple):
@@ -145,12 +149,22 @@ class AgentRecorder(ApplicationRecorder):
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         """Insert events (and snapshots, pruning older ones of the same agents down
         to ``keep_snapshots`` plus the newest of each of the last two fingerprints)
-        in one transaction. A version conflict raises
+        in one transaction, with ``save_id`` (if given) in the saves table. A version
+        conflict (or a save id stored before) raises
         ``eventsourcing.persistence.IntegrityError`` and writes nothing."""
+
+    @abstractmethod
+    def save_committed(self, save_id: UUID) -> bool:
+        """Whether a save with ``save_id`` committed (its row is in the saves table)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the recorder's connections; idempotent."""
 
     @abstractmethod
     def select_for_load(
@@ -206,3 +220,24 @@ class AgentRecorder(ApplicationRecorder):
     @abstractmethod
     def originator_ids(self, *, after: UUID | None = None, limit: int = 1000) -> Sequence[UUID]:
         """Agent ids that have snapshots or events, in id order, paged."""
+
+    @abstractmethod
+    def select_after(
+        self,
+        position: Position,
+        limit: int,
+        *,
+        topics: Sequence[str] = (),
+        partition: Partition | None = None,
+    ) -> list[PositionedNotification]:
+        """Up to ``limit`` events after ``position``, in position order (of the
+        ``partition``'s agents only, if given): what a projection worker reads. Never
+        returns an event a later read could find before one it returned."""
+
+    @abstractmethod
+    def ensure_partition_index(self, count: int) -> bool:
+        """Prepare reads of ``count`` partitions (True if something was built now)."""
+
+    @abstractmethod
+    def new_events_waiter(self) -> EventsWaiter:
+        """What a reader waits on for new events (see ``EventsWaiter``)."""

@@ -25,10 +25,15 @@ from eventsourcing.sqlite import (
 )
 
 from snaptail.errors import DatabaseUnusable, LockTimeout
+from snaptail.infrastructure import sql
 from snaptail.infrastructure.recorder import (
+    SAVES_TABLE,
     SNAPSHOTS_TABLE,
     AgentRecorder,
     LoadRows,
+    Partition,
+    Position,
+    PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
     snapshot_from_row,
@@ -36,7 +41,9 @@ from snaptail.infrastructure.recorder import (
 )
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
+    EventsWaiter,
     SQLiteSubscription,
+    SQLiteWaiter,
     commit_signal,
 )
 
@@ -139,30 +146,22 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             None if datastore.pool.is_sqlite_memory_mode else []
         )
         self._closed = False
+        # Agent ids by their text (select_after converts each once: building a UUID
+        # per row was a quarter of a projection catch-up's time).
+        self._ids: dict[str, UUID] = {}
         ev, sn = self.events_table_name, self.snapshots_table_name
+        self._select_after = (
+            f"SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {ev} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
         self._insert_many = f"INSERT INTO {ev} VALUES (?,?,?,?)"
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
-        # Retention: the newest K snapshots, and the newest of each of the last two
-        # fingerprints (so the previous code version keeps one of its own).
-        self._prune = (
-            f"DELETE FROM {sn} WHERE originator_id=? AND originator_version < ("
-            f"SELECT originator_version FROM {sn} WHERE originator_id=? "
-            "ORDER BY originator_version DESC LIMIT 1 OFFSET ?) "
-            f"AND originator_version NOT IN (SELECT MAX(originator_version) FROM {sn} "
-            "WHERE originator_id=? GROUP BY fingerprint ORDER BY 1 DESC LIMIT 2)"
-        )
-        self._select_snapshot = (
-            f"SELECT originator_version, topic, fingerprint, checksum, state FROM {sn} "
-            "WHERE originator_id=? AND originator_version<=? "
-            "ORDER BY originator_version DESC LIMIT 1"
-        )
-        self._select_tail = (
-            f"SELECT originator_version, topic, state FROM {ev} "
-            "WHERE originator_id=? AND originator_version<=? AND originator_version > MIN(?, "
-            f"(SELECT MAX(originator_version) FROM {ev} "
-            "WHERE originator_id=? AND originator_version<=?) - ?) "
-            "ORDER BY originator_version"
-        )
+        self._insert_save = f"INSERT INTO {SAVES_TABLE} VALUES (?,?,?)"
+        self._select_save = f"SELECT 1 FROM {SAVES_TABLE} WHERE save_id=?"
+        # The statements PostgreSQL says alike (snaptail.infrastructure.sql).
+        self._prune = sql.prune_snapshots(sql.SQLITE).format(sn=sn)
+        self._select_snapshot = sql.select_snapshot(sql.SQLITE).format(sn=sn)
+        self._select_tail = sql.select_tail(sql.SQLITE).format(ev=ev)
 
     def construct_create_table_statements(self) -> list[str]:
         statements = super().construct_create_table_statements()
@@ -171,6 +170,11 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
             "originator_id TEXT, originator_version INTEGER, topic TEXT, "
             "fingerprint TEXT, checksum INTEGER, state BLOB, "
             "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
+        )
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {SAVES_TABLE} ("
+            "save_id BLOB PRIMARY KEY, originator_id TEXT, originator_version INTEGER"
+            ") WITHOUT ROWID"
         )
         return statements
 
@@ -238,11 +242,18 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         *,
         snapshots: Sequence[StoredSnapshot] = (),
         keep_snapshots: int | None = None,
+        save_id: UUID | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         try:
             with self.datastore.transaction(commit=True) as c:
                 ids = self._insert_events(c, stored_events, **kwargs)
+                if save_id is not None and stored_events:
+                    first = stored_events[0]
+                    c.execute(
+                        self._insert_save,
+                        (save_id.bytes, _key(first.originator_id), first.originator_version),
+                    )
                 for snapshot in snapshots:
                     self._write_snapshot(c, snapshot, keep_snapshots)
         except OperationalError as exc:
@@ -381,21 +392,15 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         limit: int = 500,
         topics: Sequence[str] = (),
     ) -> Sequence[StoredEvent]:
-        statement = (
-            f"SELECT originator_version, topic, state FROM {self.events_table_name} "
-            "WHERE originator_id=?"
-        )
+        statement = sql.select_page(
+            sql.SQLITE, gt=gt is not None, lt=lt is not None, topics=len(topics), desc=desc
+        ).format(ev=self.events_table_name)
         params: list[Any] = [_key(originator_id)]
         if gt is not None:
-            statement += " AND originator_version>?"
             params.append(gt)
         if lt is not None:
-            statement += " AND originator_version<?"
             params.append(lt)
-        if topics:
-            statement += f" AND topic IN ({','.join('?' * len(topics))})"
-            params.extend(topics)
-        statement += f" ORDER BY originator_version {'DESC' if desc else 'ASC'} LIMIT ?"
+        params.extend(topics)
         params.append(limit)
         rows = self._read(lambda c: c.execute(statement, params).fetchall())
         return stored_events(originator_id, rows)
@@ -407,6 +412,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         key = _key(originator_id)
         value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)
+
+    def save_committed(self, save_id: UUID) -> bool:
+        key = save_id.bytes
+        return self._read(lambda c: c.execute(self._select_save, (key,)).fetchone()) is not None
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.transaction(commit=False) as c:
@@ -429,6 +438,49 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(statement, params)
             return [UUID(row[0]) for row in c.fetchall()]
+
+
+    def select_after(
+        self,
+        position: Position,
+        limit: int,
+        *,
+        topics: Sequence[str] = (),
+        partition: Partition | None = None,
+    ) -> list[PositionedNotification]:
+        """The next ``limit`` events after ``position`` (of the partition's agents and
+        of ``topics`` only, if given: pages are read until one holds some, or the log
+        ends). Rowids are taken inside SQLite's one write lock: they become visible
+        in order."""
+        ids = self._ids
+        if len(ids) > 100_000:
+            ids.clear()
+        wanted = frozenset(topics)
+        start = position.notification_id
+        while True:
+            with self.datastore.transaction(commit=False) as c:
+                c.execute(self._select_after, (start, limit))
+                rows = c.fetchall()
+            batch = []
+            for row in rows:
+                key = row[1]
+                agent_id = ids.get(key)
+                if agent_id is None:
+                    agent_id = ids[key] = UUID(key)
+                if (partition is None or partition.owns(agent_id)) and (
+                    not wanted or row[3] in wanted
+                ):
+                    batch.append(PositionedNotification(agent_id, row[2], row[3], row[4], row[0]))
+            if batch or not rows:
+                return batch
+            start = rows[-1][0]
+
+    def ensure_partition_index(self, count: int) -> bool:
+        """Nothing to build: SQLite's readers filter the rows of one scan."""
+        return False
+
+    def new_events_waiter(self) -> EventsWaiter:
+        return SQLiteWaiter(commit_signal(self.datastore.pool.db_name))
 
 
 def _as_uuid(originator_id: UUID | str) -> UUID:

@@ -23,6 +23,41 @@ DEFAULT_POLL_INTERVAL = 0.05
 DEFAULT_PAGE_SIZE = 500
 
 
+class EventsWaiter:
+    """Blocks until new events may have been recorded, or a timeout passes (what a
+    projection worker waits on between batches). This base never wakes early: the
+    worker polls."""
+
+    broken = False
+
+    def reconnect(self) -> None:
+        """Replace a broken connection (nothing to do here)."""
+
+    def mark(self) -> int:
+        """A token to pass to :meth:`wait`, taken before reading."""
+        return 0
+
+    def wait(self, mark: int, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a commit after ``mark``."""
+        threading.Event().wait(timeout)
+
+    def close(self) -> None:
+        """Release what the waiter holds."""
+
+
+class SQLiteWaiter(EventsWaiter):
+    """Woken by the in-process :class:`CommitSignal` of the database's writers."""
+
+    def __init__(self, signal: CommitSignal) -> None:
+        self._signal = signal
+
+    def mark(self) -> int:
+        return self._signal.generation
+
+    def wait(self, mark: int, timeout: float) -> None:
+        self._signal.wait(mark, timeout)
+
+
 class CommitSignal:
     """A generation counter that writers bump after each commit; readers wait on it."""
 

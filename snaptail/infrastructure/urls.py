@@ -82,6 +82,17 @@ class PostgresOptions:
     ``connect_timeout`` bounds opening one connection; ``lock_timeout`` bounds the
     wait for a row lock, such as a concurrent save of the same agent at the same
     version (0: wait as long as it takes).
+
+    Limits that turn a dead or unreachable server into an error within seconds
+    (0 turns one off): ``read_timeout`` (client side, seconds; default 15): a call
+    of the store's that gets no reply within it closes its connection and fails
+    (a save then follows the retry policy's ambiguous-commit rule);
+    ``statement_timeout`` (server side, seconds; default 10) and
+    ``idle_in_transaction_timeout`` (server side, seconds; default 60) for the
+    store's pooled connections; and, unless the URL sets them, libpq's TCP
+    keepalives (:data:`TCP_DEFAULTS`: probes after 5 s idle, every 2 s, 3 lost
+    ones drop the connection) and ``tcp_user_timeout`` (10 s of unacknowledged
+    data drop it).
     """
 
     conninfo: Mapping[str, str] = field(default_factory=dict)
@@ -91,20 +102,45 @@ class PostgresOptions:
     pool_timeout: float = 30.0
     connect_timeout: int = 10
     lock_timeout: int = 0
+    read_timeout: float = 15.0
+    statement_timeout: int = 10
+    idle_in_transaction_timeout: int = 60
 
     def connect_args(self) -> dict[str, Any]:
-        """``psycopg.connect`` keywords: the URL's parameters, the connect timeout and
-        the schema as the search path."""
-        args: dict[str, Any] = dict(self.conninfo)
+        """``psycopg.connect`` keywords: the URL's parameters, the TCP limits the URL
+        does not set, the connect timeout and the schema as the search path. (The one
+        place PostgreSQL connection settings are made: the pools, the maintenance and
+        notification connections, the projections all connect with these.)"""
+        args: dict[str, Any] = {**TCP_DEFAULTS, **self.conninfo}
         args["connect_timeout"] = self.connect_timeout
         search_path = f"-c search_path={self.schema}"
         args["options"] = f"{args['options']} {search_path}" if "options" in args else search_path
         return args
 
+    def session_settings(self) -> dict[str, str]:
+        """The server settings of the store's pooled connections (``SET`` on connect)."""
+        return {
+            "statement_timeout": f"{self.statement_timeout}s",
+            "idle_in_transaction_session_timeout": f"{self.idle_in_transaction_timeout}s",
+        }
+
+
+# libpq's TCP settings snaptail connects with unless the URL gives its own: a peer
+# that stops answering is noticed within seconds, not after the kernel's defaults
+# (two hours of idle before the first keepalive; 15 minutes of retransmissions).
+TCP_DEFAULTS: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "5",
+    "keepalives_interval": "2",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
+
 
 # snaptail's options, accepted in the query string or as keywords.
 TUNABLE = ("schema", "pool_size", "max_overflow", "pool_timeout", "connect_timeout",
-           "lock_timeout")  # fmt: skip
+           "lock_timeout", "read_timeout", "statement_timeout",
+           "idle_in_transaction_timeout")  # fmt: skip
 
 
 @cache
@@ -173,7 +209,7 @@ def _convert(name: str, value: object) -> object:
                 " (the events table's SQL uses it unquoted)"
             )
         return text
-    kind: type[int] | type[float] = float if name == "pool_timeout" else int
+    kind: type[int] | type[float] = float if name in ("pool_timeout", "read_timeout") else int
     try:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise TypeError

@@ -235,7 +235,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         agent_id = thread_uuid(thread_id)
         agent = self._threads.get(agent_id)
         if agent is not None and fresh:
-            newest = self.store.recorder.max_version(agent_id) or 0
+            newest = self.store.event_count(agent_id)
             if newest > agent.version:
                 del self._threads[agent_id]
                 agent = None
@@ -323,8 +323,8 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         for run in runs:
             gt, lt = run[0] - 1, run[-1] + 1
             while True:  # one page of the run's events, only their bodies decoded
-                page = self.store.recorder.select_page(
-                    agent_id, gt=gt, lt=lt, limit=500, topics=self._body_topics
+                page = self.store.read_rows(
+                    agent_id, after=gt, before=lt, limit=500, types=self._body_topics
                 )
                 for stored in page:
                     version = stored.originator_version
@@ -738,22 +738,13 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         return next(self._list_thread(agent, ns, None, None, None, 1), None)
 
     def _all_threads(self) -> Iterator[ThreadAgent]:
-        recorder = self.store.recorder
-        after: UUID | None = None
-        while True:
-            ids = recorder.originator_ids(after=after, limit=500)
-            for agent_id in ids:
-                first = recorder.select_page(agent_id, limit=1)
-                if first and first[0].topic == self._created_topic:
-                    with self._lock:
-                        agent = self._thread(
-                            self.store.get(agent_id).name, create=False, fresh=True
-                        )
-                    if agent is not None:
-                        yield agent
-            if len(ids) < 500:
-                return
-            after = ids[-1]
+        for agent_id in self.store.agent_ids():
+            first = self.store.read_rows(agent_id, limit=1)
+            if first and first[0].topic == self._created_topic:
+                with self._lock:
+                    agent = self._thread(self.store.get(agent_id).name, create=False, fresh=True)
+                if agent is not None:
+                    yield agent
 
     def _list_thread(
         self,

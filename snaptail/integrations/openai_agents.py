@@ -36,7 +36,7 @@ from eventsourcing.domain import event
 from snaptail.application.async_store import AsyncAgentStore
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
-from snaptail.errors import ConcurrencyError
+from snaptail.errors import ConcurrencyError, SaveOutcomeUnknown
 from snaptail.integrations.aggregates import load_fresh
 from snaptail.integrations.shared import StoreLease, call_on_home, lease_store
 from snaptail.privacy.registry import register_cache
@@ -554,6 +554,13 @@ class SnaptailSession:
         """Save; False (to redo the operation on fresh state) if another writer won."""
         try:
             await self.store.save(log)
+        except SaveOutcomeUnknown as unknown:
+            # Asked by its save id before the operation is done again: never twice.
+            self._log = None
+            try:
+                return await self.store.save_committed(unknown.save_id)
+            except Exception as exc:
+                raise unknown from exc
         except BaseException as exc:
             self._log = None  # it holds unsaved changes: reload next time
             if not isinstance(exc, ConcurrencyError):
@@ -625,3 +632,11 @@ def _suffix_check(
         return True
 
     return check
+
+
+__all__ = [
+    "ItemLog",
+    "ItemLogState",
+    "SnaptailSession",
+    "session_agent_id",
+]

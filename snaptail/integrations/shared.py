@@ -32,7 +32,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from snaptail.application.async_store import AsyncAgentStore, outlast_cancellation
+from snaptail.application.async_store import AsyncAgentStore
+from snaptail.application.drivers import outlast_cancellation
 from snaptail.application.store import AgentStore
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.integrations.langgraph_thread import THREAD_MAX_EVENT_BYTES

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from snaptail import errors
 from snaptail.errors import NoSuchDatabase
 from snaptail.infrastructure import sqlite_files
 from snaptail.infrastructure.recorder import START, Position
@@ -96,8 +97,8 @@ class AddColumn:
         return f"ALTER TABLE {self.table} ADD COLUMN {self.definition}"
 
 
-class PositionConflict(RuntimeError):
-    """Another worker advanced the projection's position first: the batch is undone."""
+# Defined in snaptail.errors (under SnaptailError), raised here.
+PositionConflict = errors.PositionConflict
 
 
 class ViewCursor:

@@ -35,14 +35,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import TypeVar
 
-from eventsourcing.persistence import InterfaceError, OperationalError
-
+from snaptail.application.retry import RetryPolicy, is_retryable
 from snaptail.archive.reader import ArchivedThenHot
 from snaptail.errors import (
-    DatabaseUnreachable,
     InvalidArgument,
     ProjectionBusy,
     ProjectionFailed,
@@ -55,11 +52,8 @@ from snaptail.infrastructure.recorder import (
     Position,
     PositionedNotification,
 )
-from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
 from snaptail.infrastructure.subscription import (
     DEFAULT_POLL_INTERVAL,
-    CommitSignal,
-    commit_signal,
 )
 from snaptail.infrastructure.urls import is_postgres_url, resolve_url
 from snaptail.privacy.cipher import PayloadCipher
@@ -98,141 +92,12 @@ class _Stopped(Exception):
     """``stop`` was set while the worker waited to reconnect."""
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError | DatabaseUnreachable):
-        return True
-    psycopg: Any = sys.modules.get("psycopg")
-    if psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-
-
 def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
     """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
     each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
     if is_postgres_url(url):
         return {"pool_timeout": min(MAX_RETRY, give_up_after)}
     return {}
-
-
-def _without_retries(method: Callable[..., T]) -> Callable[..., T]:
-    """``eventsourcing``'s PostgreSQL reads retry a lost connection ten times with
-    their own waits (minutes, with a pool that cannot connect); the worker retries,
-    logs and gives up itself, so it calls the undecorated method when there is one."""
-    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
-    owner = getattr(method, "__self__", None)
-    if inner is None or owner is None:
-        return method
-    return functools.partial(inner, owner)
-
-
-class _Waiter:
-    """Blocks until new events may have been recorded, or ``timeout`` passes."""
-
-    broken = False
-
-    def reconnect(self) -> None:
-        pass
-
-    def mark(self) -> int:
-        return 0
-
-    def wait(self, mark: int, timeout: float) -> None:
-        threading.Event().wait(timeout)
-
-    def close(self) -> None:
-        pass
-
-
-class _SQLiteWaiter(_Waiter):
-    def __init__(self, signal: CommitSignal) -> None:
-        self._signal = signal
-
-    def mark(self) -> int:
-        return self._signal.generation
-
-    def wait(self, mark: int, timeout: float) -> None:
-        self._signal.wait(mark, timeout)
-
-
-class _PostgresWaiter(_Waiter):
-    def __init__(self, url: str, channel: str) -> None:
-        self._url, self._channel = url, channel
-        self._conn = self._listen()
-
-    def _listen(self) -> Any:
-        import psycopg
-        from psycopg.sql import SQL, Identifier
-
-        from snaptail.infrastructure.urls import postgres_connect_args
-
-        conn = psycopg.connect(**postgres_connect_args(self._url), autocommit=True)
-        conn.execute(SQL("LISTEN {}").format(Identifier(self._channel)))
-        return conn
-
-    @property
-    def broken(self) -> bool:  # type: ignore[override]
-        return bool(self._conn.broken or self._conn.closed)
-
-    def reconnect(self) -> None:
-        self._conn.close()
-        self._conn = self._listen()
-
-    def wait(self, mark: int, timeout: float) -> None:
-        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            pass
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-def _waiter_for(recorder: AgentRecorder, url: str) -> _Waiter:
-    if isinstance(recorder, SQLiteAgentRecorder):
-        return _SQLiteWaiter(commit_signal(recorder.datastore.pool.db_name))
-    channel = getattr(recorder, "channel_name", None)
-    if channel and is_postgres_url(url):
-        return _PostgresWaiter(url, channel)
-    return _Waiter()
-
-
-class _SQLiteReader:
-    """Reads a batch of notifications from SQLite, converting each agent id string to
-    a UUID once (``eventsourcing``'s reader builds a new UUID per row: a quarter of
-    a catch-up's time)."""
-
-    def __init__(
-        self, recorder: SQLiteAgentRecorder, partition: Partition | None = None
-    ) -> None:
-        self._recorder = recorder
-        self._partition = partition
-        self._statement = (
-            f"SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
-        )
-        self._ids: dict[str, UUID] = {}
-
-    def __call__(self, after: Position, limit: int) -> list[PositionedNotification]:
-        """The next ``limit`` events after ``after`` (of the partition's agents only:
-        pages are read until one holds some, or the log ends)."""
-        ids = self._ids
-        if len(ids) > 100_000:
-            ids.clear()
-        start = after.notification_id
-        while True:
-            with self._recorder.datastore.transaction(commit=False) as c:
-                c.execute(self._statement, (start, limit))
-                rows = c.fetchall()
-            batch = []
-            for row in rows:
-                key = row[1]
-                agent_id = ids.get(key)
-                if agent_id is None:
-                    agent_id = ids[key] = UUID(key)
-                if self._partition is None or self._partition.owns(agent_id):
-                    batch.append(PositionedNotification(agent_id, row[2], row[3], row[4], row[0]))
-            if batch or not rows:
-                return batch
-            start = rows[-1][0]
 
 
 def partitioned_name(projection: str, partition: Partition | None) -> str:
@@ -334,18 +199,12 @@ class ProjectionWorker:
         check_partitioning(self.view, self.projection.name, partition)
         self.lock = ProjectionLock(self.view, self.name)
         self.position = self.view.position(self.name)
-        self._waiter = _waiter_for(self.recorder, self.db_url)
-        self._read: Callable[[Position, int], list[PositionedNotification]]
-        if isinstance(self.recorder, SQLiteAgentRecorder):
-            self._read = _SQLiteReader(self.recorder, partition)
-        elif hasattr(self.recorder, "select_after"):  # PostgreSQL (psycopg is optional)
-            if partition is not None:  # read only this slice's rows, from an index
-                self.recorder.ensure_partition_index(partition.count)  # type: ignore[attr-defined]
-            self._read = functools.partial(
-                _without_retries(self.recorder.select_after), partition=partition
-            )
-        else:
-            raise TypeError(f"no projection reader for {type(self.recorder).__name__}")
+        self._waiter = self.recorder.new_events_waiter()
+        if partition is not None:  # read only this slice's rows (an index, where built)
+            self.recorder.ensure_partition_index(partition.count)
+        self._read: Callable[[Position, int], list[PositionedNotification]] = functools.partial(
+            self.recorder.select_after, partition=partition
+        )
         self._read = ArchivedThenHot(self.recorder, self._read, partition)
         self.keys = open_key_store(keys, master_key)
         self._own_keys = not hasattr(keys, "agent_key")
@@ -362,7 +221,7 @@ class ProjectionWorker:
         try:
             return action()
         except Exception as exc:
-            if _is_connection_error(exc):
+            if is_retryable(exc):
                 raise _ConnectionLost("event database", exc) from exc
             raise
 
@@ -371,7 +230,7 @@ class ProjectionWorker:
             return action()
         except Exception as exc:
             if self.view.broken or (
-                isinstance(exc, sqlite3.OperationalError) and _is_connection_error(exc)
+                isinstance(exc, sqlite3.OperationalError) and is_retryable(exc)
             ):
                 raise _ConnectionLost("view database", exc) from exc
             raise
@@ -389,8 +248,12 @@ class ProjectionWorker:
         """Re-open what was lost, backing off exponentially, until everything answers
         (then re-take the lock if it went with the view's connection) or
         ``give_up_after`` seconds pass (:class:`WorkerGaveUp`)."""
-        deadline = time.monotonic() + self.give_up_after
-        delay, attempt, error = FIRST_RETRY, 0, lost.cause
+        policy = RetryPolicy(
+            attempts=sys.maxsize, backoff=FIRST_RETRY, max_backoff=MAX_RETRY,
+            deadline=self.give_up_after,
+        )  # fmt: skip
+        waits = policy.waits()
+        attempt, error = 0, lost.cause
         relock = self.lock.held
         logger.warning(
             "projection %r lost its %s connection (%s: %s); reconnecting, giving up "
@@ -398,8 +261,8 @@ class ProjectionWorker:
             self.give_up_after,
         )  # fmt: skip
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            wait = next(waits)
+            if wait is None:
                 message = (
                     f"projection {self.name!r}: lost its {lost.link} connection and could "
                     f"not restore it within {self.give_up_after:g}s ({attempt} attempts); "
@@ -407,16 +270,14 @@ class ProjectionWorker:
                 )
                 raise WorkerGaveUp(message) from error
             attempt += 1
-            wait = min(delay, remaining)
             logger.warning("projection %r: reconnect attempt %d in %.1fs", self.name, attempt, wait)
             if stop.wait(wait):
                 raise _Stopped
-            delay = min(delay * 2, MAX_RETRY)
             try:
                 locked = self._reconnect(relock)
             except Exception as exc:
                 if not isinstance(exc, _ConnectionLost) and not (
-                    _is_connection_error(exc) or self.view.broken
+                    is_retryable(exc) or self.view.broken
                 ):
                     raise
                 error = exc.cause if isinstance(exc, _ConnectionLost) else exc
@@ -456,7 +317,7 @@ class ProjectionWorker:
 
     def head(self) -> int:
         """The newest notification id in the event database (0 if none)."""
-        return self._events(_without_retries(self.recorder.max_notification_id)) or 0
+        return self._events(self.recorder.max_notification_id) or 0
 
     def step(self) -> int:
         """Apply the next batch (the caller holds the lock, as :meth:`catch_up` and
@@ -603,7 +464,7 @@ class ProjectionWorker:
         try:
             self._waiter.wait(mark, self.poll_interval)
         except Exception as exc:
-            if self._waiter.broken or _is_connection_error(exc):
+            if self._waiter.broken or is_retryable(exc):
                 raise _ConnectionLost("LISTEN", exc) from exc
             raise
 
@@ -669,11 +530,7 @@ class ProjectionWorker:
         if self.keys is not None and self._own_keys:
             self.keys.close()
         if self._own_recorder:
-            close: Any = getattr(self.recorder, "close", None) or getattr(
-                getattr(self.recorder, "datastore", None), "close", None
-            )
-            if close is not None:
-                close()
+            self.recorder.close()
 
     def __enter__(self) -> ProjectionWorker:
         return self

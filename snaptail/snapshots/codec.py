@@ -9,6 +9,7 @@ from uuid import UUID
 
 import msgspec
 
+from snaptail import errors
 from snaptail.domain.agent import Agent
 from snaptail.domain.compare import value_differences
 from snaptail.domain.guard import attributes_outside_state, undeclared_attributes
@@ -24,12 +25,9 @@ except ImportError:  # pragma: no cover (the dev install has it)
 _encoder = msgspec.msgpack.Encoder()
 
 
-class SnapshotDecodeError(ValueError):
-    """The bytes of a snapshot could not be decoded into the agent type's state."""
-
-
-class SnapshotEncodeError(ValueError):
-    """The agent's state holds something a snapshot would not carry exactly."""
+# Defined in snaptail.errors (under SnaptailError), raised here.
+SnapshotDecodeError = errors.SnapshotDecodeError
+SnapshotEncodeError = errors.SnapshotEncodeError
 
 
 class DecodedSnapshot(NamedTuple):
