@@ -1,5 +1,5 @@
 """A module of limits and helpers that an agent type's handlers use (for
-tests/test_fingerprint_settings.py): its values shape state through the module."""
+tests/snapshots/test_fingerprint_settings.py): its values shape state through the module."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
 
 MANIFEST_TABLE = "snaptail_archive_segments"
 # The projection positions table (snaptail.projections.view.TRACKING_TABLE: the
-# projections package sits above this one; tests/test_archive.py checks they agree).
+# projections package sits above this one; tests/archive/test_archive.py checks they agree).
 TRACKING_TABLE = "snaptail_projection_tracking"
 WRITTEN, DONE = "written", "done"
 GUARD = "snaptail_archived_versions_guard"

@@ -30,7 +30,7 @@ values, not of the particular objects:
 
 Not counted either: allocator rounding and free lists, so the figure is what the
 agent's objects ask for, not what the process gives back when they go. Measured
-against ``tracemalloc`` (``tests/test_memory.py``): the documented (and tested)
+against ``tracemalloc`` (``tests/memory/test_memory.py``): the documented (and tested)
 tolerance is 30%.
 
 Everything else reachable is counted as the agent's: a state field that refers to a

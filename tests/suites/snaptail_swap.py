@@ -1,5 +1,5 @@
 """A pytest plugin that swaps a framework's own storage class for snaptail's, loaded into
-that framework's own test suite by ``tests/test_framework_suites.py`` (``-p
+that framework's own test suite by ``tests/integrations/test_framework_suites.py`` (``-p
 snaptail_swap``). Nothing of the framework's code lives here: only the stand-ins.
 
 ``SNAPTAIL_SWAP`` says what to run: ``control`` (the original classes, untouched),

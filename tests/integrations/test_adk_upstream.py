@@ -15,7 +15,7 @@ pytest.importorskip("pytest_asyncio")
 
 from tests.adk_upstream import prepare, upstream_source
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

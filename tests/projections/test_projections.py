@@ -201,7 +201,7 @@ def test_worker_targets_resolve_like_entry_points() -> None:
 
     assert load_projection("snaptail.projections:AgentStats") is AgentStats
     assert load_projection("snaptail.projections.AgentStats") is AgentStats
-    assert load_projection("tests.test_projections:Holder.Nested") is Holder.Nested
+    assert load_projection("tests.projections.test_projections:Holder.Nested") is Holder.Nested
     for bad, says in [
         ("no_such_module_xyz:Thing", "cannot load"),
         ("snaptail.projections:Nope", "cannot load"),

@@ -14,9 +14,9 @@ import pytest
 from snaptail import AgentStore
 from snaptail.archive.manifest import DONE, WRITTEN
 from snaptail.archive.runner import CRASH_VARIABLE, STEPS
-from tests.test_archive import from_zero, history_of, populate, settle
+from tests.archive.test_archive import from_zero, history_of, populate, settle
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def archive_run(url: str, to: Path, crash_at: str | None) -> subprocess.CompletedProcess[str]:

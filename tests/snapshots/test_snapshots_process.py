@@ -21,7 +21,7 @@ from uuid import UUID
 
 from tests.snapshot_sql import set_snapshot_column, snapshot_versions
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTES = (12, 20)  # notes per agent: snapshots at 7 and 13, and at 13 and 19 (K=2)
 
 V1 = """

@@ -185,7 +185,7 @@ def test_worker_interrupted_during_catch_up_says_how_far_it_got(
     url, _ = fleet
     timer = _interrupt_after(0.6)
     try:
-        result = run(["worker", "run", "tests.test_cli_fleet:SlowProjection", "--db", url,
+        result = run(["worker", "run", "tests.cli.test_cli_fleet:SlowProjection", "--db", url,
                       "--batch-size", "1", "--no-progress"])  # fmt: skip
     finally:
         timer.cancel()

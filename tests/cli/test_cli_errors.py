@@ -210,12 +210,12 @@ def _unprivileged(args: list[str]) -> subprocess.CompletedProcess[str]:
         if setpriv is None:
             pytest.skip("running as root without setpriv: cannot drop privileges")
         command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "200"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
 
 def test_read_only_commands_work_on_a_read_only_database(read_only_fleet: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not os.access(root, os.R_OK | os.X_OK) or stat.S_IMODE(root.stat().st_mode) & 0o005 != 5:
         pytest.skip("the checkout is not readable by an unprivileged user")
     url = f"sqlite:///{read_only_fleet / 'fleet.db'}"

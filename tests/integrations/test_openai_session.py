@@ -25,7 +25,7 @@ from snaptail.integrations.openai_agents import (
     session_agent_id,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def message(n: int, role: str = "user") -> Any:

@@ -13,7 +13,7 @@ import pytest
 from snaptail import Agent, AgentCache, AgentStore
 
 KIB = 1024
-# memory_bytes() is within 30% of tracemalloc (tests/test_memory.py).
+# memory_bytes() is within 30% of tracemalloc (tests/memory/test_memory.py).
 TOLERANCE = 0.30
 
 

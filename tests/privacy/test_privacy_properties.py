@@ -17,8 +17,8 @@ from snaptail import Agent, AgentForgotten, AgentStore, Never, SnapshotPolicy
 from snaptail.privacy import RedactedEvent, is_sealed
 from snaptail.testing import policies
 from tests.agents import CI, Command, agent_types, commands, sequences
-from tests.test_core_properties import check_snapshot_plus_tail
-from tests.test_snapshots_properties import check_policy_loads
+from tests.core.test_core_properties import check_snapshot_plus_tail
+from tests.snapshots.test_snapshots_properties import check_policy_loads
 
 # Fewer than the core properties under the ci profile (60, not 300): these add the
 # encryption layer to logic those already check, and CI's time is counted.

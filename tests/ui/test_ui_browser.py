@@ -26,7 +26,7 @@ from snaptail.ui import create_app
 from tests.ui_support import XSS_NAME, Fleet, seed_fleet
 
 CHROMIUM = os.environ.get("SNAPTAIL_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -420,7 +420,7 @@ def test_a_reader_imports_only_the_modules_the_operator_names(tmp_path: Path) ->
         "from snaptail import Agent\n\n\nclass OperatorAgent(Agent):\n    pass\n"
     )
     url = f"sqlite:///{tmp_path / 'operated.db'}"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}"}
     env.pop("SNAPTAIL_AGENT_MODULES", None)
 

@@ -30,7 +30,7 @@ from snaptail import AsyncAgentStore
 from snaptail.integrations.adk import SnaptailSessionService
 from snaptail.integrations.adk_model import session_uuid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = "app"
 
 

@@ -30,7 +30,7 @@ import pytest
 
 import snaptail
 
-SWAP_PLUGIN_DIR = Path(__file__).parent / "suites"
+SWAP_PLUGIN_DIR = Path(__file__).parent.parent / "suites"
 CACHE = Path(os.environ.get("SNAPTAIL_SUITES_CACHE", tempfile.gettempdir())) / "snaptail-suites"
 
 
@@ -115,7 +115,7 @@ OPENAI_AGENTS = Suite(
 # LangGraph's SQLite saver tests, SqliteSaver and AsyncSqliteSaver swapped for
 # SnaptailSaver. (langgraph-checkpoint-postgres's tests need their own server on port
 # 5441 and read PostgresSaver's tables; LangGraph's conformance suite, which they also
-# run, passes in full: tests/test_langgraph_conformance.py.)
+# run, passes in full: tests/integrations/test_langgraph_conformance.py.)
 LANGGRAPH_SQLITE = Suite(
     dist="langgraph-checkpoint-sqlite",
     files=("tests/test_sqlite.py", "tests/test_aiosqlite.py"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_rolling_deploy import V1, V1_BUMPED, _run
+from tests.snapshots.test_rolling_deploy import V1, V1_BUMPED, _run
 
 
 def test_old_and_bumped_code_alternating_replay_the_log_once(

@@ -165,7 +165,7 @@ print("ROWS:", rows)
 def test_an_agent_type_defined_in_main_is_refused_at_the_first_save(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(MAIN_SCRIPT)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, str(script), str(tmp_path / "main.db")],
         capture_output=True,
