@@ -19,6 +19,9 @@ import msgspec
 import psycopg
 import pytest
 from eventsourcing.persistence import Notification
+from google.adk.events.event import Event as AdkEvent
+from google.adk.events.event_actions import EventActions
+from google.genai import types
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
 
@@ -27,6 +30,8 @@ from snaptail.application.inspection import inspect_agent
 from snaptail.application.maintenance import verify_agent
 from snaptail.bench.langgraph import chat_graph, thread_config
 from snaptail.infrastructure.urls import parse_postgres_url, sqlite_path
+from snaptail.integrations.adk import SnaptailSessionService
+from snaptail.integrations.adk_model import directory_uuid, session_uuid, user_uuid
 from snaptail.integrations.langgraph import SnaptailSaver
 from snaptail.integrations.langgraph_thread import thread_uuid
 from snaptail.integrations.openai_agents import SnaptailSession, session_agent_id
@@ -134,7 +139,7 @@ def postgres_table_bytes(url: str, tables: Sequence[str]) -> bytes:
 def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> None:
     store = AgentStore(world.db, snapshot_every=5, keys=world.keys, master_key=MASTER)
     cache = AgentCache(store, "64MiB")
-    alice = [Agent("alice chat"), Agent("alice and bob")]
+    alice = [Agent("ALICE0-NAME chat"), Agent("alice and bob")]  # a name may be personal
     bob, plain = Agent("bob chat"), Agent("no subject")
     store.add_subject(alice[0], "alice@example.com")
     store.add_subject(alice[1], "alice@example.com", "bob@example.com")
@@ -157,6 +162,7 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     )
     assert saver.get_tuple(cast(RunnableConfig, thread_config("alice-thread"))) is not None
     assert asyncio.run(_session(world, "write")) == ["ALICE0-OPENAI hello"]
+    assert asyncio.run(_adk(world, "write")) == ["ALICE0-ADK hello"]
     # (The workers share the store's recorder and key store: fewer connections.)
     shared: dict[str, Any] = {"recorder": store.recorder, "keys": store.keys}
     stats = ProjectionWorker(AgentStats, world.db, world.view, **shared)
@@ -185,8 +191,14 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
 
     assert erasure is not None
     session_id = session_agent_id("alice-session")
+    adk_ids = (
+        session_uuid("app", ADK_USER, "alice-adk"),
+        user_uuid("app", ADK_USER),
+        directory_uuid("app", ADK_USER),
+    )
     assert sorted(erasure.agent_ids) == sorted(
-        str(a) for a in (alice[0].id, alice[1].id, thread_uuid("alice-thread"), session_id)
+        str(a)
+        for a in (alice[0].id, alice[1].id, thread_uuid("alice-thread"), session_id, *adk_ids)
     )
     assert erasure.events >= events_before + 2
     assert store.erasures() == [erasure]
@@ -223,6 +235,9 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     assert asyncio.run(_session(world, "read")) == []
     with pytest.raises(AgentForgotten):
         asyncio.run(_session(world, "write"))
+    assert asyncio.run(_adk(world, "read")) == []
+    with pytest.raises(AgentForgotten):
+        asyncio.run(_adk(world, "write"))
     # The other subjects' agents and the agent without subject: intact.
     for agent, secret in ((bob, "BOBONLY"), (plain, "PLAINTEXT")):
         loaded = store.get(agent.id)
@@ -233,8 +248,11 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     # Projections: the erasure reaches them; AgentStats keeps its counts, Transcripts
     # drops the rows; a view rebuilt from scratch sees empty payloads.
     assert stats.catch_up() == trans.catch_up() == 0
-    after_stats = {r.agent_id: r.events for r in read_agent_stats(stats.view, top=None)}
+    rows = read_agent_stats(stats.view, top=None)
+    after_stats = {r.agent_id: r.events for r in rows}
     assert after_stats == before_stats
+    names = {r.agent_id: r.name for r in rows}  # a forgotten agent's name is dropped
+    assert names[str(alice[0].id)] is None and names[str(bob.id)] == "bob chat"
     kept = transcripts(world.view)
     assert str(alice[0].id) not in kept and str(alice[1].id) not in kept
     assert kept[str(bob.id)] == 3
@@ -283,6 +301,36 @@ async def _session(world: World, what: str) -> list[Any]:
         if what == "write":
             await session.add_items([{"role": "user", "content": "ALICE0-OPENAI hello"}])
         return [item.get("content") for item in await session.get_items()]  # type: ignore[union-attr]
+
+
+ADK_USER = "u-1"  # ADK's app scope lists user ids in clear: a pseudonym
+
+
+async def _adk(world: World, what: str) -> list[Any]:
+    """Write alice's ADK session (``write``: create it, append one event with session
+    and user state), or read it back (its events; nothing if it is gone)."""
+    async with AsyncAgentStore(world.db, keys=world.keys, master_key=MASTER) as store:
+        service = SnaptailSessionService(store, subjects=lambda app, user: ["alice@example.com"])
+        if what == "write":
+            session = await service.create_session(
+                app_name="app", user_id=ADK_USER, session_id="alice-adk",
+                state={"topic": "ALICE0-ADKSTATE"},
+            )  # fmt: skip
+            event = AdkEvent(
+                author="user",
+                content=types.Content(role="user", parts=[types.Part(text="ALICE0-ADK hello")]),
+                actions=EventActions(state_delta={"user:email": "ALICE0-USERSTATE"}),
+            )
+            await service.append_event(session, event)
+        got = await service.get_session(app_name="app", user_id=ADK_USER, session_id="alice-adk")
+        listed = await service.list_sessions(app_name="app", user_id=ADK_USER)
+        user_state = await service.get_user_state(app_name="app", user_id=ADK_USER)
+        if got is None:
+            assert listed.sessions == [] and user_state == {}
+            return []
+        assert got.state["topic"] == "ALICE0-ADKSTATE" and user_state
+        assert [s.id for s in listed.sessions] == ["alice-adk"]
+        return [e.content.parts[0].text for e in got.events if e.content and e.content.parts]
 
 
 async def _async_reads(world: World, forgotten: UUID, kept: UUID) -> str:

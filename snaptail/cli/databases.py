@@ -4,6 +4,9 @@ opened, and opened read-only by the commands that only read."""
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import typer
 
 from snaptail.application.arguments import check_url
 from snaptail.cli import failures
@@ -11,6 +14,15 @@ from snaptail.infrastructure.sqlite_files import require_existing
 from snaptail.infrastructure.urls import resolve_url, sqlite_path
 
 DB_HELP = "Database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
+KEYS_HELP = (
+    "Key store URL, for agents with data subjects (default: $SNAPTAIL_KEYS_URL; the "
+    "master key from $SNAPTAIL_MASTER_KEY or $SNAPTAIL_MASTER_KEY_FILE)."
+)
+
+
+def keys_option() -> Any:
+    """The ``--keys URL`` option of every command that reads or forgets agents."""
+    return typer.Option(None, "--keys", help=KEYS_HELP)
 
 
 def database_url(db: str | None, option: str = "--db") -> str:

@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from snaptail.application.store import AgentStore
+from snaptail.cli.databases import keys_option
 from snaptail.errors import SnaptailError
 
 
@@ -17,7 +18,7 @@ def forget_command(
         "--db",
         help="Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db).",
     ),
-    keys: str = typer.Option(None, "--keys", help="Key store URL (default: $SNAPTAIL_KEYS_URL)."),
+    keys: str | None = keys_option(),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Forget SUBJECT: delete its keys, so its agents' events and snapshots can no

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from snaptail.application.inspection import Inspection, InspectionStore, inspect_agent
+from snaptail.cli.databases import keys_option
 from snaptail.domain.memory import format_bytes, parse_size
 from snaptail.errors import AgentNotFound
 from snaptail.projections import DeadLetter, read_dead_letters
@@ -113,6 +114,7 @@ def inspect_command(
         None, "--view-db", help="Where projection views live, for their dead letters "
         "(default: the event database)."
     ),
+    keys: str | None = keys_option(),
 ) -> None:
     """Show an agent's version, snapshots, tail, event bytes, memory and newest events,
     with a warning where it is unhealthy. Reads only: a missing database is "no such
@@ -134,7 +136,9 @@ def inspect_command(
     url = existing_database(db)
     views = database_url(view_db, "--view-db") if view_db else url
     console = Console()
-    with InspectionStore(url, policy=EveryNEvents(snapshot_every), read_only=True) as store:
+    with InspectionStore(
+        url, policy=EveryNEvents(snapshot_every), read_only=True, keys=keys
+    ) as store:
         try:
             uuid = find_agent(store, agent)
         except InvalidArgument as exc:

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from snaptail.cli.databases import keys_option
 from snaptail.domain.memory import format_bytes
 
 worker_app = typer.Typer(help="Projection workers: build read models from the event log.")
@@ -192,6 +193,7 @@ def run(
     partition: int = typer.Option(
         None, "--partition", min=0, help="Run only slice K of --partitions N (0-based)."
     ),
+    keys: str | None = keys_option(),
 ) -> None:
     """Run a projection: catch up, then follow new events. SIGTERM/SIGINT finish the
     batch in hand and exit 0; after SIGKILL a restart continues exactly where the
@@ -223,6 +225,7 @@ def run(
                    "--partitions", str(partitions)]  # fmt: skip
         options += ["--db", db] if db else []
         options += ["--view-db", view_db] if view_db else []
+        options += ["--keys", keys] if keys else []
         options += ["--catch-up-only"] if catch_up_only else []
         options += ["--skip-failed"] if skip_failed else []
         raise typer.Exit(_supervise([[*options, "--partition", str(k)] for k in range(partitions)]))
@@ -246,6 +249,7 @@ def run(
             give_up_after=give_up_after,
             skip_failed=skip_failed,
             partition=None if partition is None else Partition(partition, partitions),
+            keys=keys,
         )
     except DatabaseUnreachable as exc:
         err.print(f"error: worker not started: {exc}", markup=False, highlight=False)

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from snaptail.cli.databases import keys_option
+
 snapshots_app = typer.Typer(
     help="Snapshot maintenance: apply the retention rule, verify against the log.",
     no_args_is_help=True,
@@ -74,6 +76,7 @@ def verify(
     sample: int = typer.Option(
         None, "--sample", min=1, help="Verify N agents drawn at random (default: every agent)."
     ),
+    keys: str | None = keys_option(),
 ) -> None:
     """Rebuild agents from their log and compare with their newest snapshot.
 
@@ -98,7 +101,7 @@ def verify(
     if sample is not None and agent is not None:
         raise typer.BadParameter("give --agent or --sample, not both", param_hint="--sample")
     url = existing_database(db)
-    with AgentStore(url, read_only=True) as store:
+    with AgentStore(url, read_only=True, keys=keys) as store:
         if agent is not None:
             try:
                 ids = [find_agent(store, agent, "--agent")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from snaptail.cli.databases import keys_option
+
 err = Console(stderr=True, soft_wrap=True)
 
 DB_HELP = "Event database URL (default: $SNAPTAIL_DATABASE_URL or sqlite:///snaptail.db)."
@@ -25,6 +27,7 @@ def ui_command(
         envvar="SNAPTAIL_UI_TOKEN",
         help="Require this token on every request ($SNAPTAIL_UI_TOKEN).",
     ),
+    keys: str | None = keys_option(),
 ) -> None:
     """Serve a read-only web console and JSON API (/api/v1): the fleet, each agent's
     timeline and time travel, projections and snapshots (needs the ui extra)."""
@@ -49,10 +52,13 @@ def ui_command(
     db = existing_database(db)  # a bad URL: usage (2); a missing file: "no such database"
     view_db = existing_database(view_db, "--view-db") if view_db else view_db
     where = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
-    err.print(f"snaptail console on {where}" + (" (token required)" if token else ""),
-              markup=False, highlight=False)  # fmt: skip
+
+    def ready() -> None:  # (after the databases and key store opened: no false start)
+        err.print(f"snaptail console on {where}" + (" (token required)" if token else ""),
+                  markup=False, highlight=False)  # fmt: skip
+
     try:
-        serve(db, view_db, host=host, port=port, token=token)
+        serve(db, view_db, host=host, port=port, token=token, keys=keys, on_ready=ready)
     except (SnaptailError, ValueError, OSError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None

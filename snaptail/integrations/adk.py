@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
@@ -57,6 +57,7 @@ from snaptail.integrations.adk_model import (
     user_uuid,
 )
 from snaptail.integrations.aggregates import load_fresh, newest_events
+from snaptail.privacy.registry import register_cache
 
 __all__ = ["SessionPage", "SnaptailSessionService"]
 
@@ -146,6 +147,14 @@ class SnaptailSessionService(BaseSessionService):
     ``cached_sessions``: how many loaded aggregates (sessions, users, apps) the service
     keeps to reuse while nobody else writes them (each reuse costs one index read).
 
+    ``subjects(app_name, user_id)`` gives the ids of the people a user's data is
+    about (usually the user): they become data subjects (README "Forgetting a
+    person") of each new session of that user, of the user's ``user:`` state and of
+    the user's session directory, before their first save. ``store.forget`` of one
+    of them then erases all three: reads find no session and no user state, writes
+    raise ``AgentForgotten``. The app's ``app:`` state and its list of user ids are
+    shared by every user and have no subject: give ADK pseudonymous user ids.
+
     Stale sessions: a ``Session`` returned by this service carries the stored version
     it was read at; appending to it after another writer appended raises ADK's
     ``StaleSessionError`` and stores nothing. Appends through one ``Session`` object
@@ -158,6 +167,7 @@ class SnaptailSessionService(BaseSessionService):
         *,
         unconfigured_recent_events: int | None = None,
         cached_sessions: int = 1024,
+        subjects: Callable[[str, str], Sequence[str]] | None = None,
     ) -> None:
         if unconfigured_recent_events is not None and (
             not isinstance(unconfigured_recent_events, int) or unconfigured_recent_events < 0
@@ -171,8 +181,14 @@ class SnaptailSessionService(BaseSessionService):
         self.store = store if isinstance(store, AsyncAgentStore) else AsyncAgentStore(store)
         self.unconfigured_recent_events = unconfigured_recent_events
         self.cached_sessions = cached_sessions
+        self._subjects = subjects
         self._loaded: OrderedDict[UUID, Agent] = OrderedDict()
         self._locks: WeakValueDictionary[UUID, asyncio.Lock] = WeakValueDictionary()
+        register_cache(self)  # store.forget drops forgotten aggregates (snaptail.privacy)
+
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop a loaded aggregate (its subject was forgotten)."""
+        return self._loaded.pop(agent_id, None) is not None
 
     async def close(self) -> None:
         """Close the store if this service opened it."""
@@ -203,6 +219,15 @@ class SnaptailSessionService(BaseSessionService):
 
     async def _directory(self, app_name: str, user_id: str) -> AdkDirectory | None:
         return await self._load(directory_uuid(app_name, user_id), AdkDirectory)
+
+    async def _new(self, agent: A, app_name: str, user_id: str) -> A:
+        """A new aggregate of the user's, given the user's subjects before its first
+        save (AgentForgotten if it was forgotten)."""
+        if self._subjects is not None:
+            subjects = self._subjects(app_name, user_id)
+            if subjects:
+                await self.store.add_subject(agent.id, *subjects)
+        return agent
 
     def _forget(self, *agents: Agent) -> None:
         """Drop loaded aggregates that hold unsaved events (a failed save)."""
@@ -250,12 +275,12 @@ class SnaptailSessionService(BaseSessionService):
             app.add_user(user_id)
         user: AdkScope | None = None
         if user_delta:
-            user = await self._scope(user_uuid(app_name, user_id)) or AdkScope.for_user(
-                app_name, user_id
+            user = await self._scope(user_uuid(app_name, user_id)) or await self._new(
+                AdkScope.for_user(app_name, user_id), app_name, user_id
             )
             user.merge(user_delta)
-        directory = await self._directory(app_name, user_id) or AdkDirectory.for_user(
-            app_name, user_id
+        directory = await self._directory(app_name, user_id) or await self._new(
+            AdkDirectory.for_user(app_name, user_id), app_name, user_id
         )
         return app, user, directory
 
@@ -269,9 +294,9 @@ class SnaptailSessionService(BaseSessionService):
             self._forget(*agents)
             if isinstance(exc, ConcurrencyError) and exc.agent_id != session.id:
                 logger.debug(
-                    "ADK session write raced a writer of a shared aggregate: session=%s"
-                    " aggregate=%s; redoing it",
-                    session.state.session_id,
+                    "ADK session write raced a writer of a shared aggregate: agent=%s"
+                    " aggregate=%s; redoing it",  # (ids only: a session id may be personal)
+                    session.id,
                     exc.agent_id,
                 )
                 await asyncio.sleep(0)
@@ -299,7 +324,9 @@ class SnaptailSessionService(BaseSessionService):
                 if agent is not None and agent.state.live:
                     raise AlreadyExistsError(f"Session with id {session_id} already exists.")
                 if agent is None:
-                    agent = AdkSession.new(app_name, user_id, session_id)
+                    agent = await self._new(
+                        AdkSession.new(app_name, user_id, session_id), app_name, user_id
+                    )
                 now = time.time()
                 agent.begin(app_name, user_id, session_id, values, now)
                 app, user, directory = await self._writes_for(

@@ -39,6 +39,7 @@ from snaptail.domain.state import AgentState
 from snaptail.errors import ConcurrencyError, SaveOutcomeUnknown
 from snaptail.integrations.aggregates import load_fresh
 from snaptail.integrations.shared import StoreLease, call_on_home, lease_store
+from snaptail.privacy.registry import register_cache
 
 if TYPE_CHECKING:
     from agents.items import TResponseInputItem
@@ -255,6 +256,14 @@ class SnaptailSession:
         self._log: ItemLog | None = None
         self._lock = _OneAtATime()
         self.subjects = tuple(subjects)
+        register_cache(self)  # store.forget drops the loaded log (snaptail.privacy)
+
+    def evict(self, agent_id: UUID) -> bool:
+        """Drop the loaded log if it is ``agent_id``'s (its subject was forgotten)."""
+        if agent_id != self.agent_id or self._log is None:
+            return False
+        self._log = None
+        return True
 
     async def _run(self, operation: Coroutine[Any, Any, T]) -> T:
         """Run one operation where the store lives: a shared store's home loop, or
@@ -559,9 +568,8 @@ class SnaptailSession:
             if attempt == MAX_ATTEMPTS:
                 raise
             logger.debug(
-                "session write raced another writer: session=%s agent=%s attempt=%s",
-                self.session_id,
-                self.agent_id,
+                "session write raced another writer: agent=%s attempt=%s",
+                self.agent_id,  # (not the session id: it may be personal)
                 attempt,
             )
             await asyncio.sleep(0.001 * attempt)

@@ -36,6 +36,7 @@ import msgspec
 from eventsourcing.persistence import Notification
 
 from snaptail.infrastructure.recorder import AgentRecorder
+from snaptail.privacy.keys import Erasure
 from snaptail.projections.base import Projection, agent_type, decode, event_name
 from snaptail.projections.view import AddColumn, ViewCursor, ViewDatabase
 
@@ -209,6 +210,14 @@ class AgentStats(Projection):
                 sum(row[2] + row[3] for row in rows.values()),
                 float(sum(costs.values())),
             ),
+        )
+
+    def forget(self, view: ViewCursor, erasure: Erasure) -> None:
+        """Keep the forgotten agents' counts; drop their names (an agent's name may be
+        personal: "chat with Alice")."""
+        view.executemany(
+            f"UPDATE {STATS_TABLE} SET name = NULL WHERE agent_id = ?",
+            [(agent_id,) for agent_id in erasure.agent_ids],
         )
 
 

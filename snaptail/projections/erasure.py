@@ -6,6 +6,8 @@
 - Before each batch, erasure records the projection has not seen are applied: the
   worker evicts those agents' keys, then calls :meth:`Projection.forget` in a view
   transaction that also records the erasure as applied (exactly once, like events).
+  The same transaction replaces the error message of the projection's dead letters
+  of those agents (a projection's exception may quote the event it failed on).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from snaptail.privacy.keys import Erasure, KeyStore
 from snaptail.privacy.registry import evict_agents
 from snaptail.projections.base import Projection
 from snaptail.projections.lock import ProjectionLock
-from snaptail.projections.view import ViewDatabase
+from snaptail.projections.view import DEAD_LETTERS_TABLE, ViewDatabase
 
 REDACTED_STATE = b"\x80"  # msgpack {}: what a projection sees of a forgotten agent's event
 ERASURES_TABLE = "snaptail_projection_erasures"
@@ -111,6 +113,13 @@ class ErasureFeed:
         with view.transaction() as cur:
             lock.check(cur)
             projection.forget(cur, erasure)
+            cur.executemany(
+                f"UPDATE {DEAD_LETTERS_TABLE} SET error = ? WHERE projection = ? AND agent_id = ?",
+                [
+                    (f"(redacted: agent forgotten, erasure {erasure.id})", self.name, agent_id)
+                    for agent_id in erasure.agent_ids
+                ],
+            )
             cur.execute(
                 f"INSERT INTO {ERASURES_TABLE} (projection, erasure_id) VALUES (?, ?)",
                 (self.name, erasure.id),

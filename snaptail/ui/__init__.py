@@ -7,6 +7,7 @@ The only package that imports the web libraries (Starlette, Jinja2, uvicorn);
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from snaptail.ui.app import create_app
 from snaptail.ui.data import BadRequest, Console, NotFound
@@ -44,11 +45,18 @@ def serve(
     host: str = "127.0.0.1",
     port: int = DEFAULT_PORT,
     token: str | None = None,
+    keys: str | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run the console with uvicorn until interrupted (after :func:`check_bind`)."""
+    """Run the console with uvicorn until interrupted (after :func:`check_bind`).
+    ``keys``: the key store URL for agents with data subjects (default
+    ``$SNAPTAIL_KEYS_URL``). ``on_ready`` is called once the databases and the key
+    store are open, before serving."""
     import uvicorn
 
     check_bind(host, token)
     hosts = None if token else [host, "localhost", "127.0.0.1", "::1", "[::1]"]
-    app = create_app(db, view_db, token=token, allowed_hosts=hosts)
+    app = create_app(db, view_db, token=token, allowed_hosts=hosts, keys=keys)
+    if on_ready is not None:
+        on_ready()
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -170,11 +170,13 @@ def create_app(
     *,
     token: str | None = None,
     allowed_hosts: list[str] | None = None,
+    keys: str | None = None,
 ) -> Starlette:
     """The console over the event database ``db`` (views in ``view_db``, default the
     same database). ``token``: required on every request. ``allowed_hosts``: the
-    ``Host`` names served (default: loopback names only, or any with a token)."""
-    console = Console(db, view_db)
+    ``Host`` names served (default: loopback names only, or any with a token).
+    ``keys``: the key store URL (default ``$SNAPTAIL_KEYS_URL``)."""
+    console = Console(db, view_db, keys=keys)
 
     def handle(request: Request, action: Callable[[], Any], template: str) -> Response:
         data = action()

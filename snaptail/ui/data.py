@@ -143,9 +143,11 @@ class Console:
     """The data behind the console: one read-only store on the event database and
     one connection to the view database (used by one request at a time)."""
 
-    def __init__(self, db: str | None = None, view_db: str | None = None) -> None:
+    def __init__(
+        self, db: str | None = None, view_db: str | None = None, *, keys: str | None = None
+    ) -> None:
         # SQLite files are opened read-only: the console cannot write to them at all.
-        self.store: AgentStore = ReadOnlyStore(db, read_only=True)
+        self.store: AgentStore = ReadOnlyStore(db, read_only=True, keys=keys)
         self.db_url = self.store.url
         self.view_url = view_db or self.db_url
         self._view: ViewDatabase = open_view(self.view_url, read_only=True)
