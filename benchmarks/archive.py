@@ -36,7 +36,6 @@ from uuid import UUID
 from eventsourcing.persistence import Notification
 
 from snaptail import Agent, AgentStore
-from snaptail.archive import vacuum
 from snaptail.projections import Projection, ProjectionWorker, ViewCursor
 from snaptail.workload import Workload
 
@@ -147,7 +146,7 @@ def main() -> None:
         report = store.archive(str(segments))
         print(report.summary())
         started = time.perf_counter()
-        vacuum(store.recorder, store.url)
+        store.vacuum_archived()
         vacuum_seconds = time.perf_counter() - started
     after_bytes = file_bytes(archived_path)
     archive_bytes = tree_bytes(segments)
@@ -261,7 +260,7 @@ def postgres(server: str, events: int, agents: int) -> None:
         with AgentStore(url) as store:
             report = store.archive(str(segments))
             print(report.summary())
-            vacuum(store.recorder, store.url)
+            store.vacuum_archived()
         after_vacuum = size()
         with psycopg.connect(**postgres_connect_args(server), autocommit=True) as conn:
             conn.execute(f"VACUUM FULL {table}".encode())

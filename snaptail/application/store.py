@@ -19,7 +19,7 @@ from eventsourcing.persistence import StoredEvent
 
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive
-from snaptail.application.engine import Engine, PageWalk, as_agent_id
+from snaptail.application.engine import Engine, PageWalk, as_agent_id, check_version
 from snaptail.application.loading import LoadStats
 from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
@@ -188,6 +188,7 @@ class StoreBase:
     def _replay_all(self, agent_id: UUID | str, version: int | None) -> Agent:
         """A replay through the archive and the hot table (blocking)."""
         agent_id = as_agent_id(agent_id)
+        check_version(agent_id, "version", version, 1)
         before = None if version is None else version + 1
         walk = self._engine.walk(agent_id, None, before, False, None, 500)
         agent = apply_events(None, self._history(walk))

@@ -549,6 +549,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
                         self.in_transaction_hook()
                 except Exception as exc:
                     error = exc
+                    if isinstance(exc, psycopg.errors.PipelineAborted):
+                        # A later statement met the pipeline already aborted: the
+                        # statement that failed (a conflict's unique violation) says
+                        # why. Unretried, the cause must not hide behind this.
+                        try:
+                            pipeline.sync()
+                        except Exception as cause:
+                            error = cause
             if error is not None:
                 raise error
         return ids
