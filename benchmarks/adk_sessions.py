@@ -42,23 +42,10 @@ from google.adk.sessions.base_session_service import BaseSessionService, GetSess
 from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.genai import types
 
+from benchmarks.openai_session import WORDS
 from snaptail.integrations.adk import SnaptailSessionService
 
 APP, USER, SID = "bench", "u", "s"
-WORDS = [
-    "the",
-    "agent",
-    "checks",
-    "the",
-    "order",
-    "status",
-    "and",
-    "replies",
-    "with",
-    "the",
-    "tracking",
-    "link",
-]
 
 
 def make_event(n: int, ts: float) -> Event:

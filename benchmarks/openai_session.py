@@ -38,27 +38,28 @@ from snaptail import AsyncAgentStore
 from snaptail.integrations.openai_agents import SnaptailSession
 
 BUILD_BATCH = 500
+# The words of the simulated messages (benchmarks.adk_sessions uses them too).
+WORDS = [
+    "the",
+    "agent",
+    "checks",
+    "the",
+    "order",
+    "status",
+    "and",
+    "replies",
+    "with",
+    "the",
+    "tracking",
+    "link",
+]
 
 
 def items(start: int, count: int, seed: int = 7) -> list[Any]:
     rng = random.Random(seed + start)
-    words = [
-        "the",
-        "agent",
-        "checks",
-        "the",
-        "order",
-        "status",
-        "and",
-        "replies",
-        "with",
-        "the",
-        "tracking",
-        "link",
-    ]
     out = []
     for n in range(start, start + count):
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(35, 100)))
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(35, 100)))
         out.append({"role": "user" if n % 2 == 0 else "assistant", "content": f"{n}: {text}"})
     return out
 
