@@ -531,32 +531,39 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ids: Sequence[int] | None = []
         error: Exception | None = None
         with self.datastore.get_connection() as conn:
-            with (
-                conn.pipeline() as pipeline,
-                conn.transaction(),
-                conn.cursor() as events_curs,
-                conn.cursor() as snapshots_curs,
-            ):
-                try:
-                    if stored_events:
-                        self._insert_stored_events(events_curs, stored_events, save_id)
-                    for snapshot in snapshots:
-                        self._write_snapshot(snapshots_curs, snapshot, keep_snapshots)
-                    pipeline.sync()
-                    if stored_events:
-                        ids = self._fetch_ids_after_insert_events(events_curs, stored_events)
-                    if self.in_transaction_hook is not None:
-                        self.in_transaction_hook()
-                except Exception as exc:
-                    error = exc
-                    if isinstance(exc, psycopg.errors.PipelineAborted):
-                        # A later statement met the pipeline already aborted: the
-                        # statement that failed (a conflict's unique violation) says
-                        # why. Unretried, the cause must not hide behind this.
-                        try:
-                            pipeline.sync()
-                        except Exception as cause:
-                            error = cause
+            try:
+                with (
+                    conn.pipeline() as pipeline,
+                    conn.transaction(),
+                    conn.cursor() as events_curs,
+                    conn.cursor() as snapshots_curs,
+                ):
+                    try:
+                        if stored_events:
+                            self._insert_stored_events(events_curs, stored_events, save_id)
+                        for snapshot in snapshots:
+                            self._write_snapshot(snapshots_curs, snapshot, keep_snapshots)
+                        pipeline.sync()
+                        if stored_events:
+                            ids = self._fetch_ids_after_insert_events(events_curs, stored_events)
+                        if self.in_transaction_hook is not None:
+                            self.in_transaction_hook()
+                    except Exception as exc:
+                        error = exc
+                        if isinstance(exc, psycopg.errors.PipelineAborted):
+                            # A later statement met the pipeline already aborted: the
+                            # statement that failed (a conflict's unique violation) says
+                            # why. Unretried, the cause must not hide behind this.
+                            try:
+                                pipeline.sync()
+                            except Exception as cause:
+                                error = cause
+            except Exception:
+                # Closing the transaction met the pipeline that the failed statement
+                # had aborted (its error arrived while a later statement was sent):
+                # that statement's error is the cause, not "pipeline aborted".
+                if error is None:
+                    raise
             if error is not None:
                 raise error
         return ids

@@ -319,3 +319,36 @@ def test_gap_free_reads_follow_the_index_without_sorting(
         plan = conn.execute(b"EXPLAIN " + query, ["0", 0, 10]).fetchall()
     text = "\n".join(str(next(iter(row.values()))) for row in plan)
     assert "Sort" not in text and "transaction_idx" in text, text
+
+
+def test_conflict_seen_while_a_snapshot_is_sent_is_a_concurrency_error(
+    postgres_url: str, make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once saw a conflict surface as ``OperationalError: pipeline aborted``: the
+    events' unique violation arrived while the snapshot's statement was being sent,
+    and closing the transaction then met the aborted pipeline and hid the cause. The
+    pause before the snapshot lets the violation arrive first, every time."""
+    import time
+
+    from snaptail import ConcurrencyError
+
+    with make_store(postgres_url, snapshot_every=1) as store:
+        agent = Agent(name="pipelined")
+        store.save(agent)
+        stale = store.get(agent.id)
+        fresh = store.get(agent.id)
+        fresh.add_input("user", "first")
+        store.save(fresh)
+
+        original = PostgresAgentRecorder.snapshot_writes
+
+        def late(self: PostgresAgentRecorder, snapshot: Any, keep: Any) -> Any:
+            time.sleep(0.3)  # not a timing assertion: it orders the replies
+            return original(self, snapshot, keep)
+
+        monkeypatch.setattr(PostgresAgentRecorder, "snapshot_writes", late)
+        stale.add_input("user", "second")
+        with pytest.raises(ConcurrencyError):
+            store.save(stale)
+        monkeypatch.undo()
+        assert [e.item.text for e in store.history(agent.id) if hasattr(e, "item")] == ["first"]
