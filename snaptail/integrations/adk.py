@@ -23,8 +23,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 from weakref import WeakValueDictionary
@@ -44,8 +44,9 @@ from google.adk.sessions.state import State
 from pydantic_core import to_jsonable_python
 
 from snaptail.application.async_store import AsyncAgentStore
+from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
-from snaptail.errors import ConcurrencyError, InvalidArgument
+from snaptail.errors import ConcurrencyError, InvalidArgument, SaveOutcomeUnknown
 from snaptail.integrations.adk_model import (
     AdkDirectory,
     AdkScope,
@@ -57,16 +58,15 @@ from snaptail.integrations.adk_model import (
     user_uuid,
 )
 from snaptail.integrations.aggregates import load_fresh, newest_events
+from snaptail.integrations.shared import StoreLease, call_on_home, lease_store
 from snaptail.privacy.registry import register_cache
 
 __all__ = ["SessionPage", "SnaptailSessionService"]
 
 logger = logging.getLogger("snaptail.adk")
 A = TypeVar("A", bound=Agent)
+T = TypeVar("T")
 
-# A write that lost a race on a shared aggregate (app, user, directory) is redone this
-# many times.
-MAX_ATTEMPTS = 50
 STALE_MESSAGE = (
     "The session has been modified in storage since it was loaded. "
     "Please reload the session before appending more events."
@@ -127,11 +127,83 @@ def _marker(session: AdkSession) -> str:
     return f"{session.id}:{session.version}"
 
 
+_SESSION_FIELDS = frozenset(Session.model_fields)
+# Sessions are built without pydantic's validation while ADK's Session is what this
+# module was written against (these fields, this one private attribute); otherwise
+# through its constructor.
+_BUILD_DIRECTLY = {
+    "id",
+    "app_name",
+    "user_id",
+    "state",
+    "events",
+    "last_update_time",
+} == _SESSION_FIELDS and set(Session.__private_attributes__) == {"_storage_update_marker"}
+_set = object.__setattr__
+
+
+def _session(
+    session_id: str,
+    app_name: str,
+    user_id: str,
+    state: dict[str, Any],
+    events: list[Event],
+    last_update_time: float,
+    marker: str | None,
+) -> Session:
+    """The ``Session`` that ``Session(id=..., ...)`` makes of these values, and the
+    stored-version ``marker``. Built without validation: every value comes from the
+    service's typed read model (strings, a fresh JSON-safe dict, ``Event`` objects, a
+    float), so validation would only copy them, and at 10,000 sessions it was most of
+    ``list_sessions``'s time (tests compare the objects with validated ones)."""
+    if not _BUILD_DIRECTLY:  # pragma: no cover - another ADK version's Session
+        built = Session(
+            id=session_id,
+            app_name=app_name,
+            user_id=user_id,
+            state=state,
+            events=events,
+            last_update_time=last_update_time,
+        )
+        built._storage_update_marker = marker
+        return built
+    session = Session.__new__(Session)
+    _set(
+        session,
+        "__dict__",
+        {
+            "id": session_id,
+            "app_name": app_name,
+            "user_id": user_id,
+            "state": state,
+            "events": events,
+            "last_update_time": float(last_update_time),
+        },
+    )
+    _set(session, "__pydantic_fields_set__", set(_SESSION_FIELDS))
+    _set(session, "__pydantic_extra__", None)
+    _set(session, "__pydantic_private__", {"_storage_update_marker": marker})
+    return session
+
+
 class SnaptailSessionService(BaseSessionService):
     """An ADK session service stored in snaptail (SQLite or PostgreSQL).
 
-    ``store`` is an :class:`~snaptail.AsyncAgentStore` (shared with other users) or a
-    database URL (the service opens its own store; close it with :meth:`close`).
+    ``store`` is a database URL (None: the default one) or an
+    :class:`~snaptail.AsyncAgentStore`. Services (and Agents SDK sessions, LangGraph
+    savers) made with the same URL share one store and its connections
+    (:mod:`snaptail.integrations.shared`), whichever thread or event loop calls them
+    (ADK calls on its caller's loop; the shared store's work runs on its home loop);
+    :meth:`close` (or garbage collection) gives the service's hold back, the last
+    one closes the store. An explicit store is used as it is, on the caller's event
+    loop, and left open.
+
+    Retries: a write that lost a race on an aggregate shared by sessions (the app's
+    or user's state, the user's session directory) is redone on fresh state as the
+    store's :class:`~snaptail.RetryPolicy` says (``conflicts``, ``conflict_backoff``);
+    a save whose outcome is unknown (:class:`~snaptail.SaveOutcomeUnknown`) is
+    resolved by its save id with the same policy before anything is written again,
+    so an event is never appended twice.
 
     ``unconfigured_recent_events``: ADK's ``Runner`` calls ``get_session`` without a
     config on every turn unless ``RunConfig.get_session_config`` is set, and ADK then
@@ -146,6 +218,8 @@ class SnaptailSessionService(BaseSessionService):
 
     ``cached_sessions``: how many loaded aggregates (sessions, users, apps) the service
     keeps to reuse while nobody else writes them (each reuse costs one index read).
+    ``cached_events``: how many decoded ADK events (the newest ones read by bounded
+    ``get_session`` calls) it keeps; each call returns copies of them.
 
     ``subjects(app_name, user_id)`` gives the ids of the people a user's data is
     about (usually the user): they become data subjects (README "Forgetting a
@@ -167,6 +241,7 @@ class SnaptailSessionService(BaseSessionService):
         *,
         unconfigured_recent_events: int | None = None,
         cached_sessions: int = 1024,
+        cached_events: int = 4096,
         subjects: Callable[[str, str], Sequence[str]] | None = None,
     ) -> None:
         if unconfigured_recent_events is not None and (
@@ -177,23 +252,47 @@ class SnaptailSessionService(BaseSessionService):
                 f"SnaptailSessionService: got {unconfigured_recent_events!r}; give None"
                 " (every event, ADK's default) or an int >= 0",
             )
-        self._owns_store = not isinstance(store, AsyncAgentStore)
-        self.store = store if isinstance(store, AsyncAgentStore) else AsyncAgentStore(store)
+        self._lease: StoreLease | None = None
+        if isinstance(store, AsyncAgentStore):
+            self.store = store
+        else:
+            self._lease = lease_store(store)
+            self._lease.release_with(self)
+            self.store = self._lease.store
         self.unconfigured_recent_events = unconfigured_recent_events
         self.cached_sessions = cached_sessions
+        self.cached_events = cached_events
         self._subjects = subjects
         self._loaded: OrderedDict[UUID, Agent] = OrderedDict()
+        self._absent: set[UUID] = set()  # aggregates found missing (one index read)
+        self._decoded: OrderedDict[tuple[UUID, int], Event] = OrderedDict()
         self._locks: WeakValueDictionary[UUID, asyncio.Lock] = WeakValueDictionary()
         register_cache(self)  # store.forget drops forgotten aggregates (snaptail.privacy)
 
     def evict(self, agent_id: UUID) -> bool:
-        """Drop a loaded aggregate (its subject was forgotten)."""
+        """Drop a loaded aggregate and its decoded events (its subject was forgotten)."""
+        for key in [k for k in self._decoded if k[0] == agent_id]:
+            del self._decoded[key]
+        self._absent.discard(agent_id)
         return self._loaded.pop(agent_id, None) is not None
 
+    @property
+    def retry(self) -> RetryPolicy:
+        """The store's retry policy, which this service's writes follow."""
+        return self.store.retry
+
     async def close(self) -> None:
-        """Close the store if this service opened it."""
-        if self._owns_store:
-            await self.store.close()
+        """Give back this service's hold on the shared store (the last one closes it).
+        A service given an explicit store leaves it open."""
+        if self._lease is not None:
+            self._lease.release()
+
+    async def _run(self, operation: Coroutine[Any, Any, T]) -> T:
+        """Run one operation where the store lives: a shared store's home loop, or
+        the caller's loop for an explicit store."""
+        if self._lease is not None:
+            return await call_on_home(operation)
+        return await operation
 
     async def __aenter__(self) -> SnaptailSessionService:
         return self
@@ -205,10 +304,21 @@ class SnaptailSessionService(BaseSessionService):
 
     async def _load(self, agent_id: UUID, cls: type[A]) -> A | None:
         cached = self._loaded.get(agent_id)
+        if (
+            cached is None
+            and agent_id in self._absent
+            and await self.store.event_count(agent_id) == 0
+        ):
+            return None  # still missing (an app's users without user: state, mostly)
         loaded = await load_fresh(self.store, agent_id, cast("A | None", cached), cls)
         self._loaded.pop(agent_id, None)
         if loaded is not None:
+            self._absent.discard(agent_id)
             self._keep(loaded)
+        else:
+            if len(self._absent) >= self.cached_sessions:
+                self._absent.clear()
+            self._absent.add(agent_id)
         return loaded
 
     async def _session(self, agent_id: UUID) -> AdkSession | None:
@@ -285,11 +395,28 @@ class SnaptailSessionService(BaseSessionService):
         return app, user, directory
 
     async def _save(self, session: AdkSession, *scopes: Agent | None) -> bool:
-        """Save; False if a shared scope lost a race (redo it); raises the
-        ConcurrencyError if the session itself did."""
+        """Save; False if nothing was saved and the write is to be redone on fresh
+        state (a shared scope lost a race, or a save whose outcome was unknown did not
+        commit); raises the ConcurrencyError if the session itself lost a race.
+
+        A save whose outcome is unknown is resolved by its save id (asked as the
+        retry policy says) before anything is written again: if it committed, the
+        write is done; if nobody can tell, the ``SaveOutcomeUnknown`` is raised."""
         agents = [a for a in (session, *scopes) if a is not None and a.pending_events]
         try:
             await self.store.save(*agents)
+        except SaveOutcomeUnknown as unknown:
+            self._forget(*agents)  # reloaded as stored, whichever the outcome
+            try:
+                committed = await self.retry.acall(self.store.save_committed, unknown.save_id)
+            except Exception as exc:
+                raise unknown from exc
+            logger.info(
+                "ADK session save's outcome resolved by its save id: agent=%s committed=%s",
+                session.id,
+                committed,
+            )
+            return committed
         except BaseException as exc:
             self._forget(*agents)
             if isinstance(exc, ConcurrencyError) and exc.agent_id != session.id:
@@ -299,11 +426,19 @@ class SnaptailSessionService(BaseSessionService):
                     session.id,
                     exc.agent_id,
                 )
-                await asyncio.sleep(0)
                 return False
             raise
         self._keep(*agents)
         return True
+
+    async def _redo(self, wait: float | None, agent_id: UUID, version: int, what: str) -> None:
+        """Before a write lost to a writer of a shared aggregate is redone: wait as
+        the retry policy says, or raise once its conflicts are used up."""
+        if wait is None:
+            raise ConcurrencyError(
+                agent_id, version, f"{what}: the app or user scope kept changing"
+            )
+        await asyncio.sleep(wait)
 
     # -- BaseSessionService ----------------------------------------------------------
 
@@ -316,10 +451,15 @@ class SnaptailSessionService(BaseSessionService):
         session_id: str | None = None,
     ) -> Session:
         session_id = session_id.strip() if session_id else str(uuid4())
+        return await self._run(self._create_session(app_name, user_id, state, session_id))
+
+    async def _create_session(
+        self, app_name: str, user_id: str, state: dict[str, Any] | None, session_id: str
+    ) -> Session:
         app_delta, user_delta, values = _split(state or {})
         agent_id = session_uuid(app_name, user_id, session_id)
         async with self._locked(agent_id):
-            for _attempt in range(MAX_ATTEMPTS):
+            for wait in self.retry.conflict_waits():
                 agent = await self._session(agent_id)
                 if agent is not None and agent.state.live:
                     raise AlreadyExistsError(f"Session with id {session_id} already exists.")
@@ -343,7 +483,8 @@ class SnaptailSessionService(BaseSessionService):
                     if user is None:
                         user = await self._scope(user_uuid(app_name, user_id))
                     return self._to_session(agent, app, user, [])
-        raise ConcurrencyError(agent_id, 0, "create_session: the app or user scope kept changing")
+                await self._redo(wait, agent_id, 0, "create_session")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_session(
         self,
@@ -354,11 +495,20 @@ class SnaptailSessionService(BaseSessionService):
         config: GetSessionConfig | None = None,
     ) -> Session | None:
         session_id = session_id.strip() if session_id else session_id
-        agent = await self._live(app_name, user_id, session_id)
-        if agent is None:
+        return await self._run(self._get_session(app_name, user_id, session_id, config))
+
+    async def _get_session(
+        self, app_name: str, user_id: str, session_id: str, config: GetSessionConfig | None
+    ) -> Session | None:
+        # The three index reads at once (each is a round trip; the scopes are needed
+        # whenever the session is live).
+        agent, app, user = await asyncio.gather(
+            self._session(session_uuid(app_name, user_id, session_id)),
+            self._scope(app_uuid(app_name)),
+            self._scope(user_uuid(app_name, user_id)),
+        )
+        if agent is None or not agent.state.live:
             return None
-        app = await self._scope(app_uuid(app_name))
-        user = await self._scope(user_uuid(app_name, user_id))
         events = await self._events(agent, config)
         return self._to_session(agent, app, user, events)
 
@@ -367,16 +517,8 @@ class SnaptailSessionService(BaseSessionService):
     ) -> ListSessionsResponse:
         """Every live session of the user (every user if None), oldest update first,
         without events, from the users' session directories (no event is read)."""
-        sessions: list[Session] = []
-        token: str | None = None
-        while True:
-            page = await self.list_sessions_page(
-                app_name=app_name, user_id=user_id, page_size=None, page_token=token
-            )
-            sessions.extend(page.sessions)
-            token = page.next_page_token
-            if token is None:
-                return ListSessionsResponse(sessions=sessions)
+        page = await self.list_sessions_page(app_name=app_name, user_id=user_id, page_size=None)
+        return ListSessionsResponse(sessions=page.sessions)
 
     async def list_sessions_page(
         self,
@@ -394,44 +536,52 @@ class SnaptailSessionService(BaseSessionService):
                 f"SnaptailSessionService.list_sessions_page: got {page_size!r}; give an"
                 " int >= 1, or None for every session",
             )
+        return await self._run(self._list_page(app_name, user_id, page_size, page_token))
+
+    async def _list_page(
+        self, app_name: str, user_id: str | None, page_size: int | None, page_token: str | None
+    ) -> SessionPage:
         app = await self._scope(app_uuid(app_name))
         if user_id is not None:
             users = [user_id]
         else:
             users = sorted(app.state.users) if app is not None else []
-        rows: list[tuple[float, str, str, Listed, AdkScope | None]] = []
-        for uid in users:
-            directory = await self._directory(app_name, uid)
-            if directory is None:
-                continue
-            scope = await self._scope(user_uuid(app_name, uid))
-            for sid, listed in directory.state.sessions.items():
-                rows.append((listed.time, uid, sid, listed, scope))
+        directories = await asyncio.gather(*(self._directory(app_name, uid) for uid in users))
+        scopes = await asyncio.gather(
+            *(
+                self._scope(user_uuid(app_name, uid))
+                for uid, directory in zip(users, directories, strict=True)
+                if directory is not None
+            )
+        )
+        rows: list[tuple[float, str, str, Listed]] = []
+        shared: dict[str, dict[str, Any]] = {}
+        listed_users = [u for u, d in zip(users, directories, strict=True) if d is not None]
+        for uid, scope in zip(listed_users, scopes, strict=True):
+            shared[uid] = _prefixed(app, scope)
+        for uid, directory in zip(users, directories, strict=True):
+            if directory is not None:
+                rows.extend(
+                    (listed.time, uid, sid, listed)
+                    for sid, listed in directory.state.sessions.items()
+                )
         rows.sort(key=lambda row: (row[0], row[1], row[2]))
         start = int(page_token) if page_token else 0
         end = len(rows) if page_size is None else min(len(rows), start + page_size)
-        out: list[Session] = []
-        shared: dict[str, dict[str, Any]] = {}
-        for updated, uid, sid, listed, scope in rows[start:end]:
-            if uid not in shared:
-                shared[uid] = _prefixed(app, scope)
-            out.append(
-                Session(
-                    id=sid,
-                    app_name=app_name,
-                    user_id=uid,
-                    state=_merged(listed.values, shared[uid]),
-                    events=[],
-                    last_update_time=updated,
-                )
-            )
+        out = [
+            _session(sid, app_name, uid, _merged(listed.values, shared[uid]), [], updated, None)
+            for updated, uid, sid, listed in rows[start:end]
+        ]
         return SessionPage(out, str(end) if end < len(rows) else None)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         session_id = session_id.strip() if session_id else session_id
+        await self._run(self._delete_session(app_name, user_id, session_id))
+
+    async def _delete_session(self, app_name: str, user_id: str, session_id: str) -> None:
         agent_id = session_uuid(app_name, user_id, session_id)
         async with self._locked(agent_id):
-            for _attempt in range(MAX_ATTEMPTS):
+            for wait in self.retry.conflict_waits():
                 agent = await self._session(agent_id)
                 if agent is None or not agent.state.live:
                     return
@@ -443,16 +593,23 @@ class SnaptailSessionService(BaseSessionService):
                     if await self._save(agent, directory):
                         return
                 except ConcurrencyError:
-                    continue  # another writer changed the session: delete it as it is now
-        raise ConcurrencyError(agent_id, 0, "delete_session: the session kept changing")
+                    pass  # another writer changed the session: delete it as it is now
+                await self._redo(wait, agent_id, agent.version, "delete_session")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        return await self._run(self._get_user_state(app_name, user_id))
+
+    async def _get_user_state(self, app_name: str, user_id: str) -> dict[str, Any]:
         user = await self._scope(user_uuid(app_name, user_id))
         return _copy(user.state.values) if user else {}
 
     async def append_event(self, session: Session, event: Event) -> Event:
         if event.partial:
             return event
+        return await self._run(self._append_event(session, event))
+
+    async def _append_event(self, session: Session, event: Event) -> Event:
         agent_id = session_uuid(session.app_name, session.user_id, session.id)
         async with self._locked(agent_id):
             agent = await self._session(agent_id)
@@ -475,7 +632,7 @@ class SnaptailSessionService(BaseSessionService):
             app_delta, user_delta, values = _split(delta or {})
             data = event.model_dump_json(exclude_none=True)
             compaction = bool(event.actions and event.actions.compaction)
-            for _attempt in range(MAX_ATTEMPTS):
+            for wait in self.retry.conflict_waits():
                 base = _marker(agent)
                 agent.append(data, event.id, event.timestamp, values, compaction)
                 app, user, directory = await self._writes_for(
@@ -488,14 +645,11 @@ class SnaptailSessionService(BaseSessionService):
                     raise StaleSessionError(STALE_MESSAGE) from None
                 if saved:
                     break
+                await self._redo(wait, agent_id, agent.version, "append_event")
                 reloaded = await self._session(agent_id)
                 if reloaded is None or _marker(reloaded) != base:
                     raise StaleSessionError(STALE_MESSAGE)
                 agent = reloaded
-            else:
-                raise ConcurrencyError(
-                    agent_id, agent.version, "append_event: scopes kept changing"
-                )
             self._commit_event_to_session(session, event)
             session.last_update_time = event.timestamp
             session._storage_update_marker = _marker(agent)
@@ -527,6 +681,21 @@ class SnaptailSessionService(BaseSessionService):
 
     # -- reading events ---------------------------------------------------------------
 
+    def _decoded_copy(self, agent: Agent, stored: Any) -> Event:
+        """The ADK event of a stored ``EventAppended``: decoded once and kept (the
+        newest ``cached_events``), returned as a deep copy (the caller may change it).
+        A stored event never changes: its agent and version name it for good."""
+        key = (agent.id, stored.originator_version)
+        decoded = self._decoded.get(key)
+        if decoded is None:
+            decoded = Event.model_validate_json(stored.data)
+            self._decoded[key] = decoded
+            while len(self._decoded) > self.cached_events:
+                self._decoded.popitem(last=False)
+        else:
+            self._decoded.move_to_end(key)
+        return decoded.model_copy(deep=True)
+
     async def _events(self, agent: AdkSession, config: GetSessionConfig | None) -> list[Event]:
         after = agent.state.started_at
         kind = [AdkSession.EventAppended]
@@ -555,7 +724,7 @@ class SnaptailSessionService(BaseSessionService):
                 )
             ]
         newest = await newest_events(self.store, agent, kind, after=after, limit=limit, stop=stop)
-        return [Event.model_validate_json(e.data) for e in reversed(newest)]
+        return [self._decoded_copy(agent, e) for e in reversed(newest)]
 
     async def _bounded(self, agent: AdkSession, limit: int) -> list[Event]:
         """The newest ``limit`` events, after the newest compaction event older than
@@ -570,7 +739,7 @@ class SnaptailSessionService(BaseSessionService):
         if at and at < oldest:
             summary = [e async for e in self.store.history(agent.id, after=at - 1, before=at + 1)]
             chosen = summary + chosen
-        return [Event.model_validate_json(e.data) for e in chosen]
+        return [self._decoded_copy(agent, e) for e in chosen]
 
     async def history(
         self,
@@ -583,18 +752,57 @@ class SnaptailSessionService(BaseSessionService):
     ) -> AsyncIterator[Event]:
         """Every stored event of the session's current life, oldest first, page by page
         (snaptail extension; what a bounded ``get_session`` leaves out)."""
-        agent = await self._live(app_name, user_id, session_id)
-        if agent is None:
-            return
-        after = max(agent.state.started_at, after_version or 0)
-        async for stored in self.store.history(
-            agent.id,
-            after=after,
-            before=agent.version + 1,
-            types=[AdkSession.EventAppended],
-            page_size=page_size,
-        ):
-            yield Event.model_validate_json(stored.data)
+        page = await self._run(
+            self._history_page(app_name, user_id, session_id, after_version, None, page_size)
+        )
+        while page is not None and page[0]:
+            events, after, before = page
+            for event in events:
+                yield event
+            if len(events) < page_size:
+                return
+            page = await self._run(
+                self._history_page(app_name, user_id, session_id, after, before, page_size)
+            )
+
+    async def _history_page(
+        self,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        after_version: int | None,
+        before: int | None,
+        page_size: int,
+    ) -> tuple[list[Event], int, int] | None:
+        """Up to ``page_size`` events of the session's current life after
+        ``after_version`` (and before version ``before``, the first page's end), with
+        the version of the last and that end; None if the session is not live."""
+        if before is None:
+            agent = await self._live(app_name, user_id, session_id)
+            if agent is None:
+                return None
+            after = max(agent.state.started_at, after_version or 0)
+            before = agent.version + 1
+            agent_id = agent.id
+        else:
+            after = after_version or 0
+            agent_id = session_uuid(app_name, user_id, session_id)
+        events: list[Event] = []
+        async with aclosing(
+            self.store.history(
+                agent_id,
+                after=after,
+                before=before,
+                types=[AdkSession.EventAppended],
+                page_size=page_size,
+            )
+        ) as stored_events:
+            async for stored in stored_events:
+                events.append(Event.model_validate_json(stored.data))
+                after = stored.originator_version
+                if len(events) == page_size:
+                    break
+        return events, after, before
 
     async def get_user_events(
         self,
@@ -608,6 +816,13 @@ class SnaptailSessionService(BaseSessionService):
         ``max_sessions`` most recently updated, all if None), keyed by session id,
         most recently updated session first (snaptail extension, for memory services:
         one bounded read per session, no session's full history)."""
+        return await self._run(
+            self._get_user_events(app_name, user_id, recent_events, max_sessions)
+        )
+
+    async def _get_user_events(
+        self, app_name: str, user_id: str, recent_events: int, max_sessions: int | None
+    ) -> dict[str, list[Event]]:
         directory = await self._directory(app_name, user_id)
         if directory is None:
             return {}
@@ -627,7 +842,7 @@ class SnaptailSessionService(BaseSessionService):
                 after=agent.state.started_at,
                 limit=recent_events,
             )
-            out[sid] = [Event.model_validate_json(e.data) for e in reversed(newest)]
+            out[sid] = [self._decoded_copy(agent, e) for e in reversed(newest)]
         return out
 
     # -- building sessions ------------------------------------------------------------
@@ -635,13 +850,12 @@ class SnaptailSessionService(BaseSessionService):
     def _to_session(
         self, agent: AdkSession, app: AdkScope | None, user: AdkScope | None, events: list[Event]
     ) -> Session:
-        session = Session(
-            id=agent.state.session_id,
-            app_name=agent.state.app_name,
-            user_id=agent.state.user_id,
-            state=_merged(agent.state.values, _prefixed(app, user)),
-            events=events,
-            last_update_time=agent.state.last_update_time,
+        return _session(
+            agent.state.session_id,
+            agent.state.app_name,
+            agent.state.user_id,
+            _merged(agent.state.values, _prefixed(app, user)),
+            events,
+            agent.state.last_update_time,
+            _marker(agent),
         )
-        session._storage_update_marker = _marker(agent)
-        return session
