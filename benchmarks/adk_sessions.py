@@ -8,17 +8,20 @@ Both services store the same ADK events (a 200-600 character text message each,
 alternating user and model, a one-key state delta on every fourth) in a SQLite file in
 a temporary directory (snaptail: its defaults; ADK: ``sqlite+aiosqlite``), or with
 ``--postgres URL`` in a new PostgreSQL database each (ADK: ``postgresql+asyncpg``). A session of
-N events is built with ``append_event``, then measured, in turns:
+N events is built with ``append_event`` in each, then both are measured side by side
+(each measure alternates the services in 4 rounds; medians over all rounds):
 
 * ``append_event``: median ms over ``--calls`` appends at the end of the session;
 * ``get_session(num_recent_events=20)``: median ms on the service that wrote, and on
-  a fresh service (a new process: snaptail loads snapshot + tail);
-* ``get_session()`` without a config (what the Runner asks by default): median of 3;
+  a fresh service (as in a new process: its first call opens the database; snaptail
+  loads snapshot + tail; snaptail's fresh service has a store of its own, not the
+  process's shared one);
+* ``get_session()`` without a config (what the Runner asks by default): median of 4;
   and as the Runner calls it when snaptail's service is made with
   ``unconfigured_recent_events=20`` (ADK's service has no such option: its figure is
   the one without a config);
 * storage: bytes of the database files after the build (WAL checkpointed);
-* ``list_sessions`` of one user with ``--sessions`` sessions (median of 5).
+* ``list_sessions`` of one user with ``--sessions`` sessions (median of 8 warm, 4 fresh).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.genai import types
 
 from benchmarks.openai_session import WORDS
+from snaptail import AsyncAgentStore
 from snaptail.integrations.adk import SnaptailSessionService
 
 APP, USER, SID = "bench", "u", "s"
@@ -62,15 +66,6 @@ def make_event(n: int, ts: float) -> Event:
     )
 
 
-async def median_ms(call: Callable[[], Awaitable[Any]], times: int) -> float:
-    samples = []
-    for _ in range(times):
-        start = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
-
-
 @dataclass
 class Place:
     """Where one service's database is: how to open the service on it, and its size."""
@@ -80,6 +75,16 @@ class Place:
     # The service as configured to bound what a config-less get_session returns (None:
     # it has no such option and returns every event).
     bounded: Callable[[], BaseSessionService] | None = None
+    # A service as a new process makes it, opening the database itself, and how to
+    # close it (None: ``make``; snaptail's services made with a URL share the
+    # process's open store, so its fresh one is given a store of its own).
+    fresh: Callable[[], tuple[BaseSessionService, Callable[[], Awaitable[None]]]] | None = None
+
+
+def own_store(url: str) -> tuple[BaseSessionService, Callable[[], Awaitable[None]]]:
+    """A snaptail service on a store of its own (not the process's shared one)."""
+    store = AsyncAgentStore(url)
+    return SnaptailSessionService(store), store.close
 
 
 def sqlite_bytes(folder: Path) -> int:
@@ -110,6 +115,7 @@ def places(postgres: str | None) -> Iterator[dict[str, Place]]:
                     lambda: SnaptailSessionService(
                         f"sqlite:///{ours / 'sessions.db'}", unconfigured_recent_events=20
                     ),
+                    lambda: own_store(f"sqlite:///{ours / 'sessions.db'}"),
                 ),
             }
         return
@@ -138,6 +144,7 @@ def places(postgres: str | None) -> Iterator[dict[str, Place]]:
                 lambda: SnaptailSessionService(f"{base}/{names[1]}"),
                 lambda: size(names[1]),
                 lambda: SnaptailSessionService(f"{base}/{names[1]}", unconfigured_recent_events=20),
+                lambda: own_store(f"{base}/{names[1]}"),
             ),
         }
     finally:
@@ -150,95 +157,183 @@ async def close(service: BaseSessionService) -> None:
     await service.close()  # type: ignore[attr-defined]
 
 
-async def measure(place: Place, events: int, calls: int) -> dict[str, float]:
-    """One service's figures on a session of ``events`` events."""
-    make = place.make
-    service = make()
-    session = await service.create_session(app_name=APP, user_id=USER, session_id=SID)
-    ts = 1_000_000.0
-    for n in range(events):
-        ts += 1
-        await service.append_event(session, make_event(n, ts))
-    row: dict[str, float] = {}
-    counter = [events]
+def fresh_service(place: Place) -> tuple[BaseSessionService, Callable[[], Awaitable[None]]]:
+    if place.fresh is not None:
+        return place.fresh()
+    service = place.make()
+    return service, lambda: close(service)
 
-    async def append() -> None:
-        counter[0] += 1
-        await service.append_event(session, make_event(counter[0], ts + counter[0]))
 
-    row["append_event, ms"] = await median_ms(append, calls)
+ROUNDS = 4  # each measure alternates the services this many times (the machine is shared)
+
+
+async def samples_ms(call: Callable[[], Awaitable[Any]], times: int) -> list[float]:
+    out = []
+    for _ in range(times):
+        start = time.perf_counter()
+        await call()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+async def side_by_side(
+    calls: dict[str, Callable[[], Awaitable[Any]]], times: int
+) -> dict[str, float]:
+    """Median ms of each service's call, ``times`` calls each, in ROUNDS alternating
+    turns (ADK's, snaptail's, ADK's, ...), so that both see the same machine load."""
+    taken: dict[str, list[float]] = {name: [] for name in calls}
+    per_round = max(1, times // ROUNDS)
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            taken[name] += await samples_ms(call, per_round)
+    return {name: statistics.median(values) for name, values in taken.items()}
+
+
+async def measure(where: dict[str, Place], events: int, calls: int) -> dict[str, dict[str, float]]:
+    """Both services' figures on a session of ``events`` events each (built one after
+    the other, then measured side by side)."""
+    services = {name: place.make() for name, place in where.items()}
+    sessions = {}
+    for name, service in services.items():
+        session = await service.create_session(app_name=APP, user_id=USER, session_id=SID)
+        ts = 1_000_000.0
+        for n in range(events):
+            ts += 1
+            await service.append_event(session, make_event(n, ts))
+        sessions[name] = session
+    rows: dict[str, dict[str, float]] = {name: {} for name in services}
+
+    def record(measure: str, figures: dict[str, float]) -> None:
+        for name, value in figures.items():
+            rows[name][measure] = value
+
+    def appender(name: str) -> Callable[[], Awaitable[None]]:
+        counter = [events]
+
+        async def append() -> None:
+            counter[0] += 1
+            ts = 1_000_000.0 + events + counter[0]
+            await services[name].append_event(sessions[name], make_event(counter[0], ts))
+
+        return append
+
+    record("append_event, ms", await side_by_side({n: appender(n) for n in services}, calls))
     recent = GetSessionConfig(num_recent_events=20)
 
-    async def get_recent(svc: BaseSessionService = service) -> None:
-        got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID, config=recent)
-        assert got is not None and len(got.events) == 20
-
-    row["get_session(num_recent_events=20), warm, ms"] = await median_ms(get_recent, calls)
-    fresh_samples = []
-    for _ in range(max(3, calls // 4)):
-        fresh = make()
-        start = time.perf_counter()
-        await get_recent(fresh)
-        fresh_samples.append((time.perf_counter() - start) * 1000)
-        await close(fresh)
-    row["get_session(num_recent_events=20), fresh service, ms"] = statistics.median(fresh_samples)
-
-    async def get_all() -> None:
-        got = await service.get_session(app_name=APP, user_id=USER, session_id=SID)
-        assert got is not None and len(got.events) >= events
-
-    row["get_session() (no config), ms"] = await median_ms(get_all, 3)
-    runner = "get_session() as the Runner calls it (snaptail: unconfigured_recent_events=20), ms"
-    if place.bounded is None:
-        row[runner] = row["get_session() (no config), ms"]
-    else:
-        bounded = place.bounded()
-
-        async def get_bounded() -> None:
-            got = await bounded.get_session(app_name=APP, user_id=USER, session_id=SID)
+    def getter(svc: BaseSessionService) -> Callable[[], Awaitable[None]]:
+        async def get_recent() -> None:
+            got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID, config=recent)
             assert got is not None and len(got.events) == 20
 
-        await get_bounded()  # its first load
-        row[runner] = await median_ms(get_bounded, calls)
-        await close(bounded)
-    await close(service)
-    row["storage, MiB"] = place.size() / 2**20
-    return row
+        return get_recent
+
+    record(
+        "get_session(num_recent_events=20), warm, ms",
+        await side_by_side({n: getter(s) for n, s in services.items()}, calls),
+    )
+
+    opened: list[tuple[BaseSessionService, Callable[[], Awaitable[None]]]] = []
+
+    def fresh_getter(place: Place) -> Callable[[], Awaitable[None]]:
+        async def get_fresh() -> None:
+            # A new service's first call opens the database (as in a new process);
+            # it is closed after the measure, untimed.
+            opened.append(fresh_service(place))
+            await getter(opened[-1][0])()
+
+        return get_fresh
+
+    record(
+        "get_session(num_recent_events=20), fresh service, ms",
+        await side_by_side({n: fresh_getter(p) for n, p in where.items()}, max(ROUNDS, calls // 4)),
+    )
+    for fresh, done in opened:
+        await close(fresh)
+        await done()
+
+    def all_getter(svc: BaseSessionService) -> Callable[[], Awaitable[None]]:
+        async def get_all() -> None:
+            got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID)
+            assert got is not None and len(got.events) >= events
+
+        return get_all
+
+    no_config = "get_session() (no config), ms"
+    record(no_config, await side_by_side({n: all_getter(s) for n, s in services.items()}, 1))
+    runner = "get_session() as the Runner calls it (snaptail: unconfigured_recent_events=20), ms"
+    bounded = {n: p.bounded() for n, p in where.items() if p.bounded is not None}
+
+    def bounded_getter(svc: BaseSessionService) -> Callable[[], Awaitable[None]]:
+        async def get_bounded() -> None:
+            got = await svc.get_session(app_name=APP, user_id=USER, session_id=SID)
+            assert got is not None and len(got.events) == 20
+
+        return get_bounded
+
+    for svc in bounded.values():
+        await bounded_getter(svc)()  # its first load
+    record(runner, await side_by_side({n: bounded_getter(s) for n, s in bounded.items()}, calls))
+    for name in services:
+        if name not in bounded:  # no such option: its figure is the config-less one
+            rows[name][runner] = rows[name][no_config]
+    for svc in (*bounded.values(), *services.values()):
+        await close(svc)
+    for name, place in where.items():
+        rows[name]["storage, MiB"] = place.size() / 2**20
+    return rows
 
 
 async def one_size(events: int, calls: int, postgres: str | None) -> dict[str, dict[str, float]]:
     with places(postgres) as where:
-        return {name: await measure(place, events, calls) for name, place in where.items()}
+        return await measure(where, events, calls)
 
 
-async def list_figures(place: Place, sessions: int) -> dict[str, float]:
-    """One service's ``list_sessions`` figures for one user with ``sessions`` sessions."""
-    service = place.make()
-    for i in range(sessions):
-        s = await service.create_session(
-            app_name=APP, user_id=USER, session_id=f"s{i}", state={"i": i}
-        )
-        await service.append_event(s, make_event(i, 2_000_000.0 + i))
+async def list_figures(where: dict[str, Place], sessions: int) -> dict[str, dict[str, float]]:
+    """Both services' ``list_sessions`` figures for one user with ``sessions`` sessions
+    (built one after the other, measured side by side)."""
+    services = {name: place.make() for name, place in where.items()}
+    for service in services.values():
+        for i in range(sessions):
+            s = await service.create_session(
+                app_name=APP, user_id=USER, session_id=f"s{i}", state={"i": i}
+            )
+            await service.append_event(s, make_event(i, 2_000_000.0 + i))
 
-    async def list_all(svc: BaseSessionService = service) -> None:
-        got = await svc.list_sessions(app_name=APP, user_id=USER)
-        assert len(got.sessions) == sessions
+    def lister(svc: BaseSessionService) -> Callable[[], Awaitable[None]]:
+        async def list_all() -> None:
+            got = await svc.list_sessions(app_name=APP, user_id=USER)
+            assert len(got.sessions) == sessions
 
-    row = {f"list_sessions, {sessions:,} sessions, warm, ms": await median_ms(list_all, 5)}
-    fresh = place.make()
-    start = time.perf_counter()
-    await list_all(fresh)
-    row[f"list_sessions, {sessions:,} sessions, fresh service, ms"] = (
-        time.perf_counter() - start
-    ) * 1000
-    await close(fresh)
-    await close(service)
-    return row
+        return list_all
+
+    rows: dict[str, dict[str, float]] = {name: {} for name in services}
+    warm = await side_by_side({n: lister(s) for n, s in services.items()}, 2 * ROUNDS)
+    for name, value in warm.items():
+        rows[name][f"list_sessions, {sessions:,} sessions, warm, ms"] = value
+
+    opened: list[tuple[BaseSessionService, Callable[[], Awaitable[None]]]] = []
+
+    def fresh_lister(place: Place) -> Callable[[], Awaitable[None]]:
+        async def list_fresh() -> None:
+            opened.append(fresh_service(place))
+            await lister(opened[-1][0])()
+
+        return list_fresh
+
+    fresh = await side_by_side({n: fresh_lister(p) for n, p in where.items()}, ROUNDS)
+    for name, value in fresh.items():
+        rows[name][f"list_sessions, {sessions:,} sessions, fresh service, ms"] = value
+    for service, done in opened:
+        await close(service)
+        await done()
+    for service in services.values():
+        await close(service)
+    return rows
 
 
 async def listing(sessions: int, postgres: str | None) -> dict[str, dict[str, float]]:
     with places(postgres) as where:
-        return {name: await list_figures(place, sessions) for name, place in where.items()}
+        return await list_figures(where, sessions)
 
 
 def table(results: list[tuple[str, dict[str, dict[str, float]]]]) -> str:

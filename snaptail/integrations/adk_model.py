@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID, uuid5
 
@@ -32,21 +33,25 @@ def _key(*parts: str) -> str:
     return json.dumps(parts, ensure_ascii=False)
 
 
+@lru_cache(maxsize=4096)  # computed on every call of the service
 def session_uuid(app_name: str, user_id: str, session_id: str) -> UUID:
     """The aggregate id of one ADK session."""
     return uuid5(_NAMESPACE, _key("session", app_name, user_id, session_id))
 
 
+@lru_cache(maxsize=4096)  # computed on every call of the service
 def app_uuid(app_name: str) -> UUID:
     """The aggregate id of an app's scope (``app:`` state, users)."""
     return uuid5(_NAMESPACE, _key("app", app_name))
 
 
+@lru_cache(maxsize=4096)  # computed on every call of the service
 def user_uuid(app_name: str, user_id: str) -> UUID:
     """The aggregate id of a user's scope (``user:`` state)."""
     return uuid5(_NAMESPACE, _key("user", app_name, user_id))
 
 
+@lru_cache(maxsize=4096)  # computed on every call of the service
 def directory_uuid(app_name: str, user_id: str) -> UUID:
     """The aggregate id of a user's session directory."""
     return uuid5(_NAMESPACE, _key("sessions", app_name, user_id))
