@@ -248,3 +248,38 @@ def test_an_integration_resolves_an_unknown_outcome_before_writing_again(
 
     items = asyncio.run(main())
     assert [i["content"] for i in items] == ["first", "once"]
+
+
+def test_the_adk_service_resolves_an_unknown_outcome_before_writing_again(
+    sqlite_url: str, lost_commit: dict[str, int]
+) -> None:
+    """An ADK append whose save's outcome is unknown: the save id is checked once the
+    database answers (the store's retry policy), and the event is stored once."""
+    from google.adk.events.event import Event
+    from google.genai import types
+
+    from snaptail.integrations.adk import SnaptailSessionService
+
+    def event(text: str, ts: float) -> Event:
+        content = types.Content(role="user", parts=[types.Part(text=text)])
+        return Event(author="user", invocation_id=text, content=content, timestamp=ts)
+
+    async def main() -> list[str]:
+        async with AsyncAgentStore(sqlite_url) as store:
+            service = SnaptailSessionService(store)
+            session = await service.create_session(app_name="a", user_id="u", session_id="s")
+            await service.append_event(session, event("first", session.last_update_time + 1))
+            lost_commit["armed"] = store.retry.attempts
+            lost_commit["unreachable"] = 1  # the save's own check fails; the service's answers
+            await service.append_event(session, event("once", session.last_update_time + 1))
+            assert lost_commit["unreachable"] == 0, "the save's outcome was unknown"
+            lost_commit["armed"] = 0
+            assert [e.invocation_id for e in session.events] == ["first", "once"]
+            await service.append_event(session, event("next", session.last_update_time + 1))
+            got = await SnaptailSessionService(store).get_session(
+                app_name="a", user_id="u", session_id="s"
+            )
+            assert got is not None
+            return [e.invocation_id for e in got.events]
+
+    assert asyncio.run(main()) == ["first", "once", "next"]

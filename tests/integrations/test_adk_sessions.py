@@ -196,7 +196,7 @@ async def _concurrent(url: str) -> None:
 
         # Half the writers go through a second service on its own store (another
         # process's view of the same database).
-        async with SnaptailSessionService(url) as second:
+        async with AsyncAgentStore(url) as own, SnaptailSessionService(own) as second:
             refusals = await asyncio.gather(
                 *(writer(i, copies[i], service if i % 2 else second) for i in range(20))
             )
@@ -438,3 +438,146 @@ def test_runner_resumed_in_fresh_process_matches_in_memory(sqlite_url: str) -> N
         assert got.state["user:notes"] == turns // 3
 
     asyncio.run(compare())
+
+
+# -- sessions built without re-validation, decoded events kept (issue 22) -------------
+
+
+def _validated(session: Session) -> Session:
+    """The same session through pydantic's validation (what ADK's services return)."""
+    again = Session.model_validate(session.model_dump())
+    again._storage_update_marker = session._storage_update_marker
+    return again
+
+
+def _same_object(ours: Session) -> None:
+    reference = _validated(ours)
+    assert ours == reference
+    assert ours.model_fields_set == reference.model_fields_set
+    assert ours.__pydantic_private__ == reference.__pydantic_private__
+    assert ours.__pydantic_extra__ == reference.__pydantic_extra__
+    assert ours.model_dump_json() == reference.model_dump_json()
+    assert type(ours.last_update_time) is float and type(ours.state) is dict
+
+
+def test_sessions_equal_validated_ones_and_events_are_copies(database_url: str) -> None:
+    async def go() -> None:
+        async with SnaptailSessionService(database_url) as service:
+            ref = InMemorySessionService()
+            events = [text_event(n, 1.9e9 + n, {"x": n}) for n in range(5)]
+            for svc in (service, ref):
+                s = await svc.create_session(
+                    app_name=APP,
+                    user_id="u",
+                    session_id="s",
+                    state={"k": {"n": [1]}, "app:a": 1, "user:b": 2},
+                )
+                for event in events:
+                    await svc.append_event(s, event.model_copy(deep=True))
+            config = GetSessionConfig(num_recent_events=3)
+            got = await service.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            want = await ref.get_session(app_name=APP, user_id="u", session_id="s", config=config)
+            assert got is not None and want is not None
+            _same_object(got)
+            assert view(got) == view(want)
+            listed = (await service.list_sessions(app_name=APP, user_id="u")).sessions
+            assert len(listed) == 1
+            _same_object(listed[0])
+            expected = (await ref.list_sessions(app_name=APP, user_id="u")).sessions
+            assert listing(listed) == listing(expected)
+            assert listed[0].last_update_time == got.last_update_time
+
+            # What a caller changes in what it got is not seen by the next call (the
+            # decoded events are kept, and copied).
+            got.events[-1].content.parts[0].text = "changed"  # type: ignore[union-attr,index]
+            got.events[-1].actions.state_delta["x"] = "changed"
+            got.state["k"]["n"].append(2)
+            listed[0].state["k"]["n"].append(3)
+            again = await service.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert again is not None and view(again) == view(want)
+            relisted = (await service.list_sessions(app_name=APP, user_id="u")).sessions
+            assert listing(relisted) == listing(expected)
+
+    asyncio.run(go())
+
+
+# -- the shared store (issue 22) ---------------------------------------------------------
+
+
+def test_services_on_one_url_share_one_store_across_event_loops(database_url: str) -> None:
+    import gc
+    import threading
+
+    from snaptail.integrations.shared import leased_urls, wait_closed
+
+    pair = [SnaptailSessionService(database_url), SnaptailSessionService(database_url)]
+    first = pair[0]
+    assert first.store is pair[1].store
+    url = first.store.url
+    assert leased_urls()[url] == 2
+
+    async def create() -> Session:
+        return await first.create_session(app_name=APP, user_id="u", session_id="s")
+
+    session = asyncio.run(create())  # one event loop ...
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:  # ... then others, each on its own thread and loop
+        async def main() -> None:
+            got = await pair[1].get_session(app_name=APP, user_id="u", session_id="s")
+            assert got is not None
+            while True:
+                try:
+                    await pair[1].append_event(got, text_event(i, got.last_update_time + 1))
+                    return
+                except StaleSessionError:
+                    got = await pair[1].get_session(app_name=APP, user_id="u", session_id="s")
+                    assert got is not None
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=append, args=(i,), daemon=True) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not [t for t in threads if t.is_alive()], "a thread hung"
+    assert errors == []
+
+    async def read() -> Session | None:
+        return await first.get_session(app_name=APP, user_id=session.user_id, session_id="s")
+
+    got = asyncio.run(read())
+    assert got is not None
+    assert sorted(e.invocation_id for e in got.events) == sorted(f"inv{i}" for i in range(6))
+    asyncio.run(first.close())
+    assert leased_urls()[url] == 1
+    asyncio.run(first.close())  # a second close gives nothing back twice
+    assert leased_urls()[url] == 1
+    store = pair[1].store
+    pair.pop()
+    gc.collect()
+    assert url not in leased_urls(), "a collected service gives its hold back"
+    wait_closed()
+    with pytest.raises(RuntimeError, match="not open"):
+        store.recorder  # noqa: B018 - the last hold closed the store
+
+
+def test_an_explicit_store_is_left_open(sqlite_url: str) -> None:
+    from snaptail.integrations.shared import leased_urls
+
+    async def go() -> None:
+        async with AsyncAgentStore(sqlite_url) as store:
+            async with SnaptailSessionService(store) as service:
+                assert service.store is store and store.url not in leased_urls()
+                await service.create_session(app_name=APP, user_id="u", session_id="s")
+            assert await store.event_count(session_uuid(APP, "u", "s")) == 2  # made, started
+
+    asyncio.run(go())
