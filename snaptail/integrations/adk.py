@@ -271,8 +271,9 @@ class SnaptailSessionService(BaseSessionService):
 
     def evict(self, agent_id: UUID) -> bool:
         """Drop a loaded aggregate and its decoded events (its subject was forgotten)."""
-        for key in [k for k in self._decoded if k[0] == agent_id]:
-            del self._decoded[key]
+        for key in list(self._decoded):  # (a copy: evict may run on another thread)
+            if key[0] == agent_id:
+                self._decoded.pop(key, None)
         self._absent.discard(agent_id)
         return self._loaded.pop(agent_id, None) is not None
 
