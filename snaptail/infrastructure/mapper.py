@@ -21,10 +21,16 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
-from snaptail.domain.replay import applier, apply_events
+from snaptail.domain.replay import applier, apply_events, replay_failed
 from snaptail.domain.schema import payload_fields
 from snaptail.domain.topics import agent_class_of, event_class_of
-from snaptail.errors import AgentForgotten, InvalidAgentType, RowUnreadable, UnknownTopic
+from snaptail.errors import (
+    AgentForgotten,
+    InvalidAgentType,
+    RowUnreadable,
+    SnaptailError,
+    UnknownTopic,
+)
 from snaptail.infrastructure.recorder import EventRow
 from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
 
@@ -268,7 +274,12 @@ class MsgspecMapper(Mapper[Any]):
                 if payload is not None and payload.class_version is unset:
                     if version != agent._version + 1:
                         raise OriginatorVersionError(version, agent._version + 1)
-                    method(agent, *arguments(payload))
+                    try:
+                        method(agent, *arguments(payload))
+                    except SnaptailError:
+                        raise
+                    except Exception as exc:
+                        raise replay_failed(agent, originator_id, version, topic, exc) from exc
                     agent._version = version
                     agent._modified_on = payload.timestamp
                     continue
