@@ -16,7 +16,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── AgentNotFound (LookupError)          no such agent (at that version)
     │   └── AgentForgotten                   its data was erased (store.forget)
     ├── VersionNotFound (LookupError)        a version past the agent's newest
-    ├── RowUnreadable (ValueError)           a stored row too large or too deep
+    ├── RowUnreadable (ValueError)           a stored row too large, too deep or damaged
     ├── DamagedLog (LookupError)             the stored log lost an event
     │   └── UnknownTopic                     a row names a type this process lacks
     ├── ConcurrencyError                     another writer saved the agent first
@@ -410,9 +410,11 @@ class VersionNotFound(SnaptailError, LookupError):
         )
 
 
-class RowUnreadable(SnaptailError, ValueError):
-    """A stored row (an event or snapshot) is refused before it is decoded: larger
-    than the store's ``max_row_bytes``, or nested too deeply."""
+class RowUnreadable(SnaptailError, persistence.MapperDeserialisationError):
+    """A stored row (an event or snapshot) that cannot be read: refused before it is
+    decoded (larger than the store's ``max_row_bytes``, or nested too deeply), or an
+    event whose bytes do not decode as its type. Also ``eventsourcing``'s
+    ``MapperDeserialisationError`` (a ``ValueError``), for code that catches that."""
 
     def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
         self.agent_id, self.version, self.what = agent_id, version, what
@@ -443,7 +445,8 @@ class UnknownTopic(DamagedLog):
 class InvalidAgentType(SnaptailError, TypeError):
     """An agent type that snaptail cannot store faithfully: refused when it is defined
     (a state default of another type than its field's) or at its first save (a class
-    defined in the script being run, ``__main__``)."""
+    defined in the script being run, ``__main__``, or handlers that read an attribute
+    of the agent by a computed name without ``snapshot_settings``)."""
 
     def __init__(self, agent_type: str, detail: str) -> None:
         self.agent_type = agent_type
