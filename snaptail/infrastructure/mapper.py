@@ -32,7 +32,13 @@ from snaptail.errors import (
     UnknownTopic,
 )
 from snaptail.infrastructure.recorder import EventRow
-from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
+from snaptail.privacy.cipher import (
+    SEALED,
+    PayloadCipher,
+    RedactedEvent,
+    is_sealed,
+    require_keys,
+)
 
 
 class NoTranscoder(Transcoder):
@@ -255,13 +261,13 @@ class MsgspecMapper(Mapper[Any]):
         direct = self._direct
         unset = _UNSET
         cipher = self.payload_cipher
-        open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
+        if cipher is not None and rows and is_sealed(rows[-1][2]):
+            # The rows opened at once (snaptail.privacy: an agent's rows are sealed
+            # from its first subject on); raises AgentForgotten for a forgotten agent.
+            # A sealed row this misses takes the decode_event path below, which opens it.
+            rows = cipher.open_rows(originator_id, rows)
         for row in rows:
             version, topic, data = row
-            if cipher is not None and data and data[0] == SEALED:
-                if open_row is None:  # raises AgentForgotten for a forgotten agent
-                    open_row = cipher.opener(originator_id)
-                data = open_row(version, data)
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)
