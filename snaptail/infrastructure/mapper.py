@@ -104,6 +104,7 @@ class MsgspecMapper(Mapper[Any]):
         self._encoder = msgspec.msgpack.Encoder()
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
+        self._class_versions: dict[type[Any], int] = {}
         self._direct: dict[str, _DirectApply | None] = {}
         # Per-agent encryption (snaptail.privacy): set by a store with a key store.
         self.payload_cipher: PayloadCipher | None = None
@@ -117,7 +118,12 @@ class MsgspecMapper(Mapper[Any]):
     def encode_payload(self, domain_event: Any) -> bytes:
         state = dict(vars(domain_event))
         del state["originator_id"], state["originator_version"]
-        class_version = getattr(type(domain_event), "class_version", 1)
+        event_class = type(domain_event)
+        class_version = self._class_versions.get(event_class)
+        if class_version is None:  # read once per class, as _codec reads it for decoding
+            class_version = self._class_versions[event_class] = getattr(
+                event_class, "class_version", 1
+            )
         if class_version > 1:
             state["class_version"] = class_version
         return self._encoder.encode(state)
@@ -248,8 +254,7 @@ class MsgspecMapper(Mapper[Any]):
         unset = _UNSET
         cipher = self.payload_cipher
         open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
-        for row in rows:
-            version, topic, data = row
+        for version, topic, data in rows:
             if cipher is not None and data and data[0] == SEALED:
                 if open_row is None:  # raises AgentForgotten for a forgotten agent
                     open_row = cipher.opener(originator_id)
@@ -270,7 +275,7 @@ class MsgspecMapper(Mapper[Any]):
                     agent._version = version
                     agent._modified_on = payload.timestamp
                     continue
-            agent = apply_events(agent, (self.decode_event(originator_id, *row),))
+            agent = apply_events(agent, (self.decode_event(originator_id, version, topic, data),))
         return agent
 
     def _direct_apply(self, topic: str) -> _DirectApply | None:
