@@ -13,10 +13,11 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── InvalidAgentType (TypeError)         an agent type snaptail cannot store
     ├── UndeclaredState (TypeError)          a handler kept state outside ``state``
     ├── AgentBroken (RuntimeError)           a handler raised: the object is unusable
+    ├── ReplayFailed (RuntimeError)          a handler raised on a stored event
     ├── AgentNotFound (LookupError)          no such agent (at that version)
     │   └── AgentForgotten                   its data was erased (store.forget)
     ├── VersionNotFound (LookupError)        a version past the agent's newest
-    ├── RowUnreadable (ValueError)           a stored row too large or too deep
+    ├── RowUnreadable (ValueError)           a stored row too large, too deep or damaged
     ├── DamagedLog (LookupError)             the stored log lost an event
     │   └── UnknownTopic                     a row names a type this process lacks
     ├── ConcurrencyError                     another writer saved the agent first
@@ -241,6 +242,27 @@ class AgentBroken(SnaptailError, RuntimeError):
         )
 
 
+class ReplayFailed(SnaptailError, RuntimeError):
+    """An event handler raised while a stored event was applied (a load, a replay,
+    time travel): the handler no longer accepts an event its log holds (a code change
+    without an upcaster), or the row is another agent type's (a damaged log). Nothing
+    was changed; the error names the agent, its type, the version and the event."""
+
+    def __init__(
+        self, agent_id: object, agent_type: str, version: int, topic: str, cause: str
+    ) -> None:
+        self.agent_id, self.agent_type, self.version, self.topic = (
+            agent_id, agent_type, version, topic,
+        )  # fmt: skip
+        super().__init__(
+            f"agent {agent_id} ({agent_type}): applying its stored event {topic} at version"
+            f" {version} raised ({cause}). Either the handler changed and no longer accepts"
+            " events it once recorded (give the event class a class_version and an"
+            " upcaster, or make the handler accept them), or the row belongs to another"
+            " agent type (the log is damaged: restore it from a backup)"
+        )
+
+
 class ProjectionFailed(SnaptailError):
     """A projection raised on an event. The view is committed up to the event before
     it; a restart stops at the same event (``--skip-failed`` records it as a dead
@@ -410,9 +432,11 @@ class VersionNotFound(SnaptailError, LookupError):
         )
 
 
-class RowUnreadable(SnaptailError, ValueError):
-    """A stored row (an event or snapshot) is refused before it is decoded: larger
-    than the store's ``max_row_bytes``, or nested too deeply."""
+class RowUnreadable(SnaptailError, persistence.MapperDeserialisationError):
+    """A stored row (an event or snapshot) that cannot be read: refused before it is
+    decoded (larger than the store's ``max_row_bytes``, or nested too deeply), or an
+    event whose bytes do not decode as its type. Also ``eventsourcing``'s
+    ``MapperDeserialisationError`` (a ``ValueError``), for code that catches that."""
 
     def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
         self.agent_id, self.version, self.what = agent_id, version, what
@@ -443,7 +467,8 @@ class UnknownTopic(DamagedLog):
 class InvalidAgentType(SnaptailError, TypeError):
     """An agent type that snaptail cannot store faithfully: refused when it is defined
     (a state default of another type than its field's) or at its first save (a class
-    defined in the script being run, ``__main__``)."""
+    defined in the script being run, ``__main__``, or handlers that read an attribute
+    of the agent by a computed name without ``snapshot_settings``)."""
 
     def __init__(self, agent_type: str, detail: str) -> None:
         self.agent_type = agent_type
@@ -542,6 +567,7 @@ __all__ = [
     "PositionConflict",
     "ProjectionBusy",
     "ProjectionFailed",
+    "ReplayFailed",
     "RowUnreadable",
     "SaveOutcomeUnknown",
     "SchemaOutdated",
@@ -561,6 +587,8 @@ __all__ = [
     "VersionNotFound",
     "WorkerGaveUp",
 ]
+
+
 class ArchiveDamaged(SnaptailError, LookupError):
     """An archive segment is missing, truncated or corrupt (or not where the manifest
     says): the archived events it holds cannot be read. Never skipped silently.

@@ -15,19 +15,30 @@ from eventsourcing.persistence import (
     Cipher,
     Compressor,
     Mapper,
-    MapperDeserialisationError,
     StoredEvent,
     Transcoder,
     find_id_convertor,
 )
 from eventsourcing.utils import get_topic
 
-from snaptail.domain.replay import applier, apply_events
+from snaptail.domain.replay import applier, apply_events, replay_failed
 from snaptail.domain.schema import payload_fields
 from snaptail.domain.topics import agent_class_of, event_class_of
-from snaptail.errors import AgentForgotten, InvalidAgentType, UnknownTopic
+from snaptail.errors import (
+    AgentForgotten,
+    InvalidAgentType,
+    RowUnreadable,
+    SnaptailError,
+    UnknownTopic,
+)
 from snaptail.infrastructure.recorder import EventRow
-from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
+from snaptail.privacy.cipher import (
+    SEALED,
+    PayloadCipher,
+    RedactedEvent,
+    is_sealed,
+    require_keys,
+)
 
 
 class NoTranscoder(Transcoder):
@@ -198,12 +209,12 @@ class MsgspecMapper(Mapper[Any]):
         except _NotAllowed:
             raise UnknownTopic(originator_id, originator_version, topic) from None
         except Exception as exc:  # a damaged or retired topic: name the event
-            msg = (
-                f"cannot decode stored event of agent {originator_id} at"
-                f" version {originator_version}: its type"
-                f" {topic!r} cannot be imported ({type(exc).__name__}: {exc})"
-            )
-            raise MapperDeserialisationError(msg) from exc
+            raise RowUnreadable(
+                originator_id,
+                originator_version,
+                f"event {topic!r}",
+                f"its type cannot be prepared ({type(exc).__name__}: {exc})",
+            ) from exc
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -219,11 +230,14 @@ class MsgspecMapper(Mapper[Any]):
             if stored_version != codec.class_version:
                 state = self._upcast(codec, state)
         except (msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
-            msg = (
-                f"cannot decode stored event {topic!r} of agent"
-                f" {originator_id} at version {originator_version}: {exc}"
-            )
-            raise MapperDeserialisationError(msg) from exc
+            raise RowUnreadable(
+                originator_id,
+                originator_version,
+                f"event {topic!r}",
+                f"its bytes do not decode as that type ({exc}); the row is damaged:"
+                " restore it from a backup, or, if the class's fields changed without"
+                " a new class_version, give it one and an upcaster",
+            ) from exc
         if codec.creates and agent_class_of(state.get("originator_topic")) is None:
             raise UnknownTopic(
                 originator_id,
@@ -253,12 +267,13 @@ class MsgspecMapper(Mapper[Any]):
         direct = self._direct
         unset = _UNSET
         cipher = self.payload_cipher
-        open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
-        for version, topic, data in rows:
-            if cipher is not None and data and data[0] == SEALED:
-                if open_row is None:  # raises AgentForgotten for a forgotten agent
-                    open_row = cipher.opener(originator_id)
-                data = open_row(version, data)
+        if cipher is not None and rows and is_sealed(rows[-1][2]):
+            # The rows opened at once (snaptail.privacy: an agent's rows are sealed
+            # from its first subject on); raises AgentForgotten for a forgotten agent.
+            # A sealed row this misses takes the decode_event path below, which opens it.
+            rows = cipher.open_rows(originator_id, rows)
+        for row in rows:
+            version, topic, data = row
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)
@@ -271,11 +286,16 @@ class MsgspecMapper(Mapper[Any]):
                 if payload is not None and payload.class_version is unset:
                     if version != agent._version + 1:
                         raise OriginatorVersionError(version, agent._version + 1)
-                    method(agent, *arguments(payload))
+                    try:
+                        method(agent, *arguments(payload))
+                    except SnaptailError:
+                        raise
+                    except Exception as exc:
+                        raise replay_failed(agent, originator_id, version, topic, exc) from exc
                     agent._version = version
                     agent._modified_on = payload.timestamp
                     continue
-            agent = apply_events(agent, (self.decode_event(originator_id, version, topic, data),))
+            agent = apply_events(agent, (self.decode_event(originator_id, *row),))
         return agent
 
     def _direct_apply(self, topic: str) -> _DirectApply | None:

@@ -146,6 +146,38 @@ def test_a_damaged_topic_names_agent_and_version(database_url: str) -> None:
             assert "no_such_module.anywhere:Gone" in message
 
 
+def set_payload(url: str, agent_id: UUID, version: int, payload: bytes) -> None:
+    execute(
+        url,
+        "UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
+        (payload, _key(url, agent_id), version),
+    )
+
+
+@pytest.mark.parametrize("snapshot_every", [None, 3], ids=["no-snapshot", "tail-after-snapshot"])
+def test_a_damaged_payload_is_a_snaptail_error_naming_agent_version_and_type(
+    database_url: str, snapshot_every: int | None
+) -> None:
+    """A payload whose bytes do not decode as its type (a disk fault, a hand edit) was an
+    ``eventsourcing`` ``MapperDeserialisationError``: no ``SnaptailError`` at all. It is
+    now ``RowUnreadable`` (still that ``eventsourcing`` error, for code catching it)."""
+    from eventsourcing.persistence import MapperDeserialisationError
+
+    from snaptail import RowUnreadable, SnaptailError
+
+    agent = written(database_url, snapshot_every=snapshot_every)
+    set_payload(database_url, agent.id, 10, msgspec.msgpack.encode({"x": None}))
+    with AgentStore(database_url) as store:
+        for action in (lambda: store.get(agent.id), lambda: list(store.history(agent.id))):
+            with pytest.raises(SnaptailError) as caught:
+                action()
+            assert isinstance(caught.value, RowUnreadable)
+            assert isinstance(caught.value, MapperDeserialisationError)
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 10" in message
+            assert "InputItemAdded" in message and "backup" in message
+
+
 # -- snaptail snapshots verify --------------------------------------------------------
 
 
@@ -470,3 +502,53 @@ def test_the_console_imports_nothing_a_row_names(
             if response.status_code != 200:
                 assert str(agent.id) in response.json()["error"], response.text
     _nothing_imported(side_effect_module, "".join(texts) + capfd.readouterr().out)
+
+
+@dataclass
+class CountState(AgentState):
+    count: int = 0
+
+
+class Counting(Agent):
+    """An agent type whose event a damaged log may hold in another agent's log."""
+
+    State = CountState
+
+    @event("Bumped")
+    def bump(self, by: int) -> None:
+        self.state.count += by  # type: ignore[attr-defined]
+
+
+def test_an_event_whose_handler_raises_on_load_is_a_snaptail_error_naming_it(
+    database_url: str,
+) -> None:
+    """Another type's event in an agent's log (a row moved by hand or a damaged copy)
+    made the load raise the handler's bare ``AttributeError``, naming nothing. Now it
+    is ``ReplayFailed`` naming the agent, its type, the version and the event type."""
+    from snaptail.errors import ReplayFailed
+
+    with AgentStore(database_url) as store:
+        counting = Counting(name="counting")
+        counting.bump(2)
+        store.save(counting)
+        agent = Agent(name="plain")
+        agent.add_input("user", "hi")
+        store.save(agent)
+    foreign = f"{__name__}:Counting.Bumped"
+    row = execute(
+        database_url,
+        "SELECT state FROM stored_events WHERE originator_id=? AND originator_version=2",
+        (_key(database_url, counting.id),),
+    )
+    execute(
+        database_url,
+        "UPDATE stored_events SET topic=?, state=? WHERE originator_id=? AND originator_version=2",
+        (foreign, bytes(row[0][0]), _key(database_url, agent.id)),
+    )
+    with AgentStore(database_url) as store:
+        for read in (store.get, store.replay):
+            with pytest.raises(ReplayFailed) as caught:
+                read(agent.id)
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 2" in message
+            assert "Counting.Bumped" in message and "AttributeError" in message
