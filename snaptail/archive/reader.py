@@ -18,6 +18,7 @@ from snaptail.archive.codec import (
     Footer,
     SegmentFormatError,
     iter_rows,
+    read_block,
     read_footer,
     sha256_of,
 )
@@ -31,6 +32,46 @@ from snaptail.infrastructure.recorder import (
     Position,
     PositionedNotification,
 )
+
+# Bytes of decoded rows a merge of segments (a projection from zero) holds at most.
+MERGE_MEMORY = 32 * 1024 * 1024
+_ROW_OVERHEAD = 150  # a decoded row's tuple, ints and topic, roughly
+_TAKEN: ArchivedRow = (0, "", b"", 0, 0)
+
+
+def _size(row: ArchivedRow) -> int:
+    return len(row[2]) + _ROW_OVERHEAD
+
+
+class _Cursor:
+    """One segment's place in a merge: the rows read and not yet taken, and the
+    version to read next from the file."""
+
+    __slots__ = ("index", "next_version", "rows", "segment")
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        self.rows: list[ArchivedRow] = []
+        self.index = 0
+        self.next_version = segment.first
+
+    def head(self) -> Position:
+        row = self.rows[self.index]
+        return Position(row[4], row[3])
+
+    def trim(self, cap: int) -> int:
+        """Keep the next row and as many more as fit in ``cap`` bytes; the rest is
+        read again later. Returns the bytes kept."""
+        kept = self.rows[self.index : self.index + 1]
+        size = _size(kept[0])
+        for row in self.rows[self.index + 1 :]:
+            if size + _size(row) > cap:
+                self.next_version = row[0]
+                break
+            kept.append(row)
+            size += _size(row)
+        self.rows, self.index = kept, 0
+        return size
 
 
 class ArchiveReader:
@@ -118,9 +159,7 @@ class ArchiveReader:
     ) -> Iterator[ArchivedRow]:
         """The agent's archived rows with ``gt < version < lt`` (of ``topics`` only, if
         given), oldest first or newest first. Versions are checked to be consecutive."""
-        segments = [
-            s for s in self.db.segments(agent_id) if s.last > gt and s.first < lt
-        ]
+        segments = [s for s in self.db.segments(agent_id) if s.last > gt and s.first < lt]
         expected = 0 if not segments else segments[0].first
         for segment in segments:  # the segments must tile the versions
             if segment.first != expected and expected:
@@ -137,42 +176,83 @@ class ArchiveReader:
                     yield row
 
     def notifications(
-        self, after: Position, topics: Sequence[str] = ()
+        self, after: Position, topics: Sequence[str] = (), memory: int = MERGE_MEMORY
     ) -> Iterator[PositionedNotification]:
         """Every archived event after ``after``, in position order (as the hot table
         would give them): a merge of the segments, each opened when the merge reaches
-        its lowest position and closed when read, one block of each in memory."""
+        its lowest position. At most about ``memory`` bytes of decoded rows are held
+        (plus one row per open segment and the block being decoded): each open
+        segment keeps its share of its current block and reads the block again for
+        the rest, so agents written side by side cost decoding, not memory."""
         pending = sorted(
             (s for s in self.db.segments() if s.max_position > after),
             key=lambda s: s.min_position,
             reverse=True,
         )
         wanted = frozenset(topics)
-        heap: list[tuple[Position, int, ArchivedRow, Iterator[ArchivedRow], UUID]] = []
+        heap: list[tuple[Position, int, _Cursor]] = []
         serial = 0
+        held = 0  # bytes of the rows the open cursors hold
 
-        def push(rows: Iterator[ArchivedRow], agent_id: UUID) -> None:
-            nonlocal serial
-            for row in rows:
-                position = Position(row[4], row[3])
-                if position > after:
-                    serial += 1
-                    heapq.heappush(heap, (position, serial, row, rows, agent_id))
-                    return
+        def refill(cursor: _Cursor) -> None:
+            nonlocal serial, held
+            held += self._fill(cursor, after, max(1, memory // (len(heap) + 1)))
+            if cursor.index < len(cursor.rows):
+                serial += 1
+                heapq.heappush(heap, (cursor.head(), serial, cursor))
+            if held > memory:  # more segments open than when their shares were cut
+                cap = memory // (2 * len(heap))
+                held = sum(c.trim(cap) for _, _, c in heap)
 
         while pending or heap:
             # Open every segment that may hold the next position.
             while pending and (not heap or pending[-1].min_position <= heap[0][0]):
                 segment = pending.pop()
-                push(self.segment_rows(segment), segment.agent_id)
+                refill(_Cursor(segment))
             if not heap:
                 continue
-            _, _, row, rows, agent_id = heapq.heappop(heap)
+            _, _, cursor = heapq.heappop(heap)
+            row = cursor.rows[cursor.index]
+            cursor.rows[cursor.index] = _TAKEN
+            cursor.index += 1
+            held -= _size(row)
+            if cursor.index < len(cursor.rows):
+                serial += 1
+                heapq.heappush(heap, (cursor.head(), serial, cursor))
+            else:
+                refill(cursor)
             if not wanted or row[1] in wanted:
                 yield PositionedNotification(
-                    agent_id, row[0], row[1], row[2], row[3], row[4]
+                    cursor.segment.agent_id, row[0], row[1], row[2], row[3], row[4]
                 )
-            push(rows, agent_id)
+
+    def _fill(self, cursor: _Cursor, after: Position, share: int) -> int:
+        """Give ``cursor`` its next rows after ``after`` (at least one, about ``share``
+        bytes, from one block); the bytes held (0: the segment is read)."""
+        segment = cursor.segment
+        cursor.rows, cursor.index = [], 0
+        file, footer = self.open(segment)
+        with file:
+            for block in footer.blocks:
+                if block[1] < cursor.next_version:
+                    continue
+                try:
+                    rows = read_block(file, block)
+                except SegmentFormatError as exc:
+                    raise self._damaged(segment, str(exc)) from None
+                taken: list[ArchivedRow] = []
+                size = 0
+                for row in rows[max(0, cursor.next_version - block[0]) :]:
+                    if taken and size >= share:
+                        break
+                    cursor.next_version = row[0] + 1
+                    if Position(row[4], row[3]) > after:
+                        taken.append(row)
+                        size += _size(row)
+                if taken:
+                    cursor.rows = taken
+                    return size
+        return 0
 
     def verify(self, segment: Segment) -> str | None:
         """None if the segment reads back whole (checksum, every block, every version);
