@@ -36,41 +36,37 @@ from snaptail.infrastructure.recorder import (
 # Bytes of decoded rows a merge of segments (a projection from zero) holds at most.
 MERGE_MEMORY = 32 * 1024 * 1024
 _ROW_OVERHEAD = 150  # a decoded row's tuple, ints and topic, roughly
-_TAKEN: ArchivedRow = (0, "", b"", 0, 0)
-
-
-def _size(row: ArchivedRow) -> int:
-    return len(row[2]) + _ROW_OVERHEAD
 
 
 class _Cursor:
-    """One segment's place in a merge: the rows read and not yet taken, and the
-    version to read next from the file."""
+    """One segment's place in a merge: rows read from one block (``keys`` their
+    positions), the next to take, their bytes, and the version to read next."""
 
-    __slots__ = ("index", "next_version", "rows", "segment")
+    __slots__ = ("held", "index", "keys", "next_version", "rows", "segment")
 
     def __init__(self, segment: Segment) -> None:
         self.segment = segment
         self.rows: list[ArchivedRow] = []
+        self.keys: list[tuple[int, int]] = []
         self.index = 0
+        self.held = 0
         self.next_version = segment.first
-
-    def head(self) -> Position:
-        row = self.rows[self.index]
-        return Position(row[4], row[3])
 
     def trim(self, cap: int) -> int:
         """Keep the next row and as many more as fit in ``cap`` bytes; the rest is
         read again later. Returns the bytes kept."""
-        kept = self.rows[self.index : self.index + 1]
-        size = _size(kept[0])
-        for row in self.rows[self.index + 1 :]:
-            if size + _size(row) > cap:
-                self.next_version = row[0]
+        start = self.index
+        end = start + 1
+        size = len(self.rows[start][2]) + _ROW_OVERHEAD
+        while end < len(self.rows):
+            more = len(self.rows[end][2]) + _ROW_OVERHEAD
+            if size + more > cap:
+                self.next_version = self.rows[end][0]
                 break
-            kept.append(row)
-            size += _size(row)
-        self.rows, self.index = kept, 0
+            size += more
+            end += 1
+        self.rows, self.keys, self.index = self.rows[start:end], self.keys[start:end], 0
+        self.held = size
         return size
 
 
@@ -190,16 +186,18 @@ class ArchiveReader:
             reverse=True,
         )
         wanted = frozenset(topics)
-        heap: list[tuple[Position, int, _Cursor]] = []
+        heap: list[tuple[tuple[int, int], int, _Cursor]] = []
         serial = 0
-        held = 0  # bytes of the rows the open cursors hold
+        held = 0  # bytes of the rows the open cursors hold (taken or not)
 
         def refill(cursor: _Cursor) -> None:
             nonlocal serial, held
-            held += self._fill(cursor, after, max(1, memory // (len(heap) + 1)))
-            if cursor.index < len(cursor.rows):
+            held -= cursor.held
+            cursor.held = self._fill(cursor, after, max(1, memory // (len(heap) + 1)))
+            held += cursor.held
+            if cursor.rows:
                 serial += 1
-                heapq.heappush(heap, (cursor.head(), serial, cursor))
+                heapq.heappush(heap, (cursor.keys[0], serial, cursor))
             if held > memory:  # more segments open than when their shares were cut
                 cap = memory // (2 * len(heap))
                 held = sum(c.trim(cap) for _, _, c in heap)
@@ -207,19 +205,19 @@ class ArchiveReader:
         while pending or heap:
             # Open every segment that may hold the next position.
             while pending and (not heap or pending[-1].min_position <= heap[0][0]):
-                segment = pending.pop()
-                refill(_Cursor(segment))
+                refill(_Cursor(pending.pop()))
             if not heap:
                 continue
-            _, _, cursor = heapq.heappop(heap)
-            row = cursor.rows[cursor.index]
-            cursor.rows[cursor.index] = _TAKEN
-            cursor.index += 1
-            held -= _size(row)
-            if cursor.index < len(cursor.rows):
+            cursor = heap[0][2]
+            index = cursor.index
+            row = cursor.rows[index]
+            index += 1
+            cursor.index = index
+            if index < len(cursor.rows):
                 serial += 1
-                heapq.heappush(heap, (cursor.head(), serial, cursor))
+                heapq.heapreplace(heap, (cursor.keys[index], serial, cursor))
             else:
+                heapq.heappop(heap)
                 refill(cursor)
             if not wanted or row[1] in wanted:
                 yield PositionedNotification(
@@ -230,7 +228,7 @@ class ArchiveReader:
         """Give ``cursor`` its next rows after ``after`` (at least one, about ``share``
         bytes, from one block); the bytes held (0: the segment is read)."""
         segment = cursor.segment
-        cursor.rows, cursor.index = [], 0
+        cursor.rows, cursor.keys, cursor.index = [], [], 0
         file, footer = self.open(segment)
         with file:
             for block in footer.blocks:
@@ -241,16 +239,19 @@ class ArchiveReader:
                 except SegmentFormatError as exc:
                     raise self._damaged(segment, str(exc)) from None
                 taken: list[ArchivedRow] = []
+                keys: list[tuple[int, int]] = []
                 size = 0
                 for row in rows[max(0, cursor.next_version - block[0]) :]:
-                    if taken and size >= share:
+                    if size >= share and taken:
                         break
                     cursor.next_version = row[0] + 1
-                    if Position(row[4], row[3]) > after:
+                    key = (row[4], row[3])
+                    if key > after:
                         taken.append(row)
-                        size += _size(row)
+                        keys.append(key)
+                        size += len(row[2]) + _ROW_OVERHEAD
                 if taken:
-                    cursor.rows = taken
+                    cursor.rows, cursor.keys = taken, keys
                     return size
         return 0
 
