@@ -8,6 +8,7 @@ range and the file; nothing is skipped.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, cast
@@ -298,6 +299,8 @@ class ArchivedThenHot:
         self._merge: Iterator[PositionedNotification] | None = None
         self._merge_at: Position | None = None
         self._lookahead: list[PositionedNotification] = []
+        self._hot_after: Position | None = None
+        self._hot_page: list[PositionedNotification] = []
 
     def __call__(self, after: Position, limit: int) -> list[PositionedNotification]:
         if self._highest is None or after == START:
@@ -308,9 +311,23 @@ class ArchivedThenHot:
         if self._merge is None or self._merge_at != after:
             self._merge = self._archived(after)
             self._lookahead = []
-        batch = _merge(self._merge, self._lookahead, self._hot(after, limit), limit)
+        batch = _merge(self._merge, self._lookahead, self._hot_page_after(after, limit), limit)
         self._merge_at = batch[-1].position if batch else after
         return batch
+
+    def _hot_page_after(self, after: Position, limit: int) -> list[PositionedNotification]:
+        """The hot reader's next ``limit`` events after ``after``: what is left of the
+        page read before if it still holds ``limit`` (the hot reader never finds an
+        event later before one it returned, so those are the same rows), else a new
+        read. While the archived events come first, one hot page serves many batches."""
+        page = self._hot_page
+        if self._hot_after is not None and after >= self._hot_after and len(page) >= limit:
+            rest = page[bisect.bisect_right(page, (after[0], after[1]), key=_position) :]
+            if len(rest) >= limit:
+                self._hot_after, self._hot_page = after, rest
+                return rest
+        self._hot_after, self._hot_page = after, self._hot(after, limit)
+        return self._hot_page
 
     def _archived(self, after: Position) -> Iterator[PositionedNotification]:
         partition = self._partition
@@ -329,22 +346,28 @@ def _merge(
     read but not taken) and ``from_hot`` (the hot reader's next page), by position."""
     batch: list[PositionedNotification] = []
     index = 0
+    hot_next = from_hot[0] if from_hot else None
+    hot_at = _position(hot_next) if hot_next is not None else None
     while len(batch) < limit:
         if not lookahead:
             following = next(archived, None)
             if following is not None:
                 lookahead.append(following)
         archived_next = lookahead[0] if lookahead else None
-        hot_next = from_hot[index] if index < len(from_hot) else None
         if archived_next is None and hot_next is None:
             break
-        if hot_next is None or (
-            archived_next is not None and archived_next.position < hot_next.position
-        ):
+        if hot_at is None or (archived_next is not None and _position(archived_next) < hot_at):
             assert archived_next is not None
             batch.append(archived_next)
             lookahead.clear()
         else:
+            assert hot_next is not None
             batch.append(hot_next)
             index += 1
+            hot_next = from_hot[index] if index < len(from_hot) else None
+            hot_at = _position(hot_next) if hot_next is not None else None
     return batch
+
+
+def _position(n: PositionedNotification) -> tuple[int, int]:
+    return (n.transaction_id, n.id)
