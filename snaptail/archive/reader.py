@@ -210,20 +210,26 @@ class ArchiveReader:
             if not heap:
                 continue
             cursor = heap[0][2]
-            index = cursor.index
-            row = cursor.rows[index]
-            index += 1
-            cursor.index = index
-            if index < len(cursor.rows):
+            rows, keys, start = cursor.rows, cursor.keys, cursor.index
+            # Its rows before every other open segment's next row and before the next
+            # segment to open are taken in one run.
+            bound: tuple[int, int] | None = pending[-1].min_position if pending else None
+            if len(heap) > 1:
+                other = heap[1][0] if len(heap) == 2 or heap[1][0] < heap[2][0] else heap[2][0]
+                if bound is None or other < bound:
+                    bound = other
+            end = len(keys) if bound is None else bisect.bisect_left(keys, bound, start + 1)
+            cursor.index = end
+            if end < len(keys):
                 serial += 1
-                heapq.heapreplace(heap, (cursor.keys[index], serial, cursor))
+                heapq.heapreplace(heap, (keys[end], serial, cursor))
             else:
                 heapq.heappop(heap)
                 refill(cursor)
-            if not wanted or row[1] in wanted:
-                yield PositionedNotification(
-                    cursor.segment.agent_id, row[0], row[1], row[2], row[3], row[4]
-                )
+            agent_id = cursor.segment.agent_id
+            for row in rows[start:end]:
+                if not wanted or row[1] in wanted:
+                    yield PositionedNotification(agent_id, row[0], row[1], row[2], row[3], row[4])
 
     def _fill(self, cursor: _Cursor, after: Position, share: int) -> int:
         """Give ``cursor`` its next rows after ``after`` (at least one, about ``share``
