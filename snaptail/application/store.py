@@ -25,15 +25,18 @@ from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, DamagedLog
+from snaptail.errors import AgentNotFound, DamagedLog, storage_error
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
+    Partition,
     Position,
+    PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
 )
+from snaptail.infrastructure.subscription import EventsWaiter
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.privacy.forget import add_subjects, forget_subject
 from snaptail.privacy.keys import Erasure, KeyStore, KeyWrapper
@@ -536,6 +539,41 @@ class AgentStore(StoreBase):
         a projection that has caught up stands."""
         return self._run(self._engine.newest_position())
 
+    # -- the whole log in position order (projection workers) ----------------------
+
+    def events_after(
+        self, position: Position, limit: int, *, partition: Partition | None = None
+    ) -> list[PositionedNotification]:
+        """Up to ``limit`` events of the hot table after ``position``, in position order
+        (of ``partition``'s agents only, if given), payloads as stored: what a projection
+        worker reads. Never returns an event a later call could find before one it
+        returned. Not retried: the worker has its own reconnect loop (archived events:
+        :attr:`archive_reader`)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        recorder = self._recorder
+        try:
+            return recorder.select_after(position, limit, partition=partition)
+        except Exception as exc:
+            raise storage_error(f"reading events after position {position}", exc)  # noqa: B904 (its cause is set)
+
+    def new_events_waiter(self) -> EventsWaiter:
+        """What a reader of :meth:`events_after` waits on between reads: woken by a save
+        in this process (SQLite) or by the database's NOTIFY (PostgreSQL), else by its
+        timeout. Close it when done."""
+        try:
+            return self._recorder.new_events_waiter()
+        except Exception as exc:
+            raise storage_error("opening a waiter for new events", exc)  # noqa: B904 (its cause is set)
+
+    def prepare_partitions(self, count: int) -> bool:
+        """Prepare :meth:`events_after` reads of ``count`` partitions (on PostgreSQL an
+        expression index, built once; True if it was built now)."""
+        try:
+            return self._recorder.ensure_partition_index(count)
+        except Exception as exc:
+            raise storage_error(f"preparing reads of {count} partitions", exc)  # noqa: B904 (its cause is set)
+
     def put_snapshot(self, snapshot: StoredSnapshot, *, keep: int | None = None) -> bool:
         """Store a snapshot row as given (False if one exists at its version), pruning
         its agent's older ones down to ``keep``. For tools and benchmarks: the store
@@ -550,3 +588,4 @@ class AgentStore(StoreBase):
         """Delete all but the agent's newest ``keep`` snapshots (and the newest of each
         of its last two fingerprints; ``keep=0``: all); returns how many were deleted."""
         return self._run(self._engine.prune_snapshots(agent_id, keep))
+
