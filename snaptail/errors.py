@@ -22,6 +22,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── ConcurrencyError                     another writer saved the agent first
     ├── LockTimeout (TimeoutError)           SQLite's write lock was not free in time
     ├── SaveOutcomeUnknown (ConnectionError) a save may or may not have committed
+    │   └── SaveOutcomeExpired               ... and its save id is past keep_save_ids
     ├── DatabaseUnreachable (ConnectionError) the server cannot be reached
     ├── NoSuchDatabase (FileNotFoundError)   a read-only open of a missing database
     ├── DatabaseUnusable (OSError)           found, but not usable (a full disk, ...)
@@ -50,6 +51,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing import persistence
@@ -294,6 +296,25 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
             f" failed during the commit ({type(cause).__name__}: {detail}) and the database"
             f" could not be asked since; do not apply the command again: check"
             f" store.save_committed({str(save_id)!r}) once the database is reachable"
+        )
+
+
+class SaveOutcomeExpired(SaveOutcomeUnknown):
+    """``store.save_committed(save_id)`` cannot tell any more: the save is older than
+    the store's ``keep_save_ids`` (7 days by default) and its id row, if it had one,
+    was pruned. Load the agent and look at its events instead of applying the command
+    again."""
+
+    def __init__(self, save_id: UUID, made: datetime, kept: timedelta) -> None:
+        self.agent_ids, self.save_id, self.made, self.kept = (), save_id, made, kept
+        days = kept.total_seconds() / 86400
+        horizon = f"{days:g} days" if days >= 1 else str(kept)
+        ConnectionError.__init__(
+            self,
+            f"save {save_id} (made {made:%Y-%m-%d %H:%M:%S} UTC): outcome unknown: save ids"
+            f" are kept {horizon} (keep_save_ids) and this one is not stored, so it was"
+            " pruned or never committed; load the agent and check its events instead of"
+            " applying the command again",
         )
 
 
@@ -543,6 +564,7 @@ __all__ = [
     "ProjectionBusy",
     "ProjectionFailed",
     "RowUnreadable",
+    "SaveOutcomeExpired",
     "SaveOutcomeUnknown",
     "SchemaOutdated",
     "SnapshotDecodeError",

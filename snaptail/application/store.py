@@ -19,7 +19,13 @@ from eventsourcing.persistence import StoredEvent
 
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive
-from snaptail.application.engine import Engine, PageWalk, as_agent_id, check_version
+from snaptail.application.engine import (
+    DEFAULT_KEEP_SAVE_IDS,
+    Engine,
+    PageWalk,
+    as_agent_id,
+    check_version,
+)
 from snaptail.application.loading import LoadStats
 from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
@@ -107,6 +113,11 @@ class StoreBase:
     def retry(self) -> RetryPolicy:
         """The retry policy of saves and reads (see ``snaptail.application.retry``)."""
         return self._engine.retry
+
+    @property
+    def keep_save_ids(self) -> timedelta:
+        """How long save ids are kept (see :meth:`AgentStore.save_committed`)."""
+        return self._engine.keep_save_ids
 
     @property
     def memory_budget(self) -> int | None:
@@ -270,11 +281,14 @@ class StoreBase:
         or fsspec URL); see README "Archive" and ``snaptail archive run``. Blocking."""
         from snaptail.archive.runner import run_archive
 
-        return run_archive(
+        report = run_archive(
             self._sync_recorder(), self.url, to, recent_events=self.recent_events,
             keep_events=keep_events, older_than=older_than, dry_run=dry_run, wait=wait,
             view_positions=view_positions, progress=progress, mapper=self.mapper,
         )  # fmt: skip
+        if not dry_run:  # maintenance: old save ids go with it
+            self._sync_run(self._engine.prune_save_ids())
+        return report
 
     def vacuum_archived(self) -> tuple[int, int]:
         """Give back the space archived rows held (bytes before, after). Blocking."""
@@ -301,7 +315,8 @@ class AgentStore(StoreBase):
     with data subjects (a URL or a KeyStore; default ``$SNAPTAIL_KEYS_URL``, else none),
     ``master_key`` its master key (default from the environment): see
     :meth:`add_subject` and :meth:`forget`. ``retry`` is the retry policy
-    (:class:`~snaptail.RetryPolicy`).
+    (:class:`~snaptail.RetryPolicy`). ``keep_save_ids`` (default 7 days, at least an
+    hour) is how long a save's id is kept for :meth:`save_committed`.
     """
 
     def __init__(
@@ -321,6 +336,7 @@ class AgentStore(StoreBase):
         retry: RetryPolicy | None = None,
         keys: KeyStore | str | None = None,
         master_key: KeyWrapper | bytes | str | None = None,
+        keep_save_ids: timedelta = DEFAULT_KEEP_SAVE_IDS,
         **options: Any,
     ) -> None:
         self._engine = Engine(
@@ -337,6 +353,7 @@ class AgentStore(StoreBase):
             retry=retry,
             keys=keys,
             master_key=master_key,
+            keep_save_ids=keep_save_ids,
         )
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots
@@ -394,8 +411,16 @@ class AgentStore(StoreBase):
 
     def save_committed(self, save_id: UUID | str) -> bool:
         """Whether the save ``save_id`` (from :class:`~snaptail.SaveOutcomeUnknown`)
-        committed its rows."""
+        committed its rows. Save ids are kept ``keep_save_ids`` (7 days by default):
+        for an older save whose id is not stored this raises
+        :class:`~snaptail.errors.SaveOutcomeExpired` (it cannot tell), never False."""
         return self._run(self._engine.save_committed(save_id))
+
+    def prune_save_ids(self) -> int:
+        """Delete the save ids older than ``keep_save_ids`` now; returns how many.
+        Saves do this themselves (a store's first save, then hourly) and so does
+        :meth:`archive`: for maintenance jobs."""
+        return self._run(self._engine.prune_save_ids())
 
     def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
