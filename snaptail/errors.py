@@ -16,7 +16,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── AgentNotFound (LookupError)          no such agent (at that version)
     │   └── AgentForgotten                   its data was erased (store.forget)
     ├── VersionNotFound (LookupError)        a version past the agent's newest
-    ├── RowUnreadable (ValueError)           a stored row too large or too deep
+    ├── RowUnreadable (ValueError)           a stored row too large, too deep or damaged
     ├── DamagedLog (LookupError)             the stored log lost an event
     │   └── UnknownTopic                     a row names a type this process lacks
     ├── ConcurrencyError                     another writer saved the agent first
@@ -431,9 +431,11 @@ class VersionNotFound(SnaptailError, LookupError):
         )
 
 
-class RowUnreadable(SnaptailError, ValueError):
-    """A stored row (an event or snapshot) is refused before it is decoded: larger
-    than the store's ``max_row_bytes``, or nested too deeply."""
+class RowUnreadable(SnaptailError, persistence.MapperDeserialisationError):
+    """A stored row (an event or snapshot) that cannot be read: refused before it is
+    decoded (larger than the store's ``max_row_bytes``, or nested too deeply), or an
+    event whose bytes do not decode as its type. Also ``eventsourcing``'s
+    ``MapperDeserialisationError`` (a ``ValueError``), for code that catches that."""
 
     def __init__(self, agent_id: UUID, version: int | None, what: str, detail: str) -> None:
         self.agent_id, self.version, self.what = agent_id, version, what

@@ -15,7 +15,6 @@ from eventsourcing.persistence import (
     Cipher,
     Compressor,
     Mapper,
-    MapperDeserialisationError,
     StoredEvent,
     Transcoder,
     find_id_convertor,
@@ -25,7 +24,7 @@ from eventsourcing.utils import get_topic
 from snaptail.domain.replay import applier, apply_events
 from snaptail.domain.schema import payload_fields
 from snaptail.domain.topics import agent_class_of, event_class_of
-from snaptail.errors import AgentForgotten, InvalidAgentType, UnknownTopic
+from snaptail.errors import AgentForgotten, InvalidAgentType, RowUnreadable, UnknownTopic
 from snaptail.infrastructure.recorder import EventRow
 from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
 
@@ -192,12 +191,12 @@ class MsgspecMapper(Mapper[Any]):
         except _NotAllowed:
             raise UnknownTopic(originator_id, originator_version, topic) from None
         except Exception as exc:  # a damaged or retired topic: name the event
-            msg = (
-                f"cannot decode stored event of agent {originator_id} at"
-                f" version {originator_version}: its type"
-                f" {topic!r} cannot be imported ({type(exc).__name__}: {exc})"
-            )
-            raise MapperDeserialisationError(msg) from exc
+            raise RowUnreadable(
+                originator_id,
+                originator_version,
+                f"event {topic!r}",
+                f"its type cannot be prepared ({type(exc).__name__}: {exc})",
+            ) from exc
         try:
             if self.cipher:
                 data = self.cipher.decrypt(data)
@@ -213,11 +212,14 @@ class MsgspecMapper(Mapper[Any]):
             if stored_version != codec.class_version:
                 state = self._upcast(codec, state)
         except (msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
-            msg = (
-                f"cannot decode stored event {topic!r} of agent"
-                f" {originator_id} at version {originator_version}: {exc}"
-            )
-            raise MapperDeserialisationError(msg) from exc
+            raise RowUnreadable(
+                originator_id,
+                originator_version,
+                f"event {topic!r}",
+                f"its bytes do not decode as that type ({exc}); the row is damaged:"
+                " restore it from a backup, or, if the class's fields changed without"
+                " a new class_version, give it one and an upcaster",
+            ) from exc
         if codec.creates and agent_class_of(state.get("originator_topic")) is None:
             raise UnknownTopic(
                 originator_id,

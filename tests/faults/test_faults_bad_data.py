@@ -146,6 +146,38 @@ def test_a_damaged_topic_names_agent_and_version(database_url: str) -> None:
             assert "no_such_module.anywhere:Gone" in message
 
 
+def set_payload(url: str, agent_id: UUID, version: int, payload: bytes) -> None:
+    execute(
+        url,
+        "UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
+        (payload, _key(url, agent_id), version),
+    )
+
+
+@pytest.mark.parametrize("snapshot_every", [None, 3], ids=["no-snapshot", "tail-after-snapshot"])
+def test_a_damaged_payload_is_a_snaptail_error_naming_agent_version_and_type(
+    database_url: str, snapshot_every: int | None
+) -> None:
+    """A payload whose bytes do not decode as its type (a disk fault, a hand edit) was an
+    ``eventsourcing`` ``MapperDeserialisationError``: no ``SnaptailError`` at all. It is
+    now ``RowUnreadable`` (still that ``eventsourcing`` error, for code catching it)."""
+    from eventsourcing.persistence import MapperDeserialisationError
+
+    from snaptail import RowUnreadable, SnaptailError
+
+    agent = written(database_url, snapshot_every=snapshot_every)
+    set_payload(database_url, agent.id, 10, msgspec.msgpack.encode({"x": None}))
+    with AgentStore(database_url) as store:
+        for action in (lambda: store.get(agent.id), lambda: list(store.history(agent.id))):
+            with pytest.raises(SnaptailError) as caught:
+                action()
+            assert isinstance(caught.value, RowUnreadable)
+            assert isinstance(caught.value, MapperDeserialisationError)
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 10" in message
+            assert "InputItemAdded" in message and "backup" in message
+
+
 # -- snaptail snapshots verify --------------------------------------------------------
 
 
