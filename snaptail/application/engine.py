@@ -307,8 +307,11 @@ class Engine:
                 yield from self._prune_saves()
             except Exception as exc:  # committed: never fail the save for this
                 self._prune_at = time.monotonic() + PRUNE_EVERY
-                logger.warning("saved, but pruning old save ids failed: %s: %s",
-                               type(exc).__name__, exc)
+                logger.warning(
+                    "saved, but pruning old save ids failed (tried again in an hour): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _prune_saves(self) -> Steps[int]:
         """One batch of save ids older than ``keep_save_ids`` deleted; the next prune is
