@@ -466,7 +466,8 @@ class UnknownTopic(DamagedLog):
 class InvalidAgentType(SnaptailError, TypeError):
     """An agent type that snaptail cannot store faithfully: refused when it is defined
     (a state default of another type than its field's) or at its first save (a class
-    defined in the script being run, ``__main__``)."""
+    defined in the script being run, ``__main__``, or handlers that read an attribute
+    of the agent by a computed name without ``snapshot_settings``)."""
 
     def __init__(self, agent_type: str, detail: str) -> None:
         self.agent_type = agent_type

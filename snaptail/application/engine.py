@@ -73,6 +73,7 @@ from snaptail.snapshots import (
     encode_state,
     state_fingerprint,
 )
+from snaptail.snapshots.fingerprint import check_handler_reads
 from snaptail.snapshots.trust import CORRUPT, NEWER, STALE, judge_snapshot
 
 logger = logging.getLogger("snaptail.store")
@@ -259,6 +260,7 @@ class Engine:
         arguments.check_agents(agents)
         for agent in agents:
             refuse_if_broken(agent)
+            check_handler_reads(type(agent))
         batches: list[tuple[Agent, list[Any], int]] = []  # agent, new events, their bytes
         stored: list[StoredEvent] = []
         snapshots: list[StoredSnapshot] = []

@@ -89,6 +89,9 @@ class HandlerReads:
     def __init__(self) -> None:
         self.attributes: set[str] = set()
         self.others: dict[str, Callable[[], object]] = {}
+        # functions (qualified names) that read an attribute of ``self``/``cls`` by a
+        # computed name (``getattr(self, name)``): what they read cannot be found
+        self.computed: list[str] = []
 
 
 def handler_reads(agent_class: type[Any]) -> HandlerReads:
@@ -132,7 +135,9 @@ def _visit(
     seen.add(code)
     namespace: dict[str, Any] = getattr(func, "__globals__", {})
     cells = dict(zip(code.co_freevars, getattr(func, "__closure__", None) or (), strict=False))
-    attributes, globals_, free = _loads(code)
+    attributes, globals_, free, computed = _loads(code)
+    if computed:
+        found.computed.append(func.__qualname__)
     for name in attributes:
         value = getattr(agent_class, name, _MISSING)
         if value is _MISSING:
@@ -180,19 +185,30 @@ def _visit(
 
 
 # code object -> the names it (and the code nested in it) loads as attributes, as
-# globals and as closure variables: the bytecode is read once per function.
-_scanned: dict[CodeType, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+# globals and as closure variables, and whether it reads an attribute of self by a
+# computed name: the bytecode is read once per function.
+_Loads = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+_scanned: dict[CodeType, _Loads] = {}
 
 
-def _loads(code: CodeType) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+def _loads(code: CodeType) -> _Loads:
     found = _scanned.get(code)
     if found is not None:
         return found
     attributes: dict[str, None] = {}
     globals_: dict[str, None] = {}
     free: dict[str, None] = {}
+    computed = False
     for inner in _code_objects(code):
-        for ins in dis.get_instructions(inner):
+        instructions = list(dis.get_instructions(inner))
+        for index, ins in enumerate(instructions):
+            if ins.opname in _GLOBAL_LOADS and ins.argval == "getattr":
+                name = _getattr_of_self(instructions, index + 1)
+                if name is _COMPUTED:
+                    computed = True
+                elif isinstance(name, str):
+                    attributes[name] = None
+        for ins in instructions:
             name = ins.argval
             if not isinstance(name, str):
                 continue
@@ -202,8 +218,41 @@ def _loads(code: CodeType) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str,
                 globals_[name] = None
             elif ins.opname in _FREE_LOADS:
                 free[name] = None
-    found = _scanned[code] = (tuple(attributes), tuple(globals_), tuple(free))
+    found = _scanned[code] = (tuple(attributes), tuple(globals_), tuple(free), computed)
     return found
+
+
+_SELF = frozenset({"self", "cls"})
+_COMPUTED = object()
+_CALLS = frozenset({"PRECALL", "CALL"})
+
+
+def _getattr_of_self(instructions: list[dis.Instruction], at: int) -> object:
+    """For a call of ``getattr`` whose arguments start at ``instructions[at]``: the
+    attribute name when it reads ``self``/``cls``/``type(self)`` by a constant name,
+    ``_COMPUTED`` when by a computed one, else None (another object: not the type's)."""
+    if at >= len(instructions):
+        return None
+    first = instructions[at]
+    if first.opname == "LOAD_FAST_LOAD_FAST":  # Python 3.13: getattr(self, name)
+        pair = first.argval
+        return _COMPUTED if isinstance(pair, tuple) and pair[0] in _SELF else None
+    if first.opname in _GLOBAL_LOADS and first.argval == "type":  # getattr(type(self), ...)
+        at += 1
+        if at >= len(instructions) or instructions[at].argval not in _SELF:
+            return None
+        at += 1
+        while at < len(instructions) and instructions[at].opname in _CALLS:
+            at += 1
+        at -= 1
+    elif not (first.opname.startswith("LOAD_") and first.argval in _SELF):
+        return None
+    following = instructions[at + 1] if at + 1 < len(instructions) else None
+    if following is None or following.opname in _ATTRIBUTE_LOADS or following.opname in _CALLS:
+        return None  # getattr(self.state, ...): an attribute of self, not self
+    if following.opname == "LOAD_CONST" and isinstance(following.argval, str):
+        return following.argval
+    return _COMPUTED
 
 
 _MISSING = object()

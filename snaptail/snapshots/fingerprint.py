@@ -17,6 +17,7 @@ from snaptail.domain.handler_reads import (
     ignored_names,
 )
 from snaptail.domain.schema import snapshot_settings
+from snaptail.errors import InvalidAgentType
 
 
 def _describe(tp: Any, seen: set[type]) -> str:
@@ -107,8 +108,40 @@ _reads: dict[type[Any], HandlerReads] = {}
 def _handler_reads(agent_class: type[Any]) -> HandlerReads:
     found = _reads.get(agent_class)
     if found is None:
-        found = _reads[agent_class] = handler_reads(agent_class)
+        found = handler_reads(agent_class)
+        _refuse_computed_reads(agent_class, found)
+        _reads[agent_class] = found
     return found
+
+
+def check_handler_reads(agent_class: type[Any]) -> None:
+    """Raise :class:`~snaptail.errors.InvalidAgentType` if the handlers of
+    ``agent_class`` read an attribute of the agent by a computed name
+    (``getattr(self, name)``) and the type declares no ``snapshot_settings`` of its
+    own: what they read could change without the fingerprint seeing it. Called by
+    every save (cheap after the first call per type), so before anything is stored."""
+    _handler_reads(agent_class)
+
+
+def _refuse_computed_reads(agent_class: type[Any], found: HandlerReads) -> None:
+    if not found.computed:
+        return
+    declares = any(
+        "snapshot_settings" in vars(klass)
+        for klass in agent_class.__mro__
+        if klass.__module__ != "snaptail.domain.agent"
+    )
+    if declares:
+        return
+    raise InvalidAgentType(
+        agent_class.__qualname__,
+        f"{', '.join(found.computed)} reads an attribute of the agent by a computed name"
+        " (getattr(self, name)), so the snapshot fingerprint cannot see which setting"
+        " shapes the state: a snapshot taken under one value would be trusted under"
+        " another. List the class attributes it may read in `snapshot_settings ="
+        " ('NAME', ...)` on the type (an empty tuple if none shapes state), or read them"
+        " as self.NAME",
+    )
 
 
 def _declarations(agent_class: type[Any]) -> list[Any]:

@@ -266,3 +266,68 @@ def test_check_agent_type_catches_a_setting_the_fingerprint_misses() -> None:
         check_agent_type(
             WronglyIgnored, _ticket_commands(), max_examples=6, hypothesis_settings=quick
         )
+
+
+class NamedLimitTickets(Tickets):
+    """Reads its limit with ``getattr`` and a constant name."""
+
+    keep_named = 5
+
+    @event("NamedKept")
+    def keep_named_ticket(self, ticket: str) -> None:
+        self.state.tickets.append(ticket)  # type: ignore[attr-defined]
+        del self.state.tickets[: -getattr(self, "keep_named", 0)]  # type: ignore[attr-defined]
+
+
+class ComputedLimitTickets(Tickets):
+    """Reads its limit by a name that comes with the event: the bytecode cannot say
+    which attribute shapes the state."""
+
+    keep_short = 2
+    keep_long = 10
+
+    @event("ComputedKept")
+    def keep_computed(self, ticket: str, limit: str) -> None:
+        self.state.tickets.append(ticket)  # type: ignore[attr-defined]
+        del self.state.tickets[: -getattr(self, limit)]  # type: ignore[attr-defined]
+
+
+class DeclaredComputedTickets(ComputedLimitTickets):
+    snapshot_settings = ("keep_short", "keep_long")
+
+
+def test_a_limit_read_by_getattr_with_a_constant_name_is_covered(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _written(sqlite_url, NamedLimitTickets, "keep_named_ticket")
+    assert fingerprint_settings(NamedLimitTickets)["keep_named"] == 5
+    monkeypatch.setattr(NamedLimitTickets, "keep_named", 3)
+    with AgentStore(sqlite_url) as store:
+        loaded, replayed = store.get(agent.id), store.replay(agent.id)
+        assert loaded.state.tickets == replayed.state.tickets  # type: ignore[attr-defined]
+        assert len(loaded.state.tickets) == 3  # type: ignore[attr-defined]
+
+
+def test_a_setting_read_by_a_computed_name_is_refused_before_anything_is_stored(
+    sqlite_url: str,
+) -> None:
+    """``getattr(self, limit)`` reads a class attribute the fingerprint cannot find:
+    a snapshot written under ``keep_long = 10`` would be trusted under 3. The type is
+    refused at its first save, with nothing stored, until it declares
+    ``snapshot_settings``."""
+    from snaptail import AgentNotFound, InvalidAgentType
+
+    with AgentStore(sqlite_url, snapshot_every=5) as store:
+        agent = ComputedLimitTickets("computed")
+        agent.keep_computed("t", "keep_long")
+        with pytest.raises(InvalidAgentType) as caught:
+            store.save(agent)
+        message = str(caught.value)
+        assert "ComputedLimitTickets" in message and "keep_computed" in message
+        assert "snapshot_settings" in message
+        with pytest.raises(AgentNotFound):
+            store.get(agent.id)
+        declared = DeclaredComputedTickets("declared")
+        declared.keep_computed("t", "keep_long")
+        store.save(declared)
+    assert fingerprint_settings(DeclaredComputedTickets)["keep_long"] == 10
