@@ -109,3 +109,30 @@ def test_a_prune_removes_a_bounded_batch_and_the_next_save_goes_on(database_url:
         finally:
             engine.PRUNE_BATCH = limit
         assert len(save_rows(store)) == 4, "7 old rows gone in batches of 3, 4 new kept"
+
+
+def test_a_failed_prune_never_fails_the_save(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from eventsourcing.persistence import OperationalError
+
+    def broken(before: UUID, limit: int) -> int:
+        raise OperationalError("disk I/O error")
+
+    with AgentStore(sqlite_url) as store:
+        monkeypatch.setattr(store.recorder, "prune_saves", broken)
+        agent = Agent("kept")
+        with caplog.at_level("WARNING", logger="snaptail.store"):
+            store.save(agent)  # committed: the prune's failure is only logged
+        assert not agent.pending_events and store.get(agent.id).version == 1
+        assert any("pruning old save ids failed" in r.getMessage() for r in caplog.records)
+
+
+def test_an_archive_run_prunes_old_save_ids(database_url: str, tmp_path: object) -> None:
+    old = time_ordered_id(time.time() - 30 * DAY)
+    with AgentStore(database_url) as store:
+        store.save(Agent("first"))  # the store's own first prune (nothing old yet)
+        write_with_id(store, old)
+        assert old in save_rows(store)
+        store.archive(f"{tmp_path}/archive")
+        assert old not in save_rows(store)
