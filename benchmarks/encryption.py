@@ -14,7 +14,13 @@ snapshot is sealed with AES-256-GCM. Each round, in alternating order:
   100 at a time (only the saves are timed; the workload is generated the same way).
 
 Prints the median load (ms) and append rate (events/s) of each side, and their ratio
-(on/off: the cost of encryption).
+(on/off: the cost of encryption). In the same rounds, **cipher calls alone**: the
+``AESGCM.decrypt`` calls a load of the 1,050-event agent makes (its snapshot and
+each tail row: nonce, ciphertext and associated data sliced beforehand), with its
+data key from the key store, timed as ``--runs`` loads are: the floor of what
+encryption adds to that load, given one sealed value per row. Printed as its median
+time, the off-side load plus it over the off-side load (the lowest ratio one call per
+row allows), and the time encryption adds that is not those calls.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from snaptail import Agent, AgentStore
 from snaptail.bench.run import TimedWriter
@@ -76,6 +84,67 @@ def time_loads(store: AgentStore, agent_id: UUID, runs: int) -> list[tuple[float
     return times
 
 
+def time_opening(store: AgentStore, agent_id: UUID, runs: int) -> list[float]:
+    """Wall ms spent opening sealed bytes (``open_rows`` for the tail,
+    ``open_snapshot``) inside each of ``runs`` loads: the decrypt calls as a load makes
+    them, with their slicing; timed by wrapping the store's cipher for these loads
+    only (not those :func:`time_loads` times)."""
+    cipher = store.mapper.payload_cipher
+    assert cipher is not None
+    spent = [0.0]
+    wall = time.perf_counter
+
+    def timed(method: Any) -> Any:
+        def call(*args: Any) -> Any:
+            started = wall()
+            try:
+                return method(*args)
+            finally:
+                spent[0] += wall() - started
+
+        return call
+
+    cipher.open_rows = timed(cipher.open_rows)  # type: ignore[method-assign]
+    cipher.open_snapshot = timed(cipher.open_snapshot)  # type: ignore[method-assign]
+    times = []
+    try:
+        for _ in range(runs):
+            spent[0] = 0.0
+            store.get(agent_id)
+            times.append(spent[0] * 1000)
+    finally:
+        del cipher.open_rows, cipher.open_snapshot
+    return times
+
+
+def cipher_calls(store: AgentStore, agent_id: UUID) -> list[tuple[Any, ...]]:
+    """The arguments of each ``decrypt`` a load of ``agent_id`` makes (its latest
+    snapshot, then each row after it), sliced as the sealed layout says:
+    ``0xC1 0x01 nonce(12) ciphertext+tag``, associated data kind + agent id + version."""
+    snapshot = store.recorder.select_snapshot(agent_id, lte=2**62)
+    assert snapshot is not None
+    rows = store.read_rows(agent_id, after=snapshot.originator_version, limit=10_000)
+    sealed = [(b"s", snapshot.originator_version, snapshot.state)]
+    sealed += [(b"e", row.originator_version, row.state) for row in rows]
+    prefix = agent_id.bytes
+    return [
+        (data[2:14], data[14:], kind + prefix + version.to_bytes(8, "big"))
+        for kind, version, data in sealed
+    ]
+
+
+def time_calls(decrypt: Any, calls: list[tuple[Any, ...]], runs: int) -> list[tuple[float, float]]:
+    """(wall ms, CPU ms) of each run of ``calls``, as :func:`time_loads`."""
+    times = []
+    wall, cpu = time.perf_counter, time.process_time
+    for _ in range(runs):
+        started, started_cpu = wall(), cpu()
+        for nonce, data, aad in calls:
+            decrypt(nonce, data, aad)
+        times.append(((wall() - started) * 1000, (cpu() - started_cpu) * 1000))
+    return times
+
+
 def time_append(
     store: AgentStore, encrypted: bool, events: int, round_: int
 ) -> tuple[float, float]:
@@ -107,6 +176,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         stores = {"off": open_store(Path(tmp), False), "on": open_store(Path(tmp), True)}
         ids = {side: seed(store, side == "on") for side, store in stores.items()}
+        keys = stores["on"].keys
+        assert keys is not None
+        key = keys.agent_key(ids["on"]["big"])
+        assert isinstance(key, bytes)
+        decrypt = AESGCM(key).decrypt
+        calls = cipher_calls(stores["on"], ids["on"]["big"])
+        call_times: list[tuple[float, float]] = []
+        opening: list[float] = []
         for side, store in stores.items():  # warm up
             for agent_id in ids[side].values():
                 time_loads(store, agent_id, 10)
@@ -116,6 +193,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for side in order:
                     times = time_loads(stores[side], ids[side][case], args.runs)
                     loads.setdefault((side, case), []).extend(times)
+                if case == "big":
+                    call_times.extend(time_calls(decrypt, calls, args.runs))
+                    opening.extend(time_opening(stores["on"], ids["on"]["big"], args.runs))
             for side in order:
                 rates[side].append(time_append(stores[side], side == "on", args.appends, round_))
         for store in stores.values():
@@ -136,6 +216,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "off": off, "on": on, "ratio": on / off, "cpu_ratio": cpu_on / cpu_off,
         }  # fmt: skip
         print(f"{label:<34}{off:>10.3f}{on:>10.3f}{on / off:>9.2f}{cpu_on / cpu_off:>12.2f}")
+        if case == "big":
+            alone, cpu_alone = (statistics.median(t[i] for t in call_times) for i in (0, 1))
+            result["cipher_calls_alone_ms"] = {
+                "calls": len(calls), "ms": alone, "cpu_ms": cpu_alone,
+                "floor_ratio": (off + alone) / off,
+                "cpu_floor_ratio": (cpu_off + cpu_alone) / cpu_off,
+            }  # fmt: skip
+            print(f"{'  its ' + str(len(calls)) + ' decrypt calls alone':<34}{'':>10}"
+                  f"{alone:>10.3f}{(off + alone) / off:>9.2f}"
+                  f"{(cpu_off + cpu_alone) / cpu_off:>12.2f}  (off + calls) / off")  # fmt: skip
+            in_load = statistics.median(opening)
+            result["cipher_calls_alone_ms"]["in_load_ms"] = in_load
+            print(f"{'  the same, inside the load':<34}{'':>10}{in_load:>10.3f}"
+                  f"{(off + in_load) / off:>9.2f}{'':>12}  (with slicing)")  # fmt: skip
+            print(f"{'  added by encryption, not those':<34}{'':>10}{on - off - in_load:>10.3f}"
+                  f"  (per call: {alone * 1000 / len(calls):.2f} us alone,"
+                  f" {in_load * 1000 / len(calls):.2f} us in the load,"
+                  f" {(on - off - in_load) * 1000 / len(calls):.2f} us the rest)")  # fmt: skip
     off, on, cpu_off, cpu_on = (
         statistics.median(r[i] for r in rates[side])
         for i, side in ((0, "off"), (0, "on"), (1, "off"), (1, "on"))

@@ -13,6 +13,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── InvalidAgentType (TypeError)         an agent type snaptail cannot store
     ├── UndeclaredState (TypeError)          a handler kept state outside ``state``
     ├── AgentBroken (RuntimeError)           a handler raised: the object is unusable
+    ├── ReplayFailed (RuntimeError)          a handler raised on a stored event
     ├── AgentNotFound (LookupError)          no such agent (at that version)
     │   └── AgentForgotten                   its data was erased (store.forget)
     ├── VersionNotFound (LookupError)        a version past the agent's newest
@@ -240,6 +241,27 @@ class AgentBroken(SnaptailError, RuntimeError):
             f" ({cause}), possibly after changing state; its event was not recorded, so"
             " this object may not match its log: it refuses commands and saves. Reload it"
             " (store.get)"
+        )
+
+
+class ReplayFailed(SnaptailError, RuntimeError):
+    """An event handler raised while a stored event was applied (a load, a replay,
+    time travel): the handler no longer accepts an event its log holds (a code change
+    without an upcaster), or the row is another agent type's (a damaged log). Nothing
+    was changed; the error names the agent, its type, the version and the event."""
+
+    def __init__(
+        self, agent_id: object, agent_type: str, version: int, topic: str, cause: str
+    ) -> None:
+        self.agent_id, self.agent_type, self.version, self.topic = (
+            agent_id, agent_type, version, topic,
+        )  # fmt: skip
+        super().__init__(
+            f"agent {agent_id} ({agent_type}): applying its stored event {topic} at version"
+            f" {version} raised ({cause}). Either the handler changed and no longer accepts"
+            " events it once recorded (give the event class a class_version and an"
+            " upcaster, or make the handler accept them), or the row belongs to another"
+            " agent type (the log is damaged: restore it from a backup)"
         )
 
 
@@ -566,6 +588,7 @@ __all__ = [
     "PositionConflict",
     "ProjectionBusy",
     "ProjectionFailed",
+    "ReplayFailed",
     "RowUnreadable",
     "SaveOutcomeExpired",
     "SaveOutcomeUnknown",
@@ -586,6 +609,8 @@ __all__ = [
     "VersionNotFound",
     "WorkerGaveUp",
 ]
+
+
 class ArchiveDamaged(SnaptailError, LookupError):
     """An archive segment is missing, truncated or corrupt (or not where the manifest
     says): the archived events it holds cannot be read. Never skipped silently.

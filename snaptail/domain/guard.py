@@ -59,7 +59,7 @@ def apply_new_event(agent: Any, new_event: Any) -> None:
     state), mark the agent broken and re-raise."""
     keys = len(agent.__dict__)
     try:
-        apply_events(agent, (new_event,))  # as a replay applies it
+        apply_events(agent, (new_event,), stored=False)  # as a replay applies it
         check_shape(agent, new_event, keys)
     except BaseException as exc:
         agent.__dict__[BROKEN] = AgentBroken(

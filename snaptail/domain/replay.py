@@ -20,6 +20,8 @@ from eventsourcing.domain import (
     decorated_funcs,
 )
 
+from snaptail.errors import ReplayFailed, SnaptailError
+
 # event class -> (decorated method, its parameter names) or None for the ordinary path
 _appliers: dict[type[Any], tuple[Callable[..., Any], tuple[str, ...]] | None] = {}
 
@@ -61,19 +63,52 @@ def _plain_apply_after_caller(event_class: type[Any]) -> bool:
     return all("apply" not in vars(k) or k is CanMutateAggregate for k in after)
 
 
-def apply_events(agent: Any, events: Iterable[Any]) -> Any:
-    """Apply ``events`` in order to ``agent`` (None before the created event)."""
+def apply_events(agent: Any, events: Iterable[Any], *, stored: bool = True) -> Any:
+    """Apply ``events`` in order to ``agent`` (None before the created event). For
+    ``stored`` events (a load, a replay), a handler that raises is a
+    :class:`~snaptail.errors.ReplayFailed` naming the event; for a new event
+    (``stored=False``, a command) the handler's own error is raised."""
     for event in events:
         applier_ = None if agent is None else applier(type(event))
         if applier_ is None:
-            agent = event.mutate(agent)
+            try:
+                agent = event.mutate(agent)
+            except (SnaptailError, OriginatorVersionError):
+                raise
+            except Exception as exc:
+                if not stored:
+                    raise
+                raise replay_failed(
+                    agent, event.originator_id, event.originator_version, topic_of(event), exc
+                ) from exc
             continue
         version = event.originator_version
         if version != agent._version + 1:
             raise OriginatorVersionError(version, agent._version + 1)
         func, names = applier_
         state = event.__dict__
-        func(agent, **{name: state[name] for name in names})
+        try:
+            func(agent, **{name: state[name] for name in names})
+        except SnaptailError:
+            raise
+        except Exception as exc:
+            if not stored:
+                raise
+            raise replay_failed(agent, agent.id, version, topic_of(event), exc) from exc
         agent._version = version
         agent._modified_on = state["timestamp"]
     return agent
+
+
+def replay_failed(
+    agent: Any, agent_id: Any, version: int, topic: str, exc: Exception
+) -> ReplayFailed:
+    """The error for a handler that raised on a stored event (see ``apply_events``)."""
+    agent_type = "not yet created" if agent is None else type(agent).__qualname__
+    return ReplayFailed(agent_id, agent_type, version, topic, f"{type(exc).__name__}: {exc}")
+
+
+def topic_of(event: Any) -> str:
+    """``module:QualifiedName`` of an event's class (for messages)."""
+    kind = type(event)
+    return f"{kind.__module__}:{kind.__qualname__}"

@@ -21,12 +21,24 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic
 
-from snaptail.domain.replay import applier, apply_events
+from snaptail.domain.replay import applier, apply_events, replay_failed
 from snaptail.domain.schema import payload_fields
 from snaptail.domain.topics import agent_class_of, event_class_of
-from snaptail.errors import AgentForgotten, InvalidAgentType, RowUnreadable, UnknownTopic
+from snaptail.errors import (
+    AgentForgotten,
+    InvalidAgentType,
+    RowUnreadable,
+    SnaptailError,
+    UnknownTopic,
+)
 from snaptail.infrastructure.recorder import EventRow
-from snaptail.privacy.cipher import SEALED, PayloadCipher, RedactedEvent, require_keys
+from snaptail.privacy.cipher import (
+    SEALED,
+    PayloadCipher,
+    RedactedEvent,
+    is_sealed,
+    require_keys,
+)
 
 
 class NoTranscoder(Transcoder):
@@ -249,13 +261,13 @@ class MsgspecMapper(Mapper[Any]):
         direct = self._direct
         unset = _UNSET
         cipher = self.payload_cipher
-        open_row = None  # decrypts a sealed row (snaptail.privacy), made at the first one
+        if cipher is not None and rows and is_sealed(rows[-1][2]):
+            # The rows opened at once (snaptail.privacy: an agent's rows are sealed
+            # from its first subject on); raises AgentForgotten for a forgotten agent.
+            # A sealed row this misses takes the decode_event path below, which opens it.
+            rows = cipher.open_rows(originator_id, rows)
         for row in rows:
             version, topic, data = row
-            if cipher is not None and data and data[0] == SEALED:
-                if open_row is None:  # raises AgentForgotten for a forgotten agent
-                    open_row = cipher.opener(originator_id)
-                data = open_row(version, data)
             how = direct.get(topic, _UNSEEN)
             if how is _UNSEEN:
                 how = self._direct_apply(topic)
@@ -268,7 +280,12 @@ class MsgspecMapper(Mapper[Any]):
                 if payload is not None and payload.class_version is unset:
                     if version != agent._version + 1:
                         raise OriginatorVersionError(version, agent._version + 1)
-                    method(agent, *arguments(payload))
+                    try:
+                        method(agent, *arguments(payload))
+                    except SnaptailError:
+                        raise
+                    except Exception as exc:
+                        raise replay_failed(agent, originator_id, version, topic, exc) from exc
                     agent._version = version
                     agent._modified_on = payload.timestamp
                     continue

@@ -502,3 +502,53 @@ def test_the_console_imports_nothing_a_row_names(
             if response.status_code != 200:
                 assert str(agent.id) in response.json()["error"], response.text
     _nothing_imported(side_effect_module, "".join(texts) + capfd.readouterr().out)
+
+
+@dataclass
+class CountState(AgentState):
+    count: int = 0
+
+
+class Counting(Agent):
+    """An agent type whose event a damaged log may hold in another agent's log."""
+
+    State = CountState
+
+    @event("Bumped")
+    def bump(self, by: int) -> None:
+        self.state.count += by  # type: ignore[attr-defined]
+
+
+def test_an_event_whose_handler_raises_on_load_is_a_snaptail_error_naming_it(
+    database_url: str,
+) -> None:
+    """Another type's event in an agent's log (a row moved by hand or a damaged copy)
+    made the load raise the handler's bare ``AttributeError``, naming nothing. Now it
+    is ``ReplayFailed`` naming the agent, its type, the version and the event type."""
+    from snaptail.errors import ReplayFailed
+
+    with AgentStore(database_url) as store:
+        counting = Counting(name="counting")
+        counting.bump(2)
+        store.save(counting)
+        agent = Agent(name="plain")
+        agent.add_input("user", "hi")
+        store.save(agent)
+    foreign = f"{__name__}:Counting.Bumped"
+    row = execute(
+        database_url,
+        "SELECT state FROM stored_events WHERE originator_id=? AND originator_version=2",
+        (_key(database_url, counting.id),),
+    )
+    execute(
+        database_url,
+        "UPDATE stored_events SET topic=?, state=? WHERE originator_id=? AND originator_version=2",
+        (foreign, bytes(row[0][0]), _key(database_url, agent.id)),
+    )
+    with AgentStore(database_url) as store:
+        for read in (store.get, store.replay):
+            with pytest.raises(ReplayFailed) as caught:
+                read(agent.id)
+            message = str(caught.value)
+            assert str(agent.id) in message and "version 2" in message
+            assert "Counting.Bumped" in message and "AttributeError" in message

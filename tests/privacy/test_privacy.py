@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,50 @@ def test_tampered_or_moved_ciphertext_is_refused(paths: tuple[str, str]) -> None
         with pytest.raises(DamagedLog, match="does not authenticate"):
             cipher.open_event(a.id, 1, flipped)
         assert cipher.open_event(a.id, 1, sealed)[:1] != b"\xc1"
+
+
+def test_a_tail_opened_at_once_refuses_what_a_row_at_a_time_refuses(
+    paths: tuple[str, str],
+) -> None:
+    db, keys = paths
+    with AgentStore(db, keys=keys, master_key=MASTER) as store:
+        a, b = Agent("a"), Agent("b")
+        store.add_subject(a, "u")
+        store.add_subject(b, "u")
+        for i in range(4):
+            a.set_system_prompt(f"p{i}")
+        store.save(a, b)
+        cipher = store.mapper.payload_cipher
+        assert cipher is not None
+        rows = [(r.originator_version, r.topic, r.state) for r in store.read_rows(a.id)]
+        opened = cipher.open_rows(a.id, rows)
+        assert opened == [(v, t, cipher.open_event(a.id, v, d)) for v, t, d in rows]
+        assert all(not is_sealed(d) for _, _, d in opened)
+        v, t, d = rows[2]
+        for bad, why in (
+            (d[:-1] + bytes([d[-1] ^ 1]), "does not authenticate"),  # altered
+            (rows[1][2], "does not authenticate"),  # another version's row
+            (store.read_rows(b.id)[0].state, "does not authenticate"),  # another agent's
+            (d[:1] + b"\x02" + d[2:], "cut short or unknown"),  # an unknown format
+            (d[:20], "cut short or unknown"),
+        ):
+            tail = [*rows[:2], (v, t, bad), *rows[3:]]
+            with pytest.raises(DamagedLog, match=why) as raised:
+                cipher.open_rows(a.id, tail)
+            assert raised.value.version == v
+        plain = [(v, t, cipher.open_event(a.id, v, d)), (v + 1, t, b"")]
+        assert cipher.open_rows(a.id, plain) == plain  # plain rows pass as they are
+    # A load reads its tail that way: an altered row is refused, naming its version.
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE stored_events SET state=? WHERE originator_id=? AND originator_version=?",
+            (d[:-1] + bytes([d[-1] ^ 1]), a.id.hex, v),
+        )
+    conn.close()
+    with AgentStore(db, keys=keys, master_key=MASTER) as store:
+        with pytest.raises(DamagedLog, match=f"version {v} .*does not authenticate"):
+            store.get(a.id)
+        assert store.get(b.id).name == "b"
 
 
 def test_forget_in_one_store_evicts_keys_cached_by_another_in_the_process(
