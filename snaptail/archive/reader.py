@@ -294,11 +294,11 @@ class ArchivedThenHot:
 
     def __init__(
         self,
-        recorder: AgentRecorder,
+        archive: ArchiveReader,
         hot: Callable[[Position, int], list[PositionedNotification]],
         partition: Partition | None = None,
     ) -> None:
-        self._archive = ArchiveReader(recorder)
+        self._archive = archive
         self._hot = hot
         self._partition = partition
         self._highest: Position | None = None
