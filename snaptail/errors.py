@@ -23,6 +23,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
     ├── ConcurrencyError                     another writer saved the agent first
     ├── LockTimeout (TimeoutError)           SQLite's write lock was not free in time
     ├── SaveOutcomeUnknown (ConnectionError) a save may or may not have committed
+    │   └── SaveOutcomeExpired               ... and its save id is past keep_save_ids
     ├── DatabaseUnreachable (ConnectionError) the server cannot be reached
     ├── NoSuchDatabase (FileNotFoundError)   a read-only open of a missing database
     ├── DatabaseUnusable (OSError)           found, but not usable (a full disk, ...)
@@ -51,6 +52,7 @@ also the ``eventsourcing`` error it translates, so code catching those still wor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from eventsourcing import persistence
@@ -319,6 +321,25 @@ class SaveOutcomeUnknown(SnaptailError, ConnectionError):
         )
 
 
+class SaveOutcomeExpired(SaveOutcomeUnknown):
+    """``store.save_committed(save_id)`` cannot tell any more: the save is older than
+    the store's ``keep_save_ids`` (7 days by default) and its id row, if it had one,
+    was pruned. Load the agent and look at its events instead of applying the command
+    again."""
+
+    def __init__(self, save_id: UUID, made: datetime, kept: timedelta) -> None:
+        self.agent_ids, self.save_id, self.made, self.kept = (), save_id, made, kept
+        days = kept.total_seconds() / 86400
+        horizon = f"{days:g} days" if days >= 1 else str(kept)
+        ConnectionError.__init__(
+            self,
+            f"save {save_id} (made {made:%Y-%m-%d %H:%M:%S} UTC): outcome unknown: save ids"
+            f" are kept {horizon} (keep_save_ids) and this one is not stored, so it was"
+            " pruned or never committed; load the agent and check its events instead of"
+            " applying the command again",
+        )
+
+
 class ThreadConflict(SnaptailError):
     """A LangGraph saver in strict mode (``SnaptailSaver(..., concurrent_runs="reject")``)
     refused a checkpoint that does not extend its thread's newest one: another run
@@ -569,6 +590,7 @@ __all__ = [
     "ProjectionFailed",
     "ReplayFailed",
     "RowUnreadable",
+    "SaveOutcomeExpired",
     "SaveOutcomeUnknown",
     "SchemaOutdated",
     "SnapshotDecodeError",

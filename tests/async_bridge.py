@@ -75,6 +75,9 @@ class BlockingAsyncStore:
     def save_committed(self, save_id: UUID | str) -> bool:
         return self._call(self.inner.save_committed(save_id))
 
+    def prune_save_ids(self) -> int:
+        return self._call(self.inner.prune_save_ids())
+
     def agent_ids(self, after: UUID | str | None = None) -> list[UUID]:
         async def collect() -> list[UUID]:
             return [agent_id async for agent_id in self.inner.agent_ids(after)]

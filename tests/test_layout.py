@@ -271,6 +271,74 @@ def test_no_store_internals_outside_the_application() -> None:
     assert not wrong, "store internals outside snaptail.application:\n" + "\n".join(wrong)
 
 
+# Above the store (rank 4 and up: projections, integrations, bench, testing, cli, ui)
+# code holds stores, never recorders: no recorder opened, imported or reached.
+RECORDER_OPENERS = {"open_recorder", "open_async_recorder", "open_postgres", "open_sqlite"}
+RECORDER_TYPES = {
+    "AgentRecorder", "AsyncAgentRecorder", "SQLiteAgentRecorder", "PostgresAgentRecorder",
+    "AsyncPostgresRecorder", "ThreadedRecorder",
+}  # fmt: skip
+
+
+def recorder_uses(name: str) -> list[str]:
+    """Where module ``name`` opens, imports or reaches a recorder."""
+    path = MODULES[name]
+    found = [
+        f"{name}:{line} imports {target}"
+        for target, names, line in imports(name)
+        if target == "snaptail.infrastructure.backends"
+        or set(names) & (RECORDER_OPENERS | RECORDER_TYPES)
+    ]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in RECORDER_OPENERS or called in RECORDER_TYPES:
+                found.append(f"{name}:{node.lineno} calls {ast.unparse(func)}")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in ("recorder", "_recorder")
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        ):
+            found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+    return found
+
+
+def test_above_the_store_nothing_opens_or_reaches_a_recorder() -> None:
+    """The store is the only door: the worker, integrations, bench, testing, the CLI
+    and the console read through store methods (``events_after``, ``read_rows``, ...)."""
+    wrong = [
+        use
+        for name in MODULES
+        if RANKS[area(name)] >= RANKS["snaptail.projections"]
+        for use in recorder_uses(name)
+    ]
+    assert not wrong, "recorders above the store:\n" + "\n".join(wrong)
+
+
+def test_the_recorder_check_sees_a_violation(tmp_path: Path) -> None:
+    """The check finds an opener call, a recorder import and ``x.recorder``."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from snaptail.infrastructure.backends import open_recorder\n"
+        "from snaptail.infrastructure.recorder import AgentRecorder\n"
+        "def f(worker):\n"
+        "    r: AgentRecorder = open_recorder('sqlite:///x.db')\n"
+        "    return worker.recorder, r, self.recorder\n"
+    )
+    MODULES["snaptail.cli.probe"] = probe
+    try:
+        uses = recorder_uses("snaptail.cli.probe")
+    finally:
+        del MODULES["snaptail.cli.probe"]
+    assert uses == [
+        "snaptail.cli.probe:1 imports snaptail.infrastructure.backends",
+        "snaptail.cli.probe:2 imports snaptail.infrastructure.recorder",
+        "snaptail.cli.probe:4 calls open_recorder",
+        "snaptail.cli.probe:5 uses worker.recorder",
+    ], uses
+
+
 def test_the_store_logic_is_written_once() -> None:
     """One load path: the steps live in engine.py, the two drivers in drivers.py; no
     recorder method is called by a name held in a string."""

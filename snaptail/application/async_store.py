@@ -134,6 +134,11 @@ class AsyncAgentStore(StoreBase):
         committed its rows."""
         return await self._run(self._engine.save_committed(save_id))
 
+    async def prune_save_ids(self) -> int:
+        """Delete the save ids older than ``keep_save_ids`` now (see
+        :meth:`AgentStore.prune_save_ids`); returns how many."""
+        return await self._run(self._engine.prune_save_ids())
+
     async def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
     ) -> Agent:

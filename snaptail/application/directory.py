@@ -11,7 +11,6 @@ import msgspec
 from snaptail.application.maintenance import agent_ids
 from snaptail.application.store import AgentStore
 from snaptail.errors import InvalidArgument
-from snaptail.infrastructure.recorder import AgentRecorder
 
 # How many candidates an ambiguous prefix or name lists.
 SHOWN = 10
@@ -21,13 +20,9 @@ class _Named(msgspec.Struct):
     name: object = ""
 
 
-def agent_name(source: AgentStore | AgentRecorder, agent_id: UUID) -> str:
-    """The name the agent was created with ("" if its first event has none), read
-    through a store (or, for a projection's reader, its recorder)."""
-    if isinstance(source, AgentStore):
-        page = source.read_rows(agent_id, before=2, limit=1)
-    else:
-        page = source.select_page(agent_id, lt=2, limit=1)
+def agent_name(store: AgentStore, agent_id: UUID) -> str:
+    """The name the agent was created with ("" if its first event has none)."""
+    page = store.read_rows(agent_id, before=2, limit=1)
     if not page:
         return ""
     try:

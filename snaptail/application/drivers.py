@@ -242,6 +242,23 @@ class DeleteSnapshots(Request):
         )
 
 
+class PruneSaves(Request):
+    __slots__ = ("before", "limit")
+    write = True
+
+    def __init__(self, before: UUID, limit: int) -> None:
+        self.before, self.limit = before, limit
+
+    def doing(self) -> str:
+        return "pruning old save ids"
+
+    def run(self, recorder: AgentRecorder) -> Any:
+        return recorder.prune_saves(self.before, self.limit)
+
+    async def run_async(self, recorder: AsyncAgentRecorder) -> Any:
+        return await recorder.prune_saves(self.before, self.limit)
+
+
 class Pause(Request):
     """Wait ``seconds`` (a retry's backoff): ``time.sleep`` or ``asyncio.sleep``."""
 

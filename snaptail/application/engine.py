@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
@@ -26,6 +27,7 @@ from snaptail.application.drivers import (
     InsertEvents,
     InsertSnapshot,
     Pause,
+    PruneSaves,
     ReadAgentIds,
     ReadForLoad,
     ReadHead,
@@ -49,11 +51,18 @@ from snaptail.errors import (
     ConcurrencyError,
     DamagedLog,
     EventTooLarge,
+    SaveOutcomeExpired,
     SaveOutcomeUnknown,
     VersionNotFound,
 )
 from snaptail.infrastructure.mapper import MsgspecMapper
-from snaptail.infrastructure.recorder import SnapshotInfo, StoredSnapshot
+from snaptail.infrastructure.recorder import (
+    SnapshotInfo,
+    StoredSnapshot,
+    new_save_id,
+    save_id_time,
+    save_ids_before,
+)
 from snaptail.privacy.cipher import PayloadCipher, require_keys
 from snaptail.privacy.keys import KeyStore, KeyWrapper, open_key_store
 from snaptail.snapshots import (
@@ -126,8 +135,20 @@ ENGINE_SETTINGS = frozenset(
         "retry",
         "keys",
         "master_key",
+        "keep_save_ids",
     }
 )
+
+# Save ids (the ambiguous-commit rule's witnesses, see retry.py) are kept this long by
+# default, then pruned: by a store's first save and then hourly, at most PRUNE_BATCH
+# rows per save (a full batch: the next save prunes again).
+DEFAULT_KEEP_SAVE_IDS = timedelta(days=7)
+SHORTEST_KEEP_SAVE_IDS = timedelta(hours=1)
+PRUNE_EVERY = 3600.0
+PRUNE_BATCH = 10_000
+# A save id younger than keep_save_ids minus this, and not stored, was not committed
+# (the pruning process's clock may be this much ahead of ours).
+CLOCK_SLACK = timedelta(minutes=10)
 
 
 class Engine:
@@ -149,7 +170,15 @@ class Engine:
         retry: RetryPolicy | None = None,
         keys: KeyStore | str | None = None,
         master_key: KeyWrapper | bytes | str | None = None,
+        keep_save_ids: timedelta = DEFAULT_KEEP_SAVE_IDS,
     ) -> None:
+        if not isinstance(keep_save_ids, timedelta) or keep_save_ids < SHORTEST_KEEP_SAVE_IDS:
+            raise ValueError(
+                f"keep_save_ids must be a timedelta of at least {SHORTEST_KEEP_SAVE_IDS}"
+                f" (a save's outcome is asked about within it), got {keep_save_ids!r}"
+            )
+        self.keep_save_ids = keep_save_ids
+        self._prune_at = 0.0  # time.monotonic() of the next prune of save ids
         arguments.check_store_arguments(
             snapshot_every=snapshot_every,
             recent_events=recent_events,
@@ -248,7 +277,7 @@ class Engine:
                 snapshots.append(snapshot)
         if not stored:
             return
-        save_id = uuid4()
+        save_id = new_save_id()
         insert = InsertEvents(stored, snapshots, self.keep_snapshots, save_id)
         try:
             yield from self.retry.commit(
@@ -275,6 +304,33 @@ class Engine:
                     type(exc).__name__,
                     exc,
                 )
+        if time.monotonic() >= self._prune_at:
+            try:
+                yield from self._prune_saves()
+            except Exception as exc:  # committed: never fail the save for this
+                self._prune_at = time.monotonic() + PRUNE_EVERY
+                logger.warning(
+                    "saved, but pruning old save ids failed (tried again in an hour): %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def _prune_saves(self) -> Steps[int]:
+        """One batch of save ids older than ``keep_save_ids`` deleted; the next prune is
+        due in an hour, or at once if the batch was full."""
+        cutoff = save_ids_before(time.time() - self.keep_save_ids.total_seconds())
+        deleted = int((yield PruneSaves(cutoff, PRUNE_BATCH)))
+        self._prune_at = 0.0 if deleted >= PRUNE_BATCH else time.monotonic() + PRUNE_EVERY
+        return deleted
+
+    def prune_save_ids(self) -> Steps[int]:
+        """Every save id older than ``keep_save_ids`` deleted, a batch per transaction."""
+        total = 0
+        while True:
+            deleted = yield from self._prune_saves()
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
 
     def _conflict(self, batches: Sequence[tuple[Agent, list[Any], int]]) -> Steps[ConcurrencyError]:
         """The error for a save that met another writer's rows: names the agent whose
@@ -694,9 +750,20 @@ class Engine:
         return (yield ReadNewestNotification()) or 0
 
     def save_committed(self, save_id: UUID | str) -> Steps[bool]:
+        """Whether the save committed; :class:`SaveOutcomeExpired` when its id is not
+        stored and is old enough to have been pruned (never False then: a command
+        would be applied twice)."""
         if not isinstance(save_id, UUID):
             save_id = UUID(str(save_id))
-        return bool((yield ReadSaveCommitted(save_id)))
+        if (yield ReadSaveCommitted(save_id)):
+            return True
+        made = save_id_time(save_id)
+        if made is not None:
+            age = timedelta(seconds=time.time() - made)
+            if age > self.keep_save_ids - CLOCK_SLACK:
+                when = datetime.fromtimestamp(made, UTC).replace(tzinfo=None)
+                raise SaveOutcomeExpired(save_id, when, self.keep_save_ids)
+        return False
 
     def agent_ids(self, after: UUID | None, limit: int) -> Steps[Sequence[UUID]]:
         if limit < 1:

@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
+from operator import itemgetter
 from uuid import UUID
 
 from snaptail.application.arguments import DEFAULT_MAX_ROW_BYTES, check_rows, too_deep
@@ -35,6 +35,7 @@ class LoadStats:
 
 
 _new = object.__new__
+_data = itemgetter(2)  # an event row's stored bytes
 _setattr = object.__setattr__
 
 
@@ -152,15 +153,16 @@ def build_agent(
     require_consecutive(agent_id, rows, replay_from, snapshot_version)
     # (No copy of the rows when all of them are the tail: the common case.)
     tail = rows[replay_from:] if replay_from else rows
-    tail_bytes = sum([len(row[2]) for row in tail])
+    tail_bytes = sum(map(len, map(_data, tail)))
     read_bytes = tail_bytes + snapshot_bytes
     if replay_from:
-        read_bytes += sum([len(row[2]) for row in rows[:replay_from]])
+        read_bytes += sum(map(len, map(_data, rows[:replay_from])))
     # One comparison: only a load whose rows total more than the limit looks at each.
     if read_bytes - snapshot_bytes > max_row_bytes:
         check_rows(agent_id, rows, read_bytes - snapshot_bytes, max_row_bytes)
     try:
-        agent = cast(Agent | None, mapper.replay_rows(snapshot_agent, agent_id, tail))
+        # (annotated, not cast(): a cast builds ``Agent | None`` and calls a function)
+        agent: Agent | None = mapper.replay_rows(snapshot_agent, agent_id, tail)
     except RecursionError:
         raise too_deep(agent_id, _too_deep_version(mapper, agent_id, tail)) from None
     assert agent is not None

@@ -19,21 +19,30 @@ from eventsourcing.persistence import StoredEvent
 
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive
-from snaptail.application.engine import Engine, PageWalk, as_agent_id, check_version
+from snaptail.application.engine import (
+    DEFAULT_KEEP_SAVE_IDS,
+    Engine,
+    PageWalk,
+    as_agent_id,
+    check_version,
+)
 from snaptail.application.loading import LoadStats
 from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, DamagedLog
+from snaptail.errors import AgentNotFound, DamagedLog, storage_error
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import (
     AgentRecorder,
+    Partition,
     Position,
+    PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
 )
+from snaptail.infrastructure.subscription import EventsWaiter
 from snaptail.infrastructure.urls import resolve_url
 from snaptail.privacy.forget import add_subjects, forget_subject
 from snaptail.privacy.keys import Erasure, KeyStore, KeyWrapper
@@ -104,6 +113,11 @@ class StoreBase:
     def retry(self) -> RetryPolicy:
         """The retry policy of saves and reads (see ``snaptail.application.retry``)."""
         return self._engine.retry
+
+    @property
+    def keep_save_ids(self) -> timedelta:
+        """How long save ids are kept (see :meth:`AgentStore.save_committed`)."""
+        return self._engine.keep_save_ids
 
     @property
     def memory_budget(self) -> int | None:
@@ -267,11 +281,14 @@ class StoreBase:
         or fsspec URL); see README "Archive" and ``snaptail archive run``. Blocking."""
         from snaptail.archive.runner import run_archive
 
-        return run_archive(
+        report = run_archive(
             self._sync_recorder(), self.url, to, recent_events=self.recent_events,
             keep_events=keep_events, older_than=older_than, dry_run=dry_run, wait=wait,
             view_positions=view_positions, progress=progress, mapper=self.mapper,
         )  # fmt: skip
+        if not dry_run:  # maintenance: old save ids go with it
+            self._sync_run(self._engine.prune_save_ids())
+        return report
 
     def vacuum_archived(self) -> tuple[int, int]:
         """Give back the space archived rows held (bytes before, after). Blocking."""
@@ -298,7 +315,8 @@ class AgentStore(StoreBase):
     with data subjects (a URL or a KeyStore; default ``$SNAPTAIL_KEYS_URL``, else none),
     ``master_key`` its master key (default from the environment): see
     :meth:`add_subject` and :meth:`forget`. ``retry`` is the retry policy
-    (:class:`~snaptail.RetryPolicy`).
+    (:class:`~snaptail.RetryPolicy`). ``keep_save_ids`` (default 7 days, at least an
+    hour) is how long a save's id is kept for :meth:`save_committed`.
     """
 
     def __init__(
@@ -318,6 +336,7 @@ class AgentStore(StoreBase):
         retry: RetryPolicy | None = None,
         keys: KeyStore | str | None = None,
         master_key: KeyWrapper | bytes | str | None = None,
+        keep_save_ids: timedelta = DEFAULT_KEEP_SAVE_IDS,
         **options: Any,
     ) -> None:
         self._engine = Engine(
@@ -334,6 +353,7 @@ class AgentStore(StoreBase):
             retry=retry,
             keys=keys,
             master_key=master_key,
+            keep_save_ids=keep_save_ids,
         )
         self._engine.enforces_budgets = self.enforces_budgets
         self._engine.repairs_snapshots = self.repairs_snapshots
@@ -391,8 +411,16 @@ class AgentStore(StoreBase):
 
     def save_committed(self, save_id: UUID | str) -> bool:
         """Whether the save ``save_id`` (from :class:`~snaptail.SaveOutcomeUnknown`)
-        committed its rows."""
+        committed its rows. Save ids are kept ``keep_save_ids`` (7 days by default):
+        for an older save whose id is not stored this raises
+        :class:`~snaptail.errors.SaveOutcomeExpired` (it cannot tell), never False."""
         return self._run(self._engine.save_committed(save_id))
+
+    def prune_save_ids(self) -> int:
+        """Delete the save ids older than ``keep_save_ids`` now; returns how many.
+        Saves do this themselves (a store's first save, then hourly) and so does
+        :meth:`archive`: for maintenance jobs."""
+        return self._run(self._engine.prune_save_ids())
 
     def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], *, retries: int = 3
@@ -536,6 +564,41 @@ class AgentStore(StoreBase):
         a projection that has caught up stands."""
         return self._run(self._engine.newest_position())
 
+    # -- the whole log in position order (projection workers) ----------------------
+
+    def events_after(
+        self, position: Position, limit: int, *, partition: Partition | None = None
+    ) -> list[PositionedNotification]:
+        """Up to ``limit`` events of the hot table after ``position``, in position order
+        (of ``partition``'s agents only, if given), payloads as stored: what a projection
+        worker reads. Never returns an event a later call could find before one it
+        returned. Not retried: the worker has its own reconnect loop (archived events:
+        :attr:`archive_reader`)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        recorder = self._recorder
+        try:
+            return recorder.select_after(position, limit, partition=partition)
+        except Exception as exc:
+            raise storage_error(f"reading events after position {position}", exc)  # noqa: B904 (its cause is set)
+
+    def new_events_waiter(self) -> EventsWaiter:
+        """What a reader of :meth:`events_after` waits on between reads: woken by a save
+        in this process (SQLite) or by the database's NOTIFY (PostgreSQL), else by its
+        timeout. Close it when done."""
+        try:
+            return self._recorder.new_events_waiter()
+        except Exception as exc:
+            raise storage_error("opening a waiter for new events", exc)  # noqa: B904 (its cause is set)
+
+    def prepare_partitions(self, count: int) -> bool:
+        """Prepare :meth:`events_after` reads of ``count`` partitions (on PostgreSQL an
+        expression index, built once; True if it was built now)."""
+        try:
+            return self._recorder.ensure_partition_index(count)
+        except Exception as exc:
+            raise storage_error(f"preparing reads of {count} partitions", exc)  # noqa: B904 (its cause is set)
+
     def put_snapshot(self, snapshot: StoredSnapshot, *, keep: int | None = None) -> bool:
         """Store a snapshot row as given (False if one exists at its version), pruning
         its agent's older ones down to ``keep``. For tools and benchmarks: the store
@@ -550,3 +613,4 @@ class AgentStore(StoreBase):
         """Delete all but the agent's newest ``keep`` snapshots (and the newest of each
         of its last two fingerprints; ``keep=0``: all); returns how many were deleted."""
         return self._run(self._engine.prune_snapshots(agent_id, keep))
+

@@ -290,6 +290,22 @@ class Floor:
         rows = c.execute(self._tail, (key, after, key, self.recent_events)).fetchall()
         return snapshot, [(version, topic, _decode(state)) for version, topic, state in rows]
 
+    def read(self, agent_id: UUID) -> tuple[Any, list[Any]]:
+        """The rows :meth:`load` reads, not decoded: ``(snapshot row or None, tail rows)``
+        (for a profile of its steps; :meth:`load` reads them inline, as measured)."""
+        key = _key(agent_id)
+        c = self.connection
+        row = c.execute(self._snapshot, (key,)).fetchone()
+        after = row[0] if row is not None else 0
+        return row, c.execute(self._tail, (key, after, key, self.recent_events)).fetchall()
+
+    @staticmethod
+    def decode(read: tuple[Any, list[Any]]) -> tuple[Any, list[Any]]:
+        """What :meth:`load` returns, from what :meth:`read` returned."""
+        row, rows = read
+        snapshot = _decode(row[1]) if row is not None else None
+        return snapshot, [(version, topic, _decode(state)) for version, topic, state in rows]
+
 
 Loader = Callable[[UUID], Any]
 

@@ -435,9 +435,9 @@ def _stats_caught_up(
             _print_dead_letters(worker.view, worker.name)
             if k == count - 1:
                 rows = read_agent_stats(
-                    worker.view, sort=sort, top=top or None, recorder=worker.recorder  # type: ignore[arg-type]
+                    worker.view, sort=sort, top=top or None, store=worker.store  # type: ignore[arg-type]
                 )
-                names = {r.agent_id: agent_name(worker.recorder, UUID(r.agent_id)) for r in rows}
+                names = {r.agent_id: agent_name(worker.store, UUID(r.agent_id)) for r in rows}
                 where = worker.view.position(worker.name)
     return rows, f"{count} partitions" if count > 1 else f"position {where}", names
 
@@ -449,19 +449,18 @@ def _stats_as_they_stand(
     from uuid import UUID
 
     from snaptail.application.directory import agent_name
-    from snaptail.infrastructure.backends import open_recorder
+    from snaptail.application.store import AgentStore
     from snaptail.projections.agent_stats import AgentStats, read_agent_stats
     from snaptail.projections.view import TRACKING_TABLE, open_view
     from snaptail.projections.worker import stored_partitions
 
-    recorder = open_recorder(url, read_only=True)
-    try:
+    with AgentStore(url, read_only=True) as store:
         view = open_view(view_url or url, read_only=True)
         try:
             tracked = view.has_table(TRACKING_TABLE)
             count = (stored_partitions(view, AgentStats.name) if tracked else None) or 1
-            rows = read_agent_stats(view, sort=sort, top=top or None, recorder=recorder)  # type: ignore[arg-type]
-            names = {r.agent_id: agent_name(recorder, UUID(r.agent_id)) for r in rows}
+            rows = read_agent_stats(view, sort=sort, top=top or None, store=store)  # type: ignore[arg-type]
+            names = {r.agent_id: agent_name(store, UUID(r.agent_id)) for r in rows}
             if count > 1:
                 position = f"{count} partitions"
             else:
@@ -470,10 +469,6 @@ def _stats_as_they_stand(
                 _print_dead_letters(view, AgentStats.name)
         finally:
             view.close()
-    finally:
-        close = getattr(recorder, "close", None)
-        if close is not None:
-            close()
     return rows, f"{position}, not caught up", names
 
 

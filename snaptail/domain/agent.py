@@ -89,7 +89,12 @@ class Agent(Aggregate):
     max_pending = 1000
     tool_output_preview = 2048
     max_event_bytes = MIB
+    # Declared here with the values eventsourcing and snaptail assume when a type has
+    # none (each load reads both: a missing class attribute costs a raised and
+    # discarded AttributeError per read).
+    class_version = 1
     snapshot_version = 1
+    snapshot_ignore = cast("tuple[str, ...]", ())
     # Settings read by event handlers (they shape derived state); the max_* limits and
     # max_event_bytes are checked by commands only and are not listed.
     snapshot_settings = cast(

@@ -92,6 +92,9 @@ class AsyncAgentRecorder(ABC):
     async def save_committed(self, save_id: UUID) -> bool: ...
 
     @abstractmethod
+    async def prune_saves(self, before: UUID, limit: int) -> int: ...
+
+    @abstractmethod
     async def max_notification_id(self) -> int | None: ...
 
     @abstractmethod
@@ -199,6 +202,9 @@ class ThreadedRecorder(AsyncAgentRecorder):
 
     async def save_committed(self, save_id: UUID) -> bool:
         return await self.threads.run(self.sync.save_committed, save_id)
+
+    async def prune_saves(self, before: UUID, limit: int) -> int:
+        return await self.threads.run(self.sync.prune_saves, before, limit)
 
     async def run_sync(self, func: Callable[..., T], *args: Any) -> T:
         return await self.threads.run(func, *args)

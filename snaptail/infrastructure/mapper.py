@@ -115,6 +115,7 @@ class MsgspecMapper(Mapper[Any]):
         self._encoder = msgspec.msgpack.Encoder()
         self._codecs: dict[str, _EventCodec] = {}
         self._topics: dict[type[Any], str] = {}
+        self._class_versions: dict[type[Any], int] = {}
         self._direct: dict[str, _DirectApply | None] = {}
         # Per-agent encryption (snaptail.privacy): set by a store with a key store.
         self.payload_cipher: PayloadCipher | None = None
@@ -128,7 +129,12 @@ class MsgspecMapper(Mapper[Any]):
     def encode_payload(self, domain_event: Any) -> bytes:
         state = dict(vars(domain_event))
         del state["originator_id"], state["originator_version"]
-        class_version = getattr(type(domain_event), "class_version", 1)
+        event_class = type(domain_event)
+        class_version = self._class_versions.get(event_class)
+        if class_version is None:  # read once per class, as _codec reads it for decoding
+            class_version = self._class_versions[event_class] = getattr(
+                event_class, "class_version", 1
+            )
         if class_version > 1:
             state["class_version"] = class_version
         return self._encoder.encode(state)

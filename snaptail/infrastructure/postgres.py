@@ -194,6 +194,11 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             .as_bytes(None)
         )
         self.sql_save_committed = SQL("SELECT 1 AS found FROM {} WHERE save_id = %s").format(saves)
+        # Time-ordered ids only (the version digit of the text form is 7): see prune_saves.
+        self.sql_prune_saves = SQL(
+            "DELETE FROM {0} WHERE save_id IN (SELECT save_id FROM {0} WHERE save_id < %s"
+            " AND substr(save_id::text, 15, 1) = '7' LIMIT %s)"
+        ).format(saves)
         self._saves_table = f"{datastore.schema}.{SAVES_TABLE}"
         self._sql_insert_snapshot = SQL(
             "INSERT INTO {} (originator_id, originator_version, topic, fingerprint, "
@@ -720,6 +725,11 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(self.sql_save_committed, (save_id,), prepare=True)
             return curs.fetchone() is not None
+
+    def prune_saves(self, before: UUID, limit: int) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.sql_prune_saves, (before, limit))
+            return int(curs.rowcount)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

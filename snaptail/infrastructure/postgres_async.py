@@ -243,6 +243,11 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             await curs.execute(self.sync.sql_save_committed, (save_id,), prepare=True)
             return await curs.fetchone() is not None
 
+    async def prune_saves(self, before: UUID, limit: int) -> int:
+        async with self._connection() as conn, conn.transaction(), conn.cursor() as curs:
+            await curs.execute(self.sync.sql_prune_saves, (before, limit))
+            return int(curs.rowcount)
+
     async def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         return await asyncio.to_thread(self.sync.select_snapshot_infos, originator_id)
 

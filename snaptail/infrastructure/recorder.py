@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -82,6 +84,34 @@ SNAPSHOTS_TABLE = "snaptail_snapshots"
 # snaptail.application.retry: a save whose reply was lost is looked up by it).
 SAVES_TABLE = "snaptail_saves"
 
+# Save ids are time-ordered (RFC 9562 version 7: 48 bits of Unix milliseconds, then
+# random bits), so the saves table is pruned by id range, with no column to add, and
+# an id tells its own age. Ids written before (random, version 4) have no age: kept.
+_MS_SHIFT = 80
+
+
+def new_save_id(at: float | None = None) -> UUID:
+    """A fresh save id, time-ordered at ``at`` (seconds since the epoch; default now)."""
+    ms = int((time.time() if at is None else at) * 1000) & 0xFFFFFFFFFFFF
+    rand = int.from_bytes(os.urandom(10), "big")
+    # 12 random bits after the version nibble, then the variant and 62 random bits.
+    value = (ms << _MS_SHIFT) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64
+    value |= (0x2 << 62) | (rand & 0x3FFFFFFFFFFFFFFF)
+    return UUID(int=value)
+
+
+def save_id_time(save_id: UUID) -> float | None:
+    """When the save ``save_id`` was made (seconds since the epoch), or None for an id
+    that is not time-ordered."""
+    if save_id.version != 7:
+        return None
+    return (save_id.int >> _MS_SHIFT) / 1000
+
+
+def save_ids_before(at: float) -> UUID:
+    """The bound of a prune: every time-ordered save id made before ``at`` is smaller."""
+    return UUID(int=(int(at * 1000) & 0xFFFFFFFFFFFF) << _MS_SHIFT)
+
 
 class StoredSnapshot(NamedTuple):
     """One snapshot row: an agent's encoded state at a version. (A named tuple: every
@@ -161,6 +191,12 @@ class AgentRecorder(ApplicationRecorder):
     @abstractmethod
     def save_committed(self, save_id: UUID) -> bool:
         """Whether a save with ``save_id`` committed (its row is in the saves table)."""
+
+    @abstractmethod
+    def prune_saves(self, before: UUID, limit: int) -> int:
+        """Delete up to ``limit`` rows of time-ordered save ids smaller than ``before``
+        (see :func:`save_ids_before`; other ids are kept) in one transaction; returns
+        how many were deleted."""
 
     @abstractmethod
     def close(self) -> None:

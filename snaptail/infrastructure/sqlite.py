@@ -158,6 +158,11 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         self._insert_snapshot = f"INSERT INTO {sn} VALUES (?,?,?,?,?,?)"
         self._insert_save = f"INSERT INTO {SAVES_TABLE} VALUES (?,?,?)"
         self._select_save = f"SELECT 1 FROM {SAVES_TABLE} WHERE save_id=?"
+        # Time-ordered ids only (the version nibble, byte 7, is 7): see prune_saves.
+        self._prune_saves = (
+            f"DELETE FROM {SAVES_TABLE} WHERE save_id IN (SELECT save_id FROM {SAVES_TABLE}"
+            " WHERE save_id < ? AND substr(save_id, 7, 1) BETWEEN x'70' AND x'7f' LIMIT ?)"
+        )
         # The statements PostgreSQL says alike (snaptail.infrastructure.sql).
         self._prune = sql.prune_snapshots(sql.SQLITE).format(sn=sn)
         self._select_snapshot = sql.select_snapshot(sql.SQLITE).format(sn=sn)
@@ -416,6 +421,11 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
     def save_committed(self, save_id: UUID) -> bool:
         key = save_id.bytes
         return self._read(lambda c: c.execute(self._select_save, (key,)).fetchone()) is not None
+
+    def prune_saves(self, before: UUID, limit: int) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(self._prune_saves, (before.bytes, limit))
+            return int(c.sqlite_cursor.rowcount)
 
     def select_snapshot_infos(self, originator_id: UUID) -> Sequence[SnapshotInfo]:
         with self.datastore.transaction(commit=False) as c:

@@ -29,16 +29,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 import msgspec
 from eventsourcing.persistence import Notification
 
-from snaptail.infrastructure.recorder import AgentRecorder
 from snaptail.privacy.keys import Erasure
 from snaptail.projections.base import Projection, agent_type, decode, event_name
 from snaptail.projections.view import AddColumn, ViewCursor, ViewDatabase
+
+if TYPE_CHECKING:
+    from snaptail.application.store import AgentStore
 
 STATS_TABLE = "snaptail_agent_stats"
 COLUMNS = (
@@ -267,11 +269,11 @@ def read_agent_stats(
     *,
     sort: Sort = "events",
     top: int | None = 20,
-    recorder: AgentRecorder | None = None,
+    store: AgentStore | None = None,
 ) -> list[AgentStatsRow]:
     """The ``top`` agents by ``sort`` (all if ``top`` is None), from the view tables.
 
-    With ``recorder`` (the event database), each row's ``snapshot_version`` is read
+    With ``store`` (of the event database), each row's ``snapshot_version`` is read
     from the snapshots table: one indexed query per row returned. No agent is loaded.
     """
     if sort not in SORTS:
@@ -290,9 +292,9 @@ def read_agent_stats(
     with view.reading() as cur:
         cur.execute(statement, params)
         rows = [row_from_columns(row) for row in cur.fetchall()]
-    if recorder is None:
+    if store is None:
         return rows
-    return [_with_snapshot(row, recorder) for row in rows]
+    return [_with_snapshot(row, store) for row in rows]
 
 
 def row_from_columns(row: Sequence[Any]) -> AgentStatsRow:
@@ -302,7 +304,7 @@ def row_from_columns(row: Sequence[Any]) -> AgentStatsRow:
     return AgentStatsRow(*values)
 
 
-def _with_snapshot(row: AgentStatsRow, recorder: AgentRecorder) -> AgentStatsRow:
-    infos = recorder.select_snapshot_infos(UUID(row.agent_id))
+def _with_snapshot(row: AgentStatsRow, store: AgentStore) -> AgentStatsRow:
+    infos = store.snapshot_infos(UUID(row.agent_id))
     version = infos[0].originator_version if infos else 0
     return AgentStatsRow(**{**row.__dict__, "snapshot_version": version})

@@ -35,9 +35,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from snaptail.application.retry import RetryPolicy, is_retryable
+from snaptail.application.store import AgentStore
 from snaptail.archive.reader import ArchivedThenHot
 from snaptail.errors import (
     InvalidArgument,
@@ -45,9 +46,7 @@ from snaptail.errors import (
     ProjectionFailed,
     WorkerGaveUp,
 )
-from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.recorder import (
-    AgentRecorder,
     Partition,
     Position,
     PositionedNotification,
@@ -92,7 +91,7 @@ class _Stopped(Exception):
     """``stop`` was set while the worker waited to reconnect."""
 
 
-def _pool_options(url: str, give_up_after: float) -> dict[str, object]:
+def _pool_options(url: str, give_up_after: float) -> dict[str, Any]:
     """A worker's own PostgreSQL pool waits at most a few seconds for a connection, so
     each reconnect attempt ends in time for ``give_up_after`` (and for SIGTERM)."""
     if is_postgres_url(url):
@@ -149,7 +148,9 @@ class ProjectionWorker:
     both hold the projection's lock while they apply events. ``keys`` (default
     ``$SNAPTAIL_KEYS_URL``) is the key store of agents with data subjects: their
     events reach the projection decrypted, and erasures call
-    :meth:`Projection.forget` (README: "Forgetting a person").
+    :meth:`Projection.forget` (README: "Forgetting a person"). The event database is
+    read through an :class:`~snaptail.AgentStore` (``store``: the worker opens its own
+    on ``db`` if none is given, and closes only its own).
     """
 
     def __init__(
@@ -162,7 +163,7 @@ class ProjectionWorker:
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         give_up_after: float = DEFAULT_GIVE_UP_AFTER,
         skip_failed: bool = False,
-        recorder: AgentRecorder | None = None,
+        store: AgentStore | None = None,
         partition: Partition | None = None,
         keys: KeyStore | str | None = None,
         master_key: KeyWrapper | bytes | str | None = None,
@@ -190,24 +191,27 @@ class ProjectionWorker:
         self.poll_interval = poll_interval
         self.give_up_after = give_up_after
         self.skip_failed = skip_failed
-        self._own_recorder = recorder is None
-        self.recorder: AgentRecorder = recorder or open_recorder(
-            self.db_url, **_pool_options(self.db_url, give_up_after)
-        )
+        self.keys = open_key_store(keys, master_key)
+        self._own_keys = not hasattr(keys, "agent_key")
+        # The event database, read through a store of the worker's own (no retries
+        # inside it: a lost connection goes to the worker's reconnect loop at once).
+        self._own_store = store is None
+        self.store: AgentStore = store or AgentStore(
+            self.db_url, retry=RetryPolicy(attempts=1), keys=self.keys,
+            **_pool_options(self.db_url, give_up_after),
+        )  # fmt: skip
         self.view: ViewDatabase = open_view(self.view_url)
         self.view.setup(self.projection.tables)
         check_partitioning(self.view, self.projection.name, partition)
         self.lock = ProjectionLock(self.view, self.name)
         self.position = self.view.position(self.name)
-        self._waiter = self.recorder.new_events_waiter()
+        self._waiter = self.store.new_events_waiter()
         if partition is not None:  # read only this slice's rows (an index, where built)
-            self.recorder.ensure_partition_index(partition.count)
+            self.store.prepare_partitions(partition.count)
         self._read: Callable[[Position, int], list[PositionedNotification]] = functools.partial(
-            self.recorder.select_after, partition=partition
+            self.store.events_after, partition=partition
         )
-        self._read = ArchivedThenHot(self.recorder, self._read, partition)
-        self.keys = open_key_store(keys, master_key)
-        self._own_keys = not hasattr(keys, "agent_key")
+        self._read = ArchivedThenHot(self.store.archive_reader, self._read, partition)
         cipher = None if self.keys is None else PayloadCipher(self.keys)
         self._read = opening_reader(self._read, cipher)
         self._erasures = None if self.keys is None else ErasureFeed(self.keys, self.name)
@@ -317,7 +321,7 @@ class ProjectionWorker:
 
     def head(self) -> int:
         """The newest notification id in the event database (0 if none)."""
-        return self._events(self.recorder.max_notification_id) or 0
+        return self._events(self.store.newest_position)
 
     def step(self) -> int:
         """Apply the next batch (the caller holds the lock, as :meth:`catch_up` and
@@ -529,8 +533,8 @@ class ProjectionWorker:
         self.view.close()
         if self.keys is not None and self._own_keys:
             self.keys.close()
-        if self._own_recorder:
-            self.recorder.close()
+        if self._own_store:
+            self.store.close()
 
     def __enter__(self) -> ProjectionWorker:
         return self

@@ -180,14 +180,18 @@ def state_fingerprint(agent_class: type[Any]) -> str:
     # under a subclass's own is seen only by the full path.)
     last = _last.get(agent_class)
     if last is not None:
-        state, class_version, snapshot_version, declarations, ignore, read, settings, _ = last
+        (state, class_version, snapshot_version, declarations, ignore, read, settings, _,
+         mro, namespaces) = last  # fmt: skip
         try:
             if (
                 agent_class.State is state
                 and getattr(agent_class, "class_version", 1) is class_version
                 and getattr(agent_class, "snapshot_version", 1) is snapshot_version
                 and getattr(agent_class, "snapshot_ignore", None) is ignore
-                and [klass.__dict__.get("snapshot_settings") for klass in agent_class.__mro__]
+                and agent_class.__mro__ is mro
+                # The classes' namespaces (live views of their __dict__), asked first
+                # whether they declare it: a view's get() is a method call, `in` is not.
+                and [ns[_SETTINGS] if _SETTINGS in ns else None for ns in namespaces]  # noqa: SIM401
                 == declarations
                 and all(map(is_, read(agent_class), settings))
             ):
@@ -244,13 +248,19 @@ def _remember(
         readers.values if readers.others else readers.get,
         values,
         found,
+        agent_class.__mro__,
+        tuple([klass.__dict__ for klass in agent_class.__mro__]),
     )
 
 
+_SETTINGS = "snapshot_settings"
 # agent type -> (State, class_version, snapshot_version, snapshot_settings declarations
 # along its MRO, its snapshot_ignore, a reader of its settings' values, those values,
-# fingerprint)
-_last: dict[type[Any], tuple[Any, Any, Any, list[Any], Any, Callable[[Any], Any], Any, str]] = {}
+# fingerprint, the MRO, its classes' namespaces)
+_last: dict[
+    type[Any],
+    tuple[Any, Any, Any, list[Any], Any, Callable[[Any], Any], Any, str, Any, tuple[Any, ...]],
+] = {}
 _PLAIN = frozenset({int, str, bool, type(None)})
 # (agent type, its settings declarations) -> the readers of its settings
 _settings_readers: dict[tuple[Any, ...], _Readers] = {}

@@ -26,6 +26,7 @@ from snaptail.archive.manifest import TRACKING_TABLE, ArchiveDB
 from snaptail.archive.runner import archive_lock, segment_name
 from snaptail.domain.compare import agent_differences
 from snaptail.errors import ArchiveBusy, ArchiveDamaged
+from snaptail.infrastructure.recorder import START
 from snaptail.projections import Projection, ProjectionWorker, ViewCursor
 from snaptail.projections import view as projection_view
 from snaptail.workload import Workload
@@ -598,3 +599,40 @@ def test_encrypted_payloads_stay_encrypted_in_segments_and_are_forgotten(
             assert not any(b"my secret number" in state for _, _, state, _, _ in rows)
         store.forget("user-42")
         assert all(isinstance(e, RedactedEvent) for e in store.history(chat.id))
+
+
+def test_a_merge_of_many_agents_holds_a_bounded_number_of_bytes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A projection from zero over 200 agents written side by side (every agent's
+    segment overlapping every other's positions) holds at most a fixed budget of
+    decoded rows, not one decoded block per agent (about 100 MB here); order and
+    positions are the hot table's."""
+    import tracemalloc
+
+    text = "".join(random.Random(7).choice("abcdefghij ") for _ in range(8000))
+    agents = [Agent(name=f"m{i}") for i in range(200)]
+    with AgentStore(database_url, snapshot_every=10, keep_snapshots=1, recent_events=0) as store:
+        for _ in range(3):  # 200 agents in turns: their positions interleave
+            for agent in agents:
+                for _ in range(20):
+                    agent.add_input("user", text)
+                store.save(agent)
+        settle(database_url)
+        before = [
+            (n.originator_id, n.originator_version, n.position)
+            for n in store.recorder.select_after(START, 1_000_000)
+        ]
+        assert store.archive(str(tmp_path / "a"), keep_events=0).events > 200 * 40
+        reader = store.archive_reader
+        tracemalloc.start()
+        try:
+            seen = []
+            for n in reader.notifications(START):
+                seen.append((n.originator_id, n.originator_version, n.position))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    archived = {(i, v) for i, v, _ in seen}
+    assert seen == [b for b in before if (b[0], b[1]) in archived]
+    assert peak < 48 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"

@@ -35,6 +35,29 @@ def test_window_keeps_newest_items_within_count_and_bytes() -> None:
     assert window.items[0].text.endswith("history()]")
 
 
+def test_window_add_keeps_exactly_the_newest_items_that_fit() -> None:
+    # add() drops the oldest item of a full window inline (the steady state of a long
+    # conversation); every other case goes through _trim: both must leave exactly the
+    # newest items within the bounds (at least one), with their byte count.
+    import random
+
+    rnd = random.Random(19)
+    for max_items, max_bytes in ((1, 40), (3, 60), (5, 10_000), (8, 90)):
+        window = ConversationWindow(max_items=max_items, max_bytes=max_bytes)
+        texts: list[str] = []
+        for version in range(1, 300):
+            text = rnd.choice(["", "a", "héllo", "ok", "z" * rnd.randint(1, 50), "€" * 7])
+            window.add(version, "user", text)
+            texts.append(window.items[-1].text)  # as kept: a text over the budget is cut
+            sizes = [len(t.encode()) for t in texts]
+            keep = 1
+            while keep < len(texts) and keep < max_items and sum(sizes[-(keep + 1) :]) <= max_bytes:
+                keep += 1
+            assert [i.version for i in window.items] == list(range(version - keep + 1, version + 1))
+            assert window.text_bytes == sum(sizes[-keep:])
+            assert window.dropped == version - keep
+
+
 def test_window_items_are_the_dataclass_constructor_s() -> None:
     # Window.add builds items through the slots' descriptors, not WindowItem(...): the
     # same objects only while WindowItem's __init__ does nothing but set its fields.

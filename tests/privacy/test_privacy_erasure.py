@@ -164,7 +164,7 @@ def test_forget_erases_a_subject_everywhere(world: World, tmp_path: Path) -> Non
     assert asyncio.run(_session(world, "write")) == ["ALICE0-OPENAI hello"]
     assert asyncio.run(_adk(world, "write")) == ["ALICE0-ADK hello"]
     # (The workers share the store's recorder and key store: fewer connections.)
-    shared: dict[str, Any] = {"recorder": store.recorder, "keys": store.keys}
+    shared: dict[str, Any] = {"store": store, "keys": store.keys}
     stats = ProjectionWorker(AgentStats, world.db, world.view, **shared)
     trans = ProjectionWorker(Transcripts, world.db, world.view, **shared)
     assert stats.catch_up() == trans.catch_up() > 0

@@ -246,7 +246,7 @@ def test_snapshot_ignore_leaves_a_name_out(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(TypeError, match="snapshot_ignore must be a tuple of names"):
 
         class Misdeclared(Agent):  # refused when defined
-            snapshot_ignore = "audit_label"
+            snapshot_ignore = "audit_label"  # type: ignore[assignment]
 
 
 def _ticket_commands() -> st.SearchStrategy[Callable[[Tickets], object]]:
