@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,6 @@ _MISSING = object()
 _CHECKPOINT_KEYS = frozenset(
     {"v", "id", "ts", "channel_values", "channel_versions", "versions_seen", "updated_channels"}
 )
-RETRIES = 8
 PAGE = 20  # checkpoints rebuilt together by one forward replay in list()
 
 # In a put's configurable: fork the thread on purpose even in strict mode.
@@ -277,7 +277,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
         """Apply ``command`` to the thread and save (with any other agents it returns),
         reloading and applying it again if another writer saved the thread first."""
         with self._lock:
-            for attempt in range(RETRIES):
+            for wait in self.store.retry.conflict_waits():
                 agent = self._thread(thread_id, create=True)
                 assert agent is not None
                 before = agent.version
@@ -289,8 +289,9 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
                     self._keep(agent)
                 except ConcurrencyError:
                     self._threads.pop(agent.id, None)
-                    if attempt == RETRIES - 1:
+                    if wait is None:
                         raise
+                    time.sleep(wait)
                     continue
                 except BaseException:
                     self._threads.pop(agent.id, None)

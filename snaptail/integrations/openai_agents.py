@@ -53,7 +53,6 @@ logger = logging.getLogger("snaptail.openai_agents")
 # Session ids map to agent ids in this namespace (stable across processes).
 SESSION_NAMESPACE = UUID("a63545fb-136b-4f71-9bdc-8ee07f8296df")
 # A session write that lost a race with another writer is retried this many times.
-MAX_ATTEMPTS = 50
 # Items encoded into one event at most (one add_items call may make several events,
 # all saved in one transaction).
 EVENT_ITEMS_BYTES = 256 * 1024
@@ -317,13 +316,13 @@ class SnaptailSession:
 
     async def _pop_item(self) -> TResponseInputItem | None:
         async with self._lock.hold():
-            for attempt in range(1, MAX_ATTEMPTS + 1):
+            for wait in self.store.retry.conflict_waits():
                 log = await self._fresh()
                 if log is None or log.items_state.end <= log.items_state.start:
                     return None
                 [item] = await self._read_newest(log, log.items_state.end - 1)
                 log.pop()
-                if await self._saved(log, attempt):
+                if await self._saved(log, wait):
                     return cast("TResponseInputItem", item)
         raise AssertionError("unreachable")
 
@@ -530,7 +529,7 @@ class SnaptailSession:
         """Apply ``commands`` to the stored session and save them in one transaction,
         redoing it on fresh state if another writer saved first. ``check`` (run first
         on each attempt) may refuse: then nothing is saved and False returned."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for wait in self.store.retry.conflict_waits():
             log = await self._fresh()
             if log is None:
                 if check is not None or not any(create for _, create in commands):
@@ -546,12 +545,14 @@ class SnaptailSession:
             except BaseException:
                 self._log = None  # it may hold some of the changes: reload next time
                 raise
-            if await self._saved(log, attempt):
+            if await self._saved(log, wait):
                 return True
         raise AssertionError("unreachable")
 
-    async def _saved(self, log: ItemLog, attempt: int) -> bool:
-        """Save; False (to redo the operation on fresh state) if another writer won."""
+    async def _saved(self, log: ItemLog, wait: float | None) -> bool:
+        """Save; False (to redo the operation on fresh state, after ``wait`` seconds)
+        if another writer won; the conflict itself when the store's retry policy
+        allows no more tries (``wait`` None)."""
         try:
             await self.store.save(log)
         except SaveOutcomeUnknown as unknown:
@@ -565,14 +566,14 @@ class SnaptailSession:
             self._log = None  # it holds unsaved changes: reload next time
             if not isinstance(exc, ConcurrencyError):
                 raise
-            if attempt == MAX_ATTEMPTS:
+            if wait is None:
                 raise
             logger.debug(
-                "session write raced another writer: agent=%s attempt=%s",
+                "session write raced another writer: agent=%s wait=%s",
                 self.agent_id,  # (not the session id: it may be personal)
-                attempt,
+                wait,
             )
-            await asyncio.sleep(0.001 * attempt)
+            await asyncio.sleep(wait)
             return False
         self._log = log
         return True
