@@ -58,7 +58,7 @@ from snaptail.integrations.adk_model import (
     user_uuid,
 )
 from snaptail.integrations.aggregates import load_fresh, newest_events
-from snaptail.integrations.shared import StoreLease, call_on_home, lease_store
+from snaptail.integrations.shared import async_store_for, call_on_home
 from snaptail.privacy.registry import register_cache
 
 __all__ = ["SessionPage", "SnaptailSessionService"]
@@ -252,13 +252,7 @@ class SnaptailSessionService(BaseSessionService):
                 f"SnaptailSessionService: got {unconfigured_recent_events!r}; give None"
                 " (every event, ADK's default) or an int >= 0",
             )
-        self._lease: StoreLease | None = None
-        if isinstance(store, AsyncAgentStore):
-            self.store = store
-        else:
-            self._lease = lease_store(store)
-            self._lease.release_with(self)
-            self.store = self._lease.store
+        self.store, self._lease = async_store_for(self, store)
         self.unconfigured_recent_events = unconfigured_recent_events
         self.cached_sessions = cached_sessions
         self.cached_events = cached_events

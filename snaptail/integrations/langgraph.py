@@ -80,7 +80,7 @@ from snaptail.integrations.langgraph_thread import (
     run_uuid,
     thread_uuid,
 )
-from snaptail.integrations.shared import StoreLease, lease_store
+from snaptail.integrations.shared import sync_store_for
 from snaptail.privacy.registry import register_cache
 
 T = TypeVar("T")
@@ -166,13 +166,7 @@ class SnaptailSaver(BaseCheckpointSaver[int]):
             )
         super().__init__(serde=serde)
         self.concurrent_runs = concurrent_runs
-        self._lease: StoreLease | None = None
-        if isinstance(store, AgentStore):
-            self.store = store
-        else:
-            self._lease = lease_store(store)
-            self._lease.release_with(self)
-            self.store = self._lease.sync_store
+        self.store, self._lease = sync_store_for(self, store)
         self._threads: OrderedDict[UUID, ThreadAgent] = OrderedDict()
         self._max_threads = max_threads
         self._bodies = BodyCache(body_cache_bytes)

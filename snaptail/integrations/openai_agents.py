@@ -38,7 +38,7 @@ from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
 from snaptail.errors import ConcurrencyError, SaveOutcomeUnknown
 from snaptail.integrations.aggregates import load_fresh
-from snaptail.integrations.shared import StoreLease, call_on_home, lease_store
+from snaptail.integrations.shared import async_store_for, call_on_home
 from snaptail.privacy.registry import register_cache
 
 if TYPE_CHECKING:
@@ -244,13 +244,7 @@ class SnaptailSession:
             if session_settings is not None
             else SessionSettings()
         )
-        self._lease: StoreLease | None = None
-        if isinstance(store, AsyncAgentStore):
-            self.store = store
-        else:
-            self._lease = lease_store(store)
-            self._lease.release_with(self)
-            self.store = self._lease.store
+        self.store, self._lease = async_store_for(self, store)
         self.agent_id = session_agent_id(session_id)
         self._log: ItemLog | None = None
         self._lock = _OneAtATime()

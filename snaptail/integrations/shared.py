@@ -181,6 +181,30 @@ def lease_store(url: str | None = None) -> StoreLease:
         return StoreLease(resolved, entry)
 
 
+def async_store_for(
+    owner: object, store: AsyncAgentStore | str | None
+) -> tuple[AsyncAgentStore, StoreLease | None]:
+    """The store an integration object (``owner``) works on: ``store`` itself when it
+    is one (the caller keeps it, and closes it), else a lease on the shared store of
+    the URL ``store`` names, released when ``owner`` is released or collected."""
+    if isinstance(store, AsyncAgentStore):
+        return store, None
+    lease = lease_store(store)
+    lease.release_with(owner)
+    return lease.store, lease
+
+
+def sync_store_for(
+    owner: object, store: AgentStore | str | None
+) -> tuple[AgentStore, StoreLease | None]:
+    """As :func:`async_store_for`, for an integration that works on a sync store."""
+    if isinstance(store, AgentStore):
+        return store, None
+    lease = lease_store(store)
+    lease.release_with(owner)
+    return lease.sync_store, lease
+
+
 def leased_urls() -> dict[str, int]:
     """The URLs with a shared store open, and how many leases each has (diagnostics)."""
     with _registry_guard:
