@@ -51,6 +51,7 @@ from snaptail.errors import (
     ConcurrencyError,
     DamagedLog,
     EventTooLarge,
+    InvalidArgument,
     SaveOutcomeExpired,
     SaveOutcomeUnknown,
     VersionNotFound,
@@ -173,9 +174,10 @@ class Engine:
         keep_save_ids: timedelta = DEFAULT_KEEP_SAVE_IDS,
     ) -> None:
         if not isinstance(keep_save_ids, timedelta) or keep_save_ids < SHORTEST_KEEP_SAVE_IDS:
-            raise ValueError(
-                f"keep_save_ids must be a timedelta of at least {SHORTEST_KEEP_SAVE_IDS}"
-                f" (a save's outcome is asked about within it), got {keep_save_ids!r}"
+            raise InvalidArgument(
+                "keep_save_ids",
+                f"must be a timedelta of at least {SHORTEST_KEEP_SAVE_IDS} (a save's"
+                f" outcome is asked about within it), got {keep_save_ids!r}",
             )
         self.keep_save_ids = keep_save_ids
         self._prune_at = 0.0  # time.monotonic() of the next prune of save ids

@@ -31,7 +31,7 @@ from snaptail.application.retry import RetryPolicy
 from snaptail.domain.agent import Agent
 from snaptail.domain.memory import MIB
 from snaptail.domain.replay import apply_events
-from snaptail.errors import AgentNotFound, DamagedLog, storage_error
+from snaptail.errors import AgentNotFound, DamagedLog, InvalidArgument, storage_error
 from snaptail.infrastructure.backends import open_recorder
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import (
@@ -575,10 +575,9 @@ class AgentStore(StoreBase):
         returned. Not retried: the worker has its own reconnect loop (archived events:
         :attr:`archive_reader`)."""
         if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        recorder = self._recorder
+            raise InvalidArgument("limit", f"must be >= 1, got {limit}")
         try:
-            return recorder.select_after(position, limit, partition=partition)
+            return self._recorder.select_after(position, limit, partition=partition)
         except Exception as exc:
             raise storage_error(f"reading events after position {position}", exc)  # noqa: B904 (its cause is set)
 
@@ -613,4 +612,3 @@ class AgentStore(StoreBase):
         """Delete all but the agent's newest ``keep`` snapshots (and the newest of each
         of its last two fingerprints; ``keep=0``: all); returns how many were deleted."""
         return self._run(self._engine.prune_snapshots(agent_id, keep))
-

@@ -54,19 +54,8 @@ class ConversationWindow:
         _set_text(item, text)
         items = self.items
         items.append(item)
-        size += self.text_bytes
-        over = len(items) - self.max_items
-        if over <= 0 and size <= max_bytes:
-            self.text_bytes = size
-        elif over == 1 and size <= max_bytes:
-            # A full window (the steady state of a long conversation, every add of a
-            # replay): the oldest item leaves, as _trim would drop it, without the loop.
-            text = items[0].text
-            self.text_bytes = size - (len(text) if text.isascii() else len(text.encode("utf-8")))
-            del items[0]
-            self.dropped += 1
-        else:
-            self.text_bytes = size
+        self.text_bytes = size = self.text_bytes + size
+        if len(items) > self.max_items or size > max_bytes:
             self._trim(self.max_items, max_bytes)
 
     def compact(self, summary: str, through_version: int) -> None:
