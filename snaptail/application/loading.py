@@ -60,22 +60,16 @@ class Bookkeeping:
         self.shedding = False
 
 
-# AgentBooks sweeps out records of collected agents when it has grown to this many
-# (and then to twice what a sweep leaves): no callback per collected agent.
-FIRST_SWEEP = 1024
-
-
 class AgentBooks:
     """A store's :class:`Bookkeeping` per agent object, held beside the agents (keyed by
-    object identity; a record whose agent was collected is never returned, and is
-    swept out as the table grows): agents are not hashable, and nothing of the
-    store's is stored on them."""
+    object identity): agents are not hashable, and nothing of the store's is stored on
+    them. A record goes when its agent is freed (its weak reference's callback), so a
+    load leaves nothing behind for the cyclic collector to count."""
 
-    __slots__ = ("_by_id", "_sweep_at")
+    __slots__ = ("_by_id",)
 
     def __init__(self) -> None:
         self._by_id: dict[int, Bookkeeping] = {}
-        self._sweep_at = FIRST_SWEEP
 
     def find(self, agent: Agent) -> Bookkeeping | None:
         """The agent's record, or None if this store never loaded or saved it."""
@@ -96,21 +90,18 @@ class AgentBooks:
     ) -> Bookkeeping:
         """A new record for ``agent`` (replacing any it had)."""
         by_id = self._by_id
-        books = by_id[id(agent)] = Bookkeeping(
-            weakref.ref(agent), snapshot_version, bytes_since, last_load
-        )
-        if len(by_id) >= self._sweep_at:
-            self._sweep()
+        key = id(agent)
+        # The callback, called with the reference as its one argument, is
+        # ``by_id.pop(key, ref)``: the reference is only the default. A callback runs
+        # as the agent is freed, before its id can be another object's.
+        books = by_id[key] = Bookkeeping(
+            weakref.ref(agent, partial(by_id.pop, key)), snapshot_version, bytes_since,
+            last_load,
+        )  # fmt: skip
         return books
 
-    def _sweep(self) -> None:
-        by_id = self._by_id
-        for key in [key for key, books in by_id.items() if books.ref() is None]:
-            del by_id[key]
-        self._sweep_at = max(FIRST_SWEEP, 2 * len(by_id))
-
     def __len__(self) -> int:
-        """Records held (those of collected agents included, until a sweep)."""
+        """Records held: one per live agent this store loaded or saved."""
         return len(self._by_id)
 
 
