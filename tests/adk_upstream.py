@@ -1,15 +1,17 @@
 """Run ADK's own session-service tests against ``SnaptailSessionService``.
 
 The tests are google/adk-python's ``tests/unittests/sessions/test_session_service.py``
-at the tag of the installed ``google-adk`` (never committed here). They are found in
-``$SNAPTAIL_ADK_TESTS`` (a directory holding that file), else read with ``git show`` at
-tag ``v<installed version>`` from a clone at ``$SNAPTAIL_ADK_REPO`` (or the project
-mirror), else downloaded from GitHub at that tag (10 s timeout; not with
-``SNAPTAIL_ADK_OFFLINE=1``); without any, the test skips and says what it tried. :func:`prepare`
-copies the file into a temporary directory and appends one line that rebinds the
-module's ``session_service`` fixture and ``get_session_service`` factory to the ones
-below, so every test that used ADK's services runs on snaptail's (SQLite, or
-PostgreSQL with ``SNAPTAIL_ADK_BACKEND=postgres``).
+(never committed here). They are found in ``$SNAPTAIL_ADK_TESTS`` (a directory holding
+that file; the last recorded run used the copy at commit 0c1061401608, a 2026 version),
+else read with ``git show`` at tag ``v<installed version>`` from a clone at
+``$SNAPTAIL_ADK_REPO`` (or the project mirror), else downloaded from GitHub at that tag
+(10 s timeout; not with ``SNAPTAIL_ADK_OFFLINE=1``); without any, the test skips and
+says what it tried. :func:`prepare` copies the file into a temporary directory and
+appends one line that rebinds the module's ``session_service`` fixture and
+``get_session_service`` factory to the ones below, so every test that used ADK's
+services runs on snaptail's (SQLite, or PostgreSQL with ``SNAPTAIL_ADK_BACKEND=postgres``).
+Tests that cannot apply to snaptail's service are skipped with their reason
+(:data:`NOT_APPLICABLE`, and any test that builds one of ADK's own services).
 """
 
 from __future__ import annotations
@@ -71,21 +73,40 @@ def upstream_source() -> tuple[str | None, str]:
     return None, "; ".join(tried)
 
 
+# Upstream tests that go through the swapped fixture or factory but check a behaviour
+# the installed ADK (2.13) does not have; each is skipped with its reason.
+NOT_APPLICABLE = {
+    "test_append_event_to_stale_session": (
+        "a later ADK merges an append through a stale Session; ADK 2.13's own "
+        "DatabaseSessionService raises StaleSessionError there (the unmodified file "
+        "fails this test on 2.13 too), and snaptail follows 2.13"
+    ),
+}
+
+
 CONFTEST = """
 import inspect
+
+import pytest
+
+from tests.adk_upstream import NOT_APPLICABLE
 
 
 def pytest_collection_modifyitems(config, items):
     # Only the tests that go through the swapped fixture or factory exercise snaptail;
-    # the rest build ADK's own services (their SQL, engines, mocks) and are deselected.
-    keep, drop = [], []
+    # the rest build ADK's own services (SqliteSessionService's URL parsing,
+    # DatabaseSessionService's SQLAlchemy session factory and rollbacks) and are
+    # skipped, as are the tests of behaviour the installed ADK lacks.
     for item in items:
+        name = getattr(item, "originalname", item.name)
         source = inspect.getsource(item.function) if hasattr(item, "function") else ""
         uses = "session_service" in getattr(item, "fixturenames", ())
-        (keep if uses or "get_session_service(" in source else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-    items[:] = keep
+        if name in NOT_APPLICABLE:
+            item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE[name]))
+        elif not (uses or "get_session_service(" in source):
+            item.add_marker(
+                pytest.mark.skip(reason="builds one of ADK's own session services")
+            )
 """
 
 

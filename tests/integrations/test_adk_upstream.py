@@ -35,6 +35,7 @@ def test_adk_session_service_suite(backend: str, tmp_path: Path) -> None:
             "-m",
             "pytest",
             "-q",
+            "-rs",
             "-p",
             "asyncio",
             "--asyncio-mode=auto",
