@@ -505,6 +505,75 @@ def test_sessions_equal_validated_ones_and_events_are_copies(database_url: str) 
     asyncio.run(go())
 
 
+def test_listing_orders_equal_update_times_by_user_then_session(database_url: str) -> None:
+    async def go() -> None:
+        async with SnaptailSessionService(database_url) as service:
+            for user in ("u1", "u0"):
+                for sid in ("b", "c", "a"):
+                    s = await service.create_session(app_name=APP, user_id=user, session_id=sid)
+                    ts = 400.0 if (user, sid) == ("u1", "c") else 500.0
+                    await service.append_event(s, text_event(0, ts))
+            listed = (await service.list_sessions(app_name=APP)).sessions
+            assert [(s.user_id, s.id) for s in listed] == [
+                ("u1", "c"),
+                ("u0", "a"),
+                ("u0", "b"),
+                ("u0", "c"),
+                ("u1", "a"),
+                ("u1", "b"),
+            ]
+            paged: list[tuple[str, str]] = []
+            token = None
+            while True:
+                page = await service.list_sessions_page(app_name=APP, page_size=4, page_token=token)
+                paged += [(s.user_id, s.id) for s in page.sessions]
+                token = page.next_page_token
+                if token is None:
+                    break
+            assert paged == [(s.user_id, s.id) for s in listed]
+
+    asyncio.run(go())
+
+
+def test_listed_sessions_change_independently(sqlite_url: str) -> None:
+    async def go() -> None:
+        async with SnaptailSessionService(sqlite_url) as service:
+            for sid in ("s1", "s2"):
+                await service.create_session(
+                    app_name=APP, user_id="u", session_id=sid, state={"k": sid}
+                )
+            first, second = (await service.list_sessions(app_name=APP, user_id="u")).sessions
+            await service.append_event(first, text_event(0, 2e9, {"k": "new"}))
+            first.state = {"replaced": True}
+            first.app_name = "other"
+            assert second._storage_update_marker is None
+            assert first._storage_update_marker is not None
+            _same_object(second)
+            assert (second.app_name, second.state) == (APP, {"k": "s2"})
+            assert second.events == [] and len(first.events) == 1
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_listing_leaves_the_cyclic_collector_as_it_was(sqlite_url: str, enabled: bool) -> None:
+    import gc
+
+    async def go() -> None:
+        async with SnaptailSessionService(sqlite_url) as service:
+            for sid in ("s1", "s2"):
+                await service.create_session(app_name=APP, user_id="u", session_id=sid)
+            (gc.enable if enabled else gc.disable)()
+            try:
+                listed = await service.list_sessions(app_name=APP, user_id="u")
+                assert len(listed.sessions) == 2
+                assert gc.isenabled() is enabled
+            finally:
+                gc.enable()
+
+    asyncio.run(go())
+
+
 # -- the shared store (issue 22) ---------------------------------------------------------
 
 
