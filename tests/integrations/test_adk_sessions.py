@@ -505,6 +505,118 @@ def test_sessions_equal_validated_ones_and_events_are_copies(database_url: str) 
     asyncio.run(go())
 
 
+def _rich_events() -> list[Event]:
+    """Events with every kind of field ADK stores: nested models, lists, dicts, a set,
+    bytes, enums, a compaction, nested state."""
+    return [
+        text_event(0, 1.0, {"k": {"n": [1, {"deep": True}]}, "app:a": [1]}),
+        Event(
+            invocation_id="inv",
+            author="model",
+            content=types.Content(
+                role="model",
+                parts=[
+                    types.Part(text="t"),
+                    types.Part.from_bytes(data=b"\x00img", mime_type="image/png"),
+                    types.Part(function_call=types.FunctionCall(name="f", args={"a": [1, 2]})),
+                ],
+            ),
+            turn_complete=True,
+            finish_reason=types.FinishReason.STOP,
+            actions=EventActions(
+                artifact_delta={"file": 0},
+                transfer_to_agent="agent",
+                escalate=True,
+                compaction=EventCompaction(
+                    start_timestamp=0.0,
+                    end_timestamp=1.0,
+                    compacted_content=types.Content(role="model", parts=[types.Part(text="s")]),
+                ),
+            ),
+            long_running_tool_ids={"tool1", "tool2"},
+            error_code="error_code",
+            grounding_metadata=types.GroundingMetadata(
+                web_search_queries=["q"],
+                search_entry_point=types.SearchEntryPoint(sdk_blob=b"blob"),
+            ),
+            usage_metadata=types.GenerateContentResponseUsageMetadata(
+                prompt_token_count=1, candidates_token_count=1, total_token_count=2
+            ),
+            custom_metadata={"custom": {"nested": ["v"]}},
+            input_transcription=types.Transcription(text="in", finished=True),
+        ),
+    ]
+
+
+def _mutable_parts(value: Any, into: dict[int, Any]) -> dict[int, Any]:
+    """Every list, dict, set and model in ``value``, by id (kept alive in ``into``)."""
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        into[id(value)] = value
+        into[id(value.__pydantic_fields_set__)] = value.__pydantic_fields_set__
+        for item in value.__dict__.values():
+            _mutable_parts(item, into)
+    elif isinstance(value, (list, set)):
+        into[id(value)] = value
+        for item in value:
+            _mutable_parts(item, into)
+    elif isinstance(value, dict):
+        into[id(value)] = value
+        for item in value.values():
+            _mutable_parts(item, into)
+    return into
+
+
+def _pairs(a: Any, b: Any) -> Any:
+    """The models at the same place in two trees, side by side."""
+    from pydantic import BaseModel
+
+    if isinstance(a, BaseModel):
+        yield a, b
+        for name, item in a.__dict__.items():
+            yield from _pairs(item, b.__dict__[name])
+    elif isinstance(a, list):
+        for x, y in zip(a, b, strict=True):
+            yield from _pairs(x, y)
+    elif isinstance(a, dict):
+        for key, item in a.items():
+            yield from _pairs(item, b[key])
+
+
+def test_kept_events_are_copied_as_model_copy_deep_copies_them() -> None:
+    from snaptail.integrations.adk import _copier
+
+    for event in _rich_events():
+        kept = Event.model_validate_json(event.model_dump_json(exclude_none=True))
+        copier = _copier(kept)
+        assert copier is not None
+        ours, theirs = copier(), kept.model_copy(deep=True)
+        assert ours == theirs == kept
+        assert ours.model_dump_json() == theirs.model_dump_json()
+        for mine, reference in _pairs(ours, theirs):
+            assert type(mine) is type(reference)
+            assert mine.__pydantic_fields_set__ == reference.__pydantic_fields_set__
+            assert mine.__pydantic_private__ == reference.__pydantic_private__
+            assert mine.__pydantic_extra__ == reference.__pydantic_extra__
+        # Nothing mutable is shared with the kept event or with another copy.
+        kept_parts = _mutable_parts(kept, {})
+        again = copier()
+        assert not set(_mutable_parts(ours, {})) & (
+            set(kept_parts) | set(_mutable_parts(again, {}))
+        )
+        # Changing a copy everywhere leaves the kept event as it was.
+        before = kept.model_dump_json()
+        for part in _mutable_parts(ours, {}).values():
+            if isinstance(part, list):
+                part.append("x")
+            elif isinstance(part, (dict, set)):
+                part.clear()
+        ours.author = "changed"
+        assert kept.model_dump_json() == before
+        assert copier() == theirs
+
+
 def test_listing_orders_equal_update_times_by_user_then_session(database_url: str) -> None:
     async def go() -> None:
         async with SnaptailSessionService(database_url) as service:
