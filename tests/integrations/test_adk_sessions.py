@@ -668,17 +668,23 @@ def test_listed_sessions_change_independently(sqlite_url: str) -> None:
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_listing_leaves_the_cyclic_collector_as_it_was(sqlite_url: str, enabled: bool) -> None:
+def test_listing_and_full_reads_leave_the_cyclic_collector_as_it_was(
+    sqlite_url: str, enabled: bool
+) -> None:
     import gc
 
     async def go() -> None:
         async with SnaptailSessionService(sqlite_url) as service:
             for sid in ("s1", "s2"):
-                await service.create_session(app_name=APP, user_id="u", session_id=sid)
+                s = await service.create_session(app_name=APP, user_id="u", session_id=sid)
+                await service.append_event(s, text_event(0, 2e9))
             (gc.enable if enabled else gc.disable)()
             try:
                 listed = await service.list_sessions(app_name=APP, user_id="u")
                 assert len(listed.sessions) == 2
+                assert gc.isenabled() is enabled
+                got = await service.get_session(app_name=APP, user_id="u", session_id="s1")
+                assert got is not None and len(got.events) == 1
                 assert gc.isenabled() is enabled
             finally:
                 gc.enable()
