@@ -60,9 +60,7 @@ class ArchiveDB:
     backends say differently)."""
 
     def __init__(self, recorder: AgentRecorder) -> None:
-        self.recorder = recorder
         self.sql = sql = recorder.direct_sql()
-        self.schema = sql.schema
         self.events, self.snapshots = sql.events, sql.snapshots
         self.manifest, self.tracking = sql.table(MANIFEST_TABLE), sql.table(TRACKING_TABLE)
         self._exists = False
