@@ -355,3 +355,62 @@ def test_the_store_logic_is_written_once() -> None:
         and node.name.startswith("drive")
     ]
     assert sorted(drivers) == ["drive", "drive_async"], drivers
+
+
+def backend_reach(name: str) -> list[str]:
+    """Where module ``name`` reaches past the typed recorder interface: a recorder's
+    ``.datastore`` (its driver's connections and settings) or an ``isinstance`` test
+    against a recorder class (dispatch by backend)."""
+    found = []
+    path = MODULES[name]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "datastore":
+            found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("isinstance", "issubclass")
+            and len(node.args) == 2
+        ):
+            kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            named = {
+                kind.attr if isinstance(kind, ast.Attribute) else getattr(kind, "id", "")
+                for kind in kinds
+            }
+            if named & RECORDER_TYPES:
+                found.append(f"{name}:{node.lineno} dispatches on {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_recorders_know_their_backend() -> None:
+    """Issue 19: outside ``snaptail.infrastructure`` a recorder is used through the
+    methods its interface declares (the archive's SQL included: ``direct_sql()``),
+    never its datastore, never by asking which backend it is."""
+    wrong = [
+        use
+        for name in MODULES
+        if area(name) != "snaptail.infrastructure"
+        for use in backend_reach(name)
+    ]
+    assert not wrong, "reaches past the recorder interface:\n" + "\n".join(wrong)
+
+
+def test_the_backend_check_sees_a_violation(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f(recorder, SQLiteAgentRecorder, infra):\n"
+        "    if isinstance(recorder, SQLiteAgentRecorder):\n"
+        "        return recorder.datastore.schema\n"
+        "    return isinstance(recorder, (int, infra.PostgresAgentRecorder))\n"
+    )
+    MODULES["snaptail.archive.probe"] = probe
+    try:
+        uses = backend_reach("snaptail.archive.probe")
+    finally:
+        del MODULES["snaptail.archive.probe"]
+    assert sorted(uses) == [
+        "snaptail.archive.probe:2 dispatches on isinstance(recorder, SQLiteAgentRecorder)",
+        "snaptail.archive.probe:3 uses recorder.datastore",
+        "snaptail.archive.probe:4 dispatches on"
+        " isinstance(recorder, (int, infra.PostgresAgentRecorder))",
+    ], uses

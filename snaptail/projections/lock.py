@@ -20,12 +20,12 @@ import contextlib
 import os
 
 from snaptail.errors import ProjectionBusy
+from snaptail.infrastructure.recorder import advisory_key
 from snaptail.projections.view import (
     PostgresView,
     SQLiteView,
     ViewCursor,
     ViewDatabase,
-    advisory_key,
 )
 
 __all__ = ["ProjectionLock", "advisory_key"]

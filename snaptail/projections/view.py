@@ -16,7 +16,6 @@ still holds the lock.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 from snaptail import errors
 from snaptail.errors import NoSuchDatabase
 from snaptail.infrastructure import sqlite_files
-from snaptail.infrastructure.recorder import START, Position
+from snaptail.infrastructure.recorder import START, Position, advisory_key
 from snaptail.infrastructure.urls import (
     is_postgres_url,
     parse_postgres_url,
@@ -57,12 +56,6 @@ _DEAD_LETTERS_DDL = (
 _DEAD_LETTER_COLUMNS = (
     "projection, notification_id, agent_id, version, event_type, error, skipped_at"
 )
-
-
-def advisory_key(schema: str, name: str) -> int:
-    """A signed 64-bit ``pg_advisory_lock`` key naming ``name`` in ``schema``."""
-    digest = hashlib.blake2b(f"snaptail/{schema}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 # Serialises view-table creation in a database (any schema, any projection).
