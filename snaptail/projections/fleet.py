@@ -8,7 +8,6 @@ the AgentStats table (no worker has run) is reported as ``missing``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,6 @@ from snaptail.projections.view import (
     DEAD_LETTERS_TABLE,
     TRACKING_TABLE,
     DeadLetter,
-    PostgresView,
     ViewDatabase,
 )
 
@@ -219,40 +217,7 @@ def lock_holder(view: ViewDatabase, projection: str) -> str | None:
     backend holding the advisory lock (its pid, client address and application);
     on a SQLite view the process holding the lock file's ``flock`` (its pid, read
     from ``/proc/locks``: Linux). None if nobody holds it (or it cannot be told)."""
-    where = ProjectionLock(view, projection)
-    if isinstance(view, PostgresView):
-        key = where.key
-        with view.reading() as cur:
-            cur.execute(
-                "SELECT l.pid, COALESCE(host(a.client_addr), 'local'), "
-                "COALESCE(a.application_name, '') FROM pg_locks l "
-                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                "AND l.classid::bigint = ? AND l.objid::bigint = ?",
-                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-            )
-            row = cur.fetchone()
-        if row is None:
-            return None
-        app = f" ({row[2]})" if row[2] else ""
-        return f"PostgreSQL backend {row[0]} from {row[1]}{app}"
-    return _flock_holder(where.where) if where.where else None
-
-
-def _flock_holder(path: str) -> str | None:
-    try:
-        inode = os.stat(path).st_ino
-        with open("/proc/locks") as locks:
-            lines = locks.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        if "->" in parts:  # a waiter, not a holder
-            continue
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
-            return f"process {parts[4]} (lock file {path})"
-    return None
+    return ProjectionLock(view, projection).holder()
 
 
 # The projection whose read model the fleet page shows.
