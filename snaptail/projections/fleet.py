@@ -80,23 +80,10 @@ class FleetPage:
 _EMPTY = FleetTotals(0, 0, 0, 0, 0.0)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _search(dialect: str, text: str) -> tuple[str, list[Any]]:
-    """The WHERE clause finding names (any case) or ids that start with ``text``. On
-    SQLite (binary collation) as two index ranges; on PostgreSQL, whose collation
-    may not order by code point, as LIKE."""
-    prefix = text.lower()
-    if dialect == "sqlite":
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return (
-            f" WHERE ({_NAME_KEY} >= ? AND {_NAME_KEY} < ?) OR (agent_id >= ? AND agent_id < ?)",
-            [prefix, upper, prefix, upper],
-        )
-    like = _escape_like(prefix) + "%"
-    return f" WHERE {_NAME_KEY} LIKE ? ESCAPE '\\' OR agent_id LIKE ? ESCAPE '\\'", [like, like]
+def _search(view: ViewDatabase, text: str) -> tuple[str, list[Any]]:
+    """The WHERE clause finding names (any case) or ids that start with ``text``."""
+    clause, params = view.starts_with((_NAME_KEY, "agent_id"), text.lower())
+    return f" WHERE {clause}", params
 
 
 def _select(view: ViewDatabase) -> str:
@@ -130,7 +117,7 @@ def read_fleet(
     if not view.has_table(STATS_TABLE):
         return FleetPage([], _EMPTY, _EMPTY, [], [], missing=True)
     columns = _select(view)
-    where, params = _search(view.dialect, search) if search else ("", [])
+    where, params = _search(view, search) if search else ("", [])
     order = "DESC" if descending else "ASC"
     sums = (
         "count(*), COALESCE(sum(events), 0), COALESCE(sum(bytes), 0), "

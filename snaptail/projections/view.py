@@ -258,13 +258,17 @@ class ViewDatabase(ABC):
     def has_table(self, name: str) -> bool:
         """Whether table ``name`` exists (in the view's schema, on PostgreSQL)."""
         with self.reading() as cur:
-            if self.dialect == "sqlite":
-                cur.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,))
-            else:
-                cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = ? "
-                            "AND schemaname = current_schema()", (name,))  # fmt: skip
+            cur.execute(self._count_tables, (name,))
             row = cur.fetchone()
         return bool(row and row[0])
+
+    # Counts the tables named by its one parameter (1 or 0).
+    _count_tables: str
+
+    @abstractmethod
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """A condition (and its parameters) true where one of the text ``columns``
+        starts with ``prefix`` (case as given), written so their indexes serve it."""
 
     def columns(self, table: str) -> set[str]:
         """The column names of ``table`` (empty if it does not exist)."""
@@ -462,6 +466,14 @@ class SQLiteView(ViewDatabase):
     def _serialise_setup(self, cur: ViewCursor) -> None:
         """``BEGIN IMMEDIATE`` already holds SQLite's write lock."""
 
+    _count_tables = "SELECT count(*) FROM sqlite_master WHERE name = ?"
+
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """As index ranges: SQLite's binary collation orders text by code point."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        clause = " OR ".join(f"({column} >= ? AND {column} < ?)" for column in columns)
+        return clause, [prefix, upper] * len(columns)
+
     def worker_lock(self, projection: str) -> WorkerLock:
         if self.path == ":memory:":
             return _ProcessLock()
@@ -532,6 +544,16 @@ class PostgresView(ViewDatabase):
 
     def _serialise_setup(self, cur: ViewCursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (VIEW_SETUP_LOCK,))
+
+    _count_tables = (
+        "SELECT count(*) FROM pg_tables WHERE tablename = ? AND schemaname = current_schema()"
+    )
+
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """As LIKE: the database's collation may not order text by code point."""
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clause = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in columns)
+        return clause, [like] * len(columns)
 
     def worker_lock(self, projection: str) -> WorkerLock:
         return _AdvisoryLock(self, advisory_key(self.schema, projection))
