@@ -355,3 +355,98 @@ def test_the_store_logic_is_written_once() -> None:
         and node.name.startswith("drive")
     ]
     assert sorted(drivers) == ["drive", "drive_async"], drivers
+
+
+# The view databases of the projections, one class per backend: outside their own
+# module a view is used through ViewDatabase's methods, never asked which it is.
+VIEW_TYPES = {"SQLiteView", "PostgresView"}
+VIEW_MODULE = "snaptail.projections.view"
+
+
+def backend_reach(name: str) -> list[str]:
+    """Where module ``name`` reaches past a typed backend interface: a recorder's
+    ``.datastore`` (its driver's connections and settings), or an ``isinstance`` /
+    ``issubclass`` test against a recorder class or (outside their own module) a view
+    database class: dispatch by backend."""
+    dispatched = RECORDER_TYPES if name == VIEW_MODULE else RECORDER_TYPES | VIEW_TYPES
+    found = []
+    path = MODULES[name]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr == "datastore":
+            found.append(f"{name}:{node.lineno} uses {ast.unparse(node)}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("isinstance", "issubclass")
+            and len(node.args) == 2
+        ):
+            kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            named = {
+                kind.attr if isinstance(kind, ast.Attribute) else getattr(kind, "id", "")
+                for kind in kinds
+            }
+            if named & dispatched:
+                found.append(f"{name}:{node.lineno} dispatches on {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_recorders_and_views_know_their_backend() -> None:
+    """Issue 19: outside ``snaptail.infrastructure`` a recorder is used through the
+    methods its interface declares (the archive's SQL included: ``direct_sql()``),
+    never its datastore, never by asking which backend it is; outside
+    ``snaptail.projections.view`` a view database likewise (its worker lock included:
+    ``worker_lock()``)."""
+    wrong = [
+        use
+        for name in MODULES
+        if area(name) != "snaptail.infrastructure"
+        for use in backend_reach(name)
+    ]
+    assert not wrong, "reaches past the recorder or view interface:\n" + "\n".join(wrong)
+
+
+def test_the_backend_check_sees_a_violation(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f(recorder, SQLiteAgentRecorder, infra):\n"
+        "    if isinstance(recorder, SQLiteAgentRecorder):\n"
+        "        return recorder.datastore.schema\n"
+        "    return isinstance(recorder, (int, infra.PostgresAgentRecorder))\n"
+    )
+    MODULES["snaptail.archive.probe"] = probe
+    try:
+        uses = backend_reach("snaptail.archive.probe")
+    finally:
+        del MODULES["snaptail.archive.probe"]
+    assert sorted(uses) == [
+        "snaptail.archive.probe:2 dispatches on isinstance(recorder, SQLiteAgentRecorder)",
+        "snaptail.archive.probe:3 uses recorder.datastore",
+        "snaptail.archive.probe:4 dispatches on"
+        " isinstance(recorder, (int, infra.PostgresAgentRecorder))",
+    ], uses
+
+
+def test_the_view_check_sees_a_violation(tmp_path: Path) -> None:
+    """``isinstance``/``issubclass`` against a view database class is dispatch by
+    backend anywhere but in the view classes' own module."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f(view, kind, PostgresView, views):\n"
+        "    if isinstance(view, PostgresView):\n"
+        "        return issubclass(kind, (int, views.SQLiteView))\n"
+        "    return isinstance(view, views.ViewDatabase)\n"
+    )
+    real = MODULES[VIEW_MODULE]
+    MODULES["snaptail.projections.probe"] = probe
+    try:
+        uses = backend_reach("snaptail.projections.probe")
+        MODULES[VIEW_MODULE] = probe
+        own = backend_reach(VIEW_MODULE)
+    finally:
+        del MODULES["snaptail.projections.probe"]
+        MODULES[VIEW_MODULE] = real
+    assert sorted(uses) == [
+        "snaptail.projections.probe:2 dispatches on isinstance(view, PostgresView)",
+        "snaptail.projections.probe:3 dispatches on issubclass(kind, (int, views.SQLiteView))",
+    ], uses
+    assert own == [], own

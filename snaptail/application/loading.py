@@ -157,12 +157,12 @@ def build_agent(
     except RecursionError:
         raise too_deep(agent_id, _too_deep_version(mapper, agent_id, tail)) from None
     assert agent is not None
-    # The cache keeps the rows as read; each is decoded when first accessed.
-    agent.recent_events = (
-        RecentEvents(recent_events, rows, partial(mapper.decode_event, agent_id))
-        if recent_events
-        else RecentEvents(0)
-    )
+    # The cache keeps the rows as read; each is decoded when first accessed. (A fresh
+    # agent's cache is already the empty one: Agent.recent_events makes it when asked.)
+    if recent_events:
+        agent.recent_events = RecentEvents(
+            recent_events, rows, partial(mapper.decode_event, agent_id)
+        )
     # LoadStats(...) without the frozen dataclass's __init__ (one object.__setattr__
     # per field, 1.4 us): its __dict__ set at once, the same object (0.5 us).
     stats = _new(LoadStats)

@@ -34,8 +34,12 @@ def load_warnings(
 
 def report_load(agent: Agent, stats: LoadStats, slow_load_ms: float | None) -> None:
     """Log a load (DEBUG, or WARNING when it was too long) and record its metrics."""
-    reasons = load_warnings(stats, slow_load_ms)
-    level = logging.WARNING if reasons else logging.DEBUG
+    # (The reasons are looked for only when a limit is passed: every load comes here.)
+    if stats.events_read > WARN_EVENTS or (slow_load_ms is not None and stats.ms > slow_load_ms):
+        reasons = load_warnings(stats, slow_load_ms)
+        level = logging.WARNING
+    else:
+        reasons, level = [], logging.DEBUG
     agent_type = type(agent).__qualname__
     if logger.isEnabledFor(level):
         logger.log(

@@ -9,17 +9,15 @@ the hot table in the transaction that set it). Readers only ever use ``done`` ro
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from snaptail.archive.codec import ArchivedRow
-from snaptail.infrastructure.recorder import AgentRecorder, Position
-from snaptail.infrastructure.sqlite import SQLiteAgentRecorder
+from snaptail.infrastructure.recorder import AgentRecorder, DirectCursor, Position
 
 MANIFEST_TABLE = "snaptail_archive_segments"
 # The projection positions table (snaptail.projections.view.TRACKING_TABLE: the
@@ -56,57 +54,34 @@ _COLUMNS = (
 )
 
 
-def advisory_key(schema: str, name: str) -> int:
-    """A signed 64-bit advisory lock key (as the projection locks compute theirs)."""
-    digest = hashlib.blake2b(f"snaptail/{schema}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 class ArchiveDB:
-    """The archive's SQL on the recorder's own connections (``?`` placeholders)."""
+    """The archive's SQL on the recorder's own connections (``?`` placeholders), through
+    the recorder's :class:`~snaptail.infrastructure.recorder.DirectSQL` (what the two
+    backends say differently)."""
 
     def __init__(self, recorder: AgentRecorder) -> None:
-        self.recorder = recorder
-        self.sqlite = isinstance(recorder, SQLiteAgentRecorder)
-        events = recorder.events_table_name  # type: ignore[attr-defined]
-        snapshots = recorder.snapshots_table_name  # type: ignore[attr-defined]
-        if self.sqlite:
-            self.schema = ""
-            self.events, self.snapshots = events, snapshots
-            self.manifest, self.tracking = MANIFEST_TABLE, TRACKING_TABLE
-        else:
-            self.schema = recorder.datastore.schema  # type: ignore[attr-defined]
-            q = f'"{self.schema}".'
-            self.events, self.snapshots = f"{q}{events}", f"{q}{snapshots}"
-            self.manifest, self.tracking = f"{q}{MANIFEST_TABLE}", f"{q}{TRACKING_TABLE}"
+        self.sql = sql = recorder.direct_sql()
+        self.events, self.snapshots = sql.events, sql.snapshots
+        self.manifest, self.tracking = sql.table(MANIFEST_TABLE), sql.table(TRACKING_TABLE)
         self._exists = False
 
     # -- connections ----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(self, write: bool = False) -> Iterator[Cursor]:
-        if self.sqlite:
-            with self.recorder.datastore.transaction(commit=write) as c:  # type: ignore[attr-defined]
-                raw = c.sqlite_cursor
-                raw.row_factory = None
-                yield Cursor(raw, "?")
-        else:
-            from psycopg.rows import tuple_row
-
-            with (
-                self.recorder.datastore.get_connection() as conn,  # type: ignore[attr-defined]
-                conn.transaction(force_rollback=not write),
-                conn.cursor(row_factory=tuple_row) as cur,
-            ):
-                yield Cursor(cur, "%s")
+    def transaction(self, write: bool = False) -> AbstractContextManager[DirectCursor]:
+        return self.sql.transaction(write)
 
     def key(self, agent_id: UUID) -> Any:
         """The agent id as the events table stores it."""
-        return agent_id.hex if self.sqlite else agent_id
+        return self.sql.key(agent_id)
 
     # -- the manifest table ---------------------------------------------------------
 
     def create(self) -> None:
+        """The manifest table, and a trigger that refuses to insert an event at an
+        archived version: a writer holding an agent loaded long ago would otherwise
+        write versions that left the hot table without meeting their rows (no primary
+        key conflict). The insert fails as a duplicate would (a ConcurrencyError for
+        the store's caller)."""
         with self.transaction(write=True) as cur:
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.manifest} (originator_id TEXT NOT NULL,"
@@ -117,65 +92,15 @@ class ArchiveDB:
                 " file TEXT NOT NULL, state TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
                 " PRIMARY KEY (originator_id, first_version))"
             )
-            statements = self._guard_sql()
-            if not self.sqlite:  # CREATE TRIGGER locks the table: only when missing
-                cur.execute(
-                    "SELECT 1 FROM pg_trigger WHERE tgname = ? AND tgrelid = ?::regclass",
-                    (GUARD, self.events),
-                )
-                if cur.fetchone() is not None:
-                    statements = statements[:-1]
-            for statement in statements:
-                cur.execute(statement)
+            self.sql.guard_versions(cur, GUARD, self.manifest, "last_version", f"state = '{DONE}'")
         self._exists = True
-
-    def _guard_sql(self) -> list[str]:
-        """A trigger that refuses to insert an event at an archived version: a writer
-        holding an agent loaded long ago would otherwise write versions that left the
-        hot table without meeting their rows (no primary key conflict). The insert
-        fails as a duplicate would (a ConcurrencyError for the store's caller)."""
-        archived = (
-            f"SELECT MAX(last_version) FROM {self.manifest} WHERE originator_id = {{id}}"
-            f" AND state = '{DONE}'"
-        )
-        if self.sqlite:
-            return [
-                f"CREATE TRIGGER IF NOT EXISTS {GUARD} BEFORE INSERT ON {self.events} "
-                f"WHEN NEW.originator_version <= ({archived.format(id='NEW.originator_id')}) "
-                "BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: the version is archived');"
-                " END"
-            ]
-        # PostgreSQL: one check per INSERT statement over its new rows (a transition
-        # table), not a PL/pgSQL call per row.
-        function = f'"{self.schema}".{GUARD}'
-        archived_pg = (
-            f"SELECT 1 FROM new_rows n JOIN {self.manifest} m ON m.originator_id ="
-            " replace(n.originator_id::text, '-', '') AND m.state = 'done'"
-            " AND n.originator_version <= m.last_version"
-        )
-        return [
-            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
-            f" BEGIN IF EXISTS ({archived_pg}) THEN"
-            " RAISE EXCEPTION 'an inserted event is at an archived version (agent and"
-            " version in the archive manifest)' USING ERRCODE = 'unique_violation'; END IF;"
-            " RETURN NULL; END $$",
-            f"CREATE TRIGGER {GUARD} AFTER INSERT ON {self.events}"
-            f" REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
-        ]
 
     def exists(self) -> bool:
         """Whether the manifest table exists (remembered once true)."""
         if self._exists:
             return True
         with self.transaction() as cur:
-            if self.sqlite:
-                cur.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (MANIFEST_TABLE,)
-                )
-            else:
-                cur.execute("SELECT to_regclass(?) IS NOT NULL", (self.manifest,))
-            row = cur.fetchone()
-        self._exists = bool(row and row[0])
+            self._exists = self.sql.table_exists(cur, MANIFEST_TABLE)
         return self._exists
 
     def archived_upto(self, agent_id: UUID) -> int:
@@ -280,14 +205,7 @@ class ArchiveDB:
         """The lowest position of any projection (or partition) tracked in this
         database; None if none is."""
         with self.transaction() as cur:
-            if self.sqlite:
-                cur.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TRACKING_TABLE,)
-                )
-            else:
-                cur.execute("SELECT to_regclass(?) IS NOT NULL", (self.tracking,))
-            row = cur.fetchone()
-            if not row or not row[0]:
+            if not self.sql.table_exists(cur, TRACKING_TABLE):
                 return None
             cur.execute(f"SELECT transaction_id, notification_id FROM {self.tracking}")
             positions = [Position(int(r[0]), int(r[1])) for r in cur.fetchall()]
@@ -299,38 +217,26 @@ class ArchiveDB:
         returns nothing beyond it). Rows past it must stay hot, or a projection from
         zero would meet them in the archive before older rows become visible in the
         hot table. SQLite: None (every committed row is visible)."""
-        if self.sqlite:
-            return None
-        with self.transaction() as cur:
-            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            row = cur.fetchone()
-        return Position(int(row[0]) - 1, 2**63 - 1)
+        return self.sql.horizon()
 
     def first_after(self, agent_id: UUID, floor: Position) -> int | None:
         """The agent's lowest version whose position is after ``floor``."""
-        if self.sqlite:
-            sql = (
-                f"SELECT MIN(originator_version) FROM {self.events} WHERE originator_id=?"
-                " AND rowid>?"
-            )
-            params: tuple[Any, ...] = (self.key(agent_id), floor.notification_id)
-        else:
-            sql = (
-                f"SELECT MIN(originator_version) FROM {self.events} WHERE originator_id=?"
-                " AND (transaction_id, notification_id) > (?::text::xid8, ?::bigint)"
-            )
-            params = (agent_id, floor.transaction_id, floor.notification_id)
+        after, params = self.sql.after(floor)
         with self.transaction() as cur:
-            cur.execute(sql, params)
+            cur.execute(
+                f"SELECT MIN(originator_version) FROM {self.events} WHERE originator_id=?"
+                f" AND {after}",
+                (self.key(agent_id), *params),
+            )
             row = cur.fetchone()
         return None if not row or row[0] is None else int(row[0])
 
     def rows(self, agent_id: UUID, gt: int, lte: int) -> list[ArchivedRow]:
         """The agent's hot rows ``gt < version <= lte`` with their positions."""
-        position = "rowid, 0" if self.sqlite else "notification_id, transaction_id::text::bigint"
         with self.transaction() as cur:
             cur.execute(
-                f"SELECT originator_version, topic, state, {position} FROM {self.events}"
+                f"SELECT originator_version, topic, state, {self.sql.position_columns}"
+                f" FROM {self.events}"
                 " WHERE originator_id=? AND originator_version>? AND originator_version<=?"
                 " ORDER BY originator_version",
                 (self.key(agent_id), gt, lte),
@@ -340,33 +246,10 @@ class ArchiveDB:
     def hot_bytes(self) -> int:
         """Bytes of the events table's payloads (topic + state) in the hot database."""
         with self.transaction() as cur:
-            fn = "LENGTH" if self.sqlite else "octet_length"
+            fn = self.sql.length_function
             cur.execute(f"SELECT COALESCE(SUM({fn}(state) + {fn}(topic)), 0) FROM {self.events}")
             row = cur.fetchone()
         return int(row[0]) if row else 0
-
-
-class Cursor:
-    """A DB-API cursor whose statements use ``?`` placeholders on either backend."""
-
-    def __init__(self, cursor: Any, placeholder: str) -> None:
-        self._cursor = cursor
-        self._placeholder = placeholder
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        if self._placeholder != "?":
-            sql = sql.replace("%", "%%").replace("?", self._placeholder)
-        self._cursor.execute(sql, params)
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        return list(self._cursor.fetchall())
-
-    @property
-    def rowcount(self) -> int:
-        return int(self._cursor.rowcount)
 
 
 def _segment(row: Sequence[Any]) -> Segment:

@@ -37,11 +37,10 @@ import contextlib
 import datetime
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
@@ -49,12 +48,11 @@ from eventsourcing.persistence import StoredEvent
 from snaptail.archive.codec import CODEC_VERSION, iter_rows, read_footer, sha256_of
 from snaptail.archive.codec import encode_segment as encode
 from snaptail.archive.location import Location
-from snaptail.archive.manifest import WRITTEN, ArchiveDB, Segment, advisory_key
+from snaptail.archive.manifest import WRITTEN, ArchiveDB, Segment
 from snaptail.archive.reader import ArchiveReader
 from snaptail.errors import ArchiveBusy, DamagedLog
 from snaptail.infrastructure.mapper import MsgspecMapper
 from snaptail.infrastructure.recorder import AgentRecorder, Position
-from snaptail.infrastructure.urls import postgres_connect_args, sqlite_path
 
 # The most events one segment holds (an agent with more to move gets several).
 SEGMENT_EVENTS = 20_000
@@ -135,7 +133,8 @@ def run_archive(
     mapper: MsgspecMapper | None = None,
 ) -> ArchiveReport:
     """Move the events nothing hot needs into segments at ``to`` (see the module's
-    docstring). ``url`` is the hot database's (for its lock); ``view_positions``: positions of
+    docstring). ``url`` is the hot database's (not read: the recorder knows it);
+    ``view_positions``: positions of
     projections whose view databases are elsewhere (those in the hot database are
     read from it). ``wait`` seconds for another run's lock, then
     :class:`~snaptail.errors.ArchiveBusy`."""
@@ -321,58 +320,16 @@ def _crash_hook() -> Callable[[str], None]:
     return crash
 
 
-# In-memory SQLite databases belong to one process: a lock per database name.
-_memory_locks: dict[str, threading.Lock] = {}
+# The lock ``archive run`` takes (see DirectSQL.exclusive): SQLite's lock file beside
+# the database, PostgreSQL's advisory lock.
+LOCK_FILE, LOCK_KEY = "archive.lock", "archive run"
 
 
-@contextlib.contextmanager
-def archive_lock(db: ArchiveDB, url: str, wait: float) -> Iterator[None]:
-    deadline = time.monotonic() + max(wait, 0.0)
-    if db.sqlite:
-        path = sqlite_path(url)
-        if not path or path == ":memory:":
-            lock = _memory_locks.setdefault(str(id(db.recorder)), threading.Lock())
-            if not lock.acquire(timeout=max(wait, 0.0)) if wait > 0 else not lock.acquire(False):
-                raise ArchiveBusy("in-memory database lock", wait)
-            try:
-                yield
-            finally:
-                lock.release()
-            return
-        import fcntl
-
-        where = f"{path}.archive.lock"
-        fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        raise ArchiveBusy(where, wait) from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-        return
-    import psycopg
-
-    key = advisory_key(db.schema, "archive run")
-    where = f"pg_advisory_lock({key})"
-    with psycopg.connect(**postgres_connect_args(url), autocommit=True) as conn:
-        while True:
-            row: Any = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if row and row[0]:
-                break
-            if time.monotonic() >= deadline:
-                raise ArchiveBusy(where, wait)
-            time.sleep(0.05)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+def archive_lock(db: ArchiveDB, url: str, wait: float) -> AbstractContextManager[None]:
+    """Hold the database's archive lock; wait ``wait`` seconds, then
+    :class:`~snaptail.errors.ArchiveBusy`. (``url`` is not read: the recorder knows
+    its database; the parameter stays for callers.)"""
+    return db.sql.exclusive(file=LOCK_FILE, key=LOCK_KEY, wait=wait, busy=ArchiveBusy)
 
 
 def vacuum(recorder: AgentRecorder, url: str) -> tuple[int, int]:
@@ -381,36 +338,6 @@ def vacuum(recorder: AgentRecorder, url: str) -> tuple[int, int]:
     file; writers wait meanwhile); PostgreSQL ``VACUUM`` of the events table (the
     space is reused by new rows; the file shrinks only with ``VACUUM FULL``, which
     locks the table). Returns the bytes before and after (SQLite: the database file;
-    PostgreSQL: the events table with its indexes)."""
-    db = ArchiveDB(recorder)
-    if db.sqlite:
-        import sqlite3
-
-        name = recorder.datastore.pool.db_name  # type: ignore[attr-defined]
-        conn = sqlite3.connect(name, uri=True, isolation_level=None, timeout=60)
-        try:
-            before = _sqlite_size(conn)
-            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-                conn.execute("PRAGMA incremental_vacuum").fetchall()
-            else:
-                conn.execute("VACUUM")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            return before, _sqlite_size(conn)
-        finally:
-            conn.close()
-    import psycopg
-
-    with psycopg.connect(**postgres_connect_args(url), autocommit=True) as pg:
-        before = _postgres_size(pg, db.events)
-        pg.execute(f"VACUUM {db.events}".encode())
-        return before, _postgres_size(pg, db.events)
-
-
-def _sqlite_size(conn: Any) -> int:
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
-
-
-def _postgres_size(conn: Any, table: str) -> int:
-    row = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (table,)).fetchone()
-    return int(row[0])
+    PostgreSQL: the events table with its indexes). ``url`` is not read (the recorder
+    knows its database); the parameter stays for callers."""
+    return recorder.direct_sql().vacuum_events()

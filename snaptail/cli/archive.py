@@ -49,6 +49,7 @@ def run(
 ) -> None:
     """Move events no load, worker or retention needs into verified archive segments."""
     from snaptail.application.store import AgentStore
+    from snaptail.archive import Progress as Step
     from snaptail.infrastructure.recorder import Position
     from snaptail.projections.view import open_view
 
@@ -70,8 +71,8 @@ def run(
     ):  # fmt: skip
         task = bar.add_task("archiving", total=None)
 
-        def progress(step: object) -> None:
-            bar.update(task, total=step.total_events, completed=step.done_events)  # type: ignore[attr-defined]
+        def progress(step: Step) -> None:
+            bar.update(task, total=step.total_events, completed=step.done_events)
 
         report = store.archive(
             to, keep_events=keep_events, older_than=age, dry_run=dry_run, wait=wait,

@@ -67,7 +67,7 @@ def open_recorder(url: str, **options: object) -> AgentRecorder:
         datastore = SnaptailSQLiteDatastore(name, lock_timeout=lock_timeout)
         if read_only:
             datastore.pool.is_journal_mode_wal = True  # set by the writer that made it
-        recorder = SQLiteAgentRecorder(datastore)
+        recorder = SQLiteAgentRecorder(datastore, path=path)
         try:
             if read_only:
                 recorder.check_tables(path)

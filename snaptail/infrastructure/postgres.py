@@ -18,9 +18,11 @@ pool (URLs are read by :mod:`snaptail.infrastructure.urls`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -46,6 +48,8 @@ from snaptail.infrastructure.recorder import (
     SNAPSHOTS_TABLE,
     START,
     AgentRecorder,
+    DirectCursor,
+    DirectSQL,
     EventRow,
     LoadRows,
     Partition,
@@ -53,6 +57,7 @@ from snaptail.infrastructure.recorder import (
     PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
+    advisory_key,
     snapshot_from_row,
     stored_events,
 )
@@ -413,6 +418,11 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     def new_events_waiter(self) -> EventsWaiter:
         """LISTENs on the events table's channel (saves NOTIFY it after they commit)."""
         return PostgresWaiter(plain_connect_kwargs(self.datastore), self.channel_name)
+
+    def direct_sql(self) -> DirectSQL:
+        return PostgresDirectSQL(
+            self.datastore, self.events_table_name, self.snapshots_table_name
+        )
 
     def close(self) -> None:
         """Close the connection pool (and the notifier's connection)."""
@@ -817,6 +827,114 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         """Notifications after notification ``gt`` in gap-free order (see
         :class:`PostgresSubscription`)."""
         return PostgresSubscription(self, gt, topics, poll_interval=poll_interval)
+
+
+class PostgresDirectSQL(DirectSQL):
+    """:class:`DirectSQL` of a PostgreSQL schema (tables qualified by it, agent ids
+    as ``uuid``, a row's position its transaction id and notification id)."""
+
+    position_columns = f"notification_id, {TRANSACTION_COLUMN}::text::bigint"
+    length_function = "octet_length"
+
+    def __init__(self, datastore: PostgresDatastore, events: str, snapshots: str) -> None:
+        super().__init__(datastore.schema, events, snapshots)
+        self.datastore = datastore
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = False) -> Iterator[DirectCursor]:
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(force_rollback=not write),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            yield DirectCursor(cur, "%s")
+
+    def key(self, agent_id: UUID) -> Any:
+        return agent_id
+
+    def table_exists(self, cursor: DirectCursor, name: str) -> bool:
+        cursor.execute("SELECT to_regclass(?) IS NOT NULL", (self.table(name),))
+        row = cursor.fetchone()
+        return bool(row and row[0])
+
+    def after(self, floor: Position) -> tuple[str, tuple[Any, ...]]:
+        return (
+            f"({TRANSACTION_COLUMN}, notification_id) > (?::text::xid8, ?::bigint)",
+            (floor.transaction_id, floor.notification_id),
+        )
+
+    def horizon(self) -> Position | None:
+        """Rows of transactions older than the oldest one still running."""
+        with self.transaction() as cur:
+            cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            row = cur.fetchone()
+        return Position(int(row[0]) - 1, 2**63 - 1)
+
+    def guard_versions(
+        self, cursor: DirectCursor, name: str, table: str, last: str, condition: str
+    ) -> None:
+        """One check per INSERT statement over its new rows (a transition table), not
+        a PL/pgSQL call per row. CREATE TRIGGER locks the table: only when missing."""
+        cursor.execute(
+            "SELECT 1 FROM pg_trigger WHERE tgname = ? AND tgrelid = ?::regclass",
+            (name, self.events),
+        )
+        missing = cursor.fetchone() is None
+        function = f'"{self.schema}".{name}'
+        found = (
+            f"SELECT 1 FROM new_rows n JOIN {table} m ON m.originator_id ="
+            f" replace(n.originator_id::text, '-', '') AND m.{condition}"
+            f" AND n.originator_version <= m.{last}"
+        )
+        cursor.execute(
+            f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF EXISTS ({found}) THEN"
+            " RAISE EXCEPTION 'an inserted event is at an archived version (agent and"
+            " version in the archive manifest)' USING ERRCODE = 'unique_violation'; END IF;"
+            " RETURN NULL; END $$"
+        )
+        if missing:
+            cursor.execute(
+                f"CREATE TRIGGER {name} AFTER INSERT ON {self.events} REFERENCING NEW TABLE"
+                f" AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+            )
+
+    @contextlib.contextmanager
+    def exclusive(
+        self, *, file: str, key: str, wait: float, busy: Callable[[str, float], Exception]
+    ) -> Iterator[None]:
+        deadline = time.monotonic() + max(wait, 0.0)
+        number = advisory_key(self.schema, key)
+        where = f"pg_advisory_lock({number})"
+        kwargs = plain_connect_kwargs(self.datastore)
+        with psycopg.connect(**kwargs, autocommit=True) as conn:
+            while True:
+                row: Any = conn.execute("SELECT pg_try_advisory_lock(%s)", (number,)).fetchone()
+                if row and row[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise busy(where, wait)
+                time.sleep(0.05)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
+
+    def vacuum_events(self) -> tuple[int, int]:
+        """``VACUUM`` (the space is reused by new rows; the file shrinks only with
+        ``VACUUM FULL``, which locks the table)."""
+        kwargs = plain_connect_kwargs(self.datastore)
+        with psycopg.connect(**kwargs, autocommit=True) as conn:
+            before = self._size(conn)
+            conn.execute(f"VACUUM {self.events}".encode())
+            return before, self._size(conn)
+
+    def _size(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(
+            "SELECT pg_total_relation_size(%s::regclass)", (self.events,)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
 
 class _Notifier:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -166,6 +168,107 @@ class LoadRows(NamedTuple):
     events: Sequence[EventRow]
 
 
+class DirectCursor:
+    """A DB-API cursor whose statements use ``?`` placeholders on either backend."""
+
+    def __init__(self, cursor: Any, placeholder: str) -> None:
+        self._cursor = cursor
+        self._placeholder = placeholder
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        if self._placeholder != "?":
+            sql = sql.replace("%", "%%").replace("?", self._placeholder)
+        self._cursor.execute(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return list(self._cursor.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+class DirectSQL(ABC):
+    """A recorder's database for SQL written outside the recorder (the archive's
+    manifest and its reads and deletes of event rows): the tables' names as a
+    statement names them, transactions whose statements use ``?`` on either backend,
+    and what SQLite and PostgreSQL say differently. One per backend, from
+    :meth:`AgentRecorder.direct_sql`."""
+
+    def __init__(self, schema: str, events_table: str, snapshots_table: str) -> None:
+        self.schema = schema  # "" on SQLite
+        self.events = self.table(events_table)
+        self.snapshots = self.table(snapshots_table)
+
+    def table(self, name: str) -> str:
+        """``name`` as a statement names it (schema-qualified on PostgreSQL)."""
+        return f'"{self.schema}".{name}' if self.schema else name
+
+    # A row's position, (notification id, transaction id), as two integer columns.
+    position_columns: str
+    # The SQL function giving the bytes of a text or binary value.
+    length_function: str
+
+    @abstractmethod
+    def transaction(self, write: bool = False) -> AbstractContextManager[DirectCursor]:
+        """One transaction on the recorder's connections; committed if ``write``
+        (and the block raises nothing), else rolled back."""
+
+    @abstractmethod
+    def key(self, agent_id: UUID) -> Any:
+        """The agent id as the events and snapshots tables store it."""
+
+    @abstractmethod
+    def table_exists(self, cursor: DirectCursor, name: str) -> bool:
+        """Whether the table ``name`` (unqualified) exists."""
+
+    @abstractmethod
+    def after(self, floor: Position) -> tuple[str, tuple[Any, ...]]:
+        """A condition on an events row (and its parameters): its position is after
+        ``floor``."""
+
+    @abstractmethod
+    def horizon(self) -> Position | None:
+        """The last position every reader can see now (see
+        :meth:`AgentRecorder.select_after`); None where every committed row is."""
+
+    @abstractmethod
+    def guard_versions(
+        self, cursor: DirectCursor, name: str, table: str, last: str, condition: str
+    ) -> None:
+        """Make (if missing) trigger ``name``: an insert into the events table of an
+        event at a version at or below column ``last`` of a row of ``table`` (whose
+        ``originator_id`` is the agent id as 32 hex digits) that meets ``condition``
+        fails as a duplicate version would."""
+
+    @abstractmethod
+    def exclusive(
+        self, *, file: str, key: str, wait: float, busy: Callable[[str, float], Exception]
+    ) -> AbstractContextManager[None]:
+        """Hold the database's lock for one job at a time, released by the OS or the
+        server if the process dies: SQLite, a ``flock`` of ``<database file>.<file>``
+        (an in-memory database: a lock of this process); PostgreSQL, a session
+        advisory lock named ``key``. Waits ``wait`` seconds, then raises
+        ``busy(where, wait)``."""
+
+    @abstractmethod
+    def vacuum_events(self) -> tuple[int, int]:
+        """Give back the space deleted event rows held: SQLite ``PRAGMA
+        incremental_vacuum`` when the file is in incremental auto-vacuum mode, else
+        ``VACUUM``; PostgreSQL ``VACUUM`` of the events table. Returns the bytes
+        before and after (SQLite: the database file; PostgreSQL: the events table with
+        its indexes)."""
+
+
+def advisory_key(schema: str, name: str) -> int:
+    """A signed 64-bit advisory lock key for ``name`` in ``schema``."""
+    digest = hashlib.blake2b(f"snaptail/{schema}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 class AgentRecorder(ApplicationRecorder):
     """An application recorder that also stores snapshots and answers agent queries.
 
@@ -277,3 +380,7 @@ class AgentRecorder(ApplicationRecorder):
     @abstractmethod
     def new_events_waiter(self) -> EventsWaiter:
         """What a reader waits on for new events (see ``EventsWaiter``)."""
+
+    @abstractmethod
+    def direct_sql(self) -> DirectSQL:
+        """The recorder's database for SQL written outside it (the archive's)."""

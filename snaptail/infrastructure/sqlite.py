@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -30,6 +35,8 @@ from snaptail.infrastructure.recorder import (
     SAVES_TABLE,
     SNAPSHOTS_TABLE,
     AgentRecorder,
+    DirectCursor,
+    DirectSQL,
     LoadRows,
     Partition,
     Position,
@@ -135,8 +142,12 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         datastore: SQLiteDatastore,
         events_table_name: str = "stored_events",
         snapshots_table_name: str = SNAPSHOTS_TABLE,
+        *,
+        path: str | None = None,
     ) -> None:
         self.snapshots_table_name = snapshots_table_name
+        # The database file as the store's URL names it (its lock files sit beside it).
+        self.path = datastore.pool.db_name if path is None else path
         super().__init__(datastore, events_table_name)
         self._commit_signal = commit_signal(datastore.pool.db_name)
         # Loads read through their own connections (plain tuples, cached statements,
@@ -207,7 +218,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
 
     def _read(self, query: Callable[[_Executes], T]) -> T:
         """Run ``query`` in one read transaction on a plain connection (rows are
-        tuples). No context manager: loads are short, and this is their overhead."""
+        tuples). No context manager: loads are short, and this is their overhead.
+        (BEGIN / ROLLBACK cost instructions, but without them each statement is a
+        read transaction of its own, and each takes and drops the file's shared lock:
+        two more fcntl calls and a stat per statement, slower on the clock.)"""
         readers = self._readers
         if readers is None:
             with self.datastore.transaction(commit=False) as cursor:
@@ -491,6 +505,111 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
 
     def new_events_waiter(self) -> EventsWaiter:
         return SQLiteWaiter(commit_signal(self.datastore.pool.db_name))
+
+    def direct_sql(self) -> DirectSQL:
+        return SQLiteDirectSQL(
+            self.datastore, self.path, self.events_table_name, self.snapshots_table_name
+        )
+
+
+# In-memory SQLite databases belong to one process: a lock per database and job.
+_memory_locks: dict[str, threading.Lock] = {}
+
+
+class SQLiteDirectSQL(DirectSQL):
+    """:class:`DirectSQL` of a SQLite database (agent ids as 32 hex digits, a row's
+    position its rowid)."""
+
+    position_columns = "rowid, 0"
+    length_function = "LENGTH"
+
+    def __init__(
+        self, datastore: SQLiteDatastore, path: str, events: str, snapshots: str
+    ) -> None:
+        super().__init__("", events, snapshots)
+        self.datastore = datastore
+        self.path = path
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool = False) -> Iterator[DirectCursor]:
+        with self.datastore.transaction(commit=write) as c:
+            raw = c.sqlite_cursor
+            raw.row_factory = None
+            yield DirectCursor(raw, "?")
+
+    def key(self, agent_id: UUID) -> Any:
+        return agent_id.hex
+
+    def table_exists(self, cursor: DirectCursor, name: str) -> bool:
+        cursor.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        row = cursor.fetchone()
+        return bool(row and row[0])
+
+    def after(self, floor: Position) -> tuple[str, tuple[Any, ...]]:
+        return "rowid>?", (floor.notification_id,)
+
+    def horizon(self) -> Position | None:
+        return None
+
+    def guard_versions(
+        self, cursor: DirectCursor, name: str, table: str, last: str, condition: str
+    ) -> None:
+        cursor.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE INSERT ON {self.events} "
+            f"WHEN NEW.originator_version <= (SELECT MAX({last}) FROM {table} WHERE"
+            f" originator_id = NEW.originator_id AND {condition}) "
+            "BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: the version is archived');"
+            " END"
+        )
+
+    @contextlib.contextmanager
+    def exclusive(
+        self, *, file: str, key: str, wait: float, busy: Callable[[str, float], Exception]
+    ) -> Iterator[None]:
+        pool = self.datastore.pool
+        if pool.is_sqlite_memory_mode:
+            lock = _memory_locks.setdefault(f"{pool.db_name}/{file}", threading.Lock())
+            if not lock.acquire(timeout=max(wait, 0.0)) if wait > 0 else not lock.acquire(False):
+                raise busy("in-memory database lock", wait)
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        deadline = time.monotonic() + max(wait, 0.0)
+        where = f"{self.path}.{file}"
+        fd = os.open(where, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if time.monotonic() >= deadline:
+                        raise busy(where, wait) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def vacuum_events(self) -> tuple[int, int]:
+        name = self.datastore.pool.db_name
+        conn = sqlite3.connect(name, uri=True, isolation_level=None, timeout=60)
+        try:
+            before = _file_size(conn)
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+                conn.execute("PRAGMA incremental_vacuum").fetchall()
+            else:
+                conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            return before, _file_size(conn)
+        finally:
+            conn.close()
+
+
+def _file_size(conn: sqlite3.Connection) -> int:
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    return int(pages) * int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
 def _as_uuid(originator_id: UUID | str) -> UUID:

@@ -8,7 +8,6 @@ the AgentStats table (no worker has run) is reported as ``missing``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,6 @@ from snaptail.projections.view import (
     DEAD_LETTERS_TABLE,
     TRACKING_TABLE,
     DeadLetter,
-    PostgresView,
     ViewDatabase,
 )
 
@@ -82,23 +80,10 @@ class FleetPage:
 _EMPTY = FleetTotals(0, 0, 0, 0, 0.0)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _search(dialect: str, text: str) -> tuple[str, list[Any]]:
-    """The WHERE clause finding names (any case) or ids that start with ``text``. On
-    SQLite (binary collation) as two index ranges; on PostgreSQL, whose collation
-    may not order by code point, as LIKE."""
-    prefix = text.lower()
-    if dialect == "sqlite":
-        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        return (
-            f" WHERE ({_NAME_KEY} >= ? AND {_NAME_KEY} < ?) OR (agent_id >= ? AND agent_id < ?)",
-            [prefix, upper, prefix, upper],
-        )
-    like = _escape_like(prefix) + "%"
-    return f" WHERE {_NAME_KEY} LIKE ? ESCAPE '\\' OR agent_id LIKE ? ESCAPE '\\'", [like, like]
+def _search(view: ViewDatabase, text: str) -> tuple[str, list[Any]]:
+    """The WHERE clause finding names (any case) or ids that start with ``text``."""
+    clause, params = view.starts_with((_NAME_KEY, "agent_id"), text.lower())
+    return f" WHERE {clause}", params
 
 
 def _select(view: ViewDatabase) -> str:
@@ -132,7 +117,7 @@ def read_fleet(
     if not view.has_table(STATS_TABLE):
         return FleetPage([], _EMPTY, _EMPTY, [], [], missing=True)
     columns = _select(view)
-    where, params = _search(view.dialect, search) if search else ("", [])
+    where, params = _search(view, search) if search else ("", [])
     order = "DESC" if descending else "ASC"
     sums = (
         "count(*), COALESCE(sum(events), 0), COALESCE(sum(bytes), 0), "
@@ -219,40 +204,7 @@ def lock_holder(view: ViewDatabase, projection: str) -> str | None:
     backend holding the advisory lock (its pid, client address and application);
     on a SQLite view the process holding the lock file's ``flock`` (its pid, read
     from ``/proc/locks``: Linux). None if nobody holds it (or it cannot be told)."""
-    where = ProjectionLock(view, projection)
-    if isinstance(view, PostgresView):
-        key = where.key
-        with view.reading() as cur:
-            cur.execute(
-                "SELECT l.pid, COALESCE(host(a.client_addr), 'local'), "
-                "COALESCE(a.application_name, '') FROM pg_locks l "
-                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                "AND l.classid::bigint = ? AND l.objid::bigint = ?",
-                ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-            )
-            row = cur.fetchone()
-        if row is None:
-            return None
-        app = f" ({row[2]})" if row[2] else ""
-        return f"PostgreSQL backend {row[0]} from {row[1]}{app}"
-    return _flock_holder(where.where) if where.where else None
-
-
-def _flock_holder(path: str) -> str | None:
-    try:
-        inode = os.stat(path).st_ino
-        with open("/proc/locks") as locks:
-            lines = locks.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split()
-        if "->" in parts:  # a waiter, not a holder
-            continue
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
-            return f"process {parts[4]} (lock file {path})"
-    return None
+    return ProjectionLock(view, projection).holder()
 
 
 # The projection whose read model the fleet page shows.

@@ -16,7 +16,8 @@ still holds the lock.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import os
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 from snaptail import errors
 from snaptail.errors import NoSuchDatabase
 from snaptail.infrastructure import sqlite_files
-from snaptail.infrastructure.recorder import START, Position
+from snaptail.infrastructure.recorder import START, Position, advisory_key
 from snaptail.infrastructure.urls import (
     is_postgres_url,
     parse_postgres_url,
@@ -57,12 +58,6 @@ _DEAD_LETTERS_DDL = (
 _DEAD_LETTER_COLUMNS = (
     "projection, notification_id, agent_id, version, event_type, error, skipped_at"
 )
-
-
-def advisory_key(schema: str, name: str) -> int:
-    """A signed 64-bit ``pg_advisory_lock`` key naming ``name`` in ``schema``."""
-    digest = hashlib.blake2b(f"snaptail/{schema}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 # Serialises view-table creation in a database (any schema, any projection).
@@ -165,6 +160,11 @@ class ViewDatabase(ABC):
 
     read_only = False  # opened by a command that only reads: setup() creates nothing
 
+    @abstractmethod
+    def worker_lock(self, projection: str) -> WorkerLock:
+        """The lock a worker of ``projection`` (or of one partition of it) holds on
+        this view database, not taken yet."""
+
     def scrub(self) -> None:  # noqa: B027 (a no-op unless the backend can scrub)
         """After rows were deleted for an erasure (``Projection.forget``): leave no
         copy of their bytes in the database's files where that is possible (SQLite).
@@ -258,13 +258,17 @@ class ViewDatabase(ABC):
     def has_table(self, name: str) -> bool:
         """Whether table ``name`` exists (in the view's schema, on PostgreSQL)."""
         with self.reading() as cur:
-            if self.dialect == "sqlite":
-                cur.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,))
-            else:
-                cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = ? "
-                            "AND schemaname = current_schema()", (name,))  # fmt: skip
+            cur.execute(self._count_tables, (name,))
             row = cur.fetchone()
         return bool(row and row[0])
+
+    # Counts the tables named by its one parameter (1 or 0).
+    _count_tables: str
+
+    @abstractmethod
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """A condition (and its parameters) true where one of the text ``columns``
+        starts with ``prefix`` (case as given), written so their indexes serve it."""
 
     def columns(self, table: str) -> set[str]:
         """The column names of ``table`` (empty if it does not exist)."""
@@ -331,6 +335,102 @@ def dead_letter(
     return DeadLetter(projection, notification_id, str(agent_id), version, event_type, error, stamp)
 
 
+class WorkerLock(ABC):
+    """One projection's worker lock as a view database's backend keeps it (see
+    :class:`~snaptail.projections.lock.ProjectionLock`, which holds one): freed by
+    the operating system or the server when its process dies."""
+
+    # Where the lock is, for messages ("": an in-memory view, nothing to lock).
+    where = ""
+    # Whether the lock lives in the view's connection: gone when it is replaced.
+    in_session = False
+
+    @abstractmethod
+    def take(self) -> bool:
+        """Take the lock if it is free: True if this process holds it now."""
+
+    def still_held(self, cur: ViewCursor) -> bool:
+        """Inside a view transaction of the lock's holder: whether it holds it still."""
+        return True
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up (called only while it is held)."""
+
+    @abstractmethod
+    def holder(self) -> str | None:
+        """Who holds the lock, without taking it (None: nobody, or it cannot be told)."""
+
+
+class _ProcessLock(WorkerLock):
+    """An in-memory SQLite view belongs to its process alone: nothing to lock."""
+
+    def take(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def holder(self) -> str | None:
+        return None
+
+
+class _FileLock(WorkerLock):
+    """An exclusive ``flock`` on ``<view file>.<projection>.lock`` (POSIX only)."""
+
+    def __init__(self, view_path: str, projection: str) -> None:
+        self.projection = projection
+        # ("/" of a partition's name, "AgentStats[0/2]", is not for file names)
+        self.where = f"{view_path}.{projection.replace('/', '_')}.lock"
+        self._fd: int | None = None
+
+    def take(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # Windows: see snaptail.projections.lock's docstring
+            raise RuntimeError(
+                f"projection {self.projection!r}: a SQLite view needs POSIX file locks "
+                "(fcntl); on Windows use a PostgreSQL view database (--view-db postgresql://...)"
+            ) from None
+        fd = os.open(self.where, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl  # held: imported by take
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def holder(self) -> str | None:
+        """The process holding the file's ``flock``, its pid read from ``/proc/locks``
+        (Linux)."""
+        try:
+            inode = os.stat(self.where).st_ino
+            with open("/proc/locks") as locks:
+                lines = locks.read().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            parts = line.split()
+            if "->" in parts:  # a waiter, not a holder
+                continue
+            if (
+                len(parts) >= 6
+                and parts[1] == "FLOCK"
+                and parts[5].rsplit(":", 1)[-1] == str(inode)
+            ):
+                return f"process {parts[4]} (lock file {self.where})"
+        return None
+
+
 class SQLiteView(ViewDatabase):
     dialect = "sqlite"
 
@@ -365,6 +465,19 @@ class SQLiteView(ViewDatabase):
 
     def _serialise_setup(self, cur: ViewCursor) -> None:
         """``BEGIN IMMEDIATE`` already holds SQLite's write lock."""
+
+    _count_tables = "SELECT count(*) FROM sqlite_master WHERE name = ?"
+
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """As index ranges: SQLite's binary collation orders text by code point."""
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        clause = " OR ".join(f"({column} >= ? AND {column} < ?)" for column in columns)
+        return clause, [prefix, upper] * len(columns)
+
+    def worker_lock(self, projection: str) -> WorkerLock:
+        if self.path == ":memory:":
+            return _ProcessLock()
+        return _FileLock(self.path, projection)
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
@@ -432,29 +545,18 @@ class PostgresView(ViewDatabase):
     def _serialise_setup(self, cur: ViewCursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(?)", (VIEW_SETUP_LOCK,))
 
-    def try_lock(self, key: int) -> bool:
-        """Take session-level advisory lock ``key`` on this connection if it is free."""
-        with self.transaction() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(?)", (key,))
-            row = cur.fetchone()
-        return bool(row and row[0])
+    _count_tables = (
+        "SELECT count(*) FROM pg_tables WHERE tablename = ? AND schemaname = current_schema()"
+    )
 
-    def unlock(self, key: int) -> None:
-        with self.transaction() as cur:
-            cur.execute("SELECT pg_advisory_unlock(?)", (key,))
+    def starts_with(self, columns: Sequence[str], prefix: str) -> tuple[str, list[Any]]:
+        """As LIKE: the database's collation may not order text by code point."""
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clause = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in columns)
+        return clause, [like] * len(columns)
 
-    @staticmethod
-    def holds_lock(cur: ViewCursor, key: int) -> bool:
-        """Whether this session holds advisory lock ``key`` (a 64-bit key is split
-        into ``classid``, ``objid``; ``objsubid`` 1)."""
-        cur.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND pid = pg_backend_pid() AND objsubid = 1 "
-            "AND classid::bigint = ? AND objid::bigint = ?",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
-        )
-        row = cur.fetchone()
-        return bool(row and row[0])
+    def worker_lock(self, projection: str) -> WorkerLock:
+        return _AdvisoryLock(self, advisory_key(self.schema, projection))
 
     @contextmanager
     def transaction(self) -> Iterator[ViewCursor]:
@@ -481,6 +583,62 @@ class PostgresView(ViewDatabase):
 
     def close(self) -> None:
         self._conn.close()
+
+
+class _AdvisoryLock(WorkerLock):
+    """A session-level advisory lock held on the view's own connection: a batch
+    commits on that connection, so only while the lock is held; a lost connection
+    has lost it. A 64-bit key is split into ``classid``, ``objid``; ``objsubid`` 1."""
+
+    in_session = True
+    # A pg_locks row (as l) of the lock, granted: the key's halves are its parameters.
+    _GRANTED = (
+        "l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.classid::bigint = ? AND l.objid::bigint = ?"
+    )
+
+    def __init__(self, view: PostgresView, key: int) -> None:
+        self._view = view
+        self.key = key
+        self.where = f"pg_advisory_lock({key})"
+        self._halves = ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)
+
+    def take(self) -> bool:
+        with self._view.transaction() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(?)", (self.key,))
+            row = cur.fetchone()
+        return bool(row and row[0])
+
+    def still_held(self, cur: ViewCursor) -> bool:
+        cur.execute(
+            f"SELECT count(*) FROM pg_locks l WHERE {self._GRANTED} "
+            "AND l.pid = pg_backend_pid()",
+            self._halves,
+        )
+        row = cur.fetchone()
+        return bool(row and row[0])
+
+    def release(self) -> None:
+        # Unlock: the view connection stays open for reading. A connection lost
+        # meanwhile took the lock with it.
+        if not self._view.broken:
+            with contextlib.suppress(Exception), self._view.transaction() as cur:
+                cur.execute("SELECT pg_advisory_unlock(?)", (self.key,))
+
+    def holder(self) -> str | None:
+        """The backend holding the lock: its pid, client address and application."""
+        with self._view.reading() as cur:
+            cur.execute(
+                "SELECT l.pid, COALESCE(host(a.client_addr), 'local'), "
+                "COALESCE(a.application_name, '') FROM pg_locks l "
+                f"LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE {self._GRANTED}",
+                self._halves,
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        app = f" ({row[2]})" if row[2] else ""
+        return f"PostgreSQL backend {row[0]} from {row[1]}{app}"
 
 
 def open_view(url: str | None = None, read_only: bool = False) -> ViewDatabase:

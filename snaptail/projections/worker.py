@@ -192,7 +192,7 @@ class ProjectionWorker:
         self.give_up_after = give_up_after
         self.skip_failed = skip_failed
         self.keys = open_key_store(keys, master_key)
-        self._own_keys = not hasattr(keys, "agent_key")
+        self._own_keys = keys is None or isinstance(keys, str)  # opened here: closed here
         # The event database, read through a store of the worker's own (no retries
         # inside it: a lost connection goes to the worker's reconnect loop at once).
         self._own_store = store is None
