@@ -21,8 +21,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One worker per core, at most 4 (each opens its own PostgreSQL connections; every
+# test has its own SQLite file or PostgreSQL schema). PYTEST_WORKERS=0 runs in one
+# process (for a debugger or -x).
+PYTEST_WORKERS ?= auto
 pytest: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --maxprocesses=4 --dist worksteal $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
