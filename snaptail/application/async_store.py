@@ -184,6 +184,16 @@ class AsyncAgentStore(StoreBase):
         except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
             return await self.recorder.run_sync(self._get_archived, agent_id, version, error)
 
+    async def get_many(self, agent_ids: Iterable[UUID | str]) -> dict[UUID, Agent]:
+        """Load the latest versions of several agents, reading their rows in ONE read
+        transaction (one recorder call); each is loaded as :meth:`get` loads it.
+        Returns agent id -> agent in the order asked; an id with no agent is absent."""
+        found = await self._run(self._engine.load_many(agent_ids))
+        agents = {i: result for i, result in found.items() if isinstance(result, Agent)}
+        if len(agents) == len(found):
+            return agents
+        return await self.recorder.run_sync(self._found_many, found)
+
     async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (page by page)."""
         await self.open()

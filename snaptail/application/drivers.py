@@ -76,6 +76,24 @@ class ReadForLoad(Request):
         )
 
 
+class ReadManyForLoad(Request):
+    """The rows of the latest versions of several agents, in one read transaction."""
+
+    __slots__ = ("agent_ids", "recent")
+
+    def __init__(self, agent_ids: Sequence[UUID], recent: int) -> None:
+        self.agent_ids, self.recent = agent_ids, recent
+
+    def doing(self) -> str:
+        return f"loading {len(self.agent_ids)} agents"
+
+    def run(self, recorder: AgentRecorder) -> Any:
+        return recorder.select_many_for_load(self.agent_ids, recent=self.recent)
+
+    async def run_async(self, recorder: AsyncAgentRecorder) -> Any:
+        return await recorder.select_many_for_load(self.agent_ids, recent=self.recent)
+
+
 class ReadSnapshot(Request):
     __slots__ = ("agent_id", "lte")
 

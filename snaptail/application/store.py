@@ -199,6 +199,22 @@ class StoreBase:
                 logger.warning("no fresh snapshot after a load from the archive: %s", exc)
         return agent
 
+    def _found_many(
+        self, found: Mapping[UUID, Agent | AgentNotFound | DamagedLog]
+    ) -> dict[UUID, Agent]:
+        """``get_many``'s answer from :meth:`Engine.load_many`'s: each failed load
+        tried in the archive as ``get`` does; agents not found left out."""
+        agents: dict[UUID, Agent] = {}
+        for agent_id, result in found.items():
+            if isinstance(result, Agent):
+                agents[agent_id] = result
+                continue
+            try:
+                agents[agent_id] = self._get_archived(agent_id, None, result)
+            except AgentNotFound:
+                continue
+        return agents
+
     def _replay_all(self, agent_id: UUID | str, version: int | None) -> Agent:
         """A replay through the archive and the hot table (blocking)."""
         agent_id = as_agent_id(agent_id)
@@ -474,6 +490,13 @@ class AgentStore(StoreBase):
             return self._run(self._engine.load(agent_id, version))
         except (AgentNotFound, DamagedLog) as error:
             return self._get_archived(agent_id, version, error)
+
+    def get_many(self, agent_ids: Iterable[UUID | str]) -> dict[UUID, Agent]:
+        """Load the latest versions of several agents, reading their rows in ONE read
+        transaction; each is loaded as :meth:`get` loads it (snapshot trust, archive
+        fallback, errors for damaged rows). Returns agent id -> agent in the order
+        asked; an id with no agent is absent from the dict (no error)."""
+        return self._found_many(self._run(self._engine.load_many(agent_ids)))
 
     def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).

@@ -53,6 +53,11 @@ class AsyncAgentRecorder(ABC):
     ) -> LoadRows: ...
 
     @abstractmethod
+    async def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]: ...
+
+    @abstractmethod
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None: ...
 
     @abstractmethod
@@ -156,6 +161,11 @@ class ThreadedRecorder(AsyncAgentRecorder):
             self.sync.select_for_load, originator_id, lte=lte, recent=recent,
             snapshot_lte=snapshot_lte,
         )  # fmt: skip
+
+    async def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]:
+        return await self.threads.run(self.sync.select_many_for_load, originator_ids, recent=recent)
 
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         return await self.threads.run(self.sync.select_snapshot, originator_id, lte=lte)

@@ -654,18 +654,41 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            snapshot = None
-            if snap_upper > 0:
-                curs.execute(self.sql_select_snapshot, (originator_id, snap_upper), prepare=True)
-                row = curs.fetchone()
-                if row is not None:
-                    snapshot = snapshot_from_row(originator_id, row)
-            curs.execute(
-                self.sql_select_tail,
-                tail_params(originator_id, upper, snapshot, recent),
-                prepare=True,
-            )
-            events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
+            return self._load_rows(curs, originator_id, upper, snap_upper, recent)
+
+    def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]:
+        upper, snap_upper = load_bounds(None, None)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            return {
+                agent_id: self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                for agent_id in originator_ids
+            }
+
+    def _load_rows(
+        self,
+        curs: psycopg.Cursor[tuple[Any, ...]],
+        originator_id: UUID,
+        upper: int,
+        snap_upper: int,
+        recent: int,
+    ) -> LoadRows:
+        """One agent's load rows, read on ``curs`` (inside the caller's transaction)."""
+        snapshot = None
+        if snap_upper > 0:
+            curs.execute(self.sql_select_snapshot, (originator_id, snap_upper), prepare=True)
+            row = curs.fetchone()
+            if row is not None:
+                snapshot = snapshot_from_row(originator_id, row)
+        curs.execute(
+            self.sql_select_tail, tail_params(originator_id, upper, snapshot, recent), prepare=True
+        )
+        events: list[EventRow] = curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:

@@ -176,7 +176,6 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        sync = self.sync
         upper, snap_upper = load_bounds(lte, snapshot_lte)
         # Two autocommit statements, no begin/commit (two round trips less than the
         # sync path): under read committed a transaction gives them no common
@@ -186,20 +185,43 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             self._connection() as conn,
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            snapshot = None
-            if snap_upper > 0:
-                await curs.execute(
-                    sync.sql_select_snapshot, (originator_id, snap_upper), prepare=True
-                )
-                row = await curs.fetchone()
-                if row is not None:
-                    snapshot = snapshot_from_row(originator_id, row)
-            await curs.execute(
-                sync.sql_select_tail,
-                tail_params(originator_id, upper, snapshot, recent),
-                prepare=True,
-            )
-            events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
+            return await self._load_rows(curs, originator_id, upper, snap_upper, recent)
+
+    async def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]:
+        upper, snap_upper = load_bounds(None, None)
+        # One transaction for all (the brief of get_many: one read transaction).
+        async with (
+            self._connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True, row_factory=tuple_row) as curs,
+        ):
+            return {
+                agent_id: await self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                for agent_id in originator_ids
+            }
+
+    async def _load_rows(
+        self,
+        curs: psycopg.AsyncCursor[tuple[Any, ...]],
+        originator_id: UUID,
+        upper: int,
+        snap_upper: int,
+        recent: int,
+    ) -> LoadRows:
+        """One agent's load rows, read on ``curs``."""
+        sync = self.sync
+        snapshot = None
+        if snap_upper > 0:
+            await curs.execute(sync.sql_select_snapshot, (originator_id, snap_upper), prepare=True)
+            row = await curs.fetchone()
+            if row is not None:
+                snapshot = snapshot_from_row(originator_id, row)
+        await curs.execute(
+            sync.sql_select_tail, tail_params(originator_id, upper, snapshot, recent), prepare=True
+        )
+        events: list[EventRow] = await curs.fetchall()  # (version, topic, state) tuples
         return LoadRows(snapshot=snapshot, events=events)
 
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:

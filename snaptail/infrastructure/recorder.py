@@ -319,6 +319,14 @@ class AgentRecorder(ApplicationRecorder):
         up to ``lte``, in one read transaction and two queries."""
 
     @abstractmethod
+    def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]:
+        """What :meth:`select_for_load` reads for the latest version of each agent,
+        for several agents in ONE read transaction (an agent without rows gets empty
+        :class:`LoadRows`)."""
+
+    @abstractmethod
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         """The newest snapshot at or before ``lte``, without any events (a load that
         passed over a snapshot looks for an older one this way)."""

@@ -378,21 +378,36 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        key = _key(originator_id)
         upper = lte if lte is not None else 2**62
         snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        return self._read(
+            lambda c: self._load_rows(c, originator_id, upper, snap_upper, recent)
+        )
 
-        def query(c: _Executes) -> LoadRows:
-            snapshot = None
-            if snap_upper > 0:
-                row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
-                if row is not None:
-                    snapshot = snapshot_from_row(originator_id, row)
-            after = snapshot.originator_version if snapshot else 0
-            events = c.execute(self._select_tail, (key, upper, after, key, upper, recent))
-            return LoadRows(snapshot=snapshot, events=events.fetchall())
+    def select_many_for_load(
+        self, originator_ids: Sequence[UUID], *, recent: int = 0
+    ) -> dict[UUID, LoadRows]:
+        def query(c: _Executes) -> dict[UUID, LoadRows]:
+            return {
+                agent_id: self._load_rows(c, agent_id, 2**62, 2**62, recent)
+                for agent_id in originator_ids
+            }
 
         return self._read(query)
+
+    def _load_rows(
+        self, c: _Executes, originator_id: UUID, upper: int, snap_upper: int, recent: int
+    ) -> LoadRows:
+        """One agent's load rows, read on ``c`` (inside the caller's transaction)."""
+        key = _key(originator_id)
+        snapshot = None
+        if snap_upper > 0:
+            row = c.execute(self._select_snapshot, (key, snap_upper)).fetchone()
+            if row is not None:
+                snapshot = snapshot_from_row(originator_id, row)
+        after = snapshot.originator_version if snapshot else 0
+        events = c.execute(self._select_tail, (key, upper, after, key, upper, recent))
+        return LoadRows(snapshot=snapshot, events=events.fetchall())
 
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         if lte < 1:
