@@ -93,8 +93,10 @@ class BlockingAsyncStore:
     def get(self, agent_id: UUID, version: int | None = None) -> Agent:
         return self._call(self.inner.get(agent_id, version))
 
-    def get_many(self, agent_ids: Iterable[UUID | str]) -> dict[UUID, Agent]:
-        return self._call(self.inner.get_many(agent_ids))
+    def get_many(
+        self, agent_ids: Iterable[UUID | str], *, current: Any = None
+    ) -> dict[UUID, Agent]:
+        return self._call(self.inner.get_many(agent_ids, current=current))
 
     def save(self, *agents: Agent) -> None:
         self._call(self.inner.save(*agents))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
@@ -20,7 +20,7 @@ from uuid import UUID
 from snaptail.application import arguments
 from snaptail.application.drivers import Steps, drive_async
 from snaptail.application.engine import Engine, as_agent_id
-from snaptail.application.store import AGENT_ID_PAGE, AgentStore, StoreBase
+from snaptail.application.store import AGENT_ID_PAGE, AgentStore, StoreBase, known_versions
 from snaptail.domain.agent import Agent
 from snaptail.errors import AgentNotFound, DamagedLog
 from snaptail.infrastructure.async_recorder import AsyncAgentRecorder
@@ -184,15 +184,22 @@ class AsyncAgentStore(StoreBase):
         except (AgentNotFound, DamagedLog) as error:  # below the hot range: the archive
             return await self.recorder.run_sync(self._get_archived, agent_id, version, error)
 
-    async def get_many(self, agent_ids: Iterable[UUID | str]) -> dict[UUID, Agent]:
+    async def get_many(
+        self,
+        agent_ids: Iterable[UUID | str],
+        *,
+        current: Mapping[UUID, Agent | None] | None = None,
+    ) -> dict[UUID, Agent]:
         """Load the latest versions of several agents, reading their rows in ONE read
         transaction (one recorder call); each is loaded as :meth:`get` loads it.
-        Returns agent id -> agent in the order asked; an id with no agent is absent."""
-        found = await self._run(self._engine.load_many(agent_ids))
-        agents = {i: result for i, result in found.items() if isinstance(result, Agent)}
-        if len(agents) == len(found):
-            return agents
-        return await self.recorder.run_sync(self._found_many, found)
+        Returns agent id -> agent in the order asked; an id with no agent is absent.
+        ``current``: as :meth:`AgentStore.get_many`'s (held agents still current are
+        returned as is)."""
+        current = current or {}
+        found = await self._run(self._engine.load_many(agent_ids, known_versions(current)))
+        if not any(isinstance(r, (AgentNotFound, DamagedLog)) for r in found.values()):
+            return self._found_many(found, current)  # no archive to ask: no thread hop
+        return await self.recorder.run_sync(self._found_many, found, current)
 
     async def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (page by page)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -79,19 +79,21 @@ class ReadForLoad(Request):
 class ReadManyForLoad(Request):
     """The rows of the latest versions of several agents, in one read transaction."""
 
-    __slots__ = ("agent_ids", "recent")
+    __slots__ = ("agent_ids", "known", "recent")
 
-    def __init__(self, agent_ids: Sequence[UUID], recent: int) -> None:
-        self.agent_ids, self.recent = agent_ids, recent
+    def __init__(self, agent_ids: Sequence[UUID], recent: int, known: Mapping[UUID, int]) -> None:
+        self.agent_ids, self.recent, self.known = agent_ids, recent, known
 
     def doing(self) -> str:
         return f"loading {len(self.agent_ids)} agents"
 
     def run(self, recorder: AgentRecorder) -> Any:
-        return recorder.select_many_for_load(self.agent_ids, recent=self.recent)
+        return recorder.select_many_for_load(self.agent_ids, recent=self.recent, known=self.known)
 
     async def run_async(self, recorder: AsyncAgentRecorder) -> Any:
-        return await recorder.select_many_for_load(self.agent_ids, recent=self.recent)
+        return await recorder.select_many_for_load(
+            self.agent_ids, recent=self.recent, known=self.known
+        )
 
 
 class ReadSnapshot(Request):

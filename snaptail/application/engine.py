@@ -542,24 +542,27 @@ class Engine:
         return (yield from self._build(agent_id, version, rows, started))
 
     def load_many(
-        self, agent_ids: Iterable[UUID | str]
-    ) -> Steps[dict[UUID, Agent | AgentNotFound | DamagedLog]]:
+        self, agent_ids: Iterable[UUID | str], known: Mapping[UUID, int]
+    ) -> Steps[dict[UUID, Agent | AgentNotFound | DamagedLog | None]]:
         """The latest versions of several agents, their rows read by ONE recorder call
         (one read transaction), each then built exactly as :meth:`load` builds it.
-        In the order asked (duplicates once): the agent, or the
+        In the order asked (duplicates once): the agent; None if its stored version
+        (0: none) is its version in ``known`` (not read); or the
         :class:`AgentNotFound` / :class:`DamagedLog` its load raised (the store tries
-        the archive for those, as ``get`` does); any other error is raised."""
+        the archive for those, as ``get`` does). Any other error is raised."""
         ids = list(dict.fromkeys(as_agent_id(a) for a in agent_ids))
         if not ids:
             return {}
         started = time.perf_counter()
-        rows_by_id = yield ReadManyForLoad(ids, self.recent_events)
-        found: dict[UUID, Agent | AgentNotFound | DamagedLog] = {}
+        rows_by_id = yield ReadManyForLoad(ids, self.recent_events, known)
+        found: dict[UUID, Agent | AgentNotFound | DamagedLog | None] = {}
         for agent_id in ids:
+            rows = rows_by_id[agent_id]
+            if rows is None:
+                found[agent_id] = None
+                continue
             try:
-                found[agent_id] = yield from self._build(
-                    agent_id, None, rows_by_id[agent_id], started
-                )
+                found[agent_id] = yield from self._build(agent_id, None, rows, started)
             except (AgentNotFound, DamagedLog) as error:
                 found[agent_id] = error
         return found

@@ -63,6 +63,11 @@ T = TypeVar("T")
 AGENT_ID_PAGE = 1000
 
 
+def known_versions(current: Mapping[UUID, Agent | None]) -> dict[UUID, int]:
+    """The versions of what a ``get_many`` caller holds (0: known to be missing)."""
+    return {agent_id: 0 if agent is None else agent.version for agent_id, agent in current.items()}
+
+
 class StoreBase:
     """What ``AgentStore`` and ``AsyncAgentStore`` share without I/O: the settings
     (read through properties), the snapshot policy per type, load stats."""
@@ -200,12 +205,20 @@ class StoreBase:
         return agent
 
     def _found_many(
-        self, found: Mapping[UUID, Agent | AgentNotFound | DamagedLog]
+        self,
+        found: Mapping[UUID, Agent | AgentNotFound | DamagedLog | None],
+        current: Mapping[UUID, Agent | None],
     ) -> dict[UUID, Agent]:
-        """``get_many``'s answer from :meth:`Engine.load_many`'s: each failed load
-        tried in the archive as ``get`` does; agents not found left out."""
+        """``get_many``'s answer from :meth:`Engine.load_many`'s: the caller's agent
+        where it is current, each failed load tried in the archive as ``get`` does;
+        agents not found left out."""
         agents: dict[UUID, Agent] = {}
         for agent_id, result in found.items():
+            if result is None:
+                held = current.get(agent_id)
+                if held is not None:
+                    agents[agent_id] = held
+                continue
             if isinstance(result, Agent):
                 agents[agent_id] = result
                 continue
@@ -491,12 +504,23 @@ class AgentStore(StoreBase):
         except (AgentNotFound, DamagedLog) as error:
             return self._get_archived(agent_id, version, error)
 
-    def get_many(self, agent_ids: Iterable[UUID | str]) -> dict[UUID, Agent]:
+    def get_many(
+        self,
+        agent_ids: Iterable[UUID | str],
+        *,
+        current: Mapping[UUID, Agent | None] | None = None,
+    ) -> dict[UUID, Agent]:
         """Load the latest versions of several agents, reading their rows in ONE read
         transaction; each is loaded as :meth:`get` loads it (snapshot trust, archive
         fallback, errors for damaged rows). Returns agent id -> agent in the order
-        asked; an id with no agent is absent from the dict (no error)."""
-        return self._found_many(self._run(self._engine.load_many(agent_ids)))
+        asked; an id with no agent is absent from the dict (no error).
+
+        ``current``: what the caller holds (a cache): an agent whose stored version
+        is still its version is returned as is, only its version read; an id mapped
+        to None (found missing before) is left out if it still has no events."""
+        current = current or {}
+        found = self._run(self._engine.load_many(agent_ids, known_versions(current)))
+        return self._found_many(found, current)
 
     def replay(self, agent_id: UUID | str, version: int | None = None) -> Agent:
         """Rebuild the agent from its full log, ignoring snapshots (reads page by page).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from uuid import UUID
@@ -54,8 +54,12 @@ class AsyncAgentRecorder(ABC):
 
     @abstractmethod
     async def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]: ...
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]: ...
 
     @abstractmethod
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None: ...
@@ -163,9 +167,15 @@ class ThreadedRecorder(AsyncAgentRecorder):
         )  # fmt: skip
 
     async def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]:
-        return await self.threads.run(self.sync.select_many_for_load, originator_ids, recent=recent)
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]:
+        return await self.threads.run(
+            self.sync.select_many_for_load, originator_ids, recent=recent, known=known
+        )
 
     async def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
         return await self.threads.run(self.sync.select_snapshot, originator_id, lte=lte)

@@ -657,18 +657,29 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             return self._load_rows(curs, originator_id, upper, snap_upper, recent)
 
     def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]:
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]:
         upper, snap_upper = load_bounds(None, None)
+        known = known or {}
+        found: dict[UUID, LoadRows | None] = {}
         with (
             self.datastore.get_connection() as conn,
             conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            return {
-                agent_id: self._load_rows(curs, agent_id, upper, snap_upper, recent)
-                for agent_id in originator_ids
-            }
+            for agent_id in originator_ids:
+                version = known.get(agent_id)
+                if version is not None:
+                    row = curs.execute(self.sql_max_version, (agent_id,), prepare=True).fetchone()
+                    if ((row[0] if row else None) or 0) == version:
+                        found[agent_id] = None
+                        continue
+                found[agent_id] = self._load_rows(curs, agent_id, upper, snap_upper, recent)
+        return found
 
     def _load_rows(
         self,

@@ -10,7 +10,7 @@ worker thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, ParamSpec, TypeVar
 from uuid import UUID
@@ -188,19 +188,30 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             return await self._load_rows(curs, originator_id, upper, snap_upper, recent)
 
     async def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]:
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]:
         upper, snap_upper = load_bounds(None, None)
-        # One transaction for all (the brief of get_many: one read transaction).
+        known = known or {}
+        found: dict[UUID, LoadRows | None] = {}
         async with (
             self._connection() as conn,
-            conn.transaction(),
+            conn.transaction(),  # one read transaction for all the agents
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
-            return {
-                agent_id: await self._load_rows(curs, agent_id, upper, snap_upper, recent)
-                for agent_id in originator_ids
-            }
+            for agent_id in originator_ids:
+                version = known.get(agent_id)
+                if version is not None:
+                    await curs.execute(self.sync.sql_max_version, (agent_id,), prepare=True)
+                    row = await curs.fetchone()
+                    if ((row[0] if row else None) or 0) == version:
+                        found[agent_id] = None
+                        continue
+                found[agent_id] = await self._load_rows(curs, agent_id, upper, snap_upper, recent)
+        return found
 
     async def _load_rows(
         self,

@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -320,11 +320,16 @@ class AgentRecorder(ApplicationRecorder):
 
     @abstractmethod
     def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]:
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]:
         """What :meth:`select_for_load` reads for the latest version of each agent,
         for several agents in ONE read transaction (an agent without rows gets empty
-        :class:`LoadRows`)."""
+        :class:`LoadRows`). An agent whose stored version (0: none) is its version in
+        ``known`` gets None: the caller's copy is current, nothing more is read."""
 
     @abstractmethod
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
@@ -385,13 +385,26 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         )
 
     def select_many_for_load(
-        self, originator_ids: Sequence[UUID], *, recent: int = 0
-    ) -> dict[UUID, LoadRows]:
-        def query(c: _Executes) -> dict[UUID, LoadRows]:
-            return {
-                agent_id: self._load_rows(c, agent_id, 2**62, 2**62, recent)
-                for agent_id in originator_ids
-            }
+        self,
+        originator_ids: Sequence[UUID],
+        *,
+        recent: int = 0,
+        known: Mapping[UUID, int] | None = None,
+    ) -> dict[UUID, LoadRows | None]:
+        head = self._select_head
+        known = known or {}
+
+        def query(c: _Executes) -> dict[UUID, LoadRows | None]:
+            found: dict[UUID, LoadRows | None] = {}
+            for agent_id in originator_ids:
+                version = known.get(agent_id)
+                if version is not None and (
+                    c.execute(head, (_key(agent_id),)).fetchone()[0] or 0
+                ) == version:
+                    found[agent_id] = None
+                else:
+                    found[agent_id] = self._load_rows(c, agent_id, 2**62, 2**62, recent)
+            return found
 
         return self._read(query)
 
@@ -439,10 +452,12 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         rows = self._read(lambda c: c.execute(statement, params).fetchall())
         return stored_events(originator_id, rows)
 
+    @property
+    def _select_head(self) -> str:
+        return f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
+
     def max_version(self, originator_id: UUID) -> int | None:
-        statement = (
-            f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
-        )
+        statement = self._select_head
         key = _key(originator_id)
         value = self._read(lambda c: c.execute(statement, (key,)).fetchone()[0])
         return None if value is None else int(value)

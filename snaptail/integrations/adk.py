@@ -62,7 +62,7 @@ from snaptail.integrations.adk_model import (
     session_uuid,
     user_uuid,
 )
-from snaptail.integrations.aggregates import load_fresh, newest_events
+from snaptail.integrations.aggregates import load_fresh, newest_events, of_type
 from snaptail.integrations.shared import async_store_for, call_on_home
 from snaptail.privacy.registry import register_cache
 
@@ -410,6 +410,29 @@ class SnaptailSessionService(BaseSessionService):
         ):
             return None  # still missing (an app's users without user: state, mostly)
         loaded = await load_fresh(self.store, agent_id, cast("A | None", cached), cls)
+        self._note(agent_id, loaded)
+        return loaded
+
+    async def _load_many(self, wanted: Sequence[tuple[UUID, type[Agent]]]) -> list[Agent | None]:
+        """Several aggregates as :meth:`_load` gives each, in one store read (one
+        round trip): the cached ones still current kept, only their versions read."""
+        current: dict[UUID, Agent | None] = {}
+        for agent_id, _ in wanted:
+            cached = self._loaded.get(agent_id)
+            if cached is not None:
+                current[agent_id] = cached
+            elif agent_id in self._absent:
+                current[agent_id] = None
+        found = await self.store.get_many([i for i, _ in wanted], current=current)
+        out: list[Agent | None] = []
+        for agent_id, cls in wanted:
+            loaded = of_type(agent_id, found.get(agent_id), cls)
+            self._note(agent_id, loaded)
+            out.append(loaded)
+        return out
+
+    def _note(self, agent_id: UUID, loaded: Agent | None) -> None:
+        """Remember what a load found: the aggregate, or that it is missing."""
         self._loaded.pop(agent_id, None)
         if loaded is not None:
             self._absent.discard(agent_id)
@@ -418,7 +441,6 @@ class SnaptailSessionService(BaseSessionService):
             if len(self._absent) >= self.cached_sessions:
                 self._absent.clear()
             self._absent.add(agent_id)
-        return loaded
 
     async def _session(self, agent_id: UUID) -> AdkSession | None:
         return await self._load(agent_id, AdkSession)
@@ -599,13 +621,17 @@ class SnaptailSessionService(BaseSessionService):
     async def _get_session(
         self, app_name: str, user_id: str, session_id: str, config: GetSessionConfig | None
     ) -> Session | None:
-        # The three index reads at once (each is a round trip; the scopes are needed
-        # whenever the session is live).
-        agent, app, user = await asyncio.gather(
-            self._session(session_uuid(app_name, user_id, session_id)),
-            self._scope(app_uuid(app_name)),
-            self._scope(user_uuid(app_name, user_id)),
+        # The three index entries in one read (the scopes are needed whenever the
+        # session is live).
+        found, app, user = await self._load_many(
+            [
+                (session_uuid(app_name, user_id, session_id), AdkSession),
+                (app_uuid(app_name), AdkScope),
+                (user_uuid(app_name, user_id), AdkScope),
+            ]
         )
+        agent = cast("AdkSession | None", found)
+        app, user = cast("AdkScope | None", app), cast("AdkScope | None", user)
         if agent is None or not agent.state.live:
             return None
         events = await self._events(agent, config)
@@ -645,13 +671,19 @@ class SnaptailSessionService(BaseSessionService):
             users = [user_id]
         else:
             users = sorted(app.state.users) if app is not None else []
-        directories = await asyncio.gather(*(self._directory(app_name, uid) for uid in users))
-        scopes = await asyncio.gather(
-            *(
-                self._scope(user_uuid(app_name, uid))
-                for uid, directory in zip(users, directories, strict=True)
-                if directory is not None
-            )
+        directories = cast(
+            "list[AdkDirectory | None]",
+            await self._load_many([(directory_uuid(app_name, uid), AdkDirectory) for uid in users]),
+        )
+        scopes = cast(
+            "list[AdkScope | None]",
+            await self._load_many(
+                [
+                    (user_uuid(app_name, uid), AdkScope)
+                    for uid, directory in zip(users, directories, strict=True)
+                    if directory is not None
+                ]
+            ),
         )
         shared: dict[str, dict[str, Any]] = {}
         listed_users = [u for u, d in zip(users, directories, strict=True) if d is not None]

@@ -37,7 +37,12 @@ async def load_fresh(
         loaded = await store.get(agent_id)
     except AgentNotFound:
         return None
-    if not isinstance(loaded, cls):
+    return of_type(agent_id, loaded, cls)
+
+
+def of_type(agent_id: UUID, loaded: Agent | None, cls: type[A]) -> A | None:
+    """``loaded`` (None stays None) if it is a ``cls``, else TypeError naming it."""
+    if loaded is not None and not isinstance(loaded, cls):
         raise TypeError(
             f"agent {agent_id} is a {type(loaded).__qualname__}, not a {cls.__qualname__}"
         )

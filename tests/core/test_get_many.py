@@ -100,3 +100,31 @@ def test_get_many_raises_what_get_raises_for_a_damaged_log(
         with pytest.raises(DamagedLog) as many:
             store.get_many([fine.id, damaged.id])
         assert str(many.value) == str(one.value)
+
+
+def test_get_many_returns_held_agents_still_current_as_they_are(
+    make_store: MakeStore, database_url: str
+) -> None:
+    with make_store(database_url, policy=EveryNEvents(5)) as store:
+        same, moved, gone = Agent("same"), Agent("moved"), uuid.uuid4()
+        _grow(store, same, 3)
+        _grow(store, moved, 3)
+        held = store.get_many([same.id, moved.id])
+        other = store.get(moved.id)  # another writer appends to one of them
+        other.add_input("user", "later")
+        store.save(other)
+        reads: list[Any] = []
+        spy(store, "select_many_for_load", reads.append)
+        current = {same.id: held[same.id], moved.id: held[moved.id], gone: None}
+        fresh = store.get_many([same.id, moved.id, gone], current=current)
+        assert len(reads) == 1
+        assert reads[0][same.id] is None and reads[0][gone] is None  # only heads read
+        assert fresh[same.id] is held[same.id]  # unchanged: the held object itself
+        assert fresh[moved.id] is not held[moved.id]
+        _same(store, fresh[moved.id], store.get(moved.id))
+        assert fresh[moved.id].version == other.version
+        assert gone not in fresh
+        # A missing id that now has events is loaded.
+        late = Agent("late")
+        _grow(store, late, 1)
+        assert store.get_many([late.id], current={late.id: None})[late.id].version == 2
