@@ -768,3 +768,52 @@ def test_an_explicit_store_is_left_open(sqlite_url: str) -> None:
             assert await store.event_count(session_uuid(APP, "u", "s")) == 2  # made, started
 
     asyncio.run(go())
+
+
+def test_get_session_reads_its_three_aggregates_in_one_call_and_sees_other_writers(
+    database_url: str,
+) -> None:
+    async def go() -> None:
+        async with AsyncAgentStore(database_url) as mine, AsyncAgentStore(database_url) as theirs:
+            reader, writer = SnaptailSessionService(mine), SnaptailSessionService(theirs)
+            made = await writer.create_session(app_name=APP, user_id="u", session_id="s")
+            await writer.append_event(made, text_event(1, 1.0))
+            calls: list[str] = []
+            recorder: Any = mine.recorder
+            for name in ("select_many_for_load", "select_for_load", "max_version"):
+                method = getattr(recorder, name)
+
+                def counted(*args: Any, _m: Any = method, _n: str = name, **kw: Any) -> Any:
+                    calls.append(_n)
+                    return _m(*args, **kw)
+
+                setattr(recorder, name, counted)
+            config = GetSessionConfig(num_recent_events=20)
+            first = await reader.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert first is not None and len(first.events) == 1
+            assert calls == ["select_many_for_load"]  # cold: one read for all three
+            calls.clear()
+            warm = await reader.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert view(warm) == view(first) and calls == ["select_many_for_load"]
+            # Another service appends (with user and app state): the reader sees it all.
+            delta = {"user:lang": "fr", "app:mode": "x", "k": 1}
+            latest = await writer.get_session(app_name=APP, user_id="u", session_id="s")
+            assert latest is not None
+            await writer.append_event(latest, text_event(2, 2.0, delta))
+            calls.clear()
+            seen = await reader.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert calls == ["select_many_for_load"]
+            theirs_now = await writer.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert view(seen) == view(theirs_now)
+            assert seen is not None and len(seen.events) == 2
+            assert seen.state["user:lang"] == "fr" and seen.state["app:mode"] == "x"
+
+    asyncio.run(go())
