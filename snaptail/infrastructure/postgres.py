@@ -58,6 +58,7 @@ from snaptail.infrastructure.recorder import (
     SnapshotInfo,
     StoredSnapshot,
     advisory_key,
+    load_bounds,
     snapshot_from_row,
     stored_events,
 )
@@ -72,8 +73,6 @@ from snaptail.infrastructure.urls import PostgresOptions, describe_server, parse
 
 logger = logging.getLogger("snaptail.postgres")
 
-# Any version is below this; stands in for "no upper bound" in queries.
-NO_LIMIT = 2**62
 # Key of the advisory lock that serialises table creation by concurrent processes.
 CREATE_TABLES_LOCK = 0x736E6170  # "snap"
 # Key of the advisory lock that serialises index builds (CONCURRENTLY). Not the one
@@ -1113,12 +1112,6 @@ class PostgresWaiter(EventsWaiter):
 
     def close(self) -> None:
         self._conn.close()
-
-
-def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
-    """The upper version bounds of a load's events and of its snapshot."""
-    upper = lte if lte is not None else NO_LIMIT
-    return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
 
 
 def tail_params(

@@ -38,7 +38,6 @@ from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     _connect_kwargs,
-    load_bounds,
     tail_params,
 )
 from snaptail.infrastructure.recorder import (
@@ -46,6 +45,7 @@ from snaptail.infrastructure.recorder import (
     LoadRows,
     SnapshotInfo,
     StoredSnapshot,
+    load_bounds,
     snapshot_from_row,
     stored_events,
 )

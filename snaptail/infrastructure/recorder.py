@@ -55,6 +55,16 @@ class PositionedNotification(Notification):
 _LOW24 = 0xFFFFFF
 
 
+# Any version is below this; stands in for "no upper bound" in a load's queries.
+NO_LIMIT = 2**62
+
+
+def load_bounds(lte: int | None, snapshot_lte: int | None) -> tuple[int, int]:
+    """The upper version bounds of a load's events and of its snapshot."""
+    upper = lte if lte is not None else NO_LIMIT
+    return upper, min(upper, snapshot_lte) if snapshot_lte is not None else upper
+
+
 def partition_key(agent_id: UUID) -> int:
     """A stable 24-bit number for an agent id (the same in Python and in SQL)."""
     value = agent_id.int

@@ -43,6 +43,7 @@ from snaptail.infrastructure.recorder import (
     PositionedNotification,
     SnapshotInfo,
     StoredSnapshot,
+    load_bounds,
     snapshot_from_row,
     stored_events,
 )
@@ -378,8 +379,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         recent: int = 0,
         snapshot_lte: int | None = None,
     ) -> LoadRows:
-        upper = lte if lte is not None else 2**62
-        snap_upper = min(upper, snapshot_lte) if snapshot_lte is not None else upper
+        upper, snap_upper = load_bounds(lte, snapshot_lte)
         return self._read(
             lambda c: self._load_rows(c, originator_id, upper, snap_upper, recent)
         )
@@ -392,6 +392,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
         known: Mapping[UUID, int] | None = None,
     ) -> dict[UUID, LoadRows | None]:
         head = self._select_head
+        upper, snap_upper = load_bounds(None, None)
         known = known or {}
 
         def query(c: _Executes) -> dict[UUID, LoadRows | None]:
@@ -403,7 +404,7 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 ) == version:
                     found[agent_id] = None
                 else:
-                    found[agent_id] = self._load_rows(c, agent_id, 2**62, 2**62, recent)
+                    found[agent_id] = self._load_rows(c, agent_id, upper, snap_upper, recent)
             return found
 
         return self._read(query)
