@@ -25,6 +25,7 @@ from tests.projection_support import (
     expected,
     more,
     seed,
+    settle,
     view_position,
     wait_until,
 )
@@ -104,6 +105,7 @@ def test_position_fence_stops_a_stale_worker_double_counting(
     store: AgentStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = seed(store, agents=2, events=60)
+    settle(store.url)  # step() reads what is readable now: nothing held back
     # Two workers whose lock checks are bypassed: only the position check protects the view.
     with (
         ProjectionWorker(AgentStats, store.url, batch_size=50) as a,
