@@ -239,13 +239,15 @@ class Engine:
 
     def policy_for(self, agent_type: type[Agent]) -> SnapshotPolicy:
         """The snapshot policy for ``agent_type``: its entry in ``policies`` (or its
-        nearest base class's), else the store's ``policy``."""
+        nearest base class's), else the type's own ``snapshot_policy``, else the
+        store's ``policy``."""
         if self.policies:
             for cls in agent_type.__mro__:
                 policy = self.policies.get(cls)
                 if policy is not None:
                     return policy
-        return self.policy
+        own: SnapshotPolicy | None = agent_type.snapshot_policy
+        return self.policy if own is None else own
 
     def load_stats(self, agent: Agent) -> LoadStats | None:
         books = self.books.find(agent)
@@ -291,7 +293,7 @@ class Engine:
             raise (yield from self._conflict(batches)) from exc
         # Committed: from here on nothing may raise, or a caller would apply the
         # command again.
-        snapshotted = {s.originator_id: s.originator_version for s in snapshots}
+        snapshotted = {s.originator_id: s for s in snapshots}
         for agent, pending, new_bytes in batches:
             del agent.pending_events[: len(pending)]
             self._after_save(agent, pending, new_bytes, snapshotted.get(agent.id))
@@ -396,6 +398,7 @@ class Engine:
             events=events_since,
             bytes=track.bytes_since + new_bytes,
             load_ms=tail_load_ms(track, events_since),
+            snapshot_bytes=track.snapshot_bytes or None,
         )
         if not self.policy_for(type(agent)).should_snapshot(since):
             return None
@@ -423,12 +426,13 @@ class Engine:
         )
 
     def _after_save(
-        self, agent: Agent, events: list[Any], new_bytes: int, snapshot_version: int | None
+        self, agent: Agent, events: list[Any], new_bytes: int, snapshot: StoredSnapshot | None
     ) -> None:
         track = self.books.of(agent)
         before = agent.version - len(events) - track.snapshot_version
-        if snapshot_version is not None:
-            track.snapshot_version = snapshot_version
+        if snapshot is not None:
+            track.snapshot_version = snapshot.originator_version
+            track.snapshot_bytes = len(snapshot.state)
             track.bytes_since = 0
         else:
             track.bytes_since += new_bytes
@@ -457,6 +461,7 @@ class Engine:
             return
         yield InsertSnapshot(snapshot, self.keep_snapshots)
         track.snapshot_version = agent.version
+        track.snapshot_bytes = len(snapshot.state)
         track.bytes_since = 0
 
     def update(
@@ -701,6 +706,7 @@ class Engine:
                 fresh = "no fresh snapshot (state does not encode)"
             elif (yield InsertSnapshot(snapshot, self.keep_snapshots)):
                 track.snapshot_version = agent.version
+                track.snapshot_bytes = len(snapshot.state)
                 track.bytes_since = 0
             else:
                 fresh = f"fresh snapshot NOT written (one exists at version {agent.version})"

@@ -41,10 +41,13 @@ _setattr = object.__setattr__
 
 class Bookkeeping:
     """What a store remembers about an agent it loaded or saved: the version of the
-    agent's newest stored snapshot, the event bytes saved since, the last load's
-    stats, and whether the memory budget is shedding it right now."""
+    agent's newest stored snapshot and its size (0 if none or not known), the event
+    bytes saved since, the last load's stats, and whether the memory budget is
+    shedding it right now."""
 
-    __slots__ = ("bytes_since", "last_load", "ref", "shedding", "snapshot_version")
+    __slots__ = (
+        "bytes_since", "last_load", "ref", "shedding", "snapshot_bytes", "snapshot_version",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -52,9 +55,11 @@ class Bookkeeping:
         snapshot_version: int,
         bytes_since: int,
         last_load: LoadStats | None,
+        snapshot_bytes: int = 0,
     ) -> None:
         self.ref = ref  # the agent (weakly): an id is reused once its object is gone
         self.snapshot_version = snapshot_version
+        self.snapshot_bytes = snapshot_bytes
         self.bytes_since = bytes_since
         self.last_load = last_load
         self.shedding = False
@@ -86,7 +91,12 @@ class AgentBooks:
         return books
 
     def record(
-        self, agent: Agent, snapshot_version: int, bytes_since: int, last_load: LoadStats | None
+        self,
+        agent: Agent,
+        snapshot_version: int,
+        bytes_since: int,
+        last_load: LoadStats | None,
+        snapshot_bytes: int = 0,
     ) -> Bookkeeping:
         """A new record for ``agent`` (replacing any it had)."""
         by_id = self._by_id
@@ -96,7 +106,7 @@ class AgentBooks:
         # as the agent is freed, before its id can be another object's.
         books = by_id[key] = Bookkeeping(
             weakref.ref(agent, partial(by_id.pop, key)), snapshot_version, bytes_since,
-            last_load,
+            last_load, snapshot_bytes,
         )  # fmt: skip
         return books
 
@@ -178,7 +188,7 @@ def build_agent(
             "untrusted": untrusted,
         },
     )
-    books.record(agent, snapshot_version, tail_bytes, stats)
+    books.record(agent, snapshot_version, tail_bytes, stats, snapshot_bytes)
     return agent, stats
 
 

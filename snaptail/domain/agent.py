@@ -50,7 +50,10 @@ class Agent(Aggregate):
     handlers read, found from their code; see ``snaptail.snapshots.fingerprint``) and
     ``memory_budget``
     (bytes or a size such as ``"2MiB"`` a loaded agent of this type may hold; it
-    wins over the store's ``memory_budget``; None: the store's).
+    wins over the store's ``memory_budget``; None: the store's) and ``snapshot_policy``
+    (a snapshot policy for this type, such as ``GrowWithState()`` for a state that
+    grows without bound; a store's ``policies`` entry for the type wins over it;
+    None: the store's ``policy``).
     """
 
 
@@ -102,6 +105,8 @@ class Agent(Aggregate):
         ("window_items", "window_bytes", "idempotency_window", "tool_output_preview"),
     )
     memory_budget = cast("int | str | None", None)
+    # A snaptail.snapshots policy (typed Any: the domain does not import snapshots).
+    snapshot_policy = cast("Any", None)
 
     # -- construction ---------------------------------------------------------------
 
@@ -119,6 +124,13 @@ class Agent(Aggregate):
         snapshot_settings(cls)  # a misspelt setting fails here, not at the first snapshot
         ignored_names(cls)  # so does a snapshot_ignore that is not a tuple of names
         check_state_defaults(cls)  # a default of another type fails here, not at a snapshot
+        policy = cls.snapshot_policy
+        if policy is not None and not callable(getattr(policy, "should_snapshot", None)):
+            raise TypeError(
+                f"{cls.__qualname__}.snapshot_policy: {policy!r} is not a snapshot policy"
+                " (no should_snapshot method); give one of snaptail.snapshots' policies,"
+                " or None for the store's"
+            )
 
     @event("Created")
     def __init__(self, name: str, system_prompt: str = "", model: str = "") -> None:

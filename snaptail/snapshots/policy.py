@@ -20,12 +20,15 @@ class SinceSnapshot:
     those being saved. ``load_ms`` is the cost of loading the agent from that
     snapshot, as measured by the store's last ``get()`` of the agent and scaled up
     to the events since; None when the agent was not loaded since its last snapshot
-    (a new agent, or one snapshotted since it was loaded).
+    (a new agent, or one snapshotted since it was loaded). ``snapshot_bytes`` is
+    that snapshot's stored size; None when the agent has none or the store has not
+    read or written it since it loaded the agent.
     """
 
     events: int
     bytes: int
     load_ms: float | None = None
+    snapshot_bytes: int | None = None
 
 
 @runtime_checkable
@@ -93,6 +96,33 @@ class EveryNBytes(Combinable):
 
     def should_snapshot(self, since: SinceSnapshot) -> bool:
         return since.bytes >= self.n
+
+
+@dataclass(frozen=True)
+class GrowWithState(Combinable):
+    """Snapshot once ``n`` events have been stored since the last snapshot *and* they
+    weigh at least ``ratio`` times that snapshot. For an agent whose state grows
+    without bound (an index, a directory of sessions): each snapshot costs time in
+    proportion to the state, and this spaces them in proportion too, so the cost of
+    snapshots per saved event stays flat instead of growing with the state, and a
+    load replays a tail no heavier than ``ratio`` snapshots. A small state is
+    snapshotted every ``n`` events, as by :class:`EveryNEvents`; so is an agent whose
+    snapshot size the store does not know (not loaded from a snapshot since)."""
+
+    n: int = 100
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"GrowWithState needs n >= 1, got {self.n}")
+        if not self.ratio > 0:
+            raise ValueError(f"GrowWithState needs ratio > 0, got {self.ratio}")
+
+    def should_snapshot(self, since: SinceSnapshot) -> bool:
+        if since.events < self.n:
+            return False
+        size = since.snapshot_bytes
+        return size is None or since.bytes >= self.ratio * size
 
 
 @dataclass(frozen=True)

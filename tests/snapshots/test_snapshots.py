@@ -3,11 +3,12 @@ because of a snapshot, untrusted snapshots (one warning, fallback, fresh snapsho
 
 from __future__ import annotations
 
+import itertools
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -19,6 +20,7 @@ from snaptail import (
     AnyOf,
     EveryNBytes,
     EveryNEvents,
+    GrowWithState,
     LoadSlowerThan,
     Never,
     SnapshotPolicy,
@@ -41,6 +43,18 @@ def test_policies_decide_from_what_accumulated() -> None:
     assert not slow.should_snapshot(SinceSnapshot(events=1, bytes=1, load_ms=4.9))
     assert not slow.should_snapshot(SinceSnapshot(events=10**6, bytes=10**9, load_ms=None))
     assert not Never().should_snapshot(SinceSnapshot(events=10**6, bytes=10**9, load_ms=1e9))
+
+
+def test_grow_with_state_spaces_snapshots_by_the_last_one_s_size() -> None:
+    grow = GrowWithState(n=10, ratio=0.5)
+    assert not grow.should_snapshot(SinceSnapshot(events=9, bytes=10**9, snapshot_bytes=1))
+    assert grow.should_snapshot(SinceSnapshot(events=10, bytes=0))  # size unknown: every n
+    assert grow.should_snapshot(SinceSnapshot(events=10, bytes=500, snapshot_bytes=1000))
+    assert not grow.should_snapshot(SinceSnapshot(events=10**6, bytes=499, snapshot_bytes=1000))
+    with pytest.raises(ValueError):
+        GrowWithState(n=0)
+    with pytest.raises(ValueError):
+        GrowWithState(ratio=0)
 
 
 def test_policies_combine_as_any_of() -> None:
@@ -133,6 +147,71 @@ def test_policies_per_agent_type(make_store: MakeStore, database_url: str) -> No
             store.save(agent)
         assert _versions(store, plain) == [10]
         assert _versions(store, chat) == []
+
+
+@dataclass
+class _IndexState(AgentState):
+    entries: dict[str, str] = field(default_factory=dict)
+
+
+class _Index(Agent):
+    """A state that grows with every event (a directory of sessions, say)."""
+
+    State = _IndexState
+    snapshot_policy = GrowWithState(n=2, ratio=1.0)
+
+    if TYPE_CHECKING:
+        state: _IndexState
+
+    @event("Indexed")
+    def index(self, key: str) -> None:
+        self.state.entries[key] = "v" * 40
+
+
+def _sizes(store: AgentStore, agent: Agent) -> dict[int, int]:
+    return {i.originator_version: i.size for i in store.recorder.select_snapshot_infos(agent.id)}
+
+
+def test_a_type_s_grow_with_state_policy_spaces_snapshots_by_their_size(
+    make_store: MakeStore, database_url: str
+) -> None:
+    """Each snapshot of a growing state is taken at the first save whose events since
+    the last one weigh as much as it does, also after a load in a new store (which
+    learns the snapshot's size from the row it read)."""
+    with make_store(database_url, snapshot_every=2, keep_snapshots=100) as store:
+        assert store.policy_for(_Index) == GrowWithState(n=2, ratio=1.0)  # the type's
+        agent = _Index(name="index")
+        store.save(agent)
+        for i in range(30):
+            agent.index(f"key-{i:04}")
+            store.save(agent)
+    # between two snapshots, a new store carries on from a load (and learns the last
+    # snapshot's size from the row it read)
+    with make_store(database_url, snapshot_every=2, keep_snapshots=100) as store:
+        agent = cast("_Index", store.get(agent.id))
+        for i in range(30, 120):
+            agent.index(f"key-{i:04}")
+            store.save(agent)
+    with AgentStore(database_url) as reader:
+        sizes = _sizes(reader, agent)
+        weight = {r.originator_version: len(r.state) for r in reader.read_rows(agent.id, limit=999)}
+        versions = sorted(sizes)
+        assert len(versions) >= 3 and versions[1] < 31 < versions[2], sizes
+        for before, after in itertools.pairwise(versions):
+            tail = [weight[v] for v in range(before + 1, after + 1)]
+            assert sum(tail) >= sizes[before], (before, after, sizes)  # not too soon
+            assert sum(tail[:-1]) < sizes[before] or len(tail) <= 2, (before, after)  # not late
+        gaps = [b - a for a, b in itertools.pairwise(versions)]
+        assert gaps[-1] > gaps[0], gaps  # spaced further apart as the state grows
+    with make_store(database_url, policies={_Index: EveryNEvents(1)}) as store:
+        assert store.policy_for(_Index) == EveryNEvents(1)  # a store's entry wins
+
+
+def test_an_agent_type_s_snapshot_policy_must_be_a_policy() -> None:
+    with pytest.raises(TypeError, match=r"_Bad\.snapshot_policy.*not a snapshot policy"):
+
+        class _Bad(Agent):
+            snapshot_policy = 100
 
 
 def test_snapshot_on_demand(make_store: MakeStore, database_url: str) -> None:
