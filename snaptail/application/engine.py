@@ -41,7 +41,7 @@ from snaptail.application.drivers import (
 )
 from snaptail.application.loading import AgentBooks, LoadStats, build_agent, tail_load_ms
 from snaptail.application.retry import RetryPolicy, is_retryable
-from snaptail.application.telemetry import WARN_EVENTS, report_load
+from snaptail.application.telemetry import WARN_EVENTS, report_load, tail_outweighs
 from snaptail.domain.agent import Agent
 from snaptail.domain.guard import refuse_if_broken
 from snaptail.domain.memory import MIB, parse_size
@@ -437,7 +437,9 @@ class Engine:
         else:
             track.bytes_since += new_bytes
         since = agent.version - track.snapshot_version
-        if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS:
+        if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS and tail_outweighs(
+            track.bytes_since, track.snapshot_bytes
+        ):
             logger.warning(
                 "agent has many events since its last snapshot: agent=%s version=%s "
                 "snapshot_version=%s events_since_snapshot=%s",

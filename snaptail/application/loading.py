@@ -32,6 +32,7 @@ class LoadStats:
     ms: float
     # (version, why) of each newer snapshot the load did not trust and passed over
     untrusted: tuple[tuple[int, str], ...] = ()
+    snapshot_bytes: int = 0  # the stored size of the snapshot loaded (0: none)
 
 
 _new = object.__new__
@@ -186,6 +187,7 @@ def build_agent(
             "bytes_read": read_bytes,
             "ms": (time.perf_counter() - started) * 1000,
             "untrusted": untrusted,
+            "snapshot_bytes": snapshot_bytes,
         },
     )
     books.record(agent, snapshot_version, tail_bytes, stats, snapshot_bytes)

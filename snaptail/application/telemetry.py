@@ -16,8 +16,15 @@ from snaptail.domain.agent import Agent
 logger = logging.getLogger("snaptail.store")
 
 # A load reading more events than this logs a warning; so does a save each time an
-# agent accumulates this many more events since its last snapshot.
+# agent accumulates this many more events since its last snapshot. Neither warns
+# while those events weigh less than the snapshot they follow (a large state under
+# GrowWithState: its tail is meant to be long in events, and light beside its state).
 WARN_EVENTS = 1000
+
+
+def tail_outweighs(tail_bytes: int, snapshot_bytes: int) -> bool:
+    """Whether a tail of ``tail_bytes`` is worth a warning beside its snapshot."""
+    return tail_bytes >= snapshot_bytes
 
 
 def load_warnings(
@@ -25,7 +32,9 @@ def load_warnings(
 ) -> list[str]:
     """Why a load deserves a warning (empty: it does not)."""
     reasons = []
-    if stats.events_read > warn_events:
+    if stats.events_read > warn_events and tail_outweighs(
+        stats.bytes_read - stats.snapshot_bytes, stats.snapshot_bytes
+    ):
         reasons.append(f"events_read>{warn_events}")
     if slow_load_ms is not None and stats.ms > slow_load_ms:
         reasons.append(f"ms>{slow_load_ms:g}")
@@ -37,7 +46,7 @@ def report_load(agent: Agent, stats: LoadStats, slow_load_ms: float | None) -> N
     # (The reasons are looked for only when a limit is passed: every load comes here.)
     if stats.events_read > WARN_EVENTS or (slow_load_ms is not None and stats.ms > slow_load_ms):
         reasons = load_warnings(stats, slow_load_ms)
-        level = logging.WARNING
+        level = logging.WARNING if reasons else logging.DEBUG
     else:
         reasons, level = [], logging.DEBUG
     agent_type = type(agent).__qualname__

@@ -25,6 +25,7 @@ from eventsourcing.domain import event
 from snaptail.domain.agent import Agent
 from snaptail.domain.state import AgentState
 from snaptail.integrations.aggregates import start
+from snaptail.snapshots.policy import GrowWithState
 
 _NAMESPACE = UUID("0c6a3f0e-7d3b-4a61-9a8e-2b6f0d6f4c21")
 
@@ -162,6 +163,8 @@ class AdkScope(Agent):
     State = AdkScopeState
     window_items = 1
     max_event_bytes = 64 * 1024 * 1024
+    # The app scope lists every user: snapshots spaced by their size (see GrowWithState).
+    snapshot_policy = GrowWithState(n=100, ratio=1.0)
 
     @classmethod
     def for_app(cls, app_name: str) -> AdkScope:
@@ -206,6 +209,9 @@ class AdkDirectory(Agent):
     State = AdkDirectoryState
     window_items = 1
     max_event_bytes = 64 * 1024 * 1024
+    # One entry per live session: a snapshot costs time in proportion to the user's
+    # sessions, so snapshots are spaced in proportion too (a save's share stays flat).
+    snapshot_policy = GrowWithState(n=100, ratio=1.0)
 
     @classmethod
     def for_user(cls, app_name: str, user_id: str) -> AdkDirectory:

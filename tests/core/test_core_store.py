@@ -210,6 +210,38 @@ def test_many_events_loaded_logs_a_warning(
         assert "events_read=1003" in loads[0].getMessage()
 
 
+class RoomyAgent(Agent):
+    window_items = 200
+    window_bytes = 256 * 1024
+
+
+def test_a_long_tail_lighter_than_its_snapshot_logs_no_warning(
+    make_store: MakeStore, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GrowWithState leaves thousands of small events after a large snapshot by design:
+    neither the saves nor the load warn of it. A heavier tail still does."""
+    with make_store(database_url, policy=Never(), recent_events=0) as store:
+        agent: Agent = RoomyAgent(name="big state, small events")
+        for i in range(100):
+            agent.add_input("user", f"{i:03} " + "x" * 2000)  # a state of ~200 KB
+        store.save(agent)
+        assert store.snapshot(agent.id) == 101
+        agent = store.get(agent.id)  # an object whose books know that snapshot
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            grow(store, agent, 601, per_save=100)  # 1,202 events of ~70 bytes: ~82 KB
+            loaded = store.get(agent.id)
+        assert store.load_stats(loaded).events_read > 1000  # type: ignore[union-attr]
+        assert [r.getMessage() for r in caplog.records] == []
+        with caplog.at_level(logging.WARNING, logger="snaptail.store"):
+            for _ in range(60):  # ~120 KB more: now the tail outweighs the snapshot
+                loaded.add_input("user", "y" * 2000)
+            grow(store, loaded, 400, per_save=100)
+            store.get(agent.id)
+        warned = [r.getMessage() for r in caplog.records]
+        assert any("since its last snapshot" in m for m in warned), warned
+        assert any("agent loaded" in m and "events_read>1000" in m for m in warned), warned
+
+
 def test_snapshots_are_taken_at_save_without_rereading(store: AgentStore) -> None:
     agent = Agent(name="snap")
     grow(store, agent, 60, per_save=10)  # 121 events
