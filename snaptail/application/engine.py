@@ -39,7 +39,13 @@ from snaptail.application.drivers import (
     ReadSnapshotInfos,
     Steps,
 )
-from snaptail.application.loading import AgentBooks, LoadStats, build_agent, tail_load_ms
+from snaptail.application.loading import (
+    AgentBooks,
+    LoadStats,
+    build_agent,
+    snapshot_size,
+    tail_load_ms,
+)
 from snaptail.application.retry import RetryPolicy, is_retryable
 from snaptail.application.telemetry import WARN_EVENTS, report_load, tail_outweighs
 from snaptail.domain.agent import Agent
@@ -398,7 +404,7 @@ class Engine:
             events=events_since,
             bytes=track.bytes_since + new_bytes,
             load_ms=tail_load_ms(track, events_since),
-            snapshot_bytes=track.snapshot_bytes or None,
+            snapshot_bytes=snapshot_size(track) or None,
         )
         if not self.policy_for(type(agent)).should_snapshot(since):
             return None
@@ -438,7 +444,7 @@ class Engine:
             track.bytes_since += new_bytes
         since = agent.version - track.snapshot_version
         if since // WARN_EVENTS > max(before, 0) // WARN_EVENTS and tail_outweighs(
-            track.bytes_since, track.snapshot_bytes
+            track.bytes_since, snapshot_size(track)
         ):
             logger.warning(
                 "agent has many events since its last snapshot: agent=%s version=%s "

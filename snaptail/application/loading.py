@@ -56,11 +56,12 @@ class Bookkeeping:
         snapshot_version: int,
         bytes_since: int,
         last_load: LoadStats | None,
-        snapshot_bytes: int = 0,
     ) -> None:
         self.ref = ref  # the agent (weakly): an id is reused once its object is gone
         self.snapshot_version = snapshot_version
-        self.snapshot_bytes = snapshot_bytes
+        # Known from a save's snapshot; a loaded snapshot's is in ``last_load``
+        # (see :func:`snapshot_size`).
+        self.snapshot_bytes = 0
         self.bytes_since = bytes_since
         self.last_load = last_load
         self.shedding = False
@@ -92,12 +93,7 @@ class AgentBooks:
         return books
 
     def record(
-        self,
-        agent: Agent,
-        snapshot_version: int,
-        bytes_since: int,
-        last_load: LoadStats | None,
-        snapshot_bytes: int = 0,
+        self, agent: Agent, snapshot_version: int, bytes_since: int, last_load: LoadStats | None
     ) -> Bookkeeping:
         """A new record for ``agent`` (replacing any it had)."""
         by_id = self._by_id
@@ -107,13 +103,24 @@ class AgentBooks:
         # as the agent is freed, before its id can be another object's.
         books = by_id[key] = Bookkeeping(
             weakref.ref(agent, partial(by_id.pop, key)), snapshot_version, bytes_since,
-            last_load, snapshot_bytes,
+            last_load,
         )  # fmt: skip
         return books
 
     def __len__(self) -> int:
         """Records held: one per live agent this store loaded or saved."""
         return len(self._by_id)
+
+
+def snapshot_size(track: Bookkeeping) -> int:
+    """The stored size of the agent's newest snapshot, as far as the store knows
+    (0: none, or not known)."""
+    if track.snapshot_bytes:
+        return track.snapshot_bytes
+    last = track.last_load
+    if last is not None and last.snapshot_version == track.snapshot_version:
+        return last.snapshot_bytes
+    return 0
 
 
 def tail_load_ms(track: Bookkeeping, events_since: int) -> float | None:
@@ -190,7 +197,7 @@ def build_agent(
             "snapshot_bytes": snapshot_bytes,
         },
     )
-    books.record(agent, snapshot_version, tail_bytes, stats, snapshot_bytes)
+    books.record(agent, snapshot_version, tail_bytes, stats)
     return agent, stats
 
 
