@@ -667,6 +667,33 @@ def test_listed_sessions_change_independently(sqlite_url: str) -> None:
     asyncio.run(go())
 
 
+def test_returned_state_is_the_callers_to_change(sqlite_url: str) -> None:
+    """Flat state is copied dict by dict, nested state deeply: changing what a read
+    returned changes no other read's state, listed or got."""
+
+    async def go() -> None:
+        async with SnaptailSessionService(sqlite_url) as service:
+            state = {"k": 1, "nested": {"a": [1, 2]}, "user:u": "x"}
+            await service.create_session(app_name=APP, user_id="u", session_id="n", state=state)
+            await service.create_session(app_name=APP, user_id="u", session_id="f", state={"k": 1})
+            for _ in range(2):
+                for listed in (await service.list_sessions(app_name=APP, user_id="u")).sessions:
+                    if listed.id == "n":
+                        listed.state["nested"]["a"].append(3)
+                    listed.state["k"] = 2
+                    listed.state["user:u"] = "changed"
+                for sid in ("n", "f"):
+                    got = await service.get_session(app_name=APP, user_id="u", session_id=sid)
+                    assert got is not None and got.state["k"] == 1
+                    got.state["k"] = 3
+                    if sid == "n":
+                        assert got.state["nested"] == {"a": [1, 2]}
+                        assert got.state["user:u"] == "x"
+                        got.state["nested"]["a"].clear()
+
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_listing_and_full_reads_leave_the_cyclic_collector_as_it_was(
     sqlite_url: str, enabled: bool
