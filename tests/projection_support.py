@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import pytest
 from eventsourcing.persistence import Notification, StoredEvent
 
 from examples.chat_agent import ChatPlatformAgent
@@ -239,3 +240,26 @@ def wait_caught_up(
     wait_until(lambda: view_position(store.url, name)[0] == head or worker.poll() is not None)
     assert worker.poll() is None, log.read_text()
     return head
+
+
+def settle(url: str) -> None:
+    """PostgreSQL: wait until every event stored is visible to projection readers (no
+    transaction older than the newest write still running anywhere on the server;
+    other clients of a shared test server can hold that back). SQLite: nothing."""
+    if not url.startswith("postgresql"):
+        return
+    import psycopg
+
+    from snaptail.infrastructure.urls import postgres_connect_args
+
+    deadline = time.monotonic() + 60
+    with psycopg.connect(**postgres_connect_args(url), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT COALESCE((SELECT MAX(transaction_id::text::bigint) FROM stored_events),"
+                " 0) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.2)
+    pytest.skip("a transaction elsewhere on the server held the visibility horizon for 60 s")

@@ -628,6 +628,17 @@ class AgentStore(StoreBase):
         except Exception as exc:
             raise storage_error(f"reading events after position {position}", exc)  # noqa: B904 (its cause is set)
 
+    def events_held_back(self, position: Position, upto: int) -> bool:
+        """Whether an event at or below notification id ``upto`` lies after
+        ``position`` but :meth:`events_after` cannot return it yet (PostgreSQL: its
+        transaction is younger than the oldest one still running, which could still
+        commit rows before it). A reader that must have read everything up to ``upto``
+        waits while this is true. Not retried (see :meth:`events_after`)."""
+        try:
+            return self._recorder.held_back(position, upto)
+        except Exception as exc:
+            raise storage_error(f"checking for events held back after position {position}", exc)  # noqa: B904 (its cause is set)
+
     def new_events_waiter(self) -> EventsWaiter:
         """What a reader of :meth:`events_after` waits on between reads: woken by a save
         in this process (SQLite) or by the database's NOTIFY (PostgreSQL), else by its

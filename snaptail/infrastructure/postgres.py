@@ -839,6 +839,22 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             PositionedNotification(row[2], row[3], row[4], row[5], row[0], row[1]) for row in rows
         ]
 
+    def held_back(self, position: Position, upto: int) -> bool:
+        """Whether a committed event at or below notification id ``upto`` lies after
+        ``position`` in a transaction at or past the oldest one still running (so
+        :meth:`select_after` does not return it yet)."""
+        query = SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} "
+            f"WHERE ({TRANSACTION_COLUMN}, notification_id) > (%s::text::xid8, %s::bigint) "
+            f"AND notification_id <= %s "
+            f"AND {TRANSACTION_COLUMN} >= pg_snapshot_xmin(pg_current_snapshot()))"
+        ).format(self._events_table)
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            row = curs.execute(
+                query, (position.transaction_id, position.notification_id, upto)
+            ).fetchone()
+        return bool(row and row[0])
+
     def position_of(self, notification_id: int | None) -> Position:
         """The position just after notification ``notification_id`` (or the nearest
         lower id present): where a reader that has seen it continues."""

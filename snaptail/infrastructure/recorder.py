@@ -397,6 +397,13 @@ class AgentRecorder(ApplicationRecorder):
         returns an event a later read could find before one it returned."""
 
     @abstractmethod
+    def held_back(self, position: Position, upto: int) -> bool:
+        """Whether an event at or below notification id ``upto`` lies after
+        ``position`` but :meth:`select_after` cannot return it yet: its transaction is
+        younger than the oldest one still running (PostgreSQL; never on SQLite, whose
+        rows become readable in position order)."""
+
+    @abstractmethod
     def ensure_partition_index(self, count: int) -> bool:
         """Prepare reads of ``count`` partitions (True if something was built now)."""
 

@@ -530,6 +530,10 @@ class SQLiteAgentRecorder(SQLiteApplicationRecorder, AgentRecorder):
                 return batch
             start = rows[-1][0]
 
+    def held_back(self, position: Position, upto: int) -> bool:
+        """Never: rowids are taken inside SQLite's one write lock."""
+        return False
+
     def ensure_partition_index(self, count: int) -> bool:
         """Nothing to build: SQLite's readers filter the rows of one scan."""
         return False

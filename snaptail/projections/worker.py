@@ -75,6 +75,7 @@ DEFAULT_GIVE_UP_AFTER = 60.0
 FIRST_RETRY = 0.1  # seconds before the first reconnect attempt; doubles up to MAX_RETRY
 MAX_RETRY = 5.0
 LOCK_CHECK_INTERVAL = 1.0  # an idle worker checks it still holds its lock this often
+HELD_BACK_WARNING = 10.0  # catch_up logs a warning this often while events are held back
 
 T = TypeVar("T")
 
@@ -403,13 +404,20 @@ class ProjectionWorker:
         stop: threading.Event | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> int:
-        """Apply batches until no new event is left (or ``stop`` is set); returns the
-        number of events applied. Takes the projection's lock for the duration unless
-        this worker holds it already; raises :class:`ProjectionBusy` if another
-        worker holds it."""
+        """Apply batches until every event saved before the call is applied and no
+        new event is left (or ``stop`` is set); returns the number of events applied.
+        Takes the projection's lock for the duration unless this worker holds it
+        already; raises :class:`ProjectionBusy` if another worker holds it.
+
+        On PostgreSQL, events of transactions younger than the oldest transaction
+        still running are not read yet (it could still commit events before them):
+        catch_up waits for such a transaction to end, logging a warning every
+        ``HELD_BACK_WARNING`` seconds, rather than return before those events."""
         stop = stop or threading.Event()
         took = False
         total = 0
+        upto = self._resilient(stop, self.head)
+        waiting_since: float | None = None
         try:
             if not self.lock.held:
                 if not self._resilient(stop, lambda: self._on_view(self.lock.try_acquire)):
@@ -424,7 +432,12 @@ class ProjectionWorker:
                 before = self.position
                 moved = self._resilient(stop, self.step)
                 if moved == 0 and self.position == before:
-                    break  # nothing new (a position conflict moves the position: go on)
+                    # nothing readable (a position conflict moves the position: go on)
+                    if not self._resilient(stop, lambda: self._held_back(upto)):
+                        break
+                    waiting_since = self._wait_held_back(stop, upto, waiting_since)
+                    continue
+                waiting_since = None
                 total += moved
                 if on_batch is not None and moved:
                     on_batch(moved)
@@ -434,6 +447,32 @@ class ProjectionWorker:
             if took:
                 self.lock.release()
         return total
+
+    def _held_back(self, upto: int) -> bool:
+        position = self.position
+        return self._events(lambda: self.store.events_held_back(position, upto))
+
+    def _wait_held_back(self, stop: threading.Event, upto: int, since: float | None) -> float:
+        """Sleep a little (longer the longer the wait, at most 0.25 s) while saved
+        events are held back, with a warning each ``HELD_BACK_WARNING`` seconds of the
+        wait. Returns when the wait began."""
+        now = time.monotonic()
+        since = now if since is None else since
+        delay = min(0.25, max(0.01, (now - since) / 8))
+        warnings = int((now - since) // HELD_BACK_WARNING)
+        stop.wait(delay)
+        after = time.monotonic() - since
+        if int(after // HELD_BACK_WARNING) > warnings:
+            logger.warning(
+                "projection %r: events up to notification id %d are held back for %.0f s "
+                "by a transaction that began before they were saved and is still running "
+                "(PostgreSQL's oldest running transaction; see pg_stat_activity); "
+                "catch_up waits for it",
+                self.name,
+                upto,
+                after,
+            )
+        return since
 
     def follow(
         self, stop: threading.Event, on_batch: Callable[[int], None] | None = None

@@ -9,7 +9,6 @@ import os
 import random
 import re
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from snaptail.projections import Projection, ProjectionWorker, ViewCursor
 from snaptail.projections import view as projection_view
 from snaptail.workload import Workload
 from tests.agents import CI
+from tests.projection_support import settle
 
 counter = itertools.count()
 
@@ -60,29 +60,6 @@ def from_zero(url: str, view_dir: Path, ids: Sequence[UUID]) -> list[Any]:
         worker.catch_up()
     wanted = {str(i) for i in ids}
     return [s for s in projection.seen if s[0] in wanted]
-
-
-def settle(url: str) -> None:
-    """PostgreSQL: wait until every event stored is visible to projection readers (no
-    transaction older than the newest write still running anywhere on the server;
-    other clients of a shared test server can hold that back). SQLite: nothing."""
-    if not url.startswith("postgresql"):
-        return
-    import psycopg
-
-    from snaptail.infrastructure.urls import postgres_connect_args
-
-    deadline = time.monotonic() + 60
-    with psycopg.connect(**postgres_connect_args(url), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT COALESCE((SELECT MAX(transaction_id::text::bigint) FROM stored_events),"
-                " 0) < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.2)
-    pytest.skip("a transaction elsewhere on the server held the visibility horizon for 60 s")
 
 
 def reads(store: AgentStore, agent_id: UUID, rnd: random.Random) -> dict[str, Any]:

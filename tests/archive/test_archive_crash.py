@@ -14,7 +14,8 @@ import pytest
 from snaptail import AgentStore
 from snaptail.archive.manifest import DONE, WRITTEN
 from snaptail.archive.runner import CRASH_VARIABLE, STEPS
-from tests.archive.test_archive import from_zero, history_of, populate, settle
+from tests.archive.test_archive import from_zero, history_of, populate
+from tests.projection_support import settle
 
 ROOT = Path(__file__).resolve().parents[2]
 

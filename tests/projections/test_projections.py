@@ -9,6 +9,7 @@ from pathlib import Path
 from uuid import UUID
 
 import msgspec
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ from examples.tool_latency import ToolLatency
 from snaptail import Agent, AgentStore
 from snaptail.cli import app
 from snaptail.projections import AgentStats, ProjectionWorker, open_view
+from snaptail.projections import worker as worker_module
 from tests.conftest import POSTGRES_URL
 from tests.projection_support import (
     actual,
@@ -23,6 +25,7 @@ from tests.projection_support import (
     expected,
     more,
     seed,
+    settle,
     view_position,
     wait_until,
 )
@@ -102,6 +105,7 @@ def test_position_fence_stops_a_stale_worker_double_counting(
     store: AgentStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = seed(store, agents=2, events=60)
+    settle(store.url)  # step() reads what is readable now: nothing held back
     # Two workers whose lock checks are bypassed: only the position check protects the view.
     with (
         ProjectionWorker(AgentStats, store.url, batch_size=50) as a,
@@ -167,9 +171,8 @@ def test_stats_command_prints_json_from_the_view(store: AgentStore) -> None:
 
 
 def test_view_in_a_new_postgres_schema(store: AgentStore, postgres_url: str) -> None:
-    ids = seed(store, agents=2, events=60)
     """The events on either backend, the view in a PostgreSQL schema created for it."""
-    import psycopg
+    ids = seed(store, agents=2, events=60)
 
     view_url = postgres_url.replace("schema=", "schema=v")  # a schema that does not exist
     try:
@@ -215,3 +218,33 @@ def test_worker_targets_resolve_like_entry_points() -> None:
 class Holder:
     class Nested(AgentStats):
         name = "nested_agent_stats"
+
+
+def test_catch_up_waits_for_events_held_behind_an_older_running_transaction(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL readers stop at the oldest running transaction (anything younger
+    could still be overtaken by it). A transaction that began before the events were
+    saved (here another session of the same database; in CI, another test's) holds
+    them back: catch_up() must wait for them, not report 0 as if it had caught up."""
+    blocker = psycopg.connect(POSTGRES_URL)
+    try:
+        blocker.execute("SELECT pg_current_xact_id()")  # a running transaction with an id
+        with AgentStore(postgres_url, snapshot_every=100) as store:
+            ids = seed(store, agents=2, events=30)
+            total = sum(store.event_count(i) for i in ids)
+            monkeypatch.setattr(worker_module, "HELD_BACK_WARNING", 0.4)
+            timer = threading.Timer(1.0, blocker.commit)
+            timer.start()
+            try:
+                with ProjectionWorker(AgentStats, store.url) as worker:
+                    applied = worker.catch_up()
+                    assert applied == total == worker.head()
+                    assert actual(store.url) == expected(store, ids)
+            finally:
+                timer.join()
+            warned = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+            assert warned and "projection 'AgentStats'" in warned[0], caplog.text
+    finally:
+        blocker.close()
+        close_views()
