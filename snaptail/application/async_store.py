@@ -105,6 +105,15 @@ class AsyncAgentStore(StoreBase):
             raise RuntimeError("AsyncAgentStore is not open: await store.open() first")
         return self._recorder
 
+    @property
+    def any_loop(self) -> bool:
+        """Whether this store's calls may now be awaited from any event loop, not only
+        the one that opened it: True once open on SQLite (each call runs on the
+        store's own threads, handed over by whichever loop awaits it); False on
+        PostgreSQL (its async connections belong to the opening loop) and while closed."""
+        recorder = self._recorder
+        return recorder is not None and recorder.any_loop
+
     def _sync_recorder(self) -> AgentRecorder:
         return self.recorder.sync
 

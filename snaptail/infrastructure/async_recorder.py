@@ -31,6 +31,9 @@ class AsyncAgentRecorder(ABC):
     database (for work that has no async twin, such as projections)."""
 
     sync: AgentRecorder
+    # Whether its calls may be awaited from any event loop (they run on threads of the
+    # recorder's own), or only from the loop that opened it (its connections' loop).
+    any_loop: bool = False
 
     @abstractmethod
     async def insert_events(
@@ -134,7 +137,11 @@ class SQLiteThreads:
 
 
 class ThreadedRecorder(AsyncAgentRecorder):
-    """An :class:`AsyncAgentRecorder` that runs a sync recorder on :class:`SQLiteThreads`."""
+    """An :class:`AsyncAgentRecorder` that runs a sync recorder on :class:`SQLiteThreads`
+    (awaitable from any event loop: each call is handed to the threads by the loop
+    that awaits it)."""
+
+    any_loop = True
 
     def __init__(self, sync: AgentRecorder, threads: SQLiteThreads) -> None:
         self.sync = sync

@@ -218,7 +218,7 @@ async def _bounded(url: str) -> None:
         session = await service.create_session(app_name=APP, user_id="u", session_id="s")
         for i in range(300):
             await service.append_event(session, text_event(i, 10.0 + i, {"n": i}))
-        await service.store.snapshot(service._loaded[next(iter(service._loaded))].id)
+        await service.store.snapshot(next(iter(service._held.agents)))
     # A fresh service: its loads start from the store, not from a cache.
     async with SnaptailSessionService(url) as fresh:
         read: list[int] = []
@@ -667,6 +667,33 @@ def test_listed_sessions_change_independently(sqlite_url: str) -> None:
     asyncio.run(go())
 
 
+def test_returned_state_is_the_callers_to_change(sqlite_url: str) -> None:
+    """Flat state is copied dict by dict, nested state deeply: changing what a read
+    returned changes no other read's state, listed or got."""
+
+    async def go() -> None:
+        async with SnaptailSessionService(sqlite_url) as service:
+            state = {"k": 1, "nested": {"a": [1, 2]}, "user:u": "x"}
+            await service.create_session(app_name=APP, user_id="u", session_id="n", state=state)
+            await service.create_session(app_name=APP, user_id="u", session_id="f", state={"k": 1})
+            for _ in range(2):
+                for listed in (await service.list_sessions(app_name=APP, user_id="u")).sessions:
+                    if listed.id == "n":
+                        listed.state["nested"]["a"].append(3)
+                    listed.state["k"] = 2
+                    listed.state["user:u"] = "changed"
+                for sid in ("n", "f"):
+                    got = await service.get_session(app_name=APP, user_id="u", session_id=sid)
+                    assert got is not None and got.state["k"] == 1
+                    got.state["k"] = 3
+                    if sid == "n":
+                        assert got.state["nested"] == {"a": [1, 2]}
+                        assert got.state["user:u"] == "x"
+                        got.state["nested"]["a"].clear()
+
+    asyncio.run(go())
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_listing_and_full_reads_leave_the_cyclic_collector_as_it_was(
     sqlite_url: str, enabled: bool
@@ -817,3 +844,127 @@ def test_get_session_reads_its_three_aggregates_in_one_call_and_sees_other_write
             assert seen.state["user:lang"] == "fr" and seen.state["app:mode"] == "x"
 
     asyncio.run(go())
+
+
+def test_reads_on_a_shared_sqlite_store_run_on_the_callers_loop(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a shared store's reads skip the home loop (its calls run on the
+    store's threads from any loop) and load into a cache of their own, so no read ever
+    holds an aggregate a write changes in place; writes, and every call on PostgreSQL,
+    go through the home loop."""
+    import threading
+
+    from snaptail.integrations import adk, shared
+
+    homed: list[str] = []
+    real = shared.call_on_home
+
+    async def counting(operation: Any) -> Any:
+        homed.append(operation.__qualname__)
+        return await real(operation)
+
+    monkeypatch.setattr(adk, "call_on_home", counting)
+    sqlite = database_url.startswith("sqlite")
+
+    async def go() -> None:
+        async with SnaptailSessionService(database_url) as service:
+            made = await service.create_session(app_name=APP, user_id="u", session_id="s")
+            await service.append_event(made, text_event(1, 1.0, {"k": 1}))
+            assert homed == [
+                "SnaptailSessionService._create_session",
+                "SnaptailSessionService._append_event",
+            ]
+            homed.clear()
+            loaded_on: list[str] = []
+            get_many = service.store.get_many
+
+            async def spy(*args: Any, **kwargs: Any) -> Any:
+                loaded_on.append(threading.current_thread().name)
+                return await get_many(*args, **kwargs)
+
+            service.store.get_many = spy  # type: ignore[method-assign]
+            config = GetSessionConfig(num_recent_events=5)
+            got = await service.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            listed = await service.list_sessions(app_name=APP, user_id="u")
+            assert got is not None and got.state == {"k": 1} and len(got.events) == 1
+            assert [s.id for s in listed.sessions] == ["s"]
+            here = threading.current_thread().name
+            if sqlite:
+                assert homed == [] and set(loaded_on) == {here}
+                read = service._read_held.agents
+                written = service._held.agents
+                assert session_uuid(APP, "u", "s") in read
+                assert all(read[i] is not written.get(i) for i in read)
+            else:
+                assert homed == [
+                    "SnaptailSessionService._get_session",
+                    "SnaptailSessionService._list_page",
+                ]
+                assert here not in loaded_on
+            # A write after the read is seen by the next read (its cache is checked).
+            await service.append_event(got, text_event(2, 2.0, {"k": 2}))
+            again = await service.get_session(
+                app_name=APP, user_id="u", session_id="s", config=config
+            )
+            assert again is not None and again.state == {"k": 2} and len(again.events) == 2
+
+    asyncio.run(go())
+
+
+def test_reads_beside_writes_on_other_threads_see_only_committed_sessions(
+    database_url: str,
+) -> None:
+    """Readers on their own threads and loops (direct reads on SQLite) while a writer
+    appends: every session read is one that was committed, its state matching its
+    newest event (never a write's unsaved change, never half of one)."""
+    import threading
+
+    service = SnaptailSessionService(database_url)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0, 0]
+
+    async def write() -> None:
+        session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        for i in range(60):
+            await service.append_event(session, text_event(i, 10.0 + i, {"n": i, "user:n": i}))
+
+    def read(slot: int) -> None:
+        async def main() -> None:
+            config = GetSessionConfig(num_recent_events=3)
+            while not stop.is_set():
+                got = await service.get_session(
+                    app_name=APP, user_id="u", session_id="s", config=config
+                )
+                if got is None or not got.events:
+                    continue
+                newest = int(got.events[-1].invocation_id[3:])
+                assert got.state["n"] == newest, (got.state, newest)
+                assert got.state["user:n"] >= newest
+                assert got.last_update_time == got.events[-1].timestamp
+                reads[slot] += 1
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        asyncio.run(write())  # opens the store (a first call goes through the home loop)
+        asyncio.run(service.delete_session(app_name=APP, user_id="u", session_id="s"))
+        threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(write())
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert not [t for t in threads if t.is_alive()], "a reader hung"
+        assert errors == []
+        assert all(reads), reads
+    finally:
+        stop.set()
+        asyncio.run(service.close())
