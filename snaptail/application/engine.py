@@ -437,9 +437,7 @@ class Engine:
         track = self.books.of(agent)
         before = agent.version - len(events) - track.snapshot_version
         if snapshot is not None:
-            track.snapshot_version = snapshot.originator_version
-            track.snapshot_bytes = len(snapshot.state)
-            track.bytes_since = 0
+            track.snapshotted(snapshot.originator_version, len(snapshot.state))
         else:
             track.bytes_since += new_bytes
         since = agent.version - track.snapshot_version
@@ -468,9 +466,7 @@ class Engine:
         if snapshot is None:
             return
         yield InsertSnapshot(snapshot, self.keep_snapshots)
-        track.snapshot_version = agent.version
-        track.snapshot_bytes = len(snapshot.state)
-        track.bytes_since = 0
+        track.snapshotted(agent.version, len(snapshot.state))
 
     def update(
         self, agent_id: UUID | str, command: Callable[[Agent], object], retries: int
@@ -713,9 +709,7 @@ class Engine:
             if snapshot is None:
                 fresh = "no fresh snapshot (state does not encode)"
             elif (yield InsertSnapshot(snapshot, self.keep_snapshots)):
-                track.snapshot_version = agent.version
-                track.snapshot_bytes = len(snapshot.state)
-                track.bytes_since = 0
+                track.snapshotted(agent.version, len(snapshot.state))
             else:
                 fresh = f"fresh snapshot NOT written (one exists at version {agent.version})"
         except Exception as exc:

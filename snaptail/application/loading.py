@@ -66,6 +66,12 @@ class Bookkeeping:
         self.last_load = last_load
         self.shedding = False
 
+    def snapshotted(self, version: int, size: int) -> None:
+        """A snapshot of ``size`` bytes was stored at ``version``: no bytes since."""
+        self.snapshot_version = version
+        self.snapshot_bytes = size
+        self.bytes_since = 0
+
 
 class AgentBooks:
     """A store's :class:`Bookkeeping` per agent object, held beside the agents (keyed by
