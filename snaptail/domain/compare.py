@@ -3,8 +3,9 @@ against what a full replay gives. Used by ``snaptail.testing`` and ``snapshots v
 
 Every attribute counts, declared or not, at every depth, and so does every type: a
 ``set`` where a replay has a ``list`` is a difference even when the items agree, so
-is an int in a set where the other has the equal float, and so is a datetime in
-another time zone (the same instant, another date and hour).
+is an int in a set where the other has the equal float, so is a datetime in another
+time zone (the same instant, another date and hour), and so is a dict's key order
+(iterating it is how code reads it: a listing kept in order, for one).
 snaptail's own bookkeeping (unsaved events, the recent-event cache, load tracking)
 is left out.
 """
@@ -88,7 +89,7 @@ def _same(a: Any, b: Any) -> bool:
             if x != y:
                 return False
         elif isinstance(x, dict):
-            if x.keys() != y.keys():
+            if list(x) != list(y):  # the same keys in the same order
                 return False
             stack.extend([(x[k], y[k]) for k in x])
         elif isinstance(x, list | tuple):
@@ -131,6 +132,8 @@ def _walk(a: Any, b: Any, path: str, found: list[Difference], limit: int) -> Non
     elif isinstance(a, dict):
         for key in [*a, *(k for k in b if k not in a)]:
             _walk(a.get(key, _MISSING), b.get(key, _MISSING), f"{path}[{key!r}]", found, limit)
+        if len(found) < limit and a.keys() == b.keys() and list(a) != list(b):
+            found.append(Difference(f"{path} (key order)", list(a), list(b)))
     elif isinstance(a, list | tuple):
         if len(a) != len(b):
             found.append(Difference(path, a, b))

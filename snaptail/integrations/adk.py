@@ -22,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import gc
+import heapq
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from enum import Enum
+from itertools import islice
 from types import MemberDescriptorType
 from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
@@ -278,6 +280,13 @@ def _model_copier(model: BaseModel) -> Callable[[], Any]:
         return clone
 
     return copy_model
+
+
+def _keyed(user_id: str, listed: dict[str, Listed]) -> Iterator[tuple[float, str, str, Listed]]:
+    """A user's listed sessions with their listing key (update time, user id, session
+    id) in front, in the directory's order, which is the key's."""
+    for session_id, entry in listed.items():
+        yield entry.time, user_id, session_id, entry
 
 
 @contextmanager
@@ -777,42 +786,34 @@ class SnaptailSessionService(BaseSessionService):
                 held,
             ),
         )
-        shared: dict[str, dict[str, Any]] = {}
-        listed_users = [u for u, d in zip(users, directories, strict=True) if d is not None]
-        for uid, scope in zip(listed_users, scopes, strict=True):
-            shared[uid] = _prefixed(app, scope)
-        # Oldest update first, ties by user id then session id: users in id order, each
-        # one's session ids sorted, then one stable sort of their positions by update
-        # time. No tuple per session: every container that outlives the sort brings
-        # CPython's cyclic collector (a full pass over the heap) sooner.
-        owners: list[str] = []
-        ids: list[str] = []
-        entries: list[Listed] = []
-        for uid, directory in zip(users, directories, strict=True):
-            if directory is not None:
-                listed = directory.state.sessions
-                sids = sorted(listed)
-                ids += sids
-                entries += map(listed.__getitem__, sids)
-                owners += [uid] * len(sids)
-        times = [entry.time for entry in entries]
-        order = sorted(range(len(ids)), key=times.__getitem__)
+        found = [
+            (u, d.state.sessions) for u, d in zip(users, directories, strict=True) if d is not None
+        ]
+        shared = {uid: _prefixed(app, scope) for (uid, _), scope in zip(found, scopes, strict=True)}
+        # Oldest update first, ties by user id then session id. Each directory keeps
+        # its sessions in that order (AdkDirectory._session_listed), so one user's page
+        # is a slice of it and several users' pages a merge of theirs: no sort, and
+        # nothing built for the sessions before the page but the skipped keys.
         start = int(page_token) if page_token else 0
-        end = len(order) if page_size is None else min(len(order), start + page_size)
+        stop = None if page_size is None else start + page_size + 1  # one more: is there a next?
+        picked: Iterable[tuple[str, str, Listed]]
+        if len(found) == 1:
+            uid, listed = found[0]
+            picked = ((uid, sid, entry) for sid, entry in islice(listed.items(), start, stop))
+        else:
+            merged = heapq.merge(*[_keyed(uid, listed) for uid, listed in found])
+            picked = ((uid, sid, entry) for _, uid, sid, entry in islice(merged, start, stop))
         with _collector_paused():
             out = [
                 _session(
-                    ids[i],
-                    app_name,
-                    owners[i],
-                    _merged(entries[i].values, shared[owners[i]]),
-                    [],
-                    times[i],
-                    None,
+                    sid, app_name, uid, _merged(entry.values, shared[uid]), [], entry.time, None
                 )
-                for i in order[start:end]
+                for uid, sid, entry in picked
             ]
-        return SessionPage(out, str(end) if end < len(order) else None)
+        more = page_size is not None and len(out) > page_size
+        if more:
+            out.pop()
+        return SessionPage(out, str(start + len(out)) if more else None)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         session_id = session_id.strip() if session_id else session_id
@@ -1076,9 +1077,7 @@ class SnaptailSessionService(BaseSessionService):
         if directory is None:
             return {}
         listed = directory.state.sessions
-        ids = sorted(listed, key=lambda s: listed[s].time, reverse=True)
-        if max_sessions is not None:
-            ids = ids[:max_sessions]
+        ids = list(islice(reversed(listed), max_sessions))  # listed oldest update first
         out: dict[str, list[Event]] = {}
         for sid in ids:
             agent = await self._live(app_name, user_id, sid)

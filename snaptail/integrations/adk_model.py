@@ -193,7 +193,8 @@ class AdkScope(Agent):
 
 @dataclass
 class AdkDirectoryState(AgentState):
-    sessions: dict[str, Listed] = field(default_factory=dict)  # live sessions
+    # Live sessions, oldest update first (ties by session id): see _session_listed.
+    sessions: dict[str, Listed] = field(default_factory=dict)
 
 
 class AdkDirectory(Agent):
@@ -228,10 +229,24 @@ class AdkDirectory(Agent):
     def _session_listed(
         self, session_id: str, time: float, delta: dict[str, Any], reset: bool
     ) -> None:
-        old = self.state.sessions.get(session_id)
+        # ``sessions`` is kept in listing order, oldest update first (ties by session
+        # id), so that a page of ``list_sessions`` is a slice and never a sort. The
+        # entry moves to its place from the end: after the few entries (usually none)
+        # updated later than it, which are taken off and put back behind it. A
+        # snapshot keeps the order (msgpack maps keep theirs).
+        sessions = self.state.sessions
+        old = sessions.pop(session_id, None)
         values = {} if reset or old is None else dict(old.values)
         values.update(delta)
-        self.state.sessions[session_id] = Listed(time=time, values=values)
+        later: list[str] = []
+        for sid in reversed(sessions):
+            other = sessions[sid].time
+            if other < time or (other == time and sid < session_id):
+                break
+            later.append(sid)
+        moved = [(sid, sessions.pop(sid)) for sid in reversed(later)]
+        sessions[session_id] = Listed(time=time, values=values)
+        sessions.update(moved)
 
     def unlist_session(self, session_id: str) -> None:
         if session_id in self.state.sessions:

@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -26,9 +26,9 @@ from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.adk.sessions.session import Session
 from google.genai import types
 
-from snaptail import AsyncAgentStore
+from snaptail import Agent, AgentStore, AsyncAgentStore, EveryNEvents, SnapshotPolicy
 from snaptail.integrations.adk import SnaptailSessionService
-from snaptail.integrations.adk_model import session_uuid
+from snaptail.integrations.adk_model import AdkDirectory, session_uuid
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "app"
@@ -968,3 +968,37 @@ def test_reads_beside_writes_on_other_threads_see_only_committed_sessions(
     finally:
         stop.set()
         asyncio.run(service.close())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_directory_keeps_listing_order_through_snapshots(database_url: str, seed: int) -> None:
+    """A user's directory holds its sessions oldest update first (ties by session id)
+    whatever order the updates arrive in (list_sessions pages are slices of it), and a
+    load from snapshot + tail gives that order as a full replay does."""
+    rng = random.Random(seed)
+    times: dict[str, float] = {}
+    policies: dict[type[Agent], SnapshotPolicy] = {AdkDirectory: EveryNEvents(5)}
+    with AgentStore(database_url, policies=policies) as store:
+        directory = AdkDirectory.for_user(APP, "u")
+        for step in range(240):
+            sid = f"s{rng.randrange(30):02d}"
+            if sid in times and rng.random() < 0.15:
+                directory.unlist_session(sid)
+                del times[sid]
+            else:
+                when = float(rng.choice(range(1, 12)))  # out of order, and ties
+                directory.list_session(sid, when, {"step": step}, reset=sid not in times)
+                times[sid] = when
+            if rng.random() < 0.3:
+                store.save(directory)
+        store.save(directory)
+        assert store.snapshot_infos(directory.id)
+        expected = sorted(times, key=lambda s: (times[s], s))
+        assert list(directory.state.sessions) == expected
+    with AgentStore(database_url, policies=policies) as store:
+        loaded = cast("AdkDirectory", store.get(directory.id))
+        stats = store.load_stats(loaded)
+        assert stats is not None and stats.snapshot_version > 0
+        assert list(loaded.state.sessions) == expected
+        replayed = cast("AdkDirectory", store.replay(directory.id))
+        assert list(replayed.state.sessions) == expected

@@ -9,6 +9,7 @@ is exactly the live state; loads then replay, and equal the full replay."""
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from snaptail import Agent, AgentState, AgentStore, InvalidAgentType, event
-from snaptail.domain.compare import agent_differences, describe
+from snaptail.domain.compare import agent_differences, describe, value_differences
 from snaptail.snapshots import encode_state
 from snaptail.snapshots.codec import SnapshotEncodeError
 
@@ -160,3 +161,18 @@ def test_a_state_of_the_declared_types_is_snapshotted(database_url: str) -> None
         stats = store.load_stats(loaded)
         assert stats is not None and stats.snapshot_version == agent.version
         assert not agent_differences(loaded, store.replay(agent.id))
+
+
+def test_a_dict_s_key_order_is_a_difference() -> None:
+    """Code reads a dict in its order (ADK's session directory lists from it): the same
+    keys and values in another order are a difference, at any depth, named."""
+    agent = Agent(name="ordered")
+    agent.state.metadata = {"a": "1", "b": "2"}
+    twin = copy.deepcopy(agent)
+    assert not agent_differences(agent, twin)
+    twin.state.metadata = {"b": "2", "a": "1"}
+    differences = agent_differences(agent, twin)
+    assert [d.path for d in differences] == ["state.metadata (key order)"], describe(differences)
+    assert "['a', 'b']" in describe(differences) and "['b', 'a']" in describe(differences)
+    nested = value_differences({"o": {"a": 1, "b": 2}}, {"o": {"b": 2, "a": 1}}, "state.x")
+    assert [d.path for d in nested] == ["state.x['o'] (key order)"]
