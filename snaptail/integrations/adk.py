@@ -20,12 +20,14 @@ This module imports ADK when it is imported: ``import snaptail`` does not import
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import gc
 import heapq
 import logging
 import threading
 import time
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
@@ -282,11 +284,40 @@ def _model_copier(model: BaseModel) -> Callable[[], Any]:
     return copy_model
 
 
-def _keyed(user_id: str, listed: dict[str, Listed]) -> Iterator[tuple[float, str, str, Listed]]:
-    """A user's listed sessions with their listing key (update time, user id, session
-    id) in front, in the directory's order, which is the key's."""
-    for session_id, entry in listed.items():
+def _keyed(
+    user_id: str, listed: dict[str, Listed], start: int
+) -> Iterator[tuple[float, str, str, Listed]]:
+    """A user's listed sessions from position ``start`` on, in the directory's order,
+    each with its listing key (update time, user id, session id) in front."""
+    for session_id, entry in islice(listed.items(), start, None):
         yield entry.time, user_id, session_id, entry
+
+
+def _passed(user_id: str, listed: dict[str, Listed], after: tuple[float, str, str]) -> int:
+    """How many of the user's listed sessions have a listing key at or before
+    ``after`` (the directory is in key order: one bisect)."""
+    return bisect_right(list(listed), after, key=lambda sid: (listed[sid].time, user_id, sid))
+
+
+def _page_token(when: float, user_id: str, session_id: str) -> str:
+    """The page token after the session with this listing key: the next page is the
+    sessions listed after it, so a session updated between two pages moves to its new
+    place (and may be listed again there), and none is skipped."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([when, user_id, session_id])).decode()
+
+
+def _page_after(token: str) -> tuple[float, str, str]:
+    try:
+        when, user_id, session_id = msgspec.json.decode(
+            base64.urlsafe_b64decode(token.encode("ascii")), type=tuple[float, str, str]
+        )
+    except (ValueError, TypeError, msgspec.DecodeError) as error:
+        raise InvalidArgument(
+            "page_token",
+            f"SnaptailSessionService.list_sessions_page: {token!r} is not a page token"
+            " this service gave (a previous page's next_page_token)",
+        ) from error
+    return when, user_id, session_id
 
 
 @contextmanager
@@ -747,7 +778,9 @@ class SnaptailSessionService(BaseSessionService):
         page_token: str | None = None,
     ) -> SessionPage:
         """A page of :meth:`list_sessions` (snaptail extension): at most ``page_size``
-        sessions after ``page_token`` (a previous page's ``next_page_token``)."""
+        sessions listed after ``page_token`` (a previous page's ``next_page_token``: the
+        listing key of its last session, so that sessions changed between pages make
+        none skipped; None or "" for the first page)."""
         if page_size is not None and page_size < 1:
             raise InvalidArgument(
                 "page_size",
@@ -791,29 +824,28 @@ class SnaptailSessionService(BaseSessionService):
         ]
         shared = {uid: _prefixed(app, scope) for (uid, _), scope in zip(found, scopes, strict=True)}
         # Oldest update first, ties by user id then session id. Each directory keeps
-        # its sessions in that order (AdkDirectory._session_listed), so one user's page
-        # is a slice of it and several users' pages a merge of theirs: no sort, and
-        # nothing built for the sessions before the page but the skipped keys.
-        start = int(page_token) if page_token else 0
-        stop = None if page_size is None else start + page_size + 1  # one more: is there a next?
-        picked: Iterable[tuple[str, str, Listed]]
-        if len(found) == 1:
-            uid, listed = found[0]
-            picked = ((uid, sid, entry) for sid, entry in islice(listed.items(), start, stop))
+        # its sessions in that order (AdkDirectory._session_listed), so a page is where
+        # each directory passes the token's key (one bisect), then a slice of one user's
+        # directory or a merge of several users': never a sort, and nothing built for
+        # the sessions before the page.
+        stop = None if page_size is None else page_size + 1  # one more: is there a next?
+        picked: Iterable[tuple[float, str, str, Listed]]
+        if not page_token:  # None or "": the first page
+            runs = [_keyed(uid, listed, 0) for uid, listed in found]
         else:
-            merged = heapq.merge(*[_keyed(uid, listed) for uid, listed in found])
-            picked = ((uid, sid, entry) for _, uid, sid, entry in islice(merged, start, stop))
+            after = _page_after(page_token)
+            runs = [_keyed(uid, listed, _passed(uid, listed, after)) for uid, listed in found]
+        picked = runs[0] if len(runs) == 1 else heapq.merge(*runs)
         with _collector_paused():
             out = [
-                _session(
-                    sid, app_name, uid, _merged(entry.values, shared[uid]), [], entry.time, None
-                )
-                for uid, sid, entry in picked
+                _session(sid, app_name, uid, _merged(entry.values, shared[uid]), [], when, None)
+                for when, uid, sid, entry in islice(picked, stop)
             ]
-        more = page_size is not None and len(out) > page_size
-        if more:
-            out.pop()
-        return SessionPage(out, str(start + len(out)) if more else None)
+        if page_size is None or len(out) <= page_size:
+            return SessionPage(out, None)
+        out.pop()
+        last = out[-1]
+        return SessionPage(out, _page_token(last.last_update_time, last.user_id, last.id))
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         session_id = session_id.strip() if session_id else session_id

@@ -1002,3 +1002,45 @@ def test_a_directory_keeps_listing_order_through_snapshots(database_url: str, se
         assert list(loaded.state.sessions) == expected
         replayed = cast("AdkDirectory", store.replay(directory.id))
         assert list(replayed.state.sessions) == expected
+
+
+def test_a_page_token_skips_no_session_changed_between_pages(database_url: str) -> None:
+    """A page token is the listing key of the page's last session: the next page is
+    every session listed after it, so sessions updated or deleted between two pages
+    make none skipped (an updated one is listed again at its new place)."""
+
+    from snaptail.errors import InvalidArgument
+
+    async def go() -> None:
+        async with SnaptailSessionService(database_url) as service:
+            for i in range(10):
+                s = await service.create_session(
+                    app_name=APP, user_id=f"u{i % 2}", session_id=f"s{i}"
+                )
+                await service.append_event(s, text_event(0, 100.0 + i))
+            page = await service.list_sessions_page(app_name=APP, page_size=4)
+            assert [s.id for s in page.sessions] == ["s0", "s1", "s2", "s3"]
+            for sid, when in (("s1", 200.0), ("s5", 201.0)):
+                got = await service.get_session(app_name=APP, user_id="u1", session_id=sid)
+                assert got is not None
+                await service.append_event(got, text_event(1, when))
+            await service.delete_session(app_name=APP, user_id="u0", session_id="s6")
+            rest: list[str] = []
+            token = page.next_page_token
+            while token is not None:
+                page = await service.list_sessions_page(app_name=APP, page_size=4, page_token=token)
+                rest += [s.id for s in page.sessions]
+                token = page.next_page_token
+            assert rest == ["s4", "s7", "s8", "s9", "s1", "s5"]
+            one = await service.list_sessions_page(app_name=APP, user_id="u1", page_size=2)
+            assert [s.id for s in one.sessions] == ["s3", "s7"]
+            assert one.next_page_token is not None
+            after = await service.list_sessions_page(
+                app_name=APP, user_id="u1", page_token=one.next_page_token
+            )
+            assert [s.id for s in after.sessions] == ["s9", "s1", "s5"]
+            for bad in ("4", "not a token", "WzEsMiwzXQ=="):  # the last: [1,2,3]
+                with pytest.raises(InvalidArgument, match="page_token"):
+                    await service.list_sessions_page(app_name=APP, page_token=bad)
+
+    asyncio.run(go())
