@@ -285,18 +285,22 @@ def _model_copier(model: BaseModel) -> Callable[[], Any]:
 
 
 def _keyed(
-    user_id: str, listed: dict[str, Listed], start: int
+    user_id: str, listed: dict[str, Listed], session_ids: Iterable[str]
 ) -> Iterator[tuple[float, str, str, Listed]]:
-    """A user's listed sessions from position ``start`` on, in the directory's order,
-    each with its listing key (update time, user id, session id) in front."""
-    for session_id, entry in islice(listed.items(), start, None):
+    """The user's listed sessions of ``session_ids`` (in the directory's order), each
+    with its listing key (update time, user id, session id) in front."""
+    for session_id in session_ids:
+        entry = listed[session_id]
         yield entry.time, user_id, session_id, entry
 
 
-def _passed(user_id: str, listed: dict[str, Listed], after: tuple[float, str, str]) -> int:
-    """How many of the user's listed sessions have a listing key at or before
-    ``after`` (the directory is in key order: one bisect)."""
-    return bisect_right(list(listed), after, key=lambda sid: (listed[sid].time, user_id, sid))
+def _listed_after(
+    user_id: str, listed: dict[str, Listed], after: tuple[float, str, str]
+) -> list[str]:
+    """The user's listed session ids whose listing key comes after ``after`` (the
+    directory is in key order: one bisect, then a slice)."""
+    ids = list(listed)
+    return ids[bisect_right(ids, after, key=lambda sid: (listed[sid].time, user_id, sid)) :]
 
 
 def _page_token(when: float, user_id: str, session_id: str) -> str:
@@ -831,10 +835,10 @@ class SnaptailSessionService(BaseSessionService):
         stop = None if page_size is None else page_size + 1  # one more: is there a next?
         picked: Iterable[tuple[float, str, str, Listed]]
         if not page_token:  # None or "": the first page
-            runs = [_keyed(uid, listed, 0) for uid, listed in found]
+            runs = [_keyed(uid, listed, listed) for uid, listed in found]
         else:
             after = _page_after(page_token)
-            runs = [_keyed(uid, listed, _passed(uid, listed, after)) for uid, listed in found]
+            runs = [_keyed(uid, listed, _listed_after(uid, listed, after)) for uid, listed in found]
         picked = runs[0] if len(runs) == 1 else heapq.merge(*runs)
         with _collector_paused():
             out = [
