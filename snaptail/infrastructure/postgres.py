@@ -22,7 +22,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -93,6 +93,14 @@ def partition_sql(column: str = "originator_id") -> str:
         f"# ('x' || right({column}::text, 6))::bit(24)::int)"
     )
 
+
+
+def still_current(known: Mapping[UUID, int], newest: Iterable[Sequence[Any]]) -> set[UUID]:
+    """The agents of ``known`` (agent id -> the version held) whose newest stored
+    version, from ``newest`` rows of (agent id, version), is the one held (an agent
+    with no row has none: 0)."""
+    stored = {row[0]: row[1] for row in newest}
+    return {agent_id for agent_id, version in known.items() if stored.get(agent_id, 0) == version}
 
 class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     """Events in ``stored_events`` (as ``eventsourcing``), snapshots in their own table.
@@ -219,6 +227,12 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         ).format(sn)
         self.sql_select_snapshot = _sql(sql.select_snapshot(sql.POSTGRES)).format(sn=sn)
         self.sql_select_tail = _sql(sql.select_tail(sql.POSTGRES)).format(ev=ev)
+        # The newest version of each of several agents in one round trip: how a
+        # get_many learns which of the agents it holds are still current.
+        self.sql_max_versions = SQL(
+            "SELECT originator_id, MAX(originator_version) FROM {} WHERE originator_id = ANY(%s)"
+            " GROUP BY originator_id"
+        ).format(ev)
         self.sql_max_version = SQL(
             "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
         ).format(ev)
@@ -670,14 +684,17 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             conn.transaction(),
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
+            checked = {i: known[i] for i in originator_ids if i in known}
+            current: set[UUID] = set()
+            if checked:
+                curs.execute(self.sql_max_versions, (list(checked),), prepare=True)
+                current = still_current(checked, curs.fetchall())
             for agent_id in originator_ids:
-                version = known.get(agent_id)
-                if version is not None:
-                    row = curs.execute(self.sql_max_version, (agent_id,), prepare=True).fetchone()
-                    if ((row[0] if row else None) or 0) == version:
-                        found[agent_id] = None
-                        continue
-                found[agent_id] = self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                found[agent_id] = (
+                    None
+                    if agent_id in current
+                    else self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                )
         return found
 
     def _load_rows(

@@ -38,6 +38,7 @@ from snaptail.infrastructure.pg_connection import with_deadline
 from snaptail.infrastructure.postgres import (
     PostgresAgentRecorder,
     _connect_kwargs,
+    still_current,
     tail_params,
 )
 from snaptail.infrastructure.recorder import (
@@ -197,20 +198,24 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
         upper, snap_upper = load_bounds(None, None)
         known = known or {}
         found: dict[UUID, LoadRows | None] = {}
+        # Autocommit statements, as select_for_load: under read committed a transaction
+        # gives them no common snapshot, and would cost a begin and a commit. The agents
+        # held are checked in one statement (a warm get_many: one round trip).
         async with (
             self._connection() as conn,
-            conn.transaction(),  # one read transaction for all the agents
             conn.cursor(binary=True, row_factory=tuple_row) as curs,
         ):
+            checked = {i: known[i] for i in originator_ids if i in known}
+            current: set[UUID] = set()
+            if checked:
+                await curs.execute(self.sync.sql_max_versions, (list(checked),), prepare=True)
+                current = still_current(checked, await curs.fetchall())
             for agent_id in originator_ids:
-                version = known.get(agent_id)
-                if version is not None:
-                    await curs.execute(self.sync.sql_max_version, (agent_id,), prepare=True)
-                    row = await curs.fetchone()
-                    if ((row[0] if row else None) or 0) == version:
-                        found[agent_id] = None
-                        continue
-                found[agent_id] = await self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                found[agent_id] = (
+                    None
+                    if agent_id in current
+                    else await self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                )
         return found
 
     async def _load_rows(
