@@ -337,9 +337,12 @@ class AgentRecorder(ApplicationRecorder):
         known: Mapping[UUID, int] | None = None,
     ) -> dict[UUID, LoadRows | None]:
         """What :meth:`select_for_load` reads for the latest version of each agent,
-        for several agents in ONE read transaction (an agent without rows gets empty
-        :class:`LoadRows`). An agent whose stored version (0: none) is its version in
-        ``known`` gets None: the caller's copy is current, nothing more is read."""
+        for several agents in ONE call: one read transaction on SQLite (one snapshot
+        of the database); on PostgreSQL, under read committed, each statement sees
+        what was committed when it began, inside a transaction or not (an agent
+        without rows gets empty :class:`LoadRows`). An agent whose stored version (0:
+        none) is its version in ``known`` gets None: the caller's copy is current,
+        nothing more is read (the versions of all such agents are read together)."""
 
     @abstractmethod
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:
