@@ -100,7 +100,9 @@ def still_current(known: Mapping[UUID, int], newest: Iterable[Sequence[Any]]) ->
     version, from ``newest`` rows of (agent id, version), is the one held (an agent
     with no row has none: 0)."""
     stored = {row[0]: row[1] for row in newest}
-    return {agent_id for agent_id, version in known.items() if stored.get(agent_id, 0) == version}
+    return {
+        agent_id for agent_id, version in known.items() if (stored.get(agent_id) or 0) == version
+    }
 
 class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     """Events in ``stored_events`` (as ``eventsourcing``), snapshots in their own table.
@@ -228,11 +230,14 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
         self.sql_select_snapshot = _sql(sql.select_snapshot(sql.POSTGRES)).format(sn=sn)
         self.sql_select_tail = _sql(sql.select_tail(sql.POSTGRES)).format(ev=ev)
         # The newest version of each of several agents in one round trip: how a
-        # get_many learns which of the agents it holds are still current.
+        # get_many learns which of the agents it holds are still current. One MAX per
+        # id, each an index probe from the end; a GROUP BY over "= ANY" would read every
+        # row of every agent (2.5 ms against 0.07 for a 10,000-event agent, EXPLAIN
+        # ANALYZE).
         self.sql_max_versions = SQL(
-            "SELECT originator_id, MAX(originator_version) FROM {} WHERE originator_id = ANY(%s)"
-            " GROUP BY originator_id"
-        ).format(ev)
+            "SELECT i.id, (SELECT MAX(originator_version) FROM {} WHERE originator_id = i.id)"
+            " FROM unnest(%s::{}[]) AS i(id)"
+        ).format(ev, Identifier(datastore.originator_id_type))
         self.sql_max_version = SQL(
             "SELECT MAX(originator_version) AS v FROM {} WHERE originator_id = %s"
         ).format(ev)
@@ -689,12 +694,17 @@ class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
             if checked:
                 curs.execute(self.sql_max_versions, (list(checked),), prepare=True)
                 current = still_current(checked, curs.fetchall())
+            loaded = False  # each agent read no earlier than the ones before it
             for agent_id in originator_ids:
-                found[agent_id] = (
-                    None
-                    if agent_id in current
-                    else self._load_rows(curs, agent_id, upper, snap_upper, recent)
-                )
+                fresh = agent_id in current
+                if fresh and loaded:  # current before that load: asked again after it
+                    row = curs.execute(self.sql_max_version, (agent_id,), prepare=True).fetchone()
+                    fresh = ((row[0] if row else None) or 0) == checked[agent_id]
+                if fresh:
+                    found[agent_id] = None
+                else:
+                    found[agent_id] = self._load_rows(curs, agent_id, upper, snap_upper, recent)
+                    loaded = True
         return found
 
     def _load_rows(

@@ -210,12 +210,20 @@ class AsyncPostgresRecorder(AsyncAgentRecorder):
             if checked:
                 await curs.execute(self.sync.sql_max_versions, (list(checked),), prepare=True)
                 current = still_current(checked, await curs.fetchall())
+            loaded = False  # each agent read no earlier than the ones before it
             for agent_id in originator_ids:
-                found[agent_id] = (
-                    None
-                    if agent_id in current
-                    else await self._load_rows(curs, agent_id, upper, snap_upper, recent)
-                )
+                fresh = agent_id in current
+                if fresh and loaded:  # current before that load: asked again after it
+                    await curs.execute(self.sync.sql_max_version, (agent_id,), prepare=True)
+                    row = await curs.fetchone()
+                    fresh = ((row[0] if row else None) or 0) == checked[agent_id]
+                if fresh:
+                    found[agent_id] = None
+                else:
+                    found[agent_id] = await self._load_rows(
+                        curs, agent_id, upper, snap_upper, recent
+                    )
+                    loaded = True
         return found
 
     async def _load_rows(

@@ -342,7 +342,9 @@ class AgentRecorder(ApplicationRecorder):
         what was committed when it began, inside a transaction or not (an agent
         without rows gets empty :class:`LoadRows`). An agent whose stored version (0:
         none) is its version in ``known`` gets None: the caller's copy is current,
-        nothing more is read (the versions of all such agents are read together)."""
+        nothing more is read (the versions of all such agents are read together).
+        Each agent is read no earlier than the agents before it in ``originator_ids``
+        (a later one saved with an earlier one in one transaction is at least as new)."""
 
     @abstractmethod
     def select_snapshot(self, originator_id: UUID, *, lte: int) -> StoredSnapshot | None:

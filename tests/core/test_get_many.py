@@ -128,3 +128,39 @@ def test_get_many_returns_held_agents_still_current_as_they_are(
         late = Agent("late")
         _grow(store, late, 1)
         assert store.get_many([late.id], current={late.id: None})[late.id].version == 2
+
+
+def test_get_many_reads_each_agent_no_earlier_than_the_ones_before_it(
+    make_store: MakeStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the held agents' versions are checked in one statement before any
+    load. A save of two agents together that commits after that check and before the
+    load of the first must not leave the second as it was held: it is asked again after
+    the load (ADK's get_session reads a session, then its user's scope, which every
+    append saves with it)."""
+    import snaptail.infrastructure.postgres as pg
+    import snaptail.infrastructure.postgres_async as pg_async
+
+    with make_store(postgres_url) as store, AgentStore(postgres_url) as other:
+        first, second = Agent("first"), Agent("second")
+        _grow(store, first, 2)
+        _grow(store, second, 2)
+        held = store.get_many([first.id, second.id])
+        _grow(other, other.get(first.id), 1)  # the first held one is now behind
+        checked = pg.still_current
+
+        def then_save_both(*args: Any) -> set[uuid.UUID]:
+            found = checked(*args)
+            a, b = other.get(first.id), other.get(second.id)
+            a.add_input("user", "together")
+            b.add_input("user", "together")
+            other.save(a, b)  # after the check, before the loads
+            return found
+
+        monkeypatch.setattr(pg, "still_current", then_save_both)
+        monkeypatch.setattr(pg_async, "still_current", then_save_both)
+        fresh = store.get_many([first.id, second.id], current=dict(held))
+        monkeypatch.undo()
+        assert held[first.id].version == 3 and held[second.id].version == 3
+        assert fresh[first.id].version == 5  # loaded: behind at the check
+        assert fresh[second.id].version == 4, "the second agent was returned as held"
