@@ -162,6 +162,15 @@ def _sdist_tests(suite: Suite) -> Path:
     return next(p for p in root.iterdir() if p.is_dir())
 
 
+SUITE_TIMEOUT = 240  # s for one run of a suite's files (they take 20-35 s here)
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
 def _run(suite: Suite, mode: str, workdir: Path, out: Path) -> dict[str, str]:
     """Run the suite's files in a subprocess; test id -> outcome."""
     links = out / "packages"
@@ -181,11 +190,23 @@ def _run(suite: Suite, mode: str, workdir: Path, out: Path) -> dict[str, str]:
         from tests.conftest import POSTGRES_URL
 
         env["SNAPTAIL_SWAP_POSTGRES"] = POSTGRES_URL
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "snaptail_swap", "-p", "no:cacheprovider",
-         "--timeout", "60", "--tb=no", f"--junitxml={report}", *suite.files],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+    # -v names each test as it starts, and faulthandler dumps every thread's stack
+    # when one runs 90 s (its --timeout stops it at 60): if the run as a whole hangs
+    # (once on CI, 2026-12-04, past the outer 600 s; not reproduced in 22 runs
+    # here), it is stopped well inside this test's own timeout and its output says
+    # where it was.
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-v", "-p", "snaptail_swap", "-p",
+             "no:cacheprovider", "--timeout", "60", "-o", "faulthandler_timeout=90",
+             "--tb=no", f"--junitxml={report}", *suite.files],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=SUITE_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(
+            f"{suite.dist} ({mode}) still running after {SUITE_TIMEOUT} s; its last output:\n"
+            f"{_text(hung.stdout)[-6000:]}\n--- stderr ---\n{_text(hung.stderr)[-6000:]}"
+        )
     outcomes: dict[str, str] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         path = case.get("classname", "").replace(".", "/")
