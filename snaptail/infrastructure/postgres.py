@@ -94,7 +94,6 @@ def partition_sql(column: str = "originator_id") -> str:
     )
 
 
-
 def still_current(known: Mapping[UUID, int], newest: Iterable[Sequence[Any]]) -> set[UUID]:
     """The agents of ``known`` (agent id -> the version held) whose newest stored
     version, from ``newest`` rows of (agent id, version), is the one held (an agent
@@ -103,6 +102,7 @@ def still_current(known: Mapping[UUID, int], newest: Iterable[Sequence[Any]]) ->
     return {
         agent_id for agent_id, version in known.items() if (stored.get(agent_id) or 0) == version
     }
+
 
 class PostgresAgentRecorder(PostgresApplicationRecorder, AgentRecorder):
     """Events in ``stored_events`` (as ``eventsourcing``), snapshots in their own table.

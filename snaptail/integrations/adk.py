@@ -345,7 +345,7 @@ class _Held:
     """The aggregates one side of the service loaded (the newest ``size``), and the ids
     it found missing. Each operation holds a lock: a shared SQLite store's reads run on
     their callers' threads beside the writes on the home loop's (see
-    :meth:`SnaptailSessionService._direct`), each side with a ``_Held`` of its own."""
+    :meth:`SnaptailSessionService._read`), each side with a ``_Held`` of its own."""
 
     __slots__ = ("absent", "agents", "lock")
 
@@ -479,7 +479,7 @@ class SnaptailSessionService(BaseSessionService):
         # What the writes (and the reads that run where they do) loaded: the writes
         # change these aggregates in place before saving them.
         self._held = _Held()
-        # What the direct reads loaded (see _direct): never changed, only read.
+        # What the reads loaded (see _read): never changed, only read.
         self._read_held = _Held()
         # Decoded events kept with their copier (see _copier); never handed out.
         self._decoded: OrderedDict[tuple[UUID, int], Callable[[], Any]] = OrderedDict()
@@ -833,12 +833,12 @@ class SnaptailSessionService(BaseSessionService):
         # directory or a merge of several users': never a sort, and nothing built for
         # the sessions before the page.
         stop = None if page_size is None else page_size + 1  # one more: is there a next?
-        picked: Iterable[tuple[float, str, str, Listed]]
         if not page_token:  # None or "": the first page
             runs = [_keyed(uid, listed, listed) for uid, listed in found]
         else:
             after = _page_after(page_token)
             runs = [_keyed(uid, listed, _listed_after(uid, listed, after)) for uid, listed in found]
+        picked: Iterable[tuple[float, str, str, Listed]]
         picked = runs[0] if len(runs) == 1 else heapq.merge(*runs)
         with _collector_paused():
             out = [
