@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,7 +62,15 @@ class _HomeLoop:
         self._guard = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def running(self) -> asyncio.AbstractEventLoop | None:
+        """The loop if it was started (no lock taken: safe in a finalizer)."""
+        loop = self._loop
+        return loop if loop is not None and not loop.is_closed() else None
+
     def get(self) -> asyncio.AbstractEventLoop:
+        loop = self.running()
+        if loop is not None:
+            return loop
         with self._guard:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
@@ -115,6 +124,39 @@ class _Entry:
 
 _registry: dict[str, _Entry] = {}
 _registry_guard = threading.Lock()
+# Leases whose owners were garbage-collected, not yet given back. A finalizer runs at
+# any allocation, on any thread, including one inside the registry's locked code, so it
+# never waits for the lock: it leaves its lease here, and whoever holds the lock gives
+# these back when it lets go (_registry_released).
+_orphans: collections.deque[StoreLease] = collections.deque()
+
+
+@contextlib.contextmanager
+def _registry_locked() -> Iterator[None]:
+    try:
+        with _registry_guard:
+            yield
+    finally:
+        _registry_released()
+
+
+def _registry_released() -> None:
+    """Give back the orphaned leases, unless another thread holds the lock (it does so
+    when it lets go: an orphan is queued before the lock is tried, and the queue is
+    looked at after the lock is released, so none is left behind)."""
+    while _orphans:
+        if not _registry_guard.acquire(blocking=False):
+            return
+        try:
+            closing = []
+            while _orphans:
+                store = _orphans.popleft()._give_back()
+                if store is not None:
+                    closing.append(store)
+        finally:
+            _registry_guard.release()
+        for store in closing:
+            _close_soon(store)
 
 
 class StoreLease:
@@ -125,7 +167,7 @@ class StoreLease:
     def __init__(self, url: str, entry: _Entry) -> None:
         self.url = url
         self.store = entry.store
-        self._released = threading.Event()
+        self._released = False  # under _registry_guard
 
     @property
     def sync_store(self) -> AgentStore:
@@ -138,27 +180,39 @@ class StoreLease:
 
     def release_with(self, owner: object) -> None:
         """Release this lease when ``owner`` is garbage-collected."""
-        weakref.finalize(owner, self.release)
+        weakref.finalize(owner, self._orphaned)
+
+    def _orphaned(self) -> None:
+        _orphans.append(self)
+        _registry_released()
 
     def release(self) -> None:
         """Give the lease back; the last one closes the store (on the home loop, without
         waiting when called from a finalizer or from that loop itself)."""
-        if self._released.is_set():
-            return
-        self._released.set()
-        with _registry_guard:
-            entry = _registry.get(self.url)
-            if entry is None or entry.store is not self.store:
-                return
-            entry.leases -= 1
-            if entry.leases > 0:
-                return
-            del _registry[self.url]
-        _close_soon(self.store)
+        with _registry_locked():
+            store = self._give_back()
+        if store is not None:
+            _close_soon(store)
+
+    def _give_back(self) -> AsyncAgentStore | None:
+        """Under the lock: count this lease out; the store if it was the last one."""
+        if self._released:
+            return None
+        self._released = True
+        entry = _registry.get(self.url)
+        if entry is None or entry.store is not self.store:
+            return None
+        entry.leases -= 1
+        if entry.leases > 0:
+            return None
+        del _registry[self.url]
+        return self.store
 
 
 def _close_soon(store: AsyncAgentStore) -> None:
-    loop = home_loop()
+    loop = _home.running()
+    if loop is None:  # never started: a shared store is opened only on it
+        return
     future = asyncio.run_coroutine_threadsafe(store.close(), loop)
     _closing.add(future)
     future.add_done_callback(_closing.discard)
@@ -171,7 +225,7 @@ def lease_store(url: str | None = None) -> StoreLease:
     """A lease on the process's shared store for ``url`` (the default URL if None),
     opening it on first use (the database is opened at the first operation)."""
     resolved = resolve_url(url)
-    with _registry_guard:
+    with _registry_locked():
         entry = _registry.get(resolved)
         if entry is None:
             entry = _registry[resolved] = _Entry(
@@ -207,12 +261,13 @@ def sync_store_for(
 
 def leased_urls() -> dict[str, int]:
     """The URLs with a shared store open, and how many leases each has (diagnostics)."""
-    with _registry_guard:
+    with _registry_locked():
         return {url: entry.leases for url, entry in _registry.items()}
 
 
 def wait_closed(timeout: float = 10.0) -> None:
     """Wait until stores whose last lease was released are closed (tests, shutdown)."""
+    _registry_released()
     for future in list(_closing):
         with contextlib.suppress(Exception):  # closing is best effort here
             future.result(timeout)
@@ -220,7 +275,7 @@ def wait_closed(timeout: float = 10.0) -> None:
 
 @atexit.register
 def _close_all() -> None:
-    with _registry_guard:
+    with _registry_locked():
         entries = list(_registry.values())
         _registry.clear()
     if not entries:

@@ -171,6 +171,28 @@ def _text(output: str | bytes | None) -> str:
     return output or ""
 
 
+def _last_lines(text: str, count: int) -> str:
+    return "\n".join(text.rstrip().splitlines()[-count:])
+
+
+def _stack_tops(dump: str, frames: int = 12) -> str:
+    """faulthandler's dump cut to the newest ``frames`` calls of each thread (the
+    bottoms are the same runner frames in every thread)."""
+    kept: list[str] = []
+    depth = 0
+    for line in dump.splitlines():
+        if line.startswith(("Thread ", "Current thread ")):
+            depth = 0
+            kept.append(line)
+        elif line.startswith("  File "):
+            depth += 1
+            if depth <= frames:
+                kept.append(line)
+        elif line.strip():
+            kept.append(line)
+    return "\n".join(kept)[-8000:]
+
+
 def _run(suite: Suite, mode: str, workdir: Path, out: Path) -> dict[str, str]:
     """Run the suite's files in a subprocess; test id -> outcome."""
     links = out / "packages"
@@ -190,11 +212,14 @@ def _run(suite: Suite, mode: str, workdir: Path, out: Path) -> dict[str, str]:
         from tests.conftest import POSTGRES_URL
 
         env["SNAPTAIL_SWAP_POSTGRES"] = POSTGRES_URL
-    # -v names each test as it starts, and faulthandler dumps every thread's stack
-    # when one runs 90 s (its --timeout stops it at 60): if the run as a whole hangs
-    # (once on CI, 2026-12-04, past the outer 600 s; not reproduced in 22 runs
-    # here), it is stopped well inside this test's own timeout and its output says
-    # where it was.
+    # -v names each test as it starts (unbuffered: a pipe would hold the last lines
+    # back), and faulthandler dumps every thread's stack when one test runs 90 s (its
+    # --timeout cannot stop a thread blocked outside Python code). If the run as a
+    # whole hangs it is stopped well inside this test's own timeout, and the failure
+    # names the test and the top of each thread's stack. (It did so on CI, 2026-12-04:
+    # a session's lease was released by the cyclic collector inside the lease
+    # registry's own lock; see snaptail.integrations.shared.)
+    env["PYTHONUNBUFFERED"] = "1"
     try:
         subprocess.run(
             [sys.executable, "-m", "pytest", "-v", "-p", "snaptail_swap", "-p",
@@ -204,8 +229,9 @@ def _run(suite: Suite, mode: str, workdir: Path, out: Path) -> dict[str, str]:
         )  # fmt: skip
     except subprocess.TimeoutExpired as hung:
         pytest.fail(
-            f"{suite.dist} ({mode}) still running after {SUITE_TIMEOUT} s; its last output:\n"
-            f"{_text(hung.stdout)[-6000:]}\n--- stderr ---\n{_text(hung.stderr)[-6000:]}"
+            f"{suite.dist} ({mode}) still running after {SUITE_TIMEOUT} s; the last tests"
+            f" started:\n{_last_lines(_text(hung.stdout), 3)}\n--- the top of each"
+            f" thread's stack ---\n{_stack_tops(_text(hung.stderr))}"
         )
     outcomes: dict[str, str] = {}
     for case in ET.parse(report).getroot().iter("testcase"):

@@ -116,3 +116,50 @@ def test_200_sessions_hold_no_more_connections_than_one(postgres_url: str) -> No
             break
         time.sleep(0.1)
     assert _connections(name) == 0, "the last close closes the pool"
+
+
+# Objects holding leases are often in reference cycles (a session and its bound
+# methods, a framework's runner), so the cyclic collector runs their finalizers: at
+# any allocation, on any thread, including one inside the registry's own locked code.
+_COLLECTED_INSIDE_THE_REGISTRY = """
+import faulthandler, gc, sys, threading
+from snaptail.integrations.shared import lease_store, leased_urls, wait_closed
+
+faulthandler.dump_traceback_later(40, exit=True)  # a deadlock says where, then exits
+url = sys.argv[1]
+
+
+class Owner:
+    pass
+
+
+def churn() -> None:
+    for _ in range(3000):
+        owner = Owner()
+        owner.me = owner  # only the cyclic collector frees it
+        lease_store(url).release_with(owner)
+        del owner
+
+
+gc.set_threshold(5, 1, 1)  # collections at most allocations, inside the registry too
+threads = [threading.Thread(target=churn) for _ in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+gc.collect()
+assert url not in leased_urls(), leased_urls()
+wait_closed()
+print("ok")
+"""
+
+
+def test_owners_collected_inside_the_registry_release_without_deadlock(sqlite_url: str) -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-c", _COLLECTED_INSIDE_THE_REGISTRY, sqlite_url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-4000:]
