@@ -12,8 +12,11 @@ N events is built with ``append_event`` in each, then both are measured side by 
 (each measure alternates the services in 4 rounds; medians over all rounds):
 
 * ``append_event``: median ms over ``--calls`` appends at the end of the session;
-* ``get_session(num_recent_events=20)``: median ms on the service that wrote, and on
-  a fresh service (as in a new process: its first call opens the database; snaptail
+* ``get_session(num_recent_events=20)``: median ms on the service that wrote (made
+  with a URL: snaptail's leases the process's shared store, on a background event
+  loop), on a snaptail service given a store of its own opened on the caller's loop
+  (no hand-off between loops; ADK's figure is its warm one, measured again beside it),
+  and on a fresh service (as in a new process: its first call opens the database; snaptail
   loads snapshot + tail; snaptail's fresh service has a store of its own, not the
   process's shared one);
 * ``get_session()`` without a config (what the Runner asks by default): median of 4;
@@ -231,6 +234,21 @@ async def measure(where: dict[str, Place], events: int, calls: int) -> dict[str,
         "get_session(num_recent_events=20), warm, ms",
         await side_by_side({n: getter(s) for n, s in services.items()}, calls),
     )
+
+    # A service made with a URL leases the process's shared store, which lives on a
+    # background event loop (any loop may call it): each call crosses to that loop and
+    # back. A service given the app's own store runs on the caller's loop.
+    own = {n: p.fresh() for n, p in where.items() if p.fresh is not None}
+    for svc, _ in own.values():
+        await getter(svc)()  # opens the store, loads the session
+    on_own = {n: getter(own[n][0] if n in own else s) for n, s in services.items()}
+    record(
+        "get_session(num_recent_events=20), warm, the app's own store, ms",
+        await side_by_side(on_own, calls),
+    )
+    for svc, done in own.values():
+        await close(svc)
+        await done()
 
     opened: list[tuple[BaseSessionService, Callable[[], Awaitable[None]]]] = []
 
