@@ -188,7 +188,7 @@ class StoreLease:
 
     def release(self) -> None:
         """Give the lease back; the last one closes the store (on the home loop, without
-        waiting when called from a finalizer or from that loop itself)."""
+        waiting for it). A collected owner's lease is given back by ``_orphaned``."""
         with _registry_locked():
             store = self._give_back()
         if store is not None:
